@@ -1,0 +1,375 @@
+//! The worker side: [`MessageBus`], a worker's connection to its master.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), drover::BusError> {
+//! use drover::{BusEvent, MessageBus};
+//!
+//! let mut bus = MessageBus::connect().await?; // hello / welcome handshake
+//! // ... bind sockets, warm caches ...
+//! bus.send_started().await?;
+//! while let Some(event) = bus.recv().await {
+//!     match event {
+//!         BusEvent::Stop => { /* finish in-flight work */ bus.send_stopped().await?; }
+//!         BusEvent::Quit => { bus.send_shutted_down().await?; break; }
+//!         BusEvent::Message(data) => bus.send_message(&data).await?, // echo
+//!         BusEvent::Closed(_) => break, // the master is gone
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::protocol::codec::EncodeError;
+use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
+use crate::status::WorkerStatus;
+
+/// Why a worker could not talk to its master.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The process was not started by a drover master.
+    #[error("not running under a drover master: {0}")]
+    NotAWorker(String),
+    /// `MessageBus::connect` was already called in this process.
+    #[error("the MessageBus of this process is already connected (the channel fd can be owned once)")]
+    AlreadyConnected,
+    /// The master speaks another protocol version or refused us.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The master went away.
+    #[error("the master closed the channel")]
+    MasterGone,
+    /// A message too large or not JSON.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The socket failed.
+    #[error("channel I/O error: {0}")]
+    Io(String),
+}
+
+/// What a master tells a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusEvent {
+    /// Stop taking new work, finish in-flight work, then [`MessageBus::send_stopped`].
+    Stop,
+    /// Release everything, [`MessageBus::send_shutted_down`], and exit.
+    Quit,
+    /// A user message.
+    Message(Value),
+    /// The channel is closed: the master is gone (or broke the protocol, then the error says how).
+    /// Nothing follows; a worker usually shuts down.
+    Closed(Option<ProtocolError>),
+}
+
+static CONNECTED: AtomicBool = AtomicBool::new(false);
+
+struct Outgoing {
+    bytes: Vec<u8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The sending half of a [`MessageBus`]: cheap to clone, usable from any task.
+#[derive(Clone, Debug)]
+pub struct BusSender {
+    tx: mpsc::UnboundedSender<OutgoingBox>,
+    max_frame_bytes: usize,
+}
+
+struct OutgoingBox(Outgoing);
+impl std::fmt::Debug for OutgoingBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outgoing")
+    }
+}
+
+impl BusSender {
+    async fn send_frame(&self, frame: &WorkerFrame) -> Result<(), BusError> {
+        let bytes = encode_frame(frame, self.max_frame_bytes)?;
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(OutgoingBox(Outgoing { bytes, done }))
+            .map_err(|_| BusError::MasterGone)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Io(e)),
+            Err(_) => Err(BusError::MasterGone),
+        }
+    }
+
+    /// Reports a status (the state machine of `docs/PROTOCOL.md` applies).
+    pub async fn send_status(&self, status: WorkerStatus) -> Result<(), BusError> {
+        self.send_frame(&WorkerFrame::status(status)).await
+    }
+
+    /// Reports STARTED: the worker is ready to serve.
+    pub async fn send_started(&self) -> Result<(), BusError> {
+        self.send_status(WorkerStatus::Started).await
+    }
+
+    /// Reports STOPPED: no new work taken, in-flight work finished.
+    pub async fn send_stopped(&self) -> Result<(), BusError> {
+        self.send_status(WorkerStatus::Stopped).await
+    }
+
+    /// Reports SHUTTED_DOWN: everything released; the channel is closed after this.
+    pub async fn send_shutted_down(&self) -> Result<(), BusError> {
+        self.send_status(WorkerStatus::ShuttedDown).await
+    }
+
+    /// Sends a user message.
+    pub async fn send_message(&self, data: &Value) -> Result<(), BusError> {
+        self.send_frame(&WorkerFrame::Message { data: data.clone() }).await
+    }
+
+    /// Sends a heartbeat with this process's resident memory and the given uptime.
+    pub async fn send_heartbeat(&self, uptime: Duration) -> Result<(), BusError> {
+        let rss_bytes = crate::master::rss_of_self();
+        self.send_frame(&WorkerFrame::Heartbeat {
+            rss_bytes,
+            uptime_ms: Some(uptime.as_millis() as u64),
+        })
+        .await
+    }
+}
+
+/// A worker's connection to its master.
+#[derive(Debug)]
+pub struct MessageBus {
+    meta: WorkerMeta,
+    sender: BusSender,
+    incoming: mpsc::UnboundedReceiver<BusEvent>,
+    connected_at: Instant,
+}
+
+impl MessageBus {
+    /// Connects to the master named by this process's environment (`DROVER_IPC_FD`), and does the
+    /// hello/welcome handshake. Fails clearly when the process is not a drover worker.
+    pub async fn connect() -> Result<MessageBus, BusError> {
+        let fd = channel_fd_from_env()?;
+        if CONNECTED.swap(true, Ordering::SeqCst) {
+            return Err(BusError::AlreadyConnected);
+        }
+        // SAFETY: the fd was checked to be an open socket inherited from the master, and CONNECTED
+        // guarantees it is taken over only once in this process.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let result = MessageBus::from_fd(owned).await;
+        if result.is_err() {
+            CONNECTED.store(false, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Connects over an already-open channel socket (tests, or a worker that received it otherwise).
+    pub async fn from_fd(fd: OwnedFd) -> Result<MessageBus, BusError> {
+        let std_stream = std::os::unix::net::UnixStream::from(fd);
+        std_stream
+            .set_nonblocking(true)
+            .map_err(|e| BusError::Io(e.to_string()))?;
+        let stream = UnixStream::from_std(std_stream).map_err(|e| BusError::Io(e.to_string()))?;
+        let (read_half, mut write_half) = stream.into_split();
+        let read_limit = std::env::var(protocol::env::MAX_FRAME_BYTES)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(protocol::DEFAULT_MAX_FRAME_BYTES);
+        let mut frames = FramedRead::new(read_half, FrameCodec::new(read_limit));
+
+        let hello = WorkerFrame::Hello {
+            version: protocol::PROTOCOL_VERSION,
+            pid: Some(std::process::id()),
+        };
+        let bytes = encode_frame(&hello, read_limit)?;
+        write_half
+            .write_all(&bytes)
+            .await
+            .map_err(|e| BusError::Io(e.to_string()))?;
+        let meta = match frames.next().await {
+            None => return Err(BusError::MasterGone),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(line)) => match protocol::decode_master_frame(&line)? {
+                MasterFrame::Welcome { version, worker } if version == protocol::PROTOCOL_VERSION => worker,
+                MasterFrame::Welcome { version, .. } => {
+                    return Err(ProtocolError::VersionMismatch {
+                        worker: protocol::PROTOCOL_VERSION,
+                        master: version,
+                    }
+                    .into())
+                }
+                MasterFrame::Error { code, message } => return Err(ProtocolError::Refused { code, message }.into()),
+                _ => {
+                    return Err(ProtocolError::HelloExpected {
+                        got: "a frame before welcome".into(),
+                    }
+                    .into())
+                }
+            },
+        };
+
+        let (events_tx, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(read_commands(frames, events_tx));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_frames(write_half, rx));
+        let sender = BusSender {
+            tx,
+            max_frame_bytes: meta.max_frame_bytes,
+        };
+        let connected_at = Instant::now();
+        if let Some(ms) = meta.heartbeat_ms {
+            let hb = sender.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
+                loop {
+                    tick.tick().await;
+                    if hb.send_heartbeat(connected_at.elapsed()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(MessageBus {
+            meta,
+            sender,
+            incoming,
+            connected_at,
+        })
+    }
+
+    /// What the master said about this worker (id, name, group, user config, limits).
+    pub fn meta(&self) -> &WorkerMeta {
+        &self.meta
+    }
+
+    /// A sender that can be moved to other tasks.
+    pub fn sender(&self) -> BusSender {
+        self.sender.clone()
+    }
+
+    /// How long ago the bus connected.
+    pub fn uptime(&self) -> Duration {
+        self.connected_at.elapsed()
+    }
+
+    /// The next command or message; after [`BusEvent::Closed`], `None`.
+    pub async fn recv(&mut self) -> Option<BusEvent> {
+        self.incoming.recv().await
+    }
+
+    /// Reports STARTED.
+    pub async fn send_started(&self) -> Result<(), BusError> {
+        self.sender.send_started().await
+    }
+
+    /// Reports STOPPED.
+    pub async fn send_stopped(&self) -> Result<(), BusError> {
+        self.sender.send_stopped().await
+    }
+
+    /// Reports SHUTTED_DOWN.
+    pub async fn send_shutted_down(&self) -> Result<(), BusError> {
+        self.sender.send_shutted_down().await
+    }
+
+    /// Reports any status.
+    pub async fn send_status(&self, status: WorkerStatus) -> Result<(), BusError> {
+        self.sender.send_status(status).await
+    }
+
+    /// Sends a user message.
+    pub async fn send_message(&self, data: &Value) -> Result<(), BusError> {
+        self.sender.send_message(data).await
+    }
+}
+
+/// Finds and checks the channel fd named by `DROVER_IPC_FD`, and makes it close-on-exec so the
+/// worker's own children do not inherit the master's channel.
+fn channel_fd_from_env() -> Result<RawFd, BusError> {
+    let raw = std::env::var(protocol::env::IPC_FD)
+        .map_err(|_| BusError::NotAWorker(format!("{} is not set", protocol::env::IPC_FD)))?;
+    let fd: RawFd =
+        raw.parse().ok().filter(|fd| *fd >= 0).ok_or_else(|| {
+            BusError::NotAWorker(format!("{}={raw:?} is not a file descriptor", protocol::env::IPC_FD))
+        })?;
+    if let Ok(version) = std::env::var(protocol::env::PROTOCOL_VERSION) {
+        if version != protocol::PROTOCOL_VERSION.to_string() {
+            let master = version.parse().unwrap_or(0);
+            return Err(ProtocolError::VersionMismatch {
+                worker: protocol::PROTOCOL_VERSION,
+                master,
+            }
+            .into());
+        }
+    }
+    // SAFETY: fstat on any integer is safe; it fails with EBADF for a closed fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out-pointer.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(BusError::NotAWorker(format!(
+            "fd {fd} from {} is not an open socket",
+            protocol::env::IPC_FD
+        )));
+    }
+    // SAFETY: setting FD_CLOEXEC on an open fd.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(fd)
+}
+
+async fn read_commands(
+    mut frames: FramedRead<tokio::net::unix::OwnedReadHalf, FrameCodec>,
+    tx: mpsc::UnboundedSender<BusEvent>,
+) {
+    let closed = loop {
+        let line = match frames.next().await {
+            None => break None,
+            Some(Err(e)) => break Some(e),
+            Some(Ok(line)) => line,
+        };
+        let event = match protocol::decode_master_frame(&line) {
+            Ok(MasterFrame::Stop) => BusEvent::Stop,
+            Ok(MasterFrame::Quit) => BusEvent::Quit,
+            Ok(MasterFrame::Message { data }) => BusEvent::Message(data),
+            Ok(MasterFrame::Error { code, message }) => break Some(ProtocolError::Refused { code, message }),
+            Ok(MasterFrame::Welcome { .. }) | Ok(MasterFrame::Unknown) => {
+                tracing::debug!(frame = %line, "ignored frame from master");
+                continue;
+            }
+            Err(e) => break Some(e),
+        };
+        if tx.send(event).is_err() {
+            return;
+        }
+    };
+    let _ = tx.send(BusEvent::Closed(closed));
+}
+
+async fn write_frames(mut half: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>) {
+    let mut batch = Vec::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(8192);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        buf.clear();
+        for out in &batch {
+            buf.extend_from_slice(&out.0.bytes);
+        }
+        let result = half.write_all(&buf).await.map_err(|e| e.to_string());
+        for out in batch.drain(..) {
+            let _ = out.0.done.send(result.clone());
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+}
+
+impl From<io::Error> for BusError {
+    fn from(e: io::Error) -> BusError {
+        BusError::Io(e.to_string())
+    }
+}

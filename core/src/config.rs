@@ -1,0 +1,673 @@
+//! A master's configuration, validated before anything is spawned.
+//!
+//! Two ways in, one validation: build a [`MasterConfig`] in Rust, or deserialize [`MasterOptions`]
+//! (what the Node and C faces and config files hand over, with millisecond timeouts that may be
+//! negative on the way in) and call [`MasterOptions::into_config`]. Every error names the field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
+use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
+
+/// What the master does when a worker breaks the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnProtocolError {
+    /// Report the error, mark the worker FAILED and terminate it (default).
+    #[default]
+    Fail,
+    /// Report the error, drop the frame and keep the worker.
+    Ignore,
+}
+
+/// The validated configuration of one master (one group of identical workers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterConfig {
+    /// The master's name: its group name in logs, events and worker metadata.
+    pub name: String,
+    /// The program to run, resolved to a path at validation.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// How many workers.
+    pub count: usize,
+    /// Variables set for the workers, over the master's own environment.
+    pub env: BTreeMap<String, String>,
+    /// The workers' working directory (default: the master's).
+    pub cwd: Option<PathBuf>,
+    /// Arbitrary JSON handed to each worker in its welcome.
+    pub user_config: Value,
+    /// Timeouts and escalation.
+    pub timeouts: Timeouts,
+    /// The largest frame accepted from (and sent to) a worker.
+    pub max_frame_bytes: usize,
+    /// What a protocol error does to a worker.
+    pub on_protocol_error: OnProtocolError,
+    /// Whether and how crashed workers are restarted.
+    pub restart: RestartPolicy,
+    /// Delay between restarts of one worker.
+    pub backoff: Backoff,
+    /// The restart budget before the master gives up.
+    pub intensity: Intensity,
+    /// How a graceful reload replaces workers.
+    pub reload: ReloadStrategy,
+    /// Heartbeat interval asked of workers, and how long one may be missed before the worker is hung.
+    pub heartbeat: Option<Heartbeat>,
+    /// Recycling limits.
+    pub recycle: Recycle,
+}
+
+/// Every deadline of a worker's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From spawn to STARTED.
+    pub start: Duration,
+    /// From `stop` to STOPPED.
+    pub stop: Duration,
+    /// From `quit` to the process's exit.
+    pub quit: Duration,
+    /// From SIGTERM to SIGKILL.
+    pub kill: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            start: Duration::from_secs(30),
+            stop: Duration::from_secs(10),
+            quit: Duration::from_secs(5),
+            kill: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Liveness checking: the worker sends a heartbeat every `interval`; silence for longer than
+/// `interval + tolerance` marks it hung and it is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// How often the worker's MessageBus sends a heartbeat.
+    pub interval: Duration,
+    /// Extra silence allowed before the worker counts as hung.
+    pub tolerance: Duration,
+}
+
+/// Replace a worker (one at a time, successor first) when it gets too old or too big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recycle {
+    /// Replace a worker this long after it reported STARTED.
+    pub max_age: Option<Duration>,
+    /// Replace a worker whose resident memory exceeds this many bytes.
+    pub max_rss_bytes: Option<u64>,
+    /// How often resident memory is sampled (from `/proc`) when `max_rss_bytes` is set.
+    pub check_interval: Duration,
+}
+
+/// A configuration that cannot be used, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither `program` nor `script`.
+    #[error("`program` (or `script`) is required")]
+    MissingProgram,
+    /// Both `program` and `script`.
+    #[error("give either `program` or `script`, not both")]
+    ProgramAndScript,
+    /// The program is not on PATH or not at the given path.
+    #[error("`{field}`: {path} not found{}", if *.searched_path { " on PATH" } else { "" })]
+    NotFound {
+        /// `program`, `script` or `node`.
+        field: &'static str,
+        /// What was given.
+        path: String,
+        /// Whether PATH was searched.
+        searched_path: bool,
+    },
+    /// The program exists but cannot be executed.
+    #[error("`program`: {path} is not an executable file")]
+    NotExecutable {
+        /// The resolved path.
+        path: String,
+    },
+    /// `count` is 0 (or negative from a face).
+    #[error("`count` must be at least 1, got {value}")]
+    InvalidCount {
+        /// What was given.
+        value: i64,
+    },
+    /// A timeout or interval that is negative, zero where not allowed, or too large.
+    #[error("`{field}` must be a positive number of milliseconds, got {value}")]
+    InvalidDuration {
+        /// The field's name, e.g. `startTimeout`.
+        field: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// `cwd` is not a directory.
+    #[error("`cwd`: {path} is not a directory")]
+    BadCwd {
+        /// What was given.
+        path: String,
+    },
+    /// Any other field with a value out of its range.
+    #[error("`{field}`: {message}")]
+    Invalid {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl MasterConfig {
+    /// A config that runs `program` (a path, or a name looked up on PATH at validation).
+    pub fn program(program: impl Into<PathBuf>) -> MasterConfig {
+        MasterConfig {
+            name: String::new(),
+            program: program.into(),
+            args: Vec::new(),
+            count: default_count(),
+            env: BTreeMap::new(),
+            cwd: None,
+            user_config: Value::Null,
+            timeouts: Timeouts::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            on_protocol_error: OnProtocolError::default(),
+            restart: RestartPolicy::default(),
+            backoff: Backoff::default(),
+            intensity: Intensity::default(),
+            reload: ReloadStrategy::default(),
+            heartbeat: None,
+            recycle: Recycle {
+                check_interval: Duration::from_secs(5),
+                ..Recycle::default()
+            },
+        }
+    }
+
+    /// drover's `script` shorthand: run the JavaScript file `script` with `node` (from PATH).
+    pub fn script(script: impl Into<PathBuf>) -> MasterConfig {
+        let script = script.into();
+        let mut config = MasterConfig::program("node");
+        config.args.push(script.into_os_string());
+        config
+    }
+
+    /// Appends an argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> MasterConfig {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> MasterConfig {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the number of workers.
+    pub fn count(mut self, count: usize) -> MasterConfig {
+        self.count = count;
+        self
+    }
+
+    /// Sets the name.
+    pub fn name(mut self, name: impl Into<String>) -> MasterConfig {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets one environment variable for the workers.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> MasterConfig {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the workers' working directory.
+    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> MasterConfig {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Sets the timeouts.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> MasterConfig {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Sets the restart policy.
+    pub fn restart(mut self, restart: RestartPolicy) -> MasterConfig {
+        self.restart = restart;
+        self
+    }
+
+    /// Checks every field and resolves `program` to a path. Nothing is spawned.
+    pub fn validate(mut self) -> Result<MasterConfig, ConfigError> {
+        if self.count == 0 {
+            return Err(ConfigError::InvalidCount { value: 0 });
+        }
+        if self.program.as_os_str().is_empty() {
+            return Err(ConfigError::MissingProgram);
+        }
+        let base = self.cwd.clone().unwrap_or_else(|| PathBuf::from("."));
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_dir() {
+                return Err(ConfigError::BadCwd {
+                    path: cwd.display().to_string(),
+                });
+            }
+        }
+        self.program = resolve_program(&self.program, &base)?;
+        let t = self.timeouts;
+        for (field, value) in [
+            ("startTimeout", t.start),
+            ("stopTimeout", t.stop),
+            ("quitTimeout", t.quit),
+            ("killTimeout", t.kill),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::InvalidDuration {
+                    field,
+                    value: "0".into(),
+                });
+            }
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                field: "maxFrameBytes",
+                message: format!("must be at least 1024, got {}", self.max_frame_bytes),
+            });
+        }
+        if self.name.is_empty() {
+            self.name = self
+                .args
+                .first()
+                .filter(|_| self.program.file_name().is_some_and(|n| n == "node"))
+                .map(|script| {
+                    Path::new(script)
+                        .file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .unwrap_or_else(|| {
+                    self.program
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                });
+        }
+        self.backoff.validate()?;
+        self.intensity.validate()?;
+        self.reload.validate()?;
+        if let Some(hb) = self.heartbeat {
+            if hb.interval.is_zero() {
+                return Err(ConfigError::InvalidDuration {
+                    field: "heartbeatInterval",
+                    value: "0".into(),
+                });
+            }
+        }
+        if self.recycle.max_rss_bytes.is_some() && self.recycle.check_interval.is_zero() {
+            return Err(ConfigError::InvalidDuration {
+                field: "recycleCheckInterval",
+                value: "0".into(),
+            });
+        }
+        Ok(self)
+    }
+}
+
+fn default_count() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Resolves `program` as `execvp` would: a name without `/` is looked up on PATH; a relative path is
+/// taken from `base` (the workers' cwd).
+fn resolve_program(program: &Path, base: &Path) -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let shown = program.display().to_string();
+    if program.components().count() > 1 || program.is_absolute() {
+        let candidate = if program.is_absolute() {
+            program.to_path_buf()
+        } else {
+            base.join(program)
+        };
+        return match is_executable(&candidate) {
+            Ok(true) => Ok(candidate),
+            Ok(false) => Err(ConfigError::NotExecutable {
+                path: candidate.display().to_string(),
+            }),
+            Err(_) => Err(ConfigError::NotFound {
+                field: "program",
+                path: shown,
+                searched_path: false,
+            }),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| matches!(is_executable(candidate), Ok(true)))
+        .ok_or(ConfigError::NotFound {
+            field: "program",
+            path: shown,
+            searched_path: true,
+        })
+}
+
+/// A master's options as the Node and C faces and config files give them: every field optional,
+/// camelCase, timeouts in (possibly negative, hence validated) milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MasterOptions {
+    /// A JavaScript file run with `node` (drover's option).
+    pub script: Option<String>,
+    /// The node binary for `script` (default: `node` on PATH).
+    pub node: Option<String>,
+    /// A program to run (instead of `script`).
+    pub program: Option<String>,
+    /// Arguments of `program` (or extra arguments after `script`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Number of workers (default: number of CPUs).
+    pub count: Option<i64>,
+    /// Environment over the master's. Numbers and booleans are accepted and stringified.
+    #[serde(default)]
+    pub env: BTreeMap<String, Value>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Name of the master.
+    pub name: Option<String>,
+    /// User config handed to each worker.
+    #[serde(default)]
+    pub config: Value,
+    /// Milliseconds from spawn to STARTED.
+    pub start_timeout: Option<f64>,
+    /// Milliseconds from `stop` to STOPPED.
+    pub stop_timeout: Option<f64>,
+    /// Milliseconds from `quit` to exit.
+    pub quit_timeout: Option<f64>,
+    /// Milliseconds from SIGTERM to SIGKILL.
+    pub kill_timeout: Option<f64>,
+    /// Largest frame in bytes.
+    pub max_frame_bytes: Option<i64>,
+    /// `fail` (default) or `ignore`.
+    pub on_protocol_error: Option<OnProtocolError>,
+    /// `never` (default), `on-failure` or `always`.
+    pub restart: Option<RestartPolicy>,
+    /// First restart delay, ms.
+    pub restart_delay: Option<f64>,
+    /// Backoff factor.
+    pub restart_backoff_factor: Option<f64>,
+    /// Largest restart delay, ms.
+    pub restart_max_delay: Option<f64>,
+    /// Uptime after which the backoff resets, ms.
+    pub restart_reset_after: Option<f64>,
+    /// At most this many restarts ...
+    pub max_restarts: Option<i64>,
+    /// ... within this many milliseconds.
+    pub max_restarts_window: Option<f64>,
+    /// `all-at-once` (default) or `rolling`.
+    pub reload_strategy: Option<String>,
+    /// Workers replaced at a time by a rolling reload.
+    pub reload_batch: Option<i64>,
+    /// Heartbeat interval, ms.
+    pub heartbeat_interval: Option<f64>,
+    /// Missed-heartbeat tolerance, ms.
+    pub heartbeat_tolerance: Option<f64>,
+    /// Recycle a worker this many ms after STARTED.
+    pub max_age: Option<f64>,
+    /// Recycle a worker above this resident memory, bytes.
+    pub max_memory_bytes: Option<i64>,
+    /// Memory sampling interval, ms.
+    pub memory_check_interval: Option<f64>,
+}
+
+/// Converts a millisecond option to a duration, naming the field when it is not a positive finite number.
+pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    if !value.is_finite() || value <= 0.0 || value > 1e12 {
+        return Err(ConfigError::InvalidDuration {
+            field,
+            value: value.to_string(),
+        });
+    }
+    Ok(Duration::from_secs_f64(value / 1000.0))
+}
+
+impl MasterOptions {
+    /// Validates the options into a [`MasterConfig`].
+    pub fn into_config(self) -> Result<MasterConfig, ConfigError> {
+        let mut config = match (self.script, self.program) {
+            (Some(_), Some(_)) => return Err(ConfigError::ProgramAndScript),
+            (None, None) => return Err(ConfigError::MissingProgram),
+            (Some(script), None) => {
+                let base = self
+                    .cwd
+                    .as_deref()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let path = base.join(&script);
+                if !path.is_file() {
+                    return Err(ConfigError::NotFound {
+                        field: "script",
+                        path: script,
+                        searched_path: false,
+                    });
+                }
+                let mut c = MasterConfig::program(self.node.as_deref().unwrap_or("node"));
+                // An absolute script path keeps working whatever the workers' cwd.
+                c.args.push(std::path::absolute(&path).unwrap_or(path).into_os_string());
+                c
+            }
+            (None, Some(program)) => MasterConfig::program(program),
+        };
+        config.args.extend(self.args.into_iter().map(OsString::from));
+        if let Some(count) = self.count {
+            if count < 1 {
+                return Err(ConfigError::InvalidCount { value: count });
+            }
+            config.count = usize::try_from(count).map_err(|_| ConfigError::Invalid {
+                field: "count",
+                message: format!("{count} is too large"),
+            })?;
+        }
+        for (key, value) in self.env {
+            let value = match value {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        field: "env",
+                        message: format!("`{key}` must be a string, number or boolean, got {other}"),
+                    })
+                }
+            };
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(ConfigError::Invalid {
+                    field: "env",
+                    message: format!("`{key}` is not a valid variable"),
+                });
+            }
+            config.env.insert(key, value);
+        }
+        config.cwd = self.cwd.map(PathBuf::from);
+        config.name = self.name.unwrap_or_default();
+        config.user_config = self.config;
+        let t = &mut config.timeouts;
+        for (field, value, slot) in [
+            ("startTimeout", self.start_timeout, &mut t.start),
+            ("stopTimeout", self.stop_timeout, &mut t.stop),
+            ("quitTimeout", self.quit_timeout, &mut t.quit),
+            ("killTimeout", self.kill_timeout, &mut t.kill),
+        ] {
+            if let Some(v) = value {
+                *slot = millis(field, v)?;
+            }
+        }
+        if let Some(max) = self.max_frame_bytes {
+            config.max_frame_bytes = usize::try_from(max).map_err(|_| ConfigError::Invalid {
+                field: "maxFrameBytes",
+                message: format!("got {max}"),
+            })?;
+        }
+        if let Some(p) = self.on_protocol_error {
+            config.on_protocol_error = p;
+        }
+        if let Some(r) = self.restart {
+            config.restart = r;
+        }
+        let b = &mut config.backoff;
+        if let Some(v) = self.restart_delay {
+            b.initial = millis("restartDelay", v)?;
+        }
+        if let Some(v) = self.restart_max_delay {
+            b.max = millis("restartMaxDelay", v)?;
+        }
+        if let Some(v) = self.restart_reset_after {
+            b.reset_after = millis("restartResetAfter", v)?;
+        }
+        if let Some(v) = self.restart_backoff_factor {
+            b.factor = v;
+        }
+        if let Some(v) = self.max_restarts {
+            config.intensity.max_restarts = u32::try_from(v).map_err(|_| ConfigError::Invalid {
+                field: "maxRestarts",
+                message: format!("must be 0 or more, got {v}"),
+            })?;
+        }
+        if let Some(v) = self.max_restarts_window {
+            config.intensity.window = millis("maxRestartsWindow", v)?;
+        }
+        if let Some(s) = self.reload_strategy.as_deref() {
+            config.reload = match s {
+                "all-at-once" => ReloadStrategy::AllAtOnce,
+                "rolling" => ReloadStrategy::Rolling { batch: 1 },
+                other => {
+                    return Err(ConfigError::Invalid {
+                        field: "reloadStrategy",
+                        message: format!("expected \"all-at-once\" or \"rolling\", got {other:?}"),
+                    })
+                }
+            };
+        }
+        if let Some(n) = self.reload_batch {
+            match &mut config.reload {
+                ReloadStrategy::Rolling { batch } if n >= 1 => *batch = n as usize,
+                ReloadStrategy::Rolling { .. } => {
+                    return Err(ConfigError::Invalid {
+                        field: "reloadBatch",
+                        message: format!("must be at least 1, got {n}"),
+                    })
+                }
+                ReloadStrategy::AllAtOnce => {
+                    return Err(ConfigError::Invalid {
+                        field: "reloadBatch",
+                        message: "only applies to reloadStrategy \"rolling\"".into(),
+                    })
+                }
+            }
+        }
+        if let Some(v) = self.heartbeat_interval {
+            let interval = millis("heartbeatInterval", v)?;
+            let tolerance = match self.heartbeat_tolerance {
+                Some(v) => millis("heartbeatTolerance", v)?,
+                None => interval * 2,
+            };
+            config.heartbeat = Some(Heartbeat { interval, tolerance });
+        } else if self.heartbeat_tolerance.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "heartbeatTolerance",
+                message: "needs heartbeatInterval".into(),
+            });
+        }
+        if let Some(v) = self.max_age {
+            config.recycle.max_age = Some(millis("maxAge", v)?);
+        }
+        if let Some(v) = self.max_memory_bytes {
+            config.recycle.max_rss_bytes =
+                Some(u64::try_from(v).ok().filter(|v| *v > 0).ok_or(ConfigError::Invalid {
+                    field: "maxMemoryBytes",
+                    message: format!("must be positive, got {v}"),
+                })?);
+        }
+        if let Some(v) = self.memory_check_interval {
+            config.recycle.check_interval = millis("memoryCheckInterval", v)?;
+        }
+        config.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn options(v: Value) -> Result<MasterConfig, ConfigError> {
+        serde_json::from_value::<MasterOptions>(v)
+            .expect("options deserialize")
+            .into_config()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(options(json!({})), Err(ConfigError::MissingProgram));
+        assert_eq!(
+            options(json!({"program": "sh", "count": 0})),
+            Err(ConfigError::InvalidCount { value: 0 })
+        );
+        assert_eq!(
+            options(json!({"program": "sh", "stopTimeout": -5})),
+            Err(ConfigError::InvalidDuration {
+                field: "stopTimeout",
+                value: "-5".into()
+            })
+        );
+        assert!(matches!(
+            options(json!({"program": "definitely-not-a-program-xyz"})),
+            Err(ConfigError::NotFound {
+                field: "program",
+                searched_path: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            options(json!({"script": "/nope/app.js"})),
+            Err(ConfigError::NotFound { field: "script", .. })
+        ));
+        assert!(matches!(
+            options(json!({"program": "/etc/passwd"})),
+            Err(ConfigError::NotExecutable { .. })
+        ));
+        assert!(matches!(
+            options(json!({"program": "sh", "cwd": "/nope"})),
+            Err(ConfigError::BadCwd { .. })
+        ));
+        let msg = options(json!({"program": "sh", "killTimeout": 0}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "`killTimeout` must be a positive number of milliseconds, got 0");
+    }
+
+    #[test]
+    fn unknown_options_are_refused() {
+        let err = serde_json::from_value::<MasterOptions>(json!({"program": "sh", "cuont": 2})).unwrap_err();
+        assert!(err.to_string().contains("cuont"), "{err}");
+    }
+
+    #[test]
+    fn program_is_resolved_on_path_and_env_is_stringified() {
+        let c = options(json!({"program": "sh", "count": 2, "env": {"PORT": 1934, "X": true}})).unwrap();
+        assert!(c.program.is_absolute());
+        assert_eq!(c.count, 2);
+        assert_eq!(c.env["PORT"], "1934");
+        assert_eq!(c.env["X"], "true");
+        assert_eq!(c.name, "sh");
+    }
+}

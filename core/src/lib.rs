@@ -1,0 +1,90 @@
+//! # drover — a process supervisor
+//!
+//! drover starts N copies of a program, knows when each one is *really* ready, tells exactly why one
+//! died, restarts, rescales and reloads them, and shuts them down without leaving an orphan. This
+//! crate is the one implementation; the C ABI, the Node.js addon and the `drover` command wrap it.
+//!
+//! ## Theory of operation
+//!
+//! **Actors.** A [`Master`] is a handle on a group of identical workers. Each worker *process* is
+//! owned by one tokio task, its actor (`master/worker.rs`), which holds the child's pidfd, the
+//! master's end of the worker's socket, and the worker's deadlines. The actor is a single `select!`
+//! over its commands, the child's exit, incoming frames and its current deadline. A separate
+//! writer task per worker batches outgoing frames, so a worker that stops reading cannot stall its
+//! actor. The master keeps a table of *slots*: a worker id (stable across restarts, never reused)
+//! and the handle of its current process. Lifecycle operations (start, restart, rescale, reload,
+//! shutdown) run one at a time; a shutdown cancels whichever is running and wins.
+//!
+//! **The state machine.** A worker reports its status over the MessageBus protocol
+//! (`docs/PROTOCOL.md`): INITIALIZED → (STARTING) → STARTED → (STOPPING) → STOPPED →
+//! (SHUTTING_DOWN) → SHUTTED_DOWN, or FAILED from any live state. Only STARTED counts as ready. The
+//! master ends a worker with `stop`, waits for STOPPED, sends `quit`, waits for the exit; each step
+//! has a timeout, after which it sends SIGTERM and then SIGKILL to the worker's process group.
+//!
+//! **Who owns which fd.** Per worker, the master creates a Unix stream socketpair. The worker's end
+//! is placed at fd `3 + n` in the child (fds 3..3+n are reserved for inherited listening sockets,
+//! systemd-style), its number is in `DROVER_IPC_FD`; the master's end is owned by the actor and
+//! closed when the actor ends. Every fd the master holds is close-on-exec, so no worker inherits
+//! another's channel.
+//!
+//! **No orphans, no zombies, no stale pids.** Every fork happens on one long-lived thread (because
+//! `PR_SET_PDEATHSIG` follows the forking *thread*); the child gets its own process group and
+//! `PR_SET_PDEATHSIG(SIGKILL)`. A child is tracked by its pidfd: its exit is seen without any SIGCHLD
+//! handler or `waitpid(-1)` (drover is a guest in its host process), its group is signalled only
+//! while it is unreaped, what is left of the group is killed when the leader exits, and the leader is
+//! reaped with `waitid(P_PIDFD)`.
+//!
+//! ## Example
+//!
+//! A master running four `sh` workers that speak the protocol by hand:
+//!
+//! ```no_run
+//! use drover::{Event, Master, MasterConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let script = r#"
+//!   exec 3<&"$DROVER_IPC_FD"  # nothing fancy: a real worker uses a MessageBus
+//!   printf '{"type":"hello","version":1}\n{"type":"status","status":3}\n' >&3
+//!   read -r welcome <&3; read -r command <&3   # welcome, then stop
+//!   printf '{"type":"status","status":5}\n' >&3
+//!   read -r command <&3                       # quit
+//!   printf '{"type":"status","status":7}\n' >&3
+//! "#;
+//! let master = Master::new(MasterConfig::program("sh").args(["-c", script]).count(4))?;
+//! let mut events = master.events();
+//! master.start().await?; // every worker reported STARTED
+//! for w in master.workers() {
+//!     println!("worker {} pid {} {}", w.id, w.pid, w.status);
+//! }
+//! master.graceful_shutdown().await?; // stop, quit, exit: every process reaped
+//! while let Some(event) = events.try_recv() {
+//!     if let Event::Exit(exit) = event {
+//!         println!("{exit}");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A worker written in Rust uses [`MessageBus`]; see its docs.
+
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod exit;
+pub mod master;
+pub mod policy;
+pub mod protocol;
+pub mod status;
+
+/// A worker's id: unique within its master, never reused, stable across restarts of the worker.
+pub type WorkerId = u64;
+
+pub use bus::{BusError, BusEvent, BusSender, MessageBus};
+pub use config::{ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, Recycle, Timeouts};
+pub use error::{Error, StartFailure};
+pub use exit::{signal_name, ExitReason, WorkerExit};
+pub use master::events::{Event, Events, WorkerFailure};
+pub use master::worker::{SendError, WorkerInfo};
+pub use master::Master;
+pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
+pub use status::{MasterStatus, WorkerStatus};

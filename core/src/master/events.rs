@@ -1,0 +1,191 @@
+//! What a master tells its users: the [`Event`] stream.
+//!
+//! Every subscriber gets every event, in order, from the moment it subscribed. Nothing is dropped:
+//! a subscriber that does not read buffers (so read, or drop the [`Events`]).
+
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::exit::WorkerExit;
+use crate::protocol::ProtocolError;
+use crate::status::{MasterStatus, WorkerStatus};
+use crate::WorkerId;
+
+/// Why the master gave up on a worker before it exited.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkerFailure {
+    /// It did not report STARTED within the start timeout.
+    #[error("did not report STARTED within {timeout:?}")]
+    StartTimeout {
+        /// The timeout in force.
+        timeout: Duration,
+    },
+    /// It broke the protocol (and the master's policy is to fail it).
+    #[error("protocol error: {error}")]
+    Protocol {
+        /// What it did.
+        error: ProtocolError,
+    },
+    /// It reported FAILED itself.
+    #[error("reported FAILED")]
+    Reported,
+    /// It sent no heartbeat for too long.
+    #[error("sent no heartbeat for {silent_for:?}")]
+    Hung {
+        /// How long it had been silent.
+        silent_for: Duration,
+    },
+    /// The process could not be created.
+    #[error("could not spawn {program}: {error}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error, with its errno name.
+        error: String,
+        /// The raw errno, when there is one.
+        errno: Option<i32>,
+    },
+}
+
+/// Something that happened in a master.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A worker's status changed (reported by it, or assigned by the master: INITIALIZED at spawn,
+    /// FAILED on a failure).
+    Status {
+        /// The worker.
+        id: WorkerId,
+        /// Its process.
+        pid: u32,
+        /// The previous status.
+        from: WorkerStatus,
+        /// The new status.
+        to: WorkerStatus,
+    },
+    /// A worker sent a user message.
+    Message {
+        /// The worker.
+        id: WorkerId,
+        /// Its process.
+        pid: u32,
+        /// The payload.
+        data: Value,
+    },
+    /// A worker process ended.
+    Exit(WorkerExit),
+    /// A worker broke the protocol.
+    ProtocolError {
+        /// The worker.
+        id: WorkerId,
+        /// Its process.
+        pid: u32,
+        /// What it did.
+        error: ProtocolError,
+    },
+    /// The master gave up on a worker (it is being terminated, or was never created).
+    Failed {
+        /// The worker.
+        id: WorkerId,
+        /// Its process, if it had one.
+        pid: Option<u32>,
+        /// Why.
+        failure: WorkerFailure,
+    },
+    /// A worker sent a heartbeat.
+    Heartbeat {
+        /// The worker.
+        id: WorkerId,
+        /// Its process.
+        pid: u32,
+        /// Its resident memory, if it said.
+        rss_bytes: Option<u64>,
+    },
+    /// The master is restarting a worker that exited, after `delay`.
+    Restarting {
+        /// The worker.
+        id: WorkerId,
+        /// The backoff delay before the new process is spawned.
+        delay: Duration,
+        /// The restart count of this worker, including this one.
+        restarts: u32,
+    },
+    /// The master replaces a worker that is too old or too big (make-before-break).
+    Recycling {
+        /// The worker being replaced.
+        id: WorkerId,
+        /// Why.
+        reason: String,
+    },
+    /// More than the allowed restarts happened within the window: the master stopped restarting.
+    GaveUp {
+        /// Restarts within the window.
+        restarts: u32,
+        /// The window.
+        window: Duration,
+    },
+    /// The master's own status changed.
+    MasterStatus {
+        /// The previous status.
+        from: MasterStatus,
+        /// The new status.
+        to: MasterStatus,
+    },
+}
+
+/// The fan-out point of a master's events.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventHub {
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Event>>>>,
+}
+
+impl EventHub {
+    pub(crate) fn subscribe(&self) -> Events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().push(tx);
+        Events { rx }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        tracing::debug!(?event, "drover event");
+        let mut subs = self.lock();
+        subs.retain(|tx| !tx.is_closed());
+        if let Some((last, rest)) = subs.split_last() {
+            for tx in rest {
+                let _ = tx.send(event.clone());
+            }
+            let _ = last.send(event);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Event>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A subscription to a master's events, from [`crate::Master::events`].
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the master is gone and every event was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Blocking receive, for threads outside the runtime (the C ABI).
+    pub fn blocking_recv(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
+    }
+}

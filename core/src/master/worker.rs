@@ -1,0 +1,755 @@
+//! One worker process as the master sees it: an actor that owns the child, its channel and its
+//! timers.
+//!
+//! The actor is one `select!` loop over four things: commands from its [`WorkerHandle`], the
+//! child's exit (its pidfd), frames from the channel, and the current deadline. Each arm is a named
+//! method. Writes go through a separate writer task, so a worker that stops reading can never stall
+//! the loop that would kill it.
+//!
+//! ```text
+//!            spawn ──▶ INITIALIZED ──hello/STARTED──▶ STARTED ──Retire──▶ stop ─▶ STOPPED ─▶ quit ─▶ exit
+//!                         │ start timeout               │ protocol error /        │ stop timeout       │ quit timeout
+//!                         ▼                             ▼ missed heartbeats       ▼                    ▼
+//!                       FAILED ─────────────────────▶ SIGTERM (group) ──kill timeout──▶ SIGKILL (group)
+//! ```
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::sleep_until;
+use tokio_util::codec::FramedRead;
+
+use super::events::{Event, EventHub, WorkerFailure};
+use super::spawn::{self, ChildProcess, SpawnSpec};
+use crate::config::{MasterConfig, OnProtocolError};
+use crate::exit::WorkerExit;
+use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
+use crate::status::WorkerStatus;
+use crate::WorkerId;
+
+/// How long the actor keeps reading after the process exited, for frames still in flight. Only
+/// reached when something outside the process group still holds the worker's end of the socket.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// A snapshot of one worker, as returned by [`crate::Master::workers`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerInfo {
+    /// The worker's id: stable across restarts of the worker, never reused by its master.
+    pub id: WorkerId,
+    /// The current process's pid.
+    pub pid: u32,
+    /// The last status.
+    pub status: WorkerStatus,
+    /// When the current process was spawned.
+    pub spawned_at: SystemTime,
+    /// When the current process reported STARTED.
+    pub started_at: Option<SystemTime>,
+    /// How many times this worker was restarted (a new process under the same id).
+    pub restarts: u32,
+    /// The reload generation the worker belongs to (0 for the first `start()`).
+    pub generation: u64,
+    /// Resident memory from the last heartbeat or memory check, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Why the master gave up on the process, if it did.
+    pub failure: Option<WorkerFailure>,
+    /// How the process ended, once it has.
+    pub exit: Option<WorkerExit>,
+}
+
+impl WorkerInfo {
+    /// Whether the process is still running (not yet reaped).
+    pub fn is_alive(&self) -> bool {
+        self.exit.is_none()
+    }
+}
+
+/// What a [`WorkerHandle`] can ask of the actor.
+#[derive(Debug)]
+enum Command {
+    /// End the process: the stop → quit → SIGTERM → SIGKILL sequence, or SIGKILL at once.
+    Retire { hard: bool },
+}
+
+/// One frame for the writer task, with an optional completion.
+struct Outgoing {
+    bytes: Vec<u8>,
+    /// Welcome and refusal frames open the gate: nothing else is written before one of them.
+    opens_gate: bool,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Why a send to a worker failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The worker process has exited or its channel is closed.
+    #[error("worker {id} is gone (its process exited or its channel closed)")]
+    Gone {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// Writing to the channel failed.
+    #[error("writing to worker {id} failed: {error}")]
+    Write {
+        /// The worker.
+        id: WorkerId,
+        /// The OS error.
+        error: String,
+    },
+    /// The message is larger than the frame limit.
+    #[error("message to worker {id}: {error}")]
+    Encode {
+        /// The worker.
+        id: WorkerId,
+        /// What is wrong.
+        error: protocol::codec::EncodeError,
+    },
+}
+
+/// The master's handle on one worker process.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerHandle {
+    id: WorkerId,
+    commands: mpsc::UnboundedSender<Command>,
+    writer: mpsc::UnboundedSender<OutgoingBox>,
+    info: watch::Receiver<WorkerInfo>,
+    max_frame_bytes: usize,
+}
+
+// `Outgoing` holds a oneshot; boxing keeps the channel's element small and Debug-free.
+struct OutgoingBox(Box<Outgoing>);
+impl std::fmt::Debug for OutgoingBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outgoing")
+    }
+}
+
+impl WorkerHandle {
+    pub(crate) fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    pub(crate) fn info(&self) -> WorkerInfo {
+        self.info.borrow().clone()
+    }
+
+    /// Asks for the graceful end sequence (idempotent; never shortens an escalation under way).
+    pub(crate) fn retire(&self) {
+        let _ = self.commands.send(Command::Retire { hard: false });
+    }
+
+    /// SIGKILL to the process group now.
+    pub(crate) fn kill(&self) {
+        let _ = self.commands.send(Command::Retire { hard: true });
+    }
+
+    /// Sends a user message; resolves once the bytes are handed to the kernel.
+    pub(crate) async fn send(&self, data: &Value) -> Result<(), SendError> {
+        let frame = MasterFrame::Message { data: data.clone() };
+        let bytes =
+            encode_frame(&frame, self.max_frame_bytes).map_err(|error| SendError::Encode { id: self.id, error })?;
+        self.send_bytes(bytes).await
+    }
+
+    pub(crate) async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), SendError> {
+        if !self.info.borrow().is_alive() {
+            return Err(SendError::Gone { id: self.id });
+        }
+        let (tx, rx) = oneshot::channel();
+        let out = OutgoingBox(Box::new(Outgoing {
+            bytes,
+            opens_gate: false,
+            done: Some(tx),
+        }));
+        self.writer.send(out).map_err(|_| SendError::Gone { id: self.id })?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SendError::Write { id: self.id, error }),
+            Err(_) => Err(SendError::Gone { id: self.id }),
+        }
+    }
+
+    /// Waits until the worker reports STARTED, fails, or exits; returns the snapshot at that moment.
+    pub(crate) async fn wait_settled(&self) -> WorkerInfo {
+        let mut rx = self.info.clone();
+        let settled =
+            |i: &WorkerInfo| i.status == WorkerStatus::Started || i.status == WorkerStatus::Failed || !i.is_alive();
+        let result = rx.wait_for(settled).await.map(|i| i.clone());
+        result.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// Waits until the process is reaped; returns its final snapshot.
+    pub(crate) async fn wait_exit(&self) -> WorkerInfo {
+        let mut rx = self.info.clone();
+        let result = rx.wait_for(|i| !i.is_alive()).await.map(|i| i.clone());
+        result.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// A receiver of this worker's snapshots, for watchers.
+    pub(crate) fn watch(&self) -> watch::Receiver<WorkerInfo> {
+        self.info.clone()
+    }
+}
+
+/// Where the actor is in ending the process; each phase has a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for STARTED.
+    Starting,
+    /// Running; no deadline.
+    Running,
+    /// `stop` sent, waiting for STOPPED.
+    Stopping,
+    /// `quit` sent, waiting for the exit.
+    Quitting,
+    /// SIGTERM sent to the group, waiting for the exit.
+    Terminating,
+    /// SIGKILL sent to the group.
+    Killed,
+}
+
+/// Everything the actor needs to know about its process's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSpec {
+    pub id: WorkerId,
+    pub restarts: u32,
+    pub generation: u64,
+    pub config: Arc<MasterConfig>,
+    /// Listening sockets the worker inherits at fd 3 onwards.
+    pub inherited: Vec<Arc<std::os::fd::OwnedFd>>,
+}
+
+/// Spawns the process and its actor. A spawn failure is returned (and reported as an event).
+pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<WorkerHandle, WorkerFailure> {
+    let config = spec.config.clone();
+    let spawn_failure = |error: io::Error| WorkerFailure::Spawn {
+        program: config.program.display().to_string(),
+        errno: error.raw_os_error(),
+        error: match error.raw_os_error() {
+            Some(errno) => format!("{} ({})", error, nix::errno::Errno::from_raw(errno)),
+            None => error.to_string(),
+        },
+    };
+    let (master_end, worker_end) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
+    let mut fds = Vec::with_capacity(spec.inherited.len() + 1);
+    for fd in &spec.inherited {
+        fds.push(fd.try_clone().map_err(spawn_failure)?);
+    }
+    let ipc_fd = 3 + fds.len();
+    fds.push(worker_end.into());
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+        config.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    for (key, value) in [
+        (protocol::env::IPC_FD, ipc_fd.to_string()),
+        (protocol::env::WORKER_ID, spec.id.to_string()),
+        (protocol::env::PROTOCOL_VERSION, protocol::PROTOCOL_VERSION.to_string()),
+        (protocol::env::MAX_FRAME_BYTES, config.max_frame_bytes.to_string()),
+        (protocol::env::GROUP, config.name.clone()),
+    ] {
+        env.push((key.into(), value.into()));
+    }
+    let child = spawn::spawn(SpawnSpec {
+        program: config.program.clone(),
+        args: config.args.clone(),
+        env,
+        cwd: config.cwd.clone(),
+        fds,
+    })
+    .await
+    .map_err(spawn_failure)?;
+    master_end.set_nonblocking(true).map_err(spawn_failure)?;
+    let stream = UnixStream::from_std(master_end).map_err(spawn_failure)?;
+    let pid = child.pid();
+    tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
+
+    let (read_half, write_half) = stream.into_split();
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+    let info = WorkerInfo {
+        id: spec.id,
+        pid,
+        status: WorkerStatus::Initialized,
+        spawned_at: SystemTime::now(),
+        started_at: None,
+        restarts: spec.restarts,
+        generation: spec.generation,
+        rss_bytes: None,
+        failure: None,
+        exit: None,
+    };
+    let (info_tx, info_rx) = watch::channel(info);
+    tokio::spawn(write_frames(write_half, writer_rx));
+    let now = Instant::now();
+    let actor = WorkerActor {
+        id: spec.id,
+        pid,
+        config: config.clone(),
+        child,
+        frames: FramedRead::new(read_half, FrameCodec::new(config.max_frame_bytes)),
+        reading: true,
+        commands: commands_rx,
+        writer: writer_tx.clone(),
+        info: info_tx,
+        events: events.clone(),
+        status: WorkerStatus::Initialized,
+        hello_seen: false,
+        closed_by_worker: false,
+        requested: false,
+        phase: Phase::Starting,
+        deadline: Some(now + config.timeouts.start),
+        heartbeat_deadline: None,
+        started_at: None,
+    };
+    events.emit(Event::Status {
+        id: spec.id,
+        pid,
+        from: WorkerStatus::Initialized,
+        to: WorkerStatus::Initialized,
+    });
+    tokio::spawn(actor.run());
+    Ok(WorkerHandle {
+        id: spec.id,
+        commands: commands_tx,
+        writer: writer_tx,
+        info: info_rx,
+        max_frame_bytes: config.max_frame_bytes,
+    })
+}
+
+/// The writer task: batches whatever is queued into one write. Holds frames back until the
+/// welcome (or a refusal) is written, so `welcome` is always the first frame a worker reads.
+async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>) {
+    let mut batch: Vec<OutgoingBox> = Vec::with_capacity(64);
+    let mut held: Vec<OutgoingBox> = Vec::new();
+    let mut gate_open = false;
+    let mut buf = BytesMut::with_capacity(8192);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut ready: Vec<OutgoingBox> = Vec::with_capacity(batch.len());
+        for out in batch.drain(..) {
+            if gate_open {
+                ready.push(out);
+            } else if out.0.opens_gate {
+                gate_open = true;
+                ready.push(out);
+                ready.append(&mut held);
+            } else {
+                held.push(out);
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        buf.clear();
+        for out in &ready {
+            buf.extend_from_slice(&out.0.bytes);
+        }
+        let result = half.write_all(&buf).await.map_err(|e| e.to_string());
+        for out in ready {
+            if let Some(done) = out.0.done {
+                let _ = done.send(result.clone());
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+}
+
+struct WorkerActor {
+    id: WorkerId,
+    pid: u32,
+    config: Arc<MasterConfig>,
+    child: ChildProcess,
+    frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    /// False after EOF or a read error.
+    reading: bool,
+    commands: mpsc::UnboundedReceiver<Command>,
+    writer: mpsc::UnboundedSender<OutgoingBox>,
+    info: watch::Sender<WorkerInfo>,
+    events: EventHub,
+    status: WorkerStatus,
+    hello_seen: bool,
+    /// The worker declared the channel closed (SHUTTED_DOWN).
+    closed_by_worker: bool,
+    /// The master asked for this process to end.
+    requested: bool,
+    phase: Phase,
+    deadline: Option<Instant>,
+    heartbeat_deadline: Option<Instant>,
+    started_at: Option<Instant>,
+}
+
+impl WorkerActor {
+    async fn run(mut self) {
+        loop {
+            let deadline = self.deadline;
+            let heartbeat_deadline = self.heartbeat_deadline;
+            tokio::select! {
+                exited = self.child.exited() => {
+                    if let Err(error) = exited {
+                        tracing::warn!(id = self.id, pid = self.pid, %error, "waiting on pidfd failed; reaping now");
+                    }
+                    break;
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone: the master was dropped without a shutdown.
+                    None => self.on_command(Command::Retire { hard: true }),
+                },
+                frame = self.frames.next(), if self.reading => self.on_frame(frame),
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => self.on_deadline(),
+                _ = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now).into()), if heartbeat_deadline.is_some() => {
+                    self.on_heartbeat_missed()
+                }
+            }
+        }
+        self.on_exit().await;
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Retire { hard: true } => {
+                self.requested = true;
+                self.kill();
+            }
+            Command::Retire { hard: false } => {
+                if matches!(self.phase, Phase::Starting | Phase::Running) {
+                    self.requested = true;
+                    self.begin_retire();
+                } else {
+                    // Already ending: a second request never shortens or restarts the escalation,
+                    // but an end the master forced for a failure now counts as asked for.
+                    self.requested = true;
+                }
+            }
+        }
+    }
+
+    /// Starts the graceful end from wherever the worker is.
+    fn begin_retire(&mut self) {
+        let can_talk = self.hello_seen && self.reading && !self.closed_by_worker;
+        match self.status {
+            WorkerStatus::Started | WorkerStatus::Stopping if can_talk => {
+                self.write_control(MasterFrame::Stop);
+                self.enter(Phase::Stopping, self.config.timeouts.stop);
+            }
+            WorkerStatus::ShuttingDown | WorkerStatus::ShuttedDown => {
+                self.enter(Phase::Quitting, self.config.timeouts.quit);
+            }
+            _ if can_talk => {
+                self.write_control(MasterFrame::Quit);
+                self.enter(Phase::Quitting, self.config.timeouts.quit);
+            }
+            _ => self.terminate(),
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, timeout: Duration) {
+        self.phase = phase;
+        self.deadline = Some(Instant::now() + timeout);
+    }
+
+    fn terminate(&mut self) {
+        self.child.signal_group(libc::SIGTERM);
+        self.enter(Phase::Terminating, self.config.timeouts.kill);
+    }
+
+    fn kill(&mut self) {
+        self.child.signal_group(libc::SIGKILL);
+        self.phase = Phase::Killed;
+        self.deadline = None;
+        self.heartbeat_deadline = None;
+    }
+
+    fn on_deadline(&mut self) {
+        match self.phase {
+            Phase::Starting => {
+                tracing::debug!(id = self.id, pid = self.pid, "start timeout");
+                self.fail(WorkerFailure::StartTimeout {
+                    timeout: self.config.timeouts.start,
+                });
+            }
+            Phase::Stopping => {
+                tracing::debug!(id = self.id, pid = self.pid, "stop timeout; sending quit");
+                if self.reading && !self.closed_by_worker {
+                    self.write_control(MasterFrame::Quit);
+                    self.enter(Phase::Quitting, self.config.timeouts.quit);
+                } else {
+                    self.terminate();
+                }
+            }
+            Phase::Quitting => {
+                tracing::debug!(id = self.id, pid = self.pid, "quit timeout; SIGTERM");
+                self.terminate();
+            }
+            Phase::Terminating => {
+                tracing::debug!(id = self.id, pid = self.pid, "kill timeout; SIGKILL");
+                self.kill();
+            }
+            Phase::Running | Phase::Killed => self.deadline = None,
+        }
+    }
+
+    fn on_heartbeat_missed(&mut self) {
+        self.heartbeat_deadline = None;
+        if let Some(hb) = self.config.heartbeat {
+            if matches!(self.phase, Phase::Running) {
+                self.fail(WorkerFailure::Hung {
+                    silent_for: hb.interval + hb.tolerance,
+                });
+            }
+        }
+    }
+
+    /// The master gives up on the process: FAILED, reported, and terminated (SIGTERM, then SIGKILL).
+    fn fail(&mut self, failure: WorkerFailure) {
+        self.events.emit(Event::Failed {
+            id: self.id,
+            pid: Some(self.pid),
+            failure: failure.clone(),
+        });
+        self.set_status(WorkerStatus::Failed);
+        self.info.send_modify(|i| i.failure = Some(failure));
+        self.heartbeat_deadline = None;
+        if !matches!(self.phase, Phase::Terminating | Phase::Killed) {
+            self.terminate();
+        }
+    }
+
+    fn set_status(&mut self, to: WorkerStatus) {
+        let from = self.status;
+        if from == to {
+            return;
+        }
+        self.status = to;
+        let started = to == WorkerStatus::Started;
+        self.info.send_modify(|i| {
+            i.status = to;
+            if started {
+                i.started_at = Some(SystemTime::now());
+            }
+        });
+        self.events.emit(Event::Status {
+            id: self.id,
+            pid: self.pid,
+            from,
+            to,
+        });
+    }
+
+    fn write_control(&mut self, frame: MasterFrame) {
+        let opens_gate = matches!(frame, MasterFrame::Welcome { .. } | MasterFrame::Error { .. });
+        match encode_frame(&frame, usize::MAX) {
+            Ok(bytes) => {
+                let _ = self.writer.send(OutgoingBox(Box::new(Outgoing {
+                    bytes,
+                    opens_gate,
+                    done: None,
+                })));
+            }
+            Err(error) => tracing::error!(%error, "a control frame could not be encoded"),
+        }
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<String, ProtocolError>>) {
+        match frame {
+            None => {
+                tracing::debug!(id = self.id, pid = self.pid, "worker closed its channel");
+                self.reading = false;
+            }
+            Some(Err(error)) => {
+                if matches!(error, ProtocolError::Io { .. }) {
+                    self.reading = false;
+                }
+                self.protocol_error(error);
+            }
+            Some(Ok(line)) => {
+                if let Err(error) = self.on_line(&line) {
+                    self.protocol_error(error);
+                }
+            }
+        }
+    }
+
+    fn on_line(&mut self, line: &str) -> Result<(), ProtocolError> {
+        if self.closed_by_worker {
+            return Err(ProtocolError::AfterClose);
+        }
+        let frame = protocol::decode_worker_frame(line)?;
+        if !self.hello_seen {
+            let WorkerFrame::Hello { version, .. } = frame else {
+                return Err(ProtocolError::HelloExpected {
+                    got: excerpt_type(line),
+                });
+            };
+            return self.on_hello(version);
+        }
+        match frame {
+            WorkerFrame::Hello { .. } => Err(ProtocolError::DuplicateHello),
+            WorkerFrame::Status { status, .. } => self.on_status(status),
+            WorkerFrame::Message { data } => {
+                self.events.emit(Event::Message {
+                    id: self.id,
+                    pid: self.pid,
+                    data,
+                });
+                Ok(())
+            }
+            WorkerFrame::Heartbeat { rss_bytes, .. } => {
+                if let Some(hb) = self.config.heartbeat {
+                    if self.heartbeat_deadline.is_some() {
+                        self.heartbeat_deadline = Some(Instant::now() + hb.interval + hb.tolerance);
+                    }
+                }
+                if rss_bytes.is_some() {
+                    self.info.send_modify(|i| i.rss_bytes = rss_bytes);
+                }
+                self.events.emit(Event::Heartbeat {
+                    id: self.id,
+                    pid: self.pid,
+                    rss_bytes,
+                });
+                Ok(())
+            }
+            WorkerFrame::Unknown => {
+                tracing::debug!(id = self.id, frame = line, "unknown frame type ignored");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_hello(&mut self, version: u32) -> Result<(), ProtocolError> {
+        if version != protocol::PROTOCOL_VERSION {
+            let error = ProtocolError::VersionMismatch {
+                worker: version,
+                master: protocol::PROTOCOL_VERSION,
+            };
+            self.write_control(MasterFrame::Error {
+                code: "version_mismatch".into(),
+                message: error.to_string(),
+            });
+            return Err(error);
+        }
+        self.hello_seen = true;
+        let config = &self.config;
+        let worker = WorkerMeta {
+            id: self.id,
+            name: format!("{}-{}", config.name, self.id),
+            group: config.name.clone(),
+            config: config.user_config.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            heartbeat_ms: config.heartbeat.map(|hb| hb.interval.as_millis() as u64),
+        };
+        self.write_control(MasterFrame::Welcome {
+            version: protocol::PROTOCOL_VERSION,
+            worker,
+        });
+        Ok(())
+    }
+
+    fn on_status(&mut self, to: WorkerStatus) -> Result<(), ProtocolError> {
+        let from = self.status;
+        if !from.may_report(to) {
+            return Err(ProtocolError::IllegalTransition { from, to });
+        }
+        self.set_status(to);
+        match to {
+            WorkerStatus::Started if self.phase == Phase::Starting => {
+                self.phase = Phase::Running;
+                self.deadline = None;
+                self.started_at = Some(Instant::now());
+                if let Some(hb) = self.config.heartbeat {
+                    self.heartbeat_deadline = Some(Instant::now() + hb.interval + hb.tolerance);
+                }
+            }
+            WorkerStatus::Stopped if self.phase == Phase::Stopping => {
+                self.write_control(MasterFrame::Quit);
+                self.enter(Phase::Quitting, self.config.timeouts.quit);
+            }
+            WorkerStatus::ShuttedDown => {
+                self.closed_by_worker = true;
+                if matches!(self.phase, Phase::Starting | Phase::Running | Phase::Stopping) {
+                    // It is leaving on its own (or early): give it the quit timeout to exit.
+                    self.enter(Phase::Quitting, self.config.timeouts.quit);
+                }
+            }
+            WorkerStatus::Failed => {
+                self.info.send_modify(|i| i.failure = Some(WorkerFailure::Reported));
+                self.events.emit(Event::Failed {
+                    id: self.id,
+                    pid: Some(self.pid),
+                    failure: WorkerFailure::Reported,
+                });
+                self.heartbeat_deadline = None;
+                if matches!(self.phase, Phase::Starting | Phase::Running) {
+                    self.begin_retire();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn protocol_error(&mut self, error: ProtocolError) {
+        tracing::debug!(id = self.id, pid = self.pid, %error, "protocol error");
+        self.events.emit(Event::ProtocolError {
+            id: self.id,
+            pid: self.pid,
+            error: error.clone(),
+        });
+        let fatal = matches!(
+            error,
+            ProtocolError::VersionMismatch { .. } | ProtocolError::HelloExpected { .. }
+        );
+        if (fatal || self.config.on_protocol_error == OnProtocolError::Fail) && self.status != WorkerStatus::Failed {
+            self.fail(WorkerFailure::Protocol { error });
+        }
+    }
+
+    /// The process has exited: clear its group, reap it, read what it wrote before dying, report.
+    async fn on_exit(mut self) {
+        let reason = match self.child.reap() {
+            Ok(reason) => reason,
+            Err(error) => {
+                // Only possible if someone else reaped our child (a `waitpid(-1)` in the host).
+                tracing::error!(id = self.id, pid = self.pid, %error, "reaping the worker failed");
+                crate::ExitReason::ExternalSignal {
+                    signal: 0,
+                    core_dumped: false,
+                }
+            }
+        };
+        // Frames written just before the exit are still in the socket: deliver them first.
+        let drain_until = Instant::now() + DRAIN_LIMIT;
+        while self.reading {
+            match tokio::time::timeout_at(drain_until.into(), self.frames.next()).await {
+                Ok(frame) => self.on_frame(frame),
+                Err(_) => break,
+            }
+        }
+        let exit = WorkerExit {
+            id: self.id,
+            pid: self.pid,
+            reason,
+            requested: self.requested,
+            last_status: self.status,
+        };
+        tracing::debug!(%exit, "worker exited");
+        self.info.send_modify(|i| i.exit = Some(exit.clone()));
+        self.events.emit(Event::Exit(exit));
+    }
+}
+
+/// The `type` of a frame, for error messages.
+fn excerpt_type(line: &str) -> String {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| format!("{t:?}")))
+        .unwrap_or_else(|| "a frame without a type".into())
+}

@@ -1,0 +1,290 @@
+//! Line framing: one JSON object per `\n`-terminated UTF-8 line, at most `max_frame_bytes` long.
+//!
+//! Framing is `tokio_util`'s `LinesCodec` with a maximum length: an oversized line is rejected as
+//! soon as the limit is crossed, without buffering the rest of it.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io;
+use tokio_util::codec::{Decoder, Encoder, LinesCodec, LinesCodecError};
+
+use super::wire::{MasterFrame, WorkerFrame};
+use crate::status::WorkerStatus;
+
+/// Everything a peer can do wrong on the channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProtocolError {
+    /// A line longer than the limit.
+    #[error("frame exceeds the limit of {limit} bytes")]
+    FrameTooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Bytes that are not UTF-8.
+    #[error("frame is not valid UTF-8")]
+    InvalidUtf8,
+    /// Not JSON, not an object, no `type`, or a known type with wrong fields.
+    #[error("malformed frame ({reason}): {excerpt}")]
+    Malformed {
+        /// What the JSON decoder said.
+        reason: String,
+        /// The first bytes of the offending frame.
+        excerpt: String,
+    },
+    /// A frame other than `hello` came first.
+    #[error("expected a hello frame first, got {got}")]
+    HelloExpected {
+        /// What came instead.
+        got: String,
+    },
+    /// A second `hello`.
+    #[error("hello sent twice")]
+    DuplicateHello,
+    /// The peers speak different protocol versions.
+    #[error("protocol version mismatch: worker speaks {worker}, master speaks {master}")]
+    VersionMismatch {
+        /// The worker's version.
+        worker: u32,
+        /// The master's version.
+        master: u32,
+    },
+    /// A status the state machine does not allow from the current one.
+    #[error("illegal status transition {from} -> {to}")]
+    IllegalTransition {
+        /// The current status.
+        from: WorkerStatus,
+        /// The reported status.
+        to: WorkerStatus,
+    },
+    /// Bytes after the worker declared the channel closed (after SHUTTED_DOWN).
+    #[error("frame received after the channel was declared closed (SHUTTED_DOWN)")]
+    AfterClose,
+    /// The master refused us (worker side).
+    #[error("master refused the worker: {code}: {message}")]
+    Refused {
+        /// The master's error code.
+        code: String,
+        /// The master's message.
+        message: String,
+    },
+    /// The socket failed.
+    #[error("channel I/O error: {message}")]
+    Io {
+        /// The OS error.
+        message: String,
+    },
+}
+
+impl From<LinesCodecError> for ProtocolError {
+    fn from(err: LinesCodecError) -> ProtocolError {
+        match err {
+            // The only length limit is ours; LinesCodec does not carry it, the caller fills it in.
+            LinesCodecError::MaxLineLengthExceeded => ProtocolError::FrameTooLarge { limit: 0 },
+            LinesCodecError::Io(e) if e.kind() == io::ErrorKind::InvalidData => ProtocolError::InvalidUtf8,
+            LinesCodecError::Io(e) => ProtocolError::Io { message: e.to_string() },
+        }
+    }
+}
+
+/// The framing codec both sides use: `\n`-terminated lines with a maximum length.
+#[derive(Debug)]
+pub struct FrameCodec {
+    lines: LinesCodec,
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    /// A codec that rejects lines longer than `max_frame_bytes` (not counting the `\n`).
+    pub fn new(max_frame_bytes: usize) -> FrameCodec {
+        FrameCodec {
+            lines: LinesCodec::new_with_max_length(max_frame_bytes),
+            max_frame_bytes,
+        }
+    }
+
+    fn fix(&self, err: LinesCodecError) -> ProtocolError {
+        match ProtocolError::from(err) {
+            ProtocolError::FrameTooLarge { .. } => ProtocolError::FrameTooLarge {
+                limit: self.max_frame_bytes,
+            },
+            other => other,
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = String;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, ProtocolError> {
+        self.lines.decode(src).map_err(|e| self.fix(e))
+    }
+
+    fn decode_eof(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, ProtocolError> {
+        // A final line without `\n` is a truncated frame: the peer died mid-write. Drop it rather
+        // than act on half a message.
+        match self.lines.decode(src) {
+            Ok(Some(line)) => Ok(Some(line)),
+            Ok(None) => {
+                src.clear();
+                Ok(None)
+            }
+            Err(e) => Err(self.fix(e)),
+        }
+    }
+}
+
+impl From<io::Error> for ProtocolError {
+    fn from(err: io::Error) -> ProtocolError {
+        ProtocolError::Io {
+            message: err.to_string(),
+        }
+    }
+}
+
+impl Encoder<String> for FrameCodec {
+    type Error = ProtocolError;
+    fn encode(&mut self, item: String, dst: &mut bytes::BytesMut) -> Result<(), ProtocolError> {
+        self.lines.encode(item, dst).map_err(|e| self.fix(e))
+    }
+}
+
+fn excerpt(line: &str) -> String {
+    const MAX: usize = 120;
+    if line.len() <= MAX {
+        return line.to_string();
+    }
+    let mut end = MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &line[..end])
+}
+
+fn decode<T: DeserializeOwned>(line: &str) -> Result<T, ProtocolError> {
+    serde_json::from_str(line).map_err(|e| ProtocolError::Malformed {
+        reason: e.to_string(),
+        excerpt: excerpt(line),
+    })
+}
+
+/// Decodes one line a worker sent.
+pub fn decode_worker_frame(line: &str) -> Result<WorkerFrame, ProtocolError> {
+    decode(line)
+}
+
+/// Decodes one line a master sent.
+pub fn decode_master_frame(line: &str) -> Result<MasterFrame, ProtocolError> {
+    decode(line)
+}
+
+/// Encodes a frame as one line, `\n` included, refusing one larger than `max_frame_bytes`.
+pub fn encode_frame<T: Serialize>(frame: &T, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
+    let mut buf = serde_json::to_vec(frame).map_err(|e| EncodeError::NotSerializable(e.to_string()))?;
+    if buf.len() > max_frame_bytes {
+        return Err(EncodeError::TooLarge {
+            size: buf.len(),
+            limit: max_frame_bytes,
+        });
+    }
+    buf.push(b'\n');
+    Ok(buf)
+}
+
+/// Why a frame could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+pub enum EncodeError {
+    /// The encoded frame would exceed the peer's limit.
+    #[error("message of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The value cannot be written as JSON.
+    #[error("message cannot be encoded as JSON: {0}")]
+    NotSerializable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn frames_round_trip_as_documented() {
+        let line = String::from_utf8(encode_frame(&WorkerFrame::status(WorkerStatus::Started), 1024).unwrap()).unwrap();
+        assert_eq!(line, "{\"type\":\"status\",\"status\":3,\"name\":\"STARTED\"}\n");
+        assert_eq!(
+            decode_worker_frame(r#"{"type":"status","status":3}"#).unwrap(),
+            WorkerFrame::Status {
+                status: WorkerStatus::Started,
+                name: None
+            }
+        );
+        assert_eq!(decode_master_frame(r#"{"type":"stop"}"#).unwrap(), MasterFrame::Stop);
+        assert_eq!(
+            decode_master_frame(r#"{"type":"message","data":[1,{"a":null}]}"#).unwrap(),
+            MasterFrame::Message {
+                data: json!([1, {"a": null}])
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_tolerated() {
+        assert_eq!(
+            decode_worker_frame(r#"{"type":"future_thing","x":1}"#).unwrap(),
+            WorkerFrame::Unknown
+        );
+        assert_eq!(
+            decode_master_frame(r#"{"type":"quit","extra":true}"#).unwrap(),
+            MasterFrame::Quit
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_errors_that_say_why() {
+        for bad in [
+            "not json",
+            "[1,2]",
+            "{}",
+            r#"{"type":"status","status":9}"#,
+            r#"{"type":"status"}"#,
+        ] {
+            match decode_worker_frame(bad) {
+                Err(ProtocolError::Malformed { excerpt, .. }) => assert_eq!(excerpt, bad),
+                other => panic!("{bad}: expected Malformed, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_on_both_sides() {
+        let big = json!({ "data": "x".repeat(100) });
+        assert_eq!(
+            encode_frame(&big, 50),
+            Err(EncodeError::TooLarge {
+                size: serde_json::to_vec(&big).unwrap().len(),
+                limit: 50
+            })
+        );
+        let mut codec = FrameCodec::new(16);
+        let mut buf = bytes::BytesMut::from(&b"0123456789abcdefXYZ"[..]);
+        assert_eq!(codec.decode(&mut buf), Err(ProtocolError::FrameTooLarge { limit: 16 }));
+        let mut codec = FrameCodec::new(16);
+        // After an oversized frame the codec skips to the next newline; a fresh one decodes.
+        let mut codec = FrameCodec::new(16);
+        let mut buf = bytes::BytesMut::from(&b"short\n"[..]);
+        assert_eq!(codec.decode(&mut buf), Ok(Some("short".to_string())));
+    }
+
+    #[test]
+    fn invalid_utf8_is_its_own_error() {
+        let mut codec = FrameCodec::new(16);
+        let mut buf = bytes::BytesMut::from(&b"\xff\xfe\n"[..]);
+        assert_eq!(codec.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+}

@@ -1,0 +1,32 @@
+//! The MessageBus wire protocol between a master and its workers (`docs/PROTOCOL.md` is normative).
+//!
+//! - [`wire`]: the frames both sides exchange, as serde types.
+//! - [`codec`]: line framing with a size limit, and turning bytes into frames or [`ProtocolError`]s.
+//! - [`env`]: the environment variables a worker finds its channel through.
+
+pub mod codec;
+pub mod wire;
+
+pub use codec::{decode_master_frame, decode_worker_frame, encode_frame, FrameCodec, ProtocolError};
+pub use wire::{MasterFrame, WorkerFrame, WorkerMeta};
+
+/// The protocol version this build speaks. A worker and a master with different versions refuse
+/// each other at the hello handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The default largest frame, in bytes, not counting the `\n`. Configurable per master.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Environment variables the master sets for every worker.
+pub mod env {
+    /// The number of the inherited fd that is the worker's end of its Unix stream socket.
+    pub const IPC_FD: &str = "DROVER_IPC_FD";
+    /// The worker's id, a positive integer, unique within its master.
+    pub const WORKER_ID: &str = "DROVER_WORKER_ID";
+    /// The protocol version the master speaks.
+    pub const PROTOCOL_VERSION: &str = "DROVER_PROTOCOL_VERSION";
+    /// The largest frame the master accepts, in bytes.
+    pub const MAX_FRAME_BYTES: &str = "DROVER_MAX_FRAME_BYTES";
+    /// The master's name (its group).
+    pub const GROUP: &str = "DROVER_GROUP";
+}

@@ -1,0 +1,80 @@
+//! Helpers shared by drover's real-process tests.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A binary of the workspace's target dir (`target/debug/<name>`), found from the running test's
+/// own path (`target/debug/deps/<test>`), so it works whatever `CARGO_TARGET_DIR` is.
+pub fn target_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    dir.join(name)
+}
+
+/// The test worker binary built from this package.
+pub fn test_worker() -> PathBuf {
+    target_bin("drover-test-worker")
+}
+
+/// Whether a process with this pid exists (zombies count as existing).
+pub fn pid_exists(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Whether `pid` is gone or only a zombie that is not ours (its parent is init or a subreaper).
+pub fn pid_is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state is the field after the parenthesised command name.
+            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds or `deadline` passes. For conditions no event announces
+/// (another process's death); the deadline is generous, the poll interval short.
+pub async fn eventually(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// Open fds of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Children of this process that are zombies.
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut zombies = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return zombies;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next();
+        if state == Some("Z") && ppid == Some(me.as_str()) {
+            zombies.push(pid);
+        }
+    }
+    zombies
+}
