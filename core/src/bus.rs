@@ -71,6 +71,21 @@ pub enum BusEvent {
     Closed(Option<ProtocolError>),
 }
 
+/// How a [`MessageBus`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusOptions {
+    /// Send heartbeats from a tokio task when the master asks for them (default). A host with its
+    /// own event loop (Node) turns this off and calls [`BusSender::send_heartbeat`] from that loop,
+    /// so a blocked loop is seen as hung.
+    pub auto_heartbeat: bool,
+}
+
+impl Default for BusOptions {
+    fn default() -> BusOptions {
+        BusOptions { auto_heartbeat: true }
+    }
+}
+
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
 struct Outgoing {
@@ -155,6 +170,11 @@ impl MessageBus {
     /// Connects to the master named by this process's environment (`DROVER_IPC_FD`), and does the
     /// hello/welcome handshake. Fails clearly when the process is not a drover worker.
     pub async fn connect() -> Result<MessageBus, BusError> {
+        MessageBus::connect_with(BusOptions::default()).await
+    }
+
+    /// [`MessageBus::connect`] with options.
+    pub async fn connect_with(options: BusOptions) -> Result<MessageBus, BusError> {
         let fd = channel_fd_from_env()?;
         if CONNECTED.swap(true, Ordering::SeqCst) {
             return Err(BusError::AlreadyConnected);
@@ -162,7 +182,7 @@ impl MessageBus {
         // SAFETY: the fd was checked to be an open socket inherited from the master, and CONNECTED
         // guarantees it is taken over only once in this process.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let result = MessageBus::from_fd(owned).await;
+        let result = MessageBus::from_fd_with(owned, options).await;
         if result.is_err() {
             CONNECTED.store(false, Ordering::SeqCst);
         }
@@ -171,6 +191,11 @@ impl MessageBus {
 
     /// Connects over an already-open channel socket (tests, or a worker that received it otherwise).
     pub async fn from_fd(fd: OwnedFd) -> Result<MessageBus, BusError> {
+        MessageBus::from_fd_with(fd, BusOptions::default()).await
+    }
+
+    /// [`MessageBus::from_fd`] with options.
+    pub async fn from_fd_with(fd: OwnedFd, options: BusOptions) -> Result<MessageBus, BusError> {
         let std_stream = std::os::unix::net::UnixStream::from(fd);
         std_stream
             .set_nonblocking(true)
@@ -223,7 +248,7 @@ impl MessageBus {
             max_frame_bytes: meta.max_frame_bytes,
         };
         let connected_at = Instant::now();
-        if let Some(ms) = meta.heartbeat_ms {
+        if let Some(ms) = meta.heartbeat_ms.filter(|_| options.auto_heartbeat) {
             let hb = sender.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
@@ -251,6 +276,11 @@ impl MessageBus {
     /// A sender that can be moved to other tasks.
     pub fn sender(&self) -> BusSender {
         self.sender.clone()
+    }
+
+    /// How often the master wants heartbeats, if it does.
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.meta.heartbeat_ms.map(Duration::from_millis)
     }
 
     /// How long ago the bus connected.

@@ -79,7 +79,7 @@ pub mod status;
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
 pub type WorkerId = u64;
 
-pub use bus::{BusError, BusEvent, BusSender, MessageBus};
+pub use bus::{BusError, BusEvent, BusOptions, BusSender, MessageBus};
 pub use config::{ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, Recycle, Timeouts};
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
