@@ -217,7 +217,7 @@ impl MessageBus {
             .write_all(&bytes)
             .await
             .map_err(|e| BusError::Io(e.to_string()))?;
-        let meta = match frames.next().await {
+        let meta = match protocol::codec::flatten(frames.next().await) {
             None => return Err(BusError::MasterGone),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(line)) => match protocol::decode_master_frame(&line)? {
@@ -357,7 +357,7 @@ async fn read_commands(
     tx: mpsc::UnboundedSender<BusEvent>,
 ) {
     let closed = loop {
-        let line = match frames.next().await {
+        let line = match protocol::codec::flatten(frames.next().await) {
             None => break None,
             Some(Err(e)) => break Some(e),
             Some(Ok(line)) => line,

@@ -281,6 +281,25 @@ impl MasterConfig {
                 message: format!("must be at least 1024, got {}", self.max_frame_bytes),
             });
         }
+        // The user config travels in the welcome frame, which must fit in one frame.
+        let config_bytes = serde_json::to_vec(&self.user_config)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if config_bytes.saturating_add(WELCOME_OVERHEAD) > self.max_frame_bytes {
+            return Err(ConfigError::Invalid {
+                field: "config",
+                message: format!(
+                    "{config_bytes} bytes of JSON do not fit in a frame of maxFrameBytes {} (with {WELCOME_OVERHEAD} bytes for the welcome)",
+                    self.max_frame_bytes
+                ),
+            });
+        }
+        if self.name.len() > 200 {
+            return Err(ConfigError::Invalid {
+                field: "name",
+                message: "at most 200 bytes".into(),
+            });
+        }
         if self.name.is_empty() {
             self.name = self
                 .args
@@ -321,6 +340,9 @@ impl MasterConfig {
         Ok(self)
     }
 }
+
+/// Room kept in the welcome frame for everything but the user config (names are bounded above).
+const WELCOME_OVERHEAD: usize = 1024;
 
 fn default_count() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

@@ -74,6 +74,7 @@ pub mod exit;
 pub mod master;
 pub mod policy;
 pub mod protocol;
+pub mod signals;
 pub mod status;
 
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
@@ -87,4 +88,6 @@ pub use master::events::{Event, Events, WorkerFailure};
 pub use master::worker::{SendError, WorkerInfo};
 pub use master::Master;
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
+pub use protocol::ProtocolError;
+pub use signals::{SignalAction, SignalPolicy};
 pub use status::{MasterStatus, WorkerStatus};

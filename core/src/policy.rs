@@ -63,19 +63,20 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay before restart number `attempt` (0 for the first restart after a good run).
+    /// The delay before the `attempt`-th consecutive restart (0: the first since a good run).
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self.factor.powi(attempt.min(64) as i32);
         let secs = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
         Duration::from_secs_f64(secs)
     }
 
-    /// The attempt number after a run that lasted `uptime`, given the previous one.
-    pub fn next_attempt(&self, previous: u32, uptime: Duration) -> u32 {
+    /// The restart streak to continue from after a run that lasted `uptime`: a worker that stayed
+    /// up `reset_after` starts again from the first delay.
+    pub fn streak_after(&self, previous: u32, uptime: Duration) -> u32 {
         if uptime >= self.reset_after {
             0
         } else {
-            previous.saturating_add(1)
+            previous
         }
     }
 
@@ -220,8 +221,8 @@ mod tests {
         assert_eq!(b.delay(2), Duration::from_millis(400));
         assert_eq!(b.delay(3), Duration::from_millis(500));
         assert_eq!(b.delay(u32::MAX), Duration::from_millis(500));
-        assert_eq!(b.next_attempt(3, Duration::from_secs(1)), 4);
-        assert_eq!(b.next_attempt(3, Duration::from_secs(11)), 0);
+        assert_eq!(b.streak_after(3, Duration::from_secs(1)), 3);
+        assert_eq!(b.streak_after(3, Duration::from_secs(11)), 0);
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub enum MasterStatus {
     Started,
     /// A graceful reload is running.
     Reloading,
+    /// Workers crashed more often than the restart intensity allows: the master stopped restarting
+    /// them. The surviving workers keep running; a reload (of a fixed release) or a shutdown follows.
+    Failed,
     /// A shutdown is running.
     Stopping,
     /// `start()` failed and every worker it spawned is reaped; `start()` may be called again.
@@ -140,6 +143,7 @@ impl MasterStatus {
             MasterStatus::Starting => "STARTING",
             MasterStatus::Started => "STARTED",
             MasterStatus::Reloading => "RELOADING",
+            MasterStatus::Failed => "FAILED",
             MasterStatus::Stopping => "STOPPING",
             MasterStatus::Stopped => "STOPPED",
             MasterStatus::ShutDown => "SHUT_DOWN",

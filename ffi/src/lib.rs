@@ -1,1 +1,185 @@
-//! The C ABI of drover (being written).
+//! # The C ABI of drover
+//!
+//! `libdrover.so` / `libdrover.a` and `include/drover.h` (generated from this crate by cbindgen;
+//! the doc comments here are the header's comments, which are the C user's manual). It wraps the
+//! `drover` core crate and re-implements nothing: every decision about processes, states,
+//! timeouts and the protocol is core's.
+//!
+//! ## Layout
+//! - [`error`]: the one result enum `drover_result`, the thread-local last error.
+//! - [`ffi`]: the panic boundary, argument checks, the registry of live objects.
+//! - [`mailbox`]: the event queue with its pollable eventfd, shared by masters and buses.
+//! - [`config`]: `drover_config`, a master's options (core's `MasterOptions`) built from C.
+//! - [`master`]: `drover_master`, its events and worker snapshots.
+//! - [`bus`]: `drover_bus`, a C worker's MessageBus.
+//!
+//! ## Conventions (the header repeats them)
+//! Every fallible function returns a `drover_result`; on failure `drover_last_error()` says what
+//! was wrong. The object comes first, then inputs, then out-parameters, which are written only on
+//! success. Objects are opaque, created by `drover_<noun>_new`/`_open` and freed by
+//! `drover_<noun>_free`; a freed or foreign object pointer is reported, not dereferenced. Strings
+//! passed in are copied; strings handed out say who frees them. No panic crosses into C.
+//!
+//! ## Threads
+//! drover calls no C code: there are no callbacks. Each master runs two runtime threads
+//! (`drover-master`), each bus one (`drover-bus`), plus one process-wide `drover-spawner` thread
+//! that forks every worker. Events wait in a queue until the program takes them on its own thread
+//! with `drover_master_next_event()` / `drover_bus_next_event()`, or learns of them by polling
+//! the fd from `drover_master_event_fd()` / `drover_bus_event_fd()`.
+
+#![allow(non_camel_case_types)]
+// Every exported function takes raw pointers from C, whose validity is the contract stated in the
+// header; making each one `unsafe fn` would change nothing for C callers (as in rustls-ffi).
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+pub mod bus;
+pub mod config;
+pub mod error;
+mod ffi;
+mod mailbox;
+pub mod master;
+
+use std::ffi::c_char;
+
+pub use bus::{drover_bus, drover_bus_event, drover_bus_event_kind};
+pub use config::{drover_config, drover_reload_strategy, drover_restart_policy};
+pub use error::drover_result;
+pub use master::{
+    drover_event, drover_event_kind, drover_exit, drover_exit_kind, drover_master, drover_master_status,
+    drover_signal_action, drover_worker_info, drover_worker_status,
+};
+
+/// The version of the library, e.g. "0.1.0" (compare with DROVER_VERSION from the header).
+/// A static string: do not free it.
+#[no_mangle]
+pub extern "C" fn drover_version() -> *const c_char {
+    const VERSION: &std::ffi::CStr =
+        match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
+    VERSION.as_ptr()
+}
+
+/// The name of a result code, e.g. "DROVER_RESULT_TIMEOUT" for DROVER_RESULT_TIMEOUT;
+/// "DROVER_RESULT_UNKNOWN" for a number that is no code. A static string: do not free it.
+#[no_mangle]
+pub extern "C" fn drover_result_name(result: u32) -> *const c_char {
+    use error::drover_result as r;
+    let known = [
+        r::Ok,
+        r::NullArgument,
+        r::InvalidUtf8,
+        r::InvalidArgument,
+        r::InvalidObject,
+        r::Panic,
+        r::Os,
+        r::InvalidConfig,
+        r::WrongState,
+        r::Timeout,
+        r::StartFailed,
+        r::UnknownWorker,
+        r::SendFailed,
+        r::Cancelled,
+        r::ReloadRolledBack,
+        r::Closed,
+        r::NotAWorker,
+        r::AlreadyConnected,
+        r::Protocol,
+        r::MasterGone,
+        r::Io,
+        r::MessageRejected,
+    ];
+    known
+        .into_iter()
+        .find(|code| *code as u32 == result)
+        .map_or(c"DROVER_RESULT_UNKNOWN", |code| code.name())
+        .as_ptr()
+}
+
+/// The message of the last failed drover call on this thread, naming what was wrong; "" if the
+/// last call succeeded. Never NULL. Owned by drover: valid until the next drover call on this
+/// thread (copy it to keep it); do not free it.
+#[no_mangle]
+pub extern "C" fn drover_last_error() -> *const c_char {
+    error::last_error_ptr()
+}
+
+/// Frees a string drover handed to the caller as owned (e.g. from `drover_bus_meta_json()`).
+/// NULL is a no-op. Never use it on strings documented as owned by drover or by an event.
+///
+/// # Safety
+/// `s` is NULL or a string drover handed out as owned by the caller, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn drover_string_free(s: *mut c_char) {
+    if s.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: per the contract, `s` came from `CString::into_raw` and is freed once.
+        drop(unsafe { std::ffi::CString::from_raw(s) });
+    });
+}
+
+/// The protocol name of a worker status, e.g. "STARTED" for DROVER_WORKER_STATUS_STARTED;
+/// "UNKNOWN" for a number that is no status. A static string: do not free it.
+#[no_mangle]
+pub extern "C" fn drover_worker_status_name(status: u32) -> *const c_char {
+    let name = u8::try_from(status)
+        .ok()
+        .and_then(drover_core::WorkerStatus::from_code)
+        .map_or("UNKNOWN", |s| s.name());
+    static_c_str(name)
+}
+
+/// The name of a master status, e.g. "SHUT_DOWN"; "UNKNOWN" for a number that is no status.
+/// A static string: do not free it.
+#[no_mangle]
+pub extern "C" fn drover_master_status_name(status: u32) -> *const c_char {
+    let name = match status {
+        1 => c"INITIALIZED",
+        2 => c"STARTING",
+        3 => c"STARTED",
+        4 => c"RELOADING",
+        5 => c"STOPPING",
+        6 => c"STOPPED",
+        7 => c"SHUT_DOWN",
+        8 => c"FAILED",
+        _ => c"UNKNOWN",
+    };
+    name.as_ptr()
+}
+
+/// drover's name of an exit kind: "NormalExit", "AbnormalExit", "ExternalSignal"; "None" for
+/// DROVER_EXIT_KIND_NONE; "Unknown" otherwise. A static string: do not free it.
+#[no_mangle]
+pub extern "C" fn drover_exit_kind_name(kind: u32) -> *const c_char {
+    let name = match kind {
+        0 => c"None",
+        1 => c"NormalExit",
+        2 => c"AbnormalExit",
+        3 => c"ExternalSignal",
+        _ => c"Unknown",
+    };
+    name.as_ptr()
+}
+
+/// The worker statuses' names as static C strings, in protocol order.
+fn static_c_str(name: &str) -> *const c_char {
+    const NAMES: [&std::ffi::CStr; 9] = [
+        c"INITIALIZED",
+        c"STARTING",
+        c"STARTED",
+        c"STOPPING",
+        c"STOPPED",
+        c"SHUTTING_DOWN",
+        c"SHUTTED_DOWN",
+        c"FAILED",
+        c"UNKNOWN",
+    ];
+    NAMES
+        .iter()
+        .find(|n| n.to_bytes() == name.as_bytes())
+        .map_or(c"UNKNOWN", |n| n)
+        .as_ptr()
+}

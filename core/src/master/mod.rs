@@ -6,7 +6,10 @@
 //! that applies the restart and recycling policies as exits and heartbeats arrive.
 
 pub(crate) mod events;
+mod guardian;
+mod reload;
 mod spawn;
+mod supervisor;
 pub(crate) mod worker;
 
 use serde_json::Value;
@@ -29,6 +32,10 @@ struct Slot {
     handle: WorkerHandle,
     restarts: u32,
     generation: u64,
+    /// Backoff attempt for the next automatic restart.
+    attempt: u32,
+    /// An automatic restart of this worker is under way.
+    reviving: bool,
 }
 
 struct Inner {
@@ -42,6 +49,8 @@ struct Inner {
     op: tokio::sync::Mutex<()>,
     /// Cancels the running operation; replaced after each shutdown begins.
     cancel: Mutex<CancellationToken>,
+    /// Recent automatic restarts, against the intensity budget.
+    restart_log: Mutex<crate::policy::RestartLog>,
 }
 
 /// A group of identical worker processes under supervision.
@@ -73,7 +82,7 @@ impl Master {
     pub fn new(config: MasterConfig) -> Result<Master, ConfigError> {
         let config = config.validate()?;
         let (status, _) = watch::channel(MasterStatus::Initialized);
-        Ok(Master {
+        let master = Master {
             inner: Arc::new(Inner {
                 config: Mutex::new(Arc::new(config)),
                 slots: Mutex::new(BTreeMap::new()),
@@ -83,8 +92,11 @@ impl Master {
                 generation: AtomicU64::new(0),
                 op: tokio::sync::Mutex::new(()),
                 cancel: Mutex::new(CancellationToken::new()),
+                restart_log: Mutex::new(Default::default()),
             }),
-        })
+        };
+        supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.events());
+        Ok(master)
     }
 
     /// The config in force.
@@ -171,14 +183,23 @@ impl Master {
         };
         match spawn_worker(spec, self.inner.events.clone()).await {
             Ok(handle) => {
-                lock(&self.inner.slots).insert(
-                    id,
-                    Slot {
-                        handle: handle.clone(),
-                        restarts,
-                        generation,
-                    },
-                );
+                let mut slots = lock(&self.inner.slots);
+                match slots.get_mut(&id) {
+                    Some(slot) => {
+                        slot.handle = handle.clone();
+                        slot.restarts = restarts;
+                    }
+                    None => {
+                        let slot = Slot {
+                            handle: handle.clone(),
+                            restarts,
+                            generation,
+                            attempt: 0,
+                            reviving: false,
+                        };
+                        slots.insert(id, slot);
+                    }
+                }
                 Ok(handle)
             }
             Err(failure) => {

@@ -99,6 +99,7 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> io::Result<ChildProcess> {
 }
 
 fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd)> {
+    super::guardian::ensure_started();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
     for var in INHERITED_VARS_TO_DROP {
@@ -129,7 +130,10 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd)> {
     // `child` is dropped without waiting: std's Child does not reap on drop; we reap through the pidfd.
     drop(child);
     match pidfd_open(pid) {
-        Ok(pidfd) => Ok((pid, pidfd)),
+        Ok(pidfd) => {
+            super::guardian::tell(pid as i32);
+            Ok((pid, pidfd))
+        }
         Err(err) => {
             // Without a pidfd we cannot supervise it safely: kill and reap it now.
             // SAFETY: plain syscalls on our own, unreaped child.
@@ -215,6 +219,7 @@ impl ChildProcess {
         self.signal_group(libc::SIGKILL);
         let reason = waitid_pidfd(self.pidfd.get_ref().as_fd().as_raw_fd(), 0)?;
         self.reaped = true;
+        super::guardian::tell(-(self.pid as i32));
         Ok(reason)
     }
 }
@@ -257,6 +262,7 @@ impl Drop for ChildProcess {
             self.signal_group(libc::SIGKILL);
             let _ = waitid_pidfd(self.pidfd.get_ref().as_raw_fd(), 0);
             self.reaped = true;
+            super::guardian::tell(-(self.pid as i32));
         }
     }
 }

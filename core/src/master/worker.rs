@@ -80,9 +80,25 @@ enum Command {
 /// One frame for the writer task, with an optional completion.
 struct Outgoing {
     bytes: Vec<u8>,
-    /// Welcome and refusal frames open the gate: nothing else is written before one of them.
-    opens_gate: bool,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    kind: FrameKind,
+    done: Option<oneshot::Sender<Result<(), WriteFailure>>>,
+}
+
+/// How a frame moves the writer's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameKind {
+    /// A welcome or a refusal: the first frame a worker may read.
+    Opens,
+    /// `quit`: the last frame a worker will read.
+    Closes,
+    /// Anything else.
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+enum WriteFailure {
+    Io(String),
+    Quitting,
 }
 
 /// Why a send to a worker failed.
@@ -91,6 +107,12 @@ pub enum SendError {
     /// The worker process has exited or its channel is closed.
     #[error("worker {id} is gone (its process exited or its channel closed)")]
     Gone {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker was told to quit: it reads nothing more, so the message was not written.
+    #[error("worker {id} is quitting and takes no more messages")]
+    Quitting {
         /// The worker.
         id: WorkerId,
     },
@@ -131,10 +153,6 @@ impl std::fmt::Debug for OutgoingBox {
 }
 
 impl WorkerHandle {
-    pub(crate) fn id(&self) -> WorkerId {
-        self.id
-    }
-
     pub(crate) fn info(&self) -> WorkerInfo {
         self.info.borrow().clone()
     }
@@ -164,13 +182,14 @@ impl WorkerHandle {
         let (tx, rx) = oneshot::channel();
         let out = OutgoingBox(Box::new(Outgoing {
             bytes,
-            opens_gate: false,
+            kind: FrameKind::Plain,
             done: Some(tx),
         }));
         self.writer.send(out).map_err(|_| SendError::Gone { id: self.id })?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(SendError::Write { id: self.id, error }),
+            Ok(Err(WriteFailure::Io(error))) => Err(SendError::Write { id: self.id, error }),
+            Ok(Err(WriteFailure::Quitting)) => Err(SendError::Quitting { id: self.id }),
             Err(_) => Err(SendError::Gone { id: self.id }),
         }
     }
@@ -189,11 +208,6 @@ impl WorkerHandle {
         let mut rx = self.info.clone();
         let result = rx.wait_for(|i| !i.is_alive()).await.map(|i| i.clone());
         result.unwrap_or_else(|_| rx.borrow().clone())
-    }
-
-    /// A receiver of this worker's snapshots, for watchers.
-    pub(crate) fn watch(&self) -> watch::Receiver<WorkerInfo> {
-        self.info.clone()
     }
 }
 
@@ -294,6 +308,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         frames: FramedRead::new(read_half, FrameCodec::new(config.max_frame_bytes)),
         reading: true,
         commands: commands_rx,
+        commands_open: true,
         writer: writer_tx.clone(),
         info: info_tx,
         events: events.clone(),
@@ -325,21 +340,38 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
 /// The writer task: batches whatever is queued into one write. Holds frames back until the
 /// welcome (or a refusal) is written, so `welcome` is always the first frame a worker reads.
 async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>) {
+    /// Held: nothing but a welcome or refusal may go first. Open: everything goes. Closed: `quit`
+    /// was written; the worker will not read further, so later messages are refused, not lost.
+    #[derive(PartialEq)]
+    enum Gate {
+        Held,
+        Open,
+        Closed,
+    }
     let mut batch: Vec<OutgoingBox> = Vec::with_capacity(64);
     let mut held: Vec<OutgoingBox> = Vec::new();
-    let mut gate_open = false;
+    let mut gate = Gate::Held;
     let mut buf = BytesMut::with_capacity(8192);
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut ready: Vec<OutgoingBox> = Vec::with_capacity(batch.len());
         for out in batch.drain(..) {
-            if gate_open {
-                ready.push(out);
-            } else if out.0.opens_gate {
-                gate_open = true;
-                ready.push(out);
-                ready.append(&mut held);
-            } else {
-                held.push(out);
+            match (&gate, out.0.kind) {
+                (Gate::Closed, _) => {
+                    if let Some(done) = out.0.done {
+                        let _ = done.send(Err(WriteFailure::Quitting));
+                    }
+                }
+                (Gate::Held, FrameKind::Opens) => {
+                    gate = Gate::Open;
+                    ready.push(out);
+                    ready.append(&mut held);
+                }
+                (Gate::Held, _) => held.push(out),
+                (Gate::Open, FrameKind::Closes) => {
+                    gate = Gate::Closed;
+                    ready.push(out);
+                }
+                (Gate::Open, _) => ready.push(out),
             }
         }
         if ready.is_empty() {
@@ -349,7 +381,7 @@ async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<
         for out in &ready {
             buf.extend_from_slice(&out.0.bytes);
         }
-        let result = half.write_all(&buf).await.map_err(|e| e.to_string());
+        let result = half.write_all(&buf).await.map_err(|e| WriteFailure::Io(e.to_string()));
         for out in ready {
             if let Some(done) = out.0.done {
                 let _ = done.send(result.clone());
@@ -370,6 +402,8 @@ struct WorkerActor {
     /// False after EOF or a read error.
     reading: bool,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// False once every handle is gone.
+    commands_open: bool,
     writer: mpsc::UnboundedSender<OutgoingBox>,
     info: watch::Sender<WorkerInfo>,
     events: EventHub,
@@ -397,12 +431,15 @@ impl WorkerActor {
                     }
                     break;
                 }
-                command = self.commands.recv() => match command {
+                command = self.commands.recv(), if self.commands_open => match command {
                     Some(command) => self.on_command(command),
                     // Every handle is gone: the master was dropped without a shutdown.
-                    None => self.on_command(Command::Retire { hard: true }),
+                    None => {
+                        self.commands_open = false;
+                        self.on_command(Command::Retire { hard: true });
+                    }
                 },
-                frame = self.frames.next(), if self.reading => self.on_frame(frame),
+                frame = self.frames.next(), if self.reading => self.on_frame(protocol::codec::flatten(frame)),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => self.on_deadline(),
                 _ = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now).into()), if heartbeat_deadline.is_some() => {
                     self.on_heartbeat_missed()
@@ -509,6 +546,14 @@ impl WorkerActor {
 
     /// The master gives up on the process: FAILED, reported, and terminated (SIGTERM, then SIGKILL).
     fn fail(&mut self, failure: WorkerFailure) {
+        // A refused worker was just sent an `error` frame: give it the quit timeout to read it
+        // and leave on its own before the signals start.
+        let refused = matches!(
+            failure,
+            WorkerFailure::Protocol {
+                error: ProtocolError::VersionMismatch { .. }
+            }
+        );
         self.events.emit(Event::Failed {
             id: self.id,
             pid: Some(self.pid),
@@ -517,7 +562,10 @@ impl WorkerActor {
         self.set_status(WorkerStatus::Failed);
         self.info.send_modify(|i| i.failure = Some(failure));
         self.heartbeat_deadline = None;
-        if !matches!(self.phase, Phase::Terminating | Phase::Killed) {
+        if refused && matches!(self.phase, Phase::Starting | Phase::Running) {
+            self.reading = false;
+            self.enter(Phase::Quitting, self.config.timeouts.quit);
+        } else if !matches!(self.phase, Phase::Terminating | Phase::Killed) {
             self.terminate();
         }
     }
@@ -529,27 +577,31 @@ impl WorkerActor {
         }
         self.status = to;
         let started = to == WorkerStatus::Started;
-        self.info.send_modify(|i| {
-            i.status = to;
-            if started {
-                i.started_at = Some(SystemTime::now());
-            }
-        });
         self.events.emit(Event::Status {
             id: self.id,
             pid: self.pid,
             from,
             to,
         });
+        self.info.send_modify(|i| {
+            i.status = to;
+            if started {
+                i.started_at = Some(SystemTime::now());
+            }
+        });
     }
 
     fn write_control(&mut self, frame: MasterFrame) {
-        let opens_gate = matches!(frame, MasterFrame::Welcome { .. } | MasterFrame::Error { .. });
+        let kind = match frame {
+            MasterFrame::Welcome { .. } | MasterFrame::Error { .. } => FrameKind::Opens,
+            MasterFrame::Quit => FrameKind::Closes,
+            _ => FrameKind::Plain,
+        };
         match encode_frame(&frame, usize::MAX) {
             Ok(bytes) => {
                 let _ = self.writer.send(OutgoingBox(Box::new(Outgoing {
                     bytes,
-                    opens_gate,
+                    kind,
                     done: None,
                 })));
             }
@@ -729,7 +781,7 @@ impl WorkerActor {
         let drain_until = Instant::now() + DRAIN_LIMIT;
         while self.reading {
             match tokio::time::timeout_at(drain_until.into(), self.frames.next()).await {
-                Ok(frame) => self.on_frame(frame),
+                Ok(frame) => self.on_frame(protocol::codec::flatten(frame)),
                 Err(_) => break,
             }
         }
@@ -741,8 +793,10 @@ impl WorkerActor {
             last_status: self.status,
         };
         tracing::debug!(%exit, "worker exited");
-        self.info.send_modify(|i| i.exit = Some(exit.clone()));
-        self.events.emit(Event::Exit(exit));
+        // Event first: whoever waits on the snapshot (a shutdown, a start) and then reads the
+        // event stream finds the exit already there.
+        self.events.emit(Event::Exit(exit.clone()));
+        self.info.send_modify(|i| i.exit = Some(exit));
     }
 }
 

@@ -113,26 +113,41 @@ impl FrameCodec {
     }
 }
 
+/// What the decoder yields: a line, or a bad frame that does not end the stream (an oversized
+/// line is skipped up to its `\n`, a non-UTF-8 line is dropped), so a peer that is only warned
+/// (`onProtocolError: ignore`) keeps being read. Only an I/O error ends the stream.
+pub type Frame = Result<String, ProtocolError>;
+
 impl Decoder for FrameCodec {
-    type Item = String;
+    type Item = Frame;
     type Error = ProtocolError;
 
-    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, ProtocolError> {
-        self.lines.decode(src).map_err(|e| self.fix(e))
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        match self.lines.decode(src) {
+            Ok(line) => Ok(line.map(Ok)),
+            Err(e) => match self.fix(e) {
+                io @ ProtocolError::Io { .. } => Err(io),
+                bad_frame => Ok(Some(Err(bad_frame))),
+            },
+        }
     }
 
-    fn decode_eof(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, ProtocolError> {
+    fn decode_eof(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Frame>, ProtocolError> {
         // A final line without `\n` is a truncated frame: the peer died mid-write. Drop it rather
         // than act on half a message.
-        match self.lines.decode(src) {
-            Ok(Some(line)) => Ok(Some(line)),
-            Ok(None) => {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None => {
                 src.clear();
                 Ok(None)
             }
-            Err(e) => Err(self.fix(e)),
         }
     }
+}
+
+/// Flattens what a `FramedRead<_, FrameCodec>` yields into one result per frame.
+pub fn flatten(item: Option<Result<Frame, ProtocolError>>) -> Option<Frame> {
+    item.map(|r| r.and_then(|frame| frame))
 }
 
 impl From<io::Error> for ProtocolError {
@@ -273,18 +288,22 @@ mod tests {
         );
         let mut codec = FrameCodec::new(16);
         let mut buf = bytes::BytesMut::from(&b"0123456789abcdefXYZ"[..]);
-        assert_eq!(codec.decode(&mut buf), Err(ProtocolError::FrameTooLarge { limit: 16 }));
+        assert_eq!(
+            codec.decode(&mut buf),
+            Ok(Some(Err(ProtocolError::FrameTooLarge { limit: 16 })))
+        );
         let mut codec = FrameCodec::new(16);
-        // After an oversized frame the codec skips to the next newline; a fresh one decodes.
-        let mut codec = FrameCodec::new(16);
-        let mut buf = bytes::BytesMut::from(&b"short\n"[..]);
-        assert_eq!(codec.decode(&mut buf), Ok(Some("short".to_string())));
+        // The stream goes on: the rest of the oversized line is skipped, the next line decodes.
+        buf.extend_from_slice(b"more-of-it\nshort\n");
+        assert_eq!(codec.decode(&mut buf), Ok(Some(Ok("short".to_string()))));
     }
 
     #[test]
     fn invalid_utf8_is_its_own_error() {
         let mut codec = FrameCodec::new(16);
         let mut buf = bytes::BytesMut::from(&b"\xff\xfe\n"[..]);
-        assert_eq!(codec.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(codec.decode(&mut buf), Ok(Some(Err(ProtocolError::InvalidUtf8))));
+        buf.extend_from_slice(b"ok\n");
+        assert_eq!(codec.decode(&mut buf), Ok(Some(Ok("ok".to_string()))));
     }
 }

@@ -114,12 +114,31 @@ async fn handle(bus: &MessageBus, msg: Value) {
 }
 
 /// Writes raw bytes on the channel, bypassing the MessageBus (to break the protocol on purpose).
-fn raw(bytes: &[u8]) {
+/// The fd is non-blocking (the bus shares it), so wait for room instead of writing half a frame.
+fn raw(mut bytes: &[u8]) {
     let fd: i32 = std::env::var("DROVER_IPC_FD")
         .expect("DROVER_IPC_FD")
         .parse()
         .expect("fd number");
-    // SAFETY: writing to the inherited channel fd; ManuallyDrop keeps the bus's fd open.
-    let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-    let _ = f.write_all(bytes);
+    while !bytes.is_empty() {
+        // SAFETY: writing from a valid buffer to the inherited channel fd.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n >= 0 {
+            bytes = &bytes[n as usize..];
+            continue;
+        }
+        match std::io::Error::last_os_error().kind() {
+            std::io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+            }
+            std::io::ErrorKind::Interrupted => {}
+            _ => return,
+        }
+    }
 }

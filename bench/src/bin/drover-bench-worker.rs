@@ -1,0 +1,129 @@
+//! The tiny worker `drover-bench` supervises.
+//!
+//! - With `DROVER_BENCH_RAW` set it is the *raw spawn* baseline: it writes one byte to stdout as
+//!   soon as `main` runs (no runtime, no protocol), then waits for stdin to close.
+//! - With `DROVER_BENCH_RAW=echo` it is the *raw IPC* baseline: blocking reads of stdin (a Unix
+//!   stream socket), every chunk written back to stdout (the same socket) at once. No drover.
+//! - Otherwise it is a drover worker on a current-thread tokio runtime: hello/welcome, STARTED, and
+//!   then, per message (`{"cmd": ...}`):
+//!   - anything without a known `cmd`: echoed back verbatim (round-trip latency);
+//!   - `{"cmd":"burst","n":N}`: sends N messages `{"seq":i}` back, 256 in flight at a time
+//!     (worker → master throughput);
+//!   - `{"cmd":"count","n":N}`: counts the next N messages, then replies `{"counted":N}`
+//!     (master → worker throughput).
+//!
+//!   `stop` is answered with STOPPED, `quit` with SHUTTED_DOWN and exit 0.
+
+use drover::{BusEvent, BusSender, MessageBus};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+fn main() {
+    if std::env::var_os("DROVER_BENCH_RAW").is_some_and(|v| v == "echo") {
+        raw_echo();
+        return;
+    }
+    if std::env::var_os("DROVER_BENCH_RAW").is_some() {
+        let _ = std::io::stdout().write_all(b"R");
+        let _ = std::io::stdout().flush();
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drover-bench-worker: cannot build a runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    std::process::exit(runtime.block_on(run()));
+}
+
+/// Echoes whatever arrives on stdin to stdout, with one blocking `read` and one `write` per chunk.
+fn raw_echo() {
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::stdout().lock();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if output.write_all(&buf[..n]).and_then(|()| output.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn run() -> i32 {
+    let mut bus = match MessageBus::connect().await {
+        Ok(bus) => bus,
+        Err(e) => {
+            eprintln!("drover-bench-worker: {e}");
+            return 70;
+        }
+    };
+    if let Err(e) = bus.send_started().await {
+        eprintln!("drover-bench-worker: {e}");
+        return 70;
+    }
+    // While counting, messages are counted instead of handled.
+    let mut counting: Option<(u64, u64)> = None;
+    while let Some(event) = bus.recv().await {
+        match event {
+            BusEvent::Message(msg) => {
+                if let Some((seen, target)) = counting.as_mut() {
+                    *seen += 1;
+                    if *seen == *target {
+                        let n = *target;
+                        counting = None;
+                        let _ = bus.send_message(&json!({ "counted": n })).await;
+                    }
+                    continue;
+                }
+                match msg.get("cmd").and_then(Value::as_str) {
+                    Some("burst") => burst(bus.sender(), msg.get("n").and_then(Value::as_u64).unwrap_or(0)).await,
+                    Some("count") => {
+                        let n = msg.get("n").and_then(Value::as_u64).unwrap_or(0);
+                        if n == 0 {
+                            let _ = bus.send_message(&json!({ "counted": 0 })).await;
+                        } else {
+                            counting = Some((0, n));
+                        }
+                    }
+                    _ => {
+                        let _ = bus.send_message(&msg).await;
+                    }
+                }
+            }
+            BusEvent::Stop => {
+                let _ = bus.send_stopped().await;
+            }
+            BusEvent::Quit => {
+                let _ = bus.send_shutted_down().await;
+                return 0;
+            }
+            BusEvent::Closed(_) => return 0,
+        }
+    }
+    0
+}
+
+/// Sends `n` messages, keeping up to 256 in flight so the bus's writer can batch them.
+async fn burst(sender: BusSender, n: u64) {
+    const WINDOW: u64 = 256;
+    let mut i = 0;
+    while i < n {
+        let end = (i + WINDOW).min(n);
+        let sends = (i..end).map(|seq| {
+            let sender = sender.clone();
+            async move { sender.send_message(&json!({ "seq": seq })).await }
+        });
+        if futures_util::future::join_all(sends).await.iter().any(Result::is_err) {
+            return;
+        }
+        i = end;
+    }
+}

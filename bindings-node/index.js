@@ -1,0 +1,34 @@
+'use strict';
+
+// drover: run, manage and scale a multi-process application — backed by the Rust core.
+const { Master, MasterFactory } = require('./lib/master');
+const { MessageBus } = require('./lib/message-bus');
+const ExitReasons = require('./lib/exit-reasons');
+const { WorkerStatuses, MasterStatuses } = require('./lib/statuses');
+const errors = require('./lib/errors');
+
+module.exports = {
+    MasterFactory,
+    Master,
+    MessageBus,
+    ExitReasons: {
+        ExitReason: ExitReasons.ExitReason,
+        ExternalSignal: ExitReasons.ExternalSignal,
+        NormalExit: ExitReasons.NormalExit,
+        AbnormalExit: ExitReasons.AbnormalExit,
+    },
+    WorkerStatuses,
+    MasterStatuses,
+    DroverError: errors.DroverError,
+    InvalidConfigurationError: errors.InvalidConfigurationError,
+    InappropriateConditionError: errors.InappropriateConditionError,
+    WorkerStatusError: errors.WorkerStatusError,
+    WorkerNotFoundError: errors.WorkerNotFoundError,
+    MessageDeliveryError: errors.MessageDeliveryError,
+    OperationCancelledError: errors.OperationCancelledError,
+    ReloadRolledBackError: errors.ReloadRolledBackError,
+    ProtocolError: errors.ProtocolError,
+    WorkerFailedError: errors.WorkerFailedError,
+    NotAWorkerError: errors.NotAWorkerError,
+    MessageBusError: errors.MessageBusError,
+};

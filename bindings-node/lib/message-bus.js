@@ -1,0 +1,156 @@
+'use strict';
+
+// The worker side: drover's MessageBus (an EventEmitter) over the addon's NativeBus.
+//
+// The constructor is synchronous; the core handshake is not. Sends made before the handshake
+// completes are kept by the addon, in order, and sent right after it.
+
+const { EventEmitter } = require('node:events');
+const errors = require('./errors');
+const { WorkerStatuses } = require('./statuses');
+
+let created = false;
+
+class MessageBus extends EventEmitter {
+    /**
+     * Connects this worker to its master. Throws NotAWorkerError outside a process started by a
+     * drover master, MessageBusError if a MessageBus was already created in this process.
+     */
+    constructor() {
+        super();
+        const fd = process.env.DROVER_IPC_FD;
+        if (fd === undefined || fd === '') {
+            throw new errors.NotAWorkerError(
+                'MessageBus: this process was not started by a drover master (DROVER_IPC_FD is not set); ' +
+                'run it as a worker of MasterFactory.create({ script }) or another drover master',
+            );
+        }
+        if (created) {
+            throw new errors.MessageBusError('MessageBus: this process already has one (its channel can be owned once)');
+        }
+        created = true;
+        const { NativeBus } = require('./native');
+        this.meta = null;
+        this._heartbeat = null;
+        this._closing = null;
+        this._native = errors.call(() => new NativeBus((event) => this._onEvent(event)));
+        // Usable directly as callbacks: server.listen(port, mb.sendStarted), server.close(mb.sendStopped).
+        this.sendStarted = this.sendStarted.bind(this);
+        this.sendStopped = this.sendStopped.bind(this);
+        this.sendShuttedDown = this.sendShuttedDown.bind(this);
+        this.sendMessage = this.sendMessage.bind(this);
+        this.close = this.close.bind(this);
+    }
+
+    /** Reports STARTED: this worker is ready. An optional callback runs once it is written. */
+    sendStarted(callback) {
+        this._status(WorkerStatuses.STARTED, callback);
+    }
+
+    /** Reports STOPPED: no new work taken, in-flight work finished. */
+    sendStopped(callback) {
+        this._status(WorkerStatuses.STOPPED, callback);
+    }
+
+    /** Reports SHUTTED_DOWN: everything released, the worker is about to exit. */
+    sendShuttedDown(callback) {
+        this._status(WorkerStatuses.SHUTTED_DOWN, callback);
+    }
+
+    /** Sends a JSON message to the master (its 'message' event). */
+    sendMessage(message) {
+        errors.call(() => this._native.sendMessage(message));
+    }
+
+    /** Resolves once every send made so far is written to the channel. */
+    flush() {
+        return this._native.flush().catch((e) => {
+            throw errors.fromNative(e);
+        });
+    }
+
+    /**
+     * Flushes, then closes the bus: no more sends, no more events, and the bus no longer keeps
+     * the process alive. Callable any number of times.
+     */
+    close() {
+        if (!this._closing) {
+            this._stopHeartbeat();
+            this._closing = this.flush()
+                .catch(() => {})
+                .then(() => {
+                    errors.call(() => this._native.close());
+                    this.emit('close');
+                });
+        }
+        return this._closing;
+    }
+
+    _status(status, callback) {
+        errors.call(() => this._native.sendStatus(status));
+        // Callers pass node callbacks' arguments here (server.close(mb.sendStopped) passes an error):
+        // only a function is a callback.
+        if (typeof callback === 'function') {
+            this.flush().then(() => callback(), (e) => callback(e));
+        }
+    }
+
+    _stopHeartbeat() {
+        if (this._heartbeat) {
+            clearInterval(this._heartbeat);
+            this._heartbeat = null;
+        }
+    }
+
+    _onEvent(e) {
+        switch (e.event) {
+            case 'connected':
+                this.meta = e.meta;
+                if (e.meta && e.meta.heartbeat_ms && !this._closing) {
+                    // From the JS loop, so a blocked loop is seen as hung. Unref'd: it keeps nothing alive.
+                    const beat = () => {
+                        try {
+                            this._native.heartbeat();
+                        } catch {
+                            this._stopHeartbeat();
+                        }
+                    };
+                    beat();
+                    this._heartbeat = setInterval(beat, e.meta.heartbeat_ms);
+                    this._heartbeat.unref();
+                }
+                this.emit('connected', e.meta);
+                break;
+            case 'connect-error': {
+                this._stopHeartbeat();
+                errors.call(() => this._native.unref());
+                this.emit('error', errors.fromDescription(e.error));
+                break;
+            }
+            case 'stop':
+                this.emit('stop');
+                break;
+            case 'quit':
+                this.emit('quit');
+                break;
+            case 'message':
+                this.emit('message', e.data);
+                break;
+            case 'error':
+                if (this.listenerCount('error') > 0) {
+                    this.emit('error', errors.fromDescription(e.error));
+                }
+                break;
+            case 'closed':
+                // The master closed the channel: nothing more will come; do not keep the process alive.
+                this._stopHeartbeat();
+                errors.call(() => this._native.unref());
+                this.emit('disconnect', e.error ? errors.fromDescription(e.error) : null);
+                break;
+            default:
+                break;
+        }
+    }
+}
+
+module.exports = { MessageBus };

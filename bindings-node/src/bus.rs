@@ -1,0 +1,289 @@
+//! `NativeBus`: a worker's core [`MessageBus`] for JavaScript.
+//!
+//! The JS `MessageBus` constructor is synchronous while the core handshake is not: the bus is
+//! created *connecting*, and every send made before the handshake completes is kept, in order,
+//! and handed to core right after it. Then sends go straight to core's writer, enqueued on the
+//! calling thread ([`crate::start_now`]), so they keep their order.
+//!
+//! Its thread-safe function is *referenced* from creation (a worker waits for its master's
+//! commands as an IPC channel would keep it alive) until [`NativeBus::close`], or until the
+//! master closes the channel.
+
+use drover::{BusError, BusEvent, BusOptions, BusSender, MessageBus, WorkerStatus};
+use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+use crate::error;
+
+/// The JS callback that receives the bus's events: referenced, not callee-handled.
+type EventFn = ThreadsafeFunction<Value, Unknown<'static>, Value, Status, false, false>;
+
+/// Something to send.
+enum Outbound {
+    Status(WorkerStatus),
+    Message(Value),
+    Heartbeat,
+}
+
+enum Conn {
+    /// The handshake runs; sends wait here in order.
+    Connecting(Vec<Outbound>),
+    /// Connected.
+    Ready(BusSender),
+    /// The handshake failed (the error was reported as an event).
+    Failed(String),
+    /// `close()` was called.
+    Closed,
+}
+
+struct Shared {
+    conn: Mutex<Conn>,
+    events: EventFn,
+    /// Sends handed to core whose write has not completed.
+    in_flight: AtomicUsize,
+    idle: Notify,
+    /// Notified when the handshake ends, either way.
+    settled: Notify,
+    connected_at: Instant,
+}
+
+impl Shared {
+    fn conn(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: Value) {
+        self.events.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
+    fn report(&self, operation: &str, e: &BusError) {
+        let mut description = error::describe_bus(e);
+        description["operation"] = Value::String(operation.to_string());
+        self.emit(json!({ "event": "error", "error": description }));
+    }
+
+    /// Hands `out` to core now (it is enqueued before this returns) and reports a failure.
+    fn dispatch(self: &Arc<Self>, sender: &BusSender, out: Outbound) {
+        let sender = sender.clone();
+        let uptime = self.connected_at.elapsed();
+        let operation = match &out {
+            Outbound::Status(s) => format!("send status {s}"),
+            Outbound::Message(_) => "send message".to_string(),
+            Outbound::Heartbeat => "send heartbeat".to_string(),
+        };
+        let fut = async move {
+            match out {
+                Outbound::Status(s) => sender.send_status(s).await,
+                Outbound::Message(data) => sender.send_message(&data).await,
+                Outbound::Heartbeat => sender.send_heartbeat(uptime).await,
+            }
+        };
+        match crate::start_now(fut) {
+            Ok(result) => {
+                if let Err(e) = result {
+                    self.report(&operation, &e);
+                }
+            }
+            Err(rest) => {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                let shared = self.clone();
+                napi::bindgen_prelude::spawn(async move {
+                    if let Err(e) = rest.await {
+                        shared.report(&operation, &e);
+                    }
+                    if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        shared.idle.notify_waiters();
+                    }
+                });
+            }
+        }
+    }
+
+    fn send(self: &Arc<Self>, out: Outbound) -> napi::Result<()> {
+        let mut conn = self.conn();
+        match &mut *conn {
+            Conn::Connecting(queue) => {
+                queue.push(out);
+                Ok(())
+            }
+            Conn::Ready(sender) => {
+                let sender = sender.clone();
+                drop(conn);
+                self.dispatch(&sender, out);
+                Ok(())
+            }
+            Conn::Failed(why) => Err(error::tagged(json!({
+                "name": "MessageBusError",
+                "message": format!("the MessageBus could not connect: {why}"),
+            }))),
+            Conn::Closed => Err(error::tagged(json!({
+                "name": "MessageBusError",
+                "message": "the MessageBus is closed",
+            }))),
+        }
+    }
+
+    /// Resolves when the handshake is over (connected, failed or closed meanwhile).
+    async fn handshake_over(&self) {
+        loop {
+            let settled = self.settled.notified();
+            if !matches!(*self.conn(), Conn::Connecting(_)) {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    /// Resolves when every send handed to core so far has been written (or failed).
+    async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Connects, flushes the sends made meanwhile, then forwards the master's commands to JS.
+async fn run(shared: Arc<Shared>) {
+    let mut bus = match MessageBus::connect_with(BusOptions { auto_heartbeat: false }).await {
+        Ok(bus) => bus,
+        Err(e) => {
+            *shared.conn() = Conn::Failed(e.to_string());
+            shared.settled.notify_waiters();
+            shared.emit(json!({ "event": "connect-error", "error": error::describe_bus(&e) }));
+            return;
+        }
+    };
+    let meta = serde_json::to_value(bus.meta()).unwrap_or(Value::Null);
+    {
+        let mut conn = shared.conn();
+        if let Conn::Connecting(queue) = std::mem::replace(&mut *conn, Conn::Ready(bus.sender())) {
+            let sender = bus.sender();
+            for out in queue {
+                shared.dispatch(&sender, out);
+            }
+        } else {
+            // Closed before the handshake finished: stay closed, keep nothing.
+            *conn = Conn::Closed;
+            drop(conn);
+            shared.settled.notify_waiters();
+            return;
+        }
+    }
+    shared.settled.notify_waiters();
+    shared.emit(json!({ "event": "connected", "meta": meta }));
+    while let Some(event) = bus.recv().await {
+        let closed = matches!(event, BusEvent::Closed(_));
+        shared.emit(match event {
+            BusEvent::Stop => json!({ "event": "stop" }),
+            BusEvent::Quit => json!({ "event": "quit" }),
+            BusEvent::Message(data) => json!({ "event": "message", "data": data }),
+            BusEvent::Closed(why) => json!({
+                "event": "closed",
+                "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
+            }),
+        });
+        if closed {
+            break;
+        }
+    }
+}
+
+/// A worker's connection to its master. Use the `MessageBus` class of the `drover` package.
+#[napi]
+pub struct NativeBus {
+    shared: Arc<Shared>,
+}
+
+#[napi]
+impl NativeBus {
+    /// Starts connecting to the master named by this process's environment. `on_event` receives
+    /// `connected`, `connect-error`, `stop`, `quit`, `message`, `error` and `closed` events.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(on_event: Function<Value, Unknown<'static>>) -> napi::Result<NativeBus> {
+        let events: EventFn = on_event
+            .build_threadsafe_function::<Value>()
+            .callee_handled::<false>()
+            .build()?;
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(Conn::Connecting(Vec::new())),
+            events,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            settled: Notify::new(),
+            connected_at: Instant::now(),
+        });
+        napi::bindgen_prelude::spawn(run(shared.clone()));
+        Ok(NativeBus { shared })
+    }
+
+    /// Reports a status by its protocol number (3 STARTED, 5 STOPPED, 7 SHUTTED_DOWN...).
+    #[napi(catch_unwind)]
+    pub fn send_status(&self, status: u32) -> napi::Result<()> {
+        let status = u8::try_from(status)
+            .ok()
+            .and_then(WorkerStatus::from_code)
+            .ok_or_else(|| error::type_error(format!("unknown worker status {status} (known: 1..=8)")))?;
+        self.shared.send(Outbound::Status(status))
+    }
+
+    /// Sends a user message (any JSON value).
+    #[napi(catch_unwind)]
+    pub fn send_message(&self, data: Value) -> napi::Result<()> {
+        self.shared.send(Outbound::Message(data))
+    }
+
+    /// Sends a heartbeat (with this process's resident memory and uptime).
+    #[napi(catch_unwind)]
+    pub fn heartbeat(&self) -> napi::Result<()> {
+        self.shared.send(Outbound::Heartbeat)
+    }
+
+    /// Resolves once every send made so far is written (those queued during the handshake included).
+    #[napi(catch_unwind)]
+    pub fn flush<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let shared = self.shared.clone();
+        env.spawn_future(crate::guard(async move {
+            // Sends made during the handshake are dispatched when it ends: wait for that first.
+            shared.handshake_over().await;
+            shared.drained().await;
+            Ok(())
+        }))
+    }
+
+    /// Stops sending (the channel's write side is closed once written sends drain) and lets Node
+    /// exit: the event callback is unreferenced. Calling it again does nothing.
+    #[napi(catch_unwind)]
+    pub fn close(&self, env: &Env) -> napi::Result<()> {
+        *self.shared.conn() = Conn::Closed;
+        self.unref(env)
+    }
+
+    /// Lets Node exit even though the bus is open (after the master closed the channel).
+    #[napi(catch_unwind)]
+    pub fn unref(&self, env: &Env) -> napi::Result<()> {
+        if self.shared.events.aborted() {
+            return Ok(());
+        }
+        // SAFETY: called on the JS thread of the env that created the function; it is alive (we
+        // hold it, not aborted). Unreferencing twice is harmless.
+        let status = unsafe { napi::sys::napi_unref_threadsafe_function(env.raw(), self.shared.events.raw()) };
+        if status == napi::sys::Status::napi_ok {
+            Ok(())
+        } else {
+            Err(error::internal(&format!(
+                "napi_unref_threadsafe_function returned {status}"
+            )))
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! `NativeMaster`: a core [`Master`] for JavaScript.
+//!
+//! One thread-safe function per master carries every [`Event`] to JavaScript, in order, as core's
+//! serde form (plus the signal's name on exits). It is created *weak* (unreferenced): the JS layer
+//! calls [`NativeMaster::set_ref`] according to the master's real state, so Node's loop is kept
+//! alive only while the master supervises workers or waits for a flush.
+
+use drover::{Event, ExitReason, Master, MasterOptions, WorkerInfo};
+use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+use crate::error;
+
+/// The JS callback that receives a master's events: unreferenced at creation, not callee-handled.
+type EventFn = ThreadsafeFunction<Value, Unknown<'static>, Value, Status, false, true>;
+
+/// A core master, driven from JavaScript. Use the `Master` class of the `drover` package instead.
+#[napi]
+pub struct NativeMaster {
+    master: Master,
+    events: Arc<EventFn>,
+    flush: mpsc::UnboundedSender<u32>,
+}
+
+/// drover's payload of an exit reason: `kind` (the class name), and `code`, or `signal` (the name,
+/// e.g. `"SIGKILL"`) with `signalNumber` and `coreDumped`.
+pub fn reason_json(reason: &ExitReason) -> Value {
+    match *reason {
+        ExitReason::NormalExit { code } | ExitReason::AbnormalExit { code } => {
+            json!({ "kind": reason.kind_name(), "code": code })
+        }
+        ExitReason::ExternalSignal { signal, core_dumped } => json!({
+            "kind": reason.kind_name(),
+            "signal": drover::signal_name(signal),
+            "signalNumber": signal,
+            "coreDumped": core_dumped,
+        }),
+    }
+}
+
+fn millis_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// One worker's snapshot as the JS layer receives it.
+fn worker_json(w: &WorkerInfo) -> Value {
+    json!({
+        "id": w.id,
+        "pid": w.pid,
+        "status": w.status.code(),
+        "statusName": w.status.name(),
+        "spawnedAt": millis_since_epoch(w.spawned_at),
+        "startedAt": w.started_at.map(millis_since_epoch),
+        "restarts": w.restarts,
+        "generation": w.generation,
+        "rssBytes": w.rss_bytes,
+        "alive": w.is_alive(),
+        "failure": w.failure.as_ref().map(|f| f.to_string()),
+        "exit": w.exit.as_ref().map(|e| json!({
+            "reason": reason_json(&e.reason),
+            "requested": e.requested,
+        })),
+    })
+}
+
+/// An event in core's serde form, with exit reasons in drover's form.
+fn event_json(event: &Event) -> Value {
+    let mut v =
+        serde_json::to_value(event).unwrap_or_else(|e| json!({ "event": "unserializable", "error": e.to_string() }));
+    match event {
+        Event::Exit(exit) => v["reason"] = reason_json(&exit.reason),
+        Event::ProtocolError { error, .. } => v["message"] = Value::String(error.to_string()),
+        Event::Failed { failure, .. } => v["message"] = Value::String(failure.to_string()),
+        _ => {}
+    }
+    v
+}
+
+/// Reads a master's events and hands them to JavaScript in order; answers flush requests after
+/// handing over every event emitted before them.
+async fn forward(mut events: drover::Events, mut flush: mpsc::UnboundedReceiver<u32>, to_js: Arc<EventFn>) {
+    let deliver = |event: &Event| {
+        to_js.call(event_json(event), ThreadsafeFunctionCallMode::NonBlocking);
+    };
+    loop {
+        tokio::select! {
+            biased;
+            event = events.recv() => match event {
+                Some(event) => deliver(&event),
+                None => break,
+            },
+            id = flush.recv() => match id {
+                Some(id) => {
+                    while let Some(event) = events.try_recv() {
+                        deliver(&event);
+                    }
+                    to_js.call(json!({ "event": "flush", "id": id }), ThreadsafeFunctionCallMode::NonBlocking);
+                }
+                None => break,
+            },
+        }
+    }
+}
+
+/// Core's `MasterOptions` from their JSON text, validated into a config. A wrong JS type is a
+/// `TypeError`; an unknown or out-of-range option an `InvalidConfigurationError`.
+fn parse_options(options: &str) -> napi::Result<drover::MasterConfig> {
+    let de = &mut serde_json::Deserializer::from_str(options);
+    let options: MasterOptions = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if message.starts_with("invalid type") {
+            error::type_error(format!("option `{path}`: {message}"))
+        } else {
+            error::tagged(json!({
+                "name": "InvalidConfigurationError",
+                "message": format!("invalid configuration: `{path}`: {message}"),
+            }))
+        }
+    })?;
+    options
+        .into_config()
+        .map_err(|e| error::tagged(error::describe_config(&e)))
+}
+
+/// A worker id from JS: a positive integer.
+fn worker_id(id: f64) -> napi::Result<u64> {
+    if id.is_finite() && id >= 1.0 && id.fract() == 0.0 && id <= 9_007_199_254_740_991.0 {
+        Ok(id as u64)
+    } else {
+        Err(error::type_error(format!(
+            "a worker id is a positive integer, got {id}"
+        )))
+    }
+}
+
+#[napi]
+impl NativeMaster {
+    /// Validates `options` (a JSON text of core's `MasterOptions`) and creates the master.
+    /// Nothing is spawned. `on_event` receives every event.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(options: String, on_event: Function<Value, Unknown<'static>>) -> napi::Result<NativeMaster> {
+        let config = parse_options(&options)?;
+        let master = napi::bindgen_prelude::within_runtime_if_available(|| Master::new(config))
+            .map_err(|e| error::tagged(error::describe_config(&e)))?;
+        let events: Arc<EventFn> = Arc::new(
+            on_event
+                .build_threadsafe_function::<Value>()
+                .callee_handled::<false>()
+                .weak::<true>()
+                .build()?,
+        );
+        let (flush, flush_rx) = mpsc::unbounded_channel();
+        napi::bindgen_prelude::spawn(forward(master.events(), flush_rx, events.clone()));
+        Ok(NativeMaster { master, events, flush })
+    }
+
+    /// References (keeps Node's loop alive) or unreferences the event callback.
+    #[napi(catch_unwind)]
+    pub fn set_ref(&self, env: &Env, referenced: bool) -> napi::Result<()> {
+        if self.events.aborted() {
+            return Ok(());
+        }
+        let raw = self.events.raw();
+        let status = if referenced {
+            // SAFETY: called on the JS thread of the env that created the function (napi methods
+            // run there); `raw` is alive: we hold the ThreadsafeFunction and it is not aborted.
+            unsafe { napi::sys::napi_ref_threadsafe_function(env.raw(), raw) }
+        } else {
+            // SAFETY: as above.
+            unsafe { napi::sys::napi_unref_threadsafe_function(env.raw(), raw) }
+        };
+        if status == napi::sys::Status::napi_ok {
+            Ok(())
+        } else {
+            Err(error::internal(&format!(
+                "napi_(un)ref_threadsafe_function returned {status}"
+            )))
+        }
+    }
+
+    /// Asks for a `{ event: "flush", id }` event after every event emitted so far.
+    #[napi(catch_unwind)]
+    pub fn flush(&self, id: u32) -> bool {
+        self.flush.send(id).is_ok()
+    }
+
+    /// The master's status name, e.g. `"STARTED"`.
+    #[napi(catch_unwind)]
+    pub fn status(&self) -> String {
+        self.master.status().name().to_string()
+    }
+
+    /// The master's name.
+    #[napi(catch_unwind)]
+    pub fn name(&self) -> String {
+        self.master.config().name.clone()
+    }
+
+    /// Every worker, by id.
+    #[napi(catch_unwind)]
+    pub fn workers(&self) -> Vec<Value> {
+        self.master.workers().iter().map(worker_json).collect()
+    }
+
+    /// Spawns the workers; resolves when every one reported STARTED.
+    #[napi(catch_unwind)]
+    pub fn start<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master.start().await.map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// Replaces the process of worker `id`.
+    #[napi(catch_unwind)]
+    pub fn restart_worker<'env>(&self, env: &'env Env, id: f64) -> napi::Result<PromiseRaw<'env, ()>> {
+        let id = worker_id(id)?;
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master.restart_worker(id).await.map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// Changes the number of workers.
+    #[napi(catch_unwind)]
+    pub fn rescale<'env>(&self, env: &'env Env, count: f64) -> napi::Result<PromiseRaw<'env, ()>> {
+        if !(count.is_finite() && count.fract() == 0.0) {
+            return Err(error::type_error(format!(
+                "rescale(count): count is an integer, got {count}"
+            )));
+        }
+        if count < 1.0 {
+            return Err(error::tagged(error::describe_config(
+                &drover::ConfigError::InvalidCount { value: count as i64 },
+            )));
+        }
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master.rescale(count as usize).await.map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// Replaces every worker by a new generation (make-before-break), with the current options or
+    /// `options` (JSON text of a whole new `MasterOptions`); rolls back on a failed start.
+    #[napi(catch_unwind)]
+    pub fn graceful_reload<'env>(&self, env: &'env Env, options: Option<String>) -> napi::Result<PromiseRaw<'env, ()>> {
+        let config = options.as_deref().map(parse_options).transpose()?;
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master.graceful_reload(config).await.map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// Applies drover's signal policy to signal number `signal` (HUP reload, TERM/INT graceful
+    /// shutdown, a second INT hard); resolves with the action taken (`"Reload"`, `"Ignore"`...).
+    #[napi(catch_unwind)]
+    pub fn handle_signal<'env>(&self, env: &'env Env, signal: i32) -> napi::Result<PromiseRaw<'env, String>> {
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master
+                .handle_signal(signal)
+                .await
+                .map(|action| format!("{action:?}"))
+                .map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// Ends every worker gracefully; resolves when every one is reaped.
+    #[napi(catch_unwind)]
+    pub fn graceful_shutdown<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master.graceful_shutdown().await.map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// SIGKILL to every worker; resolves when every one is reaped.
+    #[napi(catch_unwind)]
+    pub fn hard_shutdown<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            master.hard_shutdown().await.map_err(|e| error::from_core(&e))
+        }))
+    }
+
+    /// Sends `data` to worker `id`. The message is queued now (so sends keep their order); the
+    /// promise resolves once it is written.
+    #[napi(catch_unwind)]
+    pub fn send<'env>(&self, env: &'env Env, id: f64, data: Value) -> napi::Result<PromiseRaw<'env, ()>> {
+        let id = worker_id(id)?;
+        let master = self.master.clone();
+        let rest = match crate::start_now(async move { master.send(id, &data).await }) {
+            Ok(done) => return settled(env, done.map_err(|e| error::from_core(&e))),
+            Err(rest) => rest,
+        };
+        env.spawn_future(crate::guard(
+            async move { rest.await.map_err(|e| error::from_core(&e)) },
+        ))
+    }
+
+    /// Sends `data` to every running worker; resolves with how many it was written to.
+    #[napi(catch_unwind)]
+    pub fn broadcast<'env>(&self, env: &'env Env, data: Value) -> napi::Result<PromiseRaw<'env, u32>> {
+        let master = self.master.clone();
+        let rest = match crate::start_now(async move { master.broadcast(&data).await }) {
+            Ok(done) => return settled(env, done.map(|n| n as u32).map_err(|e| error::from_core(&e))),
+            Err(rest) => rest,
+        };
+        env.spawn_future(crate::guard(async move {
+            rest.await.map(|n| n as u32).map_err(|e| error::from_core(&e))
+        }))
+    }
+}
+
+/// A promise already settled with `result`.
+fn settled<T: napi::bindgen_prelude::ToNapiValue + Send + 'static>(
+    env: &Env,
+    result: napi::Result<T>,
+) -> napi::Result<PromiseRaw<'_, T>> {
+    env.spawn_future(async move { result })
+}

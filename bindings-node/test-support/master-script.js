@@ -1,0 +1,24 @@
+'use strict';
+
+// A Node master process for the hygiene tests. MASTER_MODE:
+//   shutdown  start, print the pids, gracefulShutdown, then nothing: the process must exit by itself
+//   idle      create a master and never start it: nothing keeps the process alive
+//   serve     start, print "started <pids>", shut down gracefully on SIGTERM
+const { MasterFactory } = require('..');
+
+const master = MasterFactory.create({ script: require('node:path').join(__dirname, 'worker.js'), count: 2 });
+const mode = process.env.MASTER_MODE;
+
+(async () => {
+    if (mode === 'idle') return;
+    await master.start();
+    console.log(`started ${master.getWorkers().map((w) => w.pid).join(',')}`);
+    if (mode === 'serve') {
+        process.on('SIGTERM', () => {
+            master.gracefulShutdown().then(() => console.log('shut down'));
+        });
+        return;
+    }
+    await master.gracefulShutdown();
+    console.log('shut down');
+})();

@@ -1,0 +1,106 @@
+'use strict';
+
+// Bad input is rejected with the right class and a message naming what was wrong; never a crash.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const drover = require('..');
+const { nodeWorker, rustWorker, waitGone } = require('../test-support/helpers');
+
+const { MasterFactory, InvalidConfigurationError, InappropriateConditionError, WorkerStatusError, WorkerNotFoundError, DroverError } = drover;
+
+test('bad options are InvalidConfigurationError naming the option', () => {
+    const cases = [
+        [{ script: nodeWorker, count: 0 }, /count/],
+        [{ count: 2 }, /program.*script|script.*required/],
+        [{ script: '/nonexistent/app.js' }, /script.*nonexistent/],
+        [{ script: nodeWorker, program: rustWorker }, /either `program` or `script`/],
+        [{ program: 'no-such-program-drover' }, /no-such-program-drover not found/],
+        [{ script: nodeWorker, startTimeout: -5 }, /startTimeout/],
+        [{ script: nodeWorker, reloadStrategy: 'sideways' }, /reloadStrategy/],
+        [{ script: nodeWorker, bogusOption: 1 }, /bogusOption/],
+        [{ script: nodeWorker, env: { A: { nested: true } } }, /env/],
+    ];
+    for (const [options, message] of cases) {
+        assert.throws(() => MasterFactory.create(options), (e) => {
+            assert.ok(e instanceof InvalidConfigurationError, `${JSON.stringify(options)} gave ${e}`);
+            assert.ok(e instanceof DroverError);
+            assert.equal(e.name, 'InvalidConfigurationError');
+            assert.match(e.message, message);
+            return true;
+        });
+    }
+});
+
+test('wrong JS types are TypeErrors, not crashes', async () => {
+    assert.throws(() => MasterFactory.create(), TypeError);
+    assert.throws(() => MasterFactory.create('app.js'), TypeError);
+    assert.throws(() => MasterFactory.create({ script: nodeWorker, count: '4' }), (e) => e instanceof TypeError && /count/.test(e.message));
+    assert.throws(() => MasterFactory.create({ script: 42 }), (e) => e instanceof TypeError && /script/.test(e.message));
+    assert.throws(() => MasterFactory.create({ script: nodeWorker, count: 10n }), TypeError);
+    const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    await assert.rejects(master.rescale('3'), TypeError);
+    await assert.rejects(master.rescale(1.5), TypeError);
+    await assert.rejects(master.restartWorkerById({}), TypeError);
+    await assert.rejects(master.restartWorkerById(-1), TypeError);
+    await assert.rejects(master.send('1', {}), TypeError);
+    await assert.rejects(master.send(1, () => {}), (e) => e instanceof TypeError || e instanceof DroverError);
+});
+
+test('operations in the wrong status are InappropriateConditionError', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    await assert.rejects(master.rescale(2), (e) => {
+        assert.ok(e instanceof InappropriateConditionError);
+        assert.equal(e.status, 'INITIALIZED');
+        assert.match(e.message, /cannot rescale while the master is INITIALIZED/);
+        return true;
+    });
+    await assert.rejects(master.restartWorkerById(1), InappropriateConditionError);
+    await assert.rejects(master.gracefulReload(), InappropriateConditionError);
+});
+
+test('an unknown worker id is WorkerNotFoundError; rescale(0) InvalidConfigurationError', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    await master.start();
+    await assert.rejects(master.restartWorkerById(99), (e) => e instanceof WorkerNotFoundError && e.workerId === 99);
+    await assert.rejects(master.send(99, {}), WorkerNotFoundError);
+    await assert.rejects(master.rescale(0), InvalidConfigurationError);
+    await master.gracefulShutdown();
+});
+
+test('a worker that exits before STARTED fails start() with WorkerStatusError and its exit reason', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 2, env: { NODE_WORKER_MODE: 'exit-before-start:3' } });
+    await assert.rejects(master.start(), (e) => {
+        assert.ok(e instanceof WorkerStatusError, String(e));
+        assert.match(e.message, /exited with code 3 before reporting STARTED/);
+        assert.deepEqual(e.exitReason, { kind: 'AbnormalExit', code: 3 });
+        assert.equal(typeof e.workerId, 'number');
+        assert.ok(e.cause instanceof Error);
+        return true;
+    });
+    assert.equal(master.getStatus(), 'STOPPED');
+    await waitGone(master.getWorkers().map((w) => w.pid));
+});
+
+test('a worker that never starts fails start() after startTimeout', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1, env: { NODE_WORKER_MODE: 'never-start' }, startTimeout: 300 });
+    const failed = [];
+    master.on('worker-failed', (err, id) => failed.push([err, id]));
+    await assert.rejects(master.start(), (e) => e instanceof WorkerStatusError && /did not report STARTED within/.test(e.message));
+    assert.equal(failed.length, 1);
+    assert.ok(failed[0][0] instanceof drover.WorkerFailedError);
+    await master.hardShutdown();
+});
+
+test('new MessageBus() outside a drover worker throws NotAWorkerError', () => {
+    const saved = process.env.DROVER_IPC_FD;
+    delete process.env.DROVER_IPC_FD;
+    try {
+        assert.throws(() => new drover.MessageBus(), (e) => {
+            assert.ok(e instanceof drover.NotAWorkerError);
+            assert.match(e.message, /not started by a drover master/);
+            return true;
+        });
+    } finally {
+        if (saved !== undefined) process.env.DROVER_IPC_FD = saved;
+    }
+});

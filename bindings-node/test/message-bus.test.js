@@ -1,0 +1,70 @@
+'use strict';
+
+// The worker side: MessageBus in Node workers, seen from a master.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { MasterFactory, ExitReasons, WorkerFailedError } = require('..');
+const { nodeWorker, fixture, waitFor, record, waitGone } = require('../test-support/helpers');
+
+test('sends made before the handshake completes are kept, in order', async () => {
+    const master = MasterFactory.create({ script: fixture('early-worker.js'), count: 1 });
+    const messages = record(master, 'message');
+    await master.start();
+    if (messages.length < 2) await waitFor(master, 'message', () => messages.length === 2);
+    assert.deepEqual(messages.map(([m]) => m), [{ early: 1 }, { early: 2 }]);
+    const [w] = master.getWorkers();
+    const exits = record(master, 'worker-exit');
+    await master.gracefulShutdown();
+    // The worker closed its bus (twice) and exited by itself with code 0.
+    assert.ok(exits[0][0] instanceof ExitReasons.NormalExit);
+    assert.equal(exits[0][2].lastStatus, 7);
+    await waitGone([w.pid]);
+});
+
+test('a worker exits by itself after closing its server and its bus', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 2, quitTimeout: 10000 });
+    await master.start();
+    const pids = master.getWorkers().map((w) => w.pid);
+    const exits = record(master, 'worker-exit');
+    await master.gracefulShutdown();
+    assert.equal(exits.length, 2);
+    for (const [reason, , info] of exits) {
+        assert.ok(reason instanceof ExitReasons.NormalExit, `${reason.constructor.name} ${JSON.stringify(reason.payload)}`);
+        assert.equal(info.requested, true);
+        assert.equal(info.lastStatus, 7, 'SHUTTED_DOWN was reported before the exit');
+    }
+    await waitGone(pids);
+});
+
+test('messages flow both ways and a burst arrives complete and in order', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    await master.start();
+    const seqs = [];
+    const done = waitFor(master, 'message', (m) => {
+        if (typeof m.seq === 'number') seqs.push(m.seq);
+        return seqs.length === 2000;
+    });
+    await master.send(1, { cmd: 'burst', n: 2000 });
+    await done;
+    assert.deepEqual(seqs, [...Array(2000).keys()]);
+    await master.gracefulShutdown();
+});
+
+test('heartbeats come from the JS loop: a blocked loop is detected as hung', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1, heartbeatInterval: 100, heartbeatTolerance: 300 });
+    const beats = record(master, 'heartbeat');
+    await master.start();
+    await waitFor(master, 'heartbeat', () => beats.length >= 3);
+    assert.ok(beats.some(([, info]) => info.rssBytes > 1e6), 'heartbeats carry the worker RSS');
+    const [w] = master.getWorkers();
+    const failed = waitFor(master, 'worker-failed');
+    const exited = waitFor(master, 'worker-exit');
+    await master.send(w.id, { cmd: 'block', ms: 3000 });
+    const [err, id] = await failed;
+    assert.ok(err instanceof WorkerFailedError);
+    assert.equal(id, w.id);
+    assert.match(err.message, /heartbeat/);
+    await exited;
+    await master.hardShutdown();
+    await waitGone([w.pid]);
+});

@@ -1,0 +1,80 @@
+// Compiled by `npm run typecheck` (tsc --noEmit): the definitions describe real usage.
+import {
+    ExitReasons,
+    InappropriateConditionError,
+    InvalidConfigurationError,
+    Master,
+    MasterFactory,
+    MessageBus,
+    WorkerStatuses,
+    type AnyExitReason,
+    type MasterStatus,
+    type WorkerStatus,
+} from '..';
+import * as net from 'node:net';
+
+const master: Master = MasterFactory.create({
+    script: 'app.js',
+    count: 4,
+    env: { PORT: 1934, DEBUG: true },
+    restart: 'on-failure',
+    reloadStrategy: 'rolling',
+    heartbeatInterval: 1000,
+    stopTimeout: 5000,
+});
+const rust = MasterFactory.create({ program: './worker', args: ['--fast'], count: 2 });
+
+master.on('worker-exit', async (reason: AnyExitReason, workerId: number, info) => {
+    if (reason instanceof ExitReasons.ExternalSignal) {
+        const signal: string = reason.payload.signal;
+        console.log(signal, info.requested);
+        await master.restartWorkerById(workerId);
+    } else if (reason instanceof ExitReasons.AbnormalExit) {
+        const code: number = reason.payload.code;
+        console.log(code);
+    }
+});
+master.on('status', (to: MasterStatus, from: MasterStatus) => console.log(from, '->', to));
+master.on('worker-status', (id: number, to: WorkerStatus) => console.log(id, to === WorkerStatuses.STARTED));
+master.on('message', (msg, id) => console.log(msg, id));
+master.on('error', (err, id) => console.log(err.message, id));
+
+async function run(): Promise<void> {
+    try {
+        await master.start();
+    } catch (e) {
+        if (e instanceof InvalidConfigurationError || e instanceof InappropriateConditionError) console.error(e.message);
+    }
+    const statuses: WorkerStatus[] = master.getWorkersStatuses();
+    const first = master.getWorkers()[0];
+    const started: Date | null = first.startedAt;
+    console.log(statuses, started, first.pid, master.getStatus());
+    await master.rescale(8);
+    await master.gracefulReload();
+    await master.send(first.id, { cmd: 'x' });
+    const n: number = await master.broadcast('hi');
+    console.log(n);
+    await master.gracefulShutdown();
+    await master.hardShutdown();
+    await rust.hardShutdown();
+}
+run().catch(console.error);
+
+// The worker side.
+function worker(): void {
+    const mb = new MessageBus();
+    const server = net.createServer();
+    mb.on('stop', () => server.close(mb.sendStopped));
+    mb.on('quit', () => {
+        mb.sendShuttedDown();
+        void mb.close();
+    });
+    mb.on('message', (m) => mb.sendMessage({ echo: m }));
+    server.listen(0, mb.sendStarted);
+}
+worker();
+
+// @ts-expect-error: count is a number
+MasterFactory.create({ script: 'a.js', count: '4' });
+// @ts-expect-error: unknown event payloads are typed
+master.on('worker-exit', (reason: string) => reason);

@@ -1,0 +1,101 @@
+/* A C master supervising C workers with drover.
+ *
+ * usage: master <worker-program> [count]      (PORT in the environment is passed to the workers)
+ *
+ * Starts the workers, prints their statuses, says hello to them, then runs one poll() loop over
+ * drover's event fd and a signalfd: events are printed as they come; SIGHUP reloads the workers,
+ * SIGTERM or SIGINT shuts them down gracefully (a second SIGINT, hard). drover installs no signal
+ * handler itself: the program catches the signals and hands them to drover_master_handle_signal. */
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "drover.h"
+
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        drover_result r_ = (call);                                                                 \
+        if (r_ != DROVER_RESULT_OK) {                                                              \
+            fprintf(stderr, "master: %s: %s: %s\n", #call, drover_result_name(r_),                 \
+                    drover_last_error());                                                          \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <worker-program> [count]\n", argv[0]);
+        return 2;
+    }
+    /* Block the signals before drover starts its threads, so they inherit the mask and the
+     * signals wait for our signalfd. (Workers start with a clean mask.) */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    int sig_fd = signalfd(-1, &signals, SFD_CLOEXEC);
+
+    drover_config *config = NULL;
+    TRY(drover_config_new(&config));
+    TRY(drover_config_set_program(config, argv[1]));
+    TRY(drover_config_set_count(config, argc > 2 ? atoi(argv[2]) : 2));
+    TRY(drover_config_set_name(config, "http"));
+    TRY(drover_config_set_restart(config, DROVER_RESTART_POLICY_ON_FAILURE));
+    TRY(drover_config_set_stop_timeout_ms(config, 5000));
+    drover_master *master = NULL;
+    TRY(drover_master_new(config, &master));
+    TRY(drover_config_free(config));
+
+    TRY(drover_master_start(master, 30000));
+    drover_worker_info *workers = NULL;
+    size_t count = 0;
+    TRY(drover_master_workers(master, &workers, &count));
+    for (size_t i = 0; i < count; i++)
+        printf("worker %llu pid %u %s\n", (unsigned long long)workers[i].id, workers[i].pid,
+               drover_worker_status_name(workers[i].status));
+    drover_worker_list_free(workers, count);
+    size_t sent = 0;
+    TRY(drover_master_broadcast(master, "{\"hello\":\"from the master\"}", &sent));
+    printf("started %zu workers on port %s\n", count, getenv("PORT") ? getenv("PORT") : "8080");
+    fflush(stdout);
+
+    int event_fd = -1;
+    TRY(drover_master_event_fd(master, &event_fd));
+    /* Processes spawned and not yet reported exited: every spawn is announced by a STATUS event
+     * to INITIALIZED, every end by an EXIT event. Done when shut down with none left. */
+    long live = 0;
+    drover_master_status status = DROVER_MASTER_STATUS_STARTED;
+    while (status != DROVER_MASTER_STATUS_SHUT_DOWN || live > 0) {
+        struct pollfd fds[2] = {{event_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) continue;
+        if (fds[1].revents & POLLIN) {
+            struct signalfd_siginfo info;
+            if (read(sig_fd, &info, sizeof info) == sizeof info) {
+                drover_signal_action action = 0;
+                printf("signal %u\n", info.ssi_signo);
+                fflush(stdout);
+                drover_result r = drover_master_handle_signal(master, (int)info.ssi_signo, &action);
+                if (r != DROVER_RESULT_OK) fprintf(stderr, "master: %s\n", drover_last_error());
+            }
+        }
+        drover_event event = {0};
+        while (drover_master_next_event(master, 0, &event) == DROVER_RESULT_OK) {
+            if (event.kind == DROVER_EVENT_KIND_STATUS && event.to == DROVER_WORKER_STATUS_INITIALIZED) live++;
+            if (event.kind == DROVER_EVENT_KIND_EXIT) live--;
+            if (event.kind != DROVER_EVENT_KIND_HEARTBEAT) printf("event: %s\n", event.text);
+            if (event.kind == DROVER_EVENT_KIND_MESSAGE) printf("  data: %s\n", event.data);
+            drover_event_clear(&event);
+        }
+        fflush(stdout);
+        TRY(drover_master_get_status(master, &status));
+    }
+    printf("every worker is gone\n");
+    TRY(drover_master_free(master));
+    close(sig_fd);
+    return 0;
+}

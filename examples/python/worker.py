@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""A minimal drover worker in Python 3, written from docs/PROTOCOL.md alone (protocol version 1).
+
+Standard library only. It does the hello/welcome handshake, reports STARTED, echoes every user
+message back as {"echo": <data>, "worker": <its welcome metadata>}, answers `stop` with STOPPED and
+`quit` with SHUTTED_DOWN, then exits 0. If the master goes away (EOF) it exits 0 too.
+
+Run it under a drover master, e.g. MasterConfig::program("python3").arg("examples/python/worker.py").
+"""
+
+import json
+import os
+import socket
+import sys
+
+PROTOCOL_VERSION = 1
+
+# Statuses (PROTOCOL.md, "Statuses").
+STARTED = 3
+STOPPED = 5
+SHUTTED_DOWN = 7
+FAILED = 8
+NAMES = {STARTED: "STARTED", STOPPED: "STOPPED", SHUTTED_DOWN: "SHUTTED_DOWN", FAILED: "FAILED"}
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class Channel:
+    """One Unix stream socket; frames are JSON objects, one per `\\n`-terminated UTF-8 line."""
+
+    def __init__(self, fd, max_frame_bytes):
+        # The fd is ours alone: our own children must not inherit it (PROTOCOL.md, "Transport").
+        os.set_inheritable(fd, False)
+        self.sock = socket.socket(fileno=fd)
+        self.max = max_frame_bytes
+        self.buf = bytearray()
+
+    def send(self, frame):
+        line = json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(line) > self.max:
+            raise ProtocolError("frame of %d bytes exceeds the limit of %d" % (len(line), self.max))
+        self.sock.sendall(line + b"\n")
+
+    def recv(self):
+        """The next frame as a dict, or None at EOF. Never buffers more than max+1 bytes of a line."""
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self.buf[:nl])
+                del self.buf[: nl + 1]
+                if len(line) > self.max:
+                    raise ProtocolError("frame exceeds the limit of %d bytes" % self.max)
+                try:
+                    frame = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError) as e:
+                    raise ProtocolError("malformed frame: %s" % e)
+                if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                    raise ProtocolError("malformed frame: not an object with a type")
+                return frame
+            if len(self.buf) > self.max:
+                raise ProtocolError("frame exceeds the limit of %d bytes" % self.max)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None  # EOF; a partial last line without `\n` is dropped
+            self.buf += chunk
+
+
+def main():
+    try:
+        fd = int(os.environ["DROVER_IPC_FD"])
+    except (KeyError, ValueError):
+        sys.exit("worker.py: not running under a drover master (DROVER_IPC_FD is not set)")
+    master_version = os.environ.get("DROVER_PROTOCOL_VERSION", str(PROTOCOL_VERSION))
+    if master_version != str(PROTOCOL_VERSION):
+        sys.exit("worker.py: master speaks protocol %s, this worker speaks %d" % (master_version, PROTOCOL_VERSION))
+    ch = Channel(fd, int(os.environ.get("DROVER_MAX_FRAME_BYTES", 1024 * 1024)))
+
+    ch.send({"type": "hello", "version": PROTOCOL_VERSION, "pid": os.getpid()})
+    welcome = ch.recv()
+    if welcome is None:
+        sys.exit("worker.py: the master closed the channel before welcome")
+    if welcome["type"] == "error":
+        sys.exit("worker.py: master refused us: %s: %s" % (welcome.get("code"), welcome.get("message")))
+    if welcome["type"] != "welcome" or welcome.get("version") != PROTOCOL_VERSION:
+        sys.exit("worker.py: expected welcome for version %d, got %r" % (PROTOCOL_VERSION, welcome))
+    me = welcome["worker"]
+    ch.max = me.get("max_frame_bytes", ch.max)
+
+    # A real worker would bind its sockets and warm its caches here.
+    ch.send({"type": "status", "status": STARTED, "name": NAMES[STARTED]})
+
+    while True:
+        frame = ch.recv()
+        if frame is None:
+            return 0  # the master is gone
+        kind = frame["type"]
+        if kind == "message":
+            ch.send({"type": "message", "data": {"echo": frame.get("data"), "worker": me}})
+        elif kind == "stop":
+            # Stop taking new work, finish what is in flight (nothing here), then:
+            ch.send({"type": "status", "status": STOPPED, "name": NAMES[STOPPED]})
+        elif kind == "quit":
+            ch.send({"type": "status", "status": SHUTTED_DOWN, "name": NAMES[SHUTTED_DOWN]})
+            ch.sock.close()
+            return 0
+        elif kind == "error":
+            sys.stderr.write("worker.py: master error %s: %s\n" % (frame.get("code"), frame.get("message")))
+            return 1
+        # Any other type is from a newer master: ignore it.
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ProtocolError as e:
+        sys.exit("worker.py: protocol error: %s" % e)

@@ -1,0 +1,305 @@
+//! `drover_bus`: a C worker's connection to its master (core's `MessageBus`).
+//!
+//! The bus owns a small tokio runtime (one thread, `drover-bus`) that reads commands, writes
+//! frames and sends heartbeats when the master asks for them. Commands and messages from the
+//! master go into a mailbox that `drover_bus_next_event` pops on the caller's thread; its eventfd
+//! is the pollable fd.
+
+use std::ffi::{c_char, c_int};
+use std::sync::Arc;
+
+use drover_core::protocol::WorkerMeta;
+use drover_core::{BusEvent, BusSender, MessageBus, WorkerStatus};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+use crate::error::{drover_result, Failure};
+use crate::ffi::{ffi_body, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry};
+use crate::mailbox::{Mailbox, Pop};
+
+/// A worker's connection to its master, over the channel the master gave this process. Underneath:
+/// drover's `MessageBus`, with one runtime thread.
+///
+/// Open it with `drover_bus_open()` (once per process), close it with `drover_bus_free()`. Every
+/// function on a bus may be called from any thread; only `drover_bus_free()` must not race with
+/// other calls on the same bus.
+#[derive(Default)]
+pub struct drover_bus {
+    _private: u8,
+}
+
+/// What a `drover_bus_event` is.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum drover_bus_event_kind {
+    /// Not an event (a zeroed or cleared `drover_bus_event`).
+    None = 0,
+    /// Stop taking new work, finish in-flight work, then `drover_bus_send_stopped()`.
+    Stop = 1,
+    /// Release everything, `drover_bus_send_shutted_down()`, and exit.
+    Quit = 2,
+    /// A message from the master: `data` is its JSON.
+    Message = 3,
+    /// The channel is closed: the master is gone (or broke the protocol; `text` then says how).
+    /// Nothing follows; a worker usually exits.
+    Closed = 4,
+}
+
+/// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
+/// are owned by the event: release them with `drover_bus_event_clear()`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct drover_bus_event {
+    /// What it is.
+    pub kind: drover_bus_event_kind,
+    /// MESSAGE: the message as JSON text; NULL otherwise. Owned by the event.
+    pub data: *mut c_char,
+    /// CLOSED: the protocol error that closed the channel, NULL if the master just went away.
+    /// NULL for other kinds. Owned by the event.
+    pub text: *mut c_char,
+}
+
+pub(crate) struct BusState {
+    sender: BusSender,
+    meta: WorkerMeta,
+    events: Arc<Mailbox<BusEvent>>,
+    /// Declared last: the reader and writer tasks end with it, closing the channel.
+    runtime: Runtime,
+}
+
+impl Drop for BusState {
+    fn drop(&mut self) {
+        self.events.close();
+    }
+}
+
+pub(crate) static BUSES: Registry<drover_bus, BusState> = Registry::new("drover_bus");
+
+/// Opens the bus of this process: finds the channel the master gave it (`DROVER_IPC_FD`), makes
+/// it close-on-exec, and does the hello/welcome handshake. Call it once, early; then report
+/// STARTED with `drover_bus_send_started()` when ready to serve.
+///
+/// On success `*out_bus` receives the bus, closed and freed with `drover_bus_free()`.
+/// DROVER_RESULT_NOT_A_WORKER when the process was not started by a drover master;
+/// DROVER_RESULT_ALREADY_CONNECTED when the bus was opened already; DROVER_RESULT_PROTOCOL when
+/// the master refuses us (e.g. another protocol version).
+#[no_mangle]
+pub extern "C" fn drover_bus_open(out_bus: *mut *mut drover_bus) -> drover_result {
+    ffi_body!({
+        let out = try_out!(out_bus);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("drover-bus")
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(drover_result::Os, format!("cannot create drover's runtime thread: {e}")))?;
+        let events = Arc::new(
+            Mailbox::new().map_err(|e| Failure::new(drover_result::Os, format!("cannot create an eventfd: {e}")))?,
+        );
+        let mut bus = runtime.block_on(MessageBus::connect())?;
+        let sender = bus.sender();
+        let meta = bus.meta().clone();
+        let sink = events.clone();
+        runtime.spawn(async move {
+            while let Some(event) = bus.recv().await {
+                let closed = matches!(event, BusEvent::Closed(_));
+                sink.push(event);
+                if closed {
+                    break;
+                }
+            }
+            sink.close();
+        });
+        out.write(BUSES.insert(BusState {
+            sender,
+            meta,
+            events,
+            runtime,
+        }));
+        Ok(())
+    })
+}
+
+/// Closes the channel and frees the bus. NULL is a no-op; a bus freed already is
+/// DROVER_RESULT_INVALID_OBJECT. A worker normally sends SHUTTED_DOWN first.
+#[no_mangle]
+pub extern "C" fn drover_bus_free(bus: *mut drover_bus) -> drover_result {
+    ffi_body!({
+        if let Some(state) = BUSES.remove(bus, "bus")? {
+            state.events.close();
+        }
+        Ok(())
+    })
+}
+
+fn send_status(bus: *const drover_bus, status: WorkerStatus) -> Result<(), Failure> {
+    let state = try_obj!(BUSES, bus);
+    Ok(state.runtime.block_on(state.sender.send_status(status))?)
+}
+
+/// Reports STARTED: the worker is ready to serve. Returns once written to the channel.
+#[no_mangle]
+pub extern "C" fn drover_bus_send_started(bus: *const drover_bus) -> drover_result {
+    ffi_body!({ send_status(bus, WorkerStatus::Started) })
+}
+
+/// Reports STOPPED: no new work taken, in-flight work finished (the answer to a STOP).
+#[no_mangle]
+pub extern "C" fn drover_bus_send_stopped(bus: *const drover_bus) -> drover_result {
+    ffi_body!({ send_status(bus, WorkerStatus::Stopped) })
+}
+
+/// Reports SHUTTED_DOWN: everything released (the answer to a QUIT); exit after this.
+#[no_mangle]
+pub extern "C" fn drover_bus_send_shutted_down(bus: *const drover_bus) -> drover_result {
+    ffi_body!({ send_status(bus, WorkerStatus::ShuttedDown) })
+}
+
+/// Reports any status (a `drover_worker_status`: e.g. STARTING while bootstrapping, FAILED when
+/// the worker cannot go on). The master checks it against the protocol's state machine.
+/// DROVER_RESULT_INVALID_ARGUMENT for a number that is no status.
+#[no_mangle]
+pub extern "C" fn drover_bus_send_status(bus: *const drover_bus, status: u32) -> drover_result {
+    ffi_body!({
+        let status = u8::try_from(status)
+            .ok()
+            .and_then(WorkerStatus::from_code)
+            .ok_or_else(|| {
+                Failure::new(
+                    drover_result::InvalidArgument,
+                    format!("`status` must be a drover_worker_status (1..=8), got {status}"),
+                )
+            })?;
+        send_status(bus, status)
+    })
+}
+
+/// Sends a message (JSON text, copied) to the master, which reports it as a
+/// DROVER_EVENT_KIND_MESSAGE event. DROVER_RESULT_INVALID_ARGUMENT if it is not JSON;
+/// DROVER_RESULT_MESSAGE_REJECTED if it exceeds the frame limit; DROVER_RESULT_MASTER_GONE.
+#[no_mangle]
+pub extern "C" fn drover_bus_send_message(bus: *const drover_bus, json: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let data: Value = serde_json::from_str(try_str!(json))
+            .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))?;
+        Ok(state.runtime.block_on(state.sender.send_message(&data))?)
+    })
+}
+
+/// Takes the next command or message from the master, waiting up to `timeout_ms` milliseconds
+/// (0: do not wait; negative: wait for ever). On success `*out_event` is overwritten (clear it
+/// first) with an event the caller releases with `drover_bus_event_clear()`.
+/// DROVER_RESULT_TIMEOUT if none came in time; DROVER_RESULT_CLOSED after the CLOSED event was
+/// read.
+#[no_mangle]
+pub extern "C" fn drover_bus_next_event(
+    bus: *const drover_bus,
+    timeout_ms: i64,
+    out_event: *mut drover_bus_event,
+) -> drover_result {
+    ffi_body!({
+        let events = try_obj!(BUSES, bus).events.clone();
+        let out = try_out!(out_event);
+        match events.pop(timeout_from_ms(timeout_ms)) {
+            Pop::Item(event) => {
+                let mut c = drover_bus_event {
+                    kind: drover_bus_event_kind::None,
+                    data: std::ptr::null_mut(),
+                    text: std::ptr::null_mut(),
+                };
+                match event {
+                    BusEvent::Stop => c.kind = drover_bus_event_kind::Stop,
+                    BusEvent::Quit => c.kind = drover_bus_event_kind::Quit,
+                    BusEvent::Message(data) => {
+                        c.kind = drover_bus_event_kind::Message;
+                        c.data = owned_c_string(&data.to_string());
+                    }
+                    BusEvent::Closed(error) => {
+                        c.kind = drover_bus_event_kind::Closed;
+                        if let Some(error) = error {
+                            c.text = owned_c_string(&error.to_string());
+                        }
+                    }
+                }
+                out.write(c);
+                Ok(())
+            }
+            Pop::Timeout => Err(Failure::new(
+                drover_result::Timeout,
+                format!("nothing from the master within {timeout_ms} ms"),
+            )),
+            Pop::Closed => Err(Failure::new(
+                drover_result::Closed,
+                "the channel to the master is closed",
+            )),
+        }
+    })
+}
+
+/// Writes to `*out_fd` a file descriptor that is readable exactly while commands or messages
+/// wait to be read by `drover_bus_next_event()` (or once the channel is closed). Never read,
+/// write or close it: it is owned by the bus.
+#[no_mangle]
+pub extern "C" fn drover_bus_event_fd(bus: *const drover_bus, out_fd: *mut c_int) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        try_out!(out_fd).write(state.events.fd());
+        Ok(())
+    })
+}
+
+/// Writes this worker's id (unique within its master, stable across restarts) to `*out_id`.
+#[no_mangle]
+pub extern "C" fn drover_bus_worker_id(bus: *const drover_bus, out_id: *mut u64) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        try_out!(out_id).write(state.meta.id);
+        Ok(())
+    })
+}
+
+/// Writes to `*out_json` what the master said about this worker, as a JSON object: `id`, `name`,
+/// `group`, `config` (the master's user config, `drover_config_set_user_config_json()`),
+/// `max_frame_bytes`, and `heartbeat_ms` when heartbeats are asked for. The string is owned by the
+/// caller and freed with `drover_string_free()`.
+#[no_mangle]
+pub extern "C" fn drover_bus_meta_json(bus: *const drover_bus, out_json: *mut *mut c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let out = try_out!(out_json);
+        let json = serde_json::to_string(&state.meta)
+            .map_err(|e| Failure::new(drover_result::Io, format!("cannot encode the worker's metadata: {e}")))?;
+        out.write(owned_c_string(&json));
+        Ok(())
+    })
+}
+
+/// Frees the strings of a bus event and zeroes it. NULL, zeroed and cleared events are no-ops.
+///
+/// # Safety
+/// `event` is NULL or points to a `drover_bus_event` that is zeroed or was filled by
+/// `drover_bus_next_event()` and not cleared since.
+#[no_mangle]
+pub unsafe extern "C" fn drover_bus_event_clear(event: *mut drover_bus_event) {
+    if event.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: per the contract, the string fields are NULL or from `CString::into_raw` and owned
+        // by the event; fields are accessed by raw pointer only.
+        unsafe {
+            for field in [
+                std::ptr::addr_of_mut!((*event).data),
+                std::ptr::addr_of_mut!((*event).text),
+            ] {
+                let s = field.read();
+                if !s.is_null() {
+                    drop(std::ffi::CString::from_raw(s));
+                }
+            }
+            std::ptr::write_bytes(event, 0, 1);
+        }
+    });
+}

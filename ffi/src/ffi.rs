@@ -1,0 +1,236 @@
+//! The machinery every exported function uses: the panic boundary, argument checks, the registry
+//! of live objects, and out-parameters.
+//!
+//! Every exported body runs inside [`ffi_body!`]: a Rust panic becomes `DROVER_RESULT_PANIC` and a
+//! message, never an unwind into C. Arguments are checked by macro ([`try_str!`], [`try_out!`],
+//! [`try_obj!`]) so each error names the parameter as the header spells it.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, CStr};
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{drover_result, Failure};
+
+/// Runs the body of an exported function behind the panic boundary and turns its
+/// `Result<(), Failure>` into a `drover_result`, recording the message as the thread's last error.
+macro_rules! ffi_body {
+    ($body:block) => {{
+        $crate::error::clear_last_error();
+        let result = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(
+            || -> ::std::result::Result<(), $crate::error::Failure> { $body },
+        ));
+        match result {
+            Ok(Ok(())) => $crate::error::drover_result::Ok,
+            Ok(Err(failure)) => failure.report(),
+            Err(payload) => $crate::error::panic_failure(payload).report(),
+        }
+    }};
+}
+
+/// `&str` from a `const char *` parameter; NULL and invalid UTF-8 are errors naming the parameter.
+macro_rules! try_str {
+    ($p:ident) => {
+        // SAFETY: every `const char *` parameter is documented as NULL or a NUL-terminated string
+        // valid for the duration of the call; NULL is checked inside.
+        unsafe { $crate::ffi::c_str($p, stringify!($p)) }?
+    };
+}
+
+/// A checked out-parameter: NULL is an error naming the parameter; written only on success.
+macro_rules! try_out {
+    ($p:ident) => {
+        $crate::ffi::Out::new($p, stringify!($p))?
+    };
+}
+
+/// The live object behind an opaque pointer parameter, from its registry.
+macro_rules! try_obj {
+    ($registry:expr, $p:ident) => {
+        $registry.get($p, stringify!($p))?
+    };
+}
+
+pub(crate) use {ffi_body, try_obj, try_out, try_str};
+
+/// Reads a C string argument.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string valid for `'a`.
+pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::new(drover_result::NullArgument, format!("`{name}` is NULL")));
+    }
+    // SAFETY: non-NULL, and NUL-terminated and live per this function's contract.
+    let bytes = unsafe { CStr::from_ptr(ptr) };
+    bytes.to_str().map_err(|e| {
+        Failure::new(
+            drover_result::InvalidUtf8,
+            format!(
+                "`{name}` is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })
+}
+
+/// A non-NULL out-parameter, written at most once, on success.
+pub(crate) struct Out<T> {
+    ptr: *mut T,
+}
+
+impl<T> Out<T> {
+    pub(crate) fn new(ptr: *mut T, name: &str) -> Result<Out<T>, Failure> {
+        if ptr.is_null() {
+            Err(Failure::new(drover_result::NullArgument, format!("`{name}` is NULL")))
+        } else {
+            Ok(Out { ptr })
+        }
+    }
+
+    /// Writes the value without reading (or dropping) what was there.
+    pub(crate) fn write(self, value: T) {
+        // SAFETY: non-NULL (checked in `new`); every out-parameter is documented as pointing to
+        // writable memory of its type. `write` does not read the old contents.
+        unsafe { self.ptr.write(value) }
+    }
+}
+
+/// The live objects of one opaque type `H`, each an `Arc<T>` keyed by its handle's address.
+///
+/// A handle is a heap allocation of `H` that is never read: its address is the key. Looking a
+/// handle up instead of dereferencing it turns a freed or foreign pointer into
+/// `DROVER_RESULT_INVALID_OBJECT` instead of a crash, and a call running on another thread keeps
+/// its own `Arc` so a concurrent free cannot pull the object from under it.
+pub(crate) struct Registry<H, T> {
+    type_name: &'static str,
+    live: Mutex<BTreeMap<usize, Arc<T>>>,
+    _handle: PhantomData<fn() -> H>,
+}
+
+impl<H: Default, T> Registry<H, T> {
+    pub(crate) const fn new(type_name: &'static str) -> Registry<H, T> {
+        Registry {
+            type_name,
+            live: Mutex::new(BTreeMap::new()),
+            _handle: PhantomData,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Arc<T>>> {
+        // The map is consistent whatever panicked while it was held.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `value` and returns its new handle.
+    pub(crate) fn insert(&self, value: T) -> *mut H {
+        let handle = Box::into_raw(Box::<H>::default());
+        self.lock().insert(handle as usize, Arc::new(value));
+        handle
+    }
+
+    /// The object behind `handle`.
+    pub(crate) fn get(&self, handle: *const H, name: &str) -> Result<Arc<T>, Failure> {
+        if handle.is_null() {
+            return Err(Failure::new(drover_result::NullArgument, format!("`{name}` is NULL")));
+        }
+        self.lock().get(&(handle as usize)).cloned().ok_or_else(|| {
+            Failure::new(
+                drover_result::InvalidObject,
+                format!(
+                    "`{name}` ({handle:p}) is not a live {}: it was freed already, or it is another kind of object",
+                    self.type_name
+                ),
+            )
+        })
+    }
+
+    /// Unregisters `handle` and frees it; returns the object (dropped by the caller, possibly
+    /// later than other calls still holding it). NULL is a no-op.
+    pub(crate) fn remove(&self, handle: *mut H, name: &str) -> Result<Option<Arc<T>>, Failure> {
+        if handle.is_null() {
+            return Ok(None);
+        }
+        let value = self.lock().remove(&(handle as usize));
+        match value {
+            Some(value) => {
+                // SAFETY: `handle` was registered by `insert`, which got it from `Box::into_raw`,
+                // and it was just removed from the registry, so it is freed exactly once.
+                drop(unsafe { Box::from_raw(handle) });
+                Ok(Some(value))
+            }
+            None => Err(Failure::new(
+                drover_result::InvalidObject,
+                format!(
+                    "`{name}` ({handle:p}) is not a live {}: it was freed already, or it is another kind of object",
+                    self.type_name
+                ),
+            )),
+        }
+    }
+}
+
+/// Converts a millisecond timeout from C: negative waits forever.
+pub(crate) fn timeout_from_ms(timeout_ms: i64) -> Option<std::time::Duration> {
+    u64::try_from(timeout_ms).ok().map(std::time::Duration::from_millis)
+}
+
+/// An owned C string for the caller, freed with `drover_string_free`.
+pub(crate) fn owned_c_string(s: &str) -> *mut c_char {
+    crate::error::c_string_lossy(s).into_raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::last_error_ptr;
+
+    fn last_error() -> String {
+        // SAFETY: the last error is a valid C string owned by this thread's slot.
+        unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn panics() -> drover_result {
+        ffi_body!({
+            let v: Vec<u8> = Vec::new();
+            let _ = v[std::hint::black_box(3)];
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn a_panic_becomes_a_result_and_a_message() {
+        assert_eq!(panics(), drover_result::Panic);
+        assert!(last_error().contains("drover panicked"), "{}", last_error());
+        assert!(last_error().contains("index out of bounds"), "{}", last_error());
+        let ok = ffi_body!({ Ok(()) });
+        assert_eq!(ok, drover_result::Ok);
+        assert_eq!(last_error(), "");
+    }
+
+    #[derive(Default)]
+    struct Handle {
+        _private: u8,
+    }
+
+    #[test]
+    fn the_registry_reports_freed_and_foreign_handles() {
+        let registry: Registry<Handle, u32> = Registry::new("thing");
+        let h = registry.insert(7);
+        assert_eq!(*registry.get(h, "h").unwrap(), 7);
+        let held = registry.get(h, "h").unwrap();
+        assert!(registry.remove(h, "h").unwrap().is_some());
+        assert_eq!(*held, 7, "a call in flight keeps its object");
+        let err = registry.get(h, "h").unwrap_err();
+        assert_eq!(err.code, drover_result::InvalidObject);
+        assert!(err.message.contains("freed already"));
+        assert_eq!(registry.remove(h, "h").unwrap_err().code, drover_result::InvalidObject);
+        assert!(registry.remove(std::ptr::null_mut(), "h").unwrap().is_none());
+        assert_eq!(
+            registry.get(std::ptr::null(), "h").unwrap_err().code,
+            drover_result::NullArgument
+        );
+    }
+}

@@ -1,0 +1,792 @@
+//! `drover_master`: a group of identical workers, supervised by core's `Master`, driven from C.
+//!
+//! Each master owns a tokio runtime (two worker threads named `drover-master`) on which core's
+//! actors run; blocking calls (`start`, `rescale`, shutdowns...) wait on the calling thread. A task
+//! on that runtime moves every event of the master into a mailbox, from which
+//! `drover_master_next_event` pops on the caller's thread; the mailbox's eventfd is the pollable fd.
+
+use std::ffi::{c_char, c_int};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use drover_core::{Event, ExitReason, Master, MasterStatus, SignalAction, WorkerExit, WorkerInfo, WorkerStatus};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+use crate::config::{self, drover_config};
+use crate::error::{drover_result, Failure};
+use crate::ffi::{ffi_body, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry};
+use crate::mailbox::{Mailbox, Pop};
+
+/// A master: a group of identical worker processes under supervision. Underneath: drover's
+/// `Master`, with its own runtime threads and event queue.
+///
+/// Create it with `drover_master_new()`, free it with `drover_master_free()` (which kills any
+/// worker still running). Every function on a master may be called from any thread, concurrently;
+/// only `drover_master_free()` must not race with other calls on the same master.
+#[derive(Default)]
+pub struct drover_master {
+    _private: u8,
+}
+
+/// A worker's status, as it reports it over the MessageBus (the protocol's numbers).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum drover_worker_status {
+    /// Spawned; nothing reported yet.
+    Initialized = 1,
+    /// Bootstrapping (optional report).
+    Starting = 2,
+    /// Ready to serve: the only status that counts as started.
+    Started = 3,
+    /// Asked to stop, finishing in-flight work (optional report).
+    Stopping = 4,
+    /// No longer taking work.
+    Stopped = 5,
+    /// Releasing its resources (optional report).
+    ShuttingDown = 6,
+    /// Released everything, about to exit.
+    ShuttedDown = 7,
+    /// Failed: it said so, broke the protocol, or missed a deadline.
+    Failed = 8,
+}
+
+/// The status of a master as a whole.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum drover_master_status {
+    /// Created; not started.
+    Initialized = 1,
+    /// `drover_master_start()` is running.
+    Starting = 2,
+    /// Every worker reported STARTED.
+    Started = 3,
+    /// A graceful reload is running.
+    Reloading = 4,
+    /// A shutdown is running.
+    Stopping = 5,
+    /// Start failed and every worker it spawned is reaped; start may be called again.
+    Stopped = 6,
+    /// Shut down for good: every worker is reaped.
+    ShutDown = 7,
+    /// Workers crashed more often than the restart budget allows; the master stopped restarting
+    /// them. A reload or a shutdown follows.
+    Failed = 8,
+}
+
+/// How a worker process ended.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum drover_exit_kind {
+    /// It has not ended (or the event is not an exit).
+    None = 0,
+    /// It called exit(0).
+    NormalExit = 1,
+    /// It exited with a non-zero code.
+    AbnormalExit = 2,
+    /// A signal ended it (from anyone: the master, the kernel, another process).
+    ExternalSignal = 3,
+}
+
+/// What a `drover_event` is about.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum drover_event_kind {
+    /// Not an event (a zeroed or cleared `drover_event`).
+    None = 0,
+    /// A worker's status changed: `from` and `to` are `drover_worker_status` values.
+    Status = 1,
+    /// A worker sent a message: `data` is its JSON.
+    Message = 2,
+    /// A worker process ended: `exit` says how.
+    Exit = 3,
+    /// A worker broke the protocol: `text` says how.
+    ProtocolError = 4,
+    /// The master gave up on a worker (start timeout, protocol error, reported FAILED, missed
+    /// heartbeats, spawn error): `text` says why. `pid` is 0 if no process was created.
+    Failed = 5,
+    /// A worker sent a heartbeat: `rss_bytes` (0 if it did not say).
+    Heartbeat = 6,
+    /// The master restarts a worker that exited, after `delay_ms`; `restarts` counts them.
+    Restarting = 7,
+    /// The master replaces a worker that is too old or too big: `text` says why.
+    Recycling = 8,
+    /// More than `restarts` restarts within `delay_ms`: the master stopped restarting.
+    GaveUp = 9,
+    /// The master's status changed: `from` and `to` are `drover_master_status` values.
+    MasterStatus = 10,
+}
+
+/// What `drover_master_handle_signal()` did.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum drover_signal_action {
+    /// Nothing (the signal means nothing to drover, or nothing to do in this status).
+    Ignore = 1,
+    /// A graceful reload.
+    Reload = 2,
+    /// A graceful shutdown.
+    GracefulShutdown = 3,
+    /// A hard shutdown.
+    HardShutdown = 4,
+}
+
+/// How a worker process ended. All fields are 0 while it runs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct drover_exit {
+    /// How it ended.
+    pub kind: drover_exit_kind,
+    /// The exit code (NORMAL_EXIT, ABNORMAL_EXIT); -1 for a signal.
+    pub code: i32,
+    /// The signal number (EXTERNAL_SIGNAL, e.g. 9); 0 otherwise.
+    pub signal: i32,
+    /// Whether the kernel wrote a core dump.
+    pub core_dumped: bool,
+    /// Whether the master had asked it to end (stop/quit, a shutdown, a rescale, a restart).
+    /// An exit(0) nobody asked for is false.
+    pub requested: bool,
+    /// The last status it had (a `drover_worker_status`).
+    pub last_status: u32,
+}
+
+/// One worker, as `drover_master_workers()` and `drover_master_get_worker()` report it.
+/// Plain data: nothing in it needs freeing.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct drover_worker_info {
+    /// The worker's id: unique within its master, never reused, stable across restarts.
+    pub id: u64,
+    /// Its current (or last) process.
+    pub pid: u32,
+    /// Its last status (a `drover_worker_status`).
+    pub status: u32,
+    /// Whether the process is still running (not yet reaped).
+    pub alive: bool,
+    /// Whether the master gave up on the process (a DROVER_EVENT_KIND_FAILED event said why).
+    pub failed: bool,
+    /// How many times this worker was restarted (a new process under the same id).
+    pub restarts: u32,
+    /// The reload generation it belongs to (0 for the first start).
+    pub generation: u64,
+    /// When the process was spawned, milliseconds since the Unix epoch.
+    pub spawned_at_ms: u64,
+    /// When it reported STARTED, milliseconds since the Unix epoch; 0 if it has not.
+    pub started_at_ms: u64,
+    /// Resident memory from its last heartbeat or memory check, bytes; 0 if unknown.
+    pub rss_bytes: u64,
+    /// How it ended, once it has (`exit.kind` is DROVER_EXIT_KIND_NONE while it runs).
+    pub exit: drover_exit,
+}
+
+/// One event of a master, filled in by `drover_master_next_event()`.
+///
+/// Which fields mean something depends on `kind` (see `drover_event_kind`); the others are 0 or
+/// NULL. The three strings are owned by the event: release them with `drover_event_clear()`
+/// before the event is reused or goes out of scope (a zero-initialised event needs no clearing).
+#[repr(C)]
+#[derive(Debug)]
+pub struct drover_event {
+    /// What happened.
+    pub kind: drover_event_kind,
+    /// The worker; 0 for MASTER_STATUS and GAVE_UP.
+    pub worker_id: u64,
+    /// The worker's process; 0 when there is none.
+    pub pid: u32,
+    /// STATUS: the previous `drover_worker_status`; MASTER_STATUS: the previous `drover_master_status`.
+    pub from: u32,
+    /// STATUS: the new `drover_worker_status`; MASTER_STATUS: the new `drover_master_status`.
+    pub to: u32,
+    /// EXIT: how the process ended.
+    pub exit: drover_exit,
+    /// RESTARTING: this worker's restart count including this one; GAVE_UP: restarts in the window.
+    pub restarts: u32,
+    /// RESTARTING: the delay before the new process; GAVE_UP: the window. Milliseconds.
+    pub delay_ms: u64,
+    /// HEARTBEAT: the worker's resident memory in bytes, 0 if it did not say.
+    pub rss_bytes: u64,
+    /// MESSAGE: the message, as JSON text. NULL for other kinds. Owned by the event.
+    pub data: *mut c_char,
+    /// Always: the event in one line of English (e.g. "worker 2 (pid 4121) killed by SIGKILL (9)
+    /// in status STARTED, unasked"). Owned by the event.
+    pub text: *mut c_char,
+    /// Always: the whole event as JSON (every field, including ones not in this struct).
+    /// Owned by the event.
+    pub json: *mut c_char,
+}
+
+pub(crate) struct MasterState {
+    master: Master,
+    events: Arc<Mailbox<Event>>,
+    /// Declared last: dropped after the master, once every worker is reaped.
+    runtime: Runtime,
+}
+
+impl Drop for MasterState {
+    fn drop(&mut self) {
+        self.events.close();
+        let running = !matches!(
+            self.master.status(),
+            MasterStatus::Initialized | MasterStatus::Stopped | MasterStatus::ShutDown
+        );
+        if running {
+            // No worker outlives its master: kill and reap them before the runtime goes.
+            let _ = self.runtime.block_on(self.master.hard_shutdown());
+        }
+    }
+}
+
+pub(crate) static MASTERS: Registry<drover_master, MasterState> = Registry::new("drover_master");
+
+pub(crate) fn new_runtime(name: &str) -> Result<Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                drover_result::Os,
+                format!("cannot create drover's runtime threads: {e}"),
+            )
+        })
+}
+
+fn parse_message(json: &str) -> Result<Value, Failure> {
+    serde_json::from_str(json)
+        .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))
+}
+
+fn master_status_code(status: MasterStatus) -> drover_master_status {
+    match status {
+        MasterStatus::Initialized => drover_master_status::Initialized,
+        MasterStatus::Starting => drover_master_status::Starting,
+        MasterStatus::Started => drover_master_status::Started,
+        MasterStatus::Reloading => drover_master_status::Reloading,
+        MasterStatus::Stopping => drover_master_status::Stopping,
+        MasterStatus::Stopped => drover_master_status::Stopped,
+        MasterStatus::ShutDown => drover_master_status::ShutDown,
+        MasterStatus::Failed => drover_master_status::Failed,
+    }
+}
+
+fn worker_status_code(status: WorkerStatus) -> u32 {
+    u32::from(status.code())
+}
+
+fn millis_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+const NO_EXIT: drover_exit = drover_exit {
+    kind: drover_exit_kind::None,
+    code: 0,
+    signal: 0,
+    core_dumped: false,
+    requested: false,
+    last_status: 0,
+};
+
+fn exit_to_c(exit: &WorkerExit) -> drover_exit {
+    let (kind, code, signal, core_dumped) = match exit.reason {
+        ExitReason::NormalExit { code } => (drover_exit_kind::NormalExit, code, 0, false),
+        ExitReason::AbnormalExit { code } => (drover_exit_kind::AbnormalExit, code, 0, false),
+        ExitReason::ExternalSignal { signal, core_dumped } => {
+            (drover_exit_kind::ExternalSignal, -1, signal, core_dumped)
+        }
+    };
+    drover_exit {
+        kind,
+        code,
+        signal,
+        core_dumped,
+        requested: exit.requested,
+        last_status: worker_status_code(exit.last_status),
+    }
+}
+
+fn info_to_c(info: &WorkerInfo) -> drover_worker_info {
+    drover_worker_info {
+        id: info.id,
+        pid: info.pid,
+        status: worker_status_code(info.status),
+        alive: info.is_alive(),
+        failed: info.failure.is_some(),
+        restarts: info.restarts,
+        generation: info.generation,
+        spawned_at_ms: millis_since_epoch(info.spawned_at),
+        started_at_ms: info.started_at.map_or(0, millis_since_epoch),
+        rss_bytes: info.rss_bytes.unwrap_or(0),
+        exit: info.exit.as_ref().map_or(NO_EXIT, exit_to_c),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+fn event_to_c(event: &Event) -> drover_event {
+    let mut out = drover_event {
+        kind: drover_event_kind::None,
+        worker_id: 0,
+        pid: 0,
+        from: 0,
+        to: 0,
+        exit: NO_EXIT,
+        restarts: 0,
+        delay_ms: 0,
+        rss_bytes: 0,
+        data: std::ptr::null_mut(),
+        text: std::ptr::null_mut(),
+        json: std::ptr::null_mut(),
+    };
+    let text = match event {
+        Event::Status { id, pid, from, to } => {
+            out.kind = drover_event_kind::Status;
+            (out.worker_id, out.pid) = (*id, *pid);
+            out.from = worker_status_code(*from);
+            out.to = worker_status_code(*to);
+            format!("worker {id} (pid {pid}) {from} -> {to}")
+        }
+        Event::Message { id, pid, data } => {
+            out.kind = drover_event_kind::Message;
+            (out.worker_id, out.pid) = (*id, *pid);
+            out.data = owned_c_string(&data.to_string());
+            format!("worker {id} (pid {pid}) sent a message")
+        }
+        Event::Exit(exit) => {
+            out.kind = drover_event_kind::Exit;
+            (out.worker_id, out.pid) = (exit.id, exit.pid);
+            out.exit = exit_to_c(exit);
+            exit.to_string()
+        }
+        Event::ProtocolError { id, pid, error } => {
+            out.kind = drover_event_kind::ProtocolError;
+            (out.worker_id, out.pid) = (*id, *pid);
+            format!("worker {id} (pid {pid}) broke the protocol: {error}")
+        }
+        Event::Failed { id, pid, failure } => {
+            out.kind = drover_event_kind::Failed;
+            (out.worker_id, out.pid) = (*id, pid.unwrap_or(0));
+            match pid {
+                Some(pid) => format!("worker {id} (pid {pid}) failed: {failure}"),
+                None => format!("worker {id} failed: {failure}"),
+            }
+        }
+        Event::Heartbeat { id, pid, rss_bytes } => {
+            out.kind = drover_event_kind::Heartbeat;
+            (out.worker_id, out.pid) = (*id, *pid);
+            out.rss_bytes = rss_bytes.unwrap_or(0);
+            format!("worker {id} (pid {pid}) sent a heartbeat")
+        }
+        Event::Restarting { id, delay, restarts } => {
+            out.kind = drover_event_kind::Restarting;
+            out.worker_id = *id;
+            out.restarts = *restarts;
+            out.delay_ms = ms(*delay);
+            format!("worker {id} restarts in {delay:?} (restart {restarts})")
+        }
+        Event::Recycling { id, reason } => {
+            out.kind = drover_event_kind::Recycling;
+            out.worker_id = *id;
+            format!("worker {id} is recycled: {reason}")
+        }
+        Event::GaveUp { restarts, window } => {
+            out.kind = drover_event_kind::GaveUp;
+            out.restarts = *restarts;
+            out.delay_ms = ms(*window);
+            format!("{restarts} restarts within {window:?}: the master stopped restarting workers")
+        }
+        Event::MasterStatus { from, to } => {
+            out.kind = drover_event_kind::MasterStatus;
+            out.from = master_status_code(*from) as u32;
+            out.to = master_status_code(*to) as u32;
+            format!("master {from} -> {to}")
+        }
+    };
+    out.text = owned_c_string(&text);
+    let json = serde_json::to_string(event).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+    out.json = owned_c_string(&json);
+    out
+}
+
+/// Creates a master from a config, validating it first (program found and executable, count,
+/// timeouts...): DROVER_RESULT_INVALID_CONFIG names the field otherwise. Nothing is spawned
+/// until `drover_master_start()`. The config is copied; it stays owned by the caller.
+///
+/// Events are recorded from this moment on; read them with `drover_master_next_event()`.
+/// On success `*out_master` receives the master, freed with `drover_master_free()`.
+#[no_mangle]
+pub extern "C" fn drover_master_new(
+    config: *const drover_config,
+    out_master: *mut *mut drover_master,
+) -> drover_result {
+    ffi_body!({
+        let options = config::snapshot(config, "config")?;
+        let out = try_out!(out_master);
+        let core_config = options.into_config()?;
+        let runtime = new_runtime("drover-master")?;
+        let events = Arc::new(
+            Mailbox::new().map_err(|e| Failure::new(drover_result::Os, format!("cannot create an eventfd: {e}")))?,
+        );
+        let master = {
+            let _context = runtime.enter();
+            Master::new(core_config)?
+        };
+        let mut stream = master.events();
+        let sink = events.clone();
+        runtime.spawn(async move {
+            while let Some(event) = stream.recv().await {
+                sink.push(event);
+            }
+            sink.close();
+        });
+        out.write(MASTERS.insert(MasterState {
+            master,
+            events,
+            runtime,
+        }));
+        Ok(())
+    })
+}
+
+/// Frees a master. Workers still running are killed (SIGKILL to their process groups) and reaped
+/// first: call `drover_master_graceful_shutdown()` before for a clean stop. Events not read are
+/// discarded. NULL is a no-op; a master freed already is DROVER_RESULT_INVALID_OBJECT.
+#[no_mangle]
+pub extern "C" fn drover_master_free(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        if let Some(state) = MASTERS.remove(master, "master")? {
+            // Wake threads blocked in next_event on this master; the last holder drops it.
+            state.events.close();
+        }
+        Ok(())
+    })
+}
+
+/// Spawns the workers and waits until every one reported STARTED, at most `timeout_ms`
+/// milliseconds (negative: no limit but the config's start timeout).
+///
+/// If a worker exits, fails or misses its start timeout, every worker this call spawned is ended
+/// and reaped, the master is STOPPED (start may be tried again), and the result is
+/// DROVER_RESULT_START_FAILED with a message naming the worker and why.
+/// If `timeout_ms` passes first, the result is DROVER_RESULT_TIMEOUT and the start goes on in the
+/// background: a DROVER_EVENT_KIND_MASTER_STATUS event tells how it ends (STARTED or STOPPED);
+/// `drover_master_graceful_shutdown()` cancels it.
+/// DROVER_RESULT_WRONG_STATE unless the master is INITIALIZED or STOPPED.
+#[no_mangle]
+pub extern "C" fn drover_master_start(master: *mut drover_master, timeout_ms: i64) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let m = state.master.clone();
+        let task = state.runtime.spawn(async move { m.start().await });
+        let outcome = state.runtime.block_on(async {
+            match timeout_from_ms(timeout_ms) {
+                Some(limit) => tokio::time::timeout(limit, task).await.ok(),
+                None => Some(task.await),
+            }
+        });
+        match outcome {
+            None => Err(Failure::new(
+                drover_result::Timeout,
+                format!(
+                    "the workers did not all report STARTED within {timeout_ms} ms; the start continues in the background"
+                ),
+            )),
+            Some(Ok(result)) => Ok(result?),
+            Some(Err(join)) => Err(Failure::new(
+                drover_result::Panic,
+                format!("drover panicked while starting (a bug in drover): {join}"),
+            )),
+        }
+    })
+}
+
+/// Writes the master's status to `*out_status`.
+#[no_mangle]
+pub extern "C" fn drover_master_get_status(
+    master: *const drover_master,
+    out_status: *mut drover_master_status,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let out = try_out!(out_status);
+        out.write(master_status_code(state.master.status()));
+        Ok(())
+    })
+}
+
+/// A snapshot of every worker, by id (including ones that exited and were not restarted).
+///
+/// On success `*out_workers` receives an array of `*out_count` entries, owned by the caller and
+/// freed with `drover_worker_list_free(workers, count)` (NULL when there are none).
+#[no_mangle]
+pub extern "C" fn drover_master_workers(
+    master: *const drover_master,
+    out_workers: *mut *mut drover_worker_info,
+    out_count: *mut usize,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let out_workers = try_out!(out_workers);
+        let out_count = try_out!(out_count);
+        let list: Box<[drover_worker_info]> = state.master.workers().iter().map(info_to_c).collect();
+        let count = list.len();
+        let ptr = if count == 0 {
+            std::ptr::null_mut()
+        } else {
+            Box::into_raw(list).cast::<drover_worker_info>()
+        };
+        out_workers.write(ptr);
+        out_count.write(count);
+        Ok(())
+    })
+}
+
+/// Frees an array from `drover_master_workers()`; `count` must be the count it gave.
+/// NULL is a no-op.
+///
+/// # Safety
+/// `workers` is NULL or an array returned by `drover_master_workers()` with `count` entries,
+/// not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn drover_worker_list_free(workers: *mut drover_worker_info, count: usize) {
+    if workers.is_null() || count == 0 {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        let slice = std::ptr::slice_from_raw_parts_mut(workers, count);
+        // SAFETY: per this function's contract, the array came from `Box::into_raw` of a boxed
+        // slice of exactly `count` entries and is freed once.
+        drop(unsafe { Box::from_raw(slice) });
+    });
+}
+
+/// Writes a snapshot of worker `id` to `*out_worker`. DROVER_RESULT_UNKNOWN_WORKER if no worker
+/// has this id.
+#[no_mangle]
+pub extern "C" fn drover_master_get_worker(
+    master: *const drover_master,
+    id: u64,
+    out_worker: *mut drover_worker_info,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let out = try_out!(out_worker);
+        let info = state
+            .master
+            .worker(id)
+            .ok_or_else(|| Failure::new(drover_result::UnknownWorker, format!("no worker with id {id}")))?;
+        out.write(info_to_c(&info));
+        Ok(())
+    })
+}
+
+/// Replaces worker `id`'s process: the running one is ended gracefully (if it still runs), a new
+/// one is spawned under the same id, and the call returns once it reported STARTED.
+/// DROVER_RESULT_WRONG_STATE unless the master is STARTED; DROVER_RESULT_UNKNOWN_WORKER.
+#[no_mangle]
+pub extern "C" fn drover_master_restart_worker(master: *mut drover_master, id: u64) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        Ok(state.runtime.block_on(state.master.restart_worker(id))?)
+    })
+}
+
+/// Changes the number of workers and returns when done. Up: newcomers are spawned and awaited
+/// until STARTED. Down: dead workers go first, then the newest; each is stopped, then quit.
+/// DROVER_RESULT_WRONG_STATE unless the master is STARTED; DROVER_RESULT_INVALID_CONFIG for 0.
+#[no_mangle]
+pub extern "C" fn drover_master_rescale(master: *mut drover_master, count: usize) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        Ok(state.runtime.block_on(state.master.rescale(count))?)
+    })
+}
+
+/// Replaces every worker by a new generation, make-before-break, with the master's current config
+/// (`new_config` NULL) or `new_config` (copied; a new release: program, args, env, count...),
+/// following the config's reload strategy. Returns when the new generation is STARTED and the old
+/// one is reaped. If a new worker fails to start, the reload is rolled back and the old workers
+/// keep serving: DROVER_RESULT_RELOAD_ROLLED_BACK names the worker and why.
+/// DROVER_RESULT_WRONG_STATE unless the master is STARTED (or FAILED).
+#[no_mangle]
+pub extern "C" fn drover_master_graceful_reload(
+    master: *mut drover_master,
+    new_config: *const drover_config,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let new_config = if new_config.is_null() {
+            None
+        } else {
+            Some(config::snapshot(new_config, "new_config")?.into_config()?)
+        };
+        Ok(state.runtime.block_on(state.master.graceful_reload(new_config))?)
+    })
+}
+
+/// Ends every worker gracefully: `stop`, wait for STOPPED, `quit`, wait for the exit, each step
+/// bounded by its timeout, then SIGTERM and SIGKILL to the process group of any worker that does
+/// not comply. Cancels a running start, restart, rescale or reload. Returns when every worker is
+/// reaped; the master is then SHUT_DOWN for good. Calling it again does nothing.
+#[no_mangle]
+pub extern "C" fn drover_master_graceful_shutdown(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        Ok(state.runtime.block_on(state.master.graceful_shutdown())?)
+    })
+}
+
+/// SIGKILL to every worker's process group; returns when every worker is reaped. The master is
+/// then SHUT_DOWN.
+#[no_mangle]
+pub extern "C" fn drover_master_hard_shutdown(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        Ok(state.runtime.block_on(state.master.hard_shutdown())?)
+    })
+}
+
+/// Applies drover's signal policy to `signal` as if the process had received it, and returns once
+/// the action is done: SIGHUP reloads, SIGTERM and SIGINT shut down gracefully, SIGINT during a
+/// shutdown makes it hard. drover never installs signal handlers itself: a program that wants
+/// this policy catches signals (e.g. with signalfd) and forwards them here.
+/// On success `*out_action` (may be NULL) receives what was done.
+#[no_mangle]
+pub extern "C" fn drover_master_handle_signal(
+    master: *mut drover_master,
+    signal: c_int,
+    out_action: *mut drover_signal_action,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let action = state.runtime.block_on(state.master.handle_signal(signal))?;
+        if !out_action.is_null() {
+            let out = try_out!(out_action);
+            out.write(match action {
+                SignalAction::Ignore => drover_signal_action::Ignore,
+                SignalAction::Reload => drover_signal_action::Reload,
+                SignalAction::GracefulShutdown => drover_signal_action::GracefulShutdown,
+                SignalAction::HardShutdown => drover_signal_action::HardShutdown,
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Sends a message (JSON text, copied) to worker `id`; returns once it is written to the worker's
+/// channel. DROVER_RESULT_INVALID_ARGUMENT if it is not JSON; DROVER_RESULT_UNKNOWN_WORKER;
+/// DROVER_RESULT_SEND_FAILED if the worker is gone or the message exceeds the frame limit.
+#[no_mangle]
+pub extern "C" fn drover_master_send(master: *mut drover_master, id: u64, json: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let data = parse_message(try_str!(json))?;
+        Ok(state.runtime.block_on(state.master.send(id, &data))?)
+    })
+}
+
+/// Sends a message (JSON text, copied) to every running worker. On success `*out_sent` (may be
+/// NULL) receives how many workers it was written to.
+#[no_mangle]
+pub extern "C" fn drover_master_broadcast(
+    master: *mut drover_master,
+    json: *const c_char,
+    out_sent: *mut usize,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let data = parse_message(try_str!(json))?;
+        let sent = state.runtime.block_on(state.master.broadcast(&data))?;
+        if !out_sent.is_null() {
+            try_out!(out_sent).write(sent);
+        }
+        Ok(())
+    })
+}
+
+/// Takes the next event, waiting up to `timeout_ms` milliseconds for one (0: do not wait;
+/// negative: wait for ever). Every event since `drover_master_new()` is kept, in order, until read.
+///
+/// On success `*out_event` is overwritten (without freeing what it held: clear it first) with an
+/// event whose strings the caller releases with `drover_event_clear()`.
+/// DROVER_RESULT_TIMEOUT if none came in time; DROVER_RESULT_CLOSED once the master was freed
+/// (by another thread) and every event was read. Callable from any thread; each event goes to one
+/// caller.
+#[no_mangle]
+pub extern "C" fn drover_master_next_event(
+    master: *const drover_master,
+    timeout_ms: i64,
+    out_event: *mut drover_event,
+) -> drover_result {
+    ffi_body!({
+        let events = try_obj!(MASTERS, master).events.clone();
+        let out = try_out!(out_event);
+        match events.pop(timeout_from_ms(timeout_ms)) {
+            Pop::Item(event) => {
+                out.write(event_to_c(&event));
+                Ok(())
+            }
+            Pop::Timeout => Err(Failure::new(
+                drover_result::Timeout,
+                format!("no event within {timeout_ms} ms"),
+            )),
+            Pop::Closed => Err(Failure::new(
+                drover_result::Closed,
+                "the master's event stream is closed",
+            )),
+        }
+    })
+}
+
+/// Writes to `*out_fd` a file descriptor that is readable exactly while events wait to be read
+/// by `drover_master_next_event()` (put it in poll/epoll/select/libuv with POLLIN; when it is
+/// readable, read events with a 0 timeout until DROVER_RESULT_TIMEOUT). Never read from or write
+/// to it, never close it: it is owned by the master and closed by `drover_master_free()`.
+#[no_mangle]
+pub extern "C" fn drover_master_event_fd(master: *const drover_master, out_fd: *mut c_int) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        try_out!(out_fd).write(state.events.fd());
+        Ok(())
+    })
+}
+
+/// Frees the strings of an event and zeroes it (kind DROVER_EVENT_KIND_NONE). Clearing a zeroed
+/// or cleared event is a no-op; NULL is a no-op.
+///
+/// # Safety
+/// `event` is NULL or points to a `drover_event` that is zeroed or was filled by
+/// `drover_master_next_event()` and not cleared since.
+#[no_mangle]
+pub unsafe extern "C" fn drover_event_clear(event: *mut drover_event) {
+    if event.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: per the contract, `event` points to a live drover_event whose string fields are
+        // NULL or were made by `CString::into_raw` and are owned by it. Fields are accessed by raw
+        // pointer, never through a reference to the whole struct (its enum may hold anything).
+        unsafe {
+            for field in [
+                std::ptr::addr_of_mut!((*event).data),
+                std::ptr::addr_of_mut!((*event).text),
+                std::ptr::addr_of_mut!((*event).json),
+            ] {
+                let s = field.read();
+                if !s.is_null() {
+                    drop(std::ffi::CString::from_raw(s));
+                }
+            }
+            std::ptr::write_bytes(event, 0, 1);
+        }
+    });
+}

@@ -1,0 +1,329 @@
+//! The C API, tested from C: programs in tests/c/ compiled against include/drover.h, linked to
+//! libdrover.a and to libdrover.so, run natively, under valgrind memcheck, and (the C master, whose
+//! workers are tracked by pidfd, a syscall valgrind 3.19 does not know) under AddressSanitizer
+//! with LeakSanitizer; and C workers supervised by a Rust master.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
+use drover_tests::{pid_is_running, target_bin, test_worker};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Linkage {
+    Static,
+    Shared,
+    /// Shared, with the C code built with AddressSanitizer (and its LeakSanitizer, which sees every
+    /// allocation of the process, Rust's included).
+    SharedAsan,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("ffi/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// target/debug, where cargo put libdrover.so, libdrover.a and drover-test-worker.
+fn target_dir() -> PathBuf {
+    target_bin("libdrover.so").parent().expect("target/debug").to_path_buf()
+}
+
+/// Compiles tests/c/<name>.c once per linkage and returns the executable.
+fn c_program(name: &str, linkage: Linkage) -> PathBuf {
+    compile(&format!("tests/c/{name}.c"), linkage)
+}
+
+/// Compiles the C file at `source` (relative to the workspace) once per linkage.
+fn compile(source: &str, linkage: Linkage) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, Linkage), PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(exe) = built.get(&(source.to_string(), linkage)) {
+        return exe.clone();
+    }
+    let lib = target_dir();
+    for file in ["libdrover.so", "libdrover.a"] {
+        assert!(
+            lib.join(file).exists(),
+            "{} is missing: build the workspace first (cargo test --workspace builds it)",
+            lib.join(file).display()
+        );
+    }
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
+    std::fs::create_dir_all(&out_dir).expect("create the C build dir");
+    let exe = out_dir.join(format!("{}-{linkage:?}", source.replace('/', "-").trim_end_matches(".c")).to_lowercase());
+    let mut cc = Command::new("cc");
+    cc.args([
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-g",
+        "-O0",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I",
+    ])
+    .arg(workspace().join("include"))
+    .arg("-I")
+    .arg(workspace().join("tests/c"))
+    .arg(workspace().join(source))
+    .arg("-o")
+    .arg(&exe);
+    match linkage {
+        Linkage::Shared | Linkage::SharedAsan => {
+            if linkage == Linkage::SharedAsan {
+                cc.args(["-fsanitize=address", "-fno-omit-frame-pointer"]);
+            }
+            cc.arg("-L")
+                .arg(&lib)
+                .arg("-ldrover")
+                .arg(format!("-Wl,-rpath,{}", lib.display()));
+        }
+        Linkage::Static => {
+            cc.arg(lib.join("libdrover.a"));
+        }
+    }
+    cc.args(["-lpthread", "-ldl", "-lm"]);
+    let output = cc.output().expect("cc runs");
+    assert!(
+        output.status.success(),
+        "cc failed for {source} ({linkage:?}):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert((source.to_string(), linkage), exe.clone());
+    exe
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn run(mut cmd: Command) -> Output {
+    let output = cmd.output().expect("the C test program runs");
+    assert!(output.status.success(), "the C test program failed:\n{}", show(&output));
+    output
+}
+
+/// valgrind memcheck, failing on any error, on definite or possible leaks, and on invalid access.
+fn valgrind() -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--leak-check=full",
+        "--error-exitcode=99",
+        "--errors-for-leak-kinds=definite,possible",
+        "--show-leak-kinds=definite,possible",
+        "--track-fds=no",
+        "--quiet",
+    ]);
+    cmd.arg(format!(
+        "--suppressions={}",
+        workspace().join("tests/c/valgrind.supp").display()
+    ));
+    cmd
+}
+
+fn master_program(linkage: Linkage) -> Command {
+    let mut cmd = Command::new(c_program("master", linkage));
+    cmd.arg(test_worker()).arg(c_program("worker", linkage));
+    cmd
+}
+
+#[test]
+fn a_c_master_supervises_rust_and_c_workers_linked_statically() {
+    let output = run(master_program(Linkage::Static));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ok: a C master supervises C workers"), "{stderr}");
+    assert!(stderr.contains("ok: free"), "{stderr}");
+}
+
+#[test]
+fn a_c_master_linked_dynamically_is_clean_under_address_and_leak_sanitizer() {
+    let mut cmd = Command::new(c_program("master", Linkage::SharedAsan));
+    cmd.arg(test_worker()).arg(c_program("worker", Linkage::Shared));
+    // Any invalid access or leak makes the program exit non-zero.
+    cmd.env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=98");
+    let output = run(cmd);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ok: free"), "{stderr}");
+    assert!(!stderr.contains("Sanitizer"), "{stderr}");
+}
+
+#[test]
+fn every_error_path_is_reported_to_c_statically_linked() {
+    run(Command::new(c_program("errors", Linkage::Static)));
+}
+
+#[test]
+fn every_error_path_is_clean_under_valgrind_dynamically_linked() {
+    let mut cmd = valgrind();
+    cmd.arg(c_program("errors", Linkage::Shared));
+    let output = run(cmd);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ok: every error path"));
+}
+
+fn quick(config: MasterConfig) -> MasterConfig {
+    config.timeouts(Timeouts {
+        start: Duration::from_secs(30),
+        stop: Duration::from_secs(3),
+        quit: Duration::from_secs(3),
+        kill: Duration::from_secs(1),
+    })
+}
+
+/// Waits for the first event `pick` accepts, up to a generous deadline.
+async fn next_matching<T>(events: &mut drover_core::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the expected event arrives within 30 s")
+            .expect("the event stream stays open");
+        if let Some(t) = pick(&event) {
+            return t;
+        }
+    }
+}
+
+/// A Rust master runs `config`'s C workers: messages both ways, an exit code, a graceful
+/// shutdown; returns the exit of the worker that was shut down.
+async fn supervise_c_workers(config: MasterConfig) -> drover_core::WorkerExit {
+    let master = Master::new(config).expect("valid config");
+    let mut events = master.events();
+    master.start().await.expect("the C workers start");
+    let workers = master.workers();
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|w| w.status == WorkerStatus::Started));
+    let (first, second) = (workers[0].clone(), workers[1].clone());
+
+    master.send(first.id, &json!({"cmd": "pid"})).await.expect("send");
+    let data = next_matching(&mut events, |e| match e {
+        Event::Message { id, data, .. } if *id == first.id => Some(data.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(data, json!({"pid": first.pid}));
+
+    assert_eq!(master.broadcast(&json!({"n": [1, 2, 3]})).await.expect("broadcast"), 2);
+    for _ in 0..2 {
+        let data = next_matching(&mut events, |e| match e {
+            Event::Message { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(data, json!({"echo": {"n": [1, 2, 3]}}));
+    }
+
+    master
+        .send(second.id, &json!({"cmd": "exit", "code": 7}))
+        .await
+        .expect("send");
+    let exit = next_matching(&mut events, |e| match e {
+        Event::Exit(exit) if exit.id == second.id => Some(exit.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(exit.reason, ExitReason::AbnormalExit { code: 7 });
+    assert!(!exit.requested);
+
+    master.graceful_shutdown().await.expect("shutdown");
+    assert!(!pid_is_running(first.pid));
+    next_matching(&mut events, |e| match e {
+        Event::Exit(exit) if exit.id == first.id => Some(exit.clone()),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_master_supervises_c_workers() {
+    let worker = c_program("worker", Linkage::Shared);
+    let exit = supervise_c_workers(quick(MasterConfig::program(worker).count(2).name("rust-master"))).await;
+    assert_eq!(exit.reason, ExitReason::NormalExit { code: 0 });
+    assert!(exit.requested);
+    assert_eq!(exit.last_status, WorkerStatus::ShuttedDown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_worker_is_clean_under_valgrind() {
+    let worker = c_program("worker", Linkage::Static);
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-worker");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let config = MasterConfig::program("valgrind")
+        .args(valgrind().get_args().map(|a| a.to_os_string()))
+        .arg(format!("--log-file={}/worker-%p.log", logs.display()))
+        .arg(worker)
+        .env("C_WORKER_MODE", "blocking")
+        .count(2);
+    let exit = supervise_c_workers(quick(config)).await;
+    let logs: String = std::fs::read_dir(&logs)
+        .expect("valgrind wrote its logs")
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    // valgrind exits with 99 on any error: a clean exit 0 after the shutdown is a clean run.
+    assert_eq!(
+        exit.reason,
+        ExitReason::NormalExit { code: 0 },
+        "valgrind reported:\n{logs}"
+    );
+    assert!(exit.requested);
+}
+
+#[test]
+fn the_c_example_serves_http_from_every_worker_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let master = compile("examples/c/master.c", Linkage::Shared);
+    let worker = compile("examples/c/worker.c", Linkage::Shared);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(master)
+        .arg(worker)
+        .arg("2")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the example master runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        seen.push(line.clone());
+        if line.starts_with("started 2 workers") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.starts_with("started 2 workers")), "{seen:?}");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a worker accepts");
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("hello from worker"), "{response}");
+
+    // SAFETY: kill on the pid of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("the example master exits");
+    assert!(status.success(), "{status}: {rest:?}");
+    assert!(rest.iter().any(|l| l == "every worker is gone"), "{rest:?}");
+    assert_eq!(
+        rest.iter()
+            .filter(|l| l.contains("exited with code 0 in status SHUTTED_DOWN, as asked"))
+            .count(),
+        2,
+        "{rest:?}"
+    );
+}

@@ -1,0 +1,174 @@
+//! A worker written in Python from `docs/PROTOCOL.md` alone (`examples/python/worker.py`), supervised
+//! by the Rust master: start, a message round trip, a graceful shutdown.
+
+use drover::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
+use drover_tests::pid_is_running;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn python_worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python/worker.py")
+}
+
+fn config(count: usize) -> MasterConfig {
+    // `python3` must be on PATH: validation fails with "`program`: python3 not found on PATH" if not.
+    let mut config = MasterConfig::program("python3")
+        .arg(python_worker())
+        .count(count)
+        .name("py");
+    config.user_config = json!({ "greeting": "hello from the master" });
+    config.timeouts = Timeouts {
+        start: Duration::from_secs(20),
+        stop: Duration::from_secs(10),
+        quit: Duration::from_secs(10),
+        kill: Duration::from_secs(5),
+    };
+    config
+}
+
+/// Waits for the first event matching `pick`, up to a generous deadline.
+async fn next_matching<T>(events: &mut drover::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the expected event arrives within 20 s")
+            .expect("the event stream stays open");
+        if let Some(t) = pick(&event) {
+            return t;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_python_worker_starts_echoes_and_shuts_down_gracefully() {
+    let master = Master::new(config(2)).expect("the config is valid");
+    let mut events = master.events();
+    master.start().await.expect("both Python workers report STARTED");
+
+    let workers = master.workers();
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        assert_eq!(w.status, WorkerStatus::Started);
+        assert!(pid_is_running(w.pid), "worker {} (pid {}) runs", w.id, w.pid);
+    }
+
+    // Round trip: master -> worker -> master, per worker, with the welcome metadata echoed back.
+    for w in &workers {
+        master
+            .send(w.id, &json!({ "ping": w.id }))
+            .await
+            .expect("the message is written to the worker's channel");
+        let data = next_matching(&mut events, |e| match e {
+            Event::Message { id, pid, data } if *id == w.id => {
+                assert_eq!(*pid, w.pid);
+                Some(data.clone())
+            }
+            _ => None,
+        })
+        .await;
+        assert_eq!(data["echo"], json!({ "ping": w.id }));
+        assert_eq!(data["worker"]["id"], json!(w.id));
+        assert_eq!(data["worker"]["name"], json!(format!("py-{}", w.id)));
+        assert_eq!(data["worker"]["group"], json!("py"));
+        assert_eq!(data["worker"]["config"], json!({ "greeting": "hello from the master" }));
+        assert_eq!(data["worker"]["max_frame_bytes"], json!(1024 * 1024));
+    }
+
+    let mut events = master.events();
+    master.graceful_shutdown().await.expect("the shutdown completes");
+
+    // Every worker went STARTED -> STOPPED -> SHUTTED_DOWN and exited 0, as asked.
+    let mut seen: BTreeMap<u64, Vec<WorkerStatus>> = BTreeMap::new();
+    let mut exits = BTreeSet::new();
+    while let Some(event) = events.try_recv() {
+        match event {
+            Event::Status { id, to, .. } => seen.entry(id).or_default().push(to),
+            Event::Exit(exit) => {
+                assert_eq!(exit.reason, ExitReason::NormalExit { code: 0 }, "{exit}");
+                assert!(exit.requested, "a shutdown exit is a requested one: {exit}");
+                assert_eq!(exit.last_status, WorkerStatus::ShuttedDown, "{exit}");
+                exits.insert(exit.id);
+            }
+            Event::ProtocolError { id, error, .. } => panic!("worker {id} broke the protocol: {error}"),
+            Event::Failed { id, failure, .. } => panic!("worker {id} failed: {failure}"),
+            _ => {}
+        }
+    }
+    assert_eq!(exits, workers.iter().map(|w| w.id).collect::<BTreeSet<_>>());
+    for w in &workers {
+        assert_eq!(
+            seen.get(&w.id).map(Vec::as_slice),
+            Some(&[WorkerStatus::Stopped, WorkerStatus::ShuttedDown][..]),
+            "worker {} reported STOPPED then SHUTTED_DOWN during the shutdown",
+            w.id
+        );
+        assert!(!pid_is_running(w.pid), "pid {} is gone", w.pid);
+    }
+}
+
+#[tokio::test]
+async fn a_worker_speaking_another_version_gets_an_error_frame_and_is_terminated() {
+    // A worker that claims version 2, records what the master answers, then waits to be ended. It
+    // ignores SIGTERM: the master sends SIGTERM right after queueing the error frame (possibly before
+    // the frame is written), so a worker that dies on SIGTERM may never read it.
+    let answer = std::env::temp_dir().join(format!("drover-version-mismatch-{}.txt", std::process::id()));
+    let script = r#"
+      trap '' TERM
+      exec 3<&"$DROVER_IPC_FD"
+      printf '{"type":"hello","version":2}\n' >&3
+      read -r answer <&3
+      printf '%s\n' "$answer" > "$ANSWER_FILE"
+      read -r more <&3
+    "#;
+    let mut config = MasterConfig::program("sh")
+        .args(["-c", script])
+        .env("ANSWER_FILE", answer.display().to_string())
+        .count(1)
+        .name("v2");
+    config.timeouts.kill = Duration::from_millis(500);
+    let master = Master::new(config).expect("the config is valid");
+    let mut events = master.events();
+    let err = master.start().await.expect_err("a version-2 worker cannot start");
+    assert!(
+        err.to_string()
+            .contains("protocol version mismatch: worker speaks 2, master speaks 1"),
+        "{err}"
+    );
+    let (mut mismatch, mut failed, mut exit) = (false, false, None);
+    while let Some(event) = events.try_recv() {
+        match event {
+            Event::ProtocolError { error, .. } => {
+                mismatch |= matches!(
+                    error,
+                    drover::protocol::ProtocolError::VersionMismatch { worker: 2, master: 1 }
+                )
+            }
+            Event::Failed { .. } => failed = true,
+            Event::Exit(e) => exit = Some(e),
+            _ => {}
+        }
+    }
+    assert!(
+        mismatch && failed,
+        "a version_mismatch protocol error and a failure are reported"
+    );
+    let exit = exit.expect("the worker was reaped before start() returned");
+    assert_eq!(
+        exit.reason,
+        ExitReason::ExternalSignal {
+            signal: libc::SIGKILL,
+            core_dumped: false
+        },
+        "{exit}"
+    );
+    assert_eq!(exit.last_status, WorkerStatus::Failed);
+    let written = std::fs::read_to_string(&answer).expect("the worker recorded the master's answer");
+    let _ = std::fs::remove_file(&answer);
+    assert_eq!(
+        written,
+        "{\"type\":\"error\",\"code\":\"version_mismatch\",\"message\":\"protocol version mismatch: worker speaks 2, master speaks 1\"}\n"
+    );
+}
