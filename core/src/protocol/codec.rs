@@ -292,7 +292,6 @@ mod tests {
             codec.decode(&mut buf),
             Ok(Some(Err(ProtocolError::FrameTooLarge { limit: 16 })))
         );
-        let mut codec = FrameCodec::new(16);
         // The stream goes on: the rest of the oversized line is skipped, the next line decodes.
         buf.extend_from_slice(b"more-of-it\nshort\n");
         assert_eq!(codec.decode(&mut buf), Ok(Some(Ok("short".to_string()))));
