@@ -355,11 +355,13 @@ fn resolve_program(program: &Path, base: &Path) -> Result<PathBuf, ConfigError> 
     let is_executable = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     let shown = program.display().to_string();
     if program.components().count() > 1 || program.is_absolute() {
-        let candidate = if program.is_absolute() {
+        // Absolute, so the exec finds it whatever the worker's cwd (the child changes to it first).
+        let joined = if program.is_absolute() {
             program.to_path_buf()
         } else {
             base.join(program)
         };
+        let candidate = std::path::absolute(&joined).unwrap_or(joined);
         return match is_executable(&candidate) {
             Ok(true) => Ok(candidate),
             Ok(false) => Err(ConfigError::NotExecutable {

@@ -45,7 +45,14 @@ pub(crate) struct SpawnSpec {
     pub cwd: Option<PathBuf>,
     /// fds the child gets at 3, 4, ... in this order (the worker's channel is the last one).
     pub fds: Vec<OwnedFd>,
+    /// Set `LISTEN_PID` to the child's own pid (systemd socket activation).
+    pub listen_pid: bool,
+    /// Pipe the child's stdout and stderr to the master (else they are inherited).
+    pub capture_output: bool,
 }
+
+/// The master's ends of a captured child's stdout and stderr.
+pub(crate) type OutputPipes = Option<(OwnedFd, OwnedFd)>;
 
 /// A spawned, not yet reaped, worker process (the leader of its own process group).
 #[derive(Debug)]
@@ -53,6 +60,8 @@ pub(crate) struct ChildProcess {
     pid: u32,
     pidfd: AsyncFd<OwnedFd>,
     reaped: bool,
+    /// Captured stdout and stderr, until taken by [`ChildProcess::take_output`].
+    output: OutputPipes,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -85,7 +94,7 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> io::Result<ChildProcess> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .send(job)
         .map_err(|_| io::Error::other("the drover spawner thread is gone"))?;
-    let (pid, pidfd) = rx
+    let (pid, pidfd, output) = rx
         .await
         .map_err(|_| io::Error::other("the drover spawner thread dropped a request"))??;
     // SAFETY: an OwnedFd's raw fd is valid and unchanging for as long as it is owned.
@@ -95,21 +104,21 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> io::Result<ChildProcess> {
         pid,
         pidfd,
         reaped: false,
+        output,
     })
 }
 
-fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd)> {
+fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd, OutputPipes)> {
     super::guardian::ensure_started();
     let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args);
-    for var in INHERITED_VARS_TO_DROP {
-        cmd.env_remove(var);
-    }
-    cmd.envs(spec.env);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
     cmd.stdin(Stdio::null());
+    if spec.capture_output {
+        cmd.stdout(Stdio::piped());
+        cmd.stderr(Stdio::piped());
+    }
     cmd.process_group(0);
 
     // Planned before the fork: the closure below must not allocate.
@@ -119,20 +128,32 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd)> {
         .enumerate()
         .map(|(i, fd)| (fd.as_raw_fd(), 3 + i as RawFd))
         .collect();
+    let mut exec = ExecPlan::new(&spec)?;
     let parent_pid = nix::unistd::getpid().as_raw();
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // functions may be called: prctl, getppid, fcntl and dup2 are, and it allocates nothing.
+    // functions may be called: prctl, getppid, getpid, fcntl, dup2 and execve are; it writes only
+    // into memory prepared before the fork and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || child_setup(parent_pid, &mut moves));
+        cmd.pre_exec(move || {
+            child_setup(parent_pid, &mut moves)?;
+            exec.exec()
+        });
     }
-    let child = cmd.spawn()?;
+    // Registered before the fork, under the lock, so a PID 1 reaper never takes it for an orphan.
+    let mut pids = super::pids::lock_worker_pids();
+    let mut child = cmd.spawn()?;
     let pid = child.id();
     // `child` is dropped without waiting: std's Child does not reap on drop; we reap through the pidfd.
+    let output = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), Some(err)) => Some((OwnedFd::from(out), OwnedFd::from(err))),
+        _ => None,
+    };
     drop(child);
     match pidfd_open(pid) {
         Ok(pidfd) => {
+            pids.insert(pid);
             super::guardian::tell(pid as i32);
-            Ok((pid, pidfd))
+            Ok((pid, pidfd, output))
         }
         Err(err) => {
             // Without a pidfd we cannot supervise it safely: kill and reap it now.
@@ -143,6 +164,118 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd)> {
             }
             Err(err)
         }
+    }
+}
+
+/// The exec of a worker, prepared before the fork: argv and the complete environment as
+/// NUL-terminated buffers, and where to write the child's own pid.
+///
+/// drover execs itself (from `pre_exec`) instead of letting std do it for one reason: systemd's
+/// socket-activation convention wants `LISTEN_PID` to be the *worker's* pid, which exists only
+/// after the fork. The child writes its pid into a slot reserved in the environment.
+struct ExecPlan {
+    program: std::ffi::CString,
+    _argv: Vec<std::ffi::CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    /// Owns the bytes `envp_ptrs` points into.
+    _envp: Vec<Vec<u8>>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// The value part of `LISTEN_PID=`, with room for any pid.
+    listen_pid_slot: Option<(*mut u8, usize)>,
+}
+
+// SAFETY: the raw pointers point into buffers owned by the plan itself; the plan is used by one
+// thread at a time (moved into the pre_exec closure, used only in the forked child).
+unsafe impl Send for ExecPlan {}
+// SAFETY: as above; nothing is shared mutably across threads.
+unsafe impl Sync for ExecPlan {}
+
+const LISTEN_PID_WIDTH: usize = 20;
+
+impl ExecPlan {
+    fn new(spec: &SpawnSpec) -> io::Result<ExecPlan> {
+        use std::os::unix::ffi::OsStrExt;
+        let cstring = |bytes: &[u8]| {
+            std::ffi::CString::new(bytes)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))
+        };
+        let program = cstring(spec.program.as_os_str().as_bytes())?;
+        let mut argv = vec![program.clone()];
+        for arg in &spec.args {
+            argv.push(cstring(arg.as_bytes())?);
+        }
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+
+        // The master's environment, minus what describes the master's own supervisor, under the
+        // worker's variables.
+        let mut vars: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .filter(|(k, _)| !INHERITED_VARS_TO_DROP.iter().any(|d| d.as_bytes() == k.as_slice()))
+            .collect();
+        for (k, v) in &spec.env {
+            vars.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        if spec.listen_pid {
+            vars.insert(b"LISTEN_PID".to_vec(), vec![b'0'; LISTEN_PID_WIDTH]);
+        }
+        let mut envp: Vec<Vec<u8>> = Vec::with_capacity(vars.len());
+        for (k, v) in vars {
+            if k.contains(&0) || v.contains(&0) {
+                continue;
+            }
+            let mut entry = k;
+            entry.push(b'=');
+            entry.extend_from_slice(&v);
+            entry.push(0);
+            envp.push(entry);
+        }
+        let mut listen_pid_slot = None;
+        let mut envp_ptrs: Vec<*const libc::c_char> = Vec::with_capacity(envp.len() + 1);
+        for entry in envp.iter_mut() {
+            if spec.listen_pid && entry.starts_with(b"LISTEN_PID=") {
+                // SAFETY: the value starts right after "LISTEN_PID=", inside the buffer.
+                listen_pid_slot = Some((unsafe { entry.as_mut_ptr().add(11) }, LISTEN_PID_WIDTH));
+            }
+            envp_ptrs.push(entry.as_ptr().cast());
+        }
+        envp_ptrs.push(std::ptr::null());
+        Ok(ExecPlan {
+            program,
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            listen_pid_slot,
+        })
+    }
+
+    /// In the child: fills in `LISTEN_PID` and execs. Returns only on failure.
+    fn exec(&mut self) -> io::Result<()> {
+        if let Some((slot, width)) = self.listen_pid_slot {
+            // SAFETY: getpid is async-signal-safe; the slot is `width` writable bytes followed by
+            // the entry's NUL, all in this (forked) process's copy of the buffer.
+            unsafe {
+                let mut pid = libc::getpid() as u64;
+                let mut digits = [0u8; LISTEN_PID_WIDTH];
+                let mut n = 0;
+                loop {
+                    digits[n] = b'0' + (pid % 10) as u8;
+                    n += 1;
+                    pid /= 10;
+                    if pid == 0 || n == width {
+                        break;
+                    }
+                }
+                for i in 0..n {
+                    *slot.add(i) = digits[n - 1 - i];
+                }
+                *slot.add(n) = 0;
+            }
+        }
+        // SAFETY: program, argv and envp are NUL-terminated strings in NULL-terminated arrays.
+        unsafe { libc::execve(self.program.as_ptr(), self.argv_ptrs.as_ptr(), self.envp_ptrs.as_ptr()) };
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -191,6 +324,11 @@ impl ChildProcess {
         self.pid
     }
 
+    /// The master's ends of the captured stdout and stderr, once.
+    pub(crate) fn take_output(&mut self) -> OutputPipes {
+        self.output.take()
+    }
+
     /// Sends `signal` to the worker's whole process group. A no-op once reaped: the pgid may then
     /// belong to someone else.
     pub(crate) fn signal_group(&self, signal: libc::c_int) {
@@ -220,6 +358,7 @@ impl ChildProcess {
         let reason = waitid_pidfd(self.pidfd.get_ref().as_fd().as_raw_fd(), 0)?;
         self.reaped = true;
         super::guardian::tell(-(self.pid as i32));
+        super::pids::forget(self.pid);
         Ok(reason)
     }
 }
@@ -263,6 +402,7 @@ impl Drop for ChildProcess {
             let _ = waitid_pidfd(self.pidfd.get_ref().as_raw_fd(), 0);
             self.reaped = true;
             super::guardian::tell(-(self.pid as i32));
+            super::pids::forget(self.pid);
         }
     }
 }

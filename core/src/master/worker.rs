@@ -274,6 +274,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         env,
         cwd: config.cwd.clone(),
         fds,
+        listen_pid: false,
     })
     .await
     .map_err(spawn_failure)?;
