@@ -120,6 +120,10 @@ enum drover_result
    */
   DROVER_RESULT_CLOSED = 108,
   /**
+   * A listening socket could not be bound (address in use, permission), or no socket came back.
+   */
+  DROVER_RESULT_LISTEN_FAILED = 109,
+  /**
    * This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
    */
   DROVER_RESULT_NOT_A_WORKER = 200,

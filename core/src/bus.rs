@@ -31,8 +31,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::codec::EncodeError;
+use crate::protocol::fdpass::{FdQueue, FdReadHalf};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Why a worker could not talk to its master.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +58,9 @@ pub enum BusError {
     /// The socket failed.
     #[error("channel I/O error: {0}")]
     Io(String),
+    /// The master could not provide a listening socket.
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// What a master tells a worker.
@@ -98,6 +104,23 @@ struct Outgoing {
 pub struct BusSender {
     tx: mpsc::UnboundedSender<OutgoingBox>,
     max_frame_bytes: usize,
+    requests: Requests,
+}
+
+/// Listen requests waiting for their `listener` frame, by request number.
+#[derive(Clone, Debug, Default)]
+struct Requests {
+    next: Arc<std::sync::atomic::AtomicU64>,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Listening, BusError>>>>>,
+}
+
+/// A listening socket handed over by the master.
+#[derive(Debug)]
+pub struct Listening {
+    /// The socket, already bound and listening; shared with the master and the other workers.
+    pub fd: OwnedFd,
+    /// The address it is bound to (the real port, for port 0).
+    pub local: String,
 }
 
 struct OutgoingBox(Outgoing);
@@ -108,6 +131,27 @@ impl std::fmt::Debug for OutgoingBox {
 }
 
 impl BusSender {
+    /// Asks the master for a listening socket on `address` (`host:port`, `[v6]:port`, `port`,
+    /// `unix:/path`). Every worker asking for the same address gets the same socket, which stays
+    /// open in the master across restarts and reloads. A bind error comes back as
+    /// [`BusError::Listen`] naming the address and the errno.
+    pub async fn listen(&self, address: &str) -> Result<Listening, BusError> {
+        let request = self.requests.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.requests.waiting).insert(request, tx);
+        let sent = self
+            .send_frame(&WorkerFrame::Listen {
+                request,
+                address: address.to_string(),
+            })
+            .await;
+        if let Err(e) = sent {
+            lock(&self.requests.waiting).remove(&request);
+            return Err(e);
+        }
+        rx.await.unwrap_or(Err(BusError::MasterGone))
+    }
+
     async fn send_frame(&self, frame: &WorkerFrame) -> Result<(), BusError> {
         let bytes = encode_frame(frame, self.max_frame_bytes)?;
         let (done, rx) = oneshot::channel();
@@ -206,7 +250,8 @@ impl MessageBus {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(protocol::DEFAULT_MAX_FRAME_BYTES);
-        let mut frames = FramedRead::new(read_half, FrameCodec::new(read_limit));
+        let fds: FdQueue = Arc::default();
+        let mut frames = FramedRead::new(FdReadHalf::new(read_half, fds.clone()), FrameCodec::new(read_limit));
 
         let hello = WorkerFrame::Hello {
             version: protocol::PROTOCOL_VERSION,
@@ -240,12 +285,14 @@ impl MessageBus {
         };
 
         let (events_tx, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(read_commands(frames, events_tx));
+        let requests = Requests::default();
+        tokio::spawn(read_commands(frames, fds, requests.clone(), events_tx));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_frames(write_half, rx));
         let sender = BusSender {
             tx,
             max_frame_bytes: meta.max_frame_bytes,
+            requests,
         };
         let connected_at = Instant::now();
         if let Some(ms) = meta.heartbeat_ms.filter(|_| options.auto_heartbeat) {
@@ -317,6 +364,15 @@ impl MessageBus {
     pub async fn send_message(&self, data: &Value) -> Result<(), BusError> {
         self.sender.send_message(data).await
     }
+
+    /// Asks the master for a shared listening socket; see [`BusSender::listen`].
+    pub async fn listen(&self, address: &str) -> Result<Listening, BusError> {
+        self.sender.listen(address).await
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Finds and checks the channel fd named by `DROVER_IPC_FD`, and makes it close-on-exec so the
@@ -353,7 +409,9 @@ fn channel_fd_from_env() -> Result<RawFd, BusError> {
 }
 
 async fn read_commands(
-    mut frames: FramedRead<tokio::net::unix::OwnedReadHalf, FrameCodec>,
+    mut frames: FramedRead<FdReadHalf, FrameCodec>,
+    fds: FdQueue,
+    requests: Requests,
     tx: mpsc::UnboundedSender<BusEvent>,
 ) {
     let closed = loop {
@@ -367,16 +425,34 @@ async fn read_commands(
             Ok(MasterFrame::Quit) => BusEvent::Quit,
             Ok(MasterFrame::Message { data }) => BusEvent::Message(data),
             Ok(MasterFrame::Error { code, message }) => break Some(ProtocolError::Refused { code, message }),
+            Ok(MasterFrame::Listener { request, local, error }) => {
+                let answer = match error {
+                    Some(error) => Err(BusError::Listen(error)),
+                    None => match lock(&fds).pop_front() {
+                        Some(fd) => Ok(Listening {
+                            fd,
+                            local: local.unwrap_or_default(),
+                        }),
+                        None => Err(BusError::Listen("the master's answer carried no socket".into())),
+                    },
+                };
+                if let Some(waiter) = lock(&requests.waiting).remove(&request) {
+                    let _ = waiter.send(answer);
+                }
+                continue;
+            }
             Ok(MasterFrame::Welcome { .. }) | Ok(MasterFrame::Unknown) => {
                 tracing::debug!(frame = %line, "ignored frame from master");
                 continue;
             }
             Err(e) => break Some(e),
         };
-        if tx.send(event).is_err() {
-            return;
-        }
+        // Keep reading even if nobody receives events: listen answers still need routing.
+        let _ = tx.send(event);
     };
+    for (_, waiter) in lock(&requests.waiting).drain() {
+        let _ = waiter.send(Err(BusError::MasterGone));
+    }
     let _ = tx.send(BusEvent::Closed(closed));
 }
 

@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::listen::ListenSpec;
 use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 
@@ -23,6 +24,22 @@ pub enum OnProtocolError {
     Fail,
     /// Report the error, drop the frame and keep the worker.
     Ignore,
+}
+
+/// How the master learns that a worker is ready (STARTED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadySource {
+    /// The worker's MessageBus reports STARTED (default).
+    #[default]
+    Message,
+    /// systemd's notify protocol: the worker sends `READY=1` to `NOTIFY_SOCKET`.
+    Notify,
+    /// Node's IPC channel (`NODE_CHANNEL_FD`), as PM2 apps do: `process.send('ready')`; a graceful
+    /// stop sends the message `'shutdown'`.
+    NodeIpc,
+    /// STARTED as soon as the program is executed, for programs that speak nothing.
+    Spawn,
 }
 
 /// The validated configuration of one master (one group of identical workers).
@@ -60,6 +77,13 @@ pub struct MasterConfig {
     pub heartbeat: Option<Heartbeat>,
     /// Recycling limits.
     pub recycle: Recycle,
+    /// Sockets bound before the workers start and passed to each (systemd-style, fds 3...).
+    pub listen: Vec<ListenSpec>,
+    /// How readiness is reported.
+    pub ready: ReadySource,
+    /// Pipe the workers' stdout and stderr to the master, to be read line by line from
+    /// [`crate::Master::output`]. Off by default: the workers inherit the master's.
+    pub capture_output: bool,
 }
 
 /// Every deadline of a worker's life.
@@ -181,10 +205,13 @@ impl MasterConfig {
             intensity: Intensity::default(),
             reload: ReloadStrategy::default(),
             heartbeat: None,
+            listen: Vec::new(),
+            ready: ReadySource::Message,
             recycle: Recycle {
                 check_interval: Duration::from_secs(5),
                 ..Recycle::default()
             },
+            capture_output: false,
         }
     }
 
@@ -235,6 +262,18 @@ impl MasterConfig {
     /// Sets the timeouts.
     pub fn timeouts(mut self, timeouts: Timeouts) -> MasterConfig {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// Adds a socket to listen on, e.g. `"0.0.0.0:8080"` or `"web=unix:/run/web.sock"`.
+    pub fn listen(mut self, spec: ListenSpec) -> MasterConfig {
+        self.listen.push(spec);
+        self
+    }
+
+    /// Sets the readiness source.
+    pub fn ready(mut self, ready: ReadySource) -> MasterConfig {
+        self.ready = ready;
         self
     }
 
@@ -451,6 +490,11 @@ pub struct MasterOptions {
     pub max_memory_bytes: Option<i64>,
     /// Memory sampling interval, ms.
     pub memory_check_interval: Option<f64>,
+    /// Addresses to listen on, passed to every worker (`ADDR` or `NAME=ADDR`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// `message` (default), `notify`, `node-ipc` or `spawn`.
+    pub ready: Option<ReadySource>,
 }
 
 /// Converts a millisecond option to a duration, naming the field when it is not a positive finite number.
@@ -520,6 +564,18 @@ impl MasterOptions {
                 });
             }
             config.env.insert(key, value);
+        }
+        for spec in &self.listen {
+            let parsed = spec
+                .parse()
+                .map_err(|e: crate::listen::ListenError| ConfigError::Invalid {
+                    field: "listen",
+                    message: e.to_string(),
+                })?;
+            config.listen.push(parsed);
+        }
+        if let Some(ready) = self.ready {
+            config.ready = ready;
         }
         config.cwd = self.cwd.map(PathBuf::from);
         config.name = self.name.unwrap_or_default();

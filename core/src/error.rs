@@ -51,6 +51,9 @@ pub enum Error {
     /// A message could not be delivered.
     #[error(transparent)]
     Send(SendError),
+    /// A listening socket could not be bound.
+    #[error(transparent)]
+    Listen(crate::listen::ListenError),
     /// A shutdown cancelled the operation.
     #[error("{operation} was cancelled by a shutdown")]
     Cancelled {

@@ -71,6 +71,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod exit;
+pub mod listen;
 pub mod master;
 pub mod policy;
 pub mod protocol;
@@ -81,10 +82,15 @@ pub mod status;
 pub type WorkerId = u64;
 
 pub use bus::{BusError, BusEvent, BusOptions, BusSender, MessageBus};
-pub use config::{ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, Recycle, Timeouts};
+pub use config::{
+    ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, ReadySource, Recycle, Timeouts,
+};
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
+pub use listen::{ListenAddr, ListenError, ListenSpec};
 pub use master::events::{Event, Events, WorkerFailure};
+pub use master::output::{OutputLine, OutputLines, OutputStream};
+pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::worker::{SendError, WorkerInfo};
 pub use master::Master;
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};

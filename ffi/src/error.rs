@@ -51,6 +51,8 @@ pub enum drover_result {
     ReloadRolledBack = 107,
     /// The event stream is closed: nothing more will come.
     Closed = 108,
+    /// A listening socket could not be bound (address in use, permission), or no socket came back.
+    ListenFailed = 109,
     /// This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
     NotAWorker = 200,
     /// The bus of this process was opened already (the channel can be owned once).
@@ -84,6 +86,7 @@ impl drover_result {
             drover_result::Cancelled => c"DROVER_RESULT_CANCELLED",
             drover_result::ReloadRolledBack => c"DROVER_RESULT_RELOAD_ROLLED_BACK",
             drover_result::Closed => c"DROVER_RESULT_CLOSED",
+            drover_result::ListenFailed => c"DROVER_RESULT_LISTEN_FAILED",
             drover_result::NotAWorker => c"DROVER_RESULT_NOT_A_WORKER",
             drover_result::AlreadyConnected => c"DROVER_RESULT_ALREADY_CONNECTED",
             drover_result::Protocol => c"DROVER_RESULT_PROTOCOL",
@@ -153,6 +156,7 @@ impl From<Error> for Failure {
             Error::Send(_) => drover_result::SendFailed,
             Error::Cancelled { .. } => drover_result::Cancelled,
             Error::ReloadRolledBack { .. } => drover_result::ReloadRolledBack,
+            Error::Listen(_) => drover_result::ListenFailed,
         };
         Failure::new(code, err.to_string())
     }
@@ -173,6 +177,7 @@ impl From<BusError> for Failure {
             BusError::MasterGone => drover_result::MasterGone,
             BusError::Encode(_) => drover_result::MessageRejected,
             BusError::Io(_) => drover_result::Io,
+            BusError::Listen(_) => drover_result::ListenFailed,
         };
         Failure::new(code, err.to_string())
     }

@@ -83,6 +83,7 @@ pub extern "C" fn drover_result_name(result: u32) -> *const c_char {
         r::Cancelled,
         r::ReloadRolledBack,
         r::Closed,
+        r::ListenFailed,
         r::NotAWorker,
         r::AlreadyConnected,
         r::Protocol,

@@ -4,7 +4,7 @@ use drover::{
     Backoff, Event, Heartbeat, Intensity, Master, MasterConfig, MasterStatus, RestartPolicy, Timeouts, WorkerFailure,
     WorkerStatus,
 };
-use drover_tests::test_worker;
+use drover_tests::{next_event, test_worker};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -17,13 +17,6 @@ fn config(count: usize) -> MasterConfig {
         kill: Duration::from_millis(500),
     };
     c
-}
-
-async fn next_event(events: &mut drover::Events) -> Event {
-    tokio::time::timeout(Duration::from_secs(20), events.recv())
-        .await
-        .expect("an event within 20 s")
-        .expect("the stream stays open")
 }
 
 #[tokio::test]
@@ -71,7 +64,8 @@ async fn a_crashed_worker_is_restarted_under_on_failure_but_not_after_a_clean_ex
 
 #[tokio::test]
 async fn restarts_back_off_exponentially_and_the_master_gives_up_past_the_intensity() {
-    let mut c = config(1).env("DROVER_TEST_MODE", "crash-after-start:1");
+    // Crashes 300 ms after each STARTED: start() succeeds, then the crash loop begins.
+    let mut c = config(1).env("DROVER_TEST_MODE", "crash-after-ms:300");
     c.restart = RestartPolicy::Always;
     c.backoff = Backoff {
         initial: Duration::from_millis(100),
@@ -85,7 +79,6 @@ async fn restarts_back_off_exponentially_and_the_master_gives_up_past_the_intens
     };
     c.timeouts.start = Duration::from_secs(10);
     let master = Master::new(c).unwrap();
-    // Crashes right after STARTED: start() succeeds, then the crash loop begins.
     let mut events = master.events();
     master.start().await.unwrap();
     let mut delays = Vec::new();

@@ -141,6 +141,8 @@ pub enum Event {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EventHub {
     subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Event>>>>,
+    /// The workers' captured stdout and stderr (`master/output.rs`), which travel with the events.
+    pub(crate) output: super::output::OutputHub,
 }
 
 impl EventHub {

@@ -7,6 +7,9 @@
 
 pub(crate) mod events;
 mod guardian;
+pub mod output;
+pub mod pids;
+mod readiness;
 mod reload;
 mod spawn;
 mod supervisor;
@@ -49,6 +52,8 @@ struct Inner {
     op: tokio::sync::Mutex<()>,
     /// Cancels the running operation; replaced after each shutdown begins.
     cancel: Mutex<CancellationToken>,
+    /// The listening sockets this master holds (declared and on demand).
+    listeners: Arc<crate::listen::Listeners>,
     /// Recent automatic restarts, against the intensity budget.
     restart_log: Mutex<crate::policy::RestartLog>,
 }
@@ -93,6 +98,7 @@ impl Master {
                 op: tokio::sync::Mutex::new(()),
                 cancel: Mutex::new(CancellationToken::new()),
                 restart_log: Mutex::new(Default::default()),
+                listeners: Arc::default(),
             }),
         };
         supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.events());
@@ -166,6 +172,23 @@ impl Master {
         }
     }
 
+    /// The declared sockets of `config`, bound now if they are not yet, in declaration order.
+    fn declared_sockets(&self, config: &MasterConfig) -> Result<Vec<(String, Arc<std::os::fd::OwnedFd>)>, Error> {
+        let mut sockets = Vec::with_capacity(config.listen.len());
+        for (i, spec) in config.listen.iter().enumerate() {
+            let listener = self.inner.listeners.get_or_bind(&spec.addr).map_err(Error::Listen)?;
+            let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
+            sockets.push((name, listener.fd.clone()));
+        }
+        Ok(sockets)
+    }
+
+    /// The listening sockets this master holds: (address asked for, address bound), e.g.
+    /// `("127.0.0.1:0", "127.0.0.1:41234")`.
+    pub fn listeners(&self) -> Vec<(String, String)> {
+        self.inner.listeners.list()
+    }
+
     /// Spawns a process for worker `id` and puts it in the table.
     async fn spawn_into_slot(
         &self,
@@ -174,12 +197,14 @@ impl Master {
         restarts: u32,
         generation: u64,
     ) -> Result<WorkerHandle, Error> {
+        let inherited = self.declared_sockets(config)?;
         let spec = WorkerSpec {
             id,
             restarts,
             generation,
             config: config.clone(),
-            inherited: Vec::new(),
+            inherited,
+            listeners: self.inner.listeners.clone(),
         };
         match spawn_worker(spec, self.inner.events.clone()).await {
             Ok(handle) => {
@@ -293,8 +318,15 @@ impl Master {
     pub async fn start(&self) -> Result<(), Error> {
         let _op = self.inner.op.lock().await;
         self.require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
+        let previous = self.status();
         self.set_status(MasterStatus::Starting);
         let config = self.config();
+        // Every declared socket is bound before the first worker exists: a port in use is a start
+        // error, not a crash loop.
+        if let Err(err) = self.declared_sockets(&config) {
+            self.set_status(previous);
+            return Err(err);
+        }
         let ids = self.new_ids(config.count);
         let generation = self.inner.generation.load(Ordering::Relaxed);
         match self
@@ -446,6 +478,7 @@ impl Master {
         }
         self.set_status(MasterStatus::Stopping);
         self.retire(&self.all_ids(), hard).await;
+        self.inner.listeners.close_all();
         self.set_status(MasterStatus::ShutDown);
         Ok(())
     }

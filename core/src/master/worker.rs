@@ -27,9 +27,11 @@ use tokio::time::sleep_until;
 use tokio_util::codec::FramedRead;
 
 use super::events::{Event, EventHub, WorkerFailure};
+use super::readiness::{self, Notice, NotifySocket};
 use super::spawn::{self, ChildProcess, SpawnSpec};
-use crate::config::{MasterConfig, OnProtocolError};
+use crate::config::{MasterConfig, OnProtocolError, ReadySource};
 use crate::exit::WorkerExit;
+use crate::listen::{ListenAddr, Listeners};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
 use crate::WorkerId;
@@ -81,6 +83,8 @@ enum Command {
 struct Outgoing {
     bytes: Vec<u8>,
     kind: FrameKind,
+    /// An fd to pass with the frame (`SCM_RIGHTS`).
+    fd: Option<Arc<std::os::fd::OwnedFd>>,
     done: Option<oneshot::Sender<Result<(), WriteFailure>>>,
 }
 
@@ -139,7 +143,10 @@ pub enum SendError {
 pub(crate) struct WorkerHandle {
     id: WorkerId,
     commands: mpsc::UnboundedSender<Command>,
-    writer: mpsc::UnboundedSender<OutgoingBox>,
+    /// Where user messages go: the MessageBus channel, or the Node IPC channel (`ready: node-ipc`).
+    user_writer: mpsc::UnboundedSender<OutgoingBox>,
+    /// User messages are bare JSON lines (Node IPC), not `message` frames.
+    raw_json: bool,
     info: watch::Receiver<WorkerInfo>,
     max_frame_bytes: usize,
 }
@@ -169,9 +176,12 @@ impl WorkerHandle {
 
     /// Sends a user message; resolves once the bytes are handed to the kernel.
     pub(crate) async fn send(&self, data: &Value) -> Result<(), SendError> {
-        let frame = MasterFrame::Message { data: data.clone() };
-        let bytes =
-            encode_frame(&frame, self.max_frame_bytes).map_err(|error| SendError::Encode { id: self.id, error })?;
+        let bytes = if self.raw_json {
+            encode_frame(data, self.max_frame_bytes)
+        } else {
+            encode_frame(&MasterFrame::Message { data: data.clone() }, self.max_frame_bytes)
+        }
+        .map_err(|error| SendError::Encode { id: self.id, error })?;
         self.send_bytes(bytes).await
     }
 
@@ -183,9 +193,12 @@ impl WorkerHandle {
         let out = OutgoingBox(Box::new(Outgoing {
             bytes,
             kind: FrameKind::Plain,
+            fd: None,
             done: Some(tx),
         }));
-        self.writer.send(out).map_err(|_| SendError::Gone { id: self.id })?;
+        self.user_writer
+            .send(out)
+            .map_err(|_| SendError::Gone { id: self.id })?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(WriteFailure::Io(error))) => Err(SendError::Write { id: self.id, error }),
@@ -235,8 +248,10 @@ pub(crate) struct WorkerSpec {
     pub restarts: u32,
     pub generation: u64,
     pub config: Arc<MasterConfig>,
-    /// Listening sockets the worker inherits at fd 3 onwards.
-    pub inherited: Vec<Arc<std::os::fd::OwnedFd>>,
+    /// Declared listening sockets the worker inherits at fd 3 onwards, with their names.
+    pub inherited: Vec<(String, Arc<std::os::fd::OwnedFd>)>,
+    /// The master's sockets, for on-demand `listen` requests.
+    pub listeners: Arc<Listeners>,
 }
 
 /// Spawns the process and its actor. A spawn failure is returned (and reported as an event).
@@ -251,14 +266,38 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         },
     };
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
-    let mut fds = Vec::with_capacity(spec.inherited.len() + 1);
-    for fd in &spec.inherited {
+    let mut fds = Vec::with_capacity(spec.inherited.len() + 2);
+    for (_, fd) in &spec.inherited {
         fds.push(fd.try_clone().map_err(spawn_failure)?);
     }
     let ipc_fd = 3 + fds.len();
     fds.push(worker_end.into());
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
         config.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    if !spec.inherited.is_empty() {
+        let names: Vec<&str> = spec.inherited.iter().map(|(name, _)| name.as_str()).collect();
+        env.push(("LISTEN_FDS".into(), spec.inherited.len().to_string().into()));
+        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
+    }
+    let notify = match config.ready {
+        ReadySource::Notify => {
+            let socket = NotifySocket::bind(spec.id).map_err(spawn_failure)?;
+            env.push(("NOTIFY_SOCKET".into(), socket.env_value.clone().into()));
+            Some(socket)
+        }
+        _ => None,
+    };
+    let node_channel = match config.ready {
+        ReadySource::NodeIpc => {
+            let (master_node, worker_node) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
+            env.push(("NODE_CHANNEL_FD".into(), (3 + fds.len()).to_string().into()));
+            env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
+            fds.push(worker_node.into());
+            master_node.set_nonblocking(true).map_err(spawn_failure)?;
+            Some(UnixStream::from_std(master_node).map_err(spawn_failure)?)
+        }
+        _ => None,
+    };
     for (key, value) in [
         (protocol::env::IPC_FD, ipc_fd.to_string()),
         (protocol::env::WORKER_ID, spec.id.to_string()),
@@ -268,13 +307,14 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     ] {
         env.push((key.into(), value.into()));
     }
-    let child = spawn::spawn(SpawnSpec {
+    let mut child = spawn::spawn(SpawnSpec {
         program: config.program.clone(),
         args: config.args.clone(),
         env,
         cwd: config.cwd.clone(),
         fds,
-        listen_pid: false,
+        listen_pid: !spec.inherited.is_empty(),
+        capture_output: config.capture_output,
     })
     .await
     .map_err(spawn_failure)?;
@@ -282,6 +322,9 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     let stream = UnixStream::from_std(master_end).map_err(spawn_failure)?;
     let pid = child.pid();
     tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
+    if let Some((stdout, stderr)) = child.take_output() {
+        events.output.read_worker(spec.id, pid, stdout, stderr);
+    }
 
     let (read_half, write_half) = stream.into_split();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -299,7 +342,19 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         exit: None,
     };
     let (info_tx, info_rx) = watch::channel(info);
-    tokio::spawn(write_frames(write_half, writer_rx));
+    tokio::spawn(write_frames(write_half, writer_rx, true));
+    let (node_frames, node_writer) = match node_channel {
+        Some(stream) => {
+            let (read, write) = stream.into_split();
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(write_frames(write, rx, false));
+            (
+                Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))),
+                Some(tx),
+            )
+        }
+        None => (None, None),
+    };
     let now = Instant::now();
     let actor = WorkerActor {
         id: spec.id,
@@ -321,6 +376,10 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         deadline: Some(now + config.timeouts.start),
         heartbeat_deadline: None,
         started_at: None,
+        listeners: spec.listeners.clone(),
+        notify,
+        node_frames,
+        node_writer: node_writer.clone(),
     };
     events.emit(Event::Status {
         id: spec.id,
@@ -332,7 +391,8 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     Ok(WorkerHandle {
         id: spec.id,
         commands: commands_tx,
-        writer: writer_tx,
+        user_writer: node_writer.clone().unwrap_or_else(|| writer_tx.clone()),
+        raw_json: node_writer.is_some(),
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
     })
@@ -340,7 +400,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
 
 /// The writer task: batches whatever is queued into one write. Holds frames back until the
 /// welcome (or a refusal) is written, so `welcome` is always the first frame a worker reads.
-async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>) {
+async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>, gated: bool) {
     /// Held: nothing but a welcome or refusal may go first. Open: everything goes. Closed: `quit`
     /// was written; the worker will not read further, so later messages are refused, not lost.
     #[derive(PartialEq)]
@@ -351,7 +411,7 @@ async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<
     }
     let mut batch: Vec<OutgoingBox> = Vec::with_capacity(64);
     let mut held: Vec<OutgoingBox> = Vec::new();
-    let mut gate = Gate::Held;
+    let mut gate = if gated { Gate::Held } else { Gate::Open };
     let mut buf = BytesMut::with_capacity(8192);
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut ready: Vec<OutgoingBox> = Vec::with_capacity(batch.len());
@@ -378,11 +438,9 @@ async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<
         if ready.is_empty() {
             continue;
         }
-        buf.clear();
-        for out in &ready {
-            buf.extend_from_slice(&out.0.bytes);
-        }
-        let result = half.write_all(&buf).await.map_err(|e| WriteFailure::Io(e.to_string()));
+        let result = write_batch(&mut half, &ready, &mut buf)
+            .await
+            .map_err(|e| WriteFailure::Io(e.to_string()));
         for out in ready {
             if let Some(done) = out.0.done {
                 let _ = done.send(result.clone());
@@ -392,6 +450,27 @@ async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<
             break;
         }
     }
+}
+
+/// Writes frames in order, coalescing runs without fds into one write.
+async fn write_batch(half: &mut OwnedWriteHalf, frames: &[OutgoingBox], buf: &mut BytesMut) -> io::Result<()> {
+    buf.clear();
+    for out in frames {
+        match &out.0.fd {
+            None => buf.extend_from_slice(&out.0.bytes),
+            Some(fd) => {
+                if !buf.is_empty() {
+                    half.write_all(buf).await?;
+                    buf.clear();
+                }
+                protocol::fdpass::send_with_fd(half, &out.0.bytes, fd).await?;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        half.write_all(buf).await?;
+    }
+    Ok(())
 }
 
 struct WorkerActor {
@@ -418,10 +497,38 @@ struct WorkerActor {
     deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     started_at: Option<Instant>,
+    listeners: Arc<Listeners>,
+    /// `ready: notify`: the worker's NOTIFY_SOCKET.
+    notify: Option<NotifySocket>,
+    /// `ready: node-ipc`: the worker's Node IPC channel, both ways.
+    node_frames: Option<FramedRead<OwnedReadHalf, FrameCodec>>,
+    node_writer: Option<mpsc::UnboundedSender<OutgoingBox>>,
+}
+
+/// The next datagram of an optional notify socket (never, without one).
+async fn next_notice(socket: &Option<NotifySocket>) -> io::Result<(Option<i32>, Vec<Notice>)> {
+    match socket {
+        Some(socket) => socket.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next line of an optional Node IPC channel (never, without one).
+async fn next_node_line(
+    frames: &mut Option<FramedRead<OwnedReadHalf, FrameCodec>>,
+) -> Option<Result<String, ProtocolError>> {
+    match frames {
+        Some(frames) => protocol::codec::flatten(frames.next().await),
+        None => std::future::pending().await,
+    }
 }
 
 impl WorkerActor {
     async fn run(mut self) {
+        if self.config.ready == ReadySource::Spawn {
+            // The exec succeeded (spawn returned): that is all this worker will ever say.
+            let _ = self.on_status(WorkerStatus::Started);
+        }
         loop {
             let deadline = self.deadline;
             let heartbeat_deadline = self.heartbeat_deadline;
@@ -441,6 +548,8 @@ impl WorkerActor {
                     }
                 },
                 frame = self.frames.next(), if self.reading => self.on_frame(protocol::codec::flatten(frame)),
+                notice = next_notice(&self.notify), if self.notify.is_some() => self.on_notify(notice),
+                line = next_node_line(&mut self.node_frames), if self.node_frames.is_some() => self.on_node_line(line),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => self.on_deadline(),
                 _ = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now).into()), if heartbeat_deadline.is_some() => {
                     self.on_heartbeat_missed()
@@ -484,7 +593,24 @@ impl WorkerActor {
                 self.write_control(MasterFrame::Quit);
                 self.enter(Phase::Quitting, self.config.timeouts.quit);
             }
-            _ => self.terminate(),
+            _ if self.node_writer.is_some() && self.node_frames.is_some() => {
+                // PM2's convention: the message 'shutdown', then the app exits on its own.
+                if let Some(writer) = &self.node_writer {
+                    let out = Outgoing {
+                        bytes: b"\"shutdown\"\n".to_vec(),
+                        kind: FrameKind::Plain,
+                        fd: None,
+                        done: None,
+                    };
+                    let _ = writer.send(OutgoingBox(Box::new(out)));
+                }
+                self.enter(Phase::Quitting, self.config.timeouts.stop);
+            }
+            // A worker that speaks no protocol: SIGTERM is its stop request, with the stop timeout.
+            _ => {
+                self.child.signal_group(libc::SIGTERM);
+                self.enter(Phase::Terminating, self.config.timeouts.stop);
+            }
         }
     }
 
@@ -603,6 +729,7 @@ impl WorkerActor {
                 let _ = self.writer.send(OutgoingBox(Box::new(Outgoing {
                     bytes,
                     kind,
+                    fd: None,
                     done: None,
                 })));
             }
@@ -655,25 +782,147 @@ impl WorkerActor {
                 Ok(())
             }
             WorkerFrame::Heartbeat { rss_bytes, .. } => {
-                if let Some(hb) = self.config.heartbeat {
-                    if self.heartbeat_deadline.is_some() {
-                        self.heartbeat_deadline = Some(Instant::now() + hb.interval + hb.tolerance);
-                    }
-                }
-                if rss_bytes.is_some() {
-                    self.info.send_modify(|i| i.rss_bytes = rss_bytes);
-                }
-                self.events.emit(Event::Heartbeat {
-                    id: self.id,
-                    pid: self.pid,
-                    rss_bytes,
-                });
+                self.on_heartbeat(rss_bytes);
+                Ok(())
+            }
+            WorkerFrame::Listen { request, address } => {
+                self.on_listen(request, &address);
                 Ok(())
             }
             WorkerFrame::Unknown => {
                 tracing::debug!(id = self.id, frame = line, "unknown frame type ignored");
                 Ok(())
             }
+        }
+    }
+
+    /// A heartbeat (a `heartbeat` frame, or `WATCHDOG=1`) pushes the hung deadline back.
+    fn on_heartbeat(&mut self, rss_bytes: Option<u64>) {
+        if let Some(hb) = self.config.heartbeat {
+            if self.heartbeat_deadline.is_some() {
+                self.heartbeat_deadline = Some(Instant::now() + hb.interval + hb.tolerance);
+            }
+        }
+        if rss_bytes.is_some() {
+            self.info.send_modify(|i| i.rss_bytes = rss_bytes);
+        }
+        self.events.emit(Event::Heartbeat {
+            id: self.id,
+            pid: self.pid,
+            rss_bytes,
+        });
+    }
+
+    /// A worker asks for a listening socket: bind it (or reuse the master's) and pass the fd.
+    fn on_listen(&mut self, request: u64, address: &str) {
+        let answer = address
+            .parse::<ListenAddr>()
+            .and_then(|addr| self.listeners.get_or_bind(&addr));
+        let (frame, fd) = match answer {
+            Ok(listener) => {
+                let frame = MasterFrame::Listener {
+                    request,
+                    local: Some(listener.local.clone()),
+                    error: None,
+                };
+                (frame, Some(listener.fd.clone()))
+            }
+            Err(error) => {
+                tracing::debug!(id = self.id, %error, "listen request refused");
+                (
+                    MasterFrame::Listener {
+                        request,
+                        local: None,
+                        error: Some(error.to_string()),
+                    },
+                    None,
+                )
+            }
+        };
+        if let Ok(bytes) = encode_frame(&frame, usize::MAX) {
+            let out = Outgoing {
+                bytes,
+                kind: FrameKind::Plain,
+                fd,
+                done: None,
+            };
+            let _ = self.writer.send(OutgoingBox(Box::new(out)));
+        }
+    }
+
+    /// A datagram on the worker's NOTIFY_SOCKET.
+    fn on_notify(&mut self, notice: io::Result<(Option<i32>, Vec<Notice>)>) {
+        let (sender, notices) = match notice {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::debug!(id = self.id, %error, "notify socket failed; closing it");
+                self.notify = None;
+                return;
+            }
+        };
+        if !sender.is_some_and(|pid| readiness::in_group(pid, self.pid)) {
+            tracing::debug!(
+                id = self.id,
+                ?sender,
+                "notify datagram from outside the worker's process group dropped"
+            );
+            return;
+        }
+        for Notice { key, value } in notices {
+            let result = match (key.as_str(), value.as_str()) {
+                ("READY", "1") => self.on_status(WorkerStatus::Started),
+                ("STOPPING", "1") if self.status == WorkerStatus::Started => self.on_status(WorkerStatus::Stopping),
+                ("WATCHDOG", "1") => {
+                    self.on_heartbeat(None);
+                    Ok(())
+                }
+                ("STATUS", text) => {
+                    self.events.emit(Event::Message {
+                        id: self.id,
+                        pid: self.pid,
+                        data: serde_json::json!({ "notify": { "STATUS": text } }),
+                    });
+                    Ok(())
+                }
+                _ => {
+                    tracing::debug!(id = self.id, %key, %value, "notify assignment ignored");
+                    Ok(())
+                }
+            };
+            if let Err(error) = result {
+                self.protocol_error(error);
+            }
+        }
+    }
+
+    /// A line on the worker's Node IPC channel.
+    fn on_node_line(&mut self, line: Option<Result<String, ProtocolError>>) {
+        let value = match line {
+            None => {
+                self.node_frames = None;
+                return;
+            }
+            Some(Err(error)) => return self.protocol_error(error),
+            Some(Ok(line)) => match serde_json::from_str::<Value>(&line) {
+                Ok(value) => value,
+                Err(e) => {
+                    return self.protocol_error(ProtocolError::Malformed {
+                        reason: e.to_string(),
+                        excerpt: line,
+                    })
+                }
+            },
+        };
+        if readiness::node_message_is(&value, "ready") {
+            if let Err(error) = self.on_status(WorkerStatus::Started) {
+                self.protocol_error(error);
+            }
+        } else if !readiness::node_internal(&value) {
+            self.events.emit(Event::Message {
+                id: self.id,
+                pid: self.pid,
+                data: value,
+            });
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`env`]: the environment variables a worker finds its channel through.
 
 pub mod codec;
+pub mod fdpass;
 pub mod wire;
 
 pub use codec::{decode_master_frame, decode_worker_frame, encode_frame, FrameCodec, ProtocolError};

@@ -42,6 +42,14 @@ pub enum WorkerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         uptime_ms: Option<u64>,
     },
+    /// Asks the master for a listening socket on `address` (see `docs/PROTOCOL.md`, "Listening
+    /// sockets"); answered by a `listener` frame carrying the same `request`.
+    Listen {
+        /// A number the worker chooses to match the answer.
+        request: u64,
+        /// `host:port`, `[v6]:port`, `port`, or `unix:/path`.
+        address: String,
+    },
     /// A frame type this build does not know; ignored.
     #[serde(other)]
     Unknown,
@@ -95,6 +103,18 @@ pub enum MasterFrame {
     Message {
         /// The payload.
         data: Value,
+    },
+    /// The answer to `listen`. Without `error`, the socket's fd rides along with this frame's first
+    /// byte as `SCM_RIGHTS` ancillary data.
+    Listener {
+        /// The worker's `request` number.
+        request: u64,
+        /// The address the socket is bound to (e.g. the port chosen for port 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<String>,
+        /// Why there is no socket (bind failed, bad address).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// The master refuses the worker (e.g. a version mismatch) and closes the channel.
     Error {

@@ -3,11 +3,19 @@
 //!
 //! Modes (`DROVER_TEST_MODE`): `normal`, `exit-before-start:<code>`, `never-start`,
 //! `ignore-stop` (ignores stop, quit and SIGTERM), `no-hello` (writes a status without hello),
-//! `crash-after-start:<code>`, `start-after-ms:<ms>`.
+//! `crash-after-start:<code>`, `crash-after-ms:<ms>` (exit 1 that long after STARTED),
+//! `start-after-ms:<ms>`, `notify` (readiness through NOTIFY_SOCKET, on command).
 //!
 //! Messages it obeys (`{"cmd": ...}`): `echo` (replies `{"echo": data}`), `exit` with `code`,
 //! `malformed`, `oversized`, `illegal`, `spawn-grandchild` (replies with the grandchild's pid),
-//! `block` (blocks its runtime for `ms`), `burst` with `n` (sends n messages), `pid`.
+//! `block` (blocks its runtime for `ms`), `burst` with `n` (sends n messages), `pid`,
+//! `listen` with `address` (asks the master for a socket and serves on it; replies
+//! `{"listening": local}` or `{"listen_error": ...}`), `notify-ready` (sends `READY=1` to
+//! `NOTIFY_SOCKET`).
+//!
+//! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
+//! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
+//! pid, and close it.
 
 use drover::{BusEvent, MessageBus, WorkerStatus};
 use serde_json::{json, Value};
@@ -37,6 +45,9 @@ async fn main() {
         // SAFETY: ignoring SIGTERM is what this mode is for.
         unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
     }
+    if std::env::var("DROVER_TEST_SERVE_FDS").as_deref() == Ok("1") {
+        serve_inherited();
+    }
     let mut bus = match MessageBus::connect().await {
         Ok(bus) => bus,
         Err(e) => {
@@ -47,6 +58,13 @@ async fn main() {
     match mode.as_str() {
         "exit-before-start" => std::process::exit(arg as i32),
         "never-start" => {}
+        // Readiness comes from NOTIFY_SOCKET: tell the test where it is, then wait to be told.
+        "notify" => {
+            let socket = std::env::var("NOTIFY_SOCKET").unwrap_or_default();
+            bus.send_message(&json!({ "notify_socket": socket }))
+                .await
+                .expect("send");
+        }
         "start-after-ms" => {
             tokio::time::sleep(Duration::from_millis(arg as u64)).await;
             bus.send_started().await.expect("send started");
@@ -56,10 +74,17 @@ async fn main() {
     if mode == "crash-after-start" {
         std::process::exit(arg as i32);
     }
+    if mode == "crash-after-ms" {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(arg as u64)).await;
+            std::process::exit(1);
+        });
+    }
     let ignore = mode == "ignore-stop";
     while let Some(event) = bus.recv().await {
         match event {
             BusEvent::Stop if !ignore => {
+                drain();
                 let _ = bus.send_stopped().await;
             }
             BusEvent::Quit if !ignore => {
@@ -104,12 +129,115 @@ async fn handle(bus: &MessageBus, msg: Value) {
                 let _ = sender.send_message(&json!({ "seq": i })).await;
             }
         }
+        "listen" => {
+            let address = msg.get("address").and_then(Value::as_str).unwrap_or("127.0.0.1:0");
+            match bus.listen(address).await {
+                Ok(listening) => {
+                    serve(std::net::TcpListener::from(listening.fd));
+                    let _ = bus.send_message(&json!({ "listening": listening.local })).await;
+                }
+                Err(e) => {
+                    let _ = bus.send_message(&json!({ "listen_error": e.to_string() })).await;
+                }
+            }
+        }
+        "notify-ready" => {
+            let socket = std::env::var("NOTIFY_SOCKET").unwrap_or_default();
+            let _ = send_notify(&socket, "READY=1\nSTATUS=serving\n");
+        }
         "pid" => {
             let _ = bus.send_message(&json!({ "pid": std::process::id() })).await;
         }
         _ => {
             let _ = bus.send_message(&json!({ "echo": msg })).await;
         }
+    }
+}
+
+/// Sends one notify datagram to `socket` (`@abstract` or a path).
+fn send_notify(socket: &str, text: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    match socket.strip_prefix('@') {
+        Some(name) => sock.send_to_addr(
+            text.as_bytes(),
+            &std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+        )?,
+        None => sock.send_to(text.as_bytes(), socket)?,
+    };
+    Ok(())
+}
+
+/// Serving threads and the pipe that tells them to stop accepting.
+static SERVERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+static STOP_PIPE: std::sync::OnceLock<(i32, i32)> = std::sync::OnceLock::new();
+
+fn stop_pipe() -> (i32, i32) {
+    *STOP_PIPE.get_or_init(|| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds.
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        (fds[0], fds[1])
+    })
+}
+
+/// Answers every connection on `listener` with this process's pid, on a thread, until `stop`.
+/// The socket is shared with other workers, so it waits with poll and accepts non-blocking: a
+/// connection another worker took first is not waited for.
+fn serve(listener: std::net::TcpListener) {
+    let _ = listener.set_nonblocking(true);
+    let (stop_read, _) = stop_pipe();
+    let handle = std::thread::spawn(move || loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop_read,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if fds[1].revents != 0 {
+            return;
+        }
+        if let Ok((mut conn, _)) = listener.accept() {
+            let _ = conn.set_nonblocking(false);
+            let _ = writeln!(conn, "{}", std::process::id());
+        }
+    });
+    SERVERS.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+}
+
+/// Stops accepting and waits until every connection already accepted is answered.
+fn drain() {
+    let (_, stop_write) = stop_pipe();
+    // SAFETY: one byte to our own pipe; it stays readable for every serving thread.
+    unsafe { libc::write(stop_write, b"x".as_ptr().cast(), 1) };
+    let handles: Vec<_> = SERVERS.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+/// Serves the sockets inherited systemd-style, after checking the variables describe them.
+fn serve_inherited() {
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    if count < 1 || !for_us {
+        eprintln!("drover-test-worker: LISTEN_FDS={count:?} LISTEN_PID not ours");
+        std::process::exit(64);
+    }
+    for fd in 3..3 + count {
+        // SAFETY: systemd's convention: fds 3..3+LISTEN_FDS are ours, each taken once here.
+        serve(unsafe { std::net::TcpListener::from_raw_fd(fd) });
     }
 }
 

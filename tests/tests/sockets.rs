@@ -1,0 +1,327 @@
+//! Listening sockets owned by the master (declared, systemd-style; and on demand over the bus),
+//! and readiness without the MessageBus (notify, node-ipc, spawn).
+
+use drover::{Error, Event, ExitReason, ListenSpec, Master, MasterConfig, ReadySource, Timeouts, WorkerStatus};
+use drover_tests::{pid_is_running, test_worker};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn config(count: usize) -> MasterConfig {
+    let mut c = MasterConfig::program(test_worker()).count(count).name("sockets");
+    c.timeouts = Timeouts {
+        start: Duration::from_secs(10),
+        stop: Duration::from_secs(2),
+        quit: Duration::from_secs(2),
+        kill: Duration::from_millis(500),
+    };
+    c
+}
+
+async fn next_matching<T>(events: &mut drover::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("event within 20 s")
+            .expect("open");
+        if let Some(t) = pick(&e) {
+            return t;
+        }
+    }
+}
+
+/// Connects to `addr` and reads the pid the worker answers with.
+async fn ask_pid(addr: String) -> std::io::Result<u32> {
+    tokio::task::spawn_blocking(move || {
+        let stream = TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        line.trim()
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("bad answer {line:?}")))
+    })
+    .await
+    .expect("the blocking client task runs")
+}
+
+fn bound(master: &Master) -> String {
+    master.listeners()[0].1.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_sockets_are_passed_systemd_style_and_shared_by_every_worker() {
+    let c = config(4)
+        .env("DROVER_TEST_SERVE_FDS", "1")
+        .listen("web=127.0.0.1:0".parse::<ListenSpec>().unwrap());
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap(); // a worker exits 64 if LISTEN_PID is not its own pid
+    let addr = bound(&master);
+    let workers: BTreeSet<u32> = master.workers().iter().map(|w| w.pid).collect();
+    let mut served = BTreeSet::new();
+    for _ in 0..200 {
+        let pid = ask_pid(addr.clone()).await.unwrap();
+        assert!(workers.contains(&pid), "pid {pid} is not one of the workers");
+        served.insert(pid);
+        if served.len() > 1 {
+            break;
+        }
+    }
+    assert!(served.len() > 1, "only {served:?} served 200 connections");
+    master.graceful_shutdown().await.unwrap();
+    assert!(TcpStream::connect(&addr).is_err(), "the socket is closed at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_stays_open_through_restart_and_reload_so_no_connection_is_refused() {
+    let c = config(2)
+        .env("DROVER_TEST_SERVE_FDS", "1")
+        .listen("127.0.0.1:0".parse().unwrap());
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap();
+    let addr = bound(&master);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match ask_pid(addr.clone()).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let first = master.workers()[0].id;
+    master.restart_worker(first).await.unwrap();
+    master.graceful_reload(None).await.unwrap();
+    master.rescale(3).await.unwrap();
+    master.rescale(1).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 10, "the client made {ok} requests");
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_start_error_and_nothing_is_spawned() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let master = Master::new(config(2).listen(addr.parse().unwrap())).unwrap();
+    let err = master.start().await.unwrap_err();
+    assert!(matches!(err, Error::Listen(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("cannot listen on {addr}")) && err.to_string().contains("EADDRINUSE"),
+        "{err}"
+    );
+    assert!(master.workers().is_empty());
+}
+
+#[tokio::test]
+async fn a_unix_socket_path_is_removed_at_shutdown() {
+    let path = std::env::temp_dir().join(format!("drover-sockets-test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let master = Master::new(config(1).listen(ListenSpec {
+        name: None,
+        addr: drover::ListenAddr::Unix(path.clone()),
+    }))
+    .unwrap();
+    master.start().await.unwrap();
+    assert!(path.exists());
+    master.graceful_shutdown().await.unwrap();
+    assert!(!path.exists(), "{} survived the shutdown", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_asking_for_the_same_address_share_one_socket_and_bind_errors_come_back() {
+    let master = Master::new(config(2)).unwrap();
+    master.start().await.unwrap();
+    let mut events = master.events();
+    let w = master.workers();
+    master
+        .send(w[0].id, &json!({"cmd": "listen", "address": "127.0.0.1:0"}))
+        .await
+        .unwrap();
+    let local = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } => data.get("listening").and_then(Value::as_str).map(String::from),
+        _ => None,
+    })
+    .await;
+    master
+        .send(w[1].id, &json!({"cmd": "listen", "address": "127.0.0.1:0"}))
+        .await
+        .unwrap();
+    let second = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } => data.get("listening").and_then(Value::as_str).map(String::from),
+        _ => None,
+    })
+    .await;
+    assert_eq!(local, second, "the same address gives the same socket");
+    let mut served = BTreeSet::new();
+    for _ in 0..200 {
+        served.insert(ask_pid(local.clone()).await.unwrap());
+        if served.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        served,
+        w.iter().map(|w| w.pid).collect::<BTreeSet<_>>(),
+        "both workers accept on it"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    master
+        .send(w[0].id, &json!({"cmd": "listen", "address": busy}))
+        .await
+        .unwrap();
+    let error = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } => data.get("listen_error").and_then(Value::as_str).map(String::from),
+        _ => None,
+    })
+    .await;
+    assert!(
+        error.contains(&format!("cannot listen on {busy}")) && error.contains("EADDRINUSE"),
+        "{error}"
+    );
+    assert_eq!(
+        master.worker(w[0].id).unwrap().status,
+        WorkerStatus::Started,
+        "the worker lives on"
+    );
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn notify_readiness_waits_for_ready_1_from_the_worker_and_ignores_strangers() {
+    let master = Master::new(config(1).env("DROVER_TEST_MODE", "notify").ready(ReadySource::Notify)).unwrap();
+    let mut events = master.events();
+    let start = {
+        let master = master.clone();
+        tokio::spawn(async move { master.start().await })
+    };
+    let (id, socket) = next_matching(&mut events, |e| match e {
+        Event::Message { id, data, .. } => data
+            .get("notify_socket")
+            .and_then(Value::as_str)
+            .map(|s| (*id, s.to_string())),
+        _ => None,
+    })
+    .await;
+    assert!(socket.starts_with('@'), "{socket}");
+    // A process outside the worker's group cannot make it ready.
+    {
+        use std::os::linux::net::SocketAddrExt;
+        let stranger = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&socket.as_bytes()[1..]).unwrap();
+        stranger.send_to_addr(b"READY=1\n", &addr).unwrap();
+    }
+    master.send(id, &json!({"cmd": "echo"})).await.unwrap();
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Message { data, .. } if data.get("echo").is_some()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        master.worker(id).unwrap().status,
+        WorkerStatus::Initialized,
+        "a stranger's READY=1 is ignored"
+    );
+    master.send(id, &json!({"cmd": "notify-ready"})).await.unwrap();
+    start.await.unwrap().unwrap();
+    assert_eq!(master.worker(id).unwrap().status, WorkerStatus::Started);
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn spawn_readiness_starts_a_program_that_speaks_nothing_and_stops_it_with_sigterm() {
+    let mut c = MasterConfig::program("sleep")
+        .arg("60")
+        .count(2)
+        .ready(ReadySource::Spawn);
+    c.timeouts.stop = Duration::from_secs(5);
+    let master = Master::new(c).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let pids: Vec<u32> = master.workers().iter().map(|w| w.pid).collect();
+    master.graceful_shutdown().await.unwrap();
+    for pid in pids {
+        assert!(!pid_is_running(pid));
+    }
+    let exit = next_matching(&mut events, |e| match e {
+        Event::Exit(x) => Some(x.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        exit.reason,
+        ExitReason::ExternalSignal {
+            signal: libc::SIGTERM,
+            core_dumped: false
+        }
+    );
+    assert!(exit.requested);
+}
+
+#[tokio::test]
+async fn node_ipc_readiness_runs_pm2_style_apps_unchanged() {
+    let dir = std::env::temp_dir().join(format!("drover-node-ipc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = dir.join("app.js");
+    std::fs::write(
+        &app,
+        r#"
+        // A PM2-style app: says 'ready' when it is, leaves on 'shutdown', echoes other messages.
+        process.on('message', (msg) => {
+            if (msg === 'shutdown') process.exit(0);
+            else process.send({ echo: msg });
+        });
+        setTimeout(() => process.send('ready'), 50);
+        "#,
+    )
+    .unwrap();
+    let mut c = MasterConfig::program("node")
+        .arg(&app)
+        .count(2)
+        .ready(ReadySource::NodeIpc);
+    c.env.insert("NODE_EXTRA_CA_CERTS".into(), String::new());
+    let master = Master::new(c).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let w = master.workers();
+    assert!(w.iter().all(|w| w.status == WorkerStatus::Started));
+    master.send(w[0].id, &json!({"hello": 1})).await.unwrap();
+    let echo = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } => data.get("echo").cloned(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(echo, json!({"hello": 1}));
+    master.graceful_shutdown().await.unwrap();
+    let mut exits = 0;
+    while let Some(e) = events.try_recv() {
+        if let Event::Exit(x) = e {
+            assert_eq!(
+                x.reason,
+                ExitReason::NormalExit { code: 0 },
+                "'shutdown' makes the app exit by itself"
+            );
+            assert!(x.requested);
+            exits += 1;
+        }
+    }
+    assert_eq!(exits, 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
