@@ -18,7 +18,6 @@
 //! # Ok(()) }
 //! ```
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::io;
@@ -32,6 +31,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::protocol::codec::EncodeError;
 use crate::protocol::fdpass::{FdQueue, FdReadHalf};
+use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
 use std::collections::HashMap;
@@ -94,15 +94,10 @@ impl Default for BusOptions {
 
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
-struct Outgoing {
-    bytes: Vec<u8>,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
 /// The sending half of a [`MessageBus`]: cheap to clone, usable from any task.
 #[derive(Clone, Debug)]
 pub struct BusSender {
-    tx: mpsc::UnboundedSender<OutgoingBox>,
+    writer: FrameWriter,
     max_frame_bytes: usize,
     requests: Requests,
 }
@@ -121,13 +116,6 @@ pub struct Listening {
     pub fd: OwnedFd,
     /// The address it is bound to (the real port, for port 0).
     pub local: String,
-}
-
-struct OutgoingBox(Outgoing);
-impl std::fmt::Debug for OutgoingBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Outgoing")
-    }
 }
 
 impl BusSender {
@@ -154,14 +142,10 @@ impl BusSender {
 
     async fn send_frame(&self, frame: &WorkerFrame) -> Result<(), BusError> {
         let bytes = encode_frame(frame, self.max_frame_bytes)?;
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(OutgoingBox(Outgoing { bytes, done }))
-            .map_err(|_| BusError::MasterGone)?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(BusError::Io(e)),
-            Err(_) => Err(BusError::MasterGone),
+        match self.writer.write(bytes, FrameKind::Plain, None).await {
+            Ok(()) => Ok(()),
+            Err(WriteFailure::Io(e)) => Err(BusError::Io(e)),
+            Err(WriteFailure::Quitting) => Err(BusError::MasterGone),
         }
     }
 
@@ -286,11 +270,10 @@ impl MessageBus {
 
         let (events_tx, incoming) = mpsc::unbounded_channel();
         let requests = Requests::default();
-        tokio::spawn(read_commands(frames, fds, requests.clone(), events_tx));
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_frames(write_half, rx));
+        let writer = FrameWriter::new(write_half, false);
+        tokio::spawn(read_commands(frames, fds, requests.clone(), events_tx, writer.clone()));
         let sender = BusSender {
-            tx,
+            writer,
             max_frame_bytes: meta.max_frame_bytes,
             requests,
         };
@@ -413,6 +396,7 @@ async fn read_commands(
     fds: FdQueue,
     requests: Requests,
     tx: mpsc::UnboundedSender<BusEvent>,
+    writer: FrameWriter,
 ) {
     let closed = loop {
         let line = match protocol::codec::flatten(frames.next().await) {
@@ -450,29 +434,14 @@ async fn read_commands(
         // Keep reading even if nobody receives events: listen answers still need routing.
         let _ = tx.send(event);
     };
+    // The master is gone: nothing more can be written either.
+    writer.close();
     for (_, waiter) in lock(&requests.waiting).drain() {
         let _ = waiter.send(Err(BusError::MasterGone));
     }
     let _ = tx.send(BusEvent::Closed(closed));
 }
 
-async fn write_frames(mut half: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>) {
-    let mut batch = Vec::with_capacity(64);
-    let mut buf = BytesMut::with_capacity(8192);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        buf.clear();
-        for out in &batch {
-            buf.extend_from_slice(&out.0.bytes);
-        }
-        let result = half.write_all(&buf).await.map_err(|e| e.to_string());
-        for out in batch.drain(..) {
-            let _ = out.0.done.send(result.clone());
-        }
-        if result.is_err() {
-            break;
-        }
-    }
-}
 
 impl From<io::Error> for BusError {
     fn from(e: io::Error) -> BusError {

@@ -13,16 +13,14 @@
 //!                       FAILED ─────────────────────▶ SIGTERM (group) ──kill timeout──▶ SIGKILL (group)
 //! ```
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use tokio_util::codec::FramedRead;
 
@@ -32,6 +30,7 @@ use super::spawn::{self, ChildProcess, SpawnSpec};
 use crate::config::{MasterConfig, OnProtocolError, ReadySource};
 use crate::exit::WorkerExit;
 use crate::listen::{ListenAddr, Listeners};
+use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
 use crate::WorkerId;
@@ -80,31 +79,6 @@ enum Command {
 }
 
 /// One frame for the writer task, with an optional completion.
-struct Outgoing {
-    bytes: Vec<u8>,
-    kind: FrameKind,
-    /// An fd to pass with the frame (`SCM_RIGHTS`).
-    fd: Option<Arc<std::os::fd::OwnedFd>>,
-    done: Option<oneshot::Sender<Result<(), WriteFailure>>>,
-}
-
-/// How a frame moves the writer's gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FrameKind {
-    /// A welcome or a refusal: the first frame a worker may read.
-    Opens,
-    /// `quit`: the last frame a worker will read.
-    Closes,
-    /// Anything else.
-    Plain,
-}
-
-#[derive(Debug, Clone)]
-enum WriteFailure {
-    Io(String),
-    Quitting,
-}
-
 /// Why a send to a worker failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -144,19 +118,11 @@ pub(crate) struct WorkerHandle {
     id: WorkerId,
     commands: mpsc::UnboundedSender<Command>,
     /// Where user messages go: the MessageBus channel, or the Node IPC channel (`ready: node-ipc`).
-    user_writer: mpsc::UnboundedSender<OutgoingBox>,
+    user_writer: FrameWriter,
     /// User messages are bare JSON lines (Node IPC), not `message` frames.
     raw_json: bool,
     info: watch::Receiver<WorkerInfo>,
     max_frame_bytes: usize,
-}
-
-// `Outgoing` holds a oneshot; boxing keeps the channel's element small and Debug-free.
-struct OutgoingBox(Box<Outgoing>);
-impl std::fmt::Debug for OutgoingBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Outgoing")
-    }
 }
 
 impl WorkerHandle {
@@ -189,21 +155,10 @@ impl WorkerHandle {
         if !self.info.borrow().is_alive() {
             return Err(SendError::Gone { id: self.id });
         }
-        let (tx, rx) = oneshot::channel();
-        let out = OutgoingBox(Box::new(Outgoing {
-            bytes,
-            kind: FrameKind::Plain,
-            fd: None,
-            done: Some(tx),
-        }));
-        self.user_writer
-            .send(out)
-            .map_err(|_| SendError::Gone { id: self.id })?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(WriteFailure::Io(error))) => Err(SendError::Write { id: self.id, error }),
-            Ok(Err(WriteFailure::Quitting)) => Err(SendError::Quitting { id: self.id }),
-            Err(_) => Err(SendError::Gone { id: self.id }),
+        match self.user_writer.write(bytes, FrameKind::Plain, None).await {
+            Ok(()) => Ok(()),
+            Err(WriteFailure::Io(error)) => Err(SendError::Write { id: self.id, error }),
+            Err(WriteFailure::Quitting) => Err(SendError::Quitting { id: self.id }),
         }
     }
 
@@ -328,7 +283,6 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
 
     let (read_half, write_half) = stream.into_split();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let info = WorkerInfo {
         id: spec.id,
         pid,
@@ -342,16 +296,11 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         exit: None,
     };
     let (info_tx, info_rx) = watch::channel(info);
-    tokio::spawn(write_frames(write_half, writer_rx, true));
+    let writer = FrameWriter::new(write_half, true);
     let (node_frames, node_writer) = match node_channel {
         Some(stream) => {
             let (read, write) = stream.into_split();
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(write_frames(write, rx, false));
-            (
-                Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))),
-                Some(tx),
-            )
+            (Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))), Some(FrameWriter::new(write, false)))
         }
         None => (None, None),
     };
@@ -365,7 +314,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         reading: true,
         commands: commands_rx,
         commands_open: true,
-        writer: writer_tx.clone(),
+        writer: writer.clone(),
         info: info_tx,
         events: events.clone(),
         status: WorkerStatus::Initialized,
@@ -391,86 +340,11 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     Ok(WorkerHandle {
         id: spec.id,
         commands: commands_tx,
-        user_writer: node_writer.clone().unwrap_or_else(|| writer_tx.clone()),
+        user_writer: node_writer.clone().unwrap_or_else(|| writer.clone()),
         raw_json: node_writer.is_some(),
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
     })
-}
-
-/// The writer task: batches whatever is queued into one write. Holds frames back until the
-/// welcome (or a refusal) is written, so `welcome` is always the first frame a worker reads.
-async fn write_frames(mut half: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<OutgoingBox>, gated: bool) {
-    /// Held: nothing but a welcome or refusal may go first. Open: everything goes. Closed: `quit`
-    /// was written; the worker will not read further, so later messages are refused, not lost.
-    #[derive(PartialEq)]
-    enum Gate {
-        Held,
-        Open,
-        Closed,
-    }
-    let mut batch: Vec<OutgoingBox> = Vec::with_capacity(64);
-    let mut held: Vec<OutgoingBox> = Vec::new();
-    let mut gate = if gated { Gate::Held } else { Gate::Open };
-    let mut buf = BytesMut::with_capacity(8192);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut ready: Vec<OutgoingBox> = Vec::with_capacity(batch.len());
-        for out in batch.drain(..) {
-            match (&gate, out.0.kind) {
-                (Gate::Closed, _) => {
-                    if let Some(done) = out.0.done {
-                        let _ = done.send(Err(WriteFailure::Quitting));
-                    }
-                }
-                (Gate::Held, FrameKind::Opens) => {
-                    gate = Gate::Open;
-                    ready.push(out);
-                    ready.append(&mut held);
-                }
-                (Gate::Held, _) => held.push(out),
-                (Gate::Open, FrameKind::Closes) => {
-                    gate = Gate::Closed;
-                    ready.push(out);
-                }
-                (Gate::Open, _) => ready.push(out),
-            }
-        }
-        if ready.is_empty() {
-            continue;
-        }
-        let result = write_batch(&mut half, &ready, &mut buf)
-            .await
-            .map_err(|e| WriteFailure::Io(e.to_string()));
-        for out in ready {
-            if let Some(done) = out.0.done {
-                let _ = done.send(result.clone());
-            }
-        }
-        if result.is_err() {
-            break;
-        }
-    }
-}
-
-/// Writes frames in order, coalescing runs without fds into one write.
-async fn write_batch(half: &mut OwnedWriteHalf, frames: &[OutgoingBox], buf: &mut BytesMut) -> io::Result<()> {
-    buf.clear();
-    for out in frames {
-        match &out.0.fd {
-            None => buf.extend_from_slice(&out.0.bytes),
-            Some(fd) => {
-                if !buf.is_empty() {
-                    half.write_all(buf).await?;
-                    buf.clear();
-                }
-                protocol::fdpass::send_with_fd(half, &out.0.bytes, fd).await?;
-            }
-        }
-    }
-    if !buf.is_empty() {
-        half.write_all(buf).await?;
-    }
-    Ok(())
 }
 
 struct WorkerActor {
@@ -484,7 +358,7 @@ struct WorkerActor {
     commands: mpsc::UnboundedReceiver<Command>,
     /// False once every handle is gone.
     commands_open: bool,
-    writer: mpsc::UnboundedSender<OutgoingBox>,
+    writer: FrameWriter,
     info: watch::Sender<WorkerInfo>,
     events: EventHub,
     status: WorkerStatus,
@@ -502,7 +376,7 @@ struct WorkerActor {
     notify: Option<NotifySocket>,
     /// `ready: node-ipc`: the worker's Node IPC channel, both ways.
     node_frames: Option<FramedRead<OwnedReadHalf, FrameCodec>>,
-    node_writer: Option<mpsc::UnboundedSender<OutgoingBox>>,
+    node_writer: Option<FrameWriter>,
 }
 
 /// The next datagram of an optional notify socket (never, without one).
@@ -596,13 +470,7 @@ impl WorkerActor {
             _ if self.node_writer.is_some() && self.node_frames.is_some() => {
                 // PM2's convention: the message 'shutdown', then the app exits on its own.
                 if let Some(writer) = &self.node_writer {
-                    let out = Outgoing {
-                        bytes: b"\"shutdown\"\n".to_vec(),
-                        kind: FrameKind::Plain,
-                        fd: None,
-                        done: None,
-                    };
-                    let _ = writer.send(OutgoingBox(Box::new(out)));
+                    writer.post(b"\"shutdown\"\n".to_vec(), FrameKind::Plain, None);
                 }
                 self.enter(Phase::Quitting, self.config.timeouts.stop);
             }
@@ -725,14 +593,7 @@ impl WorkerActor {
             _ => FrameKind::Plain,
         };
         match encode_frame(&frame, usize::MAX) {
-            Ok(bytes) => {
-                let _ = self.writer.send(OutgoingBox(Box::new(Outgoing {
-                    bytes,
-                    kind,
-                    fd: None,
-                    done: None,
-                })));
-            }
+            Ok(bytes) => self.writer.post(bytes, kind, None),
             Err(error) => tracing::error!(%error, "a control frame could not be encoded"),
         }
     }
@@ -840,13 +701,7 @@ impl WorkerActor {
             }
         };
         if let Ok(bytes) = encode_frame(&frame, usize::MAX) {
-            let out = Outgoing {
-                bytes,
-                kind: FrameKind::Plain,
-                fd,
-                done: None,
-            };
-            let _ = self.writer.send(OutgoingBox(Box::new(out)));
+            self.writer.post(bytes, FrameKind::Plain, fd);
         }
     }
 
@@ -1043,6 +898,10 @@ impl WorkerActor {
             last_status: self.status,
         };
         tracing::debug!(%exit, "worker exited");
+        self.writer.close();
+        if let Some(node) = &self.node_writer {
+            node.close();
+        }
         // Event first: whoever waits on the snapshot (a shutdown, a start) and then reads the
         // event stream finds the exit already there.
         self.events.emit(Event::Exit(exit.clone()));

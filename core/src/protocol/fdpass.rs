@@ -73,30 +73,13 @@ impl AsyncRead for FdReadHalf {
     }
 }
 
-/// Writes `bytes` with `fd` attached to the first byte.
-pub async fn send_with_fd(half: &mut OwnedWriteHalf, bytes: &[u8], fd: &OwnedFd) -> io::Result<()> {
-    use tokio::io::AsyncWriteExt;
+/// Tries to write `bytes` with `fd` attached to the first byte; returns how many bytes went.
+pub fn try_send_with_fd(half: &OwnedWriteHalf, bytes: &[u8], fd: &OwnedFd) -> io::Result<usize> {
     let stream = half.as_ref();
     let raw = stream.as_raw_fd();
     let fds = [fd.as_raw_fd()];
-    let sent = loop {
-        stream.writable().await?;
-        let attempt = stream.try_io(Interest::WRITABLE, || {
-            let iov = [IoSlice::new(bytes)];
-            sendmsg::<()>(
-                raw,
-                &iov,
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
-        });
-        match attempt {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    half.write_all(&bytes[sent..]).await
+    stream.try_io(Interest::WRITABLE, || {
+        let iov = [IoSlice::new(bytes)];
+        sendmsg::<()>(raw, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None).map_err(io::Error::from)
+    })
 }

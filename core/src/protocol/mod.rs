@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod fdpass;
 pub mod wire;
+pub mod writer;
 
 pub use codec::{decode_master_frame, decode_worker_frame, encode_frame, FrameCodec, ProtocolError};
 pub use wire::{MasterFrame, WorkerFrame, WorkerMeta};

@@ -1,0 +1,252 @@
+//! The write side of a channel, shared by the master (per worker) and the worker's MessageBus.
+//!
+//! A frame is written straight from the caller's task when nothing is queued before it (one
+//! `write` system call, no task hand-off: this is the round-trip fast path). Otherwise it is queued
+//! in order and a flush task writes it as soon as the socket is writable, so a peer that stops
+//! reading never blocks the caller and never reorders frames.
+//!
+//! The gate enforces the protocol's ordering rules for the master: nothing but a `welcome` (or a
+//! refusal) is written first, and nothing after `quit` (a late message is refused with
+//! [`WriteFailure::Quitting`], not silently lost).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{oneshot, Notify};
+
+/// How a frame moves the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A welcome or a refusal: the first frame a worker may read.
+    Opens,
+    /// `quit`: the last frame a worker will read.
+    Closes,
+    /// Anything else.
+    Plain,
+}
+
+/// Why a frame was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// The socket failed (the peer is gone).
+    Io(String),
+    /// `quit` was already written.
+    Quitting,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    Held,
+    Open,
+    Closed,
+}
+
+struct Pending {
+    bytes: Vec<u8>,
+    written: usize,
+    fd: Option<Arc<OwnedFd>>,
+    done: Option<oneshot::Sender<Result<(), WriteFailure>>>,
+}
+
+impl Pending {
+    fn finish(self, result: Result<(), WriteFailure>) {
+        if let Some(done) = self.done {
+            let _ = done.send(result);
+        }
+    }
+}
+
+struct State {
+    gate: Gate,
+    held: Vec<Pending>,
+    queue: VecDeque<Pending>,
+    failed: Option<String>,
+    closed: bool,
+}
+
+struct Shared {
+    half: OwnedWriteHalf,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// A cloneable handle on one channel's write side.
+#[derive(Clone)]
+pub struct FrameWriter {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameWriter")
+    }
+}
+
+/// What [`FrameWriter::submit`] did with a frame.
+enum Submitted {
+    Done(Result<(), WriteFailure>),
+    Queued(oneshot::Receiver<Result<(), WriteFailure>>),
+}
+
+impl FrameWriter {
+    /// Takes over `half`. With `gated`, frames wait for an [`FrameKind::Opens`] frame.
+    /// Must be called within a tokio runtime (it spawns the flush task).
+    pub fn new(half: OwnedWriteHalf, gated: bool) -> FrameWriter {
+        let state = State {
+            gate: if gated { Gate::Held } else { Gate::Open },
+            held: Vec::new(),
+            queue: VecDeque::new(),
+            failed: None,
+            closed: false,
+        };
+        let shared = Arc::new(Shared { half, state: Mutex::new(state), wake: Notify::new() });
+        tokio::spawn(flush(shared.clone()));
+        FrameWriter { shared }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a frame and resolves once its bytes are handed to the kernel.
+    pub async fn write(&self, bytes: Vec<u8>, kind: FrameKind, fd: Option<Arc<OwnedFd>>) -> Result<(), WriteFailure> {
+        match self.submit(bytes, kind, fd, true) {
+            Submitted::Done(result) => result,
+            Submitted::Queued(rx) => rx.await.unwrap_or_else(|_| Err(WriteFailure::Io("channel closed".into()))),
+        }
+    }
+
+    /// Writes a frame without waiting for the outcome (control frames).
+    pub fn post(&self, bytes: Vec<u8>, kind: FrameKind, fd: Option<Arc<OwnedFd>>) {
+        let _ = self.submit(bytes, kind, fd, false);
+    }
+
+    /// Stops the flush task once the queue is written (the channel's owner is done with it).
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+
+    fn submit(&self, bytes: Vec<u8>, kind: FrameKind, fd: Option<Arc<OwnedFd>>, wait: bool) -> Submitted {
+        let (tx, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let queued = |rx: Option<oneshot::Receiver<_>>| match rx {
+            Some(rx) => Submitted::Queued(rx),
+            None => Submitted::Done(Ok(())),
+        };
+        let mut pending = Pending { bytes, written: 0, fd, done: tx };
+        let mut st = self.lock();
+        if let Some(error) = &st.failed {
+            return Submitted::Done(Err(WriteFailure::Io(error.clone())));
+        }
+        if st.closed {
+            return Submitted::Done(Err(WriteFailure::Io("the channel is closed".into())));
+        }
+        match (&st.gate, kind) {
+            (Gate::Closed, _) => return Submitted::Done(Err(WriteFailure::Quitting)),
+            (Gate::Held, FrameKind::Opens) => {
+                st.gate = Gate::Open;
+                st.queue.push_back(pending);
+                let held: Vec<Pending> = st.held.drain(..).collect();
+                st.queue.extend(held);
+                drop(st);
+                self.shared.wake.notify_one();
+                return queued(rx);
+            }
+            (Gate::Held, _) => {
+                st.held.push(pending);
+                return queued(rx);
+            }
+            (Gate::Open, FrameKind::Closes) => st.gate = Gate::Closed,
+            (Gate::Open, _) => {}
+        }
+        if st.queue.is_empty() && pending.fd.is_none() {
+            // The fast path: nothing ahead of us, write from this task.
+            match self.shared.half.try_write(&pending.bytes) {
+                Ok(n) if n == pending.bytes.len() => return Submitted::Done(Ok(())),
+                Ok(n) => pending.written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    st.failed = Some(e.to_string());
+                    return Submitted::Done(Err(WriteFailure::Io(e.to_string())));
+                }
+            }
+        }
+        st.queue.push_back(pending);
+        drop(st);
+        self.shared.wake.notify_one();
+        queued(rx)
+    }
+}
+
+/// Writes the queue whenever there is one and the socket takes it; ends once closed and drained,
+/// or on a write error.
+async fn flush(sh: Arc<Shared>) {
+    loop {
+        let notified = sh.wake.notified();
+        let (empty, done) = {
+            let st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+            (st.queue.is_empty(), st.failed.is_some() || (st.closed && st.queue.is_empty()))
+        };
+        if done {
+            return;
+        }
+        if empty {
+            notified.await;
+            continue;
+        }
+        if let Err(e) = sh.half.writable().await {
+            fail_all(&sh, e.to_string());
+            return;
+        }
+        let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(front) = st.queue.front_mut() {
+            match write_some(&sh.half, front) {
+                Ok(true) => {
+                    if let Some(p) = st.queue.pop_front() {
+                        p.finish(Ok(()));
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    drop(st);
+                    fail_all(&sh, e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes as much of `p` as the socket takes now; true once all of it is written.
+fn write_some(half: &OwnedWriteHalf, p: &mut Pending) -> io::Result<bool> {
+    while p.written < p.bytes.len() {
+        let result = match (&p.fd, p.written) {
+            (Some(fd), 0) => super::fdpass::try_send_with_fd(half, &p.bytes, fd),
+            _ => half.try_write(&p.bytes[p.written..]),
+        };
+        match result {
+            Ok(n) => p.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn fail_all(sh: &Shared, error: String) {
+    let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+    st.failed = Some(error.clone());
+    let mut pending: Vec<Pending> = st.queue.drain(..).collect();
+    pending.append(&mut st.held);
+    drop(st);
+    for p in pending {
+        p.finish(Err(WriteFailure::Io(error.clone())));
+    }
+}
