@@ -51,7 +51,15 @@ fn run() -> Res<()> {
     );
     // Sections to run: all by default, or those named on the command line.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    const SECTIONS: [&str; 6] = ["startup", "raw-ipc", "ipc", "ipc-current-thread", "idle", "rtt-only"];
+    const SECTIONS: [&str; 7] = [
+        "startup",
+        "reload",
+        "raw-ipc",
+        "ipc",
+        "ipc-current-thread",
+        "idle",
+        "rtt-only",
+    ];
     if let Some(bad) = args.iter().find(|a| !SECTIONS.contains(&a.as_str())) {
         return Err(format!("unknown section {bad:?}; sections: {}", SECTIONS.join(", ")).into());
     }
@@ -63,6 +71,10 @@ fn run() -> Res<()> {
 
     if wanted("startup") {
         startup(&rt, &worker)?;
+        println!();
+    }
+    if wanted("reload") {
+        reload(&rt, &worker)?;
         println!();
     }
     if wanted("raw-ipc") {
@@ -175,6 +187,64 @@ fn startup(rt: &tokio::runtime::Runtime, worker: &PathBuf) -> Res<()> {
                 ""
             }
         );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload
+
+const RELOAD_ROUNDS: usize = 5;
+
+/// Reload duration (all at once, idle) for 4 and 16 workers beside one worker's own start time,
+/// with no boot and with a 200 ms simulated boot.
+fn reload(rt: &tokio::runtime::Runtime, worker: &PathBuf) -> Res<()> {
+    println!("## Graceful reload (all at once): graceful_reload() until the old generation is reaped");
+    println!("median of {RELOAD_ROUNDS} reloads (min in brackets); one worker's start = start() of a 1-worker master");
+    println!();
+    println!("| worker boot | workers | one worker's start | reload | reload / one start | target |");
+    println!("|---:|---:|---:|---:|---:|---|");
+    for boot in [0u64, 200] {
+        let one = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..RELOAD_ROUNDS {
+                let master = Master::new(config(worker, 1).env("DROVER_BENCH_BOOT_MS", boot.to_string()))?;
+                let t = Instant::now();
+                master.start().await?;
+                v.push(t.elapsed());
+                master.hard_shutdown().await?;
+            }
+            Ok::<_, Box<dyn std::error::Error>>(v)
+        })?;
+        let mut one = one;
+        let one_start = median(&mut one);
+        for n in [4usize, 16] {
+            let mut reloads = rt.block_on(async {
+                let master = Master::new(config(worker, n).env("DROVER_BENCH_BOOT_MS", boot.to_string()))?;
+                master.start().await?;
+                let mut v = Vec::new();
+                for _ in 0..RELOAD_ROUNDS {
+                    let t = Instant::now();
+                    master.graceful_reload(None).await?;
+                    v.push(t.elapsed());
+                }
+                master.graceful_shutdown().await?;
+                Ok::<_, Box<dyn std::error::Error>>(v)
+            })?;
+            let r = median(&mut reloads);
+            let ratio = r.as_secs_f64() / one_start.as_secs_f64();
+            println!(
+                "| {boot} ms | {n} | {} | {} ({}) | {ratio:.2}x | {} |",
+                fmt(one_start),
+                fmt(r),
+                fmt(min(&reloads)),
+                match (boot > 0, ratio < 1.2) {
+                    (false, _) => "",
+                    (true, true) => "< 1.2x: met",
+                    (true, false) => "< 1.2x: MISSED",
+                }
+            );
+        }
     }
     Ok(())
 }

@@ -65,6 +65,10 @@ async fn run() -> i32 {
             return 70;
         }
     };
+    // A simulated boot (DROVER_BENCH_BOOT_MS) before reporting ready, for the reload section.
+    if let Some(ms) = std::env::var("DROVER_BENCH_BOOT_MS").ok().and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     if let Err(e) = bus.send_started().await {
         eprintln!("drover-bench-worker: {e}");
         return 70;
