@@ -88,7 +88,7 @@ pub use config::{
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{ListenAddr, ListenError, ListenSpec};
-pub use master::events::{Event, Events, WorkerFailure};
+pub use master::events::{Event, Events, Subscription, WorkerFailure};
 pub use master::output::{OutputLine, OutputLines, OutputStream};
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::worker::{SendError, WorkerInfo};

@@ -137,35 +137,89 @@ pub enum Event {
     },
 }
 
+/// A callback subscriber: called on the task that emits the event.
+type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
+
+#[derive(Default)]
+struct Subscribers {
+    channels: Vec<mpsc::UnboundedSender<Event>>,
+    callbacks: Vec<(u64, Callback)>,
+    next_callback: u64,
+}
+
 /// The fan-out point of a master's events.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct EventHub {
-    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Event>>>>,
+    subscribers: Arc<Mutex<Subscribers>>,
     /// The workers' captured stdout and stderr (`master/output.rs`), which travel with the events.
     pub(crate) output: super::output::OutputHub,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventHub")
+    }
 }
 
 impl EventHub {
     pub(crate) fn subscribe(&self) -> Events {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().push(tx);
+        self.lock().channels.push(tx);
         Events { rx }
+    }
+
+    pub(crate) fn subscribe_fn(&self, f: Callback) -> Subscription {
+        let mut subs = self.lock();
+        subs.next_callback += 1;
+        let id = subs.next_callback;
+        subs.callbacks.push((id, f));
+        Subscription {
+            hub: Arc::downgrade(&self.subscribers),
+            id,
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "drover event");
-        let mut subs = self.lock();
-        subs.retain(|tx| !tx.is_closed());
-        if let Some((last, rest)) = subs.split_last() {
-            for tx in rest {
+        let callbacks: Vec<Callback> = {
+            let mut subs = self.lock();
+            subs.channels.retain(|tx| !tx.is_closed());
+            for tx in &subs.channels {
                 let _ = tx.send(event.clone());
             }
-            let _ = last.send(event);
+            subs.callbacks.iter().map(|(_, f)| f.clone()).collect()
+        };
+        // Outside the lock: a callback may subscribe or unsubscribe.
+        for f in callbacks {
+            f(&event);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Event>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A callback subscription from [`crate::Master::on_event`]; dropping it unsubscribes.
+pub struct Subscription {
+    hub: std::sync::Weak<Mutex<Subscribers>>,
+    id: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .callbacks
+                .retain(|(id, _)| *id != self.id);
+        }
     }
 }
 

@@ -120,6 +120,14 @@ impl Master {
         self.inner.status.subscribe()
     }
 
+    /// Calls `f` with every event from now on, on the task that emits it (a worker's actor), in
+    /// order per worker, until the returned [`events::Subscription`] is dropped. For hosts that
+    /// hand events to their own event loop (the Node addon's thread-safe function, a C callback):
+    /// it saves the hop through a channel. `f` must be quick and must not block.
+    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> events::Subscription {
+        self.inner.events.subscribe_fn(Arc::new(f))
+    }
+
     /// Subscribes to events from now on.
     pub fn events(&self) -> Events {
         self.inner.events.subscribe()
