@@ -106,8 +106,11 @@ pub struct BusSender {
 #[derive(Clone, Debug, Default)]
 struct Requests {
     next: Arc<std::sync::atomic::AtomicU64>,
-    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Listening, BusError>>>>>,
+    waiting: Arc<Mutex<HashMap<u64, ListenReply>>>,
 }
+
+/// Where the answer to one `listen` request goes.
+type ListenReply = oneshot::Sender<Result<Listening, BusError>>;
 
 /// A listening socket handed over by the master.
 #[derive(Debug)]
@@ -441,7 +444,6 @@ async fn read_commands(
     }
     let _ = tx.send(BusEvent::Closed(closed));
 }
-
 
 impl From<io::Error> for BusError {
     fn from(e: io::Error) -> BusError {

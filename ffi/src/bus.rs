@@ -14,8 +14,8 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use crate::error::{drover_result, Failure};
-use crate::ffi::{ffi_body, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry};
-use crate::mailbox::{Mailbox, Pop};
+use crate::ffi::{clear_event, ffi_body, new_runtime, owned_c_string, try_obj, try_out, try_str, Registry};
+use crate::mailbox::{Mailbox, Source};
 
 /// A worker's connection to its master, over the channel the master gave this process. Underneath:
 /// drover's `MessageBus`, with one runtime thread.
@@ -76,6 +76,19 @@ impl Drop for BusState {
 
 pub(crate) static BUSES: Registry<drover_bus, BusState> = Registry::new("drover_bus");
 
+/// The bus's commands and messages, up to and including CLOSED.
+impl Source for MessageBus {
+    type Item = BusEvent;
+
+    fn next(&mut self) -> impl std::future::Future<Output = Option<BusEvent>> + Send {
+        self.recv()
+    }
+
+    fn is_last(event: &BusEvent) -> bool {
+        matches!(event, BusEvent::Closed(_))
+    }
+}
+
 /// Opens the bus of this process: finds the channel the master gave it (`DROVER_IPC_FD`), makes
 /// it close-on-exec, and does the hello/welcome handshake. Call it once, early; then report
 /// STARTED with `drover_bus_send_started()` when ready to serve.
@@ -88,29 +101,12 @@ pub(crate) static BUSES: Registry<drover_bus, BusState> = Registry::new("drover_
 pub extern "C" fn drover_bus_open(out_bus: *mut *mut drover_bus) -> drover_result {
     ffi_body!({
         let out = try_out!(out_bus);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("drover-bus")
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::new(drover_result::Os, format!("cannot create drover's runtime thread: {e}")))?;
-        let events = Arc::new(
-            Mailbox::new().map_err(|e| Failure::new(drover_result::Os, format!("cannot create an eventfd: {e}")))?,
-        );
-        let mut bus = runtime.block_on(MessageBus::connect())?;
+        let runtime = new_runtime("drover-bus", 1)?;
+        let events = Mailbox::for_c()?;
+        let bus = runtime.block_on(MessageBus::connect())?;
         let sender = bus.sender();
         let meta = bus.meta().clone();
-        let sink = events.clone();
-        runtime.spawn(async move {
-            while let Some(event) = bus.recv().await {
-                let closed = matches!(event, BusEvent::Closed(_));
-                sink.push(event);
-                if closed {
-                    break;
-                }
-            }
-            sink.close();
-        });
+        events.feed(&runtime, bus);
         out.write(BUSES.insert(BusState {
             sender,
             meta,
@@ -202,40 +198,37 @@ pub extern "C" fn drover_bus_next_event(
     ffi_body!({
         let events = try_obj!(BUSES, bus).events.clone();
         let out = try_out!(out_event);
-        match events.pop(timeout_from_ms(timeout_ms)) {
-            Pop::Item(event) => {
-                let mut c = drover_bus_event {
-                    kind: drover_bus_event_kind::None,
-                    data: std::ptr::null_mut(),
-                    text: std::ptr::null_mut(),
-                };
-                match event {
-                    BusEvent::Stop => c.kind = drover_bus_event_kind::Stop,
-                    BusEvent::Quit => c.kind = drover_bus_event_kind::Quit,
-                    BusEvent::Message(data) => {
-                        c.kind = drover_bus_event_kind::Message;
-                        c.data = owned_c_string(&data.to_string());
-                    }
-                    BusEvent::Closed(error) => {
-                        c.kind = drover_bus_event_kind::Closed;
-                        if let Some(error) = error {
-                            c.text = owned_c_string(&error.to_string());
-                        }
-                    }
-                }
-                out.write(c);
-                Ok(())
-            }
-            Pop::Timeout => Err(Failure::new(
-                drover_result::Timeout,
-                format!("nothing from the master within {timeout_ms} ms"),
-            )),
-            Pop::Closed => Err(Failure::new(
-                drover_result::Closed,
-                "the channel to the master is closed",
-            )),
-        }
+        let event = events.next_for_c(
+            timeout_ms,
+            "nothing from the master",
+            "the channel to the master is closed",
+        )?;
+        out.write(bus_event_to_c(event));
+        Ok(())
     })
+}
+
+fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
+    let mut c = drover_bus_event {
+        kind: drover_bus_event_kind::None,
+        data: std::ptr::null_mut(),
+        text: std::ptr::null_mut(),
+    };
+    match event {
+        BusEvent::Stop => c.kind = drover_bus_event_kind::Stop,
+        BusEvent::Quit => c.kind = drover_bus_event_kind::Quit,
+        BusEvent::Message(data) => {
+            c.kind = drover_bus_event_kind::Message;
+            c.data = owned_c_string(&data.to_string());
+        }
+        BusEvent::Closed(error) => {
+            c.kind = drover_bus_event_kind::Closed;
+            if let Some(error) = error {
+                c.text = owned_c_string(&error.to_string());
+            }
+        }
+    }
+    c
 }
 
 /// Writes to `*out_fd` a file descriptor that is readable exactly while commands or messages
@@ -283,23 +276,11 @@ pub extern "C" fn drover_bus_meta_json(bus: *const drover_bus, out_json: *mut *m
 /// `drover_bus_next_event()` and not cleared since.
 #[no_mangle]
 pub unsafe extern "C" fn drover_bus_event_clear(event: *mut drover_bus_event) {
-    if event.is_null() {
-        return;
-    }
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: per the contract, the string fields are NULL or from `CString::into_raw` and owned
-        // by the event; fields are accessed by raw pointer only.
-        unsafe {
-            for field in [
-                std::ptr::addr_of_mut!((*event).data),
-                std::ptr::addr_of_mut!((*event).text),
-            ] {
-                let s = field.read();
-                if !s.is_null() {
-                    drop(std::ffi::CString::from_raw(s));
-                }
-            }
-            std::ptr::write_bytes(event, 0, 1);
-        }
-    });
+    let strings = |e: *mut drover_bus_event| {
+        // SAFETY: field addresses of the live event `clear_event` was given; nothing is read.
+        unsafe { [std::ptr::addr_of_mut!((*e).data), std::ptr::addr_of_mut!((*e).text)] }
+    };
+    // SAFETY: this function's contract is `clear_event`'s, and `data` and `text` are the event's
+    // owned strings.
+    unsafe { clear_event(event, strings) }
 }

@@ -1,12 +1,12 @@
 //! The machinery every exported function uses: the panic boundary, argument checks, the registry
-//! of live objects, and out-parameters.
+//! of live objects, out-parameters, the runtime behind each object, and the clearing of events.
 //!
 //! Every exported body runs inside [`ffi_body!`]: a Rust panic becomes `DROVER_RESULT_PANIC` and a
 //! message, never an unwind into C. Arguments are checked by macro ([`try_str!`], [`try_out!`],
 //! [`try_obj!`]) so each error names the parameter as the header spells it.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -168,6 +168,51 @@ impl<H: Default, T> Registry<H, T> {
             )),
         }
     }
+}
+
+/// A runtime of `threads` threads named `name` for one object handed to C (a master, a bus); a
+/// runtime that cannot be created is DROVER_RESULT_OS.
+pub(crate) fn new_runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            let what = if threads == 1 { "thread" } else { "threads" };
+            Failure::new(drover_result::Os, format!("cannot create drover's runtime {what}: {e}"))
+        })
+}
+
+/// Frees the strings an event handed to C owns, then zeroes the event; the body of every exported
+/// `*_event_clear` function. NULL is a no-op. `fields` gives the addresses of the event's string
+/// fields, computed from the event's address without reading it.
+///
+/// # Safety
+/// `event` is NULL or points to a live `E` that is zeroed or was filled by drover and not cleared
+/// since: each field `fields` names is NULL or a string from `CString::into_raw` owned by the
+/// event. All-zero bytes are a valid `E`.
+pub(crate) unsafe fn clear_event<E, const N: usize>(
+    event: *mut E,
+    fields: impl FnOnce(*mut E) -> [*mut *mut c_char; N],
+) {
+    if event.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: per the contract, each field is NULL or an owned string from `CString::into_raw`,
+        // freed once here; fields are accessed by raw pointer, never through a reference to the
+        // whole event (whose enum may hold anything), and all-zero bytes are a valid `E`.
+        unsafe {
+            for field in fields(event) {
+                let s = field.read();
+                if !s.is_null() {
+                    drop(CString::from_raw(s));
+                }
+            }
+            std::ptr::write_bytes(event, 0, 1);
+        }
+    }));
 }
 
 /// Converts a millisecond timeout from C: negative waits forever.

@@ -7,7 +7,7 @@
 //!
 //! ## Layout
 //! - [`error`]: the one result enum `drover_result`, the thread-local last error.
-//! - [`ffi`]: the panic boundary, argument checks, the registry of live objects.
+//! - [`ffi`]: the panic boundary, argument checks, the registry of live objects, runtimes.
 //! - [`mailbox`]: the event queue with its pollable eventfd, shared by masters and buses.
 //! - [`config`]: `drover_config`, a master's options (core's `MasterOptions`) built from C.
 //! - [`master`]: `drover_master`, its events and worker snapshots.

@@ -5,12 +5,35 @@
 //! polls the fd in its own loop and pops with a zero timeout. The fd's counter is set when the
 //! queue turns non-empty and drained when it turns empty, both under the queue's lock, so the fd's
 //! readiness never disagrees with the queue.
+//!
+//! Masters and buses use it the same way: [`Mailbox::for_c`] makes it, [`Mailbox::feed`] spawns
+//! the task that moves every item of a [`Source`] (core's master `Events`, a worker's
+//! `MessageBus`) into it, and [`Mailbox::next_for_c`] pops for an exported `*_next_event`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use crate::error::{drover_result, Failure};
+use crate::ffi::timeout_from_ms;
+
+/// Where a mailbox's items come from: a stream of core's that ends with `None`.
+pub(crate) trait Source: Send + 'static {
+    type Item: Send + 'static;
+
+    /// The next item; `None` once nothing more will come.
+    fn next(&mut self) -> impl Future<Output = Option<Self::Item>> + Send;
+
+    /// Whether `item` is the last one, after which the stream is not read any more.
+    fn is_last(_item: &Self::Item) -> bool {
+        false
+    }
+}
 
 struct State<T> {
     queue: VecDeque<T>,
@@ -18,7 +41,7 @@ struct State<T> {
 }
 
 /// What a pop found.
-pub(crate) enum Pop<T> {
+enum Pop<T> {
     /// The next item.
     Item(T),
     /// Nothing arrived within the timeout.
@@ -34,7 +57,7 @@ pub(crate) struct Mailbox<T> {
 }
 
 impl<T> Mailbox<T> {
-    pub(crate) fn new() -> io::Result<Mailbox<T>> {
+    fn new() -> io::Result<Mailbox<T>> {
         // SAFETY: eventfd takes no pointers; the result is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -49,6 +72,33 @@ impl<T> Mailbox<T> {
             // SAFETY: `fd` is a fresh eventfd that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// A mailbox for an object handed to C: an eventfd that cannot be created is DROVER_RESULT_OS.
+    pub(crate) fn for_c() -> Result<Arc<Mailbox<T>>, Failure> {
+        Mailbox::new()
+            .map(Arc::new)
+            .map_err(|e| Failure::new(drover_result::Os, format!("cannot create an eventfd: {e}")))
+    }
+
+    /// Spawns on `runtime` a task that pushes every item of `source` into the mailbox and closes
+    /// it when the source ends (or after its last item).
+    pub(crate) fn feed<S>(self: &Arc<Self>, runtime: &Runtime, mut source: S)
+    where
+        S: Source<Item = T>,
+        T: Send + 'static,
+    {
+        let sink = self.clone();
+        runtime.spawn(async move {
+            while let Some(item) = source.next().await {
+                let last = S::is_last(&item);
+                sink.push(item);
+                if last {
+                    break;
+                }
+            }
+            sink.close();
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -100,7 +150,7 @@ impl<T> Mailbox<T> {
     }
 
     /// Takes the next item, waiting up to `timeout` (`None`: for ever; zero: not at all).
-    pub(crate) fn pop(&self, timeout: Option<Duration>) -> Pop<T> {
+    fn pop(&self, timeout: Option<Duration>) -> Pop<T> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.lock();
         loop {
@@ -126,6 +176,20 @@ impl<T> Mailbox<T> {
                         .0
                 }
             };
+        }
+    }
+
+    /// Takes the next item for an exported `*_next_event` function, waiting up to `timeout_ms`
+    /// (C's convention: negative waits for ever). Nothing in time is DROVER_RESULT_TIMEOUT,
+    /// "`nothing` within N ms"; a closed and empty mailbox is DROVER_RESULT_CLOSED, `closed`.
+    pub(crate) fn next_for_c(&self, timeout_ms: i64, nothing: &str, closed: &str) -> Result<T, Failure> {
+        match self.pop(timeout_from_ms(timeout_ms)) {
+            Pop::Item(item) => Ok(item),
+            Pop::Timeout => Err(Failure::new(
+                drover_result::Timeout,
+                format!("{nothing} within {timeout_ms} ms"),
+            )),
+            Pop::Closed => Err(Failure::new(drover_result::Closed, closed)),
         }
     }
 }

@@ -9,14 +9,18 @@ use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use drover_core::{Event, ExitReason, Master, MasterStatus, SignalAction, WorkerExit, WorkerInfo, WorkerStatus};
+use drover_core::{
+    Event, Events, ExitReason, Master, MasterStatus, SignalAction, WorkerExit, WorkerInfo, WorkerStatus,
+};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use crate::config::{self, drover_config};
 use crate::error::{drover_result, Failure};
-use crate::ffi::{ffi_body, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry};
-use crate::mailbox::{Mailbox, Pop};
+use crate::ffi::{
+    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry,
+};
+use crate::mailbox::{Mailbox, Source};
 
 /// A master: a group of identical worker processes under supervision. Underneath: drover's
 /// `Master`, with its own runtime threads and event queue.
@@ -243,18 +247,13 @@ impl Drop for MasterState {
 
 pub(crate) static MASTERS: Registry<drover_master, MasterState> = Registry::new("drover_master");
 
-pub(crate) fn new_runtime(name: &str) -> Result<Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::new(
-                drover_result::Os,
-                format!("cannot create drover's runtime threads: {e}"),
-            )
-        })
+/// Every event of the master, until the master is gone.
+impl Source for Events {
+    type Item = Event;
+
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
+        self.recv()
+    }
 }
 
 fn parse_message(json: &str) -> Result<Value, Failure> {
@@ -432,22 +431,13 @@ pub extern "C" fn drover_master_new(
         let options = config::snapshot(config, "config")?;
         let out = try_out!(out_master);
         let core_config = options.into_config()?;
-        let runtime = new_runtime("drover-master")?;
-        let events = Arc::new(
-            Mailbox::new().map_err(|e| Failure::new(drover_result::Os, format!("cannot create an eventfd: {e}")))?,
-        );
+        let runtime = new_runtime("drover-master", 2)?;
+        let events = Mailbox::for_c()?;
         let master = {
             let _context = runtime.enter();
             Master::new(core_config)?
         };
-        let mut stream = master.events();
-        let sink = events.clone();
-        runtime.spawn(async move {
-            while let Some(event) = stream.recv().await {
-                sink.push(event);
-            }
-            sink.close();
-        });
+        events.feed(&runtime, master.events());
         out.write(MASTERS.insert(MasterState {
             master,
             events,
@@ -730,20 +720,9 @@ pub extern "C" fn drover_master_next_event(
     ffi_body!({
         let events = try_obj!(MASTERS, master).events.clone();
         let out = try_out!(out_event);
-        match events.pop(timeout_from_ms(timeout_ms)) {
-            Pop::Item(event) => {
-                out.write(event_to_c(&event));
-                Ok(())
-            }
-            Pop::Timeout => Err(Failure::new(
-                drover_result::Timeout,
-                format!("no event within {timeout_ms} ms"),
-            )),
-            Pop::Closed => Err(Failure::new(
-                drover_result::Closed,
-                "the master's event stream is closed",
-            )),
-        }
+        let event = events.next_for_c(timeout_ms, "no event", "the master's event stream is closed")?;
+        out.write(event_to_c(&event));
+        Ok(())
     })
 }
 
@@ -768,25 +747,17 @@ pub extern "C" fn drover_master_event_fd(master: *const drover_master, out_fd: *
 /// `drover_master_next_event()` and not cleared since.
 #[no_mangle]
 pub unsafe extern "C" fn drover_event_clear(event: *mut drover_event) {
-    if event.is_null() {
-        return;
-    }
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: per the contract, `event` points to a live drover_event whose string fields are
-        // NULL or were made by `CString::into_raw` and are owned by it. Fields are accessed by raw
-        // pointer, never through a reference to the whole struct (its enum may hold anything).
+    let strings = |e: *mut drover_event| {
+        // SAFETY: field addresses of the live event `clear_event` was given; nothing is read.
         unsafe {
-            for field in [
-                std::ptr::addr_of_mut!((*event).data),
-                std::ptr::addr_of_mut!((*event).text),
-                std::ptr::addr_of_mut!((*event).json),
-            ] {
-                let s = field.read();
-                if !s.is_null() {
-                    drop(std::ffi::CString::from_raw(s));
-                }
-            }
-            std::ptr::write_bytes(event, 0, 1);
+            [
+                std::ptr::addr_of_mut!((*e).data),
+                std::ptr::addr_of_mut!((*e).text),
+                std::ptr::addr_of_mut!((*e).json),
+            ]
         }
-    });
+    };
+    // SAFETY: this function's contract is `clear_event`'s, and `data`, `text` and `json` are the
+    // event's owned strings.
+    unsafe { clear_event(event, strings) }
 }

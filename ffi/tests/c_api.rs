@@ -3,101 +3,14 @@
 //! workers are tracked by pidfd, a syscall valgrind 3.19 does not know) under AddressSanitizer
 //! with LeakSanitizer; and C workers supervised by a Rust master.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
-use drover_tests::{pid_is_running, target_bin, test_worker};
+use drover_tests::c::{compile, program as c_program, workspace, Linkage};
+use drover_tests::{next_matching, pid_is_running, test_worker};
 use serde_json::json;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Linkage {
-    Static,
-    Shared,
-    /// Shared, with the C code built with AddressSanitizer (and its LeakSanitizer, which sees every
-    /// allocation of the process, Rust's included).
-    SharedAsan,
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("ffi/ is inside the workspace")
-        .to_path_buf()
-}
-
-/// target/debug, where cargo put libdrover.so, libdrover.a and drover-test-worker.
-fn target_dir() -> PathBuf {
-    target_bin("libdrover.so").parent().expect("target/debug").to_path_buf()
-}
-
-/// Compiles tests/c/<name>.c once per linkage and returns the executable.
-fn c_program(name: &str, linkage: Linkage) -> PathBuf {
-    compile(&format!("tests/c/{name}.c"), linkage)
-}
-
-/// Compiles the C file at `source` (relative to the workspace) once per linkage.
-fn compile(source: &str, linkage: Linkage) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<(String, Linkage), PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(exe) = built.get(&(source.to_string(), linkage)) {
-        return exe.clone();
-    }
-    let lib = target_dir();
-    for file in ["libdrover.so", "libdrover.a"] {
-        assert!(
-            lib.join(file).exists(),
-            "{} is missing: build the workspace first (cargo test --workspace builds it)",
-            lib.join(file).display()
-        );
-    }
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
-    std::fs::create_dir_all(&out_dir).expect("create the C build dir");
-    let exe = out_dir.join(format!("{}-{linkage:?}", source.replace('/', "-").trim_end_matches(".c")).to_lowercase());
-    let mut cc = Command::new("cc");
-    cc.args([
-        "-std=c11",
-        "-D_GNU_SOURCE",
-        "-g",
-        "-O0",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-I",
-    ])
-    .arg(workspace().join("include"))
-    .arg("-I")
-    .arg(workspace().join("tests/c"))
-    .arg(workspace().join(source))
-    .arg("-o")
-    .arg(&exe);
-    match linkage {
-        Linkage::Shared | Linkage::SharedAsan => {
-            if linkage == Linkage::SharedAsan {
-                cc.args(["-fsanitize=address", "-fno-omit-frame-pointer"]);
-            }
-            cc.arg("-L")
-                .arg(&lib)
-                .arg("-ldrover")
-                .arg(format!("-Wl,-rpath,{}", lib.display()));
-        }
-        Linkage::Static => {
-            cc.arg(lib.join("libdrover.a"));
-        }
-    }
-    cc.args(["-lpthread", "-ldl", "-lm"]);
-    let output = cc.output().expect("cc runs");
-    assert!(
-        output.status.success(),
-        "cc failed for {source} ({linkage:?}):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    built.insert((source.to_string(), linkage), exe.clone());
-    exe
-}
 
 fn show(output: &Output) -> String {
     format!(
@@ -178,20 +91,6 @@ fn quick(config: MasterConfig) -> MasterConfig {
         quit: Duration::from_secs(3),
         kill: Duration::from_secs(1),
     })
-}
-
-/// Waits for the first event `pick` accepts, up to a generous deadline.
-async fn next_matching<T>(events: &mut drover_core::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("the expected event arrives within 30 s")
-            .expect("the event stream stays open");
-        if let Some(t) = pick(&event) {
-            return t;
-        }
-    }
 }
 
 /// A Rust master runs `config`'s C workers: messages both ways, an exit code, a graceful

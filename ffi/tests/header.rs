@@ -4,12 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("ffi/ is inside the workspace")
-        .to_path_buf()
-}
+use drover_tests::c::workspace;
 
 fn committed_header() -> PathBuf {
     workspace().join("include/drover.h")

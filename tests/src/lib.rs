@@ -1,7 +1,15 @@
 //! Helpers shared by drover's real-process tests.
 
+pub mod c;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use drover::{Event, Events};
+
+/// How long a test waits for an event it expects: generous (a loaded machine, valgrind), since
+/// it is only reached when something is wrong.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A binary of the workspace's target dir (`target/debug/<name>`), found from the running test's
 /// own path (`target/debug/deps/<test>`), so it works whatever `CARGO_TARGET_DIR` is.
@@ -48,6 +56,28 @@ pub async fn eventually(deadline: Duration, mut cond: impl FnMut() -> bool) -> b
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     cond()
+}
+
+/// The next event of a master, within [`EVENT_DEADLINE`].
+pub async fn next_event(events: &mut Events) -> Event {
+    next_event_by(tokio::time::Instant::now() + EVENT_DEADLINE, events).await
+}
+
+/// Waits for the first event `pick` accepts (passing over the others), within [`EVENT_DEADLINE`].
+pub async fn next_matching<T>(events: &mut Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
+    loop {
+        if let Some(found) = pick(&next_event_by(deadline, events).await) {
+            return found;
+        }
+    }
+}
+
+async fn next_event_by(deadline: tokio::time::Instant, events: &mut Events) -> Event {
+    tokio::time::timeout_at(deadline, events.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the expected event did not arrive within {EVENT_DEADLINE:?}"))
+        .expect("the event stream stays open")
 }
 
 /// Open fds of this process.

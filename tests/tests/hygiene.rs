@@ -1,7 +1,7 @@
 //! No orphans, no zombies, no leaked fds; protocol errors fail one worker and spare the others.
 
 use drover::{Event, Master, MasterConfig, OnProtocolError, ProtocolError, Timeouts, WorkerStatus};
-use drover_tests::{eventually, open_fds, pid_is_running, target_bin, test_worker, zombie_children};
+use drover_tests::{eventually, next_matching, open_fds, pid_is_running, target_bin, test_worker, zombie_children};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::time::Duration;
@@ -15,19 +15,6 @@ fn config(count: usize) -> MasterConfig {
         kill: Duration::from_millis(500),
     };
     c
-}
-
-async fn wait_for<T>(events: &mut drover::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("event within 20 s")
-            .expect("open");
-        if let Some(t) = pick(&event) {
-            return t;
-        }
-    }
 }
 
 #[test]
@@ -80,7 +67,7 @@ async fn two_hundred_spawn_exit_cycles_leak_no_fd_and_leave_no_zombie() {
         // Half the workers die on their own (unasked exit), half are restarted by the master.
         if cycle % 2 == 0 {
             master.send(id, &json!({"cmd": "exit", "code": 3})).await.unwrap();
-            wait_for(&mut events, |e| matches!(e, Event::Exit(x) if x.id == id).then_some(())).await;
+            next_matching(&mut events, |e| matches!(e, Event::Exit(x) if x.id == id).then_some(())).await;
         }
         master.restart_worker(id).await.unwrap();
     }
@@ -101,13 +88,13 @@ async fn protocol_error_case(cmd: &str, expected: fn(&ProtocolError) -> bool) {
     let mut events = master.events();
     let w = master.workers();
     master.send(w[0].id, &json!({ "cmd": cmd })).await.unwrap();
-    let error = wait_for(&mut events, |e| match e {
+    let error = next_matching(&mut events, |e| match e {
         Event::ProtocolError { id, error, .. } if *id == w[0].id => Some(error.clone()),
         _ => None,
     })
     .await;
     assert!(expected(&error), "unexpected protocol error: {error}");
-    let exit = wait_for(&mut events, |e| match e {
+    let exit = next_matching(&mut events, |e| match e {
         Event::Exit(x) if x.id == w[0].id => Some(x.clone()),
         _ => None,
     })
@@ -119,7 +106,7 @@ async fn protocol_error_case(cmd: &str, expected: fn(&ProtocolError) -> bool) {
         let info = master.worker(other.id).unwrap();
         assert_eq!((info.status, info.pid), (WorkerStatus::Started, other.pid));
         master.send(other.id, &json!({"cmd": "echo"})).await.unwrap();
-        wait_for(&mut events, |e| {
+        next_matching(&mut events, |e| {
             matches!(e, Event::Message { id, .. } if *id == other.id).then_some(())
         })
         .await;
@@ -163,9 +150,9 @@ async fn with_on_protocol_error_ignore_the_worker_keeps_running() {
     let mut events = master.events();
     let w = master.workers()[0].clone();
     master.send(w.id, &json!({"cmd": "malformed"})).await.unwrap();
-    wait_for(&mut events, |e| matches!(e, Event::ProtocolError { .. }).then_some(())).await;
+    next_matching(&mut events, |e| matches!(e, Event::ProtocolError { .. }).then_some(())).await;
     master.send(w.id, &json!({"cmd": "echo"})).await.unwrap();
-    wait_for(&mut events, |e| matches!(e, Event::Message { .. }).then_some(())).await;
+    next_matching(&mut events, |e| matches!(e, Event::Message { .. }).then_some(())).await;
     assert_eq!(master.worker(w.id).unwrap().status, WorkerStatus::Started);
     master.graceful_shutdown().await.unwrap();
 }
@@ -176,7 +163,7 @@ async fn a_status_before_hello_is_refused() {
     let mut events = master.events();
     let err = master.start().await.unwrap_err();
     assert!(err.to_string().contains("expected a hello frame first"), "{err}");
-    wait_for(&mut events, |e| matches!(e, Event::ProtocolError { .. }).then_some(())).await;
+    next_matching(&mut events, |e| matches!(e, Event::ProtocolError { .. }).then_some(())).await;
     assert!(master.workers().is_empty());
 }
 
@@ -190,7 +177,7 @@ async fn a_message_sent_right_before_exit_is_delivered_before_the_exit_event() {
     master.send(id, &json!({"cmd": "burst", "n": 500})).await.unwrap();
     master.send(id, &json!({"cmd": "exit", "code": 0})).await.unwrap();
     let mut seen = 0;
-    while let Some(data) = wait_for(&mut events, |e| match e {
+    while let Some(data) = next_matching(&mut events, |e| match e {
         Event::Message { data, .. } => Some(Some(data.clone())),
         Event::Exit(_) => Some(None),
         _ => None,

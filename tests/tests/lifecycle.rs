@@ -3,7 +3,7 @@
 use drover::{
     Error, Event, ExitReason, Master, MasterConfig, MasterStatus, StartFailure, Timeouts, WorkerFailure, WorkerStatus,
 };
-use drover_tests::{eventually, pid_is_running, test_worker};
+use drover_tests::{eventually, next_matching, pid_is_running, test_worker};
 use serde_json::json;
 use std::time::Duration;
 
@@ -19,20 +19,6 @@ fn quick(mut c: MasterConfig) -> MasterConfig {
         kill: Duration::from_millis(500),
     };
     c
-}
-
-/// Waits for the first event matching `pick`, up to a generous deadline.
-async fn next_matching<T>(events: &mut drover::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("the expected event arrives within 20 s")
-            .expect("the event stream stays open");
-        if let Some(t) = pick(&event) {
-            return t;
-        }
-    }
 }
 
 #[tokio::test]

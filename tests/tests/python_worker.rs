@@ -2,7 +2,7 @@
 //! by the Rust master: start, a message round trip, a graceful shutdown.
 
 use drover::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
-use drover_tests::pid_is_running;
+use drover_tests::{next_matching, pid_is_running};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,20 +26,6 @@ fn config(count: usize) -> MasterConfig {
         kill: Duration::from_secs(5),
     };
     config
-}
-
-/// Waits for the first event matching `pick`, up to a generous deadline.
-async fn next_matching<T>(events: &mut drover::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("the expected event arrives within 20 s")
-            .expect("the event stream stays open");
-        if let Some(t) = pick(&event) {
-            return t;
-        }
-    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! shutdown that wins over a reload.
 
 use drover::{Error, Event, Master, MasterConfig, MasterStatus, ReloadStrategy, Timeouts, WorkerStatus};
-use drover_tests::{pid_is_running, test_worker};
+use drover_tests::{next_matching, pid_is_running, test_worker};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -284,15 +284,18 @@ async fn a_shutdown_during_a_reload_wins_and_leaves_nothing_running() {
     // Wait until the new generation's processes exist.
     let mut spawned = BTreeSet::new();
     while spawned.len() < 2 {
-        if let Some(Event::Status {
-            id,
-            pid,
-            to: WorkerStatus::Initialized,
-            ..
-        }) = events.recv().await
-        {
-            spawned.insert((id, pid));
-        }
+        spawned.insert(
+            next_matching(&mut events, |e| match e {
+                Event::Status {
+                    id,
+                    pid,
+                    to: WorkerStatus::Initialized,
+                    ..
+                } => Some((*id, *pid)),
+                _ => None,
+            })
+            .await,
+        );
     }
     let all_pids: Vec<u32> = master.workers().iter().map(|w| w.pid).collect();
     assert_eq!(all_pids.len(), 4);

@@ -300,7 +300,10 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     let (node_frames, node_writer) = match node_channel {
         Some(stream) => {
             let (read, write) = stream.into_split();
-            (Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))), Some(FrameWriter::new(write, false)))
+            (
+                Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))),
+                Some(FrameWriter::new(write, false)),
+            )
         }
         None => (None, None),
     };

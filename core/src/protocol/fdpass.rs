@@ -80,6 +80,13 @@ pub fn try_send_with_fd(half: &OwnedWriteHalf, bytes: &[u8], fd: &OwnedFd) -> io
     let fds = [fd.as_raw_fd()];
     stream.try_io(Interest::WRITABLE, || {
         let iov = [IoSlice::new(bytes)];
-        sendmsg::<()>(raw, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None).map_err(io::Error::from)
+        sendmsg::<()>(
+            raw,
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(io::Error::from)
     })
 }

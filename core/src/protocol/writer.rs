@@ -101,7 +101,11 @@ impl FrameWriter {
             failed: None,
             closed: false,
         };
-        let shared = Arc::new(Shared { half, state: Mutex::new(state), wake: Notify::new() });
+        let shared = Arc::new(Shared {
+            half,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+        });
         tokio::spawn(flush(shared.clone()));
         FrameWriter { shared }
     }
@@ -114,7 +118,9 @@ impl FrameWriter {
     pub async fn write(&self, bytes: Vec<u8>, kind: FrameKind, fd: Option<Arc<OwnedFd>>) -> Result<(), WriteFailure> {
         match self.submit(bytes, kind, fd, true) {
             Submitted::Done(result) => result,
-            Submitted::Queued(rx) => rx.await.unwrap_or_else(|_| Err(WriteFailure::Io("channel closed".into()))),
+            Submitted::Queued(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(WriteFailure::Io("channel closed".into()))),
         }
     }
 
@@ -140,7 +146,12 @@ impl FrameWriter {
             Some(rx) => Submitted::Queued(rx),
             None => Submitted::Done(Ok(())),
         };
-        let mut pending = Pending { bytes, written: 0, fd, done: tx };
+        let mut pending = Pending {
+            bytes,
+            written: 0,
+            fd,
+            done: tx,
+        };
         let mut st = self.lock();
         if let Some(error) = &st.failed {
             return Submitted::Done(Err(WriteFailure::Io(error.clone())));
@@ -192,7 +203,10 @@ async fn flush(sh: Arc<Shared>) {
         let notified = sh.wake.notified();
         let (empty, done) = {
             let st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
-            (st.queue.is_empty(), st.failed.is_some() || (st.closed && st.queue.is_empty()))
+            (
+                st.queue.is_empty(),
+                st.failed.is_some() || (st.closed && st.queue.is_empty()),
+            )
         };
         if done {
             return;

@@ -1,0 +1,108 @@
+//! C programs for the tests: compiled with `cc` against `include/drover.h` and the `libdrover`
+//! that `cargo build --workspace` put in target/debug.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::target_bin;
+
+/// How a C program is linked to libdrover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Linkage {
+    /// libdrover.a.
+    Static,
+    /// libdrover.so, found through an rpath to target/debug.
+    Shared,
+    /// Shared, with the C code built with AddressSanitizer (and its LeakSanitizer, which sees every
+    /// allocation of the process, Rust's included).
+    SharedAsan,
+}
+
+/// The workspace's root directory.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// target/debug, where cargo put libdrover.so, libdrover.a and drover-test-worker.
+pub fn target_dir() -> PathBuf {
+    target_bin("libdrover.so").parent().expect("target/debug").to_path_buf()
+}
+
+/// Compiles tests/c/<name>.c once per linkage (per test process) and returns the executable.
+pub fn program(name: &str, linkage: Linkage) -> PathBuf {
+    compile(&format!("tests/c/{name}.c"), linkage)
+}
+
+/// Compiles the C file at `source` (relative to the workspace) once per linkage (per test
+/// process), with `-Wall -Wextra -Werror`, and returns the executable, in target/tmp/c.
+pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, Linkage), PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(exe) = built.get(&(source.to_string(), linkage)) {
+        return exe.clone();
+    }
+    let lib = target_dir();
+    for file in ["libdrover.so", "libdrover.a"] {
+        assert!(
+            lib.join(file).exists(),
+            "{} is missing: build the workspace first (cargo test --workspace builds it)",
+            lib.join(file).display()
+        );
+    }
+    let out_dir = lib
+        .parent()
+        .expect("target/debug is inside the target dir")
+        .join("tmp")
+        .join("c");
+    std::fs::create_dir_all(&out_dir).expect("create the C build dir");
+    let exe = out_dir.join(format!("{}-{linkage:?}", source.replace('/', "-").trim_end_matches(".c")).to_lowercase());
+    // Built under a name of this process's own, then renamed over `exe`: another test process may
+    // be running the previous build (a rename leaves it running; writing into it would fail).
+    let partial = exe.with_extension(format!("{}.partial", std::process::id()));
+    let mut cc = Command::new("cc");
+    cc.args([
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-g",
+        "-O0",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I",
+    ])
+    .arg(workspace().join("include"))
+    .arg("-I")
+    .arg(workspace().join("tests/c"))
+    .arg(workspace().join(source))
+    .arg("-o")
+    .arg(&partial);
+    match linkage {
+        Linkage::Shared | Linkage::SharedAsan => {
+            if linkage == Linkage::SharedAsan {
+                cc.args(["-fsanitize=address", "-fno-omit-frame-pointer"]);
+            }
+            cc.arg("-L")
+                .arg(&lib)
+                .arg("-ldrover")
+                .arg(format!("-Wl,-rpath,{}", lib.display()));
+        }
+        Linkage::Static => {
+            cc.arg(lib.join("libdrover.a"));
+        }
+    }
+    cc.args(["-lpthread", "-ldl", "-lm"]);
+    let output = cc.output().expect("cc runs");
+    assert!(
+        output.status.success(),
+        "cc failed for {source} ({linkage:?}):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&partial, &exe).expect("move the C program into place");
+    built.insert((source.to_string(), linkage), exe.clone());
+    exe
+}
