@@ -72,6 +72,28 @@ export interface MasterOptions {
     maxAge?: number;
     maxMemoryBytes?: number;
     memoryCheckInterval?: number;
+    /**
+     * Sockets the master binds before starting workers and passes to each one systemd-style (fds
+     * 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; see `listenFds()`): 'host:port', '[v6]:port',
+     * a bare port (every interface), 'unix:/path', each optionally 'name=ADDR'. A bind failure
+     * fails `start()` with a ListenError. Workers that call `server.listen(PORT)` need none of this.
+     */
+    listen?: string[];
+    /**
+     * How the master learns a worker is ready: 'message' (the MessageBus's sendStarted, default),
+     * 'notify' (systemd's READY=1 on NOTIFY_SOCKET), 'node-ipc' (a PM2-style app's
+     * `process.send('ready')`; a graceful stop sends it the message 'shutdown'), 'spawn' (as soon
+     * as it runs).
+     */
+    ready?: 'message' | 'notify' | 'node-ipc' | 'spawn';
+}
+
+/** A listening socket the master holds: the address asked for and the address bound. */
+export interface HeldListener {
+    /** As asked, normalized: '[::]:8080', '127.0.0.1:0', 'unix:/run/app.sock'. */
+    address: string;
+    /** As bound: the real port for port 0. */
+    local: string;
 }
 
 export interface WorkerDetails {
@@ -131,7 +153,9 @@ export declare class Master extends EventEmitter<MasterEvents> {
     handleSignal(signal: NodeJS.Signals | number): Promise<'Reload' | 'GracefulShutdown' | 'HardShutdown' | 'Ignore'>;
     send(id: number, message: unknown): Promise<void>;
     broadcast(message: unknown): Promise<number>;
-
+    /** Every listening socket the master holds (declared, or asked for by workers). */
+    /** (Not `listeners()`: that is EventEmitter's.) */
+    getListeningSockets(): HeldListener[];
 }
 
 export declare const MasterFactory: {
@@ -159,9 +183,35 @@ export interface MessageBusEvents {
     error: [error: MessageBusError | NotAWorkerError];
 }
 
+export interface MessageBusOptions {
+    /**
+     * Whether `server.listen(PORT)` (every TCP port form of net.Server's listen, so http, https,
+     * express...) gets the master's shared socket for that address instead of binding its own, as
+     * in Node's cluster. Default true. Paths, fds, handles and `exclusive`/`ipv6Only`/`reusePort`
+     * listens are Node's own either way.
+     */
+    sharedListen?: boolean;
+}
+
+/** A listening socket handed over by the master. */
+export interface ListeningSocket {
+    /** The file descriptor, yours now: `server.listen({ fd })` takes it over. */
+    fd: number;
+    /** The address it is bound to, e.g. '[::]:8080'. */
+    local: string;
+}
+
 export declare class MessageBus extends EventEmitter<MessageBusEvents> {
-    /** Throws NotAWorkerError outside a process started by a drover master. */
-    constructor();
+    /**
+     * Throws NotAWorkerError outside a process started by a drover master. From here on,
+     * `server.listen(PORT)` shares the master's socket (unless `sharedListen: false`).
+     */
+    constructor(options?: MessageBusOptions);
+    /**
+     * Asks the master for its socket on `address` ('host:port', '[v6]:port', a port, 'unix:/path');
+     * every worker asking for the same address shares one. Rejects with ListenError.
+     */
+    listen(address: string | number): Promise<ListeningSocket>;
     /** What the master said about this worker, once connected. */
     meta: WorkerMeta | null;
     /** Bound: usable as a callback, e.g. `server.listen(port, mb.sendStarted)`. */
@@ -172,8 +222,42 @@ export declare class MessageBus extends EventEmitter<MessageBusEvents> {
     flush(): Promise<void>;
     /** Flushes and closes; the bus no longer keeps the process alive. Idempotent. */
     close(): Promise<void>;
-
 }
+
+export interface DrainOptions {
+    /** Give up after this many ms and destroy the connections left (default 10000). */
+    timeout?: number;
+    /**
+     * An idle keep-alive connection is closed only once it has been quiet this long (default 500
+     * ms): a client that just got an answer is likely to send its next request any moment, and
+     * closing under it would lose that request. See docs/DRAINING.md.
+     */
+    idleGrace?: number;
+}
+
+export interface DrainResult {
+    /** Connections open when the drain began. */
+    connections: number;
+    /** Idle connections closed by the drain (the others closed after a `Connection: close` answer). */
+    closedIdle: number;
+    /** Connections destroyed at the timeout. */
+    destroyed: number;
+    timedOut: boolean;
+    /** How long the drain took. */
+    ms: number;
+}
+
+/**
+ * Stops an HTTP server without losing a request: closes this worker's copy of the listening
+ * socket (the master keeps the shared one; new connections go to other workers), answers every
+ * further request with `Connection: close`, closes idle connections once no request can be racing,
+ * and resolves when the last connection is gone or at the timeout. Use it in the stop handler:
+ * `mb.on('stop', async () => { await drain(server); mb.sendStopped(); })`.
+ */
+export declare function drain(server: import('node:net').Server, options?: DrainOptions): Promise<DrainResult>;
+
+/** Sockets passed systemd-style (a master's `listen` option): `[{ fd, name }]`, or [] if none. */
+export declare function listenFds(): { fd: number; name: string }[];
 
 export declare class DroverError extends Error {}
 export declare class InvalidConfigurationError extends DroverError {}
@@ -206,3 +290,15 @@ export declare class WorkerFailedError extends DroverError {
 }
 export declare class NotAWorkerError extends DroverError {}
 export declare class MessageBusError extends DroverError {}
+/** The master could not bind a socket; Node's fields of a failed listen. */
+export declare class ListenError extends DroverError {
+    /** e.g. 'EADDRINUSE', 'EACCES'. */
+    code?: string;
+    /** Negative, as Node's: -98 for EADDRINUSE. */
+    errno?: number;
+    syscall: 'listen';
+    /** 'host:port' as the master tried to bind it. */
+    address?: string;
+    /** The port asked for (transparent listen). */
+    port?: number;
+}

@@ -6,11 +6,15 @@ const { MessageBus } = require('./lib/message-bus');
 const ExitReasons = require('./lib/exit-reasons');
 const { WorkerStatuses, MasterStatuses } = require('./lib/statuses');
 const errors = require('./lib/errors');
+const { drain } = require('./lib/drain');
+const { listenFds } = require('./lib/listen');
 
 module.exports = {
     MasterFactory,
     Master,
     MessageBus,
+    drain,
+    listenFds,
     ExitReasons: {
         ExitReason: ExitReasons.ExitReason,
         ExternalSignal: ExitReasons.ExternalSignal,
@@ -31,4 +35,5 @@ module.exports = {
     WorkerFailedError: errors.WorkerFailedError,
     NotAWorkerError: errors.NotAWorkerError,
     MessageBusError: errors.MessageBusError,
+    ListenError: errors.ListenError,
 };

@@ -34,6 +34,12 @@ class WorkerFailedError extends DroverError {}
 class NotAWorkerError extends DroverError {}
 /** The worker's MessageBus failed (handshake, channel, send after close). */
 class MessageBusError extends DroverError {}
+/**
+ * The master could not provide a listening socket (a worker's `listen`), or could not bind a
+ * declared one (`start()`). Carries Node's fields of a failed listen: `code` (e.g. 'EADDRINUSE'),
+ * `errno` (negative), `syscall` ('listen'), `address` (as the master bound it: 'host:port').
+ */
+class ListenError extends DroverError {}
 
 const classes = {
     DroverError,
@@ -48,6 +54,7 @@ const classes = {
     WorkerFailedError,
     NotAWorkerError,
     MessageBusError,
+    ListenError,
 };
 
 // napi's own argument-conversion failures: a wrong JS type.

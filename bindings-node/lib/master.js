@@ -90,6 +90,16 @@ class Master extends EventEmitter {
         return errors.call(() => this._native.workers());
     }
 
+    /**
+     * Every listening socket the master holds — declared (`listen` option) or asked for by a
+     * worker (`server.listen(PORT)`, `mb.listen()`) — as [{ address, local }]: the address asked
+     * for and the one bound (the real port for port 0), e.g. { address: '[::]:0', local: '[::]:40123' }.
+     */
+    getListeningSockets() {
+        // Not `listeners()`: EventEmitter has that name.
+        return errors.call(() => this._native.listeners());
+    }
+
     /** Changes the number of workers (newcomers are awaited until STARTED). */
     rescale(count) {
         return this._op(() => this._native.rescale(typeof count === 'number' ? count : badType('rescale(count)', 'a number', count)));

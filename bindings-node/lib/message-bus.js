@@ -16,8 +16,11 @@ class MessageBus extends EventEmitter {
      * Connects this worker to its master. Throws NotAWorkerError outside a process started by a
      * drover master, MessageBusError if a MessageBus was already created in this process.
      */
-    constructor() {
+    constructor(options = {}) {
         super();
+        if (options === null || typeof options !== 'object') {
+            throw new TypeError(`new MessageBus(options): options must be an object, got ${options === null ? 'null' : typeof options}`);
+        }
         const fd = process.env.DROVER_IPC_FD;
         if (fd === undefined || fd === '') {
             throw new errors.NotAWorkerError(
@@ -40,6 +43,27 @@ class MessageBus extends EventEmitter {
         this.sendShuttedDown = this.sendShuttedDown.bind(this);
         this.sendMessage = this.sendMessage.bind(this);
         this.close = this.close.bind(this);
+        if (options.sharedListen !== false) {
+            // server.listen(PORT) now gets the master's shared socket (lib/listen.js says why here).
+            require('./listen').install(this);
+        }
+    }
+
+    /**
+     * Asks the master for its listening socket on `address` ('host:port', '[v6]:port', a port,
+     * 'unix:/path'): every worker asking for the same address shares one socket, which the master
+     * keeps open through restarts and reloads. Resolves with { fd, local }; the fd is yours (give
+     * it to `server.listen({ fd })`). Rejects with ListenError (with `code`, e.g. 'EADDRINUSE').
+     * `server.listen(PORT)` does this by itself unless the bus was created with `sharedListen: false`.
+     */
+    listen(address) {
+        const text = typeof address === 'number' ? String(address) : address;
+        if (typeof text !== 'string' || text === '') {
+            return Promise.reject(new TypeError(`MessageBus.listen(address): expected a non-empty string or a port number, got ${address === null ? 'null' : typeof address}`));
+        }
+        return this._native.listen(text).catch((e) => {
+            throw errors.fromNative(e);
+        });
     }
 
     /** Reports STARTED: this worker is ready. An optional callback runs once it is written. */

@@ -15,6 +15,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::{json, Value};
+use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -199,6 +200,16 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// A listening socket the master handed over. `fd` now belongs to JavaScript: Node's
+/// `server.listen({ fd })` takes it over (and closes it with the server); unused, close it.
+#[napi(object)]
+pub struct ListeningSocket {
+    /// The file descriptor, already bound and listening, shared with the master and the other workers.
+    pub fd: i32,
+    /// The address it is bound to (the real port, for port 0), e.g. `[::]:8080`.
+    pub local: String,
+}
+
 /// A worker's connection to its master. Use the `MessageBus` class of the `drover` package.
 #[napi]
 pub struct NativeBus {
@@ -247,6 +258,40 @@ impl NativeBus {
     #[napi(catch_unwind)]
     pub fn heartbeat(&self) -> napi::Result<()> {
         self.shared.send(Outbound::Heartbeat)
+    }
+
+    /// Asks the master for its listening socket on `address` (`host:port`, `[v6]:port`, `port`,
+    /// `unix:/path`); waits for the handshake first. A bind error rejects with a `ListenError`
+    /// naming the address and the errno.
+    #[napi(catch_unwind)]
+    pub fn listen<'env>(&self, env: &'env Env, address: String) -> napi::Result<PromiseRaw<'env, ListeningSocket>> {
+        let shared = self.shared.clone();
+        env.spawn_future(crate::guard(async move {
+            shared.handshake_over().await;
+            let sender = match &*shared.conn() {
+                Conn::Ready(sender) => sender.clone(),
+                Conn::Failed(why) => {
+                    return Err(error::tagged(json!({
+                        "name": "MessageBusError",
+                        "message": format!("cannot ask the master to listen on {address}: the MessageBus could not connect: {why}"),
+                    })))
+                }
+                Conn::Closed | Conn::Connecting(_) => {
+                    return Err(error::tagged(json!({
+                        "name": "MessageBusError",
+                        "message": format!("cannot ask the master to listen on {address}: the MessageBus is closed"),
+                    })))
+                }
+            };
+            let listening = sender
+                .listen(&address)
+                .await
+                .map_err(|e| error::tagged(error::describe_bus(&e)))?;
+            Ok(ListeningSocket {
+                fd: listening.fd.into_raw_fd(),
+                local: listening.local,
+            })
+        }))
     }
 
     /// Resolves once every send made so far is written (those queued during the handshake included).

@@ -6,7 +6,7 @@
 //! (`workerId`, `pid`, `operation`, `status`, `cause`...). `lib/errors.js` decodes it; nothing
 //! else parses messages.
 
-use drover::{BusError, ConfigError, Error, StartFailure};
+use drover::{BusError, ConfigError, Error, ListenError, StartFailure};
 use serde_json::{json, Value};
 
 /// Starts the message of every error the addon raises.
@@ -56,6 +56,7 @@ pub fn describe(error: &Error) -> Value {
             "message": message,
             "cause": describe(cause),
         }),
+        Error::Listen(e) => describe_listen(&message, Some(e)),
         #[allow(unreachable_patterns)]
         _ => json!({ "name": "DroverError", "message": message }),
     }
@@ -73,9 +74,50 @@ pub fn describe_config(error: &ConfigError) -> Value {
 pub fn describe_bus(error: &BusError) -> Value {
     let name = match error {
         BusError::NotAWorker(_) => "NotAWorkerError",
+        BusError::Listen(message) => return describe_listen(message, None),
         _ => "MessageBusError",
     };
     json!({ "name": name, "message": error.to_string() })
+}
+
+/// A socket the master could not provide: a `ListenError` with Node's fields for a failed
+/// `listen` (`code` such as `EADDRINUSE`, a negative `errno`, `syscall`, `address`), so code
+/// written for Node's own errors handles it unchanged.
+fn describe_listen(message: &str, error: Option<&ListenError>) -> Value {
+    let mut v = json!({ "name": "ListenError", "message": message, "syscall": "listen" });
+    if let Some(code) = errno_name(message) {
+        v["code"] = Value::String(code);
+    }
+    if let Some(errno) = os_error(message) {
+        v["errno"] = json!(-errno);
+    }
+    if let Some(ListenError::Bind { address, .. }) = error {
+        v["address"] = Value::String(address.clone());
+    } else if let Some(address) = message
+        .strip_prefix("cannot listen on ")
+        .and_then(|rest| rest.split_once(": ").map(|(a, _)| a))
+    {
+        v["address"] = Value::String(address.to_string());
+    }
+    v
+}
+
+/// `EADDRINUSE` out of core's wording `... (EADDRINUSE: Address in use)`.
+fn errno_name(message: &str) -> Option<String> {
+    message.match_indices("(E").find_map(|(at, _)| {
+        let name: String = message[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            .collect();
+        let next = message[at + 1 + name.len()..].chars().next();
+        (name.len() > 1 && matches!(next, Some(':') | Some(')'))).then_some(name)
+    })
+}
+
+/// `98` out of `... (os error 98) ...`.
+fn os_error(message: &str) -> Option<i32> {
+    let (_, rest) = message.split_once("(os error ")?;
+    rest.split(')').next()?.parse().ok()
 }
 
 /// A napi error whose message is the tagged description.
@@ -99,4 +141,23 @@ pub fn internal(message: &str) -> napi::Error {
         "name": "DroverError",
         "message": format!("internal error in the drover addon (please report): {message}"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_errors_carry_nodes_fields() {
+        let m =
+            "cannot listen on 127.0.0.1:80: Address already in use (os error 98) (EADDRINUSE: Address already in use)";
+        let v = describe_bus(&BusError::Listen(m.into()));
+        assert_eq!(v["name"], "ListenError");
+        assert_eq!(v["code"], "EADDRINUSE");
+        assert_eq!(v["errno"], -98);
+        assert_eq!(v["address"], "127.0.0.1:80");
+        assert_eq!(v["syscall"], "listen");
+        let v = describe_bus(&BusError::Listen("`x` is not a listen address: (Eh)".into()));
+        assert!(v.get("code").is_none(), "{v}");
+    }
 }

@@ -211,6 +211,17 @@ impl NativeMaster {
         self.master.workers().iter().map(worker_json).collect()
     }
 
+    /// Every listening socket the master holds (declared or asked for by a worker), as
+    /// `{ address, local }`: the address asked for, and the one bound (the real port for port 0).
+    #[napi(catch_unwind)]
+    pub fn listeners(&self) -> Vec<Value> {
+        self.master
+            .listeners()
+            .into_iter()
+            .map(|(address, local)| json!({ "address": address, "local": local }))
+            .collect()
+    }
+
     /// Spawns the workers; resolves when every one reported STARTED.
     #[napi(catch_unwind)]
     pub fn start<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {

@@ -3,15 +3,21 @@ import {
     ExitReasons,
     InappropriateConditionError,
     InvalidConfigurationError,
+    ListenError,
     Master,
     MasterFactory,
     MessageBus,
     WorkerStatuses,
+    drain,
+    listenFds,
+    type DrainResult,
+    type HeldListener,
     type AnyExitReason,
     type MasterStatus,
     type WorkerStatus,
 } from '..';
 import * as net from 'node:net';
+import * as http from 'node:http';
 
 const master: Master = MasterFactory.create({
     script: 'app.js',
@@ -21,7 +27,11 @@ const master: Master = MasterFactory.create({
     reloadStrategy: 'rolling',
     heartbeatInterval: 1000,
     stopTimeout: 5000,
+    listen: ['127.0.0.1:8080', 'admin=unix:/run/app.sock'],
+    ready: 'message',
 });
+const held: HeldListener[] = master.getListeningSockets();
+console.log(held[0].address, held[0].local);
 const rust = MasterFactory.create({ program: './worker', args: ['--fast'], count: 2 });
 
 master.on('worker-exit', async (reason: AnyExitReason, workerId: number, info) => {
@@ -73,6 +83,27 @@ function worker(): void {
     server.listen(0, mb.sendStarted);
 }
 worker();
+
+// An HTTP worker on the master's shared port, drained on stop.
+function httpWorker(): void {
+    const mb = new MessageBus({ sharedListen: true });
+    const server = http.createServer((req, res) => res.end('hi'));
+    mb.on('stop', async () => {
+        const result: DrainResult = await drain(server, { timeout: 10000, idleGrace: 500 });
+        console.log(result.timedOut, result.closedIdle);
+        mb.sendStopped();
+    });
+    server.on('error', (e) => {
+        if (e instanceof ListenError && e.code === 'EADDRINUSE') console.error(e.address, e.errno);
+    });
+    server.listen(8080, mb.sendStarted);
+    mb.listen('127.0.0.1:9090').then(({ fd, local }) => net.createServer().listen({ fd }, () => console.log(local)));
+    for (const { fd, name } of listenFds()) console.log(fd, name);
+}
+httpWorker();
+
+// @ts-expect-error: ready is one of four sources
+MasterFactory.create({ script: 'a.js', ready: 'whenever' });
 
 // @ts-expect-error: count is a number
 MasterFactory.create({ script: 'a.js', count: '4' });

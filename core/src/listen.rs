@@ -169,6 +169,19 @@ impl Listeners {
         if let Some(l) = open.iter().find(|l| &l.addr == addr) {
             return Ok(l.clone());
         }
+        // "Any address, port P" (a Node app's `listen(P)`) is served by a socket the master already
+        // holds on port P (say a declared `127.0.0.1:P`) rather than failing with EADDRINUSE.
+        if let ListenAddr::Tcp(sa) = addr {
+            if sa.ip().is_unspecified() && sa.port() != 0 {
+                let port = format!(":{}", sa.port());
+                if let Some(l) = open
+                    .iter()
+                    .find(|l| matches!(l.addr, ListenAddr::Tcp(_)) && l.local.ends_with(&port))
+                {
+                    return Ok(l.clone());
+                }
+            }
+        }
         let listener = match take_inherited(addr) {
             Some(fd) => Listener {
                 addr: addr.clone(),
@@ -323,6 +336,10 @@ mod tests {
         let other = Listeners::default();
         let err = other.get_or_bind(&taken).unwrap_err();
         assert!(err.to_string().contains("EADDRINUSE"), "{err}");
+        // A request for any address on that port reuses the held socket.
+        let port = a.local.rsplit(':').next().unwrap().to_string();
+        let c = set.get_or_bind(&port.parse().unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
     }
 
     #[test]

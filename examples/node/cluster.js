@@ -1,7 +1,8 @@
 'use strict';
 
-// Usage 1: a single app in cluster mode — 4 instances of app.js, restarted when killed.
-// Runs a few seconds, kills one worker to show the restart, then shuts down gracefully.
+// Usage 1: a single app in cluster mode — 4 instances of app.js on one port (the master holds the
+// socket, every worker accepts on it), restarted when killed. Runs a few seconds, kills one worker
+// to show the restart (the port never stops answering), then shuts down gracefully.
 const path = require('node:path');
 const { MasterFactory, ExitReasons } = require('../../bindings-node');
 const { get, printStatuses, sleep } = require('./common');
@@ -43,11 +44,14 @@ const run = async () => {
     await master.start();
     // Here all 4 instances did their bootstrap (their servers listen).
     printStatuses(master, 'app');
-    for (const w of master.getWorkers()) console.log(await get(PORT + w.id));
+    console.log(`one port for all: ${master.getListeningSockets().map((l) => l.local).join(', ')}`);
+    for (let i = 0; i < 4; i++) console.log(await get(PORT));
     const victim = master.getWorkers()[1];
     console.log(`kill -9 ${victim.pid}`);
     const restarted = new Promise((resolve) => master.on('worker-status', (id, to) => id === victim.id && to === 3 && resolve()));
     process.kill(victim.pid, 'SIGKILL');
+    // Meanwhile the port keeps answering: the other workers accept on the same socket.
+    console.log(`during the restart: ${await get(PORT)}`);
     await restarted;
     await sleep(100);
     printStatuses(master, 'app');

@@ -4,10 +4,10 @@
 const http = require('node:http');
 const { statusNames } = require('../../bindings-node/lib/statuses');
 
-/** GET http://127.0.0.1:port/ → body. */
-function get(port) {
+/** GET http://127.0.0.1:port/ → body (over `agent`, keep-alive or not). */
+function get(port, agent = false) {
     return new Promise((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port }, (res) => {
+        http.get({ host: '127.0.0.1', port, agent }, (res) => {
             let body = '';
             res.on('data', (d) => { body += d; });
             res.on('end', () => resolve(body.trim()));

@@ -1,6 +1,7 @@
 'use strict';
 
-// Usage 2: several apps in one main process — three masters, started in parallel.
+// Usage 2: several apps in one main process — three masters, started in parallel, each with its
+// own port shared by its workers.
 const path = require('node:path');
 const { MasterFactory } = require('../../bindings-node');
 const { get, printStatuses } = require('./common');
@@ -22,7 +23,7 @@ process.on('SIGINT', shutdown);
 (async () => {
     await Promise.all(Object.values(masters).map((m) => m.start()));
     for (const master of Object.values(masters)) printStatuses(master);
-    console.log(await get(2100 + 1), '|', await get(2200 + 1), '|', await get(2300 + 4));
+    console.log(await get(2100), '|', await get(2200), '|', await get(2300));
     await shutdown();
     console.log('all masters shut down');
 })().catch((err) => {

@@ -1,4 +1,4 @@
-//! Zero-downtime under load: Rust HTTP workers with keep-alive behind one master-held port, a
+//! Zero-downtime under load: Rust HTTP workers with keep-alive (`examples/rust/worker.rs`) behind one master-held port, a
 //! client hammering them over keep-alive connections while the master reloads, restarts and
 //! rescales; and a `kill -9` under load. Loopback only, bounded in time.
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 const CONNECTIONS: usize = 20;
 
 fn config(count: usize) -> MasterConfig {
-    let mut c = MasterConfig::program(target_bin("drover-http-worker"))
+    let mut c = MasterConfig::program(target_bin("examples/worker"))
         .count(count)
         .name("http")
         .listen("127.0.0.1:0".parse().expect("an address"));

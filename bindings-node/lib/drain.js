@@ -1,0 +1,226 @@
+'use strict';
+
+// drain(server): stop an HTTP server without losing a request, when its listening socket is
+// shared (the master keeps it open, other workers accept on it). The reasoning is in
+// docs/DRAINING.md; in short:
+//
+// 1. Stop accepting: close this process's copy of the listening socket only (net.Server's close,
+//    not http.Server's, which also closes idle keep-alive connections at once: a request already
+//    on the wire on one of them would be reset). New connections go to the other workers.
+// 2. Every further response on an open connection says `Connection: close`, and Node closes the
+//    connection once it is written: the client learns in-band that it must reconnect.
+// 3. An idle connection (no request in progress) is closed only when no request can be racing
+//    the close: after a full event-loop turn (so bytes already in the kernel's receive buffer are
+//    read and parsed: such a request becomes a response with `Connection: close`), with no byte
+//    read since its last response, and quiet for `idleGrace` ms.
+// 4. Resolve when the last connection is gone, or at `timeout` (then destroy what is left).
+
+const net = require('node:net');
+
+const kState = Symbol('drover.drain');
+const DEFAULT_TIMEOUT_MS = 10000;
+const DEFAULT_IDLE_GRACE_MS = 500;
+
+// Node keeps an http.Server's connections in a private list (the one closeIdleConnections uses).
+// Read only for connections accepted before drover started following the server.
+function nodeConnections(server) {
+    const key = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
+    const list = key && server[key];
+    if (!list || typeof list.all !== 'function') return [];
+    try {
+        return list.all().map((parser) => parser && parser.socket).filter(Boolean);
+    } catch {
+        return [];
+    }
+}
+
+function adopt(state, socket) {
+    let c = state.sockets.get(socket);
+    if (c) return c;
+    c = { requests: 0, responses: new Set(), idleSince: Date.now(), idleBytes: socket.bytesRead, upgraded: false };
+    state.sockets.set(socket, c);
+    socket.once('close', () => {
+        state.sockets.delete(socket);
+        state.changed();
+    });
+    return c;
+}
+
+function onRequest(state, req, res) {
+    const socket = req.socket;
+    const c = adopt(state, socket);
+    c.requests++;
+    c.responses.add(res);
+    if (state.draining) {
+        res.setHeader('Connection', 'close');
+    }
+    res.once('close', () => {
+        c.requests--;
+        c.responses.delete(res);
+        c.idleSince = Date.now();
+        c.idleBytes = socket.bytesRead;
+        state.changed();
+    });
+}
+
+/**
+ * Starts following `server`'s connections and requests (idempotent). drover does it for every
+ * server listened on in a worker; `drain` does it for any other server.
+ */
+function track(server) {
+    if (server[kState]) return server[kState];
+    const state = { sockets: new Map(), draining: null, changed: () => {} };
+    Object.defineProperty(server, kState, { value: state });
+    const tls = require('node:tls');
+    server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (socket) => adopt(state, socket));
+    // Prepended: the `Connection: close` header must be set before the app's handler answers.
+    server.prependListener('request', (req, res) => onRequest(state, req, res));
+    // Upgraded connections (WebSocket...) belong to the app: never closed as idle, only at timeout.
+    const upgraded = (req, socket) => {
+        adopt(state, socket).upgraded = true;
+    };
+    server.on('upgrade', upgraded);
+    server.on('connect', upgraded);
+    for (const socket of nodeConnections(server)) {
+        const c = adopt(state, socket);
+        const res = socket._httpMessage;
+        if (res && !res.writableEnded) {
+            c.requests++;
+            c.responses.add(res);
+            res.once('close', () => {
+                c.requests--;
+                c.responses.delete(res);
+                c.idleSince = Date.now();
+                c.idleBytes = socket.bytesRead;
+                state.changed();
+            });
+        }
+    }
+    return state;
+}
+
+function option(options, name, fallback) {
+    const value = options[name] === undefined ? fallback : options[name];
+    if (typeof value !== 'number' || !(value >= 0) || !Number.isFinite(value)) {
+        throw new TypeError(`drain(server, options): ${name} must be a finite number of milliseconds >= 0, got ${String(value)}`);
+    }
+    return value;
+}
+
+/**
+ * Drains an HTTP server: stops accepting (this worker's copy of the listening socket only),
+ * answers further requests with `Connection: close`, closes idle connections once no request can
+ * be racing, and resolves when the last connection is gone or `timeout` ms passed (then destroys
+ * the rest). Calling it again returns the same promise.
+ *
+ * Resolves with { connections, closedIdle, destroyed, timedOut, ms }.
+ */
+function drain(server, options = {}) {
+    if (!(server instanceof net.Server)) {
+        return Promise.reject(new TypeError(`drain(server): expected a net.Server or http.Server, got ${server === null ? 'null' : typeof server}`));
+    }
+    if (options === null || typeof options !== 'object') {
+        return Promise.reject(new TypeError('drain(server, options): options must be an object'));
+    }
+    let timeout;
+    let idleGrace;
+    try {
+        timeout = option(options, 'timeout', DEFAULT_TIMEOUT_MS);
+        idleGrace = option(options, 'idleGrace', DEFAULT_IDLE_GRACE_MS);
+    } catch (e) {
+        return Promise.reject(e);
+    }
+    const state = track(server);
+    if (state.draining) return state.draining;
+
+    const started = Date.now();
+    const result = { connections: state.sockets.size, closedIdle: 0, destroyed: 0, timedOut: false, ms: 0 };
+    // 1. This worker's copy of the listening socket only; not http's close (it closes idle
+    //    connections on the spot). Node emits 'close' on the server once every connection is gone.
+    if (server.listening) {
+        net.Server.prototype.close.call(server);
+    }
+    // 2. Responses whose headers are not written yet end the connection.
+    for (const c of state.sockets.values()) {
+        for (const res of c.responses) {
+            if (!res.headersSent) res.setHeader('Connection', 'close');
+        }
+    }
+
+    state.draining = new Promise((resolve) => {
+        let sweepTimer = null;
+        let turn = null;
+        let done = false;
+        const finish = (timedOut) => {
+            if (done) return;
+            done = true;
+            clearTimeout(deadline);
+            clearTimeout(sweepTimer);
+            clearImmediate(turn);
+            state.changed = () => {};
+            stopConnectionsCheck(server);
+            result.timedOut = timedOut;
+            result.ms = Date.now() - started;
+            resolve(result);
+        };
+        const deadline = setTimeout(() => {
+            for (const socket of state.sockets.keys()) {
+                socket.destroy();
+                result.destroyed++;
+            }
+            finish(true);
+        }, timeout);
+
+        // 3. Idle connections are judged after a full event-loop turn: two setImmediate hops
+        //    put a poll phase between the decision and the check wherever drain() was called
+        //    from, so a request already in the kernel's buffer is read, parsed and counted.
+        const schedule = () => {
+            if (done) return;
+            if (state.sockets.size === 0) {
+                finish(false);
+                return;
+            }
+            if (turn === null) {
+                turn = setImmediate(() => {
+                    turn = setImmediate(sweep);
+                });
+            }
+        };
+        const sweep = () => {
+            turn = null;
+            const now = Date.now();
+            let next = Infinity;
+            for (const [socket, c] of state.sockets) {
+                if (c.requests > 0 || c.upgraded || c.closing) continue;
+                if (socket.bytesRead !== c.idleBytes) {
+                    // Bytes arrived since its last response: a request is coming in; it will be
+                    // answered with `Connection: close`.
+                    c.idleBytes = socket.bytesRead;
+                    c.idleSince = now;
+                }
+                const quiet = now - c.idleSince;
+                if (quiet >= idleGrace) {
+                    c.closing = true;
+                    result.closedIdle++;
+                    socket.destroySoon();
+                } else {
+                    next = Math.min(next, idleGrace - quiet);
+                }
+            }
+            clearTimeout(sweepTimer);
+            sweepTimer = next === Infinity ? null : setTimeout(schedule, next);
+        };
+        state.changed = schedule;
+        schedule();
+    });
+    return state.draining;
+}
+
+// http.Server checks its connections' timeouts on an (unref'd) interval that its own close()
+// clears; drain bypasses that close, so it clears the interval once done.
+function stopConnectionsCheck(server) {
+    const key = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connectionsCheckingInterval');
+    if (key && server[key]) clearInterval(server[key]);
+}
+
+module.exports = { drain, track, DEFAULT_TIMEOUT_MS, DEFAULT_IDLE_GRACE_MS };

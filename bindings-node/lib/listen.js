@@ -1,0 +1,171 @@
+'use strict';
+
+// Transparent shared listening, as Node's cluster does it: once a worker has created its
+// MessageBus, `server.listen(PORT)` (and every other TCP port form) asks the master for its socket
+// on that address over the bus, and listens on the fd it receives. Every worker asking for the same
+// address gets the same socket, which the master keeps open through restarts and reloads.
+//
+// Why at `new MessageBus()` and not at `require('drover')`: the request travels over the bus, whose
+// channel only one MessageBus may own; and requiring drover must not change how a process that is
+// not (yet) a drover worker listens — a master that happens to run under another drover master,
+// a script that only uses `drain`. An app creates its MessageBus before it listens (drover's usage).
+//
+// Only TCP port forms are taken over. Paths, handles, `{ fd }`, and `{ exclusive: true }`,
+// `{ ipv6Only: true }`, `{ reusePort: true }` (the app asks for a socket of its own) go to Node's
+// own listen unchanged, as do invalid arguments (so Node throws its own errors).
+
+const net = require('node:net');
+const dns = require('node:dns');
+const fs = require('node:fs');
+const { track } = require('./drain');
+
+const originalListen = net.Server.prototype.listen;
+const kPending = Symbol('drover.listen.pending');
+let bus = null;
+
+/** Takes over `net.Server.prototype.listen` for this process's MessageBus. */
+function install(messageBus) {
+    bus = messageBus;
+    if (net.Server.prototype.listen !== listen) {
+        net.Server.prototype.listen = listen;
+    }
+}
+
+// Node's own argument rules (lib/net.js normalizeArgs, validatePort).
+const toNumber = (x) => ((x = Number(x)) >= 0 ? x : false);
+const isPipeName = (s) => typeof s === 'string' && toNumber(s) === false;
+const validPort = (port) =>
+    (typeof port === 'number' || (typeof port === 'string' && port.trim().length !== 0)) &&
+    +port === +port >>> 0 &&
+    +port <= 0xffff;
+
+/** The TCP request in listen()'s arguments, or null when Node's own listen must handle them. */
+function tcpRequest(args) {
+    const last = args[args.length - 1];
+    const cb = typeof last === 'function' ? last : null;
+    const backlogFromArgs = toNumber(args.length > 1 && args[1]) || toNumber(args.length > 2 && args[2]);
+    const a0 = args[0];
+    let port;
+    let host;
+    let backlog = backlogFromArgs;
+    let signal;
+    if (a0 !== null && typeof a0 === 'object') {
+        const o = a0;
+        if (o instanceof net.Server || o._handle || o.handle || typeof o.fd === 'number') return null;
+        if (o.exclusive || o.ipv6Only || o.reusePort) return null;
+        if (o.port === undefined || o.port === null) {
+            // Node: { port: undefined } is a random port; no port at all is a path or an error.
+            if (!('port' in o) || o.path !== undefined) return null;
+            port = 0;
+        } else {
+            port = o.port;
+        }
+        host = o.host;
+        backlog = o.backlog || backlogFromArgs;
+        signal = o.signal;
+    } else if (isPipeName(a0)) {
+        return null;
+    } else {
+        port = args.length === 0 || typeof a0 === 'function' || a0 === null || a0 === undefined ? 0 : a0;
+        host = args.length > 1 && typeof args[1] === 'string' ? args[1] : undefined;
+    }
+    if (!validPort(port)) return null;
+    if (signal !== undefined && (signal === null || typeof signal.aborted !== 'boolean')) return null;
+    return { port: Number(port), host: host || undefined, backlog: backlog || undefined, cb, signal };
+}
+
+function alreadyListening() {
+    const e = new Error('Listen method has been called more than once without closing.');
+    e.code = 'ERR_SERVER_ALREADY_LISTEN';
+    return e;
+}
+
+/** The master's address for `host` (resolved as Node resolves it) and `port`. */
+function masterAddress(host, port, callback) {
+    if (!host) {
+        // A bare port: all interfaces, IPv6 and IPv4 (IPv4 only on a host without IPv6), as Node.
+        process.nextTick(callback, null, String(port));
+        return;
+    }
+    dns.lookup(host, (err, ip, family) => {
+        if (err) callback(err);
+        else callback(null, family === 6 ? `[${ip}]:${port}` : `${ip}:${port}`);
+    });
+}
+
+function listen(...args) {
+    if (!bus) return originalListen.apply(this, args);
+    track(this);
+    if (this._handle) return originalListen.apply(this, args); // Node throws ERR_SERVER_ALREADY_LISTEN
+    if (this[kPending]) throw alreadyListening();
+    const request = tcpRequest(args);
+    if (!request) return originalListen.apply(this, args);
+
+    const server = this;
+    const token = {};
+    server[kPending] = token;
+    if (request.cb) server.once('listening', request.cb);
+    // close() before the socket arrived cancels (Node emits 'close' even when not listening).
+    const onClose = () => {
+        if (server[kPending] === token) server[kPending] = null;
+    };
+    server.once('close', onClose);
+    if (request.signal) {
+        const onAbort = () => server.close();
+        if (request.signal.aborted) process.nextTick(onAbort);
+        else {
+            request.signal.addEventListener('abort', onAbort, { once: true });
+            server.once('close', () => request.signal.removeEventListener('abort', onAbort));
+        }
+    }
+    const current = () => server[kPending] === token;
+    const fail = (err) => {
+        server.off('close', onClose);
+        if (!current()) return;
+        server[kPending] = null;
+        // As Node does: 'error' on the next tick (unhandled, it is an uncaught exception).
+        process.nextTick(() => server.emit('error', err));
+    };
+
+    masterAddress(request.host, request.port, (lookupError, address) => {
+        if (lookupError) {
+            fail(lookupError);
+            return;
+        }
+        bus.listen(address).then(({ fd }) => {
+            server.off('close', onClose);
+            if (!current()) {
+                fs.close(fd, () => {});
+                return;
+            }
+            server[kPending] = null;
+            try {
+                // Node's own listen on the received fd: it emits 'listening' (and calls the callback).
+                if (request.backlog) originalListen.call(server, { fd }, request.backlog);
+                else originalListen.call(server, { fd });
+            } catch (e) {
+                fs.close(fd, () => {});
+                process.nextTick(() => server.emit('error', e));
+            }
+        }, (err) => {
+            if (err && err.port === undefined && typeof err === 'object') err.port = request.port;
+            fail(err);
+        });
+    });
+    return this;
+}
+
+/**
+ * The sockets this process was started with, systemd style (a drover master's declared `listen`):
+ * `[{ fd, name }]` from fd 3, when `LISTEN_PID` is this process; otherwise `[]`.
+ */
+function listenFds() {
+    const env = process.env;
+    if (Number(env.LISTEN_PID) !== process.pid) return [];
+    const count = Number(env.LISTEN_FDS);
+    if (!Number.isInteger(count) || count <= 0) return [];
+    const names = (env.LISTEN_FDNAMES || '').split(':');
+    return Array.from({ length: count }, (_, i) => ({ fd: 3 + i, name: names[i] || `listen${i}` }));
+}
+
+module.exports = { install, listenFds, tcpRequest, originalListen };

@@ -1,0 +1,72 @@
+//! What `/proc` says about a process: resident memory and CPU time.
+
+/// Resident memory of `pid`, bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+}
+
+/// User plus system CPU time `pid` has used, seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks())
+}
+
+/// utime + stime (fields 14 and 15) from a `/proc/<pid>/stat` line. The command name, in
+/// parentheses, may contain spaces and parentheses: fields are counted after the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is at index n - 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// The pids whose parent is `parent` and that are zombies (exited, not yet reaped).
+pub fn zombie_children(parent: u32) -> Vec<u32> {
+    let mut zombies = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return zombies;
+    };
+    let parent = parent.to_string();
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let mut fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace();
+        if fields.next() == Some("Z") && fields.next() == Some(parent.as_str()) {
+            zombies.push(pid);
+        }
+    }
+    zombies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_fields_are_counted_after_the_command_name() {
+        let stat = "4121 (my (odd) prog) S 1 4121 4121 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 50";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
+    }
+}

@@ -1,0 +1,680 @@
+//! `drover run`: validate everything, bind the control socket (and the HTTP endpoint), start every
+//! group, then serve signals and control requests until every group is shut down.
+//!
+//! Every lifecycle decision is core's: drover's signal policy ([`SignalPolicy`]), reload with
+//! rollback, restart policies, shutdown escalation. This file wires them to the outside world and
+//! logs what happens.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, WorkerStatus};
+
+use crate::config::{self, Plan};
+use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerReport};
+use crate::logs::{Log, Who};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::{http, procinfo, reaper, RunArgs};
+
+/// Exit code for a configuration drover refuses (nothing was started).
+const BAD_CONFIG: u8 = 2;
+
+/// What the control socket, the HTTP endpoint, the signal handler and the event forwarders share.
+pub struct Shared {
+    pub groups: Vec<(String, Master)>,
+    pub metrics: Metrics,
+    pub log: Log,
+    pub notify: Notifier,
+    /// Control requests hold a read guard while they run; the exit waits for them to answer.
+    pub in_flight: tokio::sync::RwLock<()>,
+    stopping: AtomicBool,
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let plan = match config::plan(&args) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("drover: {error}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    if args.check {
+        for group in &plan.groups {
+            let c = &group.config;
+            println!("{}: {} worker(s) of {}", group.name, c.count, c.program.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("drover: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args, plan))
+}
+
+async fn run(args: RunArgs, plan: Plan) -> ExitCode {
+    let socket_path = control::socket_path(&crate::SocketArg {
+        socket: plan.socket.clone(),
+    });
+    let socket = match control::server::bind(&socket_path) {
+        Ok(socket) => socket,
+        Err(error) => {
+            eprintln!("drover: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = Log::start(plan.log_format);
+    let pid1 = std::process::id() == 1;
+    if pid1 || args.subreaper {
+        if let Err(error) = reaper::become_subreaper() {
+            eprintln!("drover: cannot become a subreaper: {error}");
+            return ExitCode::FAILURE;
+        }
+        tokio::spawn(reaper::run(log.clone()));
+    }
+
+    let mut groups = Vec::new();
+    let mut feeds = Vec::new();
+    for group in plan.groups {
+        let master = match Master::new(group.config) {
+            Ok(master) => master,
+            Err(error) => {
+                eprintln!("drover: group {}: {error}", group.name);
+                return ExitCode::from(BAD_CONFIG);
+            }
+        };
+        feeds.push((group.name.clone(), master.events(), master.output()));
+        groups.push((group.name, master));
+    }
+    let shared = Arc::new(Shared {
+        groups,
+        metrics: Metrics::default(),
+        log: log.clone(),
+        notify: Notifier::from_env(),
+        in_flight: tokio::sync::RwLock::new(()),
+        stopping: AtomicBool::new(false),
+    });
+    for (name, events, output) in feeds {
+        tokio::spawn(forward(shared.clone(), name, events, output));
+    }
+    tokio::spawn(report_drops(shared.clone()));
+
+    if let Some(addr) = &plan.http {
+        match http::serve(addr, shared.clone()).await {
+            Ok(local) => log.info("http", &format!("http listening on {local} (/health, /metrics)")),
+            Err(error) => {
+                eprintln!("drover: --http {addr}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    log.info("control", &format!("control socket {}", socket_path.display()));
+    tokio::spawn(control::server::serve(socket, shared.clone()));
+
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(error) => {
+            eprintln!("drover: cannot handle signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Start every group at once; one that cannot start ends the run (after ending the others).
+    let starts = shared.groups.clone().into_iter().map(|(name, master)| {
+        let shared = shared.clone();
+        async move {
+            let name = name.as_str();
+            let config = master.config();
+            shared.log.event(
+                Who {
+                    group: name,
+                    id: None,
+                    pid: None,
+                },
+                "starting",
+                &format!("starting {} worker(s) of {}", config.count, config.program.display()),
+            );
+            let began = Instant::now();
+            let result = master.start().await;
+            match &result {
+                Ok(()) => shared.log.event(
+                    Who {
+                        group: name,
+                        id: None,
+                        pid: None,
+                    },
+                    "started",
+                    &format!(
+                        "{0}/{0} workers STARTED in {1:.2}s",
+                        config.count,
+                        began.elapsed().as_secs_f64()
+                    ),
+                ),
+                Err(error) => shared.log.event(
+                    Who {
+                        group: name,
+                        id: None,
+                        pid: None,
+                    },
+                    "start-failed",
+                    &format!("start failed: {error}"),
+                ),
+            }
+            result.map_err(|e| format!("group {name} did not start: {e}"))
+        }
+    });
+    let started = tokio::select! {
+        results = futures_join_all(starts) => results.into_iter().collect::<Result<Vec<()>, String>>(),
+        signal = signals.recv() => Err(format!("{} during start", drover::signal_name(signal))),
+    };
+    let mut code = ExitCode::SUCCESS;
+    match started {
+        Ok(_) => {
+            shared.log.info("ready", "every group is STARTED");
+            shared.notify.ready();
+        }
+        Err(error) => {
+            eprintln!("drover: {error}");
+            code = ExitCode::FAILURE;
+            shared.shutdown(false).await;
+        }
+    }
+
+    let all_down = {
+        let watches: Vec<_> = shared.groups.iter().map(|(_, m)| m.watch_status()).collect();
+        async move {
+            for mut rx in watches {
+                let _ = rx.wait_for(|s| *s == MasterStatus::ShutDown).await;
+            }
+        }
+    };
+    tokio::pin!(all_down);
+    loop {
+        tokio::select! {
+            _ = &mut all_down => break,
+            signal = signals.recv() => {
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.on_signal(signal).await });
+            }
+        }
+    }
+
+    // Let answers in flight (a `drover stop` waiting for this) go out, then the log.
+    let _ = tokio::time::timeout(Duration::from_secs(3), shared.in_flight.write()).await;
+    shared.log.info("exit", "every worker is stopped; exiting");
+    shared.metrics.set_dropped("", shared.log.dropped());
+    let dropped = shared.metrics.dropped_total();
+    log.flush(Duration::from_secs(3));
+    if dropped > 0 {
+        eprintln!("drover: {dropped} log line(s) were dropped because the output could not keep up");
+    }
+    code
+}
+
+/// `futures::future::join_all` without the dependency: every future runs concurrently.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(v) => out.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
+}
+
+/// SIGHUP, SIGTERM and SIGINT as a stream of numbers.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.hup.recv() => libc::SIGHUP,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+        }
+    }
+}
+
+impl Shared {
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn group(&self, name: &str) -> Result<&Master, String> {
+        self.groups
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.groups.iter().map(|(n, _)| n.as_str()).collect();
+                format!("no group {name:?} (groups: {})", known.join(", "))
+            })
+    }
+
+    fn begin_stopping(&self, how: &str) {
+        if !self.stopping.swap(true, Ordering::Relaxed) {
+            self.notify.stopping();
+        }
+        self.log.info("stopping", &format!("shutting down ({how})"));
+    }
+
+    /// Shuts every group down, concurrently; returns when every worker is reaped.
+    pub async fn shutdown(&self, hard: bool) {
+        self.begin_stopping(if hard { "hard: SIGKILL" } else { "graceful" });
+        let downs = self.groups.iter().map(|(_, m)| {
+            let m = m.clone();
+            async move {
+                if hard {
+                    m.hard_shutdown().await
+                } else {
+                    m.graceful_shutdown().await
+                }
+            }
+        });
+        for result in futures_join_all(downs).await {
+            if let Err(error) = result {
+                self.log.info("stopping", &format!("shutdown: {error}"));
+            }
+        }
+    }
+
+    /// Applies core's signal policy to every group.
+    async fn on_signal(self: Arc<Self>, signal: i32) {
+        let name = drover::signal_name(signal);
+        let policy = SignalPolicy::default();
+        let mut tasks = Vec::new();
+        for (group, master) in &self.groups {
+            let action = policy.action(signal, master.status());
+            match action {
+                SignalAction::Reload => {
+                    self.log.info("signal", &format!("{name}: reloading {group}"));
+                }
+                SignalAction::GracefulShutdown => self.begin_stopping(&format!("{name}: graceful")),
+                SignalAction::HardShutdown => self.begin_stopping(&format!("{name} again: hard, SIGKILL")),
+                SignalAction::Ignore => {
+                    self.log
+                        .info("signal", &format!("{name}: ignored by {group} ({})", master.status()));
+                    continue;
+                }
+            }
+            let shared = self.clone();
+            let (group, master) = (group.clone(), master.clone());
+            tasks.push(tokio::spawn(async move {
+                let result = match action {
+                    SignalAction::Reload => shared.reload(&group, &master).await.map_err(|e| e.to_string()),
+                    SignalAction::GracefulShutdown => master.graceful_shutdown().await.map_err(|e| e.to_string()),
+                    SignalAction::HardShutdown => master.hard_shutdown().await.map_err(|e| e.to_string()),
+                    SignalAction::Ignore => Ok(()),
+                };
+                if let Err(error) = result {
+                    shared.log.info("signal", &format!("{group}: {error}"));
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A graceful reload of one group, logged, counted and told to systemd.
+    async fn reload(&self, name: &str, master: &Master) -> Result<(), drover::Error> {
+        let who = Who {
+            group: name,
+            id: None,
+            pid: None,
+        };
+        let config = master.config();
+        self.log.event(
+            who,
+            "reloading",
+            &format!("reloading {} worker(s), {}", config.count, strategy(config.reload)),
+        );
+        self.notify.reloading();
+        let began = Instant::now();
+        let result = master.graceful_reload(None).await;
+        self.notify.reload_done();
+        match &result {
+            Ok(()) => {
+                self.metrics.reload(name, "ok");
+                self.log.event(
+                    who,
+                    "reloaded",
+                    &format!("reloaded in {:.2}s", began.elapsed().as_secs_f64()),
+                );
+            }
+            Err(error) => {
+                let outcome = match error {
+                    drover::Error::ReloadRolledBack { .. } => "rolled_back",
+                    _ => "failed",
+                };
+                self.metrics.reload(name, outcome);
+                self.log.event(who, "reload-failed", &error.to_string());
+            }
+        }
+        result
+    }
+
+    /// Runs a control request to its end.
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Status => Response {
+                ok: true,
+                status: Some(self.status_report()),
+                ..Response::default()
+            },
+            Request::Reload { group } => {
+                let selected: Vec<(String, Master)> = match &group {
+                    Some(name) => match self.group(name) {
+                        Ok(m) => vec![(name.clone(), m.clone())],
+                        Err(e) => return Response::failed(e),
+                    },
+                    None => self.groups.clone(),
+                };
+                let reloads = selected.into_iter().map(|(name, master)| {
+                    let shared = self.clone();
+                    async move {
+                        let result = shared.reload(&name, &master).await;
+                        (name, result)
+                    }
+                });
+                let mut done = Vec::new();
+                let mut failed = Vec::new();
+                for (name, result) in futures_join_all(reloads).await {
+                    match result {
+                        Ok(()) => done.push(name),
+                        Err(e) => failed.push(format!("{name}: {e}")),
+                    }
+                }
+                if failed.is_empty() {
+                    Response::done(format!("reloaded {}", done.join(", ")))
+                } else {
+                    Response::failed(failed.join("; "))
+                }
+            }
+            Request::Scale { group, count } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                let Ok(n) = usize::try_from(count) else {
+                    return Response::failed(format!("scale: the count must be at least 1, got {count}"));
+                };
+                let before = master.config().count;
+                self.log.event(
+                    Who {
+                        group: &group,
+                        id: None,
+                        pid: None,
+                    },
+                    "scaling",
+                    &format!("scaling from {before} to {n} worker(s)"),
+                );
+                match master.rescale(n).await {
+                    Ok(()) => Response::done(format!("{group}: {n} worker(s) (was {before})")),
+                    Err(e) => Response::failed(format!("{group}: scale to {n}: {e}")),
+                }
+            }
+            Request::Restart { group, id } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                match master.restart_worker(id).await {
+                    Ok(()) => {
+                        let pid = master.worker(id).map(|w| w.pid).unwrap_or(0);
+                        Response::done(format!("{group}: worker {id} restarted (pid {pid})"))
+                    }
+                    Err(e) => Response::failed(format!("{group}: restart worker {id}: {e}")),
+                }
+            }
+            Request::Send { group, id, data } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                match id {
+                    Some(id) => match master.send(id, &data).await {
+                        Ok(()) => {
+                            self.metrics.messages_out(&group, 1);
+                            Response::done(format!("sent to {group} worker {id}"))
+                        }
+                        Err(e) => Response::failed(format!("{group}: {e}")),
+                    },
+                    None => match master.broadcast(&data).await {
+                        Ok(n) => {
+                            self.metrics.messages_out(&group, n as u64);
+                            Response::done(format!("sent to {n} worker(s) of {group}"))
+                        }
+                        Err(e) => Response::failed(format!("{group}: {e}")),
+                    },
+                }
+            }
+            Request::Stop { hard } => {
+                let exits: usize = self
+                    .groups
+                    .iter()
+                    .map(|(_, m)| m.workers().iter().filter(|w| w.is_alive()).count())
+                    .sum();
+                self.shutdown(hard).await;
+                Response::done(format!(
+                    "stopped ({}): {exits} worker process(es) ended and reaped",
+                    if hard { "hard" } else { "graceful" }
+                ))
+            }
+        }
+    }
+
+    fn status_report(&self) -> StatusReport {
+        let now = SystemTime::now();
+        let groups = self
+            .groups
+            .iter()
+            .map(|(name, master)| {
+                let workers: Vec<WorkerReport> = master
+                    .workers()
+                    .into_iter()
+                    .map(|w| {
+                        let alive = w.is_alive();
+                        let since = w.started_at.unwrap_or(w.spawned_at);
+                        let uptime = if alive {
+                            now.duration_since(since).unwrap_or_default().as_secs_f64()
+                        } else {
+                            0.0
+                        };
+                        let lifetime = now.duration_since(w.spawned_at).unwrap_or_default().as_secs_f64();
+                        let cpu = alive.then(|| procinfo::cpu_seconds(w.pid)).flatten();
+                        WorkerReport {
+                            id: w.id,
+                            pid: w.pid,
+                            status: if alive { w.status.to_string() } else { "EXITED".into() },
+                            uptime_secs: uptime,
+                            restarts: w.restarts,
+                            generation: w.generation,
+                            rss_bytes: alive.then(|| procinfo::rss_bytes(w.pid)).flatten(),
+                            cpu_seconds: cpu,
+                            cpu_percent: cpu.map(|c| if lifetime > 0.0 { 100.0 * c / lifetime } else { 0.0 }),
+                            exit: w.exit.map(|e| e.reason.to_string()),
+                        }
+                    })
+                    .collect();
+                GroupReport {
+                    name: name.clone(),
+                    status: master.status().to_string(),
+                    count: master.config().count,
+                    started: workers
+                        .iter()
+                        .filter(|w| w.status == WorkerStatus::Started.name())
+                        .count(),
+                    workers,
+                }
+            })
+            .collect();
+        StatusReport {
+            pid: std::process::id(),
+            groups,
+        }
+    }
+}
+
+/// Logs and counts one group's events, and prints its workers' output.
+async fn forward(shared: Arc<Shared>, group: String, mut events: Events, mut output: OutputLines) {
+    let mut events_open = true;
+    let mut output_open = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while events_open || output_open {
+        tokio::select! {
+            event = events.recv(), if events_open => match event {
+                Some(event) => on_event(&shared, &group, event),
+                None => events_open = false,
+            },
+            line = output.recv(), if output_open => match line {
+                Some(line) => shared.log.output(&group, &line),
+                None => output_open = false,
+            },
+            _ = tick.tick() => {}
+        }
+        shared.metrics.set_dropped(&group, output.dropped());
+    }
+}
+
+fn on_event(shared: &Shared, group: &str, event: Event) {
+    let log = &shared.log;
+    let worker = |id, pid| Who {
+        group,
+        id: Some(id),
+        pid: Some(pid),
+    };
+    let whole = Who {
+        group,
+        id: None,
+        pid: None,
+    };
+    match event {
+        Event::Status { id, pid, to, .. } => match to {
+            WorkerStatus::Initialized => log.event(worker(id, pid), "spawned", "spawned"),
+            WorkerStatus::Started => log.event(worker(id, pid), "started", "started"),
+            _ => {}
+        },
+        Event::Message { id, pid, data } => {
+            shared.metrics.message_in(group);
+            let mut text = data.to_string();
+            if text.len() > 2000 {
+                let mut cut = 2000;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("...");
+            }
+            log.event(worker(id, pid), "message", &format!("message: {text}"));
+        }
+        Event::Exit(exit) => {
+            shared.metrics.exit(group, exit.reason.kind_name(), exit.requested);
+            log.event(
+                worker(exit.id, exit.pid),
+                "exited",
+                &format!(
+                    "exited: {} in status {}, {}",
+                    exit.reason,
+                    exit.last_status,
+                    if exit.requested { "as asked" } else { "unasked" }
+                ),
+            );
+        }
+        Event::ProtocolError { id, pid, error } => {
+            log.event(worker(id, pid), "protocol-error", &format!("protocol error: {error}"))
+        }
+        Event::Failed { id, pid, failure } => {
+            let who = Who {
+                group,
+                id: Some(id),
+                pid,
+            };
+            log.event(who, "failed", &format!("failed: {failure}"));
+        }
+        Event::Restarting { id, delay, restarts } => {
+            shared.metrics.restart(group);
+            let who = Who {
+                group,
+                id: Some(id),
+                pid: None,
+            };
+            log.event(
+                who,
+                "restarting",
+                &format!("restarting in {delay:?} (restart #{restarts})"),
+            );
+        }
+        Event::Recycling { id, reason } => {
+            let who = Who {
+                group,
+                id: Some(id),
+                pid: None,
+            };
+            log.event(who, "recycling", &format!("recycling: {reason}"));
+        }
+        Event::GaveUp { restarts, window } => log.event(
+            whole,
+            "gave-up",
+            &format!("gave up restarting: more than {restarts} restarts within {window:?}; the group is FAILED"),
+        ),
+        Event::MasterStatus { from, to } => log.event(whole, "status", &format!("{from} -> {to}")),
+        Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
+        // Events core learns later are counted nowhere until this face learns them too.
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+}
+
+/// Tells in the log when lines were dropped, at most once a second.
+async fn report_drops(shared: Arc<Shared>) {
+    let mut reported = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        shared.metrics.set_dropped("", shared.log.dropped());
+        let total = shared.metrics.dropped_total();
+        if total > reported {
+            shared.log.info(
+                "log-dropped",
+                &format!("{} log line(s) dropped so far: the output could not keep up", total),
+            );
+            reported = total;
+        }
+    }
+}
+
+fn strategy(reload: drover::ReloadStrategy) -> String {
+    match reload {
+        drover::ReloadStrategy::AllAtOnce => "all at once".into(),
+        drover::ReloadStrategy::Rolling { batch } => format!("rolling, {batch} at a time"),
+    }
+}
