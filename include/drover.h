@@ -477,6 +477,44 @@ typedef uint32_t drover_worker_status;
 #endif // __cplusplus
 
 /**
+ * What `drover_config_set_ready()` accepts: how the master learns that a worker is ready
+ * (STARTED), and how it asks a worker to stop.
+ */
+enum drover_ready_source
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The worker's MessageBus reports STARTED (`drover_bus_send_started()`); a graceful stop is
+   * STOP then QUIT. The default.
+   */
+  DROVER_READY_SOURCE_MESSAGE = 1,
+  /**
+   * systemd's notify protocol: the master sets `NOTIFY_SOCKET` and the worker sends `READY=1`
+   * (`sd_notify`); a graceful stop is SIGTERM, then SIGKILL after the stop timeout.
+   */
+  DROVER_READY_SOURCE_NOTIFY = 2,
+  /**
+   * Node's IPC channel, as PM2 apps do: `process.send('ready')`; a graceful stop sends the
+   * message `'shutdown'`.
+   */
+  DROVER_READY_SOURCE_NODE_IPC = 3,
+  /**
+   * STARTED as soon as the program is executed, for programs that speak nothing; a graceful
+   * stop is SIGTERM, then SIGKILL after the stop timeout.
+   */
+  DROVER_READY_SOURCE_SPAWN = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drover_ready_source drover_ready_source;
+#else
+typedef uint32_t drover_ready_source;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A worker's connection to its master, over the channel the master gave this process. Underneath:
  * drover's `MessageBus`, with one runtime thread.
  *
@@ -606,6 +644,22 @@ typedef struct drover_worker_info {
    */
   struct drover_exit exit;
 } drover_worker_info;
+
+/**
+ * One listening socket the master holds, as `drover_master_listeners()` reports it.
+ */
+typedef struct drover_listener {
+  /**
+   * The address as it was declared or asked for, e.g. "127.0.0.1:0" (normalised: a bare port
+   * reads "[::]:8080", a Unix path "unix:/run/web.sock"). Owned by the list.
+   */
+  char *address;
+  /**
+   * The address the socket is bound to, e.g. "127.0.0.1:41234" (the real port for port 0).
+   * Owned by the list.
+   */
+  char *local;
+} drover_listener;
 
 /**
  * One event of a master, filled in by `drover_master_next_event()`.
@@ -765,6 +819,37 @@ drover_result drover_bus_send_status(const struct drover_bus *bus, uint32_t stat
 drover_result drover_bus_send_message(const struct drover_bus *bus, const char *json);
 
 /**
+ * Asks the master for a listening socket on `address` and waits for it, at most `timeout_ms`
+ * milliseconds (negative: no limit). This is how a worker shares a port with the other workers
+ * of its master, as Node's cluster workers do: the master binds the address once (or reuses the
+ * socket it already holds for it, declared or asked for by another worker) and passes a copy of
+ * it over the channel; every worker asking for the same address gets the same socket, and the
+ * kernel hands each connection to one of them. The master keeps the socket open through
+ * restarts and reloads, so no client is refused while workers come and go.
+ *
+ * `address` is `host:port`, `[v6]:port`, a bare `port` or `:port` (all interfaces), `unix:/path`,
+ * or a path starting with `/` or `./`; port 0 binds a free port, shared by every worker asking
+ * for port 0 on that host.
+ *
+ * On success `*out_fd` receives the socket, bound and listening, close-on-exec; it is the
+ * caller's, to accept on and to close (closing it closes this worker's copy only). Its
+ * O_NONBLOCK flag is shared with the master and the other workers that hold the socket: set it
+ * if you accept after poll(), since another worker may take the connection first.
+ * `*out_local` (may be NULL) receives the bound address, e.g. "127.0.0.1:41234", owned by the
+ * caller and freed with `drover_string_free()`.
+ * DROVER_RESULT_INVALID_ARGUMENT if `address` is no address; DROVER_RESULT_LISTEN_FAILED if
+ * the master cannot bind it, with a message naming the address and the errno (e.g.
+ * "cannot listen on 127.0.0.1:8080: Address already in use (os error 98) (EADDRINUSE)"); the
+ * bus stays usable. DROVER_RESULT_TIMEOUT if no answer came in time (a socket arriving later is
+ * closed); DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_listen(const struct drover_bus *bus,
+                                const char *address,
+                                int64_t timeout_ms,
+                                int *out_fd,
+                                char **out_local);
+
+/**
  * Takes the next command or message from the master, waiting up to `timeout_ms` milliseconds
  * (0: do not wait; negative: wait for ever). On success `*out_event` is overwritten (clear it
  * first) with an event the caller releases with `drover_bus_event_clear()`.
@@ -913,6 +998,25 @@ drover_result drover_config_set_reload_strategy(struct drover_config *config,
                                                 uint32_t batch);
 
 /**
+ * Adds a listening socket the master binds before starting any worker and keeps open through
+ * restarts and reloads: `ADDR` or `NAME=ADDR`, where ADDR is `host:port`, `[v6]:port`, a bare
+ * `port` (all interfaces), `unix:/path` or a path starting with `/` or `./`. Port 0 picks a free
+ * port; `drover_master_listeners()` tells which. Every worker inherits the sockets as systemd
+ * passes them: fds 3, 4, ... in the order added, with `LISTEN_FDS`, `LISTEN_PID` (the worker's
+ * own pid) and `LISTEN_FDNAMES` (NAME, or `listen<index>`). The string is copied; it is checked
+ * when the master is created (DROVER_RESULT_INVALID_CONFIG naming `listen`), and a socket that
+ * cannot be bound fails `drover_master_start()` with DROVER_RESULT_LISTEN_FAILED naming the
+ * address and the errno.
+ */
+drover_result drover_config_add_listen(struct drover_config *config, const char *spec);
+
+/**
+ * Sets how the master learns that a worker is ready: one of `drover_ready_source` (default
+ * DROVER_READY_SOURCE_MESSAGE). DROVER_RESULT_INVALID_ARGUMENT for any other value.
+ */
+drover_result drover_config_set_ready(struct drover_config *config, uint32_t source);
+
+/**
  * Sets any options from a JSON object, by their drover names (camelCase, as in the Node API
  * and config files): e.g. `{"heartbeatInterval": 1000, "maxAge": 3600000, "onProtocolError":
  * "ignore"}`. Keys given replace earlier values; others are kept. An unknown key or a value of the
@@ -978,6 +1082,28 @@ drover_result drover_master_workers(const struct drover_master *master,
  * not freed before.
  */
 void drover_worker_list_free(struct drover_worker_info *workers, size_t count);
+
+/**
+ * The listening sockets the master holds: the declared ones (`drover_config_add_listen()`,
+ * bound by `drover_master_start()`) and the ones its workers asked for (`drover_bus_listen()`),
+ * in the order they were bound. They stay open until the master shuts down.
+ *
+ * On success `*out_listeners` receives an array of `*out_count` entries, owned by the caller and
+ * freed with `drover_listener_list_free(listeners, count)` (NULL when there are none).
+ */
+drover_result drover_master_listeners(const struct drover_master *master,
+                                      struct drover_listener **out_listeners,
+                                      size_t *out_count);
+
+/**
+ * Frees an array from `drover_master_listeners()` and its strings; `count` must be the count it
+ * gave. NULL is a no-op.
+ *
+ * # Safety
+ * `listeners` is NULL or an array returned by `drover_master_listeners()` with `count` entries,
+ * not freed before.
+ */
+void drover_listener_list_free(struct drover_listener *listeners, size_t count);
 
 /**
  * Writes a snapshot of worker `id` to `*out_worker`. DROVER_RESULT_UNKNOWN_WORKER if no worker

@@ -79,7 +79,7 @@ function closeIdiom(srv) {
 
 let droverDrain = null;
 function stopServing() {
-    log('stop', { mode: STOP });
+    log('stop', { mode: STOP === 'close' ? 'close' : droverDrain ? 'drover.drain' : 'own drain' });
     if (STOP === 'close') return closeIdiom(server);
     if (droverDrain) {
         draining = true; // our handler adds Connection: close too; harmless with the helper

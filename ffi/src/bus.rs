@@ -6,15 +6,18 @@
 //! is the pollable fd.
 
 use std::ffi::{c_char, c_int};
+use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use drover_core::protocol::WorkerMeta;
-use drover_core::{BusEvent, BusSender, MessageBus, WorkerStatus};
+use drover_core::{BusEvent, BusSender, ListenAddr, MessageBus, WorkerStatus};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use crate::error::{drover_result, Failure};
-use crate::ffi::{clear_event, ffi_body, new_runtime, owned_c_string, try_obj, try_out, try_str, Registry};
+use crate::ffi::{
+    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry,
+};
 use crate::mailbox::{Mailbox, Source};
 
 /// A worker's connection to its master, over the channel the master gave this process. Underneath:
@@ -181,6 +184,70 @@ pub extern "C" fn drover_bus_send_message(bus: *const drover_bus, json: *const c
         let data: Value = serde_json::from_str(try_str!(json))
             .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))?;
         Ok(state.runtime.block_on(state.sender.send_message(&data))?)
+    })
+}
+
+/// Asks the master for a listening socket on `address` and waits for it, at most `timeout_ms`
+/// milliseconds (negative: no limit). This is how a worker shares a port with the other workers
+/// of its master, as Node's cluster workers do: the master binds the address once (or reuses the
+/// socket it already holds for it, declared or asked for by another worker) and passes a copy of
+/// it over the channel; every worker asking for the same address gets the same socket, and the
+/// kernel hands each connection to one of them. The master keeps the socket open through
+/// restarts and reloads, so no client is refused while workers come and go.
+///
+/// `address` is `host:port`, `[v6]:port`, a bare `port` or `:port` (all interfaces), `unix:/path`,
+/// or a path starting with `/` or `./`; port 0 binds a free port, shared by every worker asking
+/// for port 0 on that host.
+///
+/// On success `*out_fd` receives the socket, bound and listening, close-on-exec; it is the
+/// caller's, to accept on and to close (closing it closes this worker's copy only). Its
+/// O_NONBLOCK flag is shared with the master and the other workers that hold the socket: set it
+/// if you accept after poll(), since another worker may take the connection first.
+/// `*out_local` (may be NULL) receives the bound address, e.g. "127.0.0.1:41234", owned by the
+/// caller and freed with `drover_string_free()`.
+/// DROVER_RESULT_INVALID_ARGUMENT if `address` is no address; DROVER_RESULT_LISTEN_FAILED if
+/// the master cannot bind it, with a message naming the address and the errno (e.g.
+/// "cannot listen on 127.0.0.1:8080: Address already in use (os error 98) (EADDRINUSE)"); the
+/// bus stays usable. DROVER_RESULT_TIMEOUT if no answer came in time (a socket arriving later is
+/// closed); DROVER_RESULT_MASTER_GONE.
+#[no_mangle]
+pub extern "C" fn drover_bus_listen(
+    bus: *const drover_bus,
+    address: *const c_char,
+    timeout_ms: i64,
+    out_fd: *mut c_int,
+    out_local: *mut *mut c_char,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let address = try_str!(address);
+        let out_fd = try_out!(out_fd);
+        // The master parses it too; checking here tells a malformed argument from a bind error.
+        address.parse::<ListenAddr>().map_err(|e| {
+            Failure::new(
+                drover_result::InvalidArgument,
+                format!("`address` is not a listen address: {e}"),
+            )
+        })?;
+        let request = state.sender.listen(address);
+        let answer = state.runtime.block_on(async {
+            match timeout_from_ms(timeout_ms) {
+                Some(limit) => tokio::time::timeout(limit, request).await.ok(),
+                None => Some(request.await),
+            }
+        });
+        let listening = answer.ok_or_else(|| {
+            Failure::new(
+                drover_result::Timeout,
+                format!("the master did not answer the request to listen on {address} within {timeout_ms} ms"),
+            )
+        })??;
+        let local = (!out_local.is_null()).then(|| owned_c_string(&listening.local));
+        out_fd.write(listening.fd.into_raw_fd());
+        if let Some(local) = local {
+            try_out!(out_local).write(local);
+        }
+        Ok(())
     })
 }
 

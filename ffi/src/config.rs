@@ -7,7 +7,7 @@
 use std::ffi::c_char;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use drover_core::{MasterOptions, RestartPolicy};
+use drover_core::{MasterOptions, ReadySource, RestartPolicy};
 use serde_json::Value;
 
 use crate::error::{drover_result, Failure};
@@ -46,6 +46,26 @@ pub enum drover_reload_strategy {
     AllAtOnce = 1,
     /// Replace `batch` workers at a time: start new ones, stop as many old ones once they are STARTED.
     Rolling = 2,
+}
+
+/// What `drover_config_set_ready()` accepts: how the master learns that a worker is ready
+/// (STARTED), and how it asks a worker to stop.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy)]
+pub enum drover_ready_source {
+    /// The worker's MessageBus reports STARTED (`drover_bus_send_started()`); a graceful stop is
+    /// STOP then QUIT. The default.
+    Message = 1,
+    /// systemd's notify protocol: the master sets `NOTIFY_SOCKET` and the worker sends `READY=1`
+    /// (`sd_notify`); a graceful stop is SIGTERM, then SIGKILL after the stop timeout.
+    Notify = 2,
+    /// Node's IPC channel, as PM2 apps do: `process.send('ready')`; a graceful stop sends the
+    /// message `'shutdown'`.
+    NodeIpc = 3,
+    /// STARTED as soon as the program is executed, for programs that speak nothing; a graceful
+    /// stop is SIGTERM, then SIGKILL after the stop timeout.
+    Spawn = 4,
 }
 
 pub(crate) type Config = Mutex<MasterOptions>;
@@ -270,6 +290,44 @@ pub extern "C" fn drover_config_set_reload_strategy(
             o.reload_strategy = Some(name.to_owned());
             o.reload_batch = batch;
         })
+    })
+}
+
+/// Adds a listening socket the master binds before starting any worker and keeps open through
+/// restarts and reloads: `ADDR` or `NAME=ADDR`, where ADDR is `host:port`, `[v6]:port`, a bare
+/// `port` (all interfaces), `unix:/path` or a path starting with `/` or `./`. Port 0 picks a free
+/// port; `drover_master_listeners()` tells which. Every worker inherits the sockets as systemd
+/// passes them: fds 3, 4, ... in the order added, with `LISTEN_FDS`, `LISTEN_PID` (the worker's
+/// own pid) and `LISTEN_FDNAMES` (NAME, or `listen<index>`). The string is copied; it is checked
+/// when the master is created (DROVER_RESULT_INVALID_CONFIG naming `listen`), and a socket that
+/// cannot be bound fails `drover_master_start()` with DROVER_RESULT_LISTEN_FAILED naming the
+/// address and the errno.
+#[no_mangle]
+pub extern "C" fn drover_config_add_listen(config: *mut drover_config, spec: *const c_char) -> drover_result {
+    ffi_body!({
+        let spec = try_str!(spec).to_owned();
+        edit(config, |o| o.listen.push(spec))
+    })
+}
+
+/// Sets how the master learns that a worker is ready: one of `drover_ready_source` (default
+/// DROVER_READY_SOURCE_MESSAGE). DROVER_RESULT_INVALID_ARGUMENT for any other value.
+#[no_mangle]
+pub extern "C" fn drover_config_set_ready(config: *mut drover_config, source: u32) -> drover_result {
+    ffi_body!({
+        let source = match source {
+            1 => ReadySource::Message,
+            2 => ReadySource::Notify,
+            3 => ReadySource::NodeIpc,
+            4 => ReadySource::Spawn,
+            other => {
+                return Err(Failure::new(
+                    drover_result::InvalidArgument,
+                    format!("`source` must be a drover_ready_source (1, 2, 3 or 4), got {other}"),
+                ))
+            }
+        };
+        edit(config, |o| o.ready = Some(source))
     })
 }
 

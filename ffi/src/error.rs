@@ -98,7 +98,7 @@ impl drover_result {
 
     /// Every code, for the names table and its test.
     #[cfg(test)]
-    pub(crate) const ALL: [drover_result; 22] = [
+    pub(crate) const ALL: [drover_result; 23] = [
         drover_result::Ok,
         drover_result::NullArgument,
         drover_result::InvalidUtf8,
@@ -115,6 +115,7 @@ impl drover_result {
         drover_result::Cancelled,
         drover_result::ReloadRolledBack,
         drover_result::Closed,
+        drover_result::ListenFailed,
         drover_result::NotAWorker,
         drover_result::AlreadyConnected,
         drover_result::Protocol,

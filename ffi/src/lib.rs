@@ -42,11 +42,11 @@ pub mod master;
 use std::ffi::c_char;
 
 pub use bus::{drover_bus, drover_bus_event, drover_bus_event_kind};
-pub use config::{drover_config, drover_reload_strategy, drover_restart_policy};
+pub use config::{drover_config, drover_ready_source, drover_reload_strategy, drover_restart_policy};
 pub use error::drover_result;
 pub use master::{
-    drover_event, drover_event_kind, drover_exit, drover_exit_kind, drover_master, drover_master_status,
-    drover_signal_action, drover_worker_info, drover_worker_status,
+    drover_event, drover_event_kind, drover_exit, drover_exit_kind, drover_listener, drover_master,
+    drover_master_status, drover_signal_action, drover_worker_info, drover_worker_status,
 };
 
 /// The version of the library, e.g. "0.1.0" (compare with DROVER_VERSION from the header).

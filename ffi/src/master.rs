@@ -559,6 +559,83 @@ pub unsafe extern "C" fn drover_worker_list_free(workers: *mut drover_worker_inf
     });
 }
 
+/// One listening socket the master holds, as `drover_master_listeners()` reports it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct drover_listener {
+    /// The address as it was declared or asked for, e.g. "127.0.0.1:0" (normalised: a bare port
+    /// reads "[::]:8080", a Unix path "unix:/run/web.sock"). Owned by the list.
+    pub address: *mut c_char,
+    /// The address the socket is bound to, e.g. "127.0.0.1:41234" (the real port for port 0).
+    /// Owned by the list.
+    pub local: *mut c_char,
+}
+
+/// The listening sockets the master holds: the declared ones (`drover_config_add_listen()`,
+/// bound by `drover_master_start()`) and the ones its workers asked for (`drover_bus_listen()`),
+/// in the order they were bound. They stay open until the master shuts down.
+///
+/// On success `*out_listeners` receives an array of `*out_count` entries, owned by the caller and
+/// freed with `drover_listener_list_free(listeners, count)` (NULL when there are none).
+#[no_mangle]
+pub extern "C" fn drover_master_listeners(
+    master: *const drover_master,
+    out_listeners: *mut *mut drover_listener,
+    out_count: *mut usize,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let out_listeners = try_out!(out_listeners);
+        let out_count = try_out!(out_count);
+        let list: Box<[drover_listener]> = state
+            .master
+            .listeners()
+            .iter()
+            .map(|(address, local)| drover_listener {
+                address: owned_c_string(address),
+                local: owned_c_string(local),
+            })
+            .collect();
+        let count = list.len();
+        let ptr = if count == 0 {
+            std::ptr::null_mut()
+        } else {
+            Box::into_raw(list).cast::<drover_listener>()
+        };
+        out_listeners.write(ptr);
+        out_count.write(count);
+        Ok(())
+    })
+}
+
+/// Frees an array from `drover_master_listeners()` and its strings; `count` must be the count it
+/// gave. NULL is a no-op.
+///
+/// # Safety
+/// `listeners` is NULL or an array returned by `drover_master_listeners()` with `count` entries,
+/// not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn drover_listener_list_free(listeners: *mut drover_listener, count: usize) {
+    if listeners.is_null() || count == 0 {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        let slice = std::ptr::slice_from_raw_parts_mut(listeners, count);
+        // SAFETY: per this function's contract, the array came from `Box::into_raw` of a boxed
+        // slice of exactly `count` entries and is freed once; each string in it came from
+        // `CString::into_raw` and is owned by the array.
+        let list = unsafe { Box::from_raw(slice) };
+        for listener in list.iter() {
+            for s in [listener.address, listener.local] {
+                if !s.is_null() {
+                    // SAFETY: as above: an owned string of the list, freed once.
+                    drop(unsafe { std::ffi::CString::from_raw(s) });
+                }
+            }
+        }
+    });
+}
+
 /// Writes a snapshot of worker `id` to `*out_worker`. DROVER_RESULT_UNKNOWN_WORKER if no worker
 /// has this id.
 #[no_mangle]
