@@ -2,7 +2,7 @@
 //! and readiness without the MessageBus (notify, node-ipc, spawn).
 
 use drover::{Error, Event, ExitReason, ListenSpec, Master, MasterConfig, ReadySource, Timeouts, WorkerStatus};
-use drover_tests::{pid_is_running, test_worker};
+use drover_tests::{next_matching, pid_is_running, test_worker};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -18,19 +18,6 @@ fn config(count: usize) -> MasterConfig {
         kill: Duration::from_millis(500),
     };
     c
-}
-
-async fn next_matching<T>(events: &mut drover::Events, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("event within 20 s")
-            .expect("open");
-        if let Some(t) = pick(&e) {
-            return t;
-        }
-    }
 }
 
 /// Connects to `addr` and reads the pid the worker answers with.
