@@ -284,3 +284,40 @@ async fn workers_over_their_memory_limit_are_replaced_successor_first() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_manual_restart_during_the_backoff_makes_the_automatic_one_moot() {
+    let mut c = config(1);
+    c.restart = RestartPolicy::Always;
+    c.backoff.initial = Duration::from_millis(600);
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap();
+    let mut events = master.events();
+    let id = master.workers()[0].id;
+    master.send(id, &json!({"cmd": "exit", "code": 3})).await.unwrap();
+    loop {
+        if let Event::Restarting { .. } = next_event(&mut events).await {
+            break;
+        }
+    }
+    // The user restarts it first; when the backoff ends, the supervisor must not spawn another.
+    master.restart_worker(id).await.unwrap();
+    let pid = master.worker(id).unwrap().pid;
+    let spawned_again = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            match next_event(&mut events).await {
+                Event::Status {
+                    to: WorkerStatus::Initialized,
+                    pid: other,
+                    ..
+                } if other != pid => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(spawned_again.is_err(), "a second process was spawned for worker {id}");
+    let info = master.worker(id).unwrap();
+    assert_eq!((info.pid, info.status), (pid, WorkerStatus::Started));
+    master.graceful_shutdown().await.unwrap();
+}

@@ -76,12 +76,15 @@ fn on_exit(master: &Master, weak: &Weak<Inner>, exit: WorkerExit) {
         .unwrap_or_default();
     slot.attempt = config.backoff.streak_after(slot.attempt, uptime);
     slot.reviving = true;
-    tokio::spawn(revive(weak.clone(), exit.id));
+    tokio::spawn(revive(weak.clone(), exit.id, exit.pid));
 }
 
 /// Restarts worker `id` with backoff until it is STARTED, the budget runs out, or the master
 /// stops being STARTED.
-async fn revive(weak: Weak<Inner>, id: WorkerId) {
+///
+/// `dead` is the pid of the process being replaced: if the slot holds another process by the time
+/// the restart is due (the user restarted it, or a reload replaced it), this restart is moot.
+async fn revive(weak: Weak<Inner>, id: WorkerId, mut dead: u32) {
     loop {
         let Some(master) = upgrade(&weak) else { return };
         let config = master.config();
@@ -116,7 +119,11 @@ async fn revive(weak: Weak<Inner>, id: WorkerId) {
             // Only the spawn happens under the operation lock: restarts of different workers
             // proceed side by side, and no reload, rescale or shutdown sees a half-made slot.
             let _op = master.inner.op.lock().await;
-            if master.status() != MasterStatus::Started || !lock(&master.inner.slots).contains_key(&id) {
+            let still_dead = lock(&master.inner.slots)
+                .get(&id)
+                .map(|s| s.handle.info())
+                .is_some_and(|info| info.pid == dead && !info.is_alive());
+            if master.status() != MasterStatus::Started || !still_dead {
                 master.end_revive(id);
                 return;
             }
@@ -124,6 +131,7 @@ async fn revive(weak: Weak<Inner>, id: WorkerId) {
         };
         let started = match spawned {
             Ok(handle) => {
+                dead = handle.info().pid;
                 let info = handle.wait_settled().await;
                 if info.status == WorkerStatus::Started && info.is_alive() {
                     true
