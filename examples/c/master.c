@@ -1,11 +1,19 @@
 /* A C master supervising C workers with drover.
  *
- * usage: master <worker-program> [count]      (PORT in the environment is passed to the workers)
+ * usage: master <worker-program> [count]
  *
- * Starts the workers, prints their statuses, says hello to them, then runs one poll() loop over
- * drover's event fd and a signalfd: events are printed as they come; SIGHUP reloads the workers,
- * SIGTERM or SIGINT shuts them down gracefully (a second SIGINT, hard). drover installs no signal
- * handler itself: the program catches the signals and hands them to drover_master_handle_signal. */
+ * The master owns the listening socket: it declares LISTEN (an address, e.g. "0.0.0.0:8080" or
+ * "unix:/run/web.sock"; default 127.0.0.1:$PORT, PORT defaulting to 8080), binds it before the
+ * first worker starts, and every worker inherits it at fd 3 as systemd would pass it. The socket
+ * stays open while workers are restarted and reloaded, so no client is refused; with worker.c
+ * draining its keep-alive connections, no request is lost either.
+ *
+ * Starts the workers, prints where it listens and their statuses, says hello to them, then runs
+ * one poll() loop over drover's event fd and a signalfd: events are printed as they come; SIGHUP
+ * reloads the workers (a new generation, make-before-break), SIGUSR2 restarts one worker (each
+ * in turn), SIGTERM or SIGINT shuts them down gracefully (a second SIGINT, hard). drover installs
+ * no signal handler itself: the program catches the signals and hands them to
+ * drover_master_handle_signal. */
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +33,32 @@
         }                                                                                          \
     } while (0)
 
+/* Restarts the live worker at position *next (in id order), then moves on to the next one. */
+static void restart_one(drover_master *master, size_t *next) {
+    drover_worker_info *workers = NULL;
+    size_t count = 0;
+    TRY(drover_master_workers(master, &workers, &count));
+    size_t live = 0;
+    for (size_t i = 0; i < count; i++) live += workers[i].alive;
+    if (live > 0) {
+        size_t want = *next % live, seen = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (!workers[i].alive || seen++ != want) continue;
+            drover_result r = drover_master_restart_worker(master, workers[i].id);
+            drover_worker_info now;
+            if (r == DROVER_RESULT_OK && drover_master_get_worker(master, workers[i].id, &now) == DROVER_RESULT_OK)
+                printf("restarted worker %llu: pid %u -> %u\n", (unsigned long long)workers[i].id, workers[i].pid,
+                       now.pid);
+            else
+                fprintf(stderr, "master: restart of worker %llu: %s\n", (unsigned long long)workers[i].id,
+                        drover_last_error());
+            break;
+        }
+        *next += 1;
+    }
+    drover_worker_list_free(workers, count);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s <worker-program> [count]\n", argv[0]);
@@ -37,6 +71,7 @@ int main(int argc, char **argv) {
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     int sig_fd = signalfd(-1, &signals, SFD_CLOEXEC);
 
@@ -46,12 +81,23 @@ int main(int argc, char **argv) {
     TRY(drover_config_set_count(config, argc > 2 ? atoi(argv[2]) : 2));
     TRY(drover_config_set_name(config, "http"));
     TRY(drover_config_set_restart(config, DROVER_RESTART_POLICY_ON_FAILURE));
-    TRY(drover_config_set_stop_timeout_ms(config, 5000));
+    TRY(drover_config_set_stop_timeout_ms(config, 12000)); /* the workers drain within 10 s */
+    char listen[256];
+    if (getenv("LISTEN") != NULL)
+        snprintf(listen, sizeof listen, "http=%s", getenv("LISTEN"));
+    else
+        snprintf(listen, sizeof listen, "http=127.0.0.1:%s", getenv("PORT") ? getenv("PORT") : "8080");
+    TRY(drover_config_add_listen(config, listen));
     drover_master *master = NULL;
     TRY(drover_master_new(config, &master));
     TRY(drover_config_free(config));
 
     TRY(drover_master_start(master, 30000));
+    drover_listener *listeners = NULL;
+    size_t listening = 0;
+    TRY(drover_master_listeners(master, &listeners, &listening));
+    for (size_t i = 0; i < listening; i++) printf("listening on %s\n", listeners[i].local);
+    drover_listener_list_free(listeners, listening);
     drover_worker_info *workers = NULL;
     size_t count = 0;
     TRY(drover_master_workers(master, &workers, &count));
@@ -61,8 +107,9 @@ int main(int argc, char **argv) {
     drover_worker_list_free(workers, count);
     size_t sent = 0;
     TRY(drover_master_broadcast(master, "{\"hello\":\"from the master\"}", &sent));
-    printf("started %zu workers on port %s\n", count, getenv("PORT") ? getenv("PORT") : "8080");
+    printf("started %zu workers\n", count);
     fflush(stdout);
+    size_t next_restart = 0;
 
     int event_fd = -1;
     TRY(drover_master_event_fd(master, &event_fd));
@@ -76,11 +123,18 @@ int main(int argc, char **argv) {
         if (fds[1].revents & POLLIN) {
             struct signalfd_siginfo info;
             if (read(sig_fd, &info, sizeof info) == sizeof info) {
-                drover_signal_action action = 0;
                 printf("signal %u\n", info.ssi_signo);
                 fflush(stdout);
-                drover_result r = drover_master_handle_signal(master, (int)info.ssi_signo, &action);
-                if (r != DROVER_RESULT_OK) fprintf(stderr, "master: %s\n", drover_last_error());
+                if (info.ssi_signo == SIGUSR2) {
+                    restart_one(master, &next_restart);
+                } else {
+                    drover_signal_action action = 0;
+                    drover_result r = drover_master_handle_signal(master, (int)info.ssi_signo, &action);
+                    if (r != DROVER_RESULT_OK)
+                        fprintf(stderr, "master: %s\n", drover_last_error());
+                    else if (action == DROVER_SIGNAL_ACTION_RELOAD)
+                        printf("reloaded\n");
+                }
             }
         }
         drover_event event = {0};

@@ -223,12 +223,9 @@ pub extern "C" fn drover_bus_listen(
         let address = try_str!(address);
         let out_fd = try_out!(out_fd);
         // The master parses it too; checking here tells a malformed argument from a bind error.
-        address.parse::<ListenAddr>().map_err(|e| {
-            Failure::new(
-                drover_result::InvalidArgument,
-                format!("`address` is not a listen address: {e}"),
-            )
-        })?;
+        address
+            .parse::<ListenAddr>()
+            .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`address` is invalid: {e}")))?;
         let request = state.sender.listen(address);
         let answer = state.runtime.block_on(async {
             match timeout_from_ms(timeout_ms) {

@@ -122,6 +122,8 @@ async fn supervise_c_workers(config: MasterConfig) -> drover_core::WorkerExit {
         assert_eq!(data, json!({"echo": {"n": [1, 2, 3]}}));
     }
 
+    shares_one_socket(&master, &mut events, &first, &second).await;
+
     master
         .send(second.id, &json!({"cmd": "exit", "code": 7}))
         .await
@@ -141,6 +143,72 @@ async fn supervise_c_workers(config: MasterConfig) -> drover_core::WorkerExit {
         _ => None,
     })
     .await
+}
+
+/// Sends `message` to worker `id` and returns its answer.
+async fn ask(
+    master: &Master,
+    events: &mut drover_core::Events,
+    id: u64,
+    message: serde_json::Value,
+) -> serde_json::Value {
+    master.send(id, &message).await.expect("send");
+    next_matching(events, |e| match e {
+        Event::Message { id: from, data, .. } if *from == id => Some(data.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Has worker `id` accept one connection on its socket (from `drover_bus_listen`), and returns
+/// what it wrote: its pid.
+async fn served_by(master: &Master, events: &mut drover_core::Events, id: u64, local: &str) -> u32 {
+    use tokio::io::AsyncReadExt;
+    master.send(id, &json!({"cmd": "accept"})).await.expect("send");
+    let mut stream = tokio::net::TcpStream::connect(local)
+        .await
+        .expect("the shared socket accepts");
+    let mut answer = String::new();
+    tokio::time::timeout(drover_tests::EVENT_DEADLINE, stream.read_to_string(&mut answer))
+        .await
+        .expect("the worker answers in time")
+        .expect("read the answer");
+    let accepted = next_matching(events, |e| match e {
+        Event::Message { id: from, data, .. } if *from == id => Some(data.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(accepted, json!({"accepted": answer.parse::<u32>().unwrap_or(0)}));
+    answer.parse().unwrap_or_else(|_| panic!("not a pid: {answer:?}"))
+}
+
+/// Two C workers ask for the same address with `drover_bus_listen`: they get one socket (same
+/// bound address, same inode), both serve connections on it, and a taken port is a clear error.
+async fn shares_one_socket(
+    master: &Master,
+    events: &mut drover_core::Events,
+    first: &drover_core::WorkerInfo,
+    second: &drover_core::WorkerInfo,
+) {
+    let listen = json!({"cmd": "listen", "address": "127.0.0.1:0"});
+    let a = ask(master, events, first.id, listen.clone()).await;
+    let b = ask(master, events, second.id, listen).await;
+    let local = a["local"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no socket: {a}"))
+        .to_string();
+    assert!(local.starts_with("127.0.0.1:") && !local.ends_with(":0"), "{a}");
+    assert_eq!(a, b, "both workers hold the same socket");
+    assert_eq!(master.listeners(), vec![("127.0.0.1:0".to_string(), local.clone())]);
+    assert_eq!(served_by(master, events, first.id, &local).await, first.pid);
+    assert_eq!(served_by(master, events, second.id, &local).await, second.pid);
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port of our own");
+    let taken = taken.local_addr().expect("its address").to_string();
+    let refused = ask(master, events, first.id, json!({"cmd": "listen", "address": taken})).await;
+    assert_eq!(refused["error"], "DROVER_RESULT_LISTEN_FAILED", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&taken) && message.contains("EADDRINUSE"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,6 +273,11 @@ fn the_c_example_serves_http_from_every_worker_and_stops_on_sigterm() {
         }
     }
     assert!(seen.iter().any(|l| l.starts_with("started 2 workers")), "{seen:?}");
+    // The master declared the socket (from PORT) and bound it before the workers started.
+    assert!(
+        seen.iter().any(|l| *l == format!("listening on 127.0.0.1:{port}")),
+        "{seen:?}"
+    );
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a worker accepts");
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
     let mut response = String::new();

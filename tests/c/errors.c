@@ -1,7 +1,10 @@
 /* Every error path of the C API, asserted from C: NULL arguments, invalid UTF-8, invalid values
  * and configs, calls in the wrong state, unknown workers, freed and foreign objects, a process
  * that is no worker. None may crash; each returns its code and a message naming what was wrong. */
+#include <netinet/in.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -19,6 +22,8 @@ static void names(void) {
     drover_event_clear(NULL);
     drover_bus_event_clear(NULL);
     drover_worker_list_free(NULL, 0);
+    drover_listener_list_free(NULL, 0);
+    CHECK(strcmp(drover_result_name(DROVER_RESULT_LISTEN_FAILED), "DROVER_RESULT_LISTEN_FAILED") == 0);
     CHECK_OK(drover_config_free(NULL));
     CHECK_OK(drover_master_free(NULL));
     CHECK_OK(drover_bus_free(NULL));
@@ -64,6 +69,16 @@ static void config_errors(void) {
     CHECK_OK(drover_config_set_json(config, "{\"heartbeatInterval\": 0}"));
     CHECK_ERR(drover_master_new(config, &master), DROVER_RESULT_INVALID_CONFIG, "heartbeatInterval");
     CHECK_OK(drover_config_set_json(config, "{\"heartbeatInterval\": null}"));
+    CHECK_ERR(drover_config_add_listen(config, NULL), DROVER_RESULT_NULL_ARGUMENT, "`spec` is NULL");
+    CHECK_ERR(drover_config_add_listen(NULL, "8080"), DROVER_RESULT_NULL_ARGUMENT, "`config` is NULL");
+    CHECK_OK(drover_config_add_listen(config, "web=not an address"));
+    CHECK_ERR(drover_master_new(config, &master), DROVER_RESULT_INVALID_CONFIG, "`listen`");
+    CHECK_ERR(drover_master_new(config, &master), DROVER_RESULT_INVALID_CONFIG, "`not an address` is not a listen address");
+    CHECK_OK(drover_config_set_json(config, "{\"listen\": []}"));
+    CHECK_ERR(drover_config_set_ready(config, 0), DROVER_RESULT_INVALID_ARGUMENT, "got 0");
+    CHECK_ERR(drover_config_set_ready(config, 5), DROVER_RESULT_INVALID_ARGUMENT, "`source` must be a drover_ready_source");
+    CHECK_OK(drover_config_set_ready(config, DROVER_READY_SOURCE_SPAWN));
+    CHECK_OK(drover_config_set_ready(config, DROVER_READY_SOURCE_MESSAGE));
     CHECK_OK(drover_config_set_restart(config, DROVER_RESTART_POLICY_ON_FAILURE));
     CHECK_OK(drover_config_set_reload_strategy(config, DROVER_RELOAD_STRATEGY_ROLLING, 2));
     CHECK_OK(drover_config_set_max_restarts(config, 5, 10000));
@@ -112,6 +127,11 @@ static void master_errors(void) {
     CHECK_ERR(drover_master_event_fd(master, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_fd` is NULL");
     CHECK_ERR(drover_master_next_event(master, 0, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_event` is NULL");
 
+    CHECK_ERR(drover_master_listeners(master, NULL, &count), DROVER_RESULT_NULL_ARGUMENT, "`out_listeners` is NULL");
+    drover_listener *listeners = NULL;
+    CHECK_ERR(drover_master_listeners(master, &listeners, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_count` is NULL");
+    CHECK_ERR(drover_master_listeners(NULL, &listeners, &count), DROVER_RESULT_NULL_ARGUMENT, "`master` is NULL");
+
     /* No event before start: a timeout, in about the time asked. */
     drover_event event = {0};
     CHECK_ERR(drover_master_next_event(master, 0, &event), DROVER_RESULT_TIMEOUT, "no event within 0 ms");
@@ -137,6 +157,36 @@ static void master_errors(void) {
     CHECK_OK(drover_config_free(config));
 }
 
+/* A declared socket that cannot be bound fails the start, naming the address and the errno,
+ * before any worker is spawned. */
+static void listen_errors(void) {
+    int taken = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    CHECK(taken >= 0 && bind(taken, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(taken, 1) == 0);
+    CHECK(getsockname(taken, (struct sockaddr *)&addr, &len) == 0);
+    char spec[64];
+    snprintf(spec, sizeof spec, "127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+
+    drover_config *config = NULL;
+    CHECK_OK(drover_config_new(&config));
+    CHECK_OK(drover_config_set_program(config, "sh"));
+    CHECK_OK(drover_config_set_count(config, 1));
+    CHECK_OK(drover_config_add_listen(config, spec));
+    drover_master *master = NULL;
+    CHECK_OK(drover_master_new(config, &master));
+    CHECK_OK(drover_config_free(config));
+    CHECK_ERR(drover_master_start(master, 10000), DROVER_RESULT_LISTEN_FAILED, "EADDRINUSE");
+    CHECK(strstr(drover_last_error(), spec) != NULL);
+    size_t count = 77;
+    drover_worker_info *list = NULL;
+    CHECK_OK(drover_master_workers(master, &list, &count));
+    CHECK(list == NULL && count == 0); /* no worker was spawned */
+    CHECK_OK(drover_master_free(master));
+    close(taken);
+}
+
 static void bus_errors(void) {
     drover_bus *bus = NULL;
     CHECK_ERR(drover_bus_open(NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_bus` is NULL");
@@ -152,13 +202,16 @@ static void bus_errors(void) {
     CHECK_ERR(drover_bus_send_message(NULL, "{}"), DROVER_RESULT_NULL_ARGUMENT, "`bus` is NULL");
     int fd = -1;
     CHECK_ERR(drover_bus_event_fd(NULL, &fd), DROVER_RESULT_NULL_ARGUMENT, "`bus` is NULL");
-    CHECK(fd == -1);
+    char *local = NULL;
+    CHECK_ERR(drover_bus_listen(NULL, "127.0.0.1:0", 0, &fd, &local), DROVER_RESULT_NULL_ARGUMENT, "`bus` is NULL");
+    CHECK(fd == -1 && local == NULL);
 }
 
 int main(void) {
     names();
     config_errors();
     master_errors();
+    listen_errors();
     bus_errors();
     /* After a successful call the last error is empty again. */
     CHECK_ERR(drover_config_new(NULL), DROVER_RESULT_NULL_ARGUMENT, "out_config");

@@ -287,14 +287,34 @@ static void test_rust_workers(void) {
     CHECK_OK(drover_master_free(master));
 }
 
+/* The master holds one socket, declared as "127.0.0.1:0"; returns its bound address (to free). */
+static char *declared_socket(drover_master *master) {
+    drover_listener *listeners = NULL;
+    size_t count = 0;
+    CHECK_OK(drover_master_listeners(master, &listeners, &count));
+    CHECK(count == 1 && listeners != NULL);
+    CHECK(strcmp(listeners[0].address, "127.0.0.1:0") == 0);
+    CHECK(strncmp(listeners[0].local, "127.0.0.1:", 10) == 0 && atoi(listeners[0].local + 10) > 0);
+    char *local = strdup(listeners[0].local);
+    drover_listener_list_free(listeners, count);
+    return local;
+}
+
 static void test_c_workers(const char *mode) {
     drover_config *config = config_for(c_worker, 2);
     CHECK_OK(drover_config_set_env(config, "C_WORKER_MODE", mode));
     CHECK_OK(drover_config_set_user_config_json(config, "{\"greeting\":\"hi\"}"));
+    CHECK_OK(drover_config_set_ready(config, DROVER_READY_SOURCE_MESSAGE));
+    CHECK_OK(drover_config_add_listen(config, "web=127.0.0.1:0"));
     drover_master *master = master_for(config);
     CHECK_OK(drover_config_free(config));
+    drover_listener *none = (drover_listener *)&none;
+    size_t none_count = 1;
+    CHECK_OK(drover_master_listeners(master, &none, &none_count)); /* nothing bound before start */
+    CHECK(none == NULL && none_count == 0);
     CHECK_OK(drover_master_start(master, DEADLINE_MS));
     check_all_started(master, 2);
+    char *local = declared_socket(master);
 
     size_t count = 0;
     drover_worker_info *list = workers(master, &count);
@@ -302,7 +322,17 @@ static void test_c_workers(const char *mode) {
     uint32_t pid = list[0].pid;
     drover_worker_list_free(list, count);
 
+    /* A worker asking for the declared address gets the declared socket. */
     drover_event event;
+    CHECK_OK(drover_master_send(master, id, "{\"cmd\":\"listen\",\"address\":\"127.0.0.1:0\"}"));
+    wait_event(master, is_message_from, &id, &event);
+    char expected_local[160];
+    snprintf(expected_local, sizeof expected_local, "\"local\":\"%s\"", local);
+    CHECK(strstr(event.data, expected_local) != NULL);
+    drover_event_clear(&event);
+    free(declared_socket(master)); /* still one socket */
+    free(local);
+
     CHECK_OK(drover_master_send(master, id, "{\"cmd\":\"pid\"}"));
     wait_event(master, is_message_from, &id, &event);
     char expected[64];

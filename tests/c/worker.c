@@ -3,12 +3,18 @@
  * C_WORKER_MODE: "poll" (default: waits on drover_bus_event_fd() with poll()), "blocking" (waits
  * in drover_bus_next_event() with a timeout), "exit-before-start:<code>".
  * Messages: {"cmd":"exit","code":N} exits with N; {"cmd":"pid"} answers {"pid":<pid>};
- * {"cmd":"meta"} answers {"meta":<drover_bus_meta_json()>}; anything else is echoed as
- * {"echo":<message>}.
+ * {"cmd":"meta"} answers {"meta":<drover_bus_meta_json()>};
+ * {"cmd":"listen","address":A} asks the master for a socket on A with drover_bus_listen() and
+ * answers {"local":<bound address>,"ino":<the socket's inode>} (two workers holding the same
+ * socket see the same inode) or {"error":<result name>,"message":<last error>};
+ * {"cmd":"accept"} accepts one connection on that socket, writes its pid to it and closes it,
+ * then answers {"accepted":<pid>}; anything else is echoed as {"echo":<message>}.
  *
  * Before reporting STARTED it checks the bus's error paths; a failed check exits with 90. */
 #include <poll.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -24,6 +30,19 @@ static void check_bus_errors(drover_bus *bus) {
     CHECK_ERR(drover_bus_send_status(bus, 99), DROVER_RESULT_INVALID_ARGUMENT, "got 99");
     CHECK_ERR(drover_bus_next_event(bus, 0, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_event` is NULL");
     CHECK_ERR(drover_bus_send_started(NULL), DROVER_RESULT_NULL_ARGUMENT, "`bus` is NULL");
+    int fd = -1;
+    char *local = NULL;
+    CHECK_ERR(drover_bus_listen(NULL, "127.0.0.1:0", 1000, &fd, &local), DROVER_RESULT_NULL_ARGUMENT, "`bus` is NULL");
+    CHECK_ERR(drover_bus_listen(bus, NULL, 1000, &fd, &local), DROVER_RESULT_NULL_ARGUMENT, "`address` is NULL");
+    CHECK_ERR(drover_bus_listen(bus, "127.0.0.1:0", 1000, NULL, &local), DROVER_RESULT_NULL_ARGUMENT,
+              "`out_fd` is NULL");
+    CHECK_ERR(drover_bus_listen(bus, "127.0.0.1:\xff", 1000, &fd, &local), DROVER_RESULT_INVALID_UTF8,
+              "`address` is not valid UTF-8");
+    CHECK_ERR(drover_bus_listen(bus, "not an address", 1000, &fd, &local), DROVER_RESULT_INVALID_ARGUMENT,
+              "`not an address` is not a listen address");
+    CHECK_ERR(drover_bus_listen(bus, "unix:", 1000, &fd, &local), DROVER_RESULT_INVALID_ARGUMENT,
+              "empty Unix socket path");
+    CHECK(fd == -1 && local == NULL); /* out-parameters are written only on success */
     uint64_t id = 0;
     CHECK_OK(drover_bus_worker_id(bus, &id));
     CHECK(id >= 1);
@@ -34,6 +53,67 @@ static void check_bus_errors(drover_bus *bus) {
 /* The status main() exits with. */
 static int exit_status = 0;
 
+/* The socket from the last successful {"cmd":"listen"}, -1 before. */
+static int listen_fd = -1;
+
+/* Copies the string value of "key" in the JSON text `data` (no escapes inside) into `out`. */
+static int json_string(const char *data, const char *key, char *out, size_t size) {
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+    const char *start = strstr(data, pattern);
+    if (start == NULL) return 0;
+    start += strlen(pattern);
+    const char *end = strchr(start, '"');
+    if (end == NULL || (size_t)(end - start) >= size) return 0;
+    memcpy(out, start, (size_t)(end - start));
+    out[end - start] = '\0';
+    return 1;
+}
+
+/* `text` as a JSON string (quotes and backslashes escaped, control characters dropped). */
+static void json_quote(const char *text, char *out, size_t size) {
+    size_t n = 0;
+    out[n++] = '"';
+    for (; *text != '\0' && n + 3 < size; text++) {
+        if (*text == '"' || *text == '\\') out[n++] = '\\';
+        if ((unsigned char)*text >= 0x20) out[n++] = *text;
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+}
+
+static void listen_on(drover_bus *bus, const char *data, char *reply, size_t size) {
+    char address[256];
+    CHECK(json_string(data, "address", address, sizeof address));
+    int fd = -1;
+    char *local = NULL;
+    drover_result r = drover_bus_listen(bus, address, 10000, &fd, &local);
+    if (r != DROVER_RESULT_OK) {
+        char message[1024];
+        json_quote(drover_last_error(), message, sizeof message);
+        snprintf(reply, size, "{\"error\":\"%s\",\"message\":%s}", drover_result_name(r), message);
+        return;
+    }
+    CHECK(fd >= 0 && local != NULL);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode));
+    if (listen_fd >= 0) close(listen_fd);
+    listen_fd = fd;
+    snprintf(reply, size, "{\"local\":\"%s\",\"ino\":%llu}", local, (unsigned long long)st.st_ino);
+    drover_string_free(local);
+}
+
+static void accept_one(char *reply, size_t size) {
+    CHECK(listen_fd >= 0);
+    int client = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    CHECK(client >= 0);
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    CHECK(write(client, pid, (size_t)len) == len);
+    close(client);
+    snprintf(reply, size, "{\"accepted\":%s}", pid);
+}
+
 /* Answers a message; returns 0 when it asked the worker to exit. */
 static int answer(drover_bus *bus, const char *data) {
     char reply[4096];
@@ -43,6 +123,10 @@ static int answer(drover_bus *bus, const char *data) {
         return 0;
     } else if (strstr(data, "\"cmd\":\"pid\"") != NULL) {
         snprintf(reply, sizeof reply, "{\"pid\":%ld}", (long)getpid());
+    } else if (strstr(data, "\"cmd\":\"listen\"") != NULL) {
+        listen_on(bus, data, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"accept\"") != NULL) {
+        accept_one(reply, sizeof reply);
     } else if (strstr(data, "\"cmd\":\"meta\"") != NULL) {
         char *meta = NULL;
         CHECK_OK(drover_bus_meta_json(bus, &meta));
@@ -107,6 +191,7 @@ int main(void) {
         running = handle(bus, &event);
         drover_bus_event_clear(&event);
     }
+    if (listen_fd >= 0) close(listen_fd);
     CHECK_OK(drover_bus_free(bus));
     return exit_status;
 }
