@@ -40,6 +40,9 @@ const note = (...a) => process.stderr.write(`${a.join(' ')}\n`);
 // Environment of every contender: NODE_EXTRA_CA_CERTS costs ~90 ms per Node start here.
 const baseEnv = { ...process.env };
 delete baseEnv.NODE_EXTRA_CA_CERTS;
+// The release addon cargo built, not bindings-node/drover.node, which `npm run build` (debug)
+// overwrites: the figures must not depend on which build another engineer copied last.
+baseEnv.DROVER_NODE_ADDON = process.env.DROVER_NODE_ADDON || path.join(ROOT, 'target', 'release', 'libdrover_node.so');
 for (const k of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET', 'NODE_CHANNEL_FD', 'PM2_HOME']) delete baseEnv[k];
 
 function track(pid) {
@@ -216,11 +219,22 @@ const contenders = {
         return {
             name: `drover CLI (Rust master), node-ipc, ${env.BENCH_STOP === 'close' ? 'server.close()' : 'drain'}`,
             async start() {
-                child = start(DROVER_BIN, [
-                    'run', '-n', String(WORKERS), '--name', 'bench', '--listen', `127.0.0.1:${env.PORT}`,
-                    '--ready', 'node-ipc', '--restart', 'always', '--socket', socket,
-                    '--', process.execPath, path.join(HERE, 'app.js'),
-                ], env, label);
+                // The same options as drover-master.js, through a config file (the command line
+                // has no restartDelay): `drover run -c FILE`.
+                const config = path.join(WORK, `${label}.toml`);
+                fs.writeFileSync(config, [
+                    '[groups.bench]',
+                    `program = ${JSON.stringify(process.execPath)}`,
+                    `args = [${JSON.stringify(path.join(HERE, 'app.js'))}]`,
+                    `count = ${WORKERS}`,
+                    `listen = ["127.0.0.1:${env.PORT}"]`,
+                    'ready = "node-ipc"',
+                    'restart = "always"',
+                    'restartDelay = 1',
+                    `stopTimeout = ${env.STOP_TIMEOUT_MS}`,
+                    '',
+                ].join('\n'));
+                child = start(DROVER_BIN, ['run', '-c', config, '--socket', socket], env, label);
                 return null;
             },
             supervisorPid: () => child.pid,

@@ -19,16 +19,32 @@ touch "$WORK/pids" "$WORK/pm2-homes"
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    # The harness first (timeout passes the TERM on to node), so it starts nothing more.
+    if [ -n "${BENCH_PID:-}" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true
+        wait "$BENCH_PID" 2>/dev/null || true
+    fi
     # PM2 daemons first (they would respawn their workers), by their private PM2_HOME.
     while read -r home; do
         [ -n "$home" ] && PM2_HOME="$home" timeout 20 node "$HERE/node_modules/pm2/bin/pm2" kill >/dev/null 2>&1 || true
     done < "$WORK/pm2-homes"
-    # Then every process the harness recorded (supervisors, each in its own group, and workers).
-    while read -r pid; do
-        [ -n "$pid" ] || continue
-        kill -KILL -- "-$pid" 2>/dev/null || true
-        kill -KILL "$pid" 2>/dev/null || true
-    done < "$WORK/pids"
+    # Then every process the harness recorded (supervisors, each in its own group, and workers),
+    # if it is still ours: a pid can have been reused since, so only a process whose environment
+    # carries this run's BENCH_WORK is killed.
+    ours() { { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qxF "BENCH_WORK=$WORK"; }
+    for _ in 1 2 3 4 5 6 7 8 9 10; do   # bounded: a process may be exiting, or fork once more
+        local left=0
+        while read -r pid; do
+            [ -n "$pid" ] || continue
+            if ours "$pid"; then
+                left=1
+                kill -KILL -- "-$pid" 2>/dev/null || true
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+        done < "$WORK/pids"
+        [ "$left" = 0 ] && break
+        sleep 0.3
+    done
     if [ "${KEEP_WORK:-0}" = 1 ] || [ "$rc" != 0 ]; then
         echo "bench: logs and raw results kept in $WORK" >&2
     else
@@ -40,7 +56,7 @@ trap cleanup EXIT INT TERM
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     (cd "$ROOT" && cargo build --workspace --release)
-    (cd "$ROOT/bindings-node" && npm run build:release)
+    (cd "$ROOT/bindings-node" && npm run build:release)   # bench.js loads target/release's addon (DROVER_NODE_ADDON)
     (cd "$HERE" && npm ci --no-audit --no-fund)
 fi
 
@@ -60,4 +76,7 @@ export CONTENDERS
 } >&2
 
 cd "$HERE"
-timeout "${BENCH_TIMEOUT:-3600}" node bench.js
+# In the background and waited for, so that a signal to this script runs the trap at once.
+timeout "${BENCH_TIMEOUT:-3600}" node bench.js &
+BENCH_PID=$!
+wait "$BENCH_PID"
