@@ -26,6 +26,14 @@ function rssKiB(pid) {
     return Number(status.match(/VmRSS:\s+(\d+) kB/)[1]);
 }
 
+// PSS (shared pages divided among the processes that map them) and private memory, in KiB: RSS
+// counts every shared page (the addon's code, Node's) whole in every process.
+function memKiB(pid) {
+    const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const field = (name) => Number(rollup.match(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm'))[1]);
+    return { pss: field('Pss'), priv: field('Private_Clean') + field('Private_Dirty') };
+}
+
 // Round trips one at a time: send ping, wait for its pong.
 async function roundTrips(send, onReply, n) {
     const rtts = [];
@@ -96,11 +104,22 @@ async function benchRss() {
     }
     await new Promise((r) => setTimeout(r, 1000));
     const avg = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const droverKiB = avg(master.getWorkers().map((w) => rssKiB(w.pid)));
-    const plainKiB = avg(plain.map((c) => rssKiB(c.pid)));
+    const workerPids = master.getWorkers().map((w) => w.pid);
+    const plainPids = plain.map((c) => c.pid);
+    const droverKiB = avg(workerPids.map(rssKiB));
+    const plainKiB = avg(plainPids.map(rssKiB));
+    const droverMem = workerPids.map(memKiB);
+    const plainMem = plainPids.map(memKiB);
+    const added = (key) => +((avg(droverMem.map((m) => m[key])) - avg(plainMem.map((m) => m[key]))) / 1024).toFixed(2);
     plain.forEach((c) => c.kill());
     await master.gracefulShutdown();
-    return { drover_worker_rss_mib: +(droverKiB / 1024).toFixed(1), plain_node_rss_mib: +(plainKiB / 1024).toFixed(1), added_mib: +((droverKiB - plainKiB) / 1024).toFixed(1) };
+    return {
+        drover_worker_rss_mib: +(droverKiB / 1024).toFixed(1),
+        plain_node_rss_mib: +(plainKiB / 1024).toFixed(1),
+        added_mib: +((droverKiB - plainKiB) / 1024).toFixed(1),
+        added_pss_mib: added('pss'),
+        added_private_mib: added('priv'),
+    };
 }
 
 (async () => {

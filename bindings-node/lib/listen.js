@@ -15,7 +15,6 @@
 // own listen unchanged, as do invalid arguments (so Node throws its own errors).
 
 const net = require('node:net');
-const dns = require('node:dns');
 const fs = require('node:fs');
 const { track } = require('./drain');
 
@@ -87,7 +86,8 @@ function masterAddress(host, port, callback) {
         process.nextTick(callback, null, String(port));
         return;
     }
-    dns.lookup(host, (err, ip, family) => {
+    // Required here: a worker that listens on a bare port (most) never loads the resolver.
+    require('node:dns').lookup(host, (err, ip, family) => {
         if (err) callback(err);
         else callback(null, family === 6 ? `[${ip}]:${port}` : `${ip}:${port}`);
     });

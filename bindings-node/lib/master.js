@@ -6,6 +6,7 @@ const { EventEmitter } = require('node:events');
 const { NativeMaster } = require('./native');
 const errors = require('./errors');
 const exitReasons = require('./exit-reasons');
+const { toJson } = require('./json');
 
 // Statuses in which the master supervises no process: it does not keep Node's loop alive.
 const IDLE = new Set(['INITIALIZED', 'STOPPED', 'SHUT_DOWN']);
@@ -45,7 +46,8 @@ class Master extends EventEmitter {
         this._nextFlush = 1;
         this._referenced = false;
         this._status = 'INITIALIZED';
-        this._native = errors.call(() => new NativeMaster(json, (event) => this._onEvent(event)));
+        // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
+        this._native = errors.call(() => new NativeMaster(json, (text) => this._onEvent(JSON.parse(text))));
     }
 
     /** The master's name (from `name`, else the script's or program's name). */
@@ -143,12 +145,12 @@ class Master extends EventEmitter {
 
     /** Sends a JSON message to worker `id`; resolves once written to its channel. */
     send(id, message) {
-        return this._call(() => this._native.send(typeof id === 'number' ? id : badType('send(id, message)', 'a number', id), message));
+        return this._call(() => this._native.send(typeof id === 'number' ? id : badType('send(id, message)', 'a number', id), toJson(message)));
     }
 
     /** Sends a JSON message to every running worker; resolves with how many it reached. */
     broadcast(message) {
-        return this._call(() => this._native.broadcast(message));
+        return this._call(() => this._native.broadcast(toJson(message)));
     }
 
     // A lifecycle operation: errors become drover's classes, and every event emitted before the

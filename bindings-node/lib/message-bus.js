@@ -8,6 +8,7 @@
 const { EventEmitter } = require('node:events');
 const errors = require('./errors');
 const { WorkerStatuses } = require('./statuses');
+const { toJson } = require('./json');
 
 let created = false;
 
@@ -36,7 +37,8 @@ class MessageBus extends EventEmitter {
         this.meta = null;
         this._heartbeat = null;
         this._closing = null;
-        this._native = errors.call(() => new NativeBus((event) => this._onEvent(event)));
+        // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
+        this._native = errors.call(() => new NativeBus((text) => this._onEvent(JSON.parse(text))));
         // Usable directly as callbacks: server.listen(port, mb.sendStarted), server.close(mb.sendStopped).
         this.sendStarted = this.sendStarted.bind(this);
         this.sendStopped = this.sendStopped.bind(this);
@@ -83,7 +85,7 @@ class MessageBus extends EventEmitter {
 
     /** Sends a JSON message to the master (its 'message' event). */
     sendMessage(message) {
-        errors.call(() => this._native.sendMessage(message));
+        errors.call(() => this._native.sendMessage(toJson(message)));
     }
 
     /** Resolves once every send made so far is written to the channel. */

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 
 use crate::error;
 
-/// The JS callback that receives the bus's events: referenced, not callee-handled.
-type EventFn = ThreadsafeFunction<Value, Unknown<'static>, Value, Status, false, false>;
+/// The JS callback that receives the bus's events, as JSON text: referenced, not callee-handled.
+type EventFn = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, false>;
 
 /// Something to send.
 enum Outbound {
@@ -61,7 +61,8 @@ impl Shared {
     }
 
     fn emit(&self, event: Value) {
-        self.events.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+        self.events
+            .call(event.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
     }
 
     fn report(&self, operation: &str, e: &BusError) {
@@ -70,14 +71,20 @@ impl Shared {
         self.emit(json!({ "event": "error", "error": description }));
     }
 
-    /// Hands `out` to core now (it is enqueued before this returns) and reports a failure.
-    fn dispatch(self: &Arc<Self>, sender: &BusSender, out: Outbound) {
-        let sender = sender.clone();
+    /// Hands `out` to core now (it is written, or enqueued, before this returns) and reports a
+    /// failure.
+    fn dispatch(self: &Arc<Self>, sender: BusSender, out: Outbound) {
         let uptime = self.connected_at.elapsed();
-        let operation = match &out {
-            Outbound::Status(s) => format!("send status {s}"),
-            Outbound::Message(_) => "send message".to_string(),
-            Outbound::Heartbeat => "send heartbeat".to_string(),
+        // What it was, for an error report (named only if one is made).
+        let status = match &out {
+            Outbound::Status(s) => Some(*s),
+            _ => None,
+        };
+        let heartbeat = matches!(out, Outbound::Heartbeat);
+        let operation = move || match (status, heartbeat) {
+            (Some(s), _) => format!("send status {s}"),
+            (None, true) => "send heartbeat".to_string(),
+            (None, false) => "send message".to_string(),
         };
         let fut = async move {
             match out {
@@ -89,7 +96,7 @@ impl Shared {
         match crate::start_now(fut) {
             Ok(result) => {
                 if let Err(e) = result {
-                    self.report(&operation, &e);
+                    self.report(&operation(), &e);
                 }
             }
             Err(rest) => {
@@ -97,7 +104,7 @@ impl Shared {
                 let shared = self.clone();
                 napi::bindgen_prelude::spawn(async move {
                     if let Err(e) = rest.await {
-                        shared.report(&operation, &e);
+                        shared.report(&operation(), &e);
                     }
                     if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                         shared.idle.notify_waiters();
@@ -117,7 +124,7 @@ impl Shared {
             Conn::Ready(sender) => {
                 let sender = sender.clone();
                 drop(conn);
-                self.dispatch(&sender, out);
+                self.dispatch(sender, out);
                 Ok(())
             }
             Conn::Failed(why) => Err(error::tagged(json!({
@@ -154,7 +161,7 @@ impl Shared {
     }
 }
 
-/// Connects, flushes the sends made meanwhile, then forwards the master's commands to JS.
+/// Connects, flushes the sends made meanwhile, then has core hand the master's commands to JS.
 async fn run(shared: Arc<Shared>) {
     let mut bus = match MessageBus::connect_with(BusOptions { auto_heartbeat: false }).await {
         Ok(bus) => bus,
@@ -171,7 +178,7 @@ async fn run(shared: Arc<Shared>) {
         if let Conn::Connecting(queue) = std::mem::replace(&mut *conn, Conn::Ready(bus.sender())) {
             let sender = bus.sender();
             for out in queue {
-                shared.dispatch(&sender, out);
+                shared.dispatch(sender.clone(), out);
             }
         } else {
             // Closed before the handshake finished: stay closed, keep nothing.
@@ -183,8 +190,9 @@ async fn run(shared: Arc<Shared>) {
     }
     shared.settled.notify_waiters();
     shared.emit(json!({ "event": "connected", "meta": meta }));
-    while let Some(event) = bus.recv().await {
-        let closed = matches!(event, BusEvent::Closed(_));
+    // From here the reader task hands each command straight to the JS thread (those received
+    // meanwhile first): no channel, no second task in between.
+    bus.on_event(move |event| {
         shared.emit(match event {
             BusEvent::Stop => json!({ "event": "stop" }),
             BusEvent::Quit => json!({ "event": "quit" }),
@@ -193,11 +201,8 @@ async fn run(shared: Arc<Shared>) {
                 "event": "closed",
                 "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
             }),
-        });
-        if closed {
-            break;
-        }
-    }
+        })
+    });
 }
 
 /// A listening socket the master handed over. `fd` now belongs to JavaScript: Node's
@@ -219,11 +224,12 @@ pub struct NativeBus {
 #[napi]
 impl NativeBus {
     /// Starts connecting to the master named by this process's environment. `on_event` receives
-    /// `connected`, `connect-error`, `stop`, `quit`, `message`, `error` and `closed` events.
+    /// `connected`, `connect-error`, `stop`, `quit`, `message`, `error` and `closed` events, each
+    /// as JSON text.
     #[napi(constructor, catch_unwind)]
-    pub fn new(on_event: Function<Value, Unknown<'static>>) -> napi::Result<NativeBus> {
+    pub fn new(on_event: Function<String, Unknown<'static>>) -> napi::Result<NativeBus> {
         let events: EventFn = on_event
-            .build_threadsafe_function::<Value>()
+            .build_threadsafe_function::<String>()
             .callee_handled::<false>()
             .build()?;
         let shared = Arc::new(Shared {
@@ -248,9 +254,10 @@ impl NativeBus {
         self.shared.send(Outbound::Status(status))
     }
 
-    /// Sends a user message (any JSON value).
+    /// Sends a user message: the JSON text of any JSON value.
     #[napi(catch_unwind)]
-    pub fn send_message(&self, data: Value) -> napi::Result<()> {
+    pub fn send_message(&self, data: String) -> napi::Result<()> {
+        let data = crate::master::message_from_js(&data)?;
         self.shared.send(Outbound::Message(data))
     }
 

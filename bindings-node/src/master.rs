@@ -1,11 +1,13 @@
 //! `NativeMaster`: a core [`Master`] for JavaScript.
 //!
 //! One thread-safe function per master carries every [`Event`] to JavaScript, in order, as core's
-//! serde form (plus the signal's name on exits). It is created *weak* (unreferenced): the JS layer
-//! calls [`NativeMaster::set_ref`] according to the master's real state, so Node's loop is kept
-//! alive only while the master supervises workers or waits for a flush.
+//! serde form (plus the signal's name on exits). Core calls it from the task that emits the event
+//! ([`Master::on_event`]: no forwarding task, one thread hand-off from a worker's actor to the JS
+//! thread). It is created *weak* (unreferenced): the JS layer calls [`NativeMaster::set_ref`]
+//! according to the master's real state, so Node's loop is kept alive only while the master
+//! supervises workers or waits for a flush.
 
-use drover::{Event, ExitReason, Master, MasterOptions, WorkerInfo};
+use drover::{Event, ExitReason, Master, MasterOptions, Subscription, WorkerInfo};
 use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -13,19 +15,21 @@ use napi_derive::napi;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
 
 use crate::error;
 
-/// The JS callback that receives a master's events: unreferenced at creation, not callee-handled.
-type EventFn = ThreadsafeFunction<Value, Unknown<'static>, Value, Status, false, true>;
+/// The JS callback that receives a master's events, each as JSON text (`JSON.parse` in V8 is
+/// cheaper than building the object through N-API calls): unreferenced at creation, not
+/// callee-handled.
+type EventFn = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, true>;
 
 /// A core master, driven from JavaScript. Use the `Master` class of the `drover` package instead.
 #[napi]
 pub struct NativeMaster {
     master: Master,
     events: Arc<EventFn>,
-    flush: mpsc::UnboundedSender<u32>,
+    /// Keeps `events` subscribed to the master; dropped with this object.
+    _subscription: Subscription,
 }
 
 /// drover's payload of an exit reason: `kind` (the class name), and `code`, or `signal` (the name,
@@ -71,10 +75,27 @@ fn worker_json(w: &WorkerInfo) -> Value {
     })
 }
 
+/// An event as the JSON text the JS layer parses. A user message (the hot path) is serialized
+/// straight from core's event, without an intermediate `Value`.
+fn event_text(event: &Event) -> String {
+    match event {
+        Event::Message { .. } => serde_json::to_string(event).unwrap_or_else(|e| unserializable(&e).to_string()),
+        _ => event_json(event).to_string(),
+    }
+}
+
+fn unserializable(e: &serde_json::Error) -> Value {
+    json!({ "event": "unserializable", "error": e.to_string() })
+}
+
+/// A message from JS: the JSON text `JSON.stringify` made of it.
+pub(crate) fn message_from_js(text: &str) -> napi::Result<Value> {
+    serde_json::from_str(text).map_err(|e| error::type_error(format!("a message must be JSON: {e}")))
+}
+
 /// An event in core's serde form, with exit reasons in drover's form.
 fn event_json(event: &Event) -> Value {
-    let mut v =
-        serde_json::to_value(event).unwrap_or_else(|e| json!({ "event": "unserializable", "error": e.to_string() }));
+    let mut v = serde_json::to_value(event).unwrap_or_else(|e| unserializable(&e));
     match event {
         Event::Exit(exit) => v["reason"] = reason_json(&exit.reason),
         Event::ProtocolError { error, .. } => v["message"] = Value::String(error.to_string()),
@@ -82,32 +103,6 @@ fn event_json(event: &Event) -> Value {
         _ => {}
     }
     v
-}
-
-/// Reads a master's events and hands them to JavaScript in order; answers flush requests after
-/// handing over every event emitted before them.
-async fn forward(mut events: drover::Events, mut flush: mpsc::UnboundedReceiver<u32>, to_js: Arc<EventFn>) {
-    let deliver = |event: &Event| {
-        to_js.call(event_json(event), ThreadsafeFunctionCallMode::NonBlocking);
-    };
-    loop {
-        tokio::select! {
-            biased;
-            event = events.recv() => match event {
-                Some(event) => deliver(&event),
-                None => break,
-            },
-            id = flush.recv() => match id {
-                Some(id) => {
-                    while let Some(event) = events.try_recv() {
-                        deliver(&event);
-                    }
-                    to_js.call(json!({ "event": "flush", "id": id }), ThreadsafeFunctionCallMode::NonBlocking);
-                }
-                None => break,
-            },
-        }
-    }
 }
 
 /// Core's `MasterOptions` from their JSON text, validated into a config. A wrong JS type is a
@@ -145,22 +140,30 @@ fn worker_id(id: f64) -> napi::Result<u64> {
 #[napi]
 impl NativeMaster {
     /// Validates `options` (a JSON text of core's `MasterOptions`) and creates the master.
-    /// Nothing is spawned. `on_event` receives every event.
+    /// Nothing is spawned. `on_event` receives every event, as JSON text.
     #[napi(constructor, catch_unwind)]
-    pub fn new(options: String, on_event: Function<Value, Unknown<'static>>) -> napi::Result<NativeMaster> {
+    pub fn new(options: String, on_event: Function<String, Unknown<'static>>) -> napi::Result<NativeMaster> {
         let config = parse_options(&options)?;
         let master = napi::bindgen_prelude::within_runtime_if_available(|| Master::new(config))
             .map_err(|e| error::tagged(error::describe_config(&e)))?;
         let events: Arc<EventFn> = Arc::new(
             on_event
-                .build_threadsafe_function::<Value>()
+                .build_threadsafe_function::<String>()
                 .callee_handled::<false>()
                 .weak::<true>()
                 .build()?,
         );
-        let (flush, flush_rx) = mpsc::unbounded_channel();
-        napi::bindgen_prelude::spawn(forward(master.events(), flush_rx, events.clone()));
-        Ok(NativeMaster { master, events, flush })
+        let to_js = events.clone();
+        let subscription = master.on_event(move |event| {
+            // Non-blocking on an unbounded queue: only fails once the function is released (Node
+            // is tearing the environment down), when nobody is left to tell.
+            let _ = to_js.call(event_text(event), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(NativeMaster {
+            master,
+            events,
+            _subscription: subscription,
+        })
     }
 
     /// References (keeps Node's loop alive) or unreferences the event callback.
@@ -187,10 +190,14 @@ impl NativeMaster {
         }
     }
 
-    /// Asks for a `{ event: "flush", id }` event after every event emitted so far.
+    /// Asks for a `{ event: "flush", id }` event after every event emitted so far: core hands each
+    /// event to the thread-safe function before its emitter goes on, so an event emitted before
+    /// this call is already in the function's queue, ahead of the flush. False if the function is
+    /// gone (no event will come either).
     #[napi(catch_unwind)]
     pub fn flush(&self, id: u32) -> bool {
-        self.flush.send(id).is_ok()
+        let flush = json!({ "event": "flush", "id": id }).to_string();
+        self.events.call(flush, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
     }
 
     /// The master's status name, e.g. `"STARTED"`.
@@ -303,11 +310,13 @@ impl NativeMaster {
         }))
     }
 
-    /// Sends `data` to worker `id`. The message is queued now (so sends keep their order); the
-    /// promise resolves once it is written.
+    /// Sends `data` (JSON text) to worker `id`. The message is written or queued now (so sends keep their
+    /// order); the promise resolves once it is written. When the socket takes it at once (the
+    /// usual case) the promise is created settled, on this thread: no runtime hop at all.
     #[napi(catch_unwind)]
-    pub fn send<'env>(&self, env: &'env Env, id: f64, data: Value) -> napi::Result<PromiseRaw<'env, ()>> {
+    pub fn send<'env>(&self, env: &'env Env, id: f64, data: String) -> napi::Result<PromiseRaw<'env, ()>> {
         let id = worker_id(id)?;
+        let data = message_from_js(&data)?;
         let master = self.master.clone();
         let rest = match crate::start_now(async move { master.send(id, &data).await }) {
             Ok(done) => return settled(env, done.map_err(|e| error::from_core(&e))),
@@ -318,9 +327,10 @@ impl NativeMaster {
         ))
     }
 
-    /// Sends `data` to every running worker; resolves with how many it was written to.
+    /// Sends `data` (JSON text) to every running worker; resolves with how many it was written to.
     #[napi(catch_unwind)]
-    pub fn broadcast<'env>(&self, env: &'env Env, data: Value) -> napi::Result<PromiseRaw<'env, u32>> {
+    pub fn broadcast<'env>(&self, env: &'env Env, data: String) -> napi::Result<PromiseRaw<'env, u32>> {
+        let data = message_from_js(&data)?;
         let master = self.master.clone();
         let rest = match crate::start_now(async move { master.broadcast(&data).await }) {
             Ok(done) => return settled(env, done.map(|n| n as u32).map_err(|e| error::from_core(&e))),
@@ -332,10 +342,14 @@ impl NativeMaster {
     }
 }
 
-/// A promise already settled with `result`.
+/// A promise already settled with `result`, created on the JS thread (no runtime, no
+/// thread-safe function): a failure rejects it with the tagged error, as a spawned future would.
 fn settled<T: napi::bindgen_prelude::ToNapiValue + Send + 'static>(
     env: &Env,
     result: napi::Result<T>,
 ) -> napi::Result<PromiseRaw<'_, T>> {
-    env.spawn_future(async move { result })
+    match result {
+        Ok(value) => PromiseRaw::resolve(env, value),
+        Err(e) => PromiseRaw::reject(env, e),
+    }
 }

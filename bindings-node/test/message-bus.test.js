@@ -50,6 +50,21 @@ test('messages flow both ways and a burst arrives complete and in order', async 
     await master.gracefulShutdown();
 });
 
+test('messages are JSON both ways: toJSON applies, and what JSON cannot carry is a TypeError', async () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    await master.start();
+    const sent = { cmd: 'json', when: new Date(0), text: 'é ✓ "quoted"\n', nested: [1, { a: null }], gone: undefined };
+    const reply = waitFor(master, 'message', (m) => m.echo !== undefined);
+    await master.send(1, sent);
+    const [m] = await reply;
+    assert.deepEqual(m.echo, { cmd: 'json', when: '1970-01-01T00:00:00.000Z', text: 'é ✓ "quoted"\n', nested: [1, { a: null }] });
+    await assert.rejects(master.send(1, { big: 1n }), TypeError);
+    const cyclic = {};
+    cyclic.self = cyclic;
+    await assert.rejects(master.broadcast(cyclic), TypeError);
+    await master.gracefulShutdown();
+});
+
 test('heartbeats come from the JS loop: a blocked loop is detected as hung', async () => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1, heartbeatInterval: 100, heartbeatTolerance: 300 });
     const beats = record(master, 'heartbeat');

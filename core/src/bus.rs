@@ -24,13 +24,12 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
+use crate::protocol::channel::ChannelRead;
 use crate::protocol::codec::EncodeError;
-use crate::protocol::fdpass::{FdQueue, FdReadHalf};
+use crate::protocol::fdpass::FdQueue;
 use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
@@ -188,13 +187,42 @@ impl BusSender {
     }
 }
 
+/// Where the reader task hands the master's commands: the channel [`MessageBus::recv`] reads,
+/// or, after [`MessageBus::on_event`], a callback.
+enum Sink {
+    Channel(mpsc::UnboundedSender<BusEvent>),
+    Callback(Box<dyn FnMut(BusEvent) + Send>),
+}
+
+impl Sink {
+    fn deliver(sink: &Mutex<Sink>, event: BusEvent) {
+        match &mut *lock(sink) {
+            Sink::Channel(tx) => {
+                // Nobody receiving is fine: the reader keeps reading (listen answers need routing).
+                let _ = tx.send(event);
+            }
+            Sink::Callback(f) => f(event),
+        }
+    }
+}
+
 /// A worker's connection to its master.
 #[derive(Debug)]
 pub struct MessageBus {
     meta: WorkerMeta,
     sender: BusSender,
     incoming: mpsc::UnboundedReceiver<BusEvent>,
+    sink: Arc<Mutex<Sink>>,
     connected_at: Instant,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Channel(_) => "Sink::Channel",
+            Sink::Callback(_) => "Sink::Callback",
+        })
+    }
 }
 
 impl MessageBus {
@@ -228,17 +256,13 @@ impl MessageBus {
     /// [`MessageBus::from_fd`] with options.
     pub async fn from_fd_with(fd: OwnedFd, options: BusOptions) -> Result<MessageBus, BusError> {
         let std_stream = std::os::unix::net::UnixStream::from(fd);
-        std_stream
-            .set_nonblocking(true)
-            .map_err(|e| BusError::Io(e.to_string()))?;
-        let stream = UnixStream::from_std(std_stream).map_err(|e| BusError::Io(e.to_string()))?;
-        let (read_half, mut write_half) = stream.into_split();
+        let (read_half, write_half) = protocol::channel::split(std_stream).map_err(|e| BusError::Io(e.to_string()))?;
         let read_limit = std::env::var(protocol::env::MAX_FRAME_BYTES)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(protocol::DEFAULT_MAX_FRAME_BYTES);
         let fds: FdQueue = Arc::default();
-        let mut frames = FramedRead::new(FdReadHalf::new(read_half, fds.clone()), FrameCodec::new(read_limit));
+        let mut frames = FramedRead::new(read_half.with_fds(fds.clone()), FrameCodec::new(read_limit));
 
         let hello = WorkerFrame::Hello {
             version: protocol::PROTOCOL_VERSION,
@@ -272,9 +296,16 @@ impl MessageBus {
         };
 
         let (events_tx, incoming) = mpsc::unbounded_channel();
+        let sink = Arc::new(Mutex::new(Sink::Channel(events_tx)));
         let requests = Requests::default();
         let writer = FrameWriter::new(write_half, false);
-        tokio::spawn(read_commands(frames, fds, requests.clone(), events_tx, writer.clone()));
+        tokio::spawn(read_commands(
+            frames,
+            fds,
+            requests.clone(),
+            sink.clone(),
+            writer.clone(),
+        ));
         let sender = BusSender {
             writer,
             max_frame_bytes: meta.max_frame_bytes,
@@ -297,6 +328,7 @@ impl MessageBus {
             meta,
             sender,
             incoming,
+            sink,
             connected_at,
         })
     }
@@ -321,9 +353,26 @@ impl MessageBus {
         self.connected_at.elapsed()
     }
 
-    /// The next command or message; after [`BusEvent::Closed`], `None`.
+    /// The next command or message; after [`BusEvent::Closed`], `None`. After
+    /// [`MessageBus::on_event`], `None` at once: the callback receives everything.
     pub async fn recv(&mut self) -> Option<BusEvent> {
         self.incoming.recv().await
+    }
+
+    /// Hands every command and message to `f` instead of [`MessageBus::recv`]: first those already
+    /// received and not yet read, then each new one as it arrives, in order, called on the task
+    /// that reads the channel, until [`BusEvent::Closed`] (the last call). For hosts that hand
+    /// events to their own event loop (the Node addon's thread-safe function): it saves the hop
+    /// through a channel and a second task. `f` must be quick and must not block: the next frame is
+    /// read once it returns. Calling it again replaces the callback.
+    pub fn on_event(&mut self, f: impl FnMut(BusEvent) + Send + 'static) {
+        let mut f: Box<dyn FnMut(BusEvent) + Send> = Box::new(f);
+        // Under the sink's lock the reader cannot deliver: nothing is reordered or lost.
+        let mut sink = lock(&self.sink);
+        while let Ok(event) = self.incoming.try_recv() {
+            f(event);
+        }
+        *sink = Sink::Callback(f);
     }
 
     /// Reports STARTED.
@@ -395,10 +444,10 @@ fn channel_fd_from_env() -> Result<RawFd, BusError> {
 }
 
 async fn read_commands(
-    mut frames: FramedRead<FdReadHalf, FrameCodec>,
+    mut frames: FramedRead<ChannelRead, FrameCodec>,
     fds: FdQueue,
     requests: Requests,
-    tx: mpsc::UnboundedSender<BusEvent>,
+    sink: Arc<Mutex<Sink>>,
     writer: FrameWriter,
 ) {
     let closed = loop {
@@ -434,15 +483,14 @@ async fn read_commands(
             }
             Err(e) => break Some(e),
         };
-        // Keep reading even if nobody receives events: listen answers still need routing.
-        let _ = tx.send(event);
+        Sink::deliver(&sink, event);
     };
     // The master is gone: nothing more can be written either.
     writer.close();
     for (_, waiter) in lock(&requests.waiting).drain() {
         let _ = waiter.send(Err(BusError::MasterGone));
     }
-    let _ = tx.send(BusEvent::Closed(closed));
+    Sink::deliver(&sink, BusEvent::Closed(closed));
 }
 
 impl From<io::Error> for BusError {

@@ -9,9 +9,11 @@
 //! **Actors.** A [`Master`] is a handle on a group of identical workers. Each worker *process* is
 //! owned by one tokio task, its actor (`master/worker.rs`), which holds the child's pidfd, the
 //! master's end of the worker's socket, and the worker's deadlines. The actor is a single `select!`
-//! over its commands, the child's exit, incoming frames and its current deadline. A separate
-//! writer task per worker batches outgoing frames, so a worker that stops reading cannot stall its
-//! actor. The master keeps a table of *slots*: a worker id (stable across restarts, never reused)
+//! over its commands, the child's exit, incoming frames and its current deadline. Outgoing frames
+//! are written from the sender's own task when the socket takes them, else queued for a flush task
+//! (`protocol/writer.rs`), so a worker that stops reading cannot stall its actor; the socket is
+//! registered with the runtime for reading only (`protocol/channel.rs`), so a peer's reads never
+//! wake a thread for nothing. The master keeps a table of *slots*: a worker id (stable across restarts, never reused)
 //! and the handle of its current process. Lifecycle operations (start, restart, rescale, reload,
 //! shutdown) run one at a time; a shutdown cancels whichever is running and wins.
 //!

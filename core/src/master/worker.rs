@@ -18,8 +18,6 @@ use serde_json::Value;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::net::unix::OwnedReadHalf;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use tokio_util::codec::FramedRead;
@@ -30,6 +28,7 @@ use super::spawn::{self, ChildProcess, SpawnSpec};
 use crate::config::{MasterConfig, OnProtocolError, ReadySource};
 use crate::exit::WorkerExit;
 use crate::listen::{ListenAddr, Listeners};
+use crate::protocol::channel::{self, ChannelRead};
 use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
@@ -248,8 +247,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
             env.push(("NODE_CHANNEL_FD".into(), (3 + fds.len()).to_string().into()));
             env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
             fds.push(worker_node.into());
-            master_node.set_nonblocking(true).map_err(spawn_failure)?;
-            Some(UnixStream::from_std(master_node).map_err(spawn_failure)?)
+            Some(channel::split(master_node).map_err(spawn_failure)?)
         }
         _ => None,
     };
@@ -273,15 +271,13 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     })
     .await
     .map_err(spawn_failure)?;
-    master_end.set_nonblocking(true).map_err(spawn_failure)?;
-    let stream = UnixStream::from_std(master_end).map_err(spawn_failure)?;
+    let (read_half, write_half) = channel::split(master_end).map_err(spawn_failure)?;
     let pid = child.pid();
     tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
     if let Some((stdout, stderr)) = child.take_output() {
         events.output.read_worker(spec.id, pid, stdout, stderr);
     }
 
-    let (read_half, write_half) = stream.into_split();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let info = WorkerInfo {
         id: spec.id,
@@ -298,13 +294,10 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     let (info_tx, info_rx) = watch::channel(info);
     let writer = FrameWriter::new(write_half, true);
     let (node_frames, node_writer) = match node_channel {
-        Some(stream) => {
-            let (read, write) = stream.into_split();
-            (
-                Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))),
-                Some(FrameWriter::new(write, false)),
-            )
-        }
+        Some((read, write)) => (
+            Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))),
+            Some(FrameWriter::new(write, false)),
+        ),
         None => (None, None),
     };
     let now = Instant::now();
@@ -355,7 +348,7 @@ struct WorkerActor {
     pid: u32,
     config: Arc<MasterConfig>,
     child: ChildProcess,
-    frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    frames: FramedRead<ChannelRead, FrameCodec>,
     /// False after EOF or a read error.
     reading: bool,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -378,7 +371,7 @@ struct WorkerActor {
     /// `ready: notify`: the worker's NOTIFY_SOCKET.
     notify: Option<NotifySocket>,
     /// `ready: node-ipc`: the worker's Node IPC channel, both ways.
-    node_frames: Option<FramedRead<OwnedReadHalf, FrameCodec>>,
+    node_frames: Option<FramedRead<ChannelRead, FrameCodec>>,
     node_writer: Option<FrameWriter>,
 }
 
@@ -392,7 +385,7 @@ async fn next_notice(socket: &Option<NotifySocket>) -> io::Result<(Option<i32>, 
 
 /// The next line of an optional Node IPC channel (never, without one).
 async fn next_node_line(
-    frames: &mut Option<FramedRead<OwnedReadHalf, FrameCodec>>,
+    frames: &mut Option<FramedRead<ChannelRead, FrameCodec>>,
 ) -> Option<Result<String, ProtocolError>> {
     match frames {
         Some(frames) => protocol::codec::flatten(frames.next().await),

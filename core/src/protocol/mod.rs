@@ -4,6 +4,7 @@
 //! - [`codec`]: line framing with a size limit, and turning bytes into frames or [`ProtocolError`]s.
 //! - [`env`]: the environment variables a worker finds its channel through.
 
+pub mod channel;
 pub mod codec;
 pub mod fdpass;
 pub mod wire;

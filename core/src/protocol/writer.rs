@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
+
+use super::channel::ChannelWrite;
 
 /// How a frame moves the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +68,7 @@ struct State {
 }
 
 struct Shared {
-    half: OwnedWriteHalf,
+    half: ChannelWrite,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -93,7 +94,7 @@ enum Submitted {
 impl FrameWriter {
     /// Takes over `half`. With `gated`, frames wait for an [`FrameKind::Opens`] frame.
     /// Must be called within a tokio runtime (it spawns the flush task).
-    pub fn new(half: OwnedWriteHalf, gated: bool) -> FrameWriter {
+    pub fn new(half: ChannelWrite, gated: bool) -> FrameWriter {
         let state = State {
             gate: if gated { Gate::Held } else { Gate::Open },
             held: Vec::new(),
@@ -197,8 +198,9 @@ impl FrameWriter {
 }
 
 /// Writes the queue whenever there is one and the socket takes it; ends once closed and drained,
-/// or on a write error.
+/// or on a write error. Registers for writability only while the socket is full.
 async fn flush(sh: Arc<Shared>) {
+    let mut room: Option<super::channel::Writability> = None;
     loop {
         let notified = sh.wake.notified();
         let (empty, done) = {
@@ -212,37 +214,54 @@ async fn flush(sh: Arc<Shared>) {
             return;
         }
         if empty {
+            room = None;
             notified.await;
             continue;
         }
-        if let Err(e) = sh.half.writable().await {
-            fail_all(&sh, e.to_string());
-            return;
-        }
-        let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(front) = st.queue.front_mut() {
-            match write_some(&sh.half, front) {
-                Ok(true) => {
-                    if let Some(p) = st.queue.pop_front() {
-                        p.finish(Ok(()));
+        let full = {
+            let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut full = false;
+            while let Some(front) = st.queue.front_mut() {
+                match write_some(&sh.half, front) {
+                    Ok(true) => {
+                        if let Some(p) = st.queue.pop_front() {
+                            p.finish(Ok(()));
+                        }
+                    }
+                    Ok(false) => {
+                        full = true;
+                        break;
+                    }
+                    Err(e) => {
+                        drop(st);
+                        fail_all(&sh, e.to_string());
+                        return;
                     }
                 }
-                Ok(false) => break,
-                Err(e) => {
-                    drop(st);
-                    fail_all(&sh, e.to_string());
-                    return;
-                }
+            }
+            full
+        };
+        if full {
+            let waited = match &room {
+                Some(room) => room.wait().await,
+                None => match sh.half.writability() {
+                    Ok(r) => room.insert(r).wait().await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = waited {
+                fail_all(&sh, e.to_string());
+                return;
             }
         }
     }
 }
 
 /// Writes as much of `p` as the socket takes now; true once all of it is written.
-fn write_some(half: &OwnedWriteHalf, p: &mut Pending) -> io::Result<bool> {
+fn write_some(half: &ChannelWrite, p: &mut Pending) -> io::Result<bool> {
     while p.written < p.bytes.len() {
         let result = match (&p.fd, p.written) {
-            (Some(fd), 0) => super::fdpass::try_send_with_fd(half, &p.bytes, fd),
+            (Some(fd), 0) => half.try_send_with_fd(&p.bytes, fd),
             _ => half.try_write(&p.bytes[p.written..]),
         };
         match result {
