@@ -31,6 +31,9 @@ pub struct Shared {
     /// Control requests hold a read guard while they run; the exit waits for them to answer.
     pub in_flight: tokio::sync::RwLock<()>,
     stopping: AtomicBool,
+    /// Per group, the long operation under way (from the event stream): its name and how many
+    /// workers reported STARTED since it began.
+    progress: std::sync::Mutex<std::collections::HashMap<String, (&'static str, usize)>>,
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -103,6 +106,7 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
         notify: Notifier::from_env(),
         in_flight: tokio::sync::RwLock::new(()),
         stopping: AtomicBool::new(false),
+        progress: Default::default(),
     });
     for (name, events, output) in feeds {
         tokio::spawn(forward(shared.clone(), name, events, output));
@@ -565,7 +569,62 @@ async fn forward(shared: Arc<Shared>, group: String, mut events: Events, mut out
     }
 }
 
+/// Progress of a long operation (a start, a reload), followed from the event stream: the master's
+/// status opens and closes the operation, each worker's STARTED counts. A line redrawn in place on
+/// a terminal, a log line otherwise.
+fn progress(shared: &Shared, group: &str, event: &Event) {
+    let mut ops = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
+    match event {
+        Event::MasterStatus {
+            to: MasterStatus::Starting,
+            ..
+        } => {
+            ops.insert(group.to_string(), ("starting", 0));
+        }
+        Event::MasterStatus {
+            to: MasterStatus::Reloading,
+            ..
+        } => {
+            ops.insert(group.to_string(), ("reloading", 0));
+        }
+        Event::MasterStatus { .. } => {
+            ops.remove(group);
+        }
+        Event::Status {
+            to: WorkerStatus::Started,
+            ..
+        } => {
+            let Some((operation, ready)) = ops.get_mut(group) else {
+                return;
+            };
+            *ready += 1;
+            let wanted = shared
+                .groups
+                .iter()
+                .find(|(name, _)| name == group)
+                .map_or(0, |(_, m)| m.config().count);
+            let line = format!("{operation}: {ready}/{wanted} STARTED");
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                let end = if *ready >= wanted { "\n" } else { "" };
+                eprint!("\r[{group}] {line}{end}");
+            } else {
+                shared.log.event(
+                    Who {
+                        group,
+                        id: None,
+                        pid: None,
+                    },
+                    "progress",
+                    &line,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
 fn on_event(shared: &Shared, group: &str, event: Event) {
+    progress(shared, group, &event);
     let log = &shared.log;
     let worker = |id, pid| Who {
         group,

@@ -25,6 +25,9 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     drover.wait_line(&format!("[web 2 pid {}] hello from 2", pids[1]));
     drover.wait_line(&format!("[web 1 pid {} stderr] oops", pids[0]));
     drover.wait_line(&format!("[web 2 pid {}] drover: started", pids[1]));
+    // Progress of the start, as plain lines when stdout is not a terminal.
+    drover.wait_line("starting: 1/2 STARTED");
+    drover.wait_line("starting: 2/2 STARTED");
 
     // The table.
     let table = drover.ctl_ok(&["status"]);
@@ -99,6 +102,7 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     // reload: every worker replaced.
     let before = drover.worker_pids("web");
     let out = drover.ctl_ok(&["reload", "web"]);
+    drover.wait_line("reloading: 1/1 STARTED");
     assert_eq!(out.trim(), "reloaded web");
     let after = drover.worker_pids("web");
     assert_eq!(after.len(), 1);
