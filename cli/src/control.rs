@@ -280,14 +280,18 @@ pub mod client {
         })?;
         let mut line = serde_json::to_vec(request).map_err(|e| (1, e.to_string()))?;
         line.push(b'\n');
-        stream
-            .write_all(&line)
-            .map_err(|e| (UNREACHABLE, format!("writing to {}: {e}", path.display())))?;
+        // drover may answer before reading (a refused peer) and close: the write then fails with
+        // EPIPE, but the answer is already waiting to be read. Read it before giving up.
+        let written = stream.write_all(&line);
         let mut answer = String::new();
-        BufReader::new(stream)
-            .read_line(&mut answer)
-            .map_err(|e| (UNREACHABLE, format!("reading from {}: {e}", path.display())))?;
+        let read = BufReader::new(stream).read_line(&mut answer);
         if answer.is_empty() {
+            if let Err(e) = written {
+                return Err((UNREACHABLE, format!("writing to {}: {e}", path.display())));
+            }
+            if let Err(e) = read {
+                return Err((UNREACHABLE, format!("reading from {}: {e}", path.display())));
+            }
             return Err((
                 UNREACHABLE,
                 format!("{} closed the connection without an answer", path.display()),
