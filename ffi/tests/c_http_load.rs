@@ -7,18 +7,13 @@
 //! AddressSanitizer and LeakSanitizer: an invalid access or a leak in the drain code makes a
 //! worker exit non-zero, which the master reports and this test rejects. Loopback only, bounded.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use drover_tests::c::{compile, Linkage};
+use drover_tests::http_load::Load;
 use drover_tests::EVENT_DEADLINE;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -113,79 +108,9 @@ fn started_pid(line: &str) -> Option<u32> {
     line.split("(pid ").nth(1)?.split(')').next()?.parse().ok()
 }
 
-#[derive(Default, Debug)]
-struct Tally {
-    ok: usize,
-    by_pid: BTreeMap<u32, usize>,
-    connect_errors: Vec<String>,
-    other_errors: Vec<String>,
-}
-
-/// `CONNECTIONS` keep-alive clients, each sending its next request as soon as the last answer
-/// arrived, until `stop`; `answered` counts the answers as they come.
-fn load(addr: &str, stop: Arc<AtomicBool>, answered: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Tally> {
-    let uri: hyper::Uri = format!("http://{addr}/").parse().expect("a URI");
-    tokio::spawn(async move {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(CONNECTIONS)
-            .build_http();
-        let mut clients = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let (client, uri, stop, answered) = (client.clone(), uri.clone(), stop.clone(), answered.clone());
-            clients.push(tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while !stop.load(Ordering::Relaxed) {
-                    match client.get(uri.clone()).await {
-                        Ok(response) => match response.into_body().collect().await {
-                            Ok(body) => {
-                                // "hello from worker 3 (pid 4121)"
-                                let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-                                let pid = body
-                                    .split("(pid ")
-                                    .nth(1)
-                                    .and_then(|rest| rest.split(')').next())
-                                    .and_then(|pid| pid.parse().ok());
-                                match pid {
-                                    Some(pid) => {
-                                        *tally.by_pid.entry(pid).or_default() += 1;
-                                        tally.ok += 1;
-                                        answered.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    None => tally.other_errors.push(format!("unexpected body {body:?}")),
-                                }
-                            }
-                            Err(e) => tally.other_errors.push(format!("body: {e}")),
-                        },
-                        Err(e) if e.is_connect() => tally.connect_errors.push(format!("{e:?}")),
-                        Err(e) => tally.other_errors.push(format!("{e:?}")),
-                    }
-                }
-                tally
-            }));
-        }
-        let mut total = Tally::default();
-        for c in clients {
-            let t = c.await.expect("a client task");
-            total.ok += t.ok;
-            for (pid, n) in t.by_pid {
-                *total.by_pid.entry(pid).or_default() += n;
-            }
-            total.connect_errors.extend(t.connect_errors);
-            total.other_errors.extend(t.other_errors);
-        }
-        total
-    })
-}
-
-/// Waits until `more` further requests were answered: the load goes on (not a sleep).
-async fn progress(answered: &AtomicUsize, more: usize) {
-    let target = answered.load(Ordering::Relaxed) + more;
-    let reached = drover_tests::eventually(EVENT_DEADLINE, || answered.load(Ordering::Relaxed) >= target).await;
-    assert!(
-        reached,
-        "the load stalled at {} answers",
-        answered.load(Ordering::Relaxed)
-    );
+/// "hello from worker 3 (pid 4121)"
+fn pid_of(body: &str) -> Option<u32> {
+    body.split("(pid ").nth(1)?.split(')').next()?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,30 +132,27 @@ async fn the_c_example_reloads_and_restarts_under_keep_alive_load_without_failin
         .collect();
     assert_eq!(first.len(), WORKERS, "{:?}", master.seen);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicUsize::new(0));
-    let client = load(&addr, stop.clone(), answered.clone());
-    progress(&answered, 200).await;
+    let load = Load::start(&addr, CONNECTIONS, pid_of);
+    load.progress(200).await;
 
     // A graceful reload: a new generation starts, the old one drains while the load goes on.
     master.signal(libc::SIGHUP);
     master.line("the reload", |l| (l == "reloaded").then_some(())).await;
-    progress(&answered, 200).await;
+    load.progress(200).await;
     // Restarts by id, one worker at a time.
     for _ in 0..2 {
         master.signal(libc::SIGUSR2);
         master
             .line("a restart", |l| l.starts_with("restarted worker").then_some(()))
             .await;
-        progress(&answered, 200).await;
+        load.progress(200).await;
     }
     master.signal(libc::SIGHUP);
     master
         .line("the second reload", |l| (l == "reloaded").then_some(()))
         .await;
-    progress(&answered, 200).await;
-    stop.store(true, Ordering::Relaxed);
-    let tally = client.await.expect("the load task");
+    load.progress(200).await;
+    let tally = load.finish().await;
 
     master.signal(libc::SIGTERM);
     master

@@ -1,6 +1,7 @@
 //! Helpers shared by drover's real-process tests.
 
 pub mod c;
+pub mod http_load;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
