@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use drover_tests::pid_is_running;
 use std::time::Duration;
 
 fn run_args<'a>(head: &[&'a str], program: &'a [String]) -> Vec<&'a str> {

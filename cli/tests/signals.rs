@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use drover_tests::pid_is_running;
 use std::time::{Duration, Instant};
 
 #[test]

@@ -6,18 +6,7 @@ mod common;
 
 use common::{drover_bin, test_worker};
 use drover::{Master, MasterConfig, ReadySource};
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
-
-fn ask_pid(addr: &str) -> std::io::Result<u32> {
-    let stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    line.trim()
-        .parse()
-        .map_err(|_| std::io::Error::other(format!("bad answer {line:?}")))
-}
 
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -62,7 +51,10 @@ async fn drover_run_under_socket_activation_serves_the_inherited_socket() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while served.len() < 2 && std::time::Instant::now() < deadline {
         let a = addr.clone();
-        match tokio::task::spawn_blocking(move || ask_pid(&a)).await.unwrap() {
+        match tokio::task::spawn_blocking(move || drover_tests::ask_pid(&a))
+            .await
+            .unwrap()
+        {
             Ok(pid) => {
                 assert_eq!(
                     parent_of(pid),
@@ -84,6 +76,6 @@ async fn drover_run_under_socket_activation_serves_the_inherited_socket() {
     assert_eq!(served.len(), 2, "both of drover's workers serve the inherited socket");
     systemd.graceful_shutdown().await.unwrap(); // SIGTERM to drover: it shuts its workers down
     for pid in served {
-        assert!(!common::pid_is_running(pid));
+        assert!(!drover_tests::pid_is_running(pid));
     }
 }

@@ -109,3 +109,16 @@ pub fn zombie_children() -> Vec<u32> {
     }
     zombies
 }
+
+/// Connects to `addr` and reads the one line the test worker answers a connection with: its pid.
+/// Blocking; from async code, run it with `spawn_blocking`.
+pub fn ask_pid(addr: &str) -> std::io::Result<u32> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    line.trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("bad answer {line:?}")))
+}

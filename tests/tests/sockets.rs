@@ -5,7 +5,6 @@ use drover::{Error, Event, ExitReason, ListenSpec, Master, MasterConfig, ReadySo
 use drover_tests::{next_matching, pid_is_running, test_worker};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -20,19 +19,11 @@ fn config(count: usize) -> MasterConfig {
     c
 }
 
-/// Connects to `addr` and reads the pid the worker answers with.
+/// [`drover_tests::ask_pid`] off the async runtime.
 async fn ask_pid(addr: String) -> std::io::Result<u32> {
-    tokio::task::spawn_blocking(move || {
-        let stream = TcpStream::connect(&addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        line.trim()
-            .parse()
-            .map_err(|_| std::io::Error::other(format!("bad answer {line:?}")))
-    })
-    .await
-    .expect("the blocking client task runs")
+    tokio::task::spawn_blocking(move || drover_tests::ask_pid(&addr))
+        .await
+        .expect("the blocking client task runs")
 }
 
 fn bound(master: &Master) -> String {

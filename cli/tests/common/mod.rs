@@ -296,17 +296,6 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// Whether `pid` is running (a zombie is not).
-pub fn pid_is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X"))
-        }
-        Err(_) => false,
-    }
-}
-
 /// Polls `cond` (for what no event announces: another process's death) until `DEADLINE`.
 pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + DEADLINE;
