@@ -13,7 +13,7 @@
 //!   is STARTED is the old worker stopped, so capacity never drops (cluster2's death queue).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::time::sleep_until;
 
@@ -226,9 +226,4 @@ impl Inner {
     pub(super) fn restart_log_reset(&self) {
         *lock(&self.restart_log) = Default::default();
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send(m: Arc<Inner>) -> impl Send {
-    m
 }
