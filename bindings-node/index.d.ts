@@ -57,6 +57,12 @@ export interface MasterOptions {
     quitTimeout?: number;
     killTimeout?: number;
     maxFrameBytes?: number;
+    /**
+     * Microseconds the master's and the workers' event loops spin after IPC traffic before they
+     * sleep, to answer the next message without a thread wake-up (0, the default: never). At most
+     * 10000. Costs up to this much CPU per burst of messages, none while idle.
+     */
+    busyPollUs?: number;
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
     restartDelay?: number;

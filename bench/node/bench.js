@@ -58,8 +58,8 @@ async function burst(send, onBurst, n) {
     return n / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
-async function benchDrover() {
-    const master = MasterFactory.create({ script: path.join(__dirname, 'worker.js'), count: 1 });
+async function benchDrover(busyPollUs) {
+    const master = MasterFactory.create({ script: path.join(__dirname, 'worker.js'), count: 1, busyPollUs });
     const reply = {};
     const b = { got: 0 };
     master.on('message', (m) => {
@@ -72,7 +72,8 @@ async function benchDrover() {
     const rtts = await roundTrips(send, reply, ROUNDS);
     const rate = await burst(send, b, BURST);
     await master.gracefulShutdown();
-    return summary('drover (napi MessageBus)', rtts, rate);
+    const name = busyPollUs ? `drover, busyPollUs ${busyPollUs}` : 'drover (napi MessageBus)';
+    return summary(name, rtts, rate);
 }
 
 async function benchNode() {
@@ -124,7 +125,7 @@ async function benchRss() {
 
 (async () => {
     console.log(`node ${process.version}, ${ROUNDS} round trips (after ${WARMUP} warm-up), bursts of ${BURST}`);
-    console.table([await benchDrover(), await benchNode()]);
+    console.table([await benchDrover(0), await benchDrover(50), await benchNode()]);
     console.table([await benchRss()]);
 })().catch((e) => {
     console.error(e);

@@ -31,6 +31,8 @@ const RTT_WARMUP: usize = 2_000;
 /// Messages per throughput run, and runs (the best is reported; the median too).
 const BURST: u64 = 200_000;
 const THROUGHPUT_RUNS: usize = 3;
+/// The busy-poll window of the `ipc-busy-poll` section, in microseconds.
+const BUSY_POLL_US: u64 = 50;
 /// How long the idle master is watched.
 const IDLE: Duration = Duration::from_secs(3);
 
@@ -51,12 +53,13 @@ fn run() -> Res<()> {
     );
     // Sections to run: all by default, or those named on the command line.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 8] = [
         "startup",
         "reload",
         "raw-ipc",
         "ipc",
         "ipc-current-thread",
+        "ipc-busy-poll",
         "idle",
         "rtt-only",
     ];
@@ -86,17 +89,28 @@ fn run() -> Res<()> {
             "## IPC through drover, multi-thread runtime ({} worker threads)",
             num_workers()
         );
-        ipc(&rt, &worker, true)?;
+        ipc(&rt, &worker, true, Duration::ZERO)?;
         println!();
     }
     // Not part of the default run: round trips only, for profiling under strace or valgrind.
     if args.iter().any(|a| a == "rtt-only") {
-        ipc(&rt, &worker, false)?;
+        ipc(&rt, &worker, false, Duration::ZERO)?;
     }
     if wanted("ipc-current-thread") {
         println!("## IPC through drover, current-thread runtime");
         let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        ipc(&current, &worker, true)?;
+        ipc(&current, &worker, true, Duration::ZERO)?;
+        println!();
+    }
+    // Last: once busy polling is enabled, it stays on in this process.
+    if wanted("ipc-busy-poll") {
+        println!("## IPC through drover, current-thread runtime, busy-polling {BUSY_POLL_US} µs (master and worker)");
+        let window = Duration::from_micros(BUSY_POLL_US);
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(drover::busy_poll::park_hook())
+            .build()?;
+        ipc(&current, &worker, true, window)?;
         println!();
     }
     if wanted("idle") {
@@ -344,9 +358,9 @@ fn raw_ipc(worker: &PathBuf) -> Res<()> {
     Ok(())
 }
 
-fn ipc(rt: &tokio::runtime::Runtime, worker: &PathBuf, throughput: bool) -> Res<()> {
+fn ipc(rt: &tokio::runtime::Runtime, worker: &PathBuf, throughput: bool, busy_poll: Duration) -> Res<()> {
     rt.block_on(async {
-        let master = Master::new(config(worker, 1))?;
+        let master = Master::new(config(worker, 1).busy_poll(busy_poll))?;
         master.start().await?;
         let id = master.workers().first().ok_or("no worker after start()")?.id;
         let mut events = master.events();

@@ -34,6 +34,24 @@ use std::task::{Context, Poll, Waker};
 /// A future boxed for the runtime.
 pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// The addon's runtime, made when Node loads the addon: one worker thread (a master's or a bus's
+/// work is a few small frames at a time, and every extra thread is resident memory in every Node
+/// worker), with drover's busy-poll hook, which does nothing unless a master config or a worker's
+/// environment turns busy polling on. If it cannot be built, napi makes its default runtime.
+#[napi_derive::module_init]
+fn init_runtime() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("drover")
+        .enable_all()
+        .on_thread_park(drover::busy_poll::park_hook())
+        .build()
+    {
+        Ok(runtime) => napi::bindgen_prelude::create_custom_tokio_runtime(runtime),
+        Err(e) => eprintln!("drover: cannot build the addon's runtime ({e}); using napi's default"),
+    }
+}
+
 /// Polls `fut` once, now, on the calling thread (inside the addon's tokio runtime context), and
 /// gives back either its output or the rest of it.
 ///

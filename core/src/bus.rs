@@ -143,7 +143,10 @@ impl BusSender {
     }
 
     async fn send_frame(&self, frame: &WorkerFrame) -> Result<(), BusError> {
-        let bytes = encode_frame(frame, self.max_frame_bytes)?;
+        self.send_bytes(encode_frame(frame, self.max_frame_bytes)?).await
+    }
+
+    async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), BusError> {
         match self.writer.write(bytes, FrameKind::Plain, None).await {
             Ok(()) => Ok(()),
             Err(WriteFailure::Io(e)) => Err(BusError::Io(e)),
@@ -173,7 +176,8 @@ impl BusSender {
 
     /// Sends a user message.
     pub async fn send_message(&self, data: &Value) -> Result<(), BusError> {
-        self.send_frame(&WorkerFrame::Message { data: data.clone() }).await
+        self.send_bytes(protocol::codec::encode_message(data, self.max_frame_bytes)?)
+            .await
     }
 
     /// Sends a heartbeat with this process's resident memory and the given uptime.
@@ -255,6 +259,11 @@ impl MessageBus {
 
     /// [`MessageBus::from_fd`] with options.
     pub async fn from_fd_with(fd: OwnedFd, options: BusOptions) -> Result<MessageBus, BusError> {
+        // The master's busy-poll window (`DROVER_BUSY_POLL_US`), before the channel exists so
+        // that it is watched; it spins only in a runtime with `busy_poll::park_hook`.
+        if let Some(window) = crate::busy_poll::window_from_env() {
+            crate::busy_poll::enable(window);
+        }
         let std_stream = std::os::unix::net::UnixStream::from(fd);
         let (read_half, write_half) = protocol::channel::split(std_stream).map_err(|e| BusError::Io(e.to_string()))?;
         let read_limit = std::env::var(protocol::env::MAX_FRAME_BYTES)

@@ -84,6 +84,11 @@ pub struct MasterConfig {
     /// Pipe the workers' stdout and stderr to the master, to be read line by line from
     /// [`crate::Master::output`]. Off by default: the workers inherit the master's.
     pub capture_output: bool,
+    /// How long the workers (and a master whose runtime has [`crate::busy_poll::park_hook`]) spin
+    /// after IPC traffic before their event loop sleeps, to answer the next frame without a thread
+    /// wake-up; zero (the default) never spins. Passed to workers in `DROVER_BUSY_POLL_US`; at most
+    /// [`crate::busy_poll::MAX_WINDOW`]. Costs up to this much CPU per burst of traffic, none when idle.
+    pub busy_poll: Duration,
 }
 
 /// Every deadline of a worker's life.
@@ -212,6 +217,7 @@ impl MasterConfig {
                 ..Recycle::default()
             },
             capture_output: false,
+            busy_poll: Duration::ZERO,
         }
     }
 
@@ -277,6 +283,12 @@ impl MasterConfig {
         self
     }
 
+    /// Sets the busy-poll window (see [`MasterConfig::busy_poll`]).
+    pub fn busy_poll(mut self, window: Duration) -> MasterConfig {
+        self.busy_poll = window;
+        self
+    }
+
     /// Sets the restart policy.
     pub fn restart(mut self, restart: RestartPolicy) -> MasterConfig {
         self.restart = restart;
@@ -318,6 +330,16 @@ impl MasterConfig {
             return Err(ConfigError::Invalid {
                 field: "maxFrameBytes",
                 message: format!("must be at least 1024, got {}", self.max_frame_bytes),
+            });
+        }
+        if self.busy_poll > crate::busy_poll::MAX_WINDOW {
+            return Err(ConfigError::Invalid {
+                field: "busyPollUs",
+                message: format!(
+                    "must be at most {} µs (a longer spin is a polling loop), got {} µs",
+                    crate::busy_poll::MAX_WINDOW.as_micros(),
+                    self.busy_poll.as_micros()
+                ),
             });
         }
         // The user config travels in the welcome frame, which must fit in one frame.
@@ -460,6 +482,8 @@ pub struct MasterOptions {
     pub kill_timeout: Option<f64>,
     /// Largest frame in bytes.
     pub max_frame_bytes: Option<i64>,
+    /// Busy-poll window after IPC traffic, in microseconds (0, the default: never spin).
+    pub busy_poll_us: Option<f64>,
     /// `fail` (default) or `ignore`.
     pub on_protocol_error: Option<OnProtocolError>,
     /// `never` (default), `on-failure` or `always`.
@@ -596,6 +620,15 @@ impl MasterOptions {
                 field: "maxFrameBytes",
                 message: format!("got {max}"),
             })?;
+        }
+        if let Some(us) = self.busy_poll_us {
+            if !(us.is_finite() && us >= 0.0) {
+                return Err(ConfigError::Invalid {
+                    field: "busyPollUs",
+                    message: format!("must be a number of microseconds, at least 0, got {us}"),
+                });
+            }
+            config.busy_poll = Duration::from_secs_f64(us / 1e6);
         }
         if let Some(p) = self.on_protocol_error {
             config.on_protocol_error = p;

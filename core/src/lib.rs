@@ -70,6 +70,7 @@
 //! A worker written in Rust uses [`MessageBus`]; see its docs.
 
 pub mod bus;
+pub mod busy_poll;
 pub mod config;
 pub mod error;
 pub mod exit;

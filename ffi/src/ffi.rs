@@ -177,6 +177,8 @@ pub(crate) fn new_runtime(name: &str, threads: usize) -> Result<tokio::runtime::
         .worker_threads(threads)
         .thread_name(name)
         .enable_all()
+        // Inert unless a master config or the worker's environment enables busy polling.
+        .on_thread_park(drover_core::busy_poll::park_hook())
         .build()
         .map_err(|e| {
             let what = if threads == 1 { "thread" } else { "threads" };

@@ -4,7 +4,8 @@
 //!   soon as `main` runs (no runtime, no protocol), then waits for stdin to close.
 //! - With `DROVER_BENCH_RAW=echo` it is the *raw IPC* baseline: blocking reads of stdin (a Unix
 //!   stream socket), every chunk written back to stdout (the same socket) at once. No drover.
-//! - Otherwise it is a drover worker on a current-thread tokio runtime: hello/welcome, STARTED, and
+//! - Otherwise it is a drover worker on a current-thread tokio runtime (busy-polling when the master
+//!   asks, `DROVER_BUSY_POLL_US`): hello/welcome, STARTED, and
 //!   then, per message (`{"cmd": ...}`):
 //!   - anything without a known `cmd`: echoed back verbatim (round-trip latency);
 //!   - `{"cmd":"burst","n":N}`: sends N messages `{"seq":i}` back, 256 in flight at a time
@@ -30,7 +31,12 @@ fn main() {
         let _ = std::io::stdin().read_to_end(&mut rest);
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Spins only if the master asked for it (`DROVER_BUSY_POLL_US`, read by the MessageBus).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(drover::busy_poll::park_hook())
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drover-bench-worker: cannot build a runtime: {e}");

@@ -184,6 +184,16 @@ impl EventHub {
         let callbacks: Vec<Callback> = {
             let mut subs = self.lock();
             subs.channels.retain(|tx| !tx.is_closed());
+            if subs.callbacks.is_empty() {
+                // The common case: channels only, and the last one takes the event itself.
+                if let Some((last, others)) = subs.channels.split_last() {
+                    for tx in others {
+                        let _ = tx.send(event.clone());
+                    }
+                    let _ = last.send(event);
+                }
+                return;
+            }
             for tx in &subs.channels {
                 let _ = tx.send(event.clone());
             }

@@ -144,7 +144,7 @@ impl WorkerHandle {
         let bytes = if self.raw_json {
             encode_frame(data, self.max_frame_bytes)
         } else {
-            encode_frame(&MasterFrame::Message { data: data.clone() }, self.max_frame_bytes)
+            protocol::codec::encode_message(data, self.max_frame_bytes)
         }
         .map_err(|error| SendError::Encode { id: self.id, error })?;
         self.send_bytes(bytes).await
@@ -219,6 +219,8 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
             None => error.to_string(),
         },
     };
+    // Before the channel exists, so that it is watched.
+    crate::busy_poll::enable(config.busy_poll);
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
     let mut fds = Vec::with_capacity(spec.inherited.len() + 2);
     for (_, fd) in &spec.inherited {
@@ -259,6 +261,12 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         (protocol::env::GROUP, config.name.clone()),
     ] {
         env.push((key.into(), value.into()));
+    }
+    if !config.busy_poll.is_zero() {
+        env.push((
+            protocol::env::BUSY_POLL_US.into(),
+            config.busy_poll.as_micros().to_string().into(),
+        ));
     }
     let mut child = spawn::spawn(SpawnSpec {
         program: config.program.clone(),
@@ -393,6 +401,16 @@ async fn next_node_line(
     }
 }
 
+/// Resolves at `deadline`; never without one. A timer is made only when this is first polled:
+/// `select!` builds every branch's future on each turn, enabled or not, and the actor turns once
+/// per frame.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl WorkerActor {
     async fn run(mut self) {
         if self.config.ready == ReadySource::Spawn {
@@ -420,8 +438,8 @@ impl WorkerActor {
                 frame = self.frames.next(), if self.reading => self.on_frame(protocol::codec::flatten(frame)),
                 notice = next_notice(&self.notify), if self.notify.is_some() => self.on_notify(notice),
                 line = next_node_line(&mut self.node_frames), if self.node_frames.is_some() => self.on_node_line(line),
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => self.on_deadline(),
-                _ = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now).into()), if heartbeat_deadline.is_some() => {
+                _ = until(deadline), if deadline.is_some() => self.on_deadline(),
+                _ = until(heartbeat_deadline), if heartbeat_deadline.is_some() => {
                     self.on_heartbeat_missed()
                 }
             }
@@ -568,18 +586,23 @@ impl WorkerActor {
         }
         self.status = to;
         let started = to == WorkerStatus::Started;
+        // The snapshot changes first, silently: a subscriber that reads `workers()` on this event
+        // sees the new status. Those waiting for a change are woken after the event, so whoever
+        // waits on the snapshot and then reads the event stream finds the event already there.
+        self.info.send_if_modified(|i| {
+            i.status = to;
+            if started {
+                i.started_at = Some(SystemTime::now());
+            }
+            false
+        });
         self.events.emit(Event::Status {
             id: self.id,
             pid: self.pid,
             from,
             to,
         });
-        self.info.send_modify(|i| {
-            i.status = to;
-            if started {
-                i.started_at = Some(SystemTime::now());
-            }
-        });
+        self.info.send_modify(|_| {});
     }
 
     fn write_control(&mut self, frame: MasterFrame) {
@@ -898,10 +921,15 @@ impl WorkerActor {
         if let Some(node) = &self.node_writer {
             node.close();
         }
-        // Event first: whoever waits on the snapshot (a shutdown, a start) and then reads the
-        // event stream finds the exit already there.
-        self.events.emit(Event::Exit(exit.clone()));
-        self.info.send_modify(|i| i.exit = Some(exit));
+        // As for a status: the snapshot silently first (a subscriber reading `workers()` on the
+        // event sees the exit), then the event, then the waiters (a shutdown, a start), who find
+        // the exit already in the event stream.
+        self.info.send_if_modified(|i| {
+            i.exit = Some(exit.clone());
+            false
+        });
+        self.events.emit(Event::Exit(exit));
+        self.info.send_modify(|_| {});
     }
 }
 

@@ -24,6 +24,7 @@ pub fn split(stream: UnixStream) -> io::Result<(ChannelRead, ChannelWrite)> {
     stream.set_nonblocking(true)?;
     let stream = Arc::new(stream);
     let read = register(stream.clone(), Interest::READABLE)?;
+    crate::busy_poll::watch(stream.as_raw_fd());
     Ok((ChannelRead { fd: read, fds: None }, ChannelWrite { stream }))
 }
 
@@ -41,6 +42,12 @@ pub struct ChannelRead {
     fd: AsyncFd<Arc<UnixStream>>,
     /// Where passed fds go, if this side receives them (`recvmsg`); else plain reads.
     fds: Option<FdQueue>,
+}
+
+impl Drop for ChannelRead {
+    fn drop(&mut self) {
+        crate::busy_poll::unwatch(self.fd.get_ref().as_raw_fd());
+    }
 }
 
 impl ChannelRead {
@@ -85,6 +92,7 @@ impl AsyncRead for ChannelRead {
                         guard.clear_ready();
                     }
                     buf.advance(n);
+                    crate::busy_poll::touch();
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -117,6 +125,7 @@ impl ChannelWrite {
                 )
             };
             if n >= 0 {
+                crate::busy_poll::touch();
                 return Ok(n as usize);
             }
             let e = io::Error::last_os_error();

@@ -32,4 +32,7 @@ pub mod env {
     pub const MAX_FRAME_BYTES: &str = "DROVER_MAX_FRAME_BYTES";
     /// The master's name (its group).
     pub const GROUP: &str = "DROVER_GROUP";
+    /// Optional: how long, in microseconds, the master asks the worker to busy-poll after traffic
+    /// before its event loop sleeps (`crate::busy_poll`). Set only when the master busy-polls.
+    pub const BUSY_POLL_US: &str = "DROVER_BUSY_POLL_US";
 }

@@ -8,7 +8,8 @@
 //!
 //! Messages it obeys (`{"cmd": ...}`): `echo` (replies `{"echo": data}`), `exit` with `code`,
 //! `malformed`, `oversized`, `illegal`, `spawn-grandchild` (replies with the grandchild's pid),
-//! `block` (blocks its runtime for `ms`), `burst` with `n` (sends n messages), `pid`,
+//! `block` (blocks its runtime for `ms`), `burst` with `n` (sends n messages), `pid`, `busy-poll`
+//! (replies its busy-poll window and `DROVER_BUSY_POLL_US`),
 //! `listen` with `address` (asks the master for a socket and serves on it; replies
 //! `{"listening": local}` or `{"listen_error": ...}`), `notify-ready` (sends `READY=1` to
 //! `NOTIFY_SOCKET`).
@@ -23,8 +24,17 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
+    // With drover's busy-poll hook, which spins only when the master asked (`DROVER_BUSY_POLL_US`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(drover::busy_poll::park_hook())
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
     let mode = std::env::var("DROVER_TEST_MODE").unwrap_or_else(|_| "normal".into());
     let (mode, arg) = match mode.split_once(':') {
         Some((m, a)) => (m.to_string(), a.parse::<i64>().unwrap_or(0)),
@@ -147,6 +157,11 @@ async fn handle(bus: &MessageBus, msg: Value) {
         }
         "pid" => {
             let _ = bus.send_message(&json!({ "pid": std::process::id() })).await;
+        }
+        "busy-poll" => {
+            let window = drover::busy_poll::window().as_micros() as u64;
+            let env = std::env::var(drover::protocol::env::BUSY_POLL_US).ok();
+            let _ = bus.send_message(&json!({ "window_us": window, "env": env })).await;
         }
         _ => {
             let _ = bus.send_message(&json!({ "echo": msg })).await;
