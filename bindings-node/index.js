@@ -6,15 +6,19 @@ const { MessageBus } = require('./lib/message-bus');
 const ExitReasons = require('./lib/exit-reasons');
 const { WorkerStatuses, MasterStatuses } = require('./lib/statuses');
 const errors = require('./lib/errors');
-const { drain } = require('./lib/drain');
-const { listenFds } = require('./lib/listen');
 
 module.exports = {
     MasterFactory,
     Master,
     MessageBus,
-    drain,
-    listenFds,
+    // Loaded on first use: they need node:net, and a worker that never listens should not pay for
+    // it (about 1.6 MiB of resident memory per process, measured with Node 20).
+    get drain() {
+        return require('./lib/drain').drain;
+    },
+    get listenFds() {
+        return require('./lib/listen').listenFds;
+    },
     ExitReasons: {
         ExitReason: ExitReasons.ExitReason,
         ExternalSignal: ExitReasons.ExternalSignal,

@@ -14,20 +14,55 @@
 // `{ ipv6Only: true }`, `{ reusePort: true }` (the app asks for a socket of its own) go to Node's
 // own listen unchanged, as do invalid arguments (so Node throws its own errors).
 
-const net = require('node:net');
 const fs = require('node:fs');
-const { track } = require('./drain');
 
-const originalListen = net.Server.prototype.listen;
 const kPending = Symbol('drover.listen.pending');
 let bus = null;
+// node:net's own listen, once taken over. node:net is not loaded here: a worker that never
+// listens should not pay for it (1.6-1.8 MiB resident with Node 20; bench/node/bench.js).
+let originalListen = null;
 
-/** Takes over `net.Server.prototype.listen` for this process's MessageBus. */
-function install(messageBus) {
-    bus = messageBus;
+/** Whether node:net is loaded in this process (when Node cannot tell, say yes: load it). */
+function netIsLoaded() {
+    const list = process.moduleLoadList;
+    return !Array.isArray(list) || list.includes('NativeModule net');
+}
+
+function takeOver() {
+    const net = require('node:net');
     if (net.Server.prototype.listen !== listen) {
+        originalListen = net.Server.prototype.listen;
         net.Server.prototype.listen = listen;
     }
+}
+
+/**
+ * Takes over `net.Server.prototype.listen` for this process's MessageBus: now if node:net is
+ * loaded (an app that required http or net before it created its bus, or imported them: ES
+ * imports are all loaded first), else right after the first `require` that loads it (through
+ * http, https, tls, net, ...). An ES module that imports node:http dynamically only after it
+ * created its bus listens on its own socket: import it statically (or call `mb.listen`).
+ */
+function install(messageBus) {
+    bus = messageBus;
+    if (netIsLoaded()) {
+        takeOver();
+        return;
+    }
+    const Module = require('node:module');
+    const original = Module.prototype.require;
+    let done = false;
+    Module.prototype.require = function require(id) {
+        const exports = original.apply(this, arguments);
+        if (!done && netIsLoaded()) {
+            done = true;
+            takeOver();
+            // Unwrapped unless someone wrapped require after us (then their wrapper keeps calling
+            // this one, which only passes through now).
+            if (Module.prototype.require === require) Module.prototype.require = original;
+        }
+        return exports;
+    };
 }
 
 // Node's own argument rules (lib/net.js normalizeArgs, validatePort).
@@ -50,7 +85,7 @@ function tcpRequest(args) {
     let signal;
     if (a0 !== null && typeof a0 === 'object') {
         const o = a0;
-        if (o instanceof net.Server || o._handle || o.handle || typeof o.fd === 'number') return null;
+        if (o instanceof require('node:net').Server || o._handle || o.handle || typeof o.fd === 'number') return null;
         if (o.exclusive || o.ipv6Only || o.reusePort) return null;
         if (o.port === undefined || o.port === null) {
             // Node: { port: undefined } is a random port; no port at all is a path or an error.
@@ -95,7 +130,7 @@ function masterAddress(host, port, callback) {
 
 function listen(...args) {
     if (!bus) return originalListen.apply(this, args);
-    track(this);
+    require('./drain').track(this);
     if (this._handle) return originalListen.apply(this, args); // Node throws ERR_SERVER_ALREADY_LISTEN
     if (this[kPending]) throw alreadyListening();
     const request = tcpRequest(args);
@@ -168,4 +203,4 @@ function listenFds() {
     return Array.from({ length: count }, (_, i) => ({ fd: 3 + i, name: names[i] || `listen${i}` }));
 }
 
-module.exports = { install, listenFds, tcpRequest, originalListen };
+module.exports = { install, listenFds, tcpRequest };

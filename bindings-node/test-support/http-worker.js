@@ -7,12 +7,16 @@
 //   fds          server.listen({ fd }) on the socket the master declared (LISTEN_FDS, systemd style)
 //   passthrough  a Unix path and an exclusive port: Node's own listen, nothing asked of the master
 // A request to /slow?ms=N answers after N ms. Messages: { cmd: 'drain-stats' }.
-const http = require('node:http');
+// HTTP_BUS_FIRST=1: see below.
+// HTTP_BUS_FIRST=1: the MessageBus is created before node:http is required (so before node:net is
+// loaded): server.listen must still reach the master.
 const path = require('node:path');
 const os = require('node:os');
 const { MessageBus, drain, listenFds } = require('..');
 
-const mb = new MessageBus();
+const busFirst = process.env.HTTP_BUS_FIRST === '1' ? new MessageBus() : null;
+const http = require('node:http');
+const mb = busFirst || new MessageBus();
 const server = http.createServer((req, res) => {
     const slow = /^\/slow\?ms=(\d+)/.exec(req.url);
     const answer = () => res.end(String(process.pid));

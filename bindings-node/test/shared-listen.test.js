@@ -11,6 +11,20 @@ const { fixture, waitFor, record, waitGone } = require('../test-support/helpers'
 const { startLoad, summary } = require('../test-support/load');
 
 const httpWorker = fixture('http-worker.js');
+const quietWorker = fixture('quiet-worker.js');
+
+/** One request on a fresh connection; resolves with the answering worker's pid. */
+function get(port) {
+    return new Promise((resolve, reject) => {
+        require('node:http')
+            .get({ port, host: '127.0.0.1', agent: false }, (res) => {
+                let body = '';
+                res.on('data', (c) => (body += c));
+                res.on('end', () => resolve(Number(body)));
+            })
+            .on('error', reject);
+    });
+}
 const portOf = (local) => Number(local.slice(local.lastIndexOf(':') + 1));
 
 /** Keep-alive load while the master reloads, restarts a worker and rescales; returns the stats. */
@@ -143,7 +157,9 @@ test('a port the master cannot bind is the server\'s error event, with EADDRINUS
     await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve));
     t.after(() => taken.close());
     const port = taken.address().port;
-    const master = MasterFactory.create({ script: httpWorker, count: 1, env: { HTTP_LISTEN: 'host', PORT: port }, name: 'taken' });
+    // The bus before node:http: listen is taken over when http loads node:net, not before.
+    const env = { HTTP_LISTEN: 'host', PORT: port, HTTP_BUS_FIRST: '1' };
+    const master = MasterFactory.create({ script: httpWorker, count: 1, env, name: 'taken' });
     t.after(() => master.hardShutdown());
     const error = waitFor(master, 'message', (m) => m.listenError);
     await master.start();
@@ -169,5 +185,26 @@ test('paths and exclusive listens are Node\'s own: nothing is asked of the maste
     assert.ok(fs.statSync(pipe).isSocket());
     assert.equal(own.address, '127.0.0.1');
     assert.deepEqual(master.getListeningSockets(), []);
+    await master.gracefulShutdown();
+});
+
+test('a worker that never listens does not load node:net; one that creates its bus first still shares the port', async (t) => {
+    const quiet = MasterFactory.create({ script: quietWorker, count: 1, name: 'quiet' });
+    t.after(() => quiet.hardShutdown());
+    const loaded = waitFor(quiet, 'message', (m) => m.netLoaded !== undefined);
+    await quiet.start();
+    const [{ netLoaded }] = await loaded;
+    assert.equal(netLoaded, false, 'require(drover) and new MessageBus() leave node:net unloaded');
+    await quiet.gracefulShutdown();
+
+    const master = MasterFactory.create({ script: httpWorker, count: 2, env: { HTTP_BUS_FIRST: '1' }, name: 'busfirst' });
+    t.after(() => master.hardShutdown());
+    await master.start();
+    const sockets = master.getListeningSockets();
+    assert.equal(sockets.length, 1, 'both workers asked the master for the one socket');
+    const port = Number(sockets[0].local.split(':').pop());
+    const pids = new Set();
+    for (let i = 0; i < 40 && pids.size < 2; i++) pids.add(await get(port));
+    assert.equal(pids.size, 2, 'both workers accept on the shared port');
     await master.gracefulShutdown();
 });
