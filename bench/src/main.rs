@@ -33,6 +33,9 @@ const BURST: u64 = 200_000;
 const THROUGHPUT_RUNS: usize = 3;
 /// The busy-poll window of the `ipc-busy-poll` section, in microseconds.
 const BUSY_POLL_US: u64 = 50;
+/// The steady rate at which the CPU cost of round trips is measured, and for how long.
+const PACED_RATE: u64 = 2_000;
+const PACED_SECS: u64 = 3;
 /// How long the idle master is watched.
 const IDLE: Duration = Duration::from_secs(3);
 
@@ -106,20 +109,45 @@ fn run() -> Res<()> {
     if wanted("ipc-busy-poll") {
         println!("## IPC through drover, current-thread runtime, busy-polling {BUSY_POLL_US} µs (master and worker)");
         let window = Duration::from_micros(BUSY_POLL_US);
-        let current = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(drover::busy_poll::park_hook())
-            .build()?;
-        ipc(&current, &worker, true, window)?;
+        ipc(
+            &busy_polling(tokio::runtime::Builder::new_current_thread())?,
+            &worker,
+            true,
+            window,
+        )?;
+        println!();
+        println!("## IPC through drover, multi-thread runtime, busy-polling {BUSY_POLL_US} µs (master and worker)");
+        ipc(
+            &busy_polling(tokio::runtime::Builder::new_multi_thread())?,
+            &worker,
+            false,
+            window,
+        )?;
         println!();
     }
     if wanted("idle") {
-        idle(&rt, &worker)?;
+        idle(&rt, &worker, Duration::ZERO)?;
+        println!();
+        // Busy polling spins only after traffic: an idle master and idle workers stay at ~0.
+        let window = Duration::from_micros(BUSY_POLL_US);
+        idle(
+            &busy_polling(tokio::runtime::Builder::new_current_thread())?,
+            &worker,
+            window,
+        )?;
         println!();
     }
     println!("For scale (from the issue): Node's process.send between a parent and a forked child: round trip");
     println!("31 µs median, 217 µs p99, 78,000 messages/s one way.");
     Ok(())
+}
+
+/// A runtime from `builder` with drover's busy-poll hook.
+fn busy_polling(mut builder: tokio::runtime::Builder) -> std::io::Result<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .on_thread_park(drover::busy_poll::park_hook())
+        .build()
 }
 
 fn num_workers() -> usize {
@@ -386,6 +414,25 @@ fn ipc(rt: &tokio::runtime::Runtime, worker: &PathBuf, throughput: bool, busy_po
             return Ok(());
         }
 
+        // What busy polling costs: CPU of both processes at a steady, modest rate.
+        let pid = master.workers().first().ok_or("no worker")?.pid;
+        let (master_before, worker_before) = (usage().cpu, proc_cpu_ticks(pid).unwrap_or(0));
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / PACED_RATE));
+        for i in 0..PACED_RATE * PACED_SECS {
+            tick.tick().await;
+            let msg = json!({ "i": i });
+            master.send(id, &msg).await?;
+            next_message(&mut events).await?;
+        }
+        let master_cpu = (usage().cpu - master_before).as_secs_f64() / PACED_SECS as f64 * 100.0;
+        // SAFETY: sysconf is always safe to call.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let worker_ticks = proc_cpu_ticks(pid).unwrap_or(0).saturating_sub(worker_before) as f64;
+        let worker_cpu = worker_ticks / hz / PACED_SECS as f64 * 100.0;
+        println!(
+            "| CPU at {PACED_RATE} round trips/s for {PACED_SECS} s: master / worker | {master_cpu:.1} % / {worker_cpu:.1} % of a CPU | |"
+        );
+
         // Worker -> master.
         let mut rates = Vec::new();
         for _ in 0..THROUGHPUT_RUNS {
@@ -516,11 +563,19 @@ async fn next_message(events: &mut drover::Events) -> Res<Value> {
 // ---------------------------------------------------------------------------------------------
 // Idle
 
-fn idle(rt: &tokio::runtime::Runtime, worker: &PathBuf) -> Res<()> {
+fn idle(rt: &tokio::runtime::Runtime, worker: &PathBuf, busy_poll: Duration) -> Res<()> {
     const N: usize = 16;
-    println!("## Idle: {N} workers STARTED, nothing to do, for {} s", IDLE.as_secs());
+    let how = if busy_poll.is_zero() {
+        String::new()
+    } else {
+        format!(", busy-polling {} µs (master and workers)", busy_poll.as_micros())
+    };
+    println!(
+        "## Idle: {N} workers STARTED, nothing to do, for {} s{how}",
+        IDLE.as_secs()
+    );
     rt.block_on(async {
-        let master = Master::new(config(worker, N))?;
+        let master = Master::new(config(worker, N).busy_poll(busy_poll))?;
         master.start().await?;
         let pids: Vec<u32> = master.workers().iter().map(|w| w.pid).collect();
         // Let start-up work settle, then watch.

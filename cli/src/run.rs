@@ -54,6 +54,8 @@ pub fn main(args: RunArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
+        // Inert unless a group sets `busyPollUs`.
+        .on_thread_park(drover::busy_poll::park_hook())
         .build()
     {
         Ok(rt) => rt,
