@@ -14,6 +14,8 @@ if [[ -z "${SKIP_LINT:-}" ]]; then
     cargo fmt --all -- --check
     step "cargo clippy -D warnings"
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    step "cargo doc -D warnings (intra-doc links)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 fi
 
 step "build (workspace, examples, Node addon)"

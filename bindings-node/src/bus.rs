@@ -3,7 +3,7 @@
 //! The JS `MessageBus` constructor is synchronous while the core handshake is not: the bus is
 //! created *connecting*, and every send made before the handshake completes is kept, in order,
 //! and handed to core right after it. Then sends go straight to core's writer, enqueued on the
-//! calling thread ([`crate::start_now`]), so they keep their order.
+//! calling thread (`start_now`), so they keep their order.
 //!
 //! Its thread-safe function is *referenced* from creation (a worker waits for its master's
 //! commands as an IPC channel would keep it alive) until [`NativeBus::close`], or until the

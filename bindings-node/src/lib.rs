@@ -13,11 +13,11 @@
 //!   `auto_heartbeat: false`: the JS layer sends heartbeats from its own timer, so a blocked JS
 //!   event loop is seen by the master as a hung worker.
 //!
-//! Sends are *enqueued synchronously* on the calling (JS) thread — see [`start_now`] — so two
+//! Sends are *enqueued synchronously* on the calling (JS) thread — see `start_now` — so two
 //! sends made one after the other reach the channel in that order, whatever the runtime does.
 //!
 //! Every exported body runs under `catch_unwind` (`#[napi(catch_unwind)]` for synchronous ones,
-//! [`guard`] for futures): no panic crosses into Node. Errors cross as JS errors whose message
+//! `guard` for futures): no panic crosses into Node. Errors cross as JS errors whose message
 //! carries a tagged JSON description ([`error`]) that the JS layer turns into drover's classes.
 
 #![deny(clippy::unwrap_used)]

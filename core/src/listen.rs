@@ -3,7 +3,7 @@
 //! The master binds each address once and keeps the socket open through restarts, rescales and
 //! reloads, so a client is never refused while workers come and go: every worker accepts on a
 //! shared copy of the same socket and the kernel hands each connection to one of them. Two ways in,
-//! one registry ([`Listeners`]):
+//! one registry (`Listeners`):
 //!
 //! - **declared** in the config (`listen`): bound before the first worker starts and passed to every
 //!   worker at fds 3, 4, ... with systemd's socket-activation variables (`LISTEN_FDS`, `LISTEN_PID`

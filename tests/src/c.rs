@@ -33,7 +33,7 @@ pub fn target_dir() -> PathBuf {
     target_bin("libdrover.so").parent().expect("target/debug").to_path_buf()
 }
 
-/// Compiles tests/c/<name>.c once per linkage (per test process) and returns the executable.
+/// Compiles `tests/c/<name>.c` once per linkage (per test process) and returns the executable.
 pub fn program(name: &str, linkage: Linkage) -> PathBuf {
     compile(&format!("tests/c/{name}.c"), linkage)
 }

@@ -1,6 +1,6 @@
 //! The master: a group of identical workers, and every operation on them.
 //!
-//! [`Master`] is a cheap handle. The workers are actors ([`worker`]); the master keeps a table of
+//! [`Master`] is a cheap handle. The workers are actors (`worker.rs`); the master keeps a table of
 //! *slots* (a worker id and its current process), runs one lifecycle operation at a time (start,
 //! restart, rescale, reload, shutdown; a shutdown cancels whatever runs), and a supervisor task
 //! that applies the restart and recycling policies as exits and heartbeats arrive.

@@ -2,7 +2,7 @@
 //!
 //! - [`wire`]: the frames both sides exchange, as serde types.
 //! - [`codec`]: line framing with a size limit, and turning bytes into frames or [`ProtocolError`]s.
-//! - [`env`]: the environment variables a worker finds its channel through.
+//! - [`env`](mod@env): the environment variables a worker finds its channel through.
 
 pub mod channel;
 pub mod codec;
