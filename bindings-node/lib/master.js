@@ -11,6 +11,13 @@ const { toJson } = require('./json');
 // Statuses in which the master supervises no process: it does not keep Node's loop alive.
 const IDLE = new Set(['INITIALIZED', 'STOPPED', 'SHUT_DOWN']);
 
+// The masters that supervise workers (or wait for a flush), held here as the addon holds Node's
+// loop: a master the app keeps no reference to goes on supervising. An idle master is not held, so
+// one the app drops is collected with its native half (and its thread-safe function, which holds
+// the event callback: that callback reaches the master only through a WeakRef, or the two would
+// keep each other alive forever).
+const live = new Set();
+
 function durationMs(d) {
     return d && typeof d === 'object' ? d.secs * 1000 + d.nanos / 1e6 : d;
 }
@@ -47,7 +54,12 @@ class Master extends EventEmitter {
         this._referenced = false;
         this._status = 'INITIALIZED';
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
-        this._native = errors.call(() => new NativeMaster(json, (text) => this._onEvent(JSON.parse(text))));
+        const self = new WeakRef(this);
+        const onEvent = (text) => {
+            const master = self.deref();
+            if (master) master._onEvent(JSON.parse(text));
+        };
+        this._native = errors.call(() => new NativeMaster(json, onEvent));
     }
 
     /** The master's name (from `name`, else the script's or program's name). */
@@ -195,6 +207,8 @@ class Master extends EventEmitter {
         if (wanted !== this._referenced) {
             this._referenced = wanted;
             this._native.setRef(wanted);
+            if (wanted) live.add(this);
+            else live.delete(this);
         }
     }
 

@@ -78,3 +78,14 @@ test('a killed master takes its workers with it (PDEATHSIG)', async () => {
     child.kill('SIGKILL');
     await waitGone(pids);
 });
+
+test('a master the app dropped is collected when idle, and keeps supervising while it has workers', async () => {
+    const { code, stdout, stderr } = await runNode(['--expose-gc', fixture('gc-masters.js')], { timeoutMs: 60000 });
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(stdout.trim().split('\n').pop());
+    assert.equal(result.collected, result.total, `only ${result.collected} of ${result.total} idle masters were collected`);
+    assert.equal(result.supervising.collected, false, 'a master with workers is not collected');
+    assert.deepEqual(result.supervising.alive, result.supervising.pids, 'its workers kept running');
+    // The process exited without a shutdown: its workers went with it.
+    await waitGone(result.supervising.pids);
+});
