@@ -11,6 +11,8 @@ const { MasterFactory } = require('../../bindings-node');
 const ROUNDS = Number(process.argv[2] || 20000);
 const BURST = Number(process.argv[3] || 200000);
 const WARMUP = 2000;
+// The busy-poll window of the second drover row (microseconds; BUSY_POLL_US overrides).
+const BUSY_POLL_US = Number(process.env.BUSY_POLL_US || 100);
 
 function percentile(sorted, p) {
     return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -125,7 +127,7 @@ async function benchRss() {
 
 (async () => {
     console.log(`node ${process.version}, ${ROUNDS} round trips (after ${WARMUP} warm-up), bursts of ${BURST}`);
-    console.table([await benchDrover(0), await benchDrover(50), await benchNode()]);
+    console.table([await benchDrover(0), await benchDrover(BUSY_POLL_US), await benchNode()]);
     console.table([await benchRss()]);
 })().catch((e) => {
     console.error(e);

@@ -19,6 +19,8 @@ test('bad options are InvalidConfigurationError naming the option', () => {
         [{ script: nodeWorker, reloadStrategy: 'sideways' }, /reloadStrategy/],
         [{ script: nodeWorker, bogusOption: 1 }, /bogusOption/],
         [{ script: nodeWorker, env: { A: { nested: true } } }, /env/],
+        [{ script: nodeWorker, busyPollUs: -1 }, /busyPollUs/],
+        [{ script: nodeWorker, busyPollUs: 20000 }, /busyPollUs.*at most 10000/],
     ];
     for (const [options, message] of cases) {
         assert.throws(() => MasterFactory.create(options), (e) => {

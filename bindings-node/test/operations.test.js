@@ -154,3 +154,20 @@ test('gracefulShutdown escalates to SIGTERM/SIGKILL for a worker that ignores st
     assert.equal(exit[0].constructor.name, 'ExternalSignal');
     await waitGone([w.pid]);
 });
+
+test('busyPollUs reaches the workers, and messages go both ways while both sides spin', async (t) => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1, busyPollUs: 200 });
+    t.after(() => master.hardShutdown());
+    await master.start();
+    const [w] = master.getWorkers();
+    const env = waitFor(master, 'message', (m) => m.env !== undefined);
+    await master.send(w.id, { cmd: 'env', name: 'DROVER_BUSY_POLL_US' });
+    assert.deepEqual((await env)[0], { env: '200' });
+    // Round trips one at a time: each answer arrives, whole and in order.
+    for (let n = 0; n < 500; n++) {
+        const reply = waitFor(master, 'message', (m) => m.echo !== undefined);
+        await master.send(w.id, { n });
+        assert.deepEqual((await reply)[0], { echo: { n } });
+    }
+    await master.gracefulShutdown();
+});
