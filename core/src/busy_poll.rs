@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::env;
 
-/// The epoll set of drover channels, made when the first hook is made. `None`: epoll failed, and
-/// busy polling is off for this process.
+/// The epoll set of drover channels, made when busy polling is first enabled (close-on-exec: no
+/// worker inherits it). `None`: epoll failed, and busy polling is off for this process.
 static WATCHED: OnceLock<Option<OwnedFd>> = OnceLock::new();
 /// When this process last read or wrote a frame, in nanoseconds since [`epoch`].
 static LAST_ACTIVITY: AtomicU64 = AtomicU64::new(0);
@@ -73,7 +73,7 @@ fn watched() -> Option<RawFd> {
     WATCHED.get().and_then(|ep| ep.as_ref()).map(AsRawFd::as_raw_fd)
 }
 
-/// True once a hook was made in this process: channels are watched and activity is recorded.
+/// True once busy polling was enabled in this process: channels are watched, activity is recorded.
 pub fn enabled() -> bool {
     watched().is_some()
 }
