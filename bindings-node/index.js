@@ -3,41 +3,66 @@
 // drover: run, manage and scale a multi-process application — backed by the Rust core.
 const { Master, MasterFactory } = require('./lib/master');
 const { MessageBus } = require('./lib/message-bus');
-const ExitReasons = require('./lib/exit-reasons');
+const exitReasons = require('./lib/exit-reasons');
 const { WorkerStatuses, MasterStatuses } = require('./lib/statuses');
-const errors = require('./lib/errors');
+const {
+    DroverError,
+    InvalidConfigurationError,
+    InappropriateConditionError,
+    WorkerStatusError,
+    WorkerNotFoundError,
+    MessageDeliveryError,
+    OperationCancelledError,
+    ReloadRolledBackError,
+    ProtocolError,
+    WorkerFailedError,
+    NotAWorkerError,
+    MessageBusError,
+    ListenError,
+} = require('./lib/errors');
 
+const ExitReasons = {
+    ExitReason: exitReasons.ExitReason,
+    ExternalSignal: exitReasons.ExternalSignal,
+    NormalExit: exitReasons.NormalExit,
+    AbnormalExit: exitReasons.AbnormalExit,
+};
+
+// drain and listenFds load their modules on first use: those need node:net, and a worker that never
+// listens should not pay for it (1.6-1.8 MiB of resident memory per process with Node 20).
+
+/** Stops `server` without losing a request (lib/drain.js). */
+function drain(server, options) {
+    return require('./lib/drain').drain(server, options);
+}
+
+/** The sockets this process was started with, systemd style (lib/listen.js). */
+function listenFds() {
+    return require('./lib/listen').listenFds();
+}
+
+// Every entry a bare name: `import { ... } from 'drover'` finds a CommonJS module's named exports by
+// reading this object literal (Node's cjs-module-lexer), and stops at the first entry that is not.
 module.exports = {
     MasterFactory,
     Master,
     MessageBus,
-    // Loaded on first use: they need node:net, and a worker that never listens should not pay for
-    // it (about 1.6 MiB of resident memory per process, measured with Node 20).
-    get drain() {
-        return require('./lib/drain').drain;
-    },
-    get listenFds() {
-        return require('./lib/listen').listenFds;
-    },
-    ExitReasons: {
-        ExitReason: ExitReasons.ExitReason,
-        ExternalSignal: ExitReasons.ExternalSignal,
-        NormalExit: ExitReasons.NormalExit,
-        AbnormalExit: ExitReasons.AbnormalExit,
-    },
+    drain,
+    listenFds,
+    ExitReasons,
     WorkerStatuses,
     MasterStatuses,
-    DroverError: errors.DroverError,
-    InvalidConfigurationError: errors.InvalidConfigurationError,
-    InappropriateConditionError: errors.InappropriateConditionError,
-    WorkerStatusError: errors.WorkerStatusError,
-    WorkerNotFoundError: errors.WorkerNotFoundError,
-    MessageDeliveryError: errors.MessageDeliveryError,
-    OperationCancelledError: errors.OperationCancelledError,
-    ReloadRolledBackError: errors.ReloadRolledBackError,
-    ProtocolError: errors.ProtocolError,
-    WorkerFailedError: errors.WorkerFailedError,
-    NotAWorkerError: errors.NotAWorkerError,
-    MessageBusError: errors.MessageBusError,
-    ListenError: errors.ListenError,
+    DroverError,
+    InvalidConfigurationError,
+    InappropriateConditionError,
+    WorkerStatusError,
+    WorkerNotFoundError,
+    MessageDeliveryError,
+    OperationCancelledError,
+    ReloadRolledBackError,
+    ProtocolError,
+    WorkerFailedError,
+    NotAWorkerError,
+    MessageBusError,
+    ListenError,
 };
