@@ -51,10 +51,11 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a supervisor's work is a few frames, signals and timers at a time, and every
+    // thread is resident memory beside the workers. It is also the thread parked on the I/O
+    // driver, which busy polling needs (inert unless a group sets `busyPollUs`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // Inert unless a group sets `busyPollUs`.
         .on_thread_park(drover::busy_poll::park_hook())
         .build()
     {
