@@ -165,13 +165,7 @@ fn a_subreaper_drover_reaps_orphans_without_stealing_workers_exits() {
     );
     drover.wait_ready();
     let pids = drover.worker_pids("web");
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"spawn-grandchild"}"#]);
-    let line = drover.wait_line("message: {\"grandchild\":");
-    let grandchild: u32 = line
-        .rsplit(':')
-        .next()
-        .and_then(|n| n.trim_end_matches('}').parse().ok())
-        .unwrap();
+    let grandchild = drover.spawn_grandchild("web", 1);
 
     // The worker leaves: its child is orphaned, adopted by drover and killed with the group.
     drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":4}"#]);

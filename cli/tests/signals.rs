@@ -75,13 +75,7 @@ fn a_drover_killed_with_sigkill_leaves_no_worker_behind() {
     drover.wait_ready();
     let mut pids = drover.worker_pids("web");
     // A worker's own child too.
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"spawn-grandchild"}"#]);
-    let line = drover.wait_line("message: {\"grandchild\":");
-    let grandchild: u32 = line
-        .rsplit(':')
-        .next()
-        .and_then(|n| n.trim_end_matches('}').parse().ok())
-        .expect("the grandchild's pid");
+    let grandchild = drover.spawn_grandchild("web", 1);
     assert!(pid_is_running(grandchild));
     pids.push(grandchild);
 

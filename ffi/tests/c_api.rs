@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
 use drover_tests::c::{compile, program as c_program, workspace, Linkage};
-use drover_tests::{next_matching, pid_is_running, test_worker};
+use drover_tests::{next_exit_of, next_matching, pid_is_running, test_worker};
 use serde_json::json;
 
 fn show(output: &Output) -> String {
@@ -128,21 +128,13 @@ async fn supervise_c_workers(config: MasterConfig) -> drover_core::WorkerExit {
         .send(second.id, &json!({"cmd": "exit", "code": 7}))
         .await
         .expect("send");
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(exit) if exit.id == second.id => Some(exit.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit_of(&mut events, second.id).await;
     assert_eq!(exit.reason, ExitReason::AbnormalExit { code: 7 });
     assert!(!exit.requested);
 
     master.graceful_shutdown().await.expect("shutdown");
     assert!(!pid_is_running(first.pid));
-    next_matching(&mut events, |e| match e {
-        Event::Exit(exit) if exit.id == first.id => Some(exit.clone()),
-        _ => None,
-    })
-    .await
+    next_exit_of(&mut events, first.id).await
 }
 
 /// Sends `message` to worker `id` and returns its answer.

@@ -33,6 +33,27 @@ impl Tally {
         self.connect_errors.extend(other.connect_errors);
         self.other_errors.extend(other.other_errors);
     }
+
+    /// Panics if a connection was refused.
+    pub fn assert_none_refused(&self) {
+        assert!(
+            self.connect_errors.is_empty(),
+            "connections refused: {:?}",
+            self.connect_errors
+        );
+    }
+
+    /// Panics if a connection was refused, a request failed, or only one pid served.
+    pub fn assert_nothing_lost(&self) {
+        self.assert_none_refused();
+        assert!(
+            self.other_errors.is_empty(),
+            "{} requests failed: {:?}",
+            self.other_errors.len(),
+            &self.other_errors[..self.other_errors.len().min(5)]
+        );
+        assert!(self.by_pid.len() > 1, "only {:?} served", self.by_pid);
+    }
 }
 
 /// A running load.

@@ -6,7 +6,7 @@ pub mod http_load;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use drover::{Event, Events};
+use drover::{Event, Events, WorkerExit, WorkerId};
 
 /// How long a test waits for an event it expects: generous (a loaded machine, valgrind), since
 /// it is only reached when something is wrong.
@@ -26,6 +26,20 @@ pub fn target_bin(name: &str) -> PathBuf {
 /// The test worker binary built from this package.
 pub fn test_worker() -> PathBuf {
     target_bin("drover-test-worker")
+}
+
+/// A master config of `count` test workers named `name`, with the tests' deadlines: 10 s to start
+/// (a loaded machine), then 2 s to stop and to quit and 500 ms from SIGTERM to SIGKILL, so that a
+/// worker that ignores everything is ended quickly.
+pub fn test_config(name: &str, count: usize) -> drover::MasterConfig {
+    let mut c = drover::MasterConfig::program(test_worker()).count(count).name(name);
+    c.timeouts = drover::Timeouts {
+        start: Duration::from_secs(10),
+        stop: Duration::from_secs(2),
+        quit: Duration::from_secs(2),
+        kill: Duration::from_millis(500),
+    };
+    c
 }
 
 /// Whether a process with this pid exists (zombies count as existing).
@@ -72,6 +86,24 @@ pub async fn next_matching<T>(events: &mut Events, mut pick: impl FnMut(&Event) 
             return found;
         }
     }
+}
+
+/// The next exit of any worker, within [`EVENT_DEADLINE`].
+pub async fn next_exit(events: &mut Events) -> WorkerExit {
+    next_matching(events, |e| match e {
+        Event::Exit(exit) => Some(exit.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// The next exit of worker `id`, within [`EVENT_DEADLINE`].
+pub async fn next_exit_of(events: &mut Events, id: WorkerId) -> WorkerExit {
+    next_matching(events, |e| match e {
+        Event::Exit(exit) if exit.id == id => Some(exit.clone()),
+        _ => None,
+    })
+    .await
 }
 
 async fn next_event_by(deadline: tokio::time::Instant, events: &mut Events) -> Event {

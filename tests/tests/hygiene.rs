@@ -1,19 +1,17 @@
 //! No orphans, no zombies, no leaked fds; protocol errors fail one worker and spare the others.
 
-use drover::{Event, Master, MasterConfig, OnProtocolError, ProtocolError, Timeouts, WorkerStatus};
-use drover_tests::{eventually, next_matching, open_fds, pid_is_running, target_bin, test_worker, zombie_children};
+use drover::{Event, Master, MasterConfig, OnProtocolError, ProtocolError, WorkerStatus};
+use drover_tests::{
+    eventually, next_exit_of, next_matching, open_fds, pid_is_running, target_bin, test_config, zombie_children,
+};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::time::Duration;
 
 fn config(count: usize) -> MasterConfig {
-    let mut c = MasterConfig::program(test_worker()).count(count).name("hygiene");
-    c.timeouts = Timeouts {
-        start: Duration::from_secs(10),
-        stop: Duration::from_millis(500),
-        quit: Duration::from_millis(500),
-        kill: Duration::from_millis(500),
-    };
+    let mut c = test_config("hygiene", count);
+    c.timeouts.stop = Duration::from_millis(500);
+    c.timeouts.quit = Duration::from_millis(500);
     c
 }
 
@@ -94,11 +92,7 @@ async fn protocol_error_case(cmd: &str, expected: fn(&ProtocolError) -> bool) {
     })
     .await;
     assert!(expected(&error), "unexpected protocol error: {error}");
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(x) if x.id == w[0].id => Some(x.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit_of(&mut events, w[0].id).await;
     assert_eq!(exit.last_status, WorkerStatus::Failed);
     assert!(!exit.requested, "failing a worker is not an exit anyone asked for");
     // The others are untouched and still answer.

@@ -3,7 +3,7 @@
 use drover::{
     Error, Event, ExitReason, Master, MasterConfig, MasterStatus, StartFailure, Timeouts, WorkerFailure, WorkerStatus,
 };
-use drover_tests::{eventually, next_matching, pid_is_running, test_worker};
+use drover_tests::{eventually, next_exit, next_exit_of, next_matching, pid_is_running, test_worker};
 use serde_json::json;
 use std::time::Duration;
 
@@ -106,11 +106,7 @@ async fn exit_reasons_tell_signals_codes_and_unasked_exits_apart() {
 
     // SAFETY: killing our own worker.
     unsafe { libc::kill(w[0].pid as i32, libc::SIGKILL) };
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(x) if x.id == w[0].id => Some(x.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit_of(&mut events, w[0].id).await;
     assert_eq!(
         exit.reason,
         ExitReason::ExternalSignal {
@@ -121,21 +117,13 @@ async fn exit_reasons_tell_signals_codes_and_unasked_exits_apart() {
     assert!(!exit.requested);
 
     master.send(w[1].id, &json!({"cmd": "exit", "code": 0})).await.unwrap();
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(x) if x.id == w[1].id => Some(x.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit_of(&mut events, w[1].id).await;
     assert_eq!(exit.reason, ExitReason::NormalExit { code: 0 });
     assert!(!exit.requested, "an exit(0) nobody asked for is not a requested exit");
     assert_eq!(exit.last_status, WorkerStatus::Started);
 
     master.send(w[2].id, &json!({"cmd": "exit", "code": 3})).await.unwrap();
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(x) if x.id == w[2].id => Some(x.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit_of(&mut events, w[2].id).await;
     assert_eq!(exit.reason, ExitReason::AbnormalExit { code: 3 });
 
     // Sending to a worker that died is an error; the master keeps running.
@@ -203,11 +191,7 @@ async fn graceful_shutdown_escalates_to_sigkill_for_a_worker_that_ignores_everyt
     let pid = master.workers()[0].pid;
     master.graceful_shutdown().await.unwrap();
     assert!(!pid_is_running(pid));
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(x) => Some(x.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit(&mut events).await;
     assert_eq!(
         exit.reason,
         ExitReason::ExternalSignal {

@@ -1,20 +1,15 @@
 //! Graceful reload: make-before-break with each strategy, rollback, one reload at a time, and a
 //! shutdown that wins over a reload.
 
-use drover::{Error, Event, Master, MasterConfig, MasterStatus, ReloadStrategy, Timeouts, WorkerStatus};
-use drover_tests::{next_matching, pid_is_running, test_worker};
+use drover::{Error, Event, Master, MasterConfig, MasterStatus, ReloadStrategy, WorkerStatus};
+use drover_tests::{next_matching, pid_is_running, test_config};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 fn config(count: usize) -> MasterConfig {
-    let mut c = MasterConfig::program(test_worker()).count(count).name("reload");
-    c.timeouts = Timeouts {
-        start: Duration::from_secs(10),
-        stop: Duration::from_secs(2),
-        quit: Duration::from_secs(2),
-        kill: Duration::from_secs(1),
-    };
+    let mut c = test_config("reload", count);
+    c.timeouts.kill = Duration::from_secs(1);
     c
 }
 

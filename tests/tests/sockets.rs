@@ -1,22 +1,29 @@
 //! Listening sockets owned by the master (declared, systemd-style; and on demand over the bus),
 //! and readiness without the MessageBus (notify, node-ipc, spawn).
 
-use drover::{Error, Event, ExitReason, ListenSpec, Master, MasterConfig, ReadySource, Timeouts, WorkerStatus};
-use drover_tests::{next_matching, pid_is_running, test_worker};
+use drover::{Error, Event, Events, ExitReason, ListenSpec, Master, MasterConfig, ReadySource, WorkerStatus};
+use drover_tests::{next_exit, next_matching, pid_is_running, test_config};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::time::Duration;
 
 fn config(count: usize) -> MasterConfig {
-    let mut c = MasterConfig::program(test_worker()).count(count).name("sockets");
-    c.timeouts = Timeouts {
-        start: Duration::from_secs(10),
-        stop: Duration::from_secs(2),
-        quit: Duration::from_secs(2),
-        kill: Duration::from_millis(500),
-    };
-    c
+    test_config("sockets", count)
+}
+
+/// Asks test worker `id` to listen on `address` over the bus; returns what it answers under
+/// `answer` (`listening`: the local address; `listen_error`: the error).
+async fn ask_to_listen(master: &Master, events: &mut Events, id: u64, address: &str, answer: &str) -> String {
+    master
+        .send(id, &json!({"cmd": "listen", "address": address}))
+        .await
+        .unwrap();
+    next_matching(events, |e| match e {
+        Event::Message { data, .. } => data.get(answer).and_then(Value::as_str).map(String::from),
+        _ => None,
+    })
+    .await
 }
 
 /// [`drover_tests::ask_pid`] off the async runtime.
@@ -128,24 +135,8 @@ async fn workers_asking_for_the_same_address_share_one_socket_and_bind_errors_co
     master.start().await.unwrap();
     let mut events = master.events();
     let w = master.workers();
-    master
-        .send(w[0].id, &json!({"cmd": "listen", "address": "127.0.0.1:0"}))
-        .await
-        .unwrap();
-    let local = next_matching(&mut events, |e| match e {
-        Event::Message { data, .. } => data.get("listening").and_then(Value::as_str).map(String::from),
-        _ => None,
-    })
-    .await;
-    master
-        .send(w[1].id, &json!({"cmd": "listen", "address": "127.0.0.1:0"}))
-        .await
-        .unwrap();
-    let second = next_matching(&mut events, |e| match e {
-        Event::Message { data, .. } => data.get("listening").and_then(Value::as_str).map(String::from),
-        _ => None,
-    })
-    .await;
+    let local = ask_to_listen(&master, &mut events, w[0].id, "127.0.0.1:0", "listening").await;
+    let second = ask_to_listen(&master, &mut events, w[1].id, "127.0.0.1:0", "listening").await;
     assert_eq!(local, second, "the same address gives the same socket");
     let mut served = BTreeSet::new();
     for _ in 0..200 {
@@ -162,15 +153,7 @@ async fn workers_asking_for_the_same_address_share_one_socket_and_bind_errors_co
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
-    master
-        .send(w[0].id, &json!({"cmd": "listen", "address": busy}))
-        .await
-        .unwrap();
-    let error = next_matching(&mut events, |e| match e {
-        Event::Message { data, .. } => data.get("listen_error").and_then(Value::as_str).map(String::from),
-        _ => None,
-    })
-    .await;
+    let error = ask_to_listen(&master, &mut events, w[0].id, &busy, "listen_error").await;
     assert!(
         error.contains(&format!("cannot listen on {busy}")) && error.contains("EADDRINUSE"),
         "{error}"
@@ -238,11 +221,7 @@ async fn spawn_readiness_starts_a_program_that_speaks_nothing_and_stops_it_with_
     for pid in pids {
         assert!(!pid_is_running(pid));
     }
-    let exit = next_matching(&mut events, |e| match e {
-        Event::Exit(x) => Some(x.clone()),
-        _ => None,
-    })
-    .await;
+    let exit = next_exit(&mut events).await;
     assert_eq!(
         exit.reason,
         ExitReason::ExternalSignal {

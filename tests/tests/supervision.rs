@@ -1,22 +1,15 @@
 //! Automatic restarts with backoff and intensity, hung-worker replacement, and recycling.
 
 use drover::{
-    Backoff, Event, Heartbeat, Intensity, Master, MasterConfig, MasterStatus, RestartPolicy, Timeouts, WorkerFailure,
+    Backoff, Event, Heartbeat, Intensity, Master, MasterConfig, MasterStatus, RestartPolicy, WorkerFailure,
     WorkerStatus,
 };
-use drover_tests::{next_event, test_worker};
+use drover_tests::{next_event, test_config, test_worker};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn config(count: usize) -> MasterConfig {
-    let mut c = MasterConfig::program(test_worker()).count(count).name("supervision");
-    c.timeouts = Timeouts {
-        start: Duration::from_secs(10),
-        stop: Duration::from_secs(2),
-        quit: Duration::from_secs(2),
-        kill: Duration::from_millis(500),
-    };
-    c
+    test_config("supervision", count)
 }
 
 #[tokio::test]

@@ -234,6 +234,16 @@ impl Drover {
             .collect()
     }
 
+    /// Asks worker `id` of `group` (the test worker) to spawn a child of its own; returns its pid.
+    pub fn spawn_grandchild(&self, group: &str, id: u64) -> u32 {
+        self.ctl_ok(&["send", group, &id.to_string(), r#"{"cmd":"spawn-grandchild"}"#]);
+        let line = self.wait_line("message: {\"grandchild\":");
+        line.rsplit(':')
+            .next()
+            .and_then(|n| n.trim_end_matches('}').parse().ok())
+            .unwrap_or_else(|| panic!("no grandchild pid in {line:?}"))
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, signal) }, 0);
