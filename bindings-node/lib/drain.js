@@ -49,11 +49,16 @@ function adopt(state, socket) {
 function onRequest(state, req, res) {
     const socket = req.socket;
     const c = adopt(state, socket);
-    c.requests++;
-    c.responses.add(res);
     if (state.draining) {
         res.setHeader('Connection', 'close');
     }
+    follow(state, c, socket, res);
+}
+
+/** Counts `res` as in progress on connection `c` until it closes. */
+function follow(state, c, socket, res) {
+    c.requests++;
+    c.responses.add(res);
     res.once('close', () => {
         c.requests--;
         c.responses.delete(res);
@@ -84,17 +89,7 @@ function track(server) {
     for (const socket of nodeConnections(server)) {
         const c = adopt(state, socket);
         const res = socket._httpMessage;
-        if (res && !res.writableEnded) {
-            c.requests++;
-            c.responses.add(res);
-            res.once('close', () => {
-                c.requests--;
-                c.responses.delete(res);
-                c.idleSince = Date.now();
-                c.idleBytes = socket.bytesRead;
-                state.changed();
-            });
-        }
+        if (res && !res.writableEnded) follow(state, c, socket, res);
     }
     return state;
 }

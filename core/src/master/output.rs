@@ -125,26 +125,7 @@ async fn read_lines(
 ) {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 8192];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => splitter.push(&buf[..n], |line, truncated| {
-                hub.emit(OutputLine {
-                    id,
-                    pid,
-                    stream,
-                    line,
-                    truncated,
-                })
-            }),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                tracing::debug!(id, pid, %error, "reading worker output failed");
-                break;
-            }
-        }
-    }
-    splitter.finish(|line, truncated| {
+    let mut emit = |line, truncated| {
         hub.emit(OutputLine {
             id,
             pid,
@@ -152,7 +133,19 @@ async fn read_lines(
             line,
             truncated,
         })
-    });
+    };
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => splitter.push(&buf[..n], &mut emit),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::debug!(id, pid, %error, "reading worker output failed");
+                break;
+            }
+        }
+    }
+    splitter.finish(emit);
 }
 
 /// Splits bytes into lines of at most [`MAX_LINE_BYTES`].
