@@ -16,6 +16,7 @@
 // 4. Resolve when the last connection is gone, or at `timeout` (then destroy what is left).
 
 const net = require('node:net');
+const { isLoaded } = require('./builtins');
 
 const kState = Symbol('drover.drain');
 const DEFAULT_TIMEOUT_MS = 10000;
@@ -76,8 +77,9 @@ function track(server) {
     if (server[kState]) return server[kState];
     const state = { sockets: new Map(), draining: null, changed: () => {} };
     Object.defineProperty(server, kState, { value: state });
-    const tls = require('node:tls');
-    server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (socket) => adopt(state, socket));
+    // A TLS server exists only if node:tls is loaded: don't load it to ask.
+    const secure = isLoaded('tls') && server instanceof require('node:tls').Server;
+    server.on(secure ? 'secureConnection' : 'connection', (socket) => adopt(state, socket));
     // Prepended: the `Connection: close` header must be set before the app's handler answers.
     server.prependListener('request', (req, res) => onRequest(state, req, res));
     // Upgraded connections (WebSocket...) belong to the app: never closed as idle, only at timeout.

@@ -15,6 +15,7 @@
 // own listen unchanged, as do invalid arguments (so Node throws its own errors).
 
 const fs = require('node:fs');
+const { isLoaded } = require('./builtins');
 
 const kPending = Symbol('drover.listen.pending');
 let bus = null;
@@ -22,11 +23,6 @@ let bus = null;
 // listens should not pay for it (1.6-1.8 MiB resident with Node 20; bench/node/bench.js).
 let originalListen = null;
 
-/** Whether node:net is loaded in this process (when Node cannot tell, say yes: load it). */
-function netIsLoaded() {
-    const list = process.moduleLoadList;
-    return !Array.isArray(list) || list.includes('NativeModule net');
-}
 
 function takeOver() {
     const net = require('node:net');
@@ -45,7 +41,7 @@ function takeOver() {
  */
 function install(messageBus) {
     bus = messageBus;
-    if (netIsLoaded()) {
+    if (isLoaded('net')) {
         takeOver();
         return;
     }
@@ -54,7 +50,7 @@ function install(messageBus) {
     let done = false;
     Module.prototype.require = function require(id) {
         const exports = original.apply(this, arguments);
-        if (!done && netIsLoaded()) {
+        if (!done && isLoaded('net')) {
             done = true;
             takeOver();
             // Unwrapped unless someone wrapped require after us (then their wrapper keeps calling

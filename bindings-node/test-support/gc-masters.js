@@ -5,7 +5,7 @@
 // { collected, total, supervising: { pids, collected } }, then exits (the supervising master's
 // workers go with this process).
 const { MasterFactory } = require('..');
-const { nodeWorker } = require('./helpers');
+const { nodeWorker, isAlive } = require('./helpers');
 
 const finalized = new Set();
 const registry = new FinalizationRegistry((label) => finalized.add(label));
@@ -41,14 +41,7 @@ async function collect() {
     const pids = await supervising();
     await collect();
     const collected = [...finalized].filter((l) => l.startsWith('idle-')).length;
-    const alive = pids.filter((pid) => {
-        try {
-            process.kill(pid, 0);
-            return true;
-        } catch {
-            return false;
-        }
-    });
+    const alive = pids.filter(isAlive);
     console.log(JSON.stringify({ collected, total, supervising: { pids, alive, collected: finalized.has('supervising') } }));
     process.exit(0);
 })().catch((e) => {

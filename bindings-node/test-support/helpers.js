@@ -61,6 +61,19 @@ async function waitGone(pids, timeoutMs = 10000) {
     }
 }
 
+/** GET / on 127.0.0.1:`port` over a fresh connection; resolves with the body. */
+function httpGet(port) {
+    return new Promise((resolve, reject) => {
+        require('node:http')
+            .get({ host: '127.0.0.1', port, agent: false }, (res) => {
+                let body = '';
+                res.on('data', (d) => { body += d; });
+                res.on('end', () => resolve(body));
+            })
+            .on('error', reject);
+    });
+}
+
 /** Runs `node script` and resolves with { code, signal, stdout, stderr, ms } (rejects after a deadline). */
 function runNode(args, { env, timeoutMs = 20000 } = {}) {
     const { spawn } = require('node:child_process');
@@ -82,4 +95,4 @@ function runNode(args, { env, timeoutMs = 20000 } = {}) {
     });
 }
 
-module.exports = { root, targetDir, fixture, nodeWorker, rustWorker, waitFor, record, isAlive, waitGone, runNode, once };
+module.exports = { root, targetDir, fixture, nodeWorker, rustWorker, waitFor, record, isAlive, waitGone, runNode, once, httpGet };

@@ -5,6 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
 const net = require('node:net');
+const { once } = require('node:events');
 const { drain } = require('..');
 
 /** An HTTP server on a random loopback port; /slow?ms=N answers after N ms, /never never. */
@@ -87,8 +88,9 @@ test('a request in progress completes with Connection: close; new connections ar
     const server = await serve();
     const { port } = server.address();
     const conn = await connect(port);
+    const arrived = once(server, 'request');
     conn.send('/slow?ms=150');
-    await new Promise((r) => setTimeout(r, 30));
+    await arrived;
     const drained = drain(server);
     await assert.rejects(connect(port), { code: 'ECONNREFUSED' }, 'this server stopped accepting');
     const stats = await drained;
@@ -115,8 +117,9 @@ test('an idle keep-alive connection is closed once quiet for idleGrace; drain re
 test('drain gives up at its timeout and destroys what is left', async () => {
     const server = await serve();
     const conn = await connect(server.address().port);
+    const arrived = once(server, 'request');
     conn.send('/never');
-    await new Promise((r) => setTimeout(r, 20));
+    await arrived;
     const stats = await drain(server, { timeout: 200 });
     assert.equal(stats.timedOut, true);
     assert.equal(stats.destroyed, 1);

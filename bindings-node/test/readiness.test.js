@@ -3,17 +3,10 @@
 // Readiness without drover's MessageBus, from a Node master.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
 const { MasterFactory, ExitReasons } = require('..');
-const { fixture, waitFor, record, waitGone } = require('../test-support/helpers');
+const { fixture, waitFor, record, waitGone, httpGet } = require('../test-support/helpers');
 
-const get = (port) => new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d) => { body += d; });
-        res.on('end', () => resolve(body));
-    }).on('error', reject);
-});
+const get = httpGet;
 
 test("ready: 'node-ipc' runs a PM2-style app unchanged: STARTED at process.send('ready'), stopped with 'shutdown'", async (t) => {
     const master = MasterFactory.create({ script: fixture('pm2-app.js'), count: 2, ready: 'node-ipc', name: 'pm2-style' });

@@ -7,24 +7,14 @@ const assert = require('node:assert/strict');
 const net = require('node:net');
 const fs = require('node:fs');
 const { MasterFactory } = require('..');
-const { fixture, waitFor, record, waitGone } = require('../test-support/helpers');
+const { fixture, waitFor, record, waitGone, httpGet } = require('../test-support/helpers');
 const { startLoad, summary } = require('../test-support/load');
 
 const httpWorker = fixture('http-worker.js');
 const quietWorker = fixture('quiet-worker.js');
 
 /** One request on a fresh connection; resolves with the answering worker's pid. */
-function get(port) {
-    return new Promise((resolve, reject) => {
-        require('node:http')
-            .get({ port, host: '127.0.0.1', agent: false }, (res) => {
-                let body = '';
-                res.on('data', (c) => (body += c));
-                res.on('end', () => resolve(Number(body)));
-            })
-            .on('error', reject);
-    });
-}
+const get = async (port) => Number(await httpGet(port));
 const portOf = (local) => Number(local.slice(local.lastIndexOf(':') + 1));
 
 /** Keep-alive load while the master reloads, restarts a worker and rescales; returns the stats. */
@@ -202,7 +192,7 @@ test('a worker that never listens does not load node:net; one that creates its b
     await master.start();
     const sockets = master.getListeningSockets();
     assert.equal(sockets.length, 1, 'both workers asked the master for the one socket');
-    const port = Number(sockets[0].local.split(':').pop());
+    const port = portOf(sockets[0].local);
     const pids = new Set();
     for (let i = 0; i < 40 && pids.size < 2; i++) pids.add(await get(port));
     assert.equal(pids.size, 2, 'both workers accept on the shared port');
