@@ -207,6 +207,24 @@ async fn notify_readiness_waits_for_ready_1_from_the_worker_and_ignores_stranger
 }
 
 #[tokio::test]
+async fn a_message_to_a_program_that_never_speaks_the_protocol_fails_when_it_exits() {
+    // It never says hello, so the message waits behind the welcome; when the process is gone the
+    // sender learns it failed, instead of waiting forever.
+    let c = MasterConfig::program("sleep")
+        .arg("1")
+        .count(1)
+        .ready(ReadySource::Spawn);
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap();
+    let id = master.workers()[0].id;
+    let sent = tokio::time::timeout(Duration::from_secs(30), master.send(id, &json!({"hello": 1})))
+        .await
+        .expect("the send settles once the worker is gone");
+    assert!(sent.is_err(), "a message nobody could read is not reported as sent");
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn spawn_readiness_starts_a_program_that_speaks_nothing_and_stops_it_with_sigterm() {
     let mut c = MasterConfig::program("sleep")
         .arg("60")

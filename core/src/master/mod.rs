@@ -150,6 +150,23 @@ impl Master {
         lock(&self.inner.slots).get(&id).map(|s| s.handle.info())
     }
 
+    /// Sets `to` only if the status is still `from` (a lifecycle operation may have moved it);
+    /// true if it did.
+    fn set_status_if(&self, from: MasterStatus, to: MasterStatus) -> bool {
+        let changed = self.inner.status.send_if_modified(|s| {
+            let was = *s == from;
+            if was {
+                *s = to;
+            }
+            was
+        });
+        if changed {
+            tracing::debug!(%from, %to, name = %self.config().name, "master status");
+            self.inner.events.emit(Event::MasterStatus { from, to });
+        }
+        changed
+    }
+
     fn set_status(&self, to: MasterStatus) {
         let from = self.inner.status.send_replace(to);
         if from != to {

@@ -100,12 +100,15 @@ async fn revive(weak: Weak<Inner>, id: WorkerId, mut dead: u32) {
         }
         let within_budget = lock(&master.inner.restart_log).record(config.intensity, Instant::now());
         if !within_budget {
-            tracing::warn!(name = %config.name, "restart intensity exceeded; giving up");
-            master.set_status(MasterStatus::Failed);
-            master.inner.events.emit(Event::GaveUp {
-                restarts: config.intensity.max_restarts,
-                window: config.intensity.window,
-            });
+            // Only from STARTED: a shutdown or reload that began meanwhile keeps its status, and
+            // of several workers giving up at once, one reports it.
+            if master.set_status_if(MasterStatus::Started, MasterStatus::Failed) {
+                tracing::warn!(name = %config.name, "restart intensity exceeded; giving up");
+                master.inner.events.emit(Event::GaveUp {
+                    restarts: config.intensity.max_restarts,
+                    window: config.intensity.window,
+                });
+            }
             master.end_revive(id);
             return;
         }

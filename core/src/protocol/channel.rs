@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 
 use super::fdpass::{self, FdQueue};
 
+/// The most one read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Splits a connected, non-blocking channel socket. Must be called within a tokio runtime.
 pub fn split(stream: UnixStream) -> io::Result<(ChannelRead, ChannelWrite)> {
     stream.set_nonblocking(true)?;
@@ -73,7 +76,9 @@ impl AsyncRead for ChannelRead {
         let this = self.get_mut();
         loop {
             let mut guard = ready!(this.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
+            // At most READ_CHUNK at a time: the caller's buffer is zeroed up to what we offer on
+            // every call, and after one large frame its spare capacity can be megabytes.
+            let unfilled = buf.initialize_unfilled_to(buf.remaining().min(READ_CHUNK));
             let room = unfilled.len();
             let result = guard.try_io(|fd| {
                 let raw = fd.get_ref().as_raw_fd();

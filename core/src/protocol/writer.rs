@@ -131,9 +131,21 @@ impl FrameWriter {
     }
 
     /// Stops the flush task once the queue is written (the channel's owner is done with it).
+    /// Frames still held behind the gate can never be written then (nothing opens it after close):
+    /// their senders get an error instead of waiting forever (a worker that exited, or never
+    /// spoke the protocol, before its welcome).
     pub fn close(&self) {
-        self.lock().closed = true;
+        let held = {
+            let mut st = self.lock();
+            st.closed = true;
+            std::mem::take(&mut st.held)
+        };
         self.shared.wake.notify_one();
+        for p in held {
+            p.finish(Err(WriteFailure::Io(
+                "the channel closed before the worker's handshake".into(),
+            )));
+        }
     }
 
     fn submit(&self, bytes: Vec<u8>, kind: FrameKind, fd: Option<Arc<OwnedFd>>, wait: bool) -> Submitted {
