@@ -1,13 +1,4 @@
-//! What `/proc` says about a process: resident memory and CPU time.
-
-/// Resident memory of `pid`, bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
-}
+//! What `/proc` says about a process's CPU time (its resident memory: `drover::rss_bytes`).
 
 /// User plus system CPU time `pid` has used, seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -67,6 +58,6 @@ mod tests {
         let stat = "4121 (my (odd) prog) S 1 4121 4121 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 50";
         assert_eq!(parse_cpu_ticks(stat), Some(300));
         assert!(cpu_seconds(std::process::id()).is_some());
-        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
+        assert!(drover::rss_bytes(std::process::id()).is_some_and(|b| b > 0));
     }
 }

@@ -525,7 +525,7 @@ impl Shared {
                             uptime_secs: uptime,
                             restarts: w.restarts,
                             generation: w.generation,
-                            rss_bytes: alive.then(|| procinfo::rss_bytes(w.pid)).flatten(),
+                            rss_bytes: alive.then(|| drover::rss_bytes(w.pid)).flatten(),
                             cpu_seconds: cpu,
                             cpu_percent: cpu.map(|c| if lifetime > 0.0 { 100.0 * c / lifetime } else { 0.0 }),
                             exit: w.exit.map(|e| e.reason.to_string()),
@@ -710,9 +710,6 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
         ),
         Event::MasterStatus { from, to } => log.event(whole, "status", &format!("{from} -> {to}")),
         Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
-        // Events core learns later are counted nowhere until this face learns them too.
-        #[allow(unreachable_patterns)]
-        _ => {}
     }
 }
 

@@ -305,9 +305,17 @@ fn the_kubernetes_deployment_probes_health_and_waits_for_a_graceful_stop() {
     let table: toml::Table = toml::from_str(config).unwrap();
     let mut longest_stop_ms = 0;
     for (_, group) in table["groups"].as_table().unwrap() {
-        let ms = |k: &str, default: i64| group.get(k).and_then(toml::Value::as_integer).unwrap_or(default);
-        longest_stop_ms =
-            longest_stop_ms.max(ms("stopTimeout", 10_000) + ms("quitTimeout", 5_000) + ms("killTimeout", 5_000));
+        // Core's defaults where the group sets nothing.
+        let defaults = drover::Timeouts::default();
+        let ms = |k: &str, default: std::time::Duration| {
+            group
+                .get(k)
+                .and_then(toml::Value::as_integer)
+                .unwrap_or(default.as_millis() as i64)
+        };
+        longest_stop_ms = longest_stop_ms.max(
+            ms("stopTimeout", defaults.stop) + ms("quitTimeout", defaults.quit) + ms("killTimeout", defaults.kill),
+        );
     }
     let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_i64()

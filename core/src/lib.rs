@@ -99,6 +99,7 @@ pub use listen::{ListenAddr, ListenError, ListenSpec};
 pub use master::events::{Event, Events, Subscription, WorkerFailure};
 pub use master::output::{OutputLine, OutputLines, OutputStream};
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
+pub use master::spawn::rss_bytes;
 pub use master::worker::{SendError, WorkerInfo};
 pub use master::Master;
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};

@@ -65,7 +65,7 @@ async fn two_hundred_spawn_exit_cycles_leak_no_fd_and_leave_no_zombie() {
         // Half the workers die on their own (unasked exit), half are restarted by the master.
         if cycle % 2 == 0 {
             master.send(id, &json!({"cmd": "exit", "code": 3})).await.unwrap();
-            next_matching(&mut events, |e| matches!(e, Event::Exit(x) if x.id == id).then_some(())).await;
+            next_exit_of(&mut events, id).await;
         }
         master.restart_worker(id).await.unwrap();
     }

@@ -4,7 +4,7 @@ use drover::{
     Backoff, Event, Heartbeat, Intensity, Master, MasterConfig, MasterStatus, RestartPolicy, WorkerFailure,
     WorkerStatus,
 };
-use drover_tests::{next_event, test_config, test_worker};
+use drover_tests::{next_event, next_exit, next_matching, test_config, test_worker};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -21,27 +21,21 @@ async fn a_crashed_worker_is_restarted_under_on_failure_but_not_after_a_clean_ex
     let mut events = master.events();
     let w = master.workers();
     master.send(w[0].id, &json!({"cmd": "exit", "code": 3})).await.unwrap();
-    loop {
-        if let Event::Status {
+    let (id, pid) = next_matching(&mut events, |e| match e {
+        Event::Status {
             id,
             to: WorkerStatus::Started,
             pid,
             ..
-        } = next_event(&mut events).await
-        {
-            assert_eq!(id, w[0].id, "the crashed worker comes back under its id");
-            assert_ne!(pid, w[0].pid);
-            break;
-        }
-    }
+        } => Some((*id, *pid)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(id, w[0].id, "the crashed worker comes back under its id");
+    assert_ne!(pid, w[0].pid);
     assert_eq!(master.worker(w[0].id).unwrap().restarts, 1);
     master.send(w[1].id, &json!({"cmd": "exit", "code": 0})).await.unwrap();
-    loop {
-        if let Event::Exit(x) = next_event(&mut events).await {
-            assert_eq!(x.id, w[1].id);
-            break;
-        }
-    }
+    assert_eq!(next_exit(&mut events).await.id, w[1].id);
     // A clean exit under on-failure stays down; a round trip to the other worker proves time passed.
     master.send(w[0].id, &json!({"cmd": "echo"})).await.unwrap();
     loop {

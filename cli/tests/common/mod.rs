@@ -17,16 +17,7 @@ pub fn drover_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drover"))
 }
 
-/// The workspace's test worker (`tests/src/bin/drover-test-worker.rs`), next to `drover`.
-pub fn test_worker() -> PathBuf {
-    let worker = drover_bin().with_file_name("drover-test-worker");
-    assert!(
-        worker.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace` or `cargo test --workspace`)",
-        worker.display()
-    );
-    worker
-}
+pub use drover_tests::test_worker;
 
 #[derive(Default)]
 struct Lines {

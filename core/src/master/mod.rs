@@ -11,7 +11,7 @@ pub mod output;
 pub mod pids;
 mod readiness;
 mod reload;
-mod spawn;
+pub(crate) mod spawn;
 mod supervisor;
 pub(crate) mod worker;
 

@@ -407,8 +407,8 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Resident memory of process `pid` in bytes, from `/proc/<pid>/statm`.
-pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+/// Resident memory of process `pid` in bytes, from `/proc/<pid>/statm` (`None` if it is gone).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf is always safe to call.
