@@ -146,21 +146,18 @@ pub fn park_hook() -> impl Fn() + Send + Sync + 'static {
 }
 
 /// Spins until `window_ns` after the last activity, or until a watched channel has new data.
-/// Returns true if it stopped for data.
-fn spin(window_ns: u64) -> bool {
-    let Some(ep) = watched() else { return false };
+fn spin(window_ns: u64) {
+    let Some(ep) = watched() else { return };
     if now_ns() >= LAST_ACTIVITY.load(Ordering::Relaxed).saturating_add(window_ns) {
-        return false;
+        return;
     }
     if SPINNING.swap(true, Ordering::Acquire) {
-        return false;
+        return;
     }
     let mut event = libc::epoll_event { events: 0, u64: 0 };
-    let mut arrived = false;
     while now_ns() < LAST_ACTIVITY.load(Ordering::Relaxed).saturating_add(window_ns) {
         // SAFETY: `ep` is our open epoll fd; room for one event; timeout 0 never blocks.
         if unsafe { libc::epoll_wait(ep, &mut event, 1, 0) } > 0 {
-            arrived = true;
             break;
         }
         // Not a pure spin: a thread that is ready to run on this CPU (the host's event loop, say
@@ -168,7 +165,6 @@ fn spin(window_ns: u64) -> bool {
         std::thread::yield_now();
     }
     SPINNING.store(false, Ordering::Release);
-    arrived
 }
 
 /// The window a master asked its workers to busy-poll for (`DROVER_BUSY_POLL_US`), if any.

@@ -622,10 +622,13 @@ impl MasterOptions {
             })?;
         }
         if let Some(us) = self.busy_poll_us {
-            if !(us.is_finite() && us >= 0.0) {
+            let max = crate::busy_poll::MAX_WINDOW.as_micros();
+            if !(us.is_finite() && us >= 0.0 && us <= max as f64) {
                 return Err(ConfigError::Invalid {
                     field: "busyPollUs",
-                    message: format!("must be a number of microseconds, at least 0, got {us}"),
+                    message: format!(
+                        "must be a number of microseconds, at least 0 and at most {max} (a longer spin is a polling loop), got {us}"
+                    ),
                 });
             }
             config.busy_poll = Duration::from_secs_f64(us / 1e6);
@@ -766,6 +769,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(msg, "`killTimeout` must be a positive number of milliseconds, got 0");
+    }
+
+    #[test]
+    fn busy_poll_is_microseconds_within_the_limit_and_never_a_panic() {
+        let c = options(json!({"program": "sh", "busyPollUs": 50})).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(50));
+        for bad in [json!(-1), json!(10001), json!(1e30)] {
+            let err = options(json!({"program": "sh", "busyPollUs": bad})).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        field: "busyPollUs",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -97,7 +97,6 @@ impl drover_result {
     }
 
     /// Every code, for the names table and its test.
-    #[cfg(test)]
     pub(crate) const ALL: [drover_result; 23] = [
         drover_result::Ok,
         drover_result::NullArgument,

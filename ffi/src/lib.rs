@@ -65,33 +65,7 @@ pub extern "C" fn drover_version() -> *const c_char {
 /// "DROVER_RESULT_UNKNOWN" for a number that is no code. A static string: do not free it.
 #[no_mangle]
 pub extern "C" fn drover_result_name(result: u32) -> *const c_char {
-    use error::drover_result as r;
-    let known = [
-        r::Ok,
-        r::NullArgument,
-        r::InvalidUtf8,
-        r::InvalidArgument,
-        r::InvalidObject,
-        r::Panic,
-        r::Os,
-        r::InvalidConfig,
-        r::WrongState,
-        r::Timeout,
-        r::StartFailed,
-        r::UnknownWorker,
-        r::SendFailed,
-        r::Cancelled,
-        r::ReloadRolledBack,
-        r::Closed,
-        r::ListenFailed,
-        r::NotAWorker,
-        r::AlreadyConnected,
-        r::Protocol,
-        r::MasterGone,
-        r::Io,
-        r::MessageRejected,
-    ];
-    known
+    error::drover_result::ALL
         .into_iter()
         .find(|code| *code as u32 == result)
         .map_or(c"DROVER_RESULT_UNKNOWN", |code| code.name())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
 use drover_tests::c::{compile, program as c_program, workspace, Linkage};
-use drover_tests::{next_exit_of, next_matching, pid_is_running, test_worker};
+use drover_tests::{ask, next_exit_of, next_matching, next_message_from, pid_is_running, test_worker};
 use serde_json::json;
 
 fn show(output: &Output) -> String {
@@ -104,12 +104,7 @@ async fn supervise_c_workers(config: MasterConfig) -> drover_core::WorkerExit {
     assert!(workers.iter().all(|w| w.status == WorkerStatus::Started));
     let (first, second) = (workers[0].clone(), workers[1].clone());
 
-    master.send(first.id, &json!({"cmd": "pid"})).await.expect("send");
-    let data = next_matching(&mut events, |e| match e {
-        Event::Message { id, data, .. } if *id == first.id => Some(data.clone()),
-        _ => None,
-    })
-    .await;
+    let data = ask(&master, &mut events, first.id, json!({"cmd": "pid"})).await;
     assert_eq!(data, json!({"pid": first.pid}));
 
     assert_eq!(master.broadcast(&json!({"n": [1, 2, 3]})).await.expect("broadcast"), 2);
@@ -137,21 +132,6 @@ async fn supervise_c_workers(config: MasterConfig) -> drover_core::WorkerExit {
     next_exit_of(&mut events, first.id).await
 }
 
-/// Sends `message` to worker `id` and returns its answer.
-async fn ask(
-    master: &Master,
-    events: &mut drover_core::Events,
-    id: u64,
-    message: serde_json::Value,
-) -> serde_json::Value {
-    master.send(id, &message).await.expect("send");
-    next_matching(events, |e| match e {
-        Event::Message { id: from, data, .. } if *from == id => Some(data.clone()),
-        _ => None,
-    })
-    .await
-}
-
 /// Has worker `id` accept one connection on its socket (from `drover_bus_listen`), and returns
 /// what it wrote: its pid.
 async fn served_by(master: &Master, events: &mut drover_core::Events, id: u64, local: &str) -> u32 {
@@ -165,11 +145,7 @@ async fn served_by(master: &Master, events: &mut drover_core::Events, id: u64, l
         .await
         .expect("the worker answers in time")
         .expect("read the answer");
-    let accepted = next_matching(events, |e| match e {
-        Event::Message { id: from, data, .. } if *from == id => Some(data.clone()),
-        _ => None,
-    })
-    .await;
+    let accepted = next_message_from(events, id).await;
     assert_eq!(accepted, json!({"accepted": answer.parse::<u32>().unwrap_or(0)}));
     answer.parse().unwrap_or_else(|_| panic!("not a pid: {answer:?}"))
 }

@@ -88,6 +88,26 @@ pub async fn next_matching<T>(events: &mut Events, mut pick: impl FnMut(&Event) 
     }
 }
 
+/// The next message from worker `id`, within [`EVENT_DEADLINE`].
+pub async fn next_message_from(events: &mut Events, id: WorkerId) -> serde_json::Value {
+    next_matching(events, |e| match e {
+        Event::Message { id: from, data, .. } if *from == id => Some(data.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Sends `message` to worker `id` and returns its next message (its answer).
+pub async fn ask(
+    master: &drover::Master,
+    events: &mut Events,
+    id: WorkerId,
+    message: serde_json::Value,
+) -> serde_json::Value {
+    master.send(id, &message).await.expect("send");
+    next_message_from(events, id).await
+}
+
 /// The next exit of any worker, within [`EVENT_DEADLINE`].
 pub async fn next_exit(events: &mut Events) -> WorkerExit {
     next_matching(events, |e| match e {

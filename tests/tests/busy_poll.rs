@@ -1,19 +1,10 @@
 //! Busy polling end to end: a master on a current-thread runtime with drover's park hook and a
 //! `busy_poll` window, and real workers that spin because the master asked them to.
 
-use drover::{Event, Master, MasterConfig};
-use drover_tests::{next_matching, test_worker};
-use serde_json::{json, Value};
+use drover::{Master, MasterConfig};
+use drover_tests::{ask, test_worker};
+use serde_json::json;
 use std::time::Duration;
-
-async fn reply(master: &Master, events: &mut drover::Events, id: u64, msg: Value) -> Value {
-    master.send(id, &msg).await.expect("send");
-    next_matching(events, |e| match e {
-        Event::Message { id: from, data, .. } if *from == id => Some(data.clone()),
-        _ => None,
-    })
-    .await
-}
 
 #[test]
 fn workers_get_the_window_and_every_message_survives_spinning() {
@@ -32,13 +23,13 @@ fn workers_get_the_window_and_every_message_survives_spinning() {
         assert_eq!(drover::busy_poll::window(), Duration::from_micros(200));
         let ids: Vec<u64> = master.workers().iter().map(|w| w.id).collect();
         for &id in &ids {
-            let got = reply(&master, &mut events, id, json!({ "cmd": "busy-poll" })).await;
+            let got = ask(&master, &mut events, id, json!({ "cmd": "busy-poll" })).await;
             assert_eq!(got, json!({ "window_us": 200, "env": "200" }), "worker {id}");
         }
         // Round trips alternating between the workers: each echo comes back, whole and in order.
         for i in 0..2000 {
             let id = ids[i % ids.len()];
-            let got = reply(&master, &mut events, id, json!({ "i": i })).await;
+            let got = ask(&master, &mut events, id, json!({ "i": i })).await;
             assert_eq!(got, json!({ "echo": { "i": i } }));
         }
         master.graceful_shutdown().await.expect("shutdown");
@@ -51,7 +42,7 @@ async fn without_a_window_workers_are_not_asked_to_spin() {
     let mut events = master.events();
     master.start().await.expect("start");
     let id = master.workers()[0].id;
-    let got = reply(&master, &mut events, id, json!({ "cmd": "busy-poll" })).await;
+    let got = ask(&master, &mut events, id, json!({ "cmd": "busy-poll" })).await;
     assert_eq!(got, json!({ "window_us": 0, "env": null }));
     master.graceful_shutdown().await.expect("shutdown");
 }
