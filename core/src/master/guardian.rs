@@ -3,9 +3,11 @@
 //!
 //! `PR_SET_PDEATHSIG` kills each worker when the master process dies, even by SIGKILL, but not the
 //! worker's own children: they are in the worker's process group, and nobody is left to signal it.
-//! So at the first spawn the master forks (without exec) a guardian. Its only input is a pipe: the
-//! master writes `+pgid` when it spawns a worker and `-pgid` when it reaps one. The write end is
-//! close-on-exec, so only the master holds it. When the master dies, for whatever reason, the pipe
+//! So at the first spawn the master forks (without exec) a guardian. Its only input is a Unix
+//! socket (a socketpair, so that a write to a dead guardian is an error, `MSG_NOSIGNAL`, never a
+//! SIGPIPE that would kill a host which does not ignore it, a C program say): the master writes
+//! `+pgid` when it spawns a worker and `-pgid` when it reaps one. The master's end is
+//! close-on-exec, so only the master holds it. When the master dies, for whatever reason, the socket
 //! reaches end-of-file and the guardian sends SIGKILL to every process group still registered,
 //! then exits. A master that shuts down properly has unregistered everything, and the guardian
 //! just exits.
@@ -39,17 +41,25 @@ pub(super) fn ensure_started() {
 pub(super) fn tell(pgid: i32) {
     if let Some(Some(fd)) = GUARDIAN.get() {
         let bytes = pgid.to_ne_bytes();
-        // SAFETY: a 4-byte write to our pipe; a write under PIPE_BUF is atomic. If the guardian is
-        // gone (EPIPE; SIGPIPE is ignored by the hosts we run in, and std ignores it too), nothing
-        // is lost but its protection.
-        unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        // SAFETY: a 4-byte send on our socket, one record the guardian reads whole (its buffer is a
+        // multiple of 4). If the guardian is gone it fails with EPIPE (no signal): nothing is lost
+        // but its protection.
+        unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
     }
 }
 
 fn start() -> io::Result<OwnedFd> {
     let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills two fds; both close-on-exec so no worker inherits them.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+    // SAFETY: socketpair fills two fds; both close-on-exec so no worker inherits them.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } == -1
+    {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned these fds.
@@ -59,8 +69,12 @@ fn start() -> io::Result<OwnedFd> {
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
-            // SAFETY: we are the freshly forked child.
-            unsafe { guardian_main(read_end.as_raw_fd()) }
+            // SAFETY: we are the freshly forked child. The master's end is closed here, whatever
+            // `guardian_main` manages to close after, or the guardian would never see EOF.
+            unsafe {
+                libc::close(write_end.as_raw_fd());
+                guardian_main(read_end.as_raw_fd())
+            }
         }
         _ => Ok(write_end),
     }
@@ -69,7 +83,7 @@ fn start() -> io::Result<OwnedFd> {
 /// The guardian's whole life. Never returns.
 ///
 /// # Safety
-/// Must only run in a child just forked from the master, with `pipe` the read end of the pipe.
+/// Must only run in a child just forked from the master, with `pipe` the guardian's end of the socket.
 unsafe fn guardian_main(pipe: RawFd) -> ! {
     // SAFETY: only async-signal-safe system calls on fds this process owns; no allocation, no
     // locks, no Rust runtime services.
@@ -85,12 +99,19 @@ unsafe fn guardian_main(pipe: RawFd) -> ! {
         ] {
             libc::signal(sig, libc::SIG_IGN);
         }
-        // Keep only the pipe (at fd 3) and /dev/null on 0..2: holding the master's sockets, pipes
+        // Keep only the socket (at fd 3) and /dev/null on 0..2: holding the master's sockets, pipes
         // or a terminal would keep them open after the master is gone.
         if libc::dup2(pipe, 3) == -1 {
             libc::_exit(1);
         }
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+            // Before Linux 5.9: one at a time, up to the fd limit.
+            let max = libc::sysconf(libc::_SC_OPEN_MAX);
+            let max = if max > 4 { max.min(1 << 20) as i32 } else { 1024 };
+            for fd in 4..max {
+                libc::close(fd);
+            }
+        }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             for fd in 0..3 {
