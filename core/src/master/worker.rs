@@ -695,33 +695,41 @@ impl WorkerActor {
 
     /// A worker asks for a listening socket: bind it (or reuse the master's) and pass the fd.
     fn on_listen(&mut self, request: u64, address: &str) {
-        let answer = address
-            .parse::<ListenAddr>()
-            .and_then(|addr| self.listeners.get_or_bind(&addr));
-        let (frame, fd) = match answer {
-            Ok(listener) => {
-                let frame = MasterFrame::Listener {
-                    request,
-                    local: Some(listener.local.clone()),
-                    error: None,
-                };
-                (frame, Some(listener.fd.clone()))
-            }
-            Err(error) => {
-                tracing::debug!(id = self.id, %error, "listen request refused");
-                (
-                    MasterFrame::Listener {
+        // On the blocking pool: a host name in the address is resolved with getaddrinfo, which
+        // may block for seconds, and the address is the worker's to choose; the actor (and on a
+        // current-thread runtime, everything else) must not wait for it. The answer carries the
+        // request's number, so it may come after other frames.
+        let (id, address) = (self.id, address.to_string());
+        let (listeners, writer) = (self.listeners.clone(), self.writer.clone());
+        tokio::task::spawn_blocking(move || {
+            let answer = address
+                .parse::<ListenAddr>()
+                .and_then(|addr| listeners.get_or_bind(&addr));
+            let (frame, fd) = match answer {
+                Ok(listener) => {
+                    let frame = MasterFrame::Listener {
                         request,
-                        local: None,
-                        error: Some(error.to_string()),
-                    },
-                    None,
-                )
+                        local: Some(listener.local.clone()),
+                        error: None,
+                    };
+                    (frame, Some(listener.fd.clone()))
+                }
+                Err(error) => {
+                    tracing::debug!(id, %error, "listen request refused");
+                    (
+                        MasterFrame::Listener {
+                            request,
+                            local: None,
+                            error: Some(error.to_string()),
+                        },
+                        None,
+                    )
+                }
+            };
+            if let Ok(bytes) = encode_frame(&frame, usize::MAX) {
+                writer.post(bytes, FrameKind::Plain, fd);
             }
-        };
-        if let Ok(bytes) = encode_frame(&frame, usize::MAX) {
-            self.writer.post(bytes, FrameKind::Plain, fd);
-        }
+        });
     }
 
     /// A datagram on the worker's NOTIFY_SOCKET.
