@@ -57,7 +57,8 @@ class Master extends EventEmitter {
         const self = new WeakRef(this);
         const onEvent = (text) => {
             const master = self.deref();
-            if (master) master._onEvent(JSON.parse(text));
+            // null: the addon only handed a worker's channel over, on this thread, in its turn.
+            if (master && text != null) master._onEvent(JSON.parse(text));
         };
         this._native = errors.call(() => new NativeMaster(json, onEvent));
     }

@@ -5,11 +5,16 @@
 //! and handed to core right after it. Then sends go straight to core's writer, enqueued on the
 //! calling thread (`start_now`), so they keep their order.
 //!
-//! Its thread-safe function is *referenced* from creation (a worker waits for its master's
-//! commands as an IPC channel would keep it alive) until [`NativeBus::close`], or until the
-//! master closes the channel.
+//! The master's commands are read on the JS thread once the handshake is over: core's
+//! [`CommandReader`] under a libuv poll handle ([`crate::uv::ReadWatch`]), so a command reaches
+//! the JS callback on the loop turn that saw the socket readable, with no runtime thread woken to
+//! read it first and then wake the JS thread (that hop was a third of a round trip).
+//!
+//! Its thread-safe function (the handshake's outcome, send errors) is *referenced* from creation
+//! (a worker waits for its master's commands as an IPC channel would keep it alive) until
+//! [`NativeBus::close`], or until the master closes the channel.
 
-use drover::{BusError, BusEvent, BusOptions, BusSender, MessageBus, WorkerStatus};
+use drover::{BusError, BusEvent, BusOptions, BusSender, CommandReader, MessageBus, WorkerStatus};
 use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -22,9 +27,22 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use crate::error;
+use crate::js_call::JsCallback;
+use crate::uv::ReadWatch;
 
 /// The JS callback that receives the bus's events, as JSON text: referenced, not callee-handled.
-type EventFn = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, false>;
+/// Its JS-thread half starts reading the channel when the handshake is over (`null` is then
+/// handed to JavaScript for nothing, which the JS layer skips).
+type EventFn = ThreadsafeFunction<FromRuntime, Unknown<'static>, Option<String>, Status, false, false>;
+
+/// What the runtime hands to the JS thread.
+enum FromRuntime {
+    /// An event, as JSON text.
+    Event(String),
+    /// The handshake is over: the `connected` event, and the reader of the master's commands,
+    /// which the JS thread drives from now on.
+    Connected { event: String, reader: CommandReader },
+}
 
 /// Something to send.
 enum Outbound {
@@ -61,8 +79,10 @@ impl Shared {
     }
 
     fn emit(&self, event: Value) {
-        self.events
-            .call(event.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
+        self.events.call(
+            FromRuntime::Event(event.to_string()),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
     }
 
     fn report(&self, operation: &str, e: &BusError) {
@@ -161,9 +181,14 @@ impl Shared {
     }
 }
 
-/// Connects, flushes the sends made meanwhile, then has core hand the master's commands to JS.
+/// Connects, flushes the sends made meanwhile, then hands the reading of the master's commands to
+/// the JS thread.
 async fn run(shared: Arc<Shared>) {
-    let mut bus = match MessageBus::connect_with(BusOptions { auto_heartbeat: false }).await {
+    let options = BusOptions {
+        auto_heartbeat: false,
+        host_reads: true,
+    };
+    let mut bus = match MessageBus::connect_with(options).await {
         Ok(bus) => bus,
         Err(e) => {
             *shared.conn() = Conn::Failed(e.to_string());
@@ -189,20 +214,47 @@ async fn run(shared: Arc<Shared>) {
         }
     }
     shared.settled.notify_waiters();
-    shared.emit(json!({ "event": "connected", "meta": meta }));
-    // From here the reader task hands each command straight to the JS thread (those received
-    // meanwhile first): no channel, no second task in between.
-    bus.on_event(move |event| {
-        shared.emit(match event {
-            BusEvent::Stop => json!({ "event": "stop" }),
-            BusEvent::Quit => json!({ "event": "quit" }),
-            BusEvent::Message(data) => json!({ "event": "message", "data": data }),
-            BusEvent::Closed(why) => json!({
-                "event": "closed",
-                "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
-            }),
+    let event = json!({ "event": "connected", "meta": meta }).to_string();
+    match bus.take_command_reader() {
+        Some(reader) => {
+            shared.events.call(
+                FromRuntime::Connected { event, reader },
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        }
+        // Not with `host_reads` set; said rather than assumed.
+        None => shared.emit(json!({ "event": "connect-error", "error": {
+            "name": "MessageBusError",
+            "message": "internal error: the connected bus gave no command reader",
+        }})),
+    }
+}
+
+/// A master's command as the JSON text the JS layer parses.
+fn command_text(event: BusEvent) -> String {
+    match event {
+        BusEvent::Stop => json!({ "event": "stop" }),
+        BusEvent::Quit => json!({ "event": "quit" }),
+        BusEvent::Message(data) => json!({ "event": "message", "data": data }),
+        BusEvent::Closed(why) => json!({
+            "event": "closed",
+            "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
+        }),
+    }
+    .to_string()
+}
+
+/// On the JS thread: reads the master's commands whenever the channel is readable and hands each
+/// to `callback` at once, until the channel ends. The watch is unreferenced: the thread-safe
+/// function's reference keeps Node alive for the bus, as before the handshake.
+fn read_on_js_thread(env: napi::sys::napi_env, mut reader: CommandReader, callback: JsCallback) -> napi::Result<()> {
+    let fd = reader.fd();
+    let on_readable = Box::new(move || {
+        reader.read_ready(&mut |event| {
+            callback.call_with_str(&command_text(event));
         })
     });
+    ReadWatch::start(env, fd, false, on_readable).map(|_| ())
 }
 
 /// A listening socket the master handed over. `fd` now belongs to JavaScript: Node's
@@ -227,11 +279,31 @@ impl NativeBus {
     /// `connected`, `connect-error`, `stop`, `quit`, `message`, `error` and `closed` events, each
     /// as JSON text.
     #[napi(constructor, catch_unwind)]
-    pub fn new(on_event: Function<String, Unknown<'static>>) -> napi::Result<NativeBus> {
+    pub fn new(env: Env, on_event: Function<String, Unknown<'static>>) -> napi::Result<NativeBus> {
+        let raw_env = env.raw();
+        let mut callback = Some(JsCallback::new(
+            raw_env,
+            napi::JsValue::raw(&on_event),
+            "drover.MessageBus",
+            false,
+        )?);
         let events: EventFn = on_event
-            .build_threadsafe_function::<String>()
+            .build_threadsafe_function::<FromRuntime>()
             .callee_handled::<false>()
-            .build()?;
+            .build_callback(move |ctx| match ctx.value {
+                FromRuntime::Event(text) => Ok(Some(text)),
+                FromRuntime::Connected { event, reader } => {
+                    if let Some(callback) = callback.take() {
+                        if let Err(e) = read_on_js_thread(raw_env, reader, callback) {
+                            let error = json!({ "name": "MessageBusError", "message": format!(
+                                "cannot read the master's commands on the JS thread: {e}"
+                            )});
+                            return Ok(Some(json!({ "event": "connect-error", "error": error }).to_string()));
+                        }
+                    }
+                    Ok(Some(event))
+                }
+            })?;
         let shared = Arc::new(Shared {
             conn: Mutex::new(Conn::Connecting(Vec::new())),
             events,

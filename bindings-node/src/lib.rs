@@ -24,7 +24,10 @@
 
 pub mod bus;
 pub mod error;
+pub mod host;
+pub mod js_call;
 pub mod master;
+pub mod uv;
 
 use futures_util::FutureExt;
 use std::future::Future;

@@ -6,6 +6,9 @@
 //! thread). It is created *weak* (unreferenced): the JS layer calls [`NativeMaster::set_ref`]
 //! according to the master's real state, so Node's loop is kept alive only while the master
 //! supervises workers or waits for a flush.
+//!
+//! Workers' user messages do not take that path: the master's channels are read on the JS thread
+//! ([`crate::host`]), and a message reaches the JS callback on the loop turn that read it.
 
 use drover::{Event, ExitReason, Master, MasterOptions, Subscription, WorkerInfo};
 use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
@@ -17,11 +20,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error;
+use crate::host::{JsThreadReader, QueueToJs, ToJs};
+use crate::js_call::JsCallback;
 
 /// The JS callback that receives a master's events, each as JSON text (`JSON.parse` in V8 is
 /// cheaper than building the object through N-API calls): unreferenced at creation, not
 /// callee-handled.
-type EventFn = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, true>;
+type EventFn = ThreadsafeFunction<ToJs, Unknown<'static>, Option<String>, Status, false, true>;
 
 /// A core master, driven from JavaScript. Use the `Master` class of the `drover` package instead.
 #[napi]
@@ -77,7 +82,7 @@ fn worker_json(w: &WorkerInfo) -> Value {
 
 /// An event as the JSON text the JS layer parses. A user message (the hot path) is serialized
 /// straight from core's event, without an intermediate `Value`.
-fn event_text(event: &Event) -> String {
+pub(crate) fn event_text(event: &Event) -> String {
     match event {
         Event::Message { .. } => serde_json::to_string(event).unwrap_or_else(|e| unserializable(&e).to_string()),
         _ => event_json(event).to_string(),
@@ -142,23 +147,34 @@ impl NativeMaster {
     /// Validates `options` (a JSON text of core's `MasterOptions`) and creates the master.
     /// Nothing is spawned. `on_event` receives every event, as JSON text.
     #[napi(constructor, catch_unwind)]
-    pub fn new(options: String, on_event: Function<String, Unknown<'static>>) -> napi::Result<NativeMaster> {
+    pub fn new(env: Env, options: String, on_event: Function<String, Unknown<'static>>) -> napi::Result<NativeMaster> {
         let config = parse_options(&options)?;
         let master = napi::bindgen_prelude::within_runtime_if_available(|| Master::new(config))
             .map_err(|e| error::tagged(error::describe_config(&e)))?;
+        // Workers' messages are read and delivered on this thread (`host`); the rest rides the
+        // thread-safe function, whose callback applies channel hand-overs in their turn and gives
+        // JavaScript the events (null for a hand-over, which the JS layer skips).
+        let reader = JsThreadReader::new(
+            env.raw(),
+            JsCallback::new(env.raw(), napi::JsValue::raw(&on_event), "drover.Master", false)?,
+        );
         let events: Arc<EventFn> = Arc::new(
             on_event
-                .build_threadsafe_function::<String>()
+                .build_threadsafe_function::<ToJs>()
                 .callee_handled::<false>()
                 .weak::<true>()
-                .build()?,
+                .build_callback(move |ctx| Ok(reader.apply(ctx.value)))?,
         );
         let to_js = events.clone();
         let subscription = master.on_event(move |event| {
             // Non-blocking on an unbounded queue: only fails once the function is released (Node
             // is tearing the environment down), when nobody is left to tell.
-            let _ = to_js.call(event_text(event), ThreadsafeFunctionCallMode::NonBlocking);
+            let _ = to_js.call(ToJs::Event(event_text(event)), ThreadsafeFunctionCallMode::NonBlocking);
         });
+        let to_js = events.clone();
+        master.set_channel_host(Arc::new(QueueToJs(move |item| {
+            let _ = to_js.call(item, ThreadsafeFunctionCallMode::NonBlocking);
+        })));
         Ok(NativeMaster {
             master,
             events,
@@ -197,7 +213,9 @@ impl NativeMaster {
     #[napi(catch_unwind)]
     pub fn flush(&self, id: u32) -> bool {
         let flush = json!({ "event": "flush", "id": id }).to_string();
-        self.events.call(flush, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
+        self.events
+            .call(ToJs::Event(flush), ThreadsafeFunctionCallMode::NonBlocking)
+            == Status::Ok
     }
 
     /// The master's status name, e.g. `"STARTED"`.

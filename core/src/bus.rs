@@ -28,8 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::channel::ChannelRead;
-use crate::protocol::codec::EncodeError;
+use crate::protocol::codec::{EncodeError, Frame};
 use crate::protocol::fdpass::FdQueue;
+use crate::protocol::host_read::HostFrames;
 use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
@@ -83,11 +84,19 @@ pub struct BusOptions {
     /// own event loop (Node) turns this off and calls [`BusSender::send_heartbeat`] from that loop,
     /// so a blocked loop is seen as hung.
     pub auto_heartbeat: bool,
+    /// Leave the reading of the master's commands to the host's own event loop: after the
+    /// handshake, [`MessageBus::take_command_reader`] gives the reader, and no runtime task reads
+    /// (default: false, a runtime task reads). A host whose code runs on its own loop (Node) saves a
+    /// thread hand-off per command this way; see [`crate::protocol::host_read`].
+    pub host_reads: bool,
 }
 
 impl Default for BusOptions {
     fn default() -> BusOptions {
-        BusOptions { auto_heartbeat: true }
+        BusOptions {
+            auto_heartbeat: true,
+            host_reads: false,
+        }
     }
 }
 
@@ -218,6 +227,8 @@ pub struct MessageBus {
     incoming: mpsc::UnboundedReceiver<BusEvent>,
     sink: Arc<Mutex<Sink>>,
     connected_at: Instant,
+    /// With [`BusOptions::host_reads`], until the host takes it.
+    host_reader: Option<CommandReader>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -308,13 +319,23 @@ impl MessageBus {
         let sink = Arc::new(Mutex::new(Sink::Channel(events_tx)));
         let requests = Requests::default();
         let writer = FrameWriter::new(write_half, false);
-        tokio::spawn(read_commands(
-            frames,
+        let router = Router {
             fds,
-            requests.clone(),
-            sink.clone(),
-            writer.clone(),
-        ));
+            requests: requests.clone(),
+            writer: writer.clone(),
+        };
+        let host_reader = if options.host_reads {
+            // Nothing will ever go through the sink: `recv` ends at once.
+            *lock(&sink) = Sink::Callback(Box::new(|_| {}));
+            Some(CommandReader {
+                frames: ChannelRead::into_host(frames.into_parts()),
+                router,
+                ended: false,
+            })
+        } else {
+            tokio::spawn(read_commands(frames, router, sink.clone()));
+            None
+        };
         let sender = BusSender {
             writer,
             max_frame_bytes: meta.max_frame_bytes,
@@ -339,7 +360,15 @@ impl MessageBus {
             incoming,
             sink,
             connected_at,
+            host_reader,
         })
+    }
+
+    /// With [`BusOptions::host_reads`]: the reader of the master's commands, for the host's loop to
+    /// drive (once; `None` after, and always without the option). [`MessageBus::recv`] and
+    /// [`MessageBus::on_event`] then receive nothing: the reader delivers everything.
+    pub fn take_command_reader(&mut self) -> Option<CommandReader> {
+        self.host_reader.take()
     }
 
     /// What the master said about this worker (id, name, group, user config, limits).
@@ -452,28 +481,39 @@ fn channel_fd_from_env() -> Result<RawFd, BusError> {
     Ok(fd)
 }
 
-async fn read_commands(
-    mut frames: FramedRead<ChannelRead, FrameCodec>,
+/// What the worker side does with the master's frames, whoever reads them: answers to `listen`
+/// requests go to their waiters, commands become [`BusEvent`]s.
+#[derive(Debug)]
+struct Router {
     fds: FdQueue,
     requests: Requests,
-    sink: Arc<Mutex<Sink>>,
     writer: FrameWriter,
-) {
-    let closed = loop {
-        let line = match protocol::codec::flatten(frames.next().await) {
-            None => break None,
-            Some(Err(e)) => break Some(e),
-            Some(Ok(line)) => line,
+}
+
+/// What one frame from the master means.
+enum Routed {
+    Event(BusEvent),
+    /// Handled here (a `listener` answer) or ignored (an unknown frame).
+    Done,
+    /// The channel is over: the master refused us or broke the protocol.
+    End(ProtocolError),
+}
+
+impl Router {
+    fn route(&self, frame: Frame) -> Routed {
+        let line = match frame {
+            Ok(line) => line,
+            Err(e) => return Routed::End(e),
         };
-        let event = match protocol::decode_master_frame(&line) {
-            Ok(MasterFrame::Stop) => BusEvent::Stop,
-            Ok(MasterFrame::Quit) => BusEvent::Quit,
-            Ok(MasterFrame::Message { data }) => BusEvent::Message(data),
-            Ok(MasterFrame::Error { code, message }) => break Some(ProtocolError::Refused { code, message }),
+        match protocol::decode_master_frame(&line) {
+            Ok(MasterFrame::Stop) => Routed::Event(BusEvent::Stop),
+            Ok(MasterFrame::Quit) => Routed::Event(BusEvent::Quit),
+            Ok(MasterFrame::Message { data }) => Routed::Event(BusEvent::Message(data)),
+            Ok(MasterFrame::Error { code, message }) => Routed::End(ProtocolError::Refused { code, message }),
             Ok(MasterFrame::Listener { request, local, error }) => {
                 let answer = match error {
                     Some(error) => Err(BusError::Listen(error)),
-                    None => match lock(&fds).pop_front() {
+                    None => match lock(&self.fds).pop_front() {
                         Some(fd) => Ok(Listening {
                             fd,
                             local: local.unwrap_or_default(),
@@ -481,25 +521,90 @@ async fn read_commands(
                         None => Err(BusError::Listen("the master's answer carried no socket".into())),
                     },
                 };
-                if let Some(waiter) = lock(&requests.waiting).remove(&request) {
+                if let Some(waiter) = lock(&self.requests.waiting).remove(&request) {
                     let _ = waiter.send(answer);
                 }
-                continue;
+                Routed::Done
             }
             Ok(MasterFrame::Welcome { .. }) | Ok(MasterFrame::Unknown) => {
                 tracing::debug!(frame = %line, "ignored frame from master");
-                continue;
+                Routed::Done
             }
-            Err(e) => break Some(e),
-        };
-        Sink::deliver(&sink, event);
-    };
-    // The master is gone: nothing more can be written either.
-    writer.close();
-    for (_, waiter) in lock(&requests.waiting).drain() {
-        let _ = waiter.send(Err(BusError::MasterGone));
+            Err(e) => Routed::End(e),
+        }
     }
+
+    /// The master is gone: nothing more can be written either, and no answer will come.
+    fn finish(&self) {
+        self.writer.close();
+        for (_, waiter) in lock(&self.requests.waiting).drain() {
+            let _ = waiter.send(Err(BusError::MasterGone));
+        }
+    }
+}
+
+async fn read_commands(mut frames: FramedRead<ChannelRead, FrameCodec>, router: Router, sink: Arc<Mutex<Sink>>) {
+    let closed = loop {
+        let Some(frame) = protocol::codec::flatten(frames.next().await) else {
+            break None;
+        };
+        match router.route(frame) {
+            Routed::Event(event) => Sink::deliver(&sink, event),
+            Routed::Done => {}
+            Routed::End(error) => break Some(error),
+        }
+    };
+    router.finish();
     Sink::deliver(&sink, BusEvent::Closed(closed));
+}
+
+/// The master's commands, read from the host's own loop ([`BusOptions::host_reads`]): call
+/// [`CommandReader::read_ready`] whenever [`CommandReader::fd`] is readable.
+#[derive(Debug)]
+pub struct CommandReader {
+    frames: HostFrames,
+    router: Router,
+    ended: bool,
+}
+
+impl CommandReader {
+    /// The channel socket, to watch for readability.
+    pub fn fd(&self) -> RawFd {
+        self.frames.fd()
+    }
+
+    /// Reads what the channel holds now and gives each command to `deliver`, in order, exactly as
+    /// [`MessageBus::recv`] would. When the channel ends, `deliver` gets [`BusEvent::Closed`] last
+    /// and this returns false (then and ever after): stop watching the fd.
+    pub fn read_ready(&mut self, deliver: &mut dyn FnMut(BusEvent)) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut closed: Option<Option<ProtocolError>> = None;
+        let router = &self.router;
+        self.frames.read_ready(&mut |frame| {
+            if closed.is_some() {
+                return; // the channel is over: what follows the end is not acted on
+            }
+            match frame {
+                None => closed = Some(None),
+                Some(frame) => match router.route(frame) {
+                    Routed::Event(event) => deliver(event),
+                    Routed::Done => {}
+                    Routed::End(error) => closed = Some(Some(error)),
+                },
+            }
+        });
+        match closed {
+            Some(why) => {
+                self.ended = true;
+                self.router.finish();
+                deliver(BusEvent::Closed(why));
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 impl From<io::Error> for BusError {

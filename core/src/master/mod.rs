@@ -7,6 +7,7 @@
 
 pub(crate) mod events;
 mod guardian;
+pub mod host_reads;
 pub mod output;
 pub mod pids;
 mod readiness;
@@ -56,6 +57,8 @@ struct Inner {
     listeners: Arc<crate::listen::Listeners>,
     /// Recent automatic restarts, against the intensity budget.
     restart_log: Mutex<crate::policy::RestartLog>,
+    /// Who reads new workers' channels, if not their actors.
+    host: Mutex<Option<Arc<dyn host_reads::ChannelHost>>>,
 }
 
 /// A group of identical worker processes under supervision.
@@ -99,10 +102,18 @@ impl Master {
                 cancel: Mutex::new(CancellationToken::new()),
                 restart_log: Mutex::new(Default::default()),
                 listeners: Arc::default(),
+                host: Mutex::new(None),
             }),
         };
         supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.events());
         Ok(master)
+    }
+
+    /// Has `host` read the channels of the workers spawned from now on, on its own loop, instead
+    /// of their actors: see [`host_reads`]. For a host whose code runs on its own event loop (the
+    /// Node addon); user messages then reach `host` directly instead of as events.
+    pub fn set_channel_host(&self, host: Arc<dyn host_reads::ChannelHost>) {
+        *lock(&self.inner.host) = Some(host);
     }
 
     /// The config in force.
@@ -230,6 +241,7 @@ impl Master {
             config: config.clone(),
             inherited,
             listeners: self.inner.listeners.clone(),
+            host: lock(&self.inner.host).clone(),
         };
         match spawn_worker(spec, self.inner.events.clone()).await {
             Ok(handle) => {

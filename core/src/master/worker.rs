@@ -23,12 +23,14 @@ use tokio::time::sleep_until;
 use tokio_util::codec::FramedRead;
 
 use super::events::{Event, EventHub, WorkerFailure};
+use super::host_reads::{CaughtUp, ChannelHost, Forwarded, WorkerChannel};
 use super::readiness::{self, Notice, NotifySocket};
 use super::spawn::{self, ChildProcess, SpawnSpec};
 use crate::config::{MasterConfig, OnProtocolError, ReadySource};
 use crate::exit::WorkerExit;
 use crate::listen::{ListenAddr, Listeners};
 use crate::protocol::channel::{self, ChannelRead};
+use crate::protocol::codec::Frame;
 use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
@@ -196,7 +198,7 @@ enum Phase {
 }
 
 /// Everything the actor needs to know about its process's settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct WorkerSpec {
     pub id: WorkerId,
     pub restarts: u32,
@@ -206,6 +208,8 @@ pub(crate) struct WorkerSpec {
     pub inherited: Vec<(String, Arc<std::os::fd::OwnedFd>)>,
     /// The master's sockets, for on-demand `listen` requests.
     pub listeners: Arc<Listeners>,
+    /// Who reads the channel, if not the actor.
+    pub host: Option<Arc<dyn ChannelHost>>,
 }
 
 /// Spawns the process and its actor. A spawn failure is returned (and reported as an event).
@@ -279,8 +283,26 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     })
     .await
     .map_err(spawn_failure)?;
-    let (read_half, write_half) = channel::split(master_end).map_err(spawn_failure)?;
     let pid = child.pid();
+    let codec = FrameCodec::new(config.max_frame_bytes);
+    let (frames, write_half) = match &spec.host {
+        None => {
+            let (read_half, write_half) = channel::split(master_end).map_err(spawn_failure)?;
+            (Frames::Own(FramedRead::new(read_half, codec)), write_half)
+        }
+        Some(host) => {
+            let (host_frames, write_half) = channel::split_for_host(master_end, codec).map_err(spawn_failure)?;
+            let fd = host_frames.fd();
+            let (to_actor, from_host) = mpsc::unbounded_channel();
+            host.adopt(WorkerChannel::new(spec.id, pid, host_frames, to_actor));
+            let frames = Frames::Host {
+                from_host,
+                host: host.clone(),
+                fd,
+            };
+            (frames, write_half)
+        }
+    };
     tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
     if let Some((stdout, stderr)) = child.take_output() {
         events.output.read_worker(spec.id, pid, stdout, stderr);
@@ -314,7 +336,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         pid,
         config: config.clone(),
         child,
-        frames: FramedRead::new(read_half, FrameCodec::new(config.max_frame_bytes)),
+        frames,
         reading: true,
         commands: commands_rx,
         commands_open: true,
@@ -356,7 +378,7 @@ struct WorkerActor {
     pid: u32,
     config: Arc<MasterConfig>,
     child: ChildProcess,
-    frames: FramedRead<ChannelRead, FrameCodec>,
+    frames: Frames,
     /// False after EOF or a read error.
     reading: bool,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -381,6 +403,44 @@ struct WorkerActor {
     /// `ready: node-ipc`: the worker's Node IPC channel, both ways.
     node_frames: Option<FramedRead<ChannelRead, FrameCodec>>,
     node_writer: Option<FrameWriter>,
+}
+
+/// Where the actor's frames come from.
+enum Frames {
+    /// It reads its channel itself.
+    Own(FramedRead<ChannelRead, FrameCodec>),
+    /// The host's loop reads it ([`ChannelHost`]) and forwards what the actor must handle.
+    Host {
+        from_host: mpsc::UnboundedReceiver<Forwarded>,
+        host: Arc<dyn ChannelHost>,
+        /// The channel socket (open while the actor's writer lives), to see unread bytes.
+        fd: std::os::fd::RawFd,
+    },
+}
+
+impl Frames {
+    /// The next frame (`None` at the end of the channel), with its number if the host forwarded it.
+    async fn next(&mut self) -> (Option<Frame>, Option<u64>) {
+        match self {
+            Frames::Own(frames) => (protocol::codec::flatten(frames.next().await), None),
+            Frames::Host { from_host, .. } => match from_host.recv().await {
+                Some(Forwarded { seq, frame }) => (frame, Some(seq)),
+                // The host dropped the channel without reading it to the end (it is going away).
+                None => (None, None),
+            },
+        }
+    }
+
+    /// Whether the worker wrote frames that the host has not read yet (its loop is busy).
+    fn host_is_behind(&self) -> bool {
+        let Frames::Host { fd, .. } = self else {
+            return false;
+        };
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; `fd` is open while the actor's writer holds the socket.
+        let ok = unsafe { libc::ioctl(*fd, libc::FIONREAD, &mut unread) } == 0;
+        ok && unread > 0
+    }
 }
 
 /// The next datagram of an optional notify socket (never, without one).
@@ -435,7 +495,10 @@ impl WorkerActor {
                         self.on_command(Command::Retire { hard: true });
                     }
                 },
-                frame = self.frames.next(), if self.reading => self.on_frame(protocol::codec::flatten(frame)),
+                (frame, seq) = self.frames.next(), if self.reading => {
+                    self.on_frame(frame);
+                    self.report_handled(seq);
+                }
                 notice = next_notice(&self.notify), if self.notify.is_some() => self.on_notify(notice),
                 line = next_node_line(&mut self.node_frames), if self.node_frames.is_some() => self.on_node_line(line),
                 _ = until(deadline), if deadline.is_some() => self.on_deadline(),
@@ -542,9 +605,27 @@ impl WorkerActor {
         }
     }
 
+    /// Tells the host that read frame `seq` that it is handled (its events are emitted).
+    fn report_handled(&self, seq: Option<u64>) {
+        if let (Frames::Host { host, .. }, Some(seq)) = (&self.frames, seq) {
+            let accepting = self.hello_seen && !self.closed_by_worker && self.reading;
+            host.caught_up(CaughtUp::new(self.id, seq, accepting));
+        }
+    }
+
     fn on_heartbeat_missed(&mut self) {
         self.heartbeat_deadline = None;
         if let Some(hb) = self.config.heartbeat {
+            if matches!(self.phase, Phase::Running) && self.frames.host_is_behind() {
+                // The worker did write: it is the master's loop that is late reading. That is
+                // not the worker hanging; look again a tolerance later.
+                tracing::debug!(
+                    id = self.id,
+                    "heartbeat deadline passed with unread frames; host loop is behind"
+                );
+                self.heartbeat_deadline = Some(Instant::now() + hb.tolerance.max(Duration::from_millis(100)));
+                return;
+            }
             if matches!(self.phase, Phase::Running) {
                 self.fail(WorkerFailure::Hung {
                     silent_for: hb.interval + hb.tolerance,
@@ -913,7 +994,10 @@ impl WorkerActor {
         let drain_until = Instant::now() + DRAIN_LIMIT;
         while self.reading {
             match tokio::time::timeout_at(drain_until.into(), self.frames.next()).await {
-                Ok(frame) => self.on_frame(protocol::codec::flatten(frame)),
+                Ok((frame, seq)) => {
+                    self.on_frame(frame);
+                    self.report_handled(seq);
+                }
                 Err(_) => break,
             }
         }

@@ -17,7 +17,11 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 
+use super::codec::FrameCodec;
 use super::fdpass::{self, FdQueue};
+use super::host_read::HostFrames;
+use bytes::BytesMut;
+use tokio_util::codec::FramedParts;
 
 /// The most one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
@@ -27,8 +31,24 @@ pub fn split(stream: UnixStream) -> io::Result<(ChannelRead, ChannelWrite)> {
     stream.set_nonblocking(true)?;
     let stream = Arc::new(stream);
     let read = register(stream.clone(), Interest::READABLE)?;
-    crate::busy_poll::watch(stream.as_raw_fd());
-    Ok((ChannelRead { fd: read, fds: None }, ChannelWrite { stream }))
+    let watched = Watched::new(stream.as_raw_fd());
+    Ok((
+        ChannelRead {
+            fd: read,
+            fds: None,
+            _watched: watched,
+        },
+        ChannelWrite { stream },
+    ))
+}
+
+/// Splits a connected channel socket whose read side the host's loop reads ([`HostFrames`]): the
+/// runtime never watches it for reading.
+pub fn split_for_host(stream: UnixStream, codec: FrameCodec) -> io::Result<(HostFrames, ChannelWrite)> {
+    stream.set_nonblocking(true)?;
+    let stream = Arc::new(stream);
+    let frames = HostFrames::new(stream.clone(), None, BytesMut::new(), codec);
+    Ok((frames, ChannelWrite { stream }))
 }
 
 /// Registers `inner`'s fd with the runtime for `interest`.
@@ -45,11 +65,23 @@ pub struct ChannelRead {
     fd: AsyncFd<Arc<UnixStream>>,
     /// Where passed fds go, if this side receives them (`recvmsg`); else plain reads.
     fds: Option<FdQueue>,
+    _watched: Watched,
 }
 
-impl Drop for ChannelRead {
+/// The socket is in the busy-poll set (`crate::busy_poll`) while this lives.
+#[derive(Debug)]
+struct Watched(RawFd);
+
+impl Watched {
+    fn new(fd: RawFd) -> Watched {
+        crate::busy_poll::watch(fd);
+        Watched(fd)
+    }
+}
+
+impl Drop for Watched {
     fn drop(&mut self) {
-        crate::busy_poll::unwatch(self.fd.get_ref().as_raw_fd());
+        crate::busy_poll::unwatch(self.0);
     }
 }
 
@@ -59,9 +91,22 @@ impl ChannelRead {
         self.fds = Some(fds);
         self
     }
+
+    /// Hands the socket over to the host's loop, with the bytes a [`FramedRead`] over it had read
+    /// and not framed yet: the runtime stops watching it.
+    ///
+    /// [`FramedRead`]: tokio_util::codec::FramedRead
+    pub fn into_host(parts: FramedParts<ChannelRead, FrameCodec>) -> HostFrames {
+        let ChannelRead { fd, fds, _watched } = parts.io;
+        drop(_watched);
+        // Deregisters the fd from the runtime; the stream itself stays open.
+        let stream = fd.into_inner();
+        HostFrames::new(stream, fds, parts.read_buf, parts.codec)
+    }
 }
 
-fn read_plain(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// One `read(2)`.
+pub(super) fn read_plain(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` writable bytes; `fd` is open (owned by the caller).
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {

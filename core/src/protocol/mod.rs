@@ -2,11 +2,13 @@
 //!
 //! - [`wire`]: the frames both sides exchange, as serde types.
 //! - [`codec`]: line framing with a size limit, and turning bytes into frames or [`ProtocolError`]s.
+//! - [`host_read`]: reading a channel from a host's own event loop (the Node addon's JS thread).
 //! - [`env`](mod@env): the environment variables a worker finds its channel through.
 
 pub mod channel;
 pub mod codec;
 pub mod fdpass;
+pub mod host_read;
 pub mod wire;
 pub mod writer;
 
