@@ -38,7 +38,10 @@ class MessageBus extends EventEmitter {
         this._heartbeat = null;
         this._closing = null;
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
-        this._native = errors.call(() => new NativeBus((text) => this._onEvent(JSON.parse(text))));
+        // null: nothing for JavaScript (the addon delivered the event through its own call).
+        this._native = errors.call(() => new NativeBus((text) => {
+            if (text != null) this._onEvent(JSON.parse(text));
+        }));
         // Usable directly as callbacks: server.listen(port, mb.sendStarted), server.close(mb.sendStopped).
         this.sendStarted = this.sendStarted.bind(this);
         this.sendStopped = this.sendStopped.bind(this);

@@ -244,17 +244,28 @@ fn command_text(event: BusEvent) -> String {
     .to_string()
 }
 
-/// On the JS thread: reads the master's commands whenever the channel is readable and hands each
-/// to `callback` at once, until the channel ends. The watch is unreferenced: the thread-safe
+/// On the JS thread, when the handshake is over: gives JavaScript the `connected` event, then the
+/// commands that came with the welcome (the handshake's read may have buffered some, where a poll
+/// cannot see them), then every command as soon as the channel is readable, until it ends. All
+/// through `callback`, so they keep their order. The watch is unreferenced: the thread-safe
 /// function's reference keeps Node alive for the bus, as before the handshake.
-fn read_on_js_thread(env: napi::sys::napi_env, mut reader: CommandReader, callback: JsCallback) -> napi::Result<()> {
-    let fd = reader.fd();
-    let on_readable = Box::new(move || {
+fn read_on_js_thread(
+    env: napi::sys::napi_env,
+    connected: &str,
+    mut reader: CommandReader,
+    callback: JsCallback,
+) -> napi::Result<()> {
+    callback.call_with_str(connected);
+    let deliver = move |reader: &mut CommandReader| {
         reader.read_ready(&mut |event| {
             callback.call_with_str(&command_text(event));
         })
-    });
-    ReadWatch::start(env, fd, false, on_readable).map(|_| ())
+    };
+    if !deliver(&mut reader) {
+        return Ok(());
+    }
+    let fd = reader.fd();
+    ReadWatch::start(env, fd, false, Box::new(move || deliver(&mut reader))).map(|_| ())
 }
 
 /// A listening socket the master handed over. `fd` now belongs to JavaScript: Node's
@@ -292,17 +303,19 @@ impl NativeBus {
             .callee_handled::<false>()
             .build_callback(move |ctx| match ctx.value {
                 FromRuntime::Event(text) => Ok(Some(text)),
-                FromRuntime::Connected { event, reader } => {
-                    if let Some(callback) = callback.take() {
-                        if let Err(e) = read_on_js_thread(raw_env, reader, callback) {
+                // `connected` and what follows go through the callback: `null` to JavaScript here.
+                FromRuntime::Connected { event, reader } => match callback.take() {
+                    Some(callback) => match read_on_js_thread(raw_env, &event, reader, callback) {
+                        Ok(()) => Ok(None),
+                        Err(e) => {
                             let error = json!({ "name": "MessageBusError", "message": format!(
                                 "cannot read the master's commands on the JS thread: {e}"
                             )});
-                            return Ok(Some(json!({ "event": "connect-error", "error": error }).to_string()));
+                            Ok(Some(json!({ "event": "connect-error", "error": error }).to_string()))
                         }
-                    }
-                    Ok(Some(event))
-                }
+                    },
+                    None => Ok(Some(event)),
+                },
             })?;
         let shared = Arc::new(Shared {
             conn: Mutex::new(Conn::Connecting(Vec::new())),

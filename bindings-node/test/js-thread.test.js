@@ -69,3 +69,56 @@ test('10,000 round trips between a Node master and a Node worker: every reply, i
     assert.equal(expect, 10000);
     await master.gracefulShutdown();
 });
+
+test('a command that came in the same read as the welcome reaches the worker', async (t) => {
+    // A master may write the welcome and what it held for the worker in one go; the worker's
+    // handshake read then takes both, and the socket is never readable again for the second.
+    // Here the master is this test, speaking the protocol over a socketpair (Node's 'pipe' stdio).
+    const { spawn } = require('node:child_process');
+    const child = spawn(process.execPath, [nodeWorker], {
+        // never-start: it does not listen (nobody here answers a listen request).
+        env: { ...process.env, NODE_WORKER_MODE: 'never-start', DROVER_IPC_FD: '3', DROVER_WORKER_ID: '1', DROVER_PROTOCOL_VERSION: '1' },
+        stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+    });
+    const channel = child.stdio[3];
+    const lines = [];
+    let buffered = '';
+    let onLine = () => {};
+    channel.on('data', (d) => {
+        buffered += d;
+        let nl;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+            lines.push(JSON.parse(buffered.slice(0, nl)));
+            buffered = buffered.slice(nl + 1);
+            onLine();
+        }
+    });
+    const next = (predicate) => new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no such frame; got ${JSON.stringify(lines)}`)), 15000);
+        onLine = () => {
+            const found = lines.find(predicate);
+            if (found) {
+                clearTimeout(timer);
+                resolve(found);
+            }
+        };
+        onLine();
+    });
+    child.on('exit', () => channel.destroy());
+    t.after(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    const hello = await next((f) => f.type === 'hello');
+    assert.equal(hello.pid, child.pid);
+    const worker = { id: 1, name: 'test-1', group: 'test', config: null, max_frame_bytes: 1048576 };
+    channel.write(`${JSON.stringify({ type: 'welcome', version: 1, worker })}\n${JSON.stringify({ type: 'message', data: { cmd: 'early' } })}\n`);
+    const echo = await next((f) => f.type === 'message' && f.data.echo !== undefined);
+    assert.deepEqual(echo.data, { echo: { cmd: 'early' } });
+    const exited = new Promise((resolve) => child.on('exit', (...a) => resolve(a)));
+    channel.write(`${JSON.stringify({ type: 'stop' })}\n`);
+    await next((f) => f.type === 'status' && f.status === 5);
+    channel.write(`${JSON.stringify({ type: 'quit' })}\n`);
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15000);
+    assert.deepEqual(await exited, [0, null], 'the worker exits by itself after quit');
+    clearTimeout(killer);
+});

@@ -559,7 +559,12 @@ async fn read_commands(mut frames: FramedRead<ChannelRead, FrameCodec>, router: 
 }
 
 /// The master's commands, read from the host's own loop ([`BusOptions::host_reads`]): call
-/// [`CommandReader::read_ready`] whenever [`CommandReader::fd`] is readable.
+/// [`CommandReader::read_ready`] once as soon as you have it, then whenever
+/// [`CommandReader::fd`] is readable.
+///
+/// The first call matters: the handshake read the socket, and whatever the master wrote right
+/// after its welcome (a message, a `stop`) may already be buffered here, where a poll on the fd
+/// cannot see it.
 #[derive(Debug)]
 pub struct CommandReader {
     frames: HostFrames,

@@ -40,6 +40,11 @@ use crate::WorkerId;
 /// reached when something outside the process group still holds the worker's end of the socket.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
+/// How long the actor waits, after the exit, for a host's loop that has frames of the worker
+/// unread ([`ChannelHost`]): its last messages come before its exit, unless the host's loop is
+/// blocked for longer than this.
+const HOST_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// A snapshot of one worker, as returned by [`crate::Master::workers`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerInfo {
@@ -991,12 +996,18 @@ impl WorkerActor {
             }
         };
         // Frames written just before the exit are still in the socket: deliver them first.
-        let drain_until = Instant::now() + DRAIN_LIMIT;
+        let mut drain_until = Instant::now() + DRAIN_LIMIT;
+        let give_up = Instant::now() + HOST_DRAIN_LIMIT;
         while self.reading {
             match tokio::time::timeout_at(drain_until.into(), self.frames.next()).await {
                 Ok((frame, seq)) => {
                     self.on_frame(frame);
                     self.report_handled(seq);
+                }
+                // A host's loop that is busy has not read them yet: the exit waits for them (its
+                // event would otherwise overtake the worker's last messages), within reason.
+                Err(_) if self.frames.host_is_behind() && Instant::now() < give_up => {
+                    drain_until = Instant::now() + DRAIN_LIMIT;
                 }
                 Err(_) => break,
             }

@@ -4,7 +4,11 @@
 //! Modes (`DROVER_TEST_MODE`): `normal`, `exit-before-start:<code>`, `never-start`,
 //! `ignore-stop` (ignores stop, quit and SIGTERM), `no-hello` (writes a status without hello),
 //! `crash-after-start:<code>`, `crash-after-ms:<ms>` (exit 1 that long after STARTED),
-//! `start-after-ms:<ms>`, `notify` (readiness through NOTIFY_SOCKET, on command).
+//! `start-after-ms:<ms>`, `notify` (readiness through NOTIFY_SOCKET, on command),
+//! `message-after-start:<n>` (sends `{"after_start": i}` for i in 0..n right after STARTED).
+//!
+//! With `DROVER_TEST_HOST_READS=1` it reads the master's commands as a host loop would
+//! ([`BusOptions::host_reads`]): a thread polls the channel and drives the [`CommandReader`].
 //!
 //! Messages it obeys (`{"cmd": ...}`): `echo` (replies `{"echo": data}`), `exit` with `code`,
 //! `malformed`, `oversized`, `illegal`, `spawn-grandchild` (replies with the grandchild's pid),
@@ -18,7 +22,7 @@
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
 //! pid, and close it.
 
-use drover::{BusEvent, MessageBus, WorkerStatus};
+use drover::{BusEvent, BusOptions, CommandReader, MessageBus, WorkerStatus};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -58,7 +62,12 @@ async fn run() {
     if std::env::var("DROVER_TEST_SERVE_FDS").as_deref() == Ok("1") {
         serve_inherited();
     }
-    let mut bus = match MessageBus::connect().await {
+    let host_reads = std::env::var("DROVER_TEST_HOST_READS").as_deref() == Ok("1");
+    let options = BusOptions {
+        host_reads,
+        ..BusOptions::default()
+    };
+    let mut bus = match MessageBus::connect_with(options).await {
         Ok(bus) => bus,
         Err(e) => {
             eprintln!("drover-test-worker: {e}");
@@ -81,6 +90,11 @@ async fn run() {
         }
         _ => bus.send_started().await.expect("send started"),
     }
+    if mode == "message-after-start" {
+        for i in 0..arg {
+            bus.send_message(&json!({ "after_start": i })).await.expect("send");
+        }
+    }
     if mode == "crash-after-start" {
         std::process::exit(arg as i32);
     }
@@ -91,7 +105,16 @@ async fn run() {
         });
     }
     let ignore = mode == "ignore-stop";
-    while let Some(event) = bus.recv().await {
+    let mut host_commands = host_reads.then(|| {
+        let reader = bus.take_command_reader().expect("host_reads gives a command reader");
+        read_on_poll_thread(reader)
+    });
+    loop {
+        let event = match &mut host_commands {
+            Some(commands) => commands.recv().await,
+            None => bus.recv().await,
+        };
+        let Some(event) = event else { break };
         match event {
             BusEvent::Stop if !ignore => {
                 drain();
@@ -106,6 +129,30 @@ async fn run() {
             BusEvent::Closed(_) => std::process::exit(0),
         }
     }
+}
+
+/// Drives `reader` from a poll loop on its own thread, as a host's event loop would (reading only
+/// when the channel is readable), and hands the commands to the runtime in order.
+fn read_on_poll_thread(mut reader: CommandReader) -> tokio::sync::mpsc::UnboundedReceiver<BusEvent> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || loop {
+        // First (the commands buffered with the welcome), then whenever the channel is readable.
+        if !reader.read_ready(&mut |event| {
+            let _ = tx.send(event);
+        }) {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: reader.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the reader keeps the fd open.
+        // EINTR or readable: read either way (a read that finds nothing costs one EAGAIN).
+        // SAFETY: as above.
+        let _ = unsafe { libc::poll(&mut pfd, 1, -1) };
+    });
+    rx
 }
 
 async fn handle(bus: &MessageBus, msg: Value) {
