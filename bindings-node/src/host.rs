@@ -75,8 +75,16 @@ impl JsThreadReader {
                 None
             }
             ToJs::CaughtUp(mark) => {
-                if let Some(reading) = self.channels.borrow().get(&mark.id()) {
-                    reading.channel.borrow_mut().caught_up(mark);
+                let id = mark.id();
+                let reading = self.channels.borrow().get(&id).cloned();
+                if let Some(reading) = reading {
+                    let mut channel = reading.channel.borrow_mut();
+                    channel.caught_up(mark, &mut |event: Event| {
+                        self.callback.call_with_str(&crate::master::event_text(&event));
+                    });
+                    if channel.is_finished() {
+                        self.channels.borrow_mut().remove(&id);
+                    }
                 }
                 None
             }
@@ -106,7 +114,9 @@ impl JsThreadReader {
                 let open = channel.read_ready(&mut |event: Event| {
                     callback.call_with_str(&crate::master::event_text(&event));
                 });
-                if !open {
+                // Read to its end, it may still hold frames that wait for the actor: it stays
+                // in the table for the marks that give them on.
+                if channel.is_finished() {
                     if let Some(channels) = channels.upgrade() {
                         channels.borrow_mut().remove(&id);
                     }

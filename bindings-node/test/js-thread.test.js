@@ -5,7 +5,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { MasterFactory } = require('..');
-const { nodeWorker, fixture, waitFor, record, waitGone, runNode } = require('../test-support/helpers');
+const { nodeWorker, rustWorker, fixture, waitFor, record, waitGone, runNode } = require('../test-support/helpers');
 
 test('a worker is seen STARTED before the message it sent after STARTED, and after the one it sent before', async () => {
     // Messages go straight to JS while the worker's actor has nothing pending; a message that
@@ -47,6 +47,25 @@ test("a throwing 'message' listener is an uncaught exception, and the master goe
     const { code, stdout, stderr } = await runNode([fixture('throwing-master.js')]);
     assert.equal(code, 0, stderr);
     assert.deepEqual(stdout.trim().split('\n'), ['uncaught: the listener threw', 'the next message arrived', 'shut down']);
+});
+
+test('a burst that crosses heartbeats arrives whole and in order', async () => {
+    // Each heartbeat goes to the worker's actor, and messages behind it wait in the addon for
+    // the actor's mark, which comes through the thread-safe function: they must still come in order.
+    // The Rust test worker: its heartbeats come from their own task, in the middle of a burst.
+    const master = MasterFactory.create({ program: rustWorker, count: 1, heartbeatInterval: 5, heartbeatTolerance: 5000 });
+    await master.start();
+    const beats = record(master, 'heartbeat');
+    const seqs = [];
+    const done = waitFor(master, 'message', (m) => {
+        if (typeof m.seq === 'number') seqs.push(m.seq);
+        return seqs.length === 20000;
+    });
+    await master.send(1, { cmd: 'burst', n: 20000 });
+    await done;
+    assert.deepEqual(seqs, [...Array(20000).keys()]);
+    assert.ok(beats.length > 0, 'heartbeats were handled meanwhile');
+    await master.gracefulShutdown();
 });
 
 test('10,000 round trips between a Node master and a Node worker: every reply, in order', async () => {

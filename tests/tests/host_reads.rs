@@ -29,7 +29,7 @@ enum Entry {
     Emitted(Event),
     /// The loop took over a worker's channel.
     Adopted { id: WorkerId, pid: u32 },
-    /// `read_ready` returned false: the loop stopped watching the channel and dropped it.
+    /// `read_ready` returned false: the channel was read to its end (the loop stops watching it).
     Ended { id: WorkerId, pid: u32 },
     /// The loop is running again after [`HostLoop::block_for`].
     Resumed,
@@ -218,13 +218,15 @@ fn message_of(entry: &Entry, id: WorkerId) -> Option<(Value, bool)> {
 /// The host loop: polls the wake-up eventfd and every adopted channel; drains the queue in order
 /// (events and caught-up marks as emitted), then reads the readable channels.
 fn run_loop(wake: i32, queue: mpsc::Receiver<Input>, log: tokio_mpsc::UnboundedSender<Entry>) {
-    let mut channels: Vec<WorkerChannel> = Vec::new();
+    // Each adopted channel, and whether its fd is still watched (read to its end, a channel is
+    // kept until it is finished: frames may wait in it for the actor's marks).
+    let mut channels: Vec<(WorkerChannel, bool)> = Vec::new();
     let record = |entry: Entry| {
         let _ = log.send(entry);
     };
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(wake)
-            .chain(channels.iter().map(|c| c.fd()))
+            .chain(channels.iter().map(|(c, watched)| if *watched { c.fd() } else { -1 }))
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -248,12 +250,16 @@ fn run_loop(wake: i32, queue: mpsc::Receiver<Input>, log: tokio_mpsc::UnboundedS
                             id: channel.id(),
                             pid: channel.pid(),
                         });
-                        channels.push(channel);
+                        channels.push((channel, true));
                     }
                     Input::CaughtUp(mark) => {
                         // A mark for a channel that ended already has nothing to apply to.
-                        if let Some(channel) = channels.iter_mut().find(|c| c.id() == mark.id()) {
-                            channel.caught_up(mark);
+                        if let Some(i) = channels.iter().position(|(c, _)| c.id() == mark.id()) {
+                            let channel = &mut channels[i].0;
+                            channel.caught_up(mark, &mut |event| record(Entry::Direct(event)));
+                            if channel.is_finished() {
+                                channels.remove(i);
+                            }
                         }
                     }
                     Input::Event(event) => record(Entry::Emitted(event)),
@@ -267,18 +273,18 @@ fn run_loop(wake: i32, queue: mpsc::Receiver<Input>, log: tokio_mpsc::UnboundedS
         }
         // The channels polled are the first `fds.len() - 1` (adopted ones are appended).
         let mut polled = fds[1..].iter().map(|p| p.revents != 0);
-        channels.retain_mut(|channel| {
+        channels.retain_mut(|(channel, watched)| {
             if !polled.next().unwrap_or(false) {
                 return true;
             }
-            let open = channel.read_ready(&mut |event| record(Entry::Direct(event)));
-            if !open {
+            *watched = channel.read_ready(&mut |event| record(Entry::Direct(event)));
+            if !*watched {
                 record(Entry::Ended {
                     id: channel.id(),
                     pid: channel.pid(),
                 });
             }
-            open
+            !channel.is_finished()
         });
     }
 }
@@ -350,6 +356,43 @@ async fn messages_reach_the_host_loop_directly_whole_and_in_order() {
         streamed.len() < 100,
         "{} messages went through the event stream",
         streamed.len()
+    );
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_that_crosses_heartbeats_still_goes_direct_and_in_order() {
+    // Heartbeats every 5 ms go to the actor; each one opens a moment in which messages must wait
+    // for the actor's mark. They wait in the channel and then go on direct, in order: none takes
+    // the actor's way, however long the burst.
+    let mut c = config(1);
+    c.heartbeat = Some(Heartbeat {
+        interval: Duration::from_millis(5),
+        tolerance: Duration::from_secs(5),
+    });
+    let (master, mut host) = started(c).await;
+    let id = master.workers()[0].id;
+    host.ask_until_direct(&master, id).await;
+    let beats_before = host
+        .seen
+        .iter()
+        .filter(|e| matches!(e, Entry::Emitted(Event::Heartbeat { .. })))
+        .count();
+    let n = 20_000;
+    master.send(id, &json!({"cmd": "burst", "n": n})).await.unwrap();
+    for i in 0..n {
+        let (data, direct) = host.next_message_from(id).await;
+        assert_eq!(data, json!({ "seq": i }), "message {i} is whole and in order");
+        assert!(direct, "message {i} came directly, not through the actor");
+    }
+    let beats = host
+        .seen
+        .iter()
+        .filter(|e| matches!(e, Entry::Emitted(Event::Heartbeat { .. })))
+        .count();
+    assert!(
+        beats > beats_before,
+        "heartbeats were handled during the burst ({beats_before} -> {beats})"
     );
     master.graceful_shutdown().await.unwrap();
 }
