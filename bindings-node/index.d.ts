@@ -58,9 +58,11 @@ export interface MasterOptions {
     killTimeout?: number;
     maxFrameBytes?: number;
     /**
-     * Microseconds the master's and the workers' event loops spin after IPC traffic before they
-     * sleep, to answer the next message without a thread wake-up (0, the default: never). At most
-     * 10000. Costs up to this much CPU per burst of messages, none while idle.
+     * Microseconds a Rust or C worker's event loop spins after IPC traffic before it sleeps, to
+     * answer the next message without a thread wake-up (0, the default: never). At most 10000.
+     * Passed to every worker in `DROVER_BUSY_POLL_US`; Node workers and the Node master read their
+     * channels on the JS thread and do not spin. Costs up to this much CPU per burst of messages,
+     * none while idle.
      */
     busyPollUs?: number;
     onProtocolError?: 'fail' | 'ignore';

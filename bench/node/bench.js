@@ -1,8 +1,9 @@
 'use strict';
 
 // drover's Node binding vs Node's own process.send, between a master and one worker:
-// round-trip latency (p50/p99), one-way messages/s (worker → master), and the RSS a drover
-// worker adds over a plain `node` process. Usage: node bench/node/bench.js [rounds] [burst]
+// round-trip latency (p50/p99), one-way messages/s (worker → master, the median of 3 bursts),
+// and the RSS a drover worker adds over a plain `node` process. The contenders run side by side
+// and take turns in blocks of 1,000 round trips. Usage: node bench/node/bench.js [rounds] [burst]
 const path = require('node:path');
 const fs = require('node:fs');
 const { fork, spawn } = require('node:child_process');
@@ -11,8 +12,9 @@ const { MasterFactory } = require('../../bindings-node');
 const ROUNDS = Number(process.argv[2] || 20000);
 const BURST = Number(process.argv[3] || 200000);
 const WARMUP = 2000;
-// The busy-poll window of the second drover row (microseconds; BUSY_POLL_US overrides).
-const BUSY_POLL_US = Number(process.env.BUSY_POLL_US || 100);
+// The busy-poll window of the second drover row (microseconds; BUSY_POLL_US overrides, and 0
+// leaves the row out).
+const BUSY_POLL_US = Number(process.env.BUSY_POLL_US ?? 100);
 
 function percentile(sorted, p) {
     return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -36,63 +38,80 @@ function memKiB(pid) {
     return { pss: field('Pss'), priv: field('Private_Clean') + field('Private_Dirty') };
 }
 
-// Round trips one at a time: send ping, wait for its pong.
-async function roundTrips(send, onReply, n) {
+// Round trips one at a time: send ping, wait for its pong. Returns the round-trip times (ns).
+async function roundTrips(c, n) {
     const rtts = [];
-    for (let seq = 0; seq < n + WARMUP; seq++) {
+    for (let i = 0; i < n; i++) {
+        const seq = c.seq++;
         const t0 = process.hrtime.bigint();
         await new Promise((resolve) => {
-            onReply.resolve = resolve;
-            send({ cmd: 'ping', seq });
+            c.reply.resolve = resolve;
+            c.send({ cmd: 'ping', seq });
         });
-        if (seq >= WARMUP) rtts.push(process.hrtime.bigint() - t0);
+        rtts.push(process.hrtime.bigint() - t0);
     }
     return rtts;
 }
 
-async function burst(send, onBurst, n) {
+// One burst of `n` messages, worker → master; returns messages/s.
+async function burst(c, n) {
     const t0 = process.hrtime.bigint();
     await new Promise((resolve) => {
-        onBurst.expect = n;
-        onBurst.resolve = resolve;
-        send({ cmd: 'burst', n });
+        c.burst.got = 0;
+        c.burst.expect = n;
+        c.burst.resolve = resolve;
+        c.send({ cmd: 'burst', n });
     });
     return n / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
-async function benchDrover(busyPollUs) {
-    const master = MasterFactory.create({ script: path.join(__dirname, 'worker.js'), count: 1, busyPollUs });
-    const reply = {};
-    const b = { got: 0 };
-    master.on('message', (m) => {
-        if (m.pong !== undefined) reply.resolve();
-        else if (++b.got === b.expect) b.resolve();
-    });
-    await master.start();
-    const [w] = master.getWorkers();
-    const send = (msg) => { master.send(w.id, msg); };
-    const rtts = await roundTrips(send, reply, ROUNDS);
-    const rate = await burst(send, b, BURST);
-    await master.gracefulShutdown();
-    const name = busyPollUs ? `drover, busyPollUs ${busyPollUs}` : 'drover (napi MessageBus)';
-    return summary(name, rtts, rate);
+// A contender: a master and one worker, with send / reply / burst plumbing.
+function plumbing(name) {
+    const c = { name, seq: 0, reply: {}, burst: {}, rtts: [], rates: [] };
+    c.onMessage = (m) => {
+        if (m.pong !== undefined) c.reply.resolve();
+        else if (m.seq !== undefined && ++c.burst.got === c.burst.expect) c.burst.resolve();
+    };
+    return c;
 }
 
-async function benchNode() {
+async function drover(busyPollUs) {
+    const c = plumbing(busyPollUs ? `drover, busyPollUs ${busyPollUs}` : 'drover (napi MessageBus)');
+    const master = MasterFactory.create({ script: path.join(__dirname, 'worker.js'), count: 1, busyPollUs });
+    master.on('message', c.onMessage);
+    await master.start();
+    const [w] = master.getWorkers();
+    c.send = (msg) => { master.send(w.id, msg); };
+    c.close = () => master.gracefulShutdown();
+    return c;
+}
+
+async function node() {
+    const c = plumbing('node process.send (fork)');
     const child = fork(path.join(__dirname, 'child.js'), { stdio: 'inherit' });
-    const reply = {};
-    const b = { got: 0 };
     await new Promise((resolve) => child.once('message', resolve));
-    child.on('message', (m) => {
-        if (m.pong !== undefined) reply.resolve();
-        else if (++b.got === b.expect) b.resolve();
-    });
-    const send = (msg) => child.send(msg);
-    const rtts = await roundTrips(send, reply, ROUNDS);
-    const rate = await burst(send, b, BURST);
-    child.send({ cmd: 'quit' });
-    await new Promise((resolve) => child.on('exit', resolve));
-    return summary('node process.send (fork)', rtts, rate);
+    child.on('message', c.onMessage);
+    c.send = (msg) => child.send(msg);
+    c.close = async () => {
+        child.send({ cmd: 'quit' });
+        await new Promise((resolve) => child.on('exit', resolve));
+    };
+    return c;
+}
+
+// The contenders take turns, a block of round trips (then a burst) each, so that whatever else
+// the machine does at some moment weighs on all of them alike.
+async function compare(contenders) {
+    const BLOCK = 1000;
+    for (const c of contenders) await roundTrips(c, WARMUP);
+    for (let done = 0; done < ROUNDS; done += BLOCK) {
+        for (const c of contenders) c.rtts.push(...(await roundTrips(c, Math.min(BLOCK, ROUNDS - done))));
+    }
+    for (let i = 0; i < 3; i++) {
+        for (const c of contenders) c.rates.push(await burst(c, BURST));
+    }
+    for (const c of contenders) await c.close();
+    return contenders.map((c) => summary(c.name, c.rtts, c.rates.sort((a, b) => a - b)[1]));
 }
 
 // RSS of an idle drover worker vs an idle plain node process.
@@ -127,7 +146,10 @@ async function benchRss() {
 
 (async () => {
     console.log(`node ${process.version}, ${ROUNDS} round trips (after ${WARMUP} warm-up), bursts of ${BURST}`);
-    console.table([await benchDrover(0), await benchDrover(BUSY_POLL_US), await benchNode()]);
+    const contenders = [await drover(0)];
+    if (BUSY_POLL_US > 0) contenders.push(await drover(BUSY_POLL_US));
+    contenders.push(await node());
+    console.table(await compare(contenders));
     console.table([await benchRss()]);
 })().catch((e) => {
     console.error(e);

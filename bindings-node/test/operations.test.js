@@ -155,7 +155,7 @@ test('gracefulShutdown escalates to SIGTERM/SIGKILL for a worker that ignores st
     await waitGone([w.pid]);
 });
 
-test('busyPollUs reaches the workers, and messages go both ways while both sides spin', async (t) => {
+test('busyPollUs reaches the workers, and messages go both ways with it set', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1, busyPollUs: 200 });
     t.after(() => master.hardShutdown());
     await master.start();

@@ -271,8 +271,10 @@ impl MessageBus {
     /// [`MessageBus::from_fd`] with options.
     pub async fn from_fd_with(fd: OwnedFd, options: BusOptions) -> Result<MessageBus, BusError> {
         // The master's busy-poll window (`DROVER_BUSY_POLL_US`), before the channel exists so
-        // that it is watched; it spins only in a runtime with `busy_poll::park_hook`.
-        if let Some(window) = crate::busy_poll::window_from_env() {
+        // that it is watched; it spins only in a runtime with `busy_poll::park_hook`. Not with
+        // host reads: the host's own thread reads the commands, and a spinning runtime thread
+        // would only compete with it for a CPU.
+        if let Some(window) = crate::busy_poll::window_from_env().filter(|_| !options.host_reads) {
             crate::busy_poll::enable(window);
         }
         let std_stream = std::os::unix::net::UnixStream::from(fd);

@@ -20,7 +20,10 @@
 //! 22–31 µs and 41–83 µs).
 //!
 //! Who enables it: a [`crate::Master`] whose config sets [`crate::MasterConfig::busy_poll`], and a
-//! worker's [`crate::MessageBus`] when its master passed a window in `DROVER_BUSY_POLL_US`. The
+//! worker's [`crate::MessageBus`] when its master passed a window in `DROVER_BUSY_POLL_US`; but
+//! neither when a host reads the channels on its own thread ([`crate::Master::set_channel_host`],
+//! [`crate::BusOptions::host_reads`], as the Node addon does): the runtime does not read them
+//! then, and its spinning would only take a CPU from the host's thread. The
 //! runtimes drover builds (the C library's, the Node addon's, the `drover` command's) install the
 //! hook; a Rust program installs it on its own runtime:
 //!

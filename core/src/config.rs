@@ -84,8 +84,8 @@ pub struct MasterConfig {
     /// Pipe the workers' stdout and stderr to the master, to be read line by line from
     /// [`crate::Master::output`]. Off by default: the workers inherit the master's.
     pub capture_output: bool,
-    /// How long the workers (and a master whose runtime has [`crate::busy_poll::park_hook`]) spin
-    /// after IPC traffic before their event loop sleeps, to answer the next frame without a thread
+    /// How long the workers (and a master whose runtime has [`crate::busy_poll::park_hook`] and
+    /// reads its channels itself, with no [`crate::Master::set_channel_host`]) spin after IPC traffic before their event loop sleeps, to answer the next frame without a thread
     /// wake-up; zero (the default) never spins. Passed to workers in `DROVER_BUSY_POLL_US`; at most
     /// [`crate::busy_poll::MAX_WINDOW`]. Costs up to this much CPU per burst of traffic, none when idle.
     pub busy_poll: Duration,

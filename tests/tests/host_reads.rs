@@ -692,7 +692,8 @@ async fn a_worker_reading_commands_on_its_own_poll_loop_gets_them_in_order() {
     assert!(eventually(Duration::from_secs(5), || !pid_is_running(w.pid)).await);
 }
 
-// The two tests below show bugs in core, reported with these tests; they are ignored until fixed.
+// The two tests below once showed bugs in core (frames a busy host had not read were lost behind
+// the exit; commands that came with the welcome waited for more data); they guard the fixes.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_written_before_an_exit_precede_it_even_when_the_host_loop_was_blocked() {
@@ -782,4 +783,30 @@ async fn a_command_that_came_with_the_welcome_reaches_a_host_that_reads_first_th
         matches!(&got[..], [drover::BusEvent::Message(data)] if *data == json!("hi")),
         "the first read_ready gives the message buffered with the welcome, got {got:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_host_reads_neither_side_spins_yet_the_window_still_reaches_the_worker() {
+    // Busy polling makes a runtime thread spin for the next frame; when a host's own thread reads
+    // the channel, that spinning would only take a CPU from the host. A host-reading master passes
+    // the window on (a Rust or C worker's runtime may read its end) but does not spin itself, and a
+    // host-reading worker does not spin either.
+    let c = config(1)
+        .env("DROVER_TEST_HOST_READS", "1")
+        .busy_poll(Duration::from_micros(200));
+    let (master, mut host) = started(c).await;
+    let id = master.workers()[0].id;
+    master.send(id, &json!({"cmd": "busy-poll"})).await.unwrap();
+    let (data, _) = host.next_message_from(id).await;
+    assert_eq!(
+        data,
+        json!({"window_us": 0, "env": "200"}),
+        "the worker got the window, and does not spin"
+    );
+    assert_eq!(
+        drover::busy_poll::window(),
+        Duration::ZERO,
+        "the host-reading master does not spin"
+    );
+    master.graceful_shutdown().await.unwrap();
 }

@@ -228,8 +228,12 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
             None => error.to_string(),
         },
     };
-    // Before the channel exists, so that it is watched.
-    crate::busy_poll::enable(config.busy_poll);
+    // Before the channel exists, so that it is watched. Not when a host reads the channels on its
+    // own thread: this runtime does not read them, and spinning here would only take a CPU from
+    // that thread (the window still goes to the worker, whose runtime may read its end).
+    if spec.host.is_none() {
+        crate::busy_poll::enable(config.busy_poll);
+    }
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
     let mut fds = Vec::with_capacity(spec.inherited.len() + 2);
     for (_, fd) in &spec.inherited {
