@@ -11,7 +11,7 @@
 //! with the events: [`ToJs::Adopt`] and [`ToJs::CaughtUp`] are applied on the JS thread when their
 //! turn in that queue comes, *after* the events emitted before them (see core's `host_reads`).
 
-use drover::{CaughtUp, ChannelHost, Event, WorkerChannel, WorkerId};
+use drover::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel, WorkerId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -79,8 +79,9 @@ impl JsThreadReader {
                 let reading = self.channels.borrow().get(&id).cloned();
                 if let Some(reading) = reading {
                     let mut channel = reading.channel.borrow_mut();
-                    channel.caught_up(mark, &mut |event: Event| {
-                        self.callback.call_with_str(&crate::master::event_text(&event));
+                    channel.caught_up(mark, &mut |message: DirectMessage<'_>| {
+                        self.callback
+                            .call_with_str(&crate::master::direct_message_text(&message));
                     });
                     if channel.is_finished() {
                         self.channels.borrow_mut().remove(&id);
@@ -111,8 +112,8 @@ impl JsThreadReader {
                 let Ok(mut channel) = reading.channel.try_borrow_mut() else {
                     return true;
                 };
-                let open = channel.read_ready(&mut |event: Event| {
-                    callback.call_with_str(&crate::master::event_text(&event));
+                let open = channel.read_ready(&mut |message: DirectMessage<'_>| {
+                    callback.call_with_str(&crate::master::direct_message_text(&message));
                 });
                 // Read to its end, it may still hold frames that wait for the actor: it stays
                 // in the table for the marks that give them on.

@@ -10,11 +10,12 @@
 //! Workers' user messages do not take that path: the master's channels are read on the JS thread
 //! ([`crate::host`]), and a message reaches the JS callback on the loop turn that read it.
 
-use drover::{Event, ExitReason, Master, MasterOptions, Subscription, WorkerInfo};
+use drover::{DirectMessage, Event, ExitReason, Master, MasterOptions, Subscription, WorkerInfo};
 use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -93,9 +94,21 @@ fn unserializable(e: &serde_json::Error) -> Value {
     json!({ "event": "unserializable", "error": e.to_string() })
 }
 
-/// A message from JS: the JSON text `JSON.stringify` made of it.
-pub(crate) fn message_from_js(text: &str) -> napi::Result<Value> {
-    serde_json::from_str(text).map_err(|e| error::type_error(format!("a message must be JSON: {e}")))
+/// A message from JS: the JSON text `JSON.stringify` made of it, checked and sent on as it is
+/// (decoding it into a `Value` to encode it again cost more than the rest of its way out).
+pub(crate) fn message_from_js(text: String) -> napi::Result<Box<RawValue>> {
+    drover::protocol::json_text(text).map_err(|e| error::type_error(format!("a message must be JSON: {e}")))
+}
+
+/// A user message the JS thread read from a worker's channel, as the text [`event_text`] gives for
+/// the same message read by the worker's actor.
+pub(crate) fn direct_message_text(message: &DirectMessage<'_>) -> String {
+    format!(
+        r#"{{"event":"message","id":{},"pid":{},"data":{}}}"#,
+        message.id,
+        message.pid,
+        message.data.get()
+    )
 }
 
 /// An event in core's serde form, with exit reasons in drover's form.
@@ -334,9 +347,9 @@ impl NativeMaster {
     #[napi(catch_unwind)]
     pub fn send<'env>(&self, env: &'env Env, id: f64, data: String) -> napi::Result<PromiseRaw<'env, ()>> {
         let id = worker_id(id)?;
-        let data = message_from_js(&data)?;
+        let data = message_from_js(data)?;
         let master = self.master.clone();
-        let rest = match crate::start_now(async move { master.send(id, &data).await }) {
+        let rest = match crate::start_now(async move { master.send(id, &*data).await }) {
             Ok(done) => return settled(env, done.map_err(|e| error::from_core(&e))),
             Err(rest) => rest,
         };
@@ -348,9 +361,9 @@ impl NativeMaster {
     /// Sends `data` (JSON text) to every running worker; resolves with how many it was written to.
     #[napi(catch_unwind)]
     pub fn broadcast<'env>(&self, env: &'env Env, data: String) -> napi::Result<PromiseRaw<'env, u32>> {
-        let data = message_from_js(&data)?;
+        let data = message_from_js(data)?;
         let master = self.master.clone();
-        let rest = match crate::start_now(async move { master.broadcast(&data).await }) {
+        let rest = match crate::start_now(async move { master.broadcast(&*data).await }) {
             Ok(done) => return settled(env, done.map(|n| n as u32).map_err(|e| error::from_core(&e))),
             Err(rest) => rest,
         };

@@ -53,12 +53,18 @@ test('messages flow both ways and a burst arrives complete and in order', async 
 test('messages are JSON both ways: toJSON applies, and what JSON cannot carry is a TypeError', async () => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1 });
     await master.start();
-    const sent = { cmd: 'json', when: new Date(0), text: 'é ✓ "quoted"\n', nested: [1, { a: null }], gone: undefined };
+    const text = 'é ✓ "quoted"\n\u2028 😀 \\u0000';
+    const deep = JSON.parse('['.repeat(100) + ']'.repeat(100));
+    const sent = { cmd: 'json', when: new Date(0), text, nested: [1, { a: null }], deep, gone: undefined };
     const reply = waitFor(master, 'message', (m) => m.echo !== undefined);
     await master.send(1, sent);
     const [m] = await reply;
-    assert.deepEqual(m.echo, { cmd: 'json', when: '1970-01-01T00:00:00.000Z', text: 'é ✓ "quoted"\n', nested: [1, { a: null }] });
+    assert.deepEqual(m.echo, { cmd: 'json', when: '1970-01-01T00:00:00.000Z', text, nested: [1, { a: null }], deep });
     await assert.rejects(master.send(1, { big: 1n }), TypeError);
+    // JSON text that a Rust or C peer could not decode is refused here, naming why, rather than
+    // failing the worker that receives it: a lone surrogate, and nesting deeper than 128.
+    await assert.rejects(master.send(1, { s: 'a\ud800' }), (e) => e instanceof TypeError && /must be JSON: .*surrogate|hex escape/.test(e.message));
+    await assert.rejects(master.send(1, JSON.parse('['.repeat(129) + ']'.repeat(129))), (e) => e instanceof TypeError && /recursion limit/.test(e.message));
     const cyclic = {};
     cyclic.self = cyclic;
     await assert.rejects(master.broadcast(cyclic), TypeError);

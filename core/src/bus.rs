@@ -19,6 +19,7 @@
 //! ```
 
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::Value;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -75,6 +76,29 @@ pub enum BusEvent {
     /// The channel is closed: the master is gone (or broke the protocol, then the error says how).
     /// Nothing follows; a worker usually shuts down.
     Closed(Option<ProtocolError>),
+}
+
+/// What [`CommandReader::read_ready`] gives the host.
+#[derive(Debug)]
+pub enum Command<'a> {
+    /// A user message, as the JSON text the master wrote: valid JSON, not decoded, for a host
+    /// that parses JSON itself (decoding it into a `Value` only to encode it again cost more than
+    /// the rest of the frame's way through the core).
+    Message(&'a serde_json::value::RawValue),
+    /// Anything else, as [`MessageBus::recv`] gives it (a message of unusual shape, which the fast
+    /// path leaves to the full decoder, included).
+    Event(BusEvent),
+}
+
+impl Command<'_> {
+    /// As the [`BusEvent`] [`MessageBus::recv`] gives. Fails only for a payload nested deeper than
+    /// `serde_json` decodes (128 levels).
+    pub fn into_event(self) -> serde_json::Result<BusEvent> {
+        match self {
+            Command::Message(text) => serde_json::from_str(text.get()).map(BusEvent::Message),
+            Command::Event(event) => Ok(event),
+        }
+    }
 }
 
 /// How a [`MessageBus`] behaves.
@@ -183,8 +207,9 @@ impl BusSender {
         self.send_status(WorkerStatus::ShuttedDown).await
     }
 
-    /// Sends a user message.
-    pub async fn send_message(&self, data: &Value) -> Result<(), BusError> {
+    /// Sends a user message: a `Value`, any `Serialize` type, or a [`serde_json::value::RawValue`]
+    /// (JSON text, sent as it is).
+    pub async fn send_message<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), BusError> {
         self.send_bytes(protocol::codec::encode_message(data, self.max_frame_bytes)?)
             .await
     }
@@ -435,8 +460,8 @@ impl MessageBus {
         self.sender.send_status(status).await
     }
 
-    /// Sends a user message.
-    pub async fn send_message(&self, data: &Value) -> Result<(), BusError> {
+    /// Sends a user message; see [`BusSender::send_message`].
+    pub async fn send_message<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), BusError> {
         self.sender.send_message(data).await
     }
 
@@ -580,10 +605,11 @@ impl CommandReader {
         self.frames.fd()
     }
 
-    /// Reads what the channel holds now and gives each command to `deliver`, in order, exactly as
-    /// [`MessageBus::recv`] would. When the channel ends, `deliver` gets [`BusEvent::Closed`] last
-    /// and this returns false (then and ever after): stop watching the fd.
-    pub fn read_ready(&mut self, deliver: &mut dyn FnMut(BusEvent)) -> bool {
+    /// Reads what the channel holds now and gives each command to `deliver`, in order, as
+    /// [`MessageBus::recv`] would (user messages as their JSON text, see [`Command`]). When the
+    /// channel ends, `deliver` gets [`BusEvent::Closed`] last and this returns false (then and ever
+    /// after): stop watching the fd.
+    pub fn read_ready(&mut self, deliver: &mut dyn FnMut(Command<'_>)) -> bool {
         if self.ended {
             return false;
         }
@@ -593,20 +619,28 @@ impl CommandReader {
             if closed.is_some() {
                 return; // the channel is over: what follows the end is not acted on
             }
-            match frame {
-                None => closed = Some(None),
-                Some(frame) => match router.route(frame) {
-                    Routed::Event(event) => deliver(event),
-                    Routed::Done => {}
-                    Routed::End(error) => closed = Some(Some(error)),
+            let frame = match frame {
+                None => {
+                    closed = Some(None);
+                    return;
+                }
+                Some(Ok(line)) => match protocol::message_text(&line) {
+                    Some(text) => return deliver(Command::Message(text)),
+                    None => Ok(line),
                 },
+                Some(error) => error,
+            };
+            match router.route(frame) {
+                Routed::Event(event) => deliver(Command::Event(event)),
+                Routed::Done => {}
+                Routed::End(error) => closed = Some(Some(error)),
             }
         });
         match closed {
             Some(why) => {
                 self.ended = true;
                 self.router.finish();
-                deliver(BusEvent::Closed(why));
+                deliver(Command::Event(BusEvent::Closed(why)));
                 false
             }
             None => true,

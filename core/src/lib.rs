@@ -89,7 +89,7 @@ pub mod status;
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
 pub type WorkerId = u64;
 
-pub use bus::{BusError, BusEvent, BusOptions, BusSender, CommandReader, MessageBus};
+pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, MessageBus};
 pub use config::{
     ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, ReadySource, Recycle, Timeouts,
 };
@@ -97,7 +97,7 @@ pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{ListenAddr, ListenError, ListenSpec};
 pub use master::events::{Event, Events, Subscription, WorkerFailure};
-pub use master::host_reads::{CaughtUp, ChannelHost, WorkerChannel};
+pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel};
 pub use master::output::{OutputLine, OutputLines, OutputStream};
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::spawn::rss_bytes;

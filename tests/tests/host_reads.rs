@@ -9,8 +9,8 @@
 //! exactly as emitted. Everything it delivers goes into one ordered log, tagged by origin.
 
 use drover::{
-    CaughtUp, ChannelHost, Event, ExitReason, Heartbeat, Master, MasterConfig, OnProtocolError, ProtocolError,
-    Subscription, WorkerChannel, WorkerExit, WorkerFailure, WorkerId, WorkerStatus,
+    CaughtUp, ChannelHost, DirectMessage, Event, ExitReason, Heartbeat, Master, MasterConfig, OnProtocolError,
+    ProtocolError, Subscription, WorkerChannel, WorkerExit, WorkerFailure, WorkerId, WorkerStatus,
 };
 use drover_tests::{ask_pid, eventually, pid_is_running, test_config, zombie_children, EVENT_DEADLINE};
 use serde_json::{json, Value};
@@ -256,7 +256,7 @@ fn run_loop(wake: i32, queue: mpsc::Receiver<Input>, log: tokio_mpsc::UnboundedS
                         // A mark for a channel that ended already has nothing to apply to.
                         if let Some(i) = channels.iter().position(|(c, _)| c.id() == mark.id()) {
                             let channel = &mut channels[i].0;
-                            channel.caught_up(mark, &mut |event| record(Entry::Direct(event)));
+                            channel.caught_up(mark, &mut |m| record(Entry::Direct(direct(m))));
                             if channel.is_finished() {
                                 channels.remove(i);
                             }
@@ -277,7 +277,7 @@ fn run_loop(wake: i32, queue: mpsc::Receiver<Input>, log: tokio_mpsc::UnboundedS
             if !polled.next().unwrap_or(false) {
                 return true;
             }
-            *watched = channel.read_ready(&mut |event| record(Entry::Direct(event)));
+            *watched = channel.read_ready(&mut |m| record(Entry::Direct(direct(m))));
             if !*watched {
                 record(Entry::Ended {
                     id: channel.id(),
@@ -287,6 +287,11 @@ fn run_loop(wake: i32, queue: mpsc::Receiver<Input>, log: tokio_mpsc::UnboundedS
             !channel.is_finished()
         });
     }
+}
+
+/// A message the loop read itself, as the event the actor would have emitted for it.
+fn direct(message: DirectMessage<'_>) -> Event {
+    message.to_event().expect("a payload serde_json decodes")
 }
 
 fn config(count: usize) -> MasterConfig {
@@ -776,7 +781,7 @@ async fn a_command_that_came_with_the_welcome_reaches_a_host_that_reads_first_th
     // The contract: read once at once, then when readable.
     let mut got = Vec::new();
     assert!(
-        reader.read_ready(&mut |event| got.push(event)),
+        reader.read_ready(&mut |command| got.push(command.into_event().unwrap())),
         "the channel is still open"
     );
     assert!(

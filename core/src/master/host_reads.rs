@@ -6,7 +6,10 @@
 //! [`ChannelHost`] installed, each new worker's channel is handed to the host as a
 //! [`WorkerChannel`] instead of being read by the worker's actor:
 //!
-//! - a user message goes straight to the host, as an [`Event::Message`], from the host's loop;
+//! - a user message goes straight to the host, from the host's loop, as a [`DirectMessage`]: its
+//!   payload is the JSON text the worker wrote, checked but not decoded, for a host that parses
+//!   JSON itself (decoding it into a `Value` only to encode it again cost more than the rest of
+//!   the frame's way through the core);
 //! - every other frame (statuses, heartbeats, `listen` requests, bad frames, the end of the channel)
 //!   is forwarded to the actor, which handles it exactly as if it had read it;
 //! - a message that follows a forwarded frame the actor has not yet reported handled waits in the
@@ -18,14 +21,15 @@
 //!
 //! [`Master::set_channel_host`]: crate::Master::set_channel_host
 
+use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use tokio::sync::mpsc;
 
 use super::events::Event;
+use crate::protocol;
 use crate::protocol::codec::Frame;
 use crate::protocol::host_read::{HostFrames, ReadState};
-use crate::protocol::{self, WorkerFrame};
 use crate::WorkerId;
 
 /// A host that reads worker channels on its own loop. See the module documentation.
@@ -39,6 +43,29 @@ pub trait ChannelHost: Send + Sync + 'static {
     /// runtime thread right after those events. Give it to [`WorkerChannel::caught_up`] on the
     /// host's loop *after* the events emitted before this call have been delivered there.
     fn caught_up(&self, mark: CaughtUp);
+}
+
+/// A user message the host's loop read itself ([`WorkerChannel::read_ready`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DirectMessage<'a> {
+    /// The worker.
+    pub id: WorkerId,
+    /// Its process.
+    pub pid: u32,
+    /// The payload, as the worker wrote it: valid JSON, not decoded.
+    pub data: &'a RawValue,
+}
+
+impl DirectMessage<'_> {
+    /// The [`Event::Message`] the master emits when its actor reads the same message. Fails only
+    /// for a payload nested deeper than `serde_json` decodes (128 levels).
+    pub fn to_event(&self) -> serde_json::Result<Event> {
+        Ok(Event::Message {
+            id: self.id,
+            pid: self.pid,
+            data: serde_json::from_str(self.data.get())?,
+        })
+    }
 }
 
 /// A frame the host's loop handed to the worker's actor, numbered.
@@ -100,45 +127,48 @@ struct Route {
 
 impl Route {
     /// Where one frame read from the channel goes.
-    fn take(&mut self, frame: Option<Frame>, message: &mut dyn FnMut(Event)) {
+    fn take(&mut self, frame: Option<Frame>, message: &mut dyn FnMut(DirectMessage<'_>)) {
         if !self.held.is_empty() {
             self.held.push_back(frame);
-            return;
-        }
-        match frame {
-            Some(Ok(line)) if self.accepting => match protocol::decode_worker_frame(&line) {
-                Ok(WorkerFrame::Message { data }) if self.forwarded == self.handled => message(Event::Message {
-                    id: self.id,
-                    pid: self.pid,
-                    data,
-                }),
-                // Behind a frame the actor is handling: it waits its turn here.
-                Ok(WorkerFrame::Message { .. }) => self.held.push_back(Some(Ok(line))),
-                _ => self.forward(Some(Ok(line))),
-            },
-            other => self.forward(other),
+        } else if self.forwarded == self.handled {
+            self.pass(frame, message);
+        } else if matches!(&frame, Some(Ok(line)) if self.accepting && protocol::message_text(line).is_some()) {
+            // Behind a frame the actor is handling: it waits its turn here.
+            self.held.push_back(frame);
+        } else {
+            // The actor takes frames in order: this one queues behind the pending one there.
+            self.forward(frame);
         }
     }
 
     /// Gives on what waited, in order, as long as the actor has nothing pending.
-    fn release(&mut self, message: &mut dyn FnMut(Event)) {
+    fn release(&mut self, message: &mut dyn FnMut(DirectMessage<'_>)) {
         while self.forwarded == self.handled {
             let Some(frame) = self.held.pop_front() else {
                 return;
             };
             // What `take` would have done had it come now (it is first in line).
-            match frame {
-                Some(Ok(line)) if self.accepting => match protocol::decode_worker_frame(&line) {
-                    Ok(WorkerFrame::Message { data }) => message(Event::Message {
+            self.pass(frame, message);
+        }
+    }
+
+    /// A frame first in line, with nothing pending at the actor: a user message goes direct, the
+    /// rest to the actor. A message of unusual shape (which `message_text` leaves to the full
+    /// decoder) goes to the actor too, and comes out as its event, in order.
+    fn pass(&mut self, frame: Option<Frame>, message: &mut dyn FnMut(DirectMessage<'_>)) {
+        if let Some(Ok(line)) = &frame {
+            if self.accepting {
+                if let Some(data) = protocol::message_text(line) {
+                    message(DirectMessage {
                         id: self.id,
                         pid: self.pid,
                         data,
-                    }),
-                    _ => self.forward(Some(Ok(line))),
-                },
-                other => self.forward(other),
+                    });
+                    return;
+                }
             }
         }
+        self.forward(frame);
     }
 
     fn forward(&mut self, frame: Option<Frame>) {
@@ -188,10 +218,9 @@ impl WorkerChannel {
     }
 
     /// Reads what the channel holds now. Each user message that may go direct is given to
-    /// `message` as an [`Event::Message`]; the others go to the worker's actor or wait for it to
-    /// catch up. Returns whether to keep watching the fd: false once the channel was read to its
+    /// `message`; the other frames go to the worker's actor or wait for it to catch up. Returns whether to keep watching the fd: false once the channel was read to its
     /// end (keep the channel until [`WorkerChannel::is_finished`]: what waits still goes on).
-    pub fn read_ready(&mut self, message: &mut dyn FnMut(Event)) -> bool {
+    pub fn read_ready(&mut self, message: &mut dyn FnMut(DirectMessage<'_>)) -> bool {
         if self.route.ended || self.route.actor_gone {
             return false;
         }
@@ -203,7 +232,7 @@ impl WorkerChannel {
 
     /// Applies the actor's report, and gives on what waited for it (messages to `message`). Call
     /// it on the host's loop, in order with the events (see [`ChannelHost`]).
-    pub fn caught_up(&mut self, mark: CaughtUp, message: &mut dyn FnMut(Event)) {
+    pub fn caught_up(&mut self, mark: CaughtUp, message: &mut dyn FnMut(DirectMessage<'_>)) {
         if mark.id == self.route.id && mark.seq >= self.route.handled {
             self.route.handled = mark.seq;
             self.route.accepting = mark.accepting;

@@ -16,7 +16,7 @@ pub(crate) mod spawn;
 mod supervisor;
 pub(crate) mod worker;
 
-use serde_json::Value;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -463,14 +463,15 @@ impl Master {
             .ok_or(Error::UnknownWorker { id })
     }
 
-    /// Sends a user message to worker `id`; resolves once written to its channel.
-    pub async fn send(&self, id: WorkerId, data: &Value) -> Result<(), Error> {
+    /// Sends a user message to worker `id`; resolves once written to its channel. `data` is a
+    /// `Value`, any `Serialize` type, or a [`serde_json::value::RawValue`] (JSON text, sent as it is).
+    pub async fn send<T: Serialize + ?Sized>(&self, id: WorkerId, data: &T) -> Result<(), Error> {
         let handle = self.handle(id)?;
         handle.send(data).await.map_err(Error::Send)
     }
 
     /// Sends a user message to every running worker; returns how many it was written to.
-    pub async fn broadcast(&self, data: &Value) -> Result<usize, Error> {
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, data: &T) -> Result<usize, Error> {
         let handles: Vec<WorkerHandle> = lock(&self.inner.slots).values().map(|s| s.handle.clone()).collect();
         let mut sent = 0;
         for handle in handles.iter().filter(|h| h.info().is_alive()) {

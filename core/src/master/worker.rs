@@ -14,6 +14,7 @@
 //! ```
 
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::Value;
 use std::io;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ impl WorkerHandle {
     }
 
     /// Sends a user message; resolves once the bytes are handed to the kernel.
-    pub(crate) async fn send(&self, data: &Value) -> Result<(), SendError> {
+    pub(crate) async fn send<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), SendError> {
         let bytes = if self.raw_json {
             encode_frame(data, self.max_frame_bytes)
         } else {

@@ -5,6 +5,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::io;
 use tokio_util::codec::{Decoder, Encoder, LinesCodec, LinesCodecError};
@@ -206,6 +207,96 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     <Value as serde::Deserialize>::deserialize(d).map(Some)
 }
 
+/// [`MessageShape`] with the payload left as the text it came as.
+#[derive(serde::Deserialize)]
+struct RawMessageShape<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "present_raw")]
+    data: Option<&'a RawValue>,
+}
+
+/// As [`present`], for a payload kept as text.
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// The payload of a user message frame (from either side) as the JSON text it was sent as, checked
+/// as [`json_text`] checks it but not decoded; `None` for any other frame, and for a message of
+/// unusual shape (a duplicate field, say) or payload (see [`json_text`]), which
+/// [`decode_worker_frame`] / [`decode_master_frame`] handle (with the error, if it is one).
+///
+/// For a host that parses JSON itself (V8, in the Node addon): decoding the payload into a `Value`
+/// only to encode it again as text costs more than the rest of the frame's way through the core.
+pub fn message_text(line: &str) -> Option<&RawValue> {
+    match serde_json::from_str::<RawMessageShape>(line) {
+        Ok(RawMessageShape { kind, data: Some(data) }) if kind == "message" && decodable(data.get()).is_ok() => {
+            Some(data)
+        }
+        _ => None,
+    }
+}
+
+/// Checks that `text` is JSON every drover peer decodes, and wraps it to be sent as it is (with
+/// [`encode_message`], `Master::send` or `BusSender::send_message`), without decoding it into a
+/// `Value` first.
+///
+/// "Every peer decodes" is stricter than the JSON grammar, which alone is all a lenient check would
+/// ask: a string with a lone surrogate escape (`"\ud800"`, which `JSON.stringify` makes of a lone
+/// surrogate) or values nested deeper than 128 levels are refused, as a Rust or C peer decoding
+/// the frame would refuse them, so the sender hears of it instead of the receiver failing.
+pub fn json_text(text: String) -> Result<Box<RawValue>, serde_json::Error> {
+    decodable(&text)?;
+    RawValue::from_string(text)
+}
+
+/// Walks `text` as decoding it into a `Value` would (strings unescaped and checked, numbers
+/// parsed, nesting counted: serde_json allows 127 levels on its own, as many as a frame's payload
+/// can have inside the frame object), building nothing.
+fn decodable(text: &str) -> Result<(), serde_json::Error> {
+    use serde::de::{MapAccess, SeqAccess, Visitor};
+
+    struct Walk;
+    impl<'de> serde::Deserialize<'de> for Walk {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Walk, D::Error> {
+            d.deserialize_any(Walk)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk {
+        type Value = Walk;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_unit<E>(self) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Walk, A::Error> {
+            while seq.next_element::<Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walk, A::Error> {
+            while map.next_entry::<Walk, Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+    }
+    serde_json::from_str::<Walk>(text).map(|_| ())
+}
+
 fn message_payload(line: &str) -> Option<Value> {
     match serde_json::from_str::<MessageShape>(line) {
         Ok(MessageShape { kind, data }) if kind == "message" => data,
@@ -229,20 +320,27 @@ pub fn decode_master_frame(line: &str) -> Result<MasterFrame, ProtocolError> {
     }
 }
 
-/// Encodes a user message frame (`{"type":"message","data":...}`), without copying `data`.
-pub fn encode_message(data: &Value, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
+/// Encodes a user message frame (`{"type":"message","data":...}`), without copying `data`: a
+/// `Value`, any `Serialize` type, or a [`RawValue`] (JSON text, written as it is).
+pub fn encode_message<T: Serialize + ?Sized>(data: &T, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
     #[derive(Serialize)]
-    struct Message<'a> {
+    struct Message<'a, T: ?Sized> {
         #[serde(rename = "type")]
         kind: &'static str,
-        data: &'a Value,
+        data: &'a T,
     }
     encode_frame(&Message { kind: "message", data }, max_frame_bytes)
 }
 
 /// Encodes a frame as one line, `\n` included, refusing one larger than `max_frame_bytes`.
-pub fn encode_frame<T: Serialize>(frame: &T, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_frame<T: Serialize + ?Sized>(frame: &T, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
     let mut buf = serde_json::to_vec(frame).map_err(|e| EncodeError::NotSerializable(e.to_string()))?;
+    // A frame is one line. serde_json writes none but a `RawValue`'s text goes out as it is, and it
+    // may have line breaks: in valid JSON (which a `RawValue` is) those can only be whitespace
+    // between tokens (a string holds them escaped), so a space does as well.
+    for byte in buf.iter_mut().filter(|b| **b == b'\n') {
+        *byte = b' ';
+    }
     if buf.len() > max_frame_bytes {
         return Err(EncodeError::TooLarge {
             size: buf.len(),
@@ -322,6 +420,92 @@ mod tests {
             decode_worker_frame(r#"{"type":"message"}"#),
             Err(ProtocolError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn message_text_is_the_payload_as_sent_for_exactly_the_messages_the_fast_path_takes() {
+        for (line, text) in [
+            (
+                r#"{"type":"message","data":{"a":[1,2.5,"x\n"],"b":null}}"#,
+                r#"{"a":[1,2.5,"x\n"],"b":null}"#,
+            ),
+            (r#"{"data": [1, 2] ,"type":"message"}"#, "[1, 2]"),
+            (r#"{"type":"message","data":null}"#, "null"),
+            (r#"{"type":"message","data":7,"extra":{"ignored":true}}"#, "7"),
+            (r#"{"type":"mess\u0061ge","data":"escaped type"}"#, r#""escaped type""#),
+        ] {
+            assert_eq!(message_text(line).map(RawValue::get), Some(text), "{line}");
+            // The same value as the full decoder gives.
+            let WorkerFrame::Message { data } = decode(line).expect(line) else {
+                panic!("{line} is a message");
+            };
+            assert_eq!(serde_json::from_str::<Value>(text).unwrap(), data, "{line}");
+        }
+        for line in [
+            r#"{"type":"message"}"#,
+            r#"{"type":"message","data":1,"data":2}"#,
+            r#"{"type":"message","data":"#,
+            r#"{"type":"message","data":[1,}"#,
+            r#"{"type":"status","status":3}"#,
+            r#"["message"]"#,
+        ] {
+            assert_eq!(message_text(line).map(RawValue::get), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn json_text_refuses_what_a_peer_could_not_decode() {
+        // 127 levels in the payload, and the frame object: the most a frame holds.
+        let deep = format!("{}1{}", "[".repeat(128), "]".repeat(128));
+        for text in [
+            r#""\ud800""#,
+            r#"{"k":"\udc00x"}"#,
+            deep.as_str(),
+            "1e400",
+            r#""\x""#,
+            "[1,]",
+            "",
+        ] {
+            assert!(json_text(text.to_string()).is_err(), "{text}");
+            assert!(
+                serde_json::from_str::<Value>(text).is_err(),
+                "{text}: the decoder refuses it too"
+            );
+            // Received, it is left to the full decoder, which says what is wrong.
+            let line = format!(r#"{{"type":"message","data":{text}}}"#);
+            assert_eq!(message_text(&line).map(RawValue::get), None, "{line}");
+            assert!(
+                matches!(decode_worker_frame(&line), Err(ProtocolError::Malformed { .. })),
+                "{line}"
+            );
+        }
+        let fine = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        for text in [
+            r#""\ud83d\ude00""#,
+            fine.as_str(),
+            "-0.5e-3",
+            r#"{"a":{"b":[true,false,null]}}"#,
+        ] {
+            assert_eq!(json_text(text.to_string()).unwrap().get(), text);
+        }
+    }
+
+    #[test]
+    fn raw_json_text_is_sent_as_it_is_on_one_line() {
+        // Compact text: byte for byte what the `Value` would have been encoded as.
+        let data = json!({"k": [1, "two", null], "s": "a\nb"});
+        let raw = RawValue::from_string(data.to_string()).unwrap();
+        assert_eq!(
+            encode_message(&*raw, 1024).unwrap(),
+            encode_message(&data, 1024).unwrap()
+        );
+        // Pretty-printed text: its line breaks are whitespace, and must not end the frame.
+        let raw = RawValue::from_string(serde_json::to_string_pretty(&data).unwrap()).unwrap();
+        let frame = encode_message(&*raw, 1024).unwrap();
+        assert_eq!(frame.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        assert_eq!(frame.last(), Some(&b'\n'));
+        let line = std::str::from_utf8(&frame[..frame.len() - 1]).unwrap();
+        assert_eq!(decode_worker_frame(line).unwrap(), WorkerFrame::Message { data });
     }
 
     #[test]

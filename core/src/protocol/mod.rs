@@ -12,7 +12,9 @@ pub mod host_read;
 pub mod wire;
 pub mod writer;
 
-pub use codec::{decode_master_frame, decode_worker_frame, encode_frame, FrameCodec, ProtocolError};
+pub use codec::{
+    decode_master_frame, decode_worker_frame, encode_frame, json_text, message_text, FrameCodec, ProtocolError,
+};
 pub use wire::{MasterFrame, WorkerFrame, WorkerMeta};
 
 /// The protocol version this build speaks. A worker and a master with different versions refuse

@@ -137,8 +137,11 @@ fn read_on_poll_thread(mut reader: CommandReader) -> tokio::sync::mpsc::Unbounde
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || loop {
         // First (the commands buffered with the welcome), then whenever the channel is readable.
-        if !reader.read_ready(&mut |event| {
-            let _ = tx.send(event);
+        if !reader.read_ready(&mut |command| match command.into_event() {
+            Ok(event) => {
+                let _ = tx.send(event);
+            }
+            Err(e) => eprintln!("drover-test-worker: a message it cannot decode: {e}"),
         }) {
             return;
         }
@@ -147,9 +150,8 @@ fn read_on_poll_thread(mut reader: CommandReader) -> tokio::sync::mpsc::Unbounde
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd; the reader keeps the fd open.
         // EINTR or readable: read either way (a read that finds nothing costs one EAGAIN).
-        // SAFETY: as above.
+        // SAFETY: one valid pollfd; the reader keeps the fd open.
         let _ = unsafe { libc::poll(&mut pfd, 1, -1) };
     });
     rx
