@@ -12,7 +12,8 @@
 // 3. An idle connection (no request in progress) is closed only when no request can be racing
 //    the close: after a full event-loop turn (so bytes already in the kernel's receive buffer are
 //    read and parsed: such a request becomes a response with `Connection: close`), with no byte
-//    read since its last response, and quiet for `idleGrace` ms.
+//    read since its last response, and quiet for `idleGrace` ms, counted from the drain's start
+//    for a connection that was already quiet then.
 // 4. Resolve when the last connection is gone, or at `timeout` (then destroy what is left).
 
 const net = require('node:net');
@@ -195,7 +196,16 @@ function drain(server, options = {}) {
                     c.idleBytes = socket.bytesRead;
                     c.idleSince = now;
                 }
-                const quiet = now - c.idleSince;
+                // Quiet since the drain began too, not only since its last response. The drain
+                // itself sets off requests on idle connections: each busy connection gets its
+                // `Connection: close` answer within milliseconds, and a pooling client (Node's
+                // agent, hyper, browsers) sends its next request at once on another connection
+                // from its pool, often one to this server that sat unused there for longer than
+                // idleGrace. Closing that one at the first sweep races the very request the drain
+                // caused (the client reads our FIN after writing it: `socket hang up`). After
+                // idleGrace from the start that burst has landed and been answered with
+                // `Connection: close`; only connections nobody reaches for are closed.
+                const quiet = now - Math.max(c.idleSince, started);
                 if (quiet >= idleGrace) {
                     c.closing = true;
                     result.closedIdle++;

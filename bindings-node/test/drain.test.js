@@ -114,6 +114,35 @@ test('an idle keep-alive connection is closed once quiet for idleGrace; drain re
     assert.equal(stats.destroyed, 0);
 });
 
+test('a connection already quiet at the stop is not closed then: the request a pooling client sends on it when its busy one gets `Connection: close` is answered', async () => {
+    const server = await serve();
+    // Followed from the start, as drover follows every server listened on in a worker (a server
+    // drain never saw counts its connections as quiet from the drain's start).
+    require('../lib/drain').track(server);
+    const { port } = server.address();
+    const pooled = await connect(port);
+    pooled.send('/');
+    await pooled.answered(1);
+    // `pooled` sits unused for longer than idleGrace, as a spare connection in a client's pool
+    // does, while `busy` serves; the stop comes with a request in progress on `busy`.
+    const busy = await connect(port);
+    busy.send('/slow?ms=300');
+    await busy.answered(1);
+    const arrived = once(server, 'request');
+    busy.send('/slow?ms=10');
+    await arrived;
+    const drained = drain(server, { idleGrace: 300 });
+    await busy.answered(2);
+    assert.equal(busy.responses[1].connection, 'close');
+    // The client's next request goes to the other connection of its pool, at once.
+    pooled.send('/');
+    const stats = await drained;
+    assert.equal(await pooled.closed, 'closed');
+    assert.equal(pooled.responses.length, 2, 'the request sent after the stop was answered');
+    assert.deepEqual(pooled.responses[1], { status: 200, connection: 'close', body: 'ok' });
+    assert.equal(stats.closedIdle, 0);
+});
+
 test('drain gives up at its timeout and destroys what is left', async () => {
     const server = await serve();
     const conn = await connect(server.address().port);

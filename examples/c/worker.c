@@ -17,8 +17,9 @@
  *    down for writing and read until the client closes it (at most LINGER_MS), then closed;
  * 3. an idle connection is closed only when no request can be racing the close: nothing being
  *    answered, nothing in the kernel's receive buffer (FIONREAD), nothing read since the last
- *    response, and quiet for IDLE_GRACE_MS (default 500): a client still using it would have sent
- *    its next request by then, and received a `Connection: close` answer;
+ *    response, and quiet for IDLE_GRACE_MS (default 500) *since the stop* as well as since its last
+ *    response: a client still using it would have sent its next request by then, and received a
+ *    `Connection: close` answer;
  * 4. it reports STOPPED when the last connection is gone, or when DRAIN_TIMEOUT_MS (default
  *    10000) passes (it then closes what is left).
  * QUIT: it reports SHUTTED_DOWN and exits. Messages from the master are echoed back.
@@ -281,8 +282,9 @@ static void on_readable(struct conn *c, int draining) {
     if (!c->lingering && c->out_len == 0 && handle_request(c, draining)) flush(c, draining);
 }
 
-/* Closes the connections no request can be racing; returns how many are left. */
-static size_t drain_step(long long now, long idle_grace) {
+/* Closes the connections no request can be racing; returns how many are left. `drain_start` is
+ * when the stop arrived. */
+static size_t drain_step(long long now, long long drain_start, long idle_grace) {
     for (size_t i = 0; i < nconns; i++) {
         struct conn *c = conns[i];
         if (c->fd < 0) continue;
@@ -292,8 +294,17 @@ static size_t drain_step(long long now, long idle_grace) {
         }
         int queued = 0;
         if (ioctl(c->fd, FIONREAD, &queued) != 0) queued = 0;
+        /* Quiet for the grace since the stop too, not only since the last response. The stop itself
+         * sets off requests on idle connections: every busy connection of this worker gets a
+         * `Connection: close` answer within milliseconds, and a pooling client (hyper's, browsers,
+         * Node's agent) sends its next request on another connection from its pool at once, often
+         * one to this worker that has sat unused there for longer than the grace. Closing that one
+         * at the stop races the request the stop itself caused: the client reads our FIN after
+         * writing it (IncompleteMessage). Waiting out the grace after the stop lets that burst land
+         * and be answered with `Connection: close`; only connections nobody reaches for are closed. */
+        long long quiet_since = c->idle_since > drain_start ? c->idle_since : drain_start;
         if (!c->in_request && c->out_len == 0 && queued == 0 && c->bytes_read == c->idle_bytes &&
-            now - c->idle_since >= idle_grace)
+            now - quiet_since >= idle_grace)
             close_conn(c);
     }
     compact();
@@ -391,7 +402,7 @@ int main(void) {
         if (draining && !stopped) {
             int timed_out = now - drain_start >= drain_timeout;
             if (timed_out) close_all();
-            if (drain_step(now, idle_grace) == 0) {
+            if (drain_step(now, drain_start, idle_grace) == 0) {
                 fprintf(stderr, "worker %llu (pid %ld): drained %zu connections in %lld ms%s\n",
                         (unsigned long long)worker_id, (long)getpid(), drained, now - drain_start,
                         timed_out ? " (drain timeout: the rest were closed)" : "");
