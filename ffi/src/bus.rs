@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use drover_core::protocol::WorkerMeta;
 use drover_core::{BusEvent, BusSender, ListenAddr, MessageBus, WorkerStatus};
-use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use crate::error::{drover_result, Failure};
@@ -181,9 +180,10 @@ pub extern "C" fn drover_bus_send_status(bus: *const drover_bus, status: u32) ->
 pub extern "C" fn drover_bus_send_message(bus: *const drover_bus, json: *const c_char) -> drover_result {
     ffi_body!({
         let state = try_obj!(BUSES, bus);
-        let data: Value = serde_json::from_str(try_str!(json))
+        // Checked as every peer decodes JSON, then sent as it is.
+        let data = drover_core::protocol::json_text(try_str!(json).to_string())
             .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))?;
-        Ok(state.runtime.block_on(state.sender.send_message(&data))?)
+        Ok(state.runtime.block_on(state.sender.send_message(&*data))?)
     })
 }
 

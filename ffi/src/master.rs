@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use drover_core::{
     Event, Events, ExitReason, Master, MasterStatus, SignalAction, WorkerExit, WorkerInfo, WorkerStatus,
 };
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::runtime::Runtime;
 
 use crate::config::{self, drover_config};
@@ -256,8 +256,10 @@ impl Source for Events {
     }
 }
 
-fn parse_message(json: &str) -> Result<Value, Failure> {
-    serde_json::from_str(json)
+/// A message from C: checked as every peer decodes JSON, then sent as it is (no `Value` built only
+/// to be encoded again).
+fn parse_message(json: &str) -> Result<Box<RawValue>, Failure> {
+    drover_core::protocol::json_text(json.to_string())
         .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))
 }
 
@@ -757,7 +759,7 @@ pub extern "C" fn drover_master_send(master: *mut drover_master, id: u64, json: 
     ffi_body!({
         let state = try_obj!(MASTERS, master);
         let data = parse_message(try_str!(json))?;
-        Ok(state.runtime.block_on(state.master.send(id, &data))?)
+        Ok(state.runtime.block_on(state.master.send(id, &*data))?)
     })
 }
 
@@ -772,7 +774,7 @@ pub extern "C" fn drover_master_broadcast(
     ffi_body!({
         let state = try_obj!(MASTERS, master);
         let data = parse_message(try_str!(json))?;
-        let sent = state.runtime.block_on(state.master.broadcast(&data))?;
+        let sent = state.runtime.block_on(state.master.broadcast(&*data))?;
         if !out_sent.is_null() {
             try_out!(out_sent).write(sent);
         }

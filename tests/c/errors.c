@@ -112,6 +112,8 @@ static void master_errors(void) {
     drover_worker_info info;
     CHECK_ERR(drover_master_get_worker(master, 99, &info), DROVER_RESULT_UNKNOWN_WORKER, "99");
     CHECK_ERR(drover_master_send(master, 1, "{oops"), DROVER_RESULT_INVALID_ARGUMENT, "`json` is not valid JSON");
+    /* JSON's grammar allows a lone surrogate escape, but no peer could decode it: refused here. */
+    CHECK_ERR(drover_master_send(master, 1, "[\"\\ud800x\"]"), DROVER_RESULT_INVALID_ARGUMENT, "hex escape");
     CHECK_ERR(drover_master_send(master, 1, NULL), DROVER_RESULT_NULL_ARGUMENT, "`json` is NULL");
     CHECK_ERR(drover_master_broadcast(master, "\"\xff\"", NULL), DROVER_RESULT_INVALID_UTF8, "`json`");
     size_t sent = 77;
