@@ -26,7 +26,9 @@ const WORKERS = 4;
 const BOOT_MS = Number(process.env.BOOT_MS || 200);
 const DURATION_MS = Number(process.env.DURATION_MS || 15000);
 const RELOAD_AT_MS = Number(process.env.RELOAD_AT_MS || 3000);
-const BASE_PORT = Number(process.env.BASE_PORT || 41000);
+// Below Linux's ephemeral range (32768–60999 by default): a port in it can be taken at any moment by
+// some connection's local end (a run once failed with EADDRINUSE on 41060 that way).
+const BASE_PORT = Number(process.env.BASE_PORT || 21000);
 const CONTENDERS = (process.env.CONTENDERS || 'drover,pm2,cluster').split(',').filter(Boolean);
 const DROVER_BIN = process.env.DROVER_BIN || path.join(ROOT, 'target', 'release', 'drover');
 const PM2 = path.join(HERE, 'node_modules', 'pm2', 'bin', 'pm2');
