@@ -6,8 +6,10 @@ const assert = require('node:assert/strict');
 const { MasterFactory, ExitReasons, WorkerFailedError } = require('..');
 const { nodeWorker, fixture, waitFor, record, waitGone } = require('../test-support/helpers');
 
-test('sends made before the handshake completes are kept, in order', async () => {
+test('sends made before the handshake completes are kept, in order', async (t) => {
     const master = MasterFactory.create({ script: fixture('early-worker.js'), count: 1 });
+    // On failure too: a master left running would keep the test process alive.
+    t.after(() => master.hardShutdown());
     const messages = record(master, 'message');
     await master.start();
     if (messages.length < 2) await waitFor(master, 'message', () => messages.length === 2);
@@ -21,8 +23,10 @@ test('sends made before the handshake completes are kept, in order', async () =>
     await waitGone([w.pid]);
 });
 
-test('a worker exits by itself after closing its server and its bus', async () => {
+test('a worker exits by itself after closing its server and its bus', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 2, quitTimeout: 10000 });
+    // On failure too: a master left running would keep the test process alive.
+    t.after(() => master.hardShutdown());
     await master.start();
     const pids = master.getWorkers().map((w) => w.pid);
     const exits = record(master, 'worker-exit');
@@ -36,8 +40,10 @@ test('a worker exits by itself after closing its server and its bus', async () =
     await waitGone(pids);
 });
 
-test('messages flow both ways and a burst arrives complete and in order', async () => {
+test('messages flow both ways and a burst arrives complete and in order', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    // On failure too: a master left running would keep the test process alive.
+    t.after(() => master.hardShutdown());
     await master.start();
     const seqs = [];
     const done = waitFor(master, 'message', (m) => {
@@ -50,8 +56,10 @@ test('messages flow both ways and a burst arrives complete and in order', async 
     await master.gracefulShutdown();
 });
 
-test('messages are JSON both ways: toJSON applies, and what JSON cannot carry is a TypeError', async () => {
+test('messages are JSON both ways: toJSON applies, and what JSON cannot carry is a TypeError', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    // On failure too: a master left running would keep the test process alive.
+    t.after(() => master.hardShutdown());
     await master.start();
     const text = 'é ✓ "quoted"\n\u2028 😀 \\u0000';
     const deep = JSON.parse('['.repeat(100) + ']'.repeat(100));
@@ -71,8 +79,10 @@ test('messages are JSON both ways: toJSON applies, and what JSON cannot carry is
     await master.gracefulShutdown();
 });
 
-test('heartbeats come from the JS loop: a blocked loop is detected as hung', async () => {
+test('heartbeats come from the JS loop: a blocked loop is detected as hung', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1, heartbeatInterval: 100, heartbeatTolerance: 300 });
+    // On failure too: a master left running would keep the test process alive.
+    t.after(() => master.hardShutdown());
     const beats = record(master, 'heartbeat');
     await master.start();
     await waitFor(master, 'heartbeat', () => beats.length >= 3);
