@@ -55,7 +55,8 @@ test('a Node master supervises Rust workers', async (t) => {
     });
 });
 
-test('a Rust worker that exits before STARTED fails start() with its code', async () => {
+test('a Rust worker that exits before STARTED fails start() with its code', async (t) => {
     const master = MasterFactory.create({ program: rustWorker, count: 1, env: { DROVER_TEST_MODE: 'exit-before-start:4' } });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await assert.rejects(master.start(), (e) => e instanceof WorkerStatusError && e.exitReason.code === 4);
 });

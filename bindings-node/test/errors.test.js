@@ -63,8 +63,9 @@ test('operations in the wrong status are InappropriateConditionError', async () 
     await assert.rejects(master.gracefulReload(), InappropriateConditionError);
 });
 
-test('an unknown worker id is WorkerNotFoundError; rescale(0) InvalidConfigurationError', async () => {
+test('an unknown worker id is WorkerNotFoundError; rescale(0) InvalidConfigurationError', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await master.start();
     await assert.rejects(master.restartWorkerById(99), (e) => e instanceof WorkerNotFoundError && e.workerId === 99);
     await assert.rejects(master.send(99, {}), WorkerNotFoundError);
@@ -72,8 +73,9 @@ test('an unknown worker id is WorkerNotFoundError; rescale(0) InvalidConfigurati
     await master.gracefulShutdown();
 });
 
-test('a worker that exits before STARTED fails start() with WorkerStatusError and its exit reason', async () => {
+test('a worker that exits before STARTED fails start() with WorkerStatusError and its exit reason', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 2, env: { NODE_WORKER_MODE: 'exit-before-start:3' } });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await assert.rejects(master.start(), (e) => {
         assert.ok(e instanceof WorkerStatusError, String(e));
         assert.match(e.message, /exited with code 3 before reporting STARTED/);
@@ -86,8 +88,9 @@ test('a worker that exits before STARTED fails start() with WorkerStatusError an
     await waitGone(master.getWorkers().map((w) => w.pid));
 });
 
-test('a worker that never starts fails start() after startTimeout', async () => {
+test('a worker that never starts fails start() after startTimeout', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1, env: { NODE_WORKER_MODE: 'never-start' }, startTimeout: 300 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     const failed = [];
     master.on('worker-failed', (err, id) => failed.push([err, id]));
     await assert.rejects(master.start(), (e) => e instanceof WorkerStatusError && /did not report STARTED within/.test(e.message));

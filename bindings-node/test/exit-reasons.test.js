@@ -49,8 +49,9 @@ test('exit reasons', async (t) => {
     });
 });
 
-test('the README exit handler restarts a killed worker by id', async () => {
+test('the README exit handler restarts a killed worker by id', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 2 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     master.on('worker-exit', async (reason, workerId) => {
         if (reason instanceof ExitReasons.ExternalSignal || reason instanceof ExitReasons.AbnormalExit) {
             await master.restartWorkerById(workerId);

@@ -7,10 +7,11 @@ const assert = require('node:assert/strict');
 const { MasterFactory } = require('..');
 const { nodeWorker, rustWorker, fixture, waitFor, record, waitGone, runNode } = require('../test-support/helpers');
 
-test('a worker is seen STARTED before the message it sent after STARTED, and after the one it sent before', async () => {
+test('a worker is seen STARTED before the message it sent after STARTED, and after the one it sent before', async (t) => {
     // Messages go straight to JS while the worker's actor has nothing pending; a message that
     // follows a status still being handled waits its turn behind the status's events.
     const master = MasterFactory.create({ script: fixture('early-worker.js'), count: 1 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     const log = [];
     master.on('worker-status', (id, to) => log.push(`status ${to}`));
     master.on('message', (m) => log.push(`message ${m.early}`));
@@ -20,8 +21,9 @@ test('a worker is seen STARTED before the message it sent after STARTED, and aft
     await master.gracefulShutdown();
 });
 
-test('a blocked master loop is not a hung worker: heartbeats wait unread and count once read', async () => {
+test('a blocked master loop is not a hung worker: heartbeats wait unread and count once read', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1, heartbeatInterval: 100, heartbeatTolerance: 300 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     const failed = record(master, 'worker-failed');
     const beats = record(master, 'heartbeat');
     await master.start();
@@ -49,11 +51,12 @@ test("a throwing 'message' listener is an uncaught exception, and the master goe
     assert.deepEqual(stdout.trim().split('\n'), ['uncaught: the listener threw', 'the next message arrived', 'shut down']);
 });
 
-test('a burst that crosses heartbeats arrives whole and in order', async () => {
+test('a burst that crosses heartbeats arrives whole and in order', async (t) => {
     // Each heartbeat goes to the worker's actor, and messages behind it wait in the addon for
     // the actor's mark, which comes through the thread-safe function: they must still come in order.
     // The Rust test worker: its heartbeats come from their own task, in the middle of a burst.
     const master = MasterFactory.create({ program: rustWorker, count: 1, heartbeatInterval: 5, heartbeatTolerance: 5000 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await master.start();
     const beats = record(master, 'heartbeat');
     const seqs = [];
@@ -68,8 +71,9 @@ test('a burst that crosses heartbeats arrives whole and in order', async () => {
     await master.gracefulShutdown();
 });
 
-test('10,000 round trips between a Node master and a Node worker: every reply, in order', async () => {
+test('10,000 round trips between a Node master and a Node worker: every reply, in order', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 1 });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await master.start();
     let expect = 0;
     let next;

@@ -128,8 +128,9 @@ test('master operations', async (t) => {
     });
 });
 
-test('hardShutdown kills every worker (even one ignoring stop) and reaps it', async () => {
+test('hardShutdown kills every worker (even one ignoring stop) and reaps it', async (t) => {
     const master = MasterFactory.create({ script: nodeWorker, count: 2, env: { NODE_WORKER_MODE: 'ignore-stop' } });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await master.start();
     const pids = master.getWorkers().map((w) => w.pid);
     const exits = record(master, 'worker-exit');
@@ -139,7 +140,7 @@ test('hardShutdown kills every worker (even one ignoring stop) and reaps it', as
     await waitGone(pids);
 });
 
-test('gracefulShutdown escalates to SIGTERM/SIGKILL for a worker that ignores stop', async () => {
+test('gracefulShutdown escalates to SIGTERM/SIGKILL for a worker that ignores stop', async (t) => {
     const master = MasterFactory.create({
         script: nodeWorker,
         count: 1,
@@ -148,6 +149,7 @@ test('gracefulShutdown escalates to SIGTERM/SIGKILL for a worker that ignores st
         quitTimeout: 200,
         killTimeout: 200,
     });
+    t.after(() => master.hardShutdown()); // on failure too: a running master keeps the process alive
     await master.start();
     const [w] = master.getWorkers();
     const [exit] = await Promise.all([waitFor(master, 'worker-exit'), master.gracefulShutdown()]);
