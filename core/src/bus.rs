@@ -91,8 +91,8 @@ pub enum Command<'a> {
 }
 
 impl Command<'_> {
-    /// As the [`BusEvent`] [`MessageBus::recv`] gives. Fails only for a payload nested deeper than
-    /// `serde_json` decodes (128 levels).
+    /// As the [`BusEvent`] [`MessageBus::recv`] gives. A `Message` from [`CommandReader`] was
+    /// checked to decode (`protocol::message_text`), so this fails only for one built otherwise.
     pub fn into_event(self) -> serde_json::Result<BusEvent> {
         match self {
             Command::Message(text) => serde_json::from_str(text.get()).map(BusEvent::Message),

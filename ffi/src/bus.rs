@@ -180,9 +180,7 @@ pub extern "C" fn drover_bus_send_status(bus: *const drover_bus, status: u32) ->
 pub extern "C" fn drover_bus_send_message(bus: *const drover_bus, json: *const c_char) -> drover_result {
     ffi_body!({
         let state = try_obj!(BUSES, bus);
-        // Checked as every peer decodes JSON, then sent as it is.
-        let data = drover_core::protocol::json_text(try_str!(json).to_string())
-            .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))?;
+        let data = crate::master::parse_message(try_str!(json))?;
         Ok(state.runtime.block_on(state.sender.send_message(&*data))?)
     })
 }

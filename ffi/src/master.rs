@@ -258,7 +258,7 @@ impl Source for Events {
 
 /// A message from C: checked as every peer decodes JSON, then sent as it is (no `Value` built only
 /// to be encoded again).
-fn parse_message(json: &str) -> Result<Box<RawValue>, Failure> {
+pub(crate) fn parse_message(json: &str) -> Result<Box<RawValue>, Failure> {
     drover_core::protocol::json_text(json.to_string())
         .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`json` is not valid JSON: {e}")))
 }

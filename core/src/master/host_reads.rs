@@ -57,8 +57,9 @@ pub struct DirectMessage<'a> {
 }
 
 impl DirectMessage<'_> {
-    /// The [`Event::Message`] the master emits when its actor reads the same message. Fails only
-    /// for a payload nested deeper than `serde_json` decodes (128 levels).
+    /// The [`Event::Message`] the master emits when its actor reads the same message. A message
+    /// from [`WorkerChannel::read_ready`] was checked to decode (`protocol::message_text`), so this
+    /// fails only for one built otherwise.
     pub fn to_event(&self) -> serde_json::Result<Event> {
         Ok(Event::Message {
             id: self.id,
