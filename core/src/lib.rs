@@ -96,6 +96,7 @@ pub use config::{
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{ListenAddr, ListenError, ListenSpec};
+pub use master::cgroup::{containment, Containment};
 pub use master::events::{Event, Events, Subscription, WorkerFailure};
 pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel};
 pub use master::output::{OutputLine, OutputLines, OutputStream};

@@ -18,37 +18,172 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The most worker process groups the guardian tracks at once; beyond that a worker still dies with
 /// its master (PDEATHSIG), only its leftovers are not cleaned up.
 const CAPACITY: usize = 16 * 1024;
 
-static GUARDIAN: OnceLock<Option<OwnedFd>> = OnceLock::new();
+/// The running guardian, and every process group it has been told of and not yet told to forget:
+/// a guardian that dies (SIGKILLed by a careless operator, the OOM killer) is replaced, and the
+/// new one is told the whole list again.
+struct State {
+    guardian: Option<Guardian>,
+    groups: Vec<i32>,
+}
+
+struct Guardian {
+    pid: libc::pid_t,
+    /// The master's end of the socket; close-on-exec, so only the master holds it.
+    socket: OwnedFd,
+}
+
+fn state() -> &'static Mutex<State> {
+    static STATE: OnceLock<Mutex<State>> = OnceLock::new();
+    STATE.get_or_init(|| {
+        Mutex::new(State {
+            guardian: None,
+            groups: Vec::new(),
+        })
+    })
+}
+
+fn lock() -> std::sync::MutexGuard<'static, State> {
+    state().lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Starts the guardian if it is not running. Called on the spawner thread before each spawn.
 pub(super) fn ensure_started() {
-    GUARDIAN.get_or_init(|| match start() {
-        Ok(fd) => Some(fd),
-        Err(error) => {
-            tracing::warn!(%error, "could not start the drover guardian; grandchildren of workers may outlive a killed master");
-            None
+    static FIRST: OnceLock<()> = OnceLock::new();
+    FIRST.get_or_init(|| {
+        let mut state = lock();
+        match start() {
+            Ok(guardian) => {
+                watch(guardian.pid);
+                state.guardian = Some(guardian);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not start the drover guardian; grandchildren of workers may outlive a killed master");
+            }
         }
     });
 }
 
 /// Registers a worker's process group (`+`), or forgets it once reaped (`-`).
 pub(super) fn tell(pgid: i32) {
-    if let Some(Some(fd)) = GUARDIAN.get() {
-        let bytes = pgid.to_ne_bytes();
-        // SAFETY: a 4-byte send on our socket, one record the guardian reads whole (its buffer is a
-        // multiple of 4). If the guardian is gone it fails with EPIPE (no signal): nothing is lost
-        // but its protection.
-        unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+    let mut state = lock();
+    if pgid > 0 {
+        if state.groups.len() < CAPACITY {
+            state.groups.push(pgid);
+        }
+    } else if let Some(i) = state.groups.iter().position(|g| *g == -pgid) {
+        state.groups.swap_remove(i);
+    }
+    let Some(guardian) = &state.guardian else { return };
+    if let Err(error) = send(&guardian.socket, &[pgid]) {
+        // EPIPE: the guardian is dead (its watcher may not have run yet). Anything else leaves it
+        // be: replacing a live guardian would close its socket, and on EOF it kills every worker.
+        if matches!(error.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) {
+            replace(&mut state);
+        } else {
+            tracing::debug!(%error, "telling the guardian failed");
+        }
     }
 }
 
-fn start() -> io::Result<OwnedFd> {
+/// One send of whole 4-byte records. If the guardian is gone it fails with EPIPE (no signal).
+fn send(socket: &OwnedFd, records: &[i32]) -> io::Result<()> {
+    let bytes: Vec<u8> = records.iter().flat_map(|r| r.to_ne_bytes()).collect();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        // SAFETY: a send from our own buffer on our own socket; MSG_NOSIGNAL: a dead guardian is
+        // EPIPE, never a SIGPIPE that would kill a host (a C program) that does not ignore it.
+        let n = unsafe {
+            libc::send(
+                socket.as_raw_fd(),
+                bytes[sent..].as_ptr().cast(),
+                bytes.len() - sent,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        sent += n as usize;
+    }
+    Ok(())
+}
+
+/// Reaps a dead guardian and starts another, which is told every registered group.
+fn replace(state: &mut State) {
+    if let Some(old) = state.guardian.take() {
+        drop(old.socket);
+        // SAFETY: waits for our own child, the old guardian, which is dead (we replace only a
+        // guardian whose pidfd fired or whose socket said EPIPE): only that pid, never another's.
+        unsafe { libc::waitpid(old.pid, std::ptr::null_mut(), 0) };
+    }
+    match start() {
+        Ok(guardian) => {
+            if send(&guardian.socket, &state.groups).is_ok() {
+                tracing::warn!(
+                    groups = state.groups.len(),
+                    "the drover guardian died; a new one was started and told every worker's process group"
+                );
+            }
+            watch(guardian.pid);
+            state.guardian = Some(guardian);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the drover guardian died and cannot be restarted; grandchildren of workers may outlive a killed master");
+        }
+    }
+}
+
+/// A thread that waits for the guardian `pid` to die, then replaces it.
+fn watch(pid: libc::pid_t) {
+    let pidfd = match super::spawn::pidfd_open(pid as u32) {
+        Ok(fd) => fd,
+        Err(error) => {
+            tracing::debug!(%error, "cannot watch the guardian; it is replaced at the next spawn or reap instead");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("drover-guardian-watch".into())
+        .spawn(move || {
+            let mut pfd = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: poll on one valid pollfd; a pidfd becomes readable when the process exits.
+                let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+                if rc == 1 {
+                    break;
+                }
+                if rc == -1 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    return;
+                }
+            }
+            let mut state = lock();
+            // Replaced already (by a failed `tell`) if the current guardian is another process.
+            if state.guardian.as_ref().is_some_and(|g| g.pid == pid) {
+                replace(&mut state);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::debug!(%error, "cannot watch the guardian");
+    }
+}
+
+fn start() -> io::Result<Guardian> {
+    // Prepared before the fork: the guardian may not allocate.
+    let cgroup = super::cgroup::base_cstring();
     let mut fds = [0 as RawFd; 2];
     // SAFETY: socketpair fills two fds; both close-on-exec so no worker inherits them.
     if unsafe {
@@ -73,18 +208,19 @@ fn start() -> io::Result<OwnedFd> {
             // `guardian_main` manages to close after, or the guardian would never see EOF.
             unsafe {
                 libc::close(write_end.as_raw_fd());
-                guardian_main(read_end.as_raw_fd())
+                guardian_main(read_end.as_raw_fd(), cgroup.as_deref())
             }
         }
-        _ => Ok(write_end),
+        pid => Ok(Guardian { pid, socket: write_end }),
     }
 }
 
 /// The guardian's whole life. Never returns.
 ///
 /// # Safety
-/// Must only run in a child just forked from the master, with `pipe` the guardian's end of the socket.
-unsafe fn guardian_main(pipe: RawFd) -> ! {
+/// Must only run in a child just forked from the master, with `pipe` the guardian's end of the
+/// socket and `cgroup` the workers' cgroup directory, if they have one.
+unsafe fn guardian_main(pipe: RawFd, cgroup: Option<&std::ffi::CStr>) -> ! {
     // SAFETY: only async-signal-safe system calls on fds this process owns; no allocation, no
     // locks, no Rust runtime services.
     unsafe {
@@ -151,6 +287,70 @@ unsafe fn guardian_main(pipe: RawFd) -> ! {
         for &pgid in &groups[..count] {
             libc::kill(-pgid, libc::SIGKILL);
         }
+        if let Some(dir) = cgroup {
+            clean_cgroups(dir, &groups[..count]);
+        }
         libc::_exit(0)
+    }
+}
+
+/// The guardian's last act where workers live in cgroups: kill everything in the master's
+/// `drover.<pid>` subtree (what escaped its process group included), then remove the workers'
+/// cgroups and the subtree itself. Async-signal-safe, no allocation: paths are built in a stack
+/// buffer.
+///
+/// # Safety
+/// Only from `guardian_main`.
+unsafe fn clean_cgroups(dir: &std::ffi::CStr, groups: &[i32]) {
+    let dir = dir.to_bytes();
+    let mut path = [0u8; 4096];
+    if dir.len() + 32 > path.len() {
+        return;
+    }
+    path[..dir.len()].copy_from_slice(dir);
+    let at = |path: &mut [u8; 4096], tail: &[u8]| {
+        path[dir.len()..dir.len() + tail.len()].copy_from_slice(tail);
+        path[dir.len() + tail.len()] = 0;
+    };
+    at(&mut path, b"/cgroup.kill");
+    // SAFETY: open/write/close/rmdir/nanosleep are async-signal-safe; `path` is NUL-terminated.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY);
+        if fd >= 0 {
+            libc::write(fd, b"1".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+        // cgroup.kill is asynchronous: each cgroup is busy until its last process is gone. Give
+        // them about two seconds, then leave what is still busy (empty cgroups cost nothing).
+        for &pgid in groups {
+            let mut tail = [0u8; 24];
+            tail[0] = b'/';
+            let digits = super::cgroup::format_pid(pgid as u64);
+            let len = digits.iter().position(|d| *d == 0).unwrap_or(digits.len());
+            tail[1..1 + len].copy_from_slice(&digits[..len]);
+            at(&mut path, &tail[..1 + len]);
+            remove_dir_patiently(&path);
+        }
+        at(&mut path, b"");
+        remove_dir_patiently(&path);
+    }
+}
+
+/// rmdir, retried every 10 ms for up to 2 s while the directory is busy.
+///
+/// # Safety
+/// `path` must be NUL-terminated; async-signal-safe.
+unsafe fn remove_dir_patiently(path: &[u8]) {
+    for _ in 0..200 {
+        // SAFETY: a NUL-terminated path (the caller's promise).
+        if unsafe { libc::rmdir(path.as_ptr().cast()) } == 0 || unsafe { *libc::__errno_location() } != libc::EBUSY {
+            return;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        // SAFETY: nanosleep with a valid timespec.
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
     }
 }

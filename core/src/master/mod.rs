@@ -5,6 +5,7 @@
 //! restart, rescale, reload, shutdown; a shutdown cancels whatever runs), and a supervisor task
 //! that applies the restart and recycling policies as exits and heartbeats arrive.
 
+pub mod cgroup;
 pub(crate) mod events;
 mod guardian;
 pub mod host_reads;

@@ -129,6 +129,7 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd, OutputPipes)> {
         .map(|(i, fd)| (fd.as_raw_fd(), 3 + i as RawFd))
         .collect();
     let mut exec = ExecPlan::new(&spec)?;
+    let mut cgroup = super::cgroup::JoinPlan::new();
     let parent_pid = nix::unistd::getpid().as_raw();
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
     // functions may be called: prctl, getppid, getpid, fcntl, dup2 and execve are; it writes only
@@ -136,6 +137,9 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<(u32, OwnedFd, OutputPipes)> {
     unsafe {
         cmd.pre_exec(move || {
             child_setup(parent_pid, &mut moves)?;
+            if let Some(cgroup) = cgroup.as_mut() {
+                cgroup.join();
+            }
             exec.exec()
         });
     }
@@ -309,7 +313,7 @@ fn child_setup(parent_pid: libc::pid_t, moves: &mut [(RawFd, RawFd)]) -> io::Res
     Ok(())
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(super) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
@@ -329,17 +333,37 @@ impl ChildProcess {
         self.output.take()
     }
 
-    /// Sends `signal` to the worker's whole process group. A no-op once reaped: the pgid may then
-    /// belong to someone else.
+    /// Sends `signal` to the worker's whole process group, and to the worker itself if it has
+    /// left that group (`setpgid`): the leader is always reachable, through its pidfd. A no-op
+    /// once reaped: the pgid may then belong to someone else.
     pub(crate) fn signal_group(&self, signal: libc::c_int) {
         if self.reaped {
             return;
         }
+        let pid = self.pid as libc::pid_t;
         // SAFETY: kill with a negative pid signals the group; the leader is unreaped, so the
-        // group id is still ours.
-        let rc = unsafe { libc::kill(-(self.pid as libc::pid_t), signal) };
+        // group id is still ours (no new group can take the id of a live pid).
+        let rc = unsafe { libc::kill(-pid, signal) };
         if rc == -1 {
             tracing::debug!(pid = self.pid, signal, error = %io::Error::last_os_error(), "signal to process group failed");
+        }
+        // SAFETY: getpgid of our own unreaped child.
+        if unsafe { libc::getpgid(pid) } != pid {
+            // The worker moved itself out of its group: the group signal did not reach it. Once,
+            // not twice: a worker still in its group already got the signal above.
+            // SAFETY: pidfd_send_signal on our child's pidfd, with no siginfo.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    self.pidfd.get_ref().as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
+            if rc == -1 {
+                tracing::debug!(pid = self.pid, signal, error = %io::Error::last_os_error(), "signal to a worker outside its group failed");
+            }
         }
     }
 
@@ -357,6 +381,8 @@ impl ChildProcess {
         self.signal_group(libc::SIGKILL);
         let reason = waitid_pidfd(self.pidfd.get_ref().as_fd().as_raw_fd(), 0)?;
         self.reaped = true;
+        // Whatever escaped the group (setsid, setpgid) is still in the worker's cgroup.
+        super::cgroup::kill_and_remove(self.pid);
         super::guardian::tell(-(self.pid as i32));
         super::pids::forget(self.pid);
         Ok(reason)
@@ -401,6 +427,7 @@ impl Drop for ChildProcess {
             self.signal_group(libc::SIGKILL);
             let _ = waitid_pidfd(self.pidfd.get_ref().as_raw_fd(), 0);
             self.reaped = true;
+            super::cgroup::kill_and_remove(self.pid);
             super::guardian::tell(-(self.pid as i32));
             super::pids::forget(self.pid);
         }
