@@ -13,14 +13,35 @@
 //!
 //! If the master process itself was started by systemd with sockets (`LISTEN_FDS`, `LISTEN_PID` =
 //! its pid), a request for an address one of them is bound to uses that socket instead of binding.
-//! Sockets close when the master shuts down; a Unix socket's path is removed then.
+//!
+//! **Bounds.** A worker process may hold at most [`MAX_LISTENERS_PER_WORKER`] on-demand sockets and
+//! a master at most [`MAX_LISTENERS_PER_MASTER`] in all; a request past either is refused with an
+//! error that names the bound. An on-demand socket whose every holder has exited is closed once it
+//! has gone [`LISTENER_LINGER`] without one: long enough for a restarted worker to ask again
+//! without a client ever being refused, short enough that a worker asking for new addresses in a
+//! crash loop cannot pin the master's fds. Declared sockets stay until shutdown.
+//!
+//! **Unix socket paths** are bound and removed through a handle on their directory, opened once at
+//! bind time, never by path again: a worker that swaps its directory for a symlink cannot make the
+//! master remove a file elsewhere, and only the socket file the master made (same device and inode)
+//! is removed, at shutdown. A worker that runs as another user than the master (it dropped its
+//! privileges) cannot ask for a Unix path at all: the master would create a file with its own
+//! rights wherever that worker names. Such paths can be declared in the master's config.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The most on-demand listening sockets one worker process may hold.
+pub const MAX_LISTENERS_PER_WORKER: usize = 64;
+/// The most listening sockets (declared and on demand) one master holds.
+pub const MAX_LISTENERS_PER_MASTER: usize = 256;
+/// How long an on-demand socket with no live holder is kept for a worker that may ask again.
+pub const LISTENER_LINGER: Duration = Duration::from_secs(10);
 
 /// An address to listen on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,6 +146,34 @@ pub enum ListenError {
         /// The OS error, with its errno name.
         error: String,
     },
+    /// The worker already holds as many sockets as a worker may.
+    #[error(
+        "cannot listen on {address}: this worker already holds {limit} listening sockets, the most one worker may"
+    )]
+    TooManyForWorker {
+        /// The address.
+        address: String,
+        /// [`MAX_LISTENERS_PER_WORKER`].
+        limit: usize,
+    },
+    /// The master already holds as many sockets as it may.
+    #[error("cannot listen on {address}: the master already holds {limit} listening sockets, the most it holds")]
+    TooManyForMaster {
+        /// The address.
+        address: String,
+        /// [`MAX_LISTENERS_PER_MASTER`].
+        limit: usize,
+    },
+    /// A worker running as another user than the master asked for a Unix socket path.
+    #[error("cannot listen on {address}: the worker runs as uid {worker_uid} and the master as uid {master_uid}; a Unix socket path for it must be declared in the master's config")]
+    ForeignUnixPath {
+        /// The address.
+        address: String,
+        /// The worker's effective uid.
+        worker_uid: u32,
+        /// The master's effective uid.
+        master_uid: u32,
+    },
 }
 
 fn bind_error(addr: &ListenAddr, err: std::io::Error) -> ListenError {
@@ -145,68 +194,216 @@ pub(crate) struct Listener {
     pub(crate) local: String,
     pub(crate) fd: Arc<OwnedFd>,
     /// Removed when the socket closes (only for paths we bound ourselves).
-    unix_path: Option<PathBuf>,
+    _unix_path: Option<UnixPath>,
 }
 
-impl Drop for Listener {
+/// A socket file the master made: its directory (held open) and its identity, so that exactly
+/// that file, and nothing a worker put in its place, is removed.
+#[derive(Debug)]
+struct UnixPath {
+    dir: OwnedFd,
+    name: std::ffi::CString,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for UnixPath {
     fn drop(&mut self) {
-        if let Some(path) = &self.unix_path {
-            let _ = std::fs::remove_file(path);
+        use nix::fcntl::AtFlags;
+        use nix::sys::stat::{fstatat, SFlag};
+        let Ok(st) = fstatat(
+            Some(self.dir.as_raw_fd()),
+            self.name.as_c_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) else {
+            return;
+        };
+        let is_ours = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
+            && st.st_dev == self.dev
+            && st.st_ino == self.ino;
+        if is_ours {
+            let _ = nix::unistd::unlinkat(
+                Some(self.dir.as_raw_fd()),
+                self.name.as_c_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        } else {
+            tracing::debug!(name = ?self.name, "a Unix socket's path no longer names the socket bound there; left alone");
         }
     }
+}
+
+/// Who asks for a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// The master's config: kept until shutdown.
+    Declared,
+    /// A worker process, by pid: released when it exits.
+    Worker(u32),
+}
+
+#[derive(Debug)]
+struct Held {
+    listener: Arc<Listener>,
+    declared: bool,
+    /// Worker processes that asked for it and have not exited.
+    holders: Vec<u32>,
+    /// When the last holder exited (on-demand sockets only).
+    unheld_since: Option<Instant>,
 }
 
 /// The sockets of one master.
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
-    open: Mutex<Vec<Arc<Listener>>>,
+    open: Mutex<Vec<Held>>,
 }
 
 impl Listeners {
-    /// The socket for `addr`: the one already held, one inherited from systemd, or a new one.
-    pub(crate) fn get_or_bind(&self, addr: &ListenAddr) -> Result<Arc<Listener>, ListenError> {
+    /// The socket for `addr`, for `holder`: the one already held, one inherited from systemd, or
+    /// a new one. Refused past the bounds (module docs).
+    pub(crate) fn get_or_bind(&self, addr: &ListenAddr, holder: Holder) -> Result<Arc<Listener>, ListenError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = open.iter().find(|l| &l.addr == addr) {
-            return Ok(l.clone());
+        let now = Instant::now();
+        release_lingering(&mut open, now);
+        let index = match find(&open, addr) {
+            Some(i) => i,
+            None => {
+                let address = addr.to_string();
+                if let Holder::Worker(pid) = holder {
+                    check_worker_may_bind(addr, pid)?;
+                    let held = open.iter().filter(|h| h.holders.contains(&pid)).count();
+                    if held >= MAX_LISTENERS_PER_WORKER {
+                        return Err(ListenError::TooManyForWorker {
+                            address,
+                            limit: MAX_LISTENERS_PER_WORKER,
+                        });
+                    }
+                }
+                if open.len() >= MAX_LISTENERS_PER_MASTER {
+                    return Err(ListenError::TooManyForMaster {
+                        address,
+                        limit: MAX_LISTENERS_PER_MASTER,
+                    });
+                }
+                let listener = match take_inherited(addr) {
+                    Some(fd) => Listener {
+                        addr: addr.clone(),
+                        local: local_name(&fd),
+                        fd: Arc::new(fd),
+                        _unix_path: None,
+                    },
+                    None => bind(addr)?,
+                };
+                tracing::debug!(address = %addr, local = %listener.local, "listening");
+                open.push(Held {
+                    listener: Arc::new(listener),
+                    declared: false,
+                    holders: Vec::new(),
+                    unheld_since: None,
+                });
+                open.len() - 1
+            }
+        };
+        let held = &mut open[index];
+        match holder {
+            Holder::Declared => held.declared = true,
+            // A worker reaped while its request was being served holds nothing: it is forgotten
+            // before its sockets are released (under this lock), so either it is still a worker
+            // here, or `release` has already run and will not run again.
+            Holder::Worker(pid) if !crate::master::pids::is_worker_pid(pid) => {}
+            Holder::Worker(pid) if !held.holders.contains(&pid) => held.holders.push(pid),
+            Holder::Worker(_) => {}
         }
-        // "Any address, port P" (a Node app's `listen(P)`) is served by a socket the master already
-        // holds on port P (say a declared `127.0.0.1:P`) rather than failing with EADDRINUSE.
-        if let ListenAddr::Tcp(sa) = addr {
-            if sa.ip().is_unspecified() && sa.port() != 0 {
-                let port = format!(":{}", sa.port());
-                if let Some(l) = open
-                    .iter()
-                    .find(|l| matches!(l.addr, ListenAddr::Tcp(_)) && l.local.ends_with(&port))
-                {
-                    return Ok(l.clone());
+        held.unheld_since = if held.holders.is_empty() && !held.declared {
+            Some(held.unheld_since.unwrap_or(now))
+        } else {
+            None
+        };
+        Ok(held.listener.clone())
+    }
+
+    /// Worker process `pid` has exited: it holds nothing any more.
+    pub(crate) fn release(&self, pid: u32) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for held in open.iter_mut() {
+            if let Some(i) = held.holders.iter().position(|p| *p == pid) {
+                held.holders.swap_remove(i);
+                if held.holders.is_empty() && !held.declared {
+                    held.unheld_since = Some(now);
                 }
             }
         }
-        let listener = match take_inherited(addr) {
-            Some(fd) => Listener {
-                addr: addr.clone(),
-                local: local_name(&fd),
-                fd: Arc::new(fd),
-                unix_path: None,
-            },
-            None => bind(addr)?,
-        };
-        tracing::debug!(address = %addr, local = %listener.local, "listening");
-        let listener = Arc::new(listener);
-        open.push(listener.clone());
-        Ok(listener)
+        release_lingering(&mut open, now);
     }
 
     /// Every socket held: (requested address, bound address).
     pub(crate) fn list(&self) -> Vec<(String, String)> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.iter().map(|l| (l.addr.to_string(), l.local.clone())).collect()
+        open.iter()
+            .map(|h| (h.listener.addr.to_string(), h.listener.local.clone()))
+            .collect()
     }
 
     /// Closes every socket (paths are removed as the last reference goes).
     pub(crate) fn close_all(&self) {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+}
+
+/// The held socket that serves `addr`.
+fn find(open: &[Held], addr: &ListenAddr) -> Option<usize> {
+    if let Some(i) = open.iter().position(|h| &h.listener.addr == addr) {
+        return Some(i);
+    }
+    // "Any address, port P" (a Node app's `listen(P)`) is served by a socket the master already
+    // holds on port P (say a declared `127.0.0.1:P`) rather than failing with EADDRINUSE.
+    if let ListenAddr::Tcp(sa) = addr {
+        if sa.ip().is_unspecified() && sa.port() != 0 {
+            let port = format!(":{}", sa.port());
+            return open
+                .iter()
+                .position(|h| matches!(h.listener.addr, ListenAddr::Tcp(_)) && h.listener.local.ends_with(&port));
+        }
+    }
+    None
+}
+
+/// Closes the on-demand sockets nobody has held for [`LISTENER_LINGER`].
+fn release_lingering(open: &mut Vec<Held>, now: Instant) {
+    open.retain(|h| {
+        let expired = h
+            .unheld_since
+            .is_some_and(|since| now.duration_since(since) >= LISTENER_LINGER);
+        if expired {
+            tracing::debug!(address = %h.listener.addr, "no worker holds this socket any more; closed");
+        }
+        !expired
+    });
+}
+
+/// A worker that runs as another user than the master may not have it create a Unix socket file.
+fn check_worker_may_bind(addr: &ListenAddr, pid: u32) -> Result<(), ListenError> {
+    let ListenAddr::Unix(_) = addr else { return Ok(()) };
+    let master_uid = nix::unistd::geteuid().as_raw();
+    // The worker is our unreaped child, so its pid is still its own. A worker we cannot read the
+    // uid of is treated as foreign.
+    let worker_uid = effective_uid(pid).unwrap_or(u32::MAX);
+    if worker_uid == master_uid {
+        return Ok(());
+    }
+    Err(ListenError::ForeignUnixPath {
+        address: addr.to_string(),
+        worker_uid,
+        master_uid,
+    })
+}
+
+/// The effective uid of process `pid`, from `/proc/<pid>/status`.
+fn effective_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
@@ -227,19 +424,52 @@ fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
                 addr: addr.clone(),
                 local,
                 fd: Arc::new(listener.into()),
-                unix_path: None,
+                _unix_path: None,
             })
         }
         ListenAddr::Unix(path) => {
-            let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| bind_error(addr, e))?;
+            let (listener, unix_path) = bind_unix(path).map_err(|e| bind_error(addr, e))?;
             Ok(Listener {
                 addr: addr.clone(),
                 local: format!("unix:{}", path.display()),
                 fd: Arc::new(listener.into()),
-                unix_path: Some(path.clone()),
+                _unix_path: Some(unix_path),
             })
         }
     }
+}
+
+/// Binds a Unix socket at `path` through a handle on its directory: the directory is resolved
+/// once, here, and the socket is made in it (through `/proc/self/fd/<dir>/<name>`, since bind
+/// takes no directory fd), so a later swap of a path component changes nothing we do.
+fn bind_unix(path: &Path) -> std::io::Result<(std::os::unix::net::UnixListener, UnixPath)> {
+    use nix::fcntl::{open, AtFlags, OFlag};
+    use nix::sys::stat::{fstatat, Mode};
+    use std::os::unix::ffi::OsStrExt;
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let name = path.file_name().ok_or_else(|| invalid("the path names no file"))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: open just returned this fd; nobody else owns it.
+    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+    let via_dir = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let listener = std::os::unix::net::UnixListener::bind(&via_dir)?;
+    let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| invalid("the path contains a NUL byte"))?;
+    let st = fstatat(Some(dir.as_raw_fd()), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let unix_path = UnixPath {
+        dir,
+        name,
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
+    Ok((listener, unix_path))
 }
 
 fn local_name(fd: &OwnedFd) -> String {
@@ -329,24 +559,72 @@ mod tests {
     #[test]
     fn one_address_one_socket_and_bind_errors_say_why() {
         let set = Listeners::default();
-        let a = set.get_or_bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
-        let b = set.get_or_bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = set
+            .get_or_bind(&"127.0.0.1:0".parse().unwrap(), Holder::Declared)
+            .unwrap();
+        let b = set
+            .get_or_bind(&"127.0.0.1:0".parse().unwrap(), Holder::Declared)
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let taken: ListenAddr = a.local.parse().unwrap();
         let other = Listeners::default();
-        let err = other.get_or_bind(&taken).unwrap_err();
+        let err = other.get_or_bind(&taken, Holder::Declared).unwrap_err();
         assert!(err.to_string().contains("EADDRINUSE"), "{err}");
         // A request for any address on that port reuses the held socket.
         let port = a.local.rsplit(':').next().unwrap().to_string();
-        let c = set.get_or_bind(&port.parse().unwrap()).unwrap();
+        let c = set.get_or_bind(&port.parse().unwrap(), Holder::Declared).unwrap();
         assert!(Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn bounds_per_worker_and_per_master_and_unheld_sockets_linger_then_close() {
+        // A pid that is registered as a worker but is no process: holders are tracked by pid.
+        let (worker, other) = (u32::MAX - 1, u32::MAX - 2);
+        {
+            let mut pids = crate::lock_worker_pids();
+            pids.insert(worker);
+            pids.insert(other);
+        }
+        let set = Listeners::default();
+        let addr = |i: usize| {
+            format!("127.0.{}.{}:0", 3 + i / 250, 1 + i % 250)
+                .parse::<ListenAddr>()
+                .unwrap()
+        };
+        for i in 0..MAX_LISTENERS_PER_WORKER {
+            set.get_or_bind(&addr(i), Holder::Worker(worker)).unwrap();
+        }
+        let err = set
+            .get_or_bind(&addr(MAX_LISTENERS_PER_WORKER), Holder::Worker(worker))
+            .unwrap_err();
+        assert!(matches!(err, ListenError::TooManyForWorker { limit: 64, .. }), "{err}");
+        // Asking again for one it holds is no new socket.
+        set.get_or_bind(&addr(0), Holder::Worker(worker)).unwrap();
+        for i in MAX_LISTENERS_PER_WORKER..MAX_LISTENERS_PER_MASTER {
+            set.get_or_bind(&addr(i), Holder::Declared).unwrap();
+        }
+        let err = set
+            .get_or_bind(&addr(MAX_LISTENERS_PER_MASTER), Holder::Worker(other))
+            .unwrap_err();
+        assert!(matches!(err, ListenError::TooManyForMaster { limit: 256, .. }), "{err}");
+        // The worker exits: its sockets linger, then close; the declared ones stay.
+        set.release(worker);
+        assert_eq!(set.list().len(), MAX_LISTENERS_PER_MASTER);
+        let later = Instant::now() + LISTENER_LINGER;
+        release_lingering(&mut set.open.lock().unwrap(), later);
+        assert_eq!(set.list().len(), MAX_LISTENERS_PER_MASTER - MAX_LISTENERS_PER_WORKER);
+        set.get_or_bind(&addr(MAX_LISTENERS_PER_MASTER), Holder::Worker(other))
+            .unwrap();
+        crate::master::pids::forget(worker);
+        crate::master::pids::forget(other);
     }
 
     #[test]
     fn a_unix_socket_path_is_removed_when_closed() {
         let path = std::env::temp_dir().join(format!("drover-listen-test-{}.sock", std::process::id()));
         let set = Listeners::default();
-        set.get_or_bind(&ListenAddr::Unix(path.clone())).unwrap();
+        set.get_or_bind(&ListenAddr::Unix(path.clone()), Holder::Declared)
+            .unwrap();
         assert!(path.exists());
         set.close_all();
         assert!(!path.exists());

@@ -300,3 +300,102 @@ async fn node_ipc_readiness_runs_pm2_style_apps_unchanged() {
     assert_eq!(exits, 2);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A worker that swaps the directory of a socket it asked for with a symlink to another makes the
+/// master remove nothing there: the master removes only the socket file it made, through the
+/// directory it made it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_socket_directory_makes_the_master_remove_nothing_else() {
+    let root = std::env::temp_dir().join(format!("drover-swap-{}", std::process::id()));
+    let (dir, old, victim) = (root.join("d"), root.join("d.old"), root.join("victim"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    let master = Master::new(config(1)).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let id = master.workers()[0].id;
+    let address = format!("unix:{}", dir.join("x.sock").display());
+    ask_to_listen(&master, &mut events, id, &address, "listening").await;
+    // The swap: the socket's directory moves away, a symlink to another directory takes its name,
+    // and there a file of the same name waits to be deleted.
+    std::fs::rename(&dir, &old).unwrap();
+    std::os::unix::fs::symlink(&victim, &dir).unwrap();
+    std::fs::write(victim.join("x.sock"), "not yours").unwrap();
+    master.graceful_shutdown().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(victim.join("x.sock")).ok().as_deref(),
+        Some("not yours"),
+        "the master removed a file it did not make"
+    );
+    assert!(
+        !old.join("x.sock").exists(),
+        "the socket the master made was not removed"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A worker may hold 64 on-demand sockets; the 65th is refused with the bound named, and the worker
+/// (and its master) go on. Its successor gets the same sockets back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_asking_for_too_many_sockets_is_refused_and_its_successor_gets_the_same_ones() {
+    let mut c = config(1);
+    c.restart = drover::RestartPolicy::Always;
+    let master = Master::new(c).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let id = master.workers()[0].id;
+    let limit = drover::listen::MAX_LISTENERS_PER_WORKER;
+    let mut locals = Vec::new();
+    for i in 0..limit {
+        let address = format!("127.0.1.{}:0", i + 1);
+        locals.push(ask_to_listen(&master, &mut events, id, &address, "listening").await);
+    }
+    let error = ask_to_listen(&master, &mut events, id, "127.0.2.1:0", "listen_error").await;
+    assert!(error.contains(&format!("{limit} listening sockets")), "{error}");
+    assert_eq!(master.listeners().len(), limit);
+    // kill -9: the restarted worker asks again for the first address and gets the same socket
+    // (same port): it lingered for it.
+    let pid = master.workers()[0].pid;
+    // SAFETY: kill of our own worker.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    next_exit(&mut events).await;
+    let restarted = drover_tests::eventually(Duration::from_secs(10), || {
+        master
+            .workers()
+            .first()
+            .is_some_and(|w| w.pid != pid && w.status == WorkerStatus::Started)
+    })
+    .await;
+    assert!(restarted, "the worker was not restarted");
+    let again = ask_to_listen(&master, &mut events, id, "127.0.1.1:0", "listening").await;
+    assert_eq!(again, locals[0], "the successor got another socket");
+    master.graceful_shutdown().await.unwrap();
+}
+
+/// A worker that dropped its privileges cannot have the master create a Unix socket file for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_running_as_another_user_cannot_ask_for_a_unix_socket_path() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: a worker cannot run as another user here; nothing to test");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("drover-foreign-{}.sock", std::process::id()));
+    let master = Master::new(config(1).env("DROVER_TEST_SETUID", "65534")).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let id = master.workers()[0].id;
+    let error = ask_to_listen(
+        &master,
+        &mut events,
+        id,
+        &format!("unix:{}", path.display()),
+        "listen_error",
+    )
+    .await;
+    assert!(error.contains("uid 65534"), "{error}");
+    assert!(!path.exists(), "the master created {} for the worker", path.display());
+    // TCP is still served.
+    ask_to_listen(&master, &mut events, id, "127.0.0.1:0", "listening").await;
+    master.graceful_shutdown().await.unwrap();
+}

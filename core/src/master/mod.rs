@@ -213,7 +213,11 @@ impl Master {
     fn declared_sockets(&self, config: &MasterConfig) -> Result<Vec<(String, Arc<std::os::fd::OwnedFd>)>, Error> {
         let mut sockets = Vec::with_capacity(config.listen.len());
         for (i, spec) in config.listen.iter().enumerate() {
-            let listener = self.inner.listeners.get_or_bind(&spec.addr).map_err(Error::Listen)?;
+            let listener = self
+                .inner
+                .listeners
+                .get_or_bind(&spec.addr, crate::listen::Holder::Declared)
+                .map_err(Error::Listen)?;
             let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
             sockets.push((name, listener.fd.clone()));
         }

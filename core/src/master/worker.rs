@@ -29,7 +29,7 @@ use super::readiness::{self, Notice, NotifySocket};
 use super::spawn::{self, ChildProcess, SpawnSpec};
 use crate::config::{MasterConfig, OnProtocolError, ReadySource};
 use crate::exit::WorkerExit;
-use crate::listen::{ListenAddr, Listeners};
+use crate::listen::{Holder, ListenAddr, Listeners};
 use crate::protocol::channel::{self, ChannelRead};
 use crate::protocol::codec::Frame;
 use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
@@ -790,12 +790,12 @@ impl WorkerActor {
         // may block for seconds, and the address is the worker's to choose; the actor (and on a
         // current-thread runtime, everything else) must not wait for it. The answer carries the
         // request's number, so it may come after other frames.
-        let (id, address) = (self.id, address.to_string());
+        let (id, pid, address) = (self.id, self.pid, address.to_string());
         let (listeners, writer) = (self.listeners.clone(), self.writer.clone());
         tokio::task::spawn_blocking(move || {
             let answer = address
                 .parse::<ListenAddr>()
-                .and_then(|addr| listeners.get_or_bind(&addr));
+                .and_then(|addr| listeners.get_or_bind(&addr, Holder::Worker(pid)));
             let (frame, fd) = match answer {
                 Ok(listener) => {
                     let frame = MasterFrame::Listener {
@@ -989,7 +989,10 @@ impl WorkerActor {
 
     /// The process has exited: clear its group, reap it, read what it wrote before dying, report.
     async fn on_exit(mut self) {
-        let reason = match self.child.reap() {
+        let reaped = self.child.reap();
+        // Whatever sockets it asked for, it holds no more (they linger for its successor).
+        self.listeners.release(self.pid);
+        let reason = match reaped {
             Ok(reason) => reason,
             Err(error) => {
                 // Only possible if someone else reaped our child (a `waitpid(-1)` in the host).

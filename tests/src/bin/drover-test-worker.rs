@@ -7,6 +7,9 @@
 //! `start-after-ms:<ms>`, `notify` (readiness through NOTIFY_SOCKET, on command),
 //! `message-after-start:<n>` (sends `{"after_start": i}` for i in 0..n right after STARTED).
 //!
+//! With `DROVER_TEST_SETUID=<uid>` it drops its privileges to that uid first (as a worker that
+//! started as root and gave them up would).
+//!
 //! With `DROVER_TEST_HOST_READS=1` it reads the master's commands as a host loop would
 //! ([`BusOptions::host_reads`]): a thread polls the channel and drives the [`CommandReader`].
 //!
@@ -39,6 +42,16 @@ fn main() {
 }
 
 async fn run() {
+    if let Some(uid) = std::env::var("DROVER_TEST_SETUID")
+        .ok()
+        .and_then(|u| u.parse::<libc::uid_t>().ok())
+    {
+        // SAFETY: setgid/setuid with plain ids; a failure is reported and ends the worker.
+        if unsafe { libc::setgid(uid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+            eprintln!("drover-test-worker: setuid {uid}: {}", std::io::Error::last_os_error());
+            std::process::exit(71);
+        }
+    }
     let mode = std::env::var("DROVER_TEST_MODE").unwrap_or_else(|_| "normal".into());
     let (mode, arg) = match mode.split_once(':') {
         Some((m, a)) => (m.to_string(), a.parse::<i64>().unwrap_or(0)),
