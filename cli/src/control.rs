@@ -708,6 +708,139 @@ mod tests {
     }
 
     #[test]
+    fn a_client_trusts_only_its_own_uid_or_root() {
+        assert!(server_trusted(1000, 1000));
+        assert!(server_trusted(0, 1000));
+        assert!(server_trusted(0, 0));
+        assert!(!server_trusted(1001, 1000));
+        assert!(!server_trusted(65534, 0));
+    }
+
+    #[test]
+    fn request_errors_say_what_was_wrong() {
+        assert_eq!(parse_request(b"\n").unwrap_err(), RequestError::Empty);
+        assert_eq!(
+            parse_request(&vec![b' '; MAX_REQUEST_BYTES + 1]).unwrap_err(),
+            RequestError::TooLong
+        );
+        let e = parse_request(br#"{"cmd":"scale","group":"web","count":"many"}"#).unwrap_err();
+        assert!(e.to_string().starts_with("bad request: invalid type"), "{e}");
+        let e = parse_request(br#"{"cmd":"explode"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `explode`"), "{e}");
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = parse_request(deep.as_bytes()).unwrap_err();
+        assert!(e.to_string().starts_with("bad request:"), "{e}");
+        assert!(matches!(
+            parse_request(b"{\"cmd\":\"status\"}\n"),
+            Ok(Request::Status)
+        ));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, nested a few levels, with the request's keys and commands likely. Floats
+        /// only with `floats`: serde_json (without `float_roundtrip`) may change a float's last digit
+        /// on the way back, which is not the parser's doing.
+        fn json(floats: bool) -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("cmd".to_string()),
+                Just("group".to_string()),
+                Just("count".to_string()),
+                Just("id".to_string()),
+                Just("data".to_string()),
+                Just("hard".to_string()),
+                any::<String>(),
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(move |f| if floats { Value::from(f) } else { Value::from(f as i64) }),
+                prop_oneof![
+                    Just("status"),
+                    Just("reload"),
+                    Just("scale"),
+                    Just("restart"),
+                    Just("send"),
+                    Just("stop"),
+                ]
+                .prop_map(Value::from),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 8, move |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    proptest::collection::vec((key.clone(), inner), 0..8)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A well-formed request of any kind.
+        fn request() -> impl Strategy<Value = Request> {
+            prop_oneof![
+                Just(Request::Status),
+                proptest::option::of(any::<String>()).prop_map(|group| Request::Reload { group }),
+                (any::<String>(), any::<i64>()).prop_map(|(group, count)| Request::Scale { group, count }),
+                (any::<String>(), any::<u64>()).prop_map(|(group, id)| Request::Restart { group, id }),
+                (any::<String>(), proptest::option::of(any::<u64>()), json(false))
+                    .prop_map(|(group, id, data)| Request::Send { group, id, data }),
+                any::<bool>().prop_map(|hard| Request::Stop { hard }),
+            ]
+        }
+
+        fn explained(error: &RequestError) -> bool {
+            let text = error.to_string();
+            ["bad request: ", "empty request", "request longer than"]
+                .iter()
+                .any(|start| text.starts_with(start))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_bytes_give_a_request_or_a_clear_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Err(error) = parse_request(&bytes) {
+                    prop_assert!(explained(&error), "{error}");
+                }
+            }
+
+            #[test]
+            fn any_json_gives_a_request_or_a_clear_error(value in json(true), newline in any::<bool>()) {
+                let mut line = serde_json::to_vec(&value).expect("a Value serializes");
+                if newline {
+                    line.push(b'\n');
+                }
+                if let Err(error) = parse_request(&line) {
+                    prop_assert!(explained(&error), "{error}");
+                }
+            }
+
+            #[test]
+            fn every_request_a_client_sends_parses_back(request in request()) {
+                let line = serde_json::to_vec(&request).expect("a request serializes");
+                let parsed = parse_request(&line);
+                prop_assert!(parsed.is_ok(), "{parsed:?}");
+                let again = serde_json::to_value(parsed.expect("checked")).expect("serializes");
+                prop_assert_eq!(again, serde_json::to_value(&request).expect("serializes"));
+            }
+
+            #[test]
+            fn cut_requests_are_refused_clearly(request in request(), cut in any::<prop::sample::Index>()) {
+                let line = serde_json::to_vec(&request).expect("a request serializes");
+                let cut = cut.index(line.len());
+                if let Err(error) = parse_request(&line[..cut]) {
+                    prop_assert!(explained(&error), "{error}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_table_has_a_row_per_worker() {
         let report = StatusReport {
             pid: 1,

@@ -66,7 +66,8 @@ enum Command {
     Scale {
         /// The group.
         group: String,
-        /// The new number of workers.
+        /// The new number of workers (1 to 10000).
+        #[arg(allow_negative_numbers = true)]
         count: i64,
         #[command(flatten)]
         socket: SocketArg,
