@@ -730,10 +730,7 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let e = parse_request(deep.as_bytes()).unwrap_err();
         assert!(e.to_string().starts_with("bad request:"), "{e}");
-        assert!(matches!(
-            parse_request(b"{\"cmd\":\"status\"}\n"),
-            Ok(Request::Status)
-        ));
+        assert!(matches!(parse_request(b"{\"cmd\":\"status\"}\n"), Ok(Request::Status)));
     }
 
     mod properties {

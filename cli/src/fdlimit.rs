@@ -19,6 +19,8 @@ pub fn raise() -> Option<String> {
     }
     Some(match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => format!("raised the open-file limit (RLIMIT_NOFILE) from {soft} to the hard limit, {hard}"),
-        Err(error) => format!("the open-file limit (RLIMIT_NOFILE) stays at {soft}: raising it to {hard} failed: {error}"),
+        Err(error) => {
+            format!("the open-file limit (RLIMIT_NOFILE) stays at {soft}: raising it to {hard} failed: {error}")
+        }
     })
 }

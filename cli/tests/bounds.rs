@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,11 +28,18 @@ fn a_huge_scale_is_refused_clearly_and_the_group_is_unharmed() {
         assert_eq!(out.status.code(), Some(1), "scale {count}: {stderr}");
         assert!(stderr.contains(expected), "scale {count}: {stderr}");
     }
-    assert!(drover.child.try_wait().unwrap().is_none(), "drover died\n{}", drover.transcript());
+    assert!(
+        drover.child.try_wait().unwrap().is_none(),
+        "drover died\n{}",
+        drover.transcript()
+    );
     assert_eq!(drover.worker_pids("web"), before, "the workers were touched");
     let rss_after = rss_kib(drover.pid());
     eprintln!("scale 2^40: drover RSS {rss_before} -> {rss_after} KiB");
-    assert!(rss_after < rss_before + 50 * 1024, "RSS {rss_before} -> {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 50 * 1024,
+        "RSS {rss_before} -> {rss_after} KiB"
+    );
     drover.ctl_ok(&["stop"]);
     drover.wait_exit(DEADLINE);
 }
@@ -52,8 +61,10 @@ fn the_soft_fd_limit_is_raised_so_that_many_workers_start() {
         &[],
         |cmd| limit_fds(cmd, 64, hard),
     );
-    drover.wait_line(&format!("raised the open-file limit (RLIMIT_NOFILE) from 64 to the hard limit, {hard}"));
     drover.wait_ready();
+    drover.wait_line(&format!(
+        "raised the open-file limit (RLIMIT_NOFILE) from 64 to the hard limit, {hard}"
+    ));
     assert_eq!(drover.worker_pids("web").len(), 32);
     let status = drover.status();
     assert_eq!(status["groups"][0]["started"], 32, "{status}");
@@ -81,6 +92,13 @@ fn stdout_and_stderr_on_a_pipe_nobody_reads_do_not_keep_drover_from_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ctl.sock");
     let (unread, write_end) = nix::unistd::pipe().expect("a pipe");
+    // Our own way into the pipe, a file description of its own (O_NONBLOCK here must not make
+    // drover's writes non-blocking): to fill the pipe to the last byte.
+    let filler = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", write_end.as_raw_fd()))
+        .expect("the pipe's write end, opened anew");
     // A worker that floods its stdout (200,000 lines), then serves as usual.
     let flood = sh_worker("yes 'a line of flood from the worker, long enough to fill pipes' | head -n 200000 &");
     let mut cmd = Command::new(drover_bin());
@@ -94,8 +112,8 @@ fn stdout_and_stderr_on_a_pipe_nobody_reads_do_not_keep_drover_from_stopping() {
         .stdin(Stdio::null())
         .stdout(Stdio::from(write_end.try_clone().expect("dup")))
         .stderr(Stdio::from(write_end));
-    let mut child = cmd.spawn().expect("drover starts");
-    let pid = child.id();
+    let mut child = KillOnDrop(cmd.spawn().expect("drover starts"));
+    let pid = child.0.id();
     let ctl = |args: &[&str]| {
         Command::new(drover_bin())
             .args(args)
@@ -111,15 +129,22 @@ fn stdout_and_stderr_on_a_pipe_nobody_reads_do_not_keep_drover_from_stopping() {
         }),
         "drover did not start its worker"
     );
-    // The pipe is full: every write to stdout or stderr would now block.
+    // drover has printed plenty, then the pipe is filled to the last byte: every write to its
+    // stdout or stderr now blocks.
     assert!(
         eventually(|| {
             let (queued, capacity) = pipe_fill(&unread);
             queued + 16 * 1024 >= capacity
         }),
-        "the pipe never filled: {:?}",
+        "drover printed little: {:?}",
         pipe_fill(&unread)
     );
+    let full = loop {
+        if let Err(error) = (&filler).write(b"x") {
+            break error;
+        }
+    };
+    assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock, "the pipe is full");
     let (fds, rss) = (fd_count(pid), rss_kib(pid));
     let out = ctl(&["status", "--json"]);
     assert!(out.status.success(), "status while the output is blocked");
@@ -128,7 +153,7 @@ fn stdout_and_stderr_on_a_pipe_nobody_reads_do_not_keep_drover_from_stopping() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deadline = Duration::from_secs(10);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             eprintln!(
                 "blocked output: drover fds {fds}, RSS {rss} KiB; exited {status} {:?} after stop",
                 began.elapsed()
@@ -136,8 +161,6 @@ fn stdout_and_stderr_on_a_pipe_nobody_reads_do_not_keep_drover_from_stopping() {
             break;
         }
         if began.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("drover did not exit within {deadline:?} of `drover stop` with its output blocked");
         }
         std::thread::sleep(Duration::from_millis(20));

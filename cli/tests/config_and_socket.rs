@@ -129,18 +129,26 @@ fn is_root() -> bool {
 /// `drover run ARGS...`, which is expected to refuse and exit: killed (and the test failed) if it
 /// is still running after `DEADLINE`.
 fn run_refused(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let mut child = Command::new(drover_bin())
-        .arg("run")
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("drover runs");
+    let mut child = KillOnDrop(
+        Command::new(drover_bin())
+            .arg("run")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("drover runs"),
+    );
     assert!(
-        eventually(|| child.try_wait().expect("try_wait").is_some()),
+        eventually(|| child.0.try_wait().expect("try_wait").is_some()),
         "drover did not refuse: it is running"
     );
-    child.wait_with_output().expect("its output")
+    let stdout = child.0.stdout.take().map(std::io::read_to_string);
+    let stderr = child.0.stderr.take().map(std::io::read_to_string);
+    std::process::Output {
+        status: child.0.wait().expect("its status"),
+        stdout: stdout.and_then(Result::ok).unwrap_or_default().into_bytes(),
+        stderr: stderr.and_then(Result::ok).unwrap_or_default().into_bytes(),
+    }
 }
 
 #[test]
@@ -211,7 +219,7 @@ fn a_client_refuses_a_socket_another_user_serves() {
     )
     .unwrap();
     let socket = home.path().join("ctl.sock");
-    let mut stranger = unless_busy(|| {
+    let mut stranger = KillOnDrop(unless_busy(|| {
         Command::new(&bin)
             .args(["run", "-n", "1", "--ready", "spawn", "--socket"])
             .arg(&socket)
@@ -223,8 +231,11 @@ fn a_client_refuses_a_socket_another_user_serves() {
             .uid(65534)
             .gid(65534)
             .spawn()
-    });
-    assert!(eventually(|| socket.exists()), "nobody's drover did not bind its socket");
+    }));
+    assert!(
+        eventually(|| socket.exists()),
+        "nobody's drover did not bind its socket"
+    );
     let out = Command::new(drover_bin())
         .args(["stop", "--socket"])
         .arg(&socket)
@@ -236,9 +247,10 @@ fn a_client_refuses_a_socket_another_user_serves() {
         stderr.contains("it is served by uid 65534, neither you (uid 0) nor root; it is not your drover"),
         "{stderr}"
     );
-    assert!(stranger.try_wait().unwrap().is_none(), "the request reached the stranger");
-    let _ = stranger.kill();
-    let _ = stranger.wait();
+    assert!(
+        stranger.0.try_wait().unwrap().is_none(),
+        "the request reached the stranger"
+    );
 }
 
 #[test]
@@ -308,13 +320,13 @@ fn one_drover_owns_a_socket_path_even_before_it_binds() {
                 .spawn()
                 .expect("drover runs")
         };
-        let mut pair = [start(), start()];
+        let mut pair = [KillOnDrop(start()), KillOnDrop(start())];
         let mut exited = [None, None];
         assert!(
             eventually(|| {
                 for (child, exit) in pair.iter_mut().zip(exited.iter_mut()) {
                     if exit.is_none() {
-                        *exit = child.try_wait().unwrap();
+                        *exit = child.0.try_wait().unwrap();
                     }
                 }
                 exited.iter().any(Option::is_some)
@@ -329,8 +341,14 @@ fn one_drover_owns_a_socket_path_even_before_it_binds() {
             .arg(&socket)
             .output()
             .unwrap();
-        assert!(status.status.success(), "round {round}: the other drover does not answer");
-        assert!(eventually(|| winner.try_wait().unwrap().is_some()), "round {round}: no exit after stop");
+        assert!(
+            status.status.success(),
+            "round {round}: the other drover does not answer"
+        );
+        assert!(
+            eventually(|| winner.0.try_wait().unwrap().is_some()),
+            "round {round}: no exit after stop"
+        );
         let _ = exited;
     }
 }

@@ -71,9 +71,7 @@ fn slow_loris_http_clients_do_not_stop_status_respawns_or_health() {
     let out = drover.ctl_within(&["status", "--json"], DEADLINE);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (fds_during, rss_during) = (fd_count(pid), rss_kib(pid));
-    eprintln!(
-        "slow-loris x300: drover fds {fds_before} -> {fds_during}, RSS {rss_before} -> {rss_during} KiB"
-    );
+    eprintln!("slow-loris x300: drover fds {fds_before} -> {fds_during}, RSS {rss_before} -> {rss_during} KiB");
     assert!(
         fds_during <= fds_before + HTTP_CAP + SLACK,
         "fds {fds_before} -> {fds_during} under 300 slow-loris connections"
@@ -94,7 +92,10 @@ fn slow_loris_http_clients_do_not_stop_status_respawns_or_health() {
     // The header timeout frees the slots: a fresh /health answers while the attackers stay connected.
     let waited = health_eventually(&addr);
     eprintln!("/health answered after {waited:?}");
-    assert!(eventually(|| fd_count(pid) <= fds_before + SLACK), "the held connections were closed");
+    assert!(
+        eventually(|| fd_count(pid) <= fds_before + SLACK),
+        "the held connections were closed"
+    );
     eprintln!(
         "after the header timeout: drover fds {}, RSS {} KiB",
         fd_count(pid),

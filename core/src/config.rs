@@ -887,21 +887,39 @@ mod tests {
         assert!(options(json!({"program": "sh", "count": MAX_WORKERS})).is_ok());
         assert!(matches!(
             options(json!({"program": "sh", "stopTimeout": 1e15})),
-            Err(ConfigError::TooLarge { field: "stopTimeout", .. })
+            Err(ConfigError::TooLarge {
+                field: "stopTimeout",
+                ..
+            })
         ));
         assert!(matches!(
             options(json!({"program": "sh", "maxFrameBytes": 1i64 << 40})),
-            Err(ConfigError::TooLarge { field: "maxFrameBytes", .. })
+            Err(ConfigError::TooLarge {
+                field: "maxFrameBytes",
+                ..
+            })
         ));
         assert!(matches!(
             options(json!({"program": "sh", "maxRestarts": 1i64 << 31})),
-            Err(ConfigError::TooLarge { field: "maxRestarts", .. })
+            Err(ConfigError::TooLarge {
+                field: "maxRestarts",
+                ..
+            })
         ));
         // A Rust caller can hand Duration::MAX: a clear error, never an `Instant + d` overflow later.
         let mut c = MasterConfig::program("sh");
         c.timeouts.kill = Duration::MAX;
         let error = c.validate().unwrap_err();
-        assert!(matches!(error, ConfigError::TooLarge { field: "killTimeout", .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                ConfigError::TooLarge {
+                    field: "killTimeout",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(error.to_string().contains("at most"), "{error}");
         let mut c = MasterConfig::program("sh");
         c.heartbeat = Some(Heartbeat {

@@ -70,7 +70,13 @@ impl Drover {
 
     /// Like `start`, with `customize` applied to the command before it is spawned.
     pub fn start_with(args: &[&str], env: &[(&str, &str)], customize: impl FnOnce(&mut Command)) -> Drover {
-        Drover::spawn(tempfile::tempdir().expect("a temporary directory"), args, env, false, customize)
+        Drover::spawn(
+            tempfile::tempdir().expect("a temporary directory"),
+            args,
+            env,
+            false,
+            customize,
+        )
     }
 
     /// Like `start`, but nobody reads drover's stdout until [`Drover::resume_reading`]: a
@@ -305,6 +311,18 @@ impl Drop for Drover {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// A process a test started, SIGKILLed when the test ends, passed or failed.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }
