@@ -52,7 +52,7 @@ fn the_soft_fd_limit_is_raised_so_that_many_workers_start() {
     };
     // SAFETY: getrlimit with a valid pointer to a local rlimit.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
-    let hard = limit.rlim_max as u64;
+    let hard = limit.rlim_max;
     assert!(hard >= 512, "this test needs a hard fd limit of 512, have {hard}");
     let worker = test_worker();
     // Soft 64: about a dozen workers' worth of fds, unless drover raises it.

@@ -381,7 +381,7 @@ pub fn raise_own_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// Gives the process `cmd` spawns these fd limits (set between fork and exec).
