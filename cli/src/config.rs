@@ -293,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn zero_and_huge_values_are_refused_with_their_bound() {
+        let text = "[groups.web]\nprogram = \"sh\"\ncount = 1099511627776\n";
+        assert_eq!(
+            error(text),
+            "drover.toml:3: [groups.web] `count`: `count` must be at most 10000, got 1099511627776"
+        );
+        let text = "[groups.web]\nprogram = \"sh\"\nstopTimeout = 1e300\n";
+        assert!(
+            error(text).starts_with("drover.toml:3: [groups.web] `stopTimeout`: `stopTimeout` must be at most"),
+            "{}",
+            error(text)
+        );
+        let text = "[groups.web]\nprogram = \"sh\"\nheartbeatInterval = 0\n";
+        assert!(error(text).starts_with("drover.toml:3: [groups.web] `heartbeatInterval`:"));
+        let text = "[groups.web]\nprogram = \"sh\"\nmaxFrameBytes = 1099511627776\n";
+        assert!(
+            error(text).contains("`maxFrameBytes` must be at most 67108864"),
+            "{}",
+            error(text)
+        );
+        let text = "[groups.web]\nprogram = \"sh\"\nrestart = \"always\"\nmaxRestarts = 4294967295\n";
+        assert!(error(text).contains("`maxRestarts` must be at most 100000"), "{}", error(text));
+    }
+
+    #[test]
     fn a_missing_program_points_at_the_group() {
         let msg = error("http = \"127.0.0.1:0\"\n\n[groups.web]\ncount = 2\n");
         assert!(msg.starts_with("drover.toml:3: [groups.web] `program`:"), "{msg}");
