@@ -126,14 +126,17 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// `drover run ARGS...`, which is expected to refuse and exit: killed (and the test failed) if it
-/// is still running after `DEADLINE`.
-fn run_refused(args: &[&std::ffi::OsStr]) -> std::process::Output {
+/// `drover run --socket SOCKET -- WORKER`, which is expected to refuse with exit code 1 (killed,
+/// and the test failed, if it is still running after `DEADLINE`); returns its stderr.
+fn run_refused(socket: &std::path::Path) -> String {
     let mut child = KillOnDrop(
         Command::new(drover_bin())
             .arg("run")
-            .args(args)
-            .stdout(std::process::Stdio::piped())
+            .arg("--socket")
+            .arg(socket)
+            .arg("--")
+            .arg(test_worker())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("drover runs"),
@@ -142,13 +145,10 @@ fn run_refused(args: &[&std::ffi::OsStr]) -> std::process::Output {
         eventually(|| child.0.try_wait().expect("try_wait").is_some()),
         "drover did not refuse: it is running"
     );
-    let stdout = child.0.stdout.take().map(std::io::read_to_string);
     let stderr = child.0.stderr.take().map(std::io::read_to_string);
-    std::process::Output {
-        status: child.0.wait().expect("its status"),
-        stdout: stdout.and_then(Result::ok).unwrap_or_default().into_bytes(),
-        stderr: stderr.and_then(Result::ok).unwrap_or_default().into_bytes(),
-    }
+    let stderr = stderr.and_then(Result::ok).unwrap_or_default();
+    assert_eq!(child.0.wait().expect("its status").code(), Some(1), "{stderr}");
+    stderr
 }
 
 #[test]
@@ -255,7 +255,6 @@ fn a_client_refuses_a_socket_another_user_serves() {
 
 #[test]
 fn the_socket_directory_must_be_a_real_directory_only_we_can_write() {
-    use std::ffi::OsStr;
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("real");
     std::fs::create_dir(&real).unwrap();
@@ -265,19 +264,11 @@ fn the_socket_directory_must_be_a_real_directory_only_we_can_write() {
     let open = dir.path().join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let worker = test_worker();
     for (socket, expected) in [
         (link.join("ctl.sock"), "is a symbolic link or not a directory"),
         (open.join("ctl.sock"), "is writable by other users (mode 777)"),
     ] {
-        let out = run_refused(&[
-            OsStr::new("--socket"),
-            socket.as_os_str(),
-            OsStr::new("--"),
-            worker.as_os_str(),
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let stderr = run_refused(&socket);
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!socket.exists(), "a socket was bound at {}", socket.display());
     }
@@ -285,7 +276,6 @@ fn the_socket_directory_must_be_a_real_directory_only_we_can_write() {
 
 #[test]
 fn one_drover_owns_a_socket_path_even_before_it_binds() {
-    use std::ffi::OsStr;
     let worker = test_worker();
     // Another drover that has taken the lock and not bound yet: no socket to find, the lock says.
     let dir = tempfile::tempdir().unwrap();
@@ -294,14 +284,7 @@ fn one_drover_owns_a_socket_path_even_before_it_binds() {
     let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| e)
         .expect("the lock");
-    let out = run_refused(&[
-        OsStr::new("--socket"),
-        socket.as_os_str(),
-        OsStr::new("--"),
-        worker.as_os_str(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = run_refused(&socket);
     assert!(stderr.contains("another drover is running there"), "{stderr}");
     drop(held);
 

@@ -610,7 +610,8 @@ pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> 
     if value > MAX_DURATION.as_millis() as f64 {
         return Err(ConfigError::TooLarge {
             field,
-            value: format!("{value} ms"),
+            // Debug: 1e300 stays short (Display would print all 301 digits).
+            value: format!("{value:?} ms"),
             max: format!("{} ms", MAX_DURATION.as_millis()),
         });
     }
