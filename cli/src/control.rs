@@ -154,7 +154,7 @@ pub mod server {
     pub const MAX_CONNECTIONS: usize = 64;
 
     /// How long a client has, from connecting, to send its request line.
-    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// How long the answer may take to go out (a client that never reads it).
     pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -296,9 +296,12 @@ pub mod server {
             path: shown.clone(),
             error,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            check_dir(dir)?;
-        }
+        // A bare file name lives in the current directory, which is checked like any other.
+        check_dir(
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
         let lock = lock(path)?;
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {

@@ -92,6 +92,13 @@ fn slow_loris_http_clients_do_not_stop_status_respawns_or_health() {
     // The header timeout frees the slots: a fresh /health answers while the attackers stay connected.
     let waited = health_eventually(&addr);
     eprintln!("/health answered after {waited:?}");
+    // A request head over 16 KiB is refused, not buffered.
+    let mut big = std::net::TcpStream::connect(&addr).expect("connect");
+    big.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = write!(big, "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let mut response = String::new();
+    let _ = big.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response:?}");
     assert!(
         eventually(|| fd_count(pid) <= fds_before + SLACK),
         "the held connections were closed"
@@ -121,9 +128,10 @@ fn a_thousand_idle_control_connections_do_not_stop_status() {
     drover.wait_ready();
     let pid = drover.pid();
     let (fds_before, rss_before) = (fd_count(pid), rss_kib(pid));
-    let held: Vec<_> = (0..attackers)
+    let mut held: Vec<_> = (0..attackers)
         .map(|_| std::os::unix::net::UnixStream::connect(&drover.socket).expect("connect"))
         .collect();
+    let held_last = held.pop().expect("one connection at least");
     let began = Instant::now();
     let out = drover.ctl_within(&["status", "--json"], DEADLINE);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -145,6 +153,12 @@ fn a_thousand_idle_control_connections_do_not_stop_status() {
         }
     }
     assert!(closed > 0, "no idle connection was closed");
+    // One that kept its slot is told, after the request timeout, why it is closed.
+    let mut last = held_last;
+    last.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = String::new();
+    let _ = last.read_to_string(&mut answer);
+    assert!(answer.contains("no request within 5s"), "{answer:?}");
     let mut drover = drover;
     drover.ctl_ok(&["stop"]);
     drover.wait_exit(DEADLINE);
