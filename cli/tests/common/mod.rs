@@ -116,7 +116,11 @@ impl Drover {
             (None, None)
         };
         let stdout = collect(child.stdout.take().expect("piped"), gate);
-        let stderr = collect(child.stderr.take().expect("piped"), None);
+        // Not piped when `customize` sent it elsewhere (a terminal): then nothing is collected.
+        let stderr = match child.stderr.take() {
+            Some(stream) => collect(stream, None),
+            None => Arc::default(),
+        };
         Drover {
             child,
             dir,
