@@ -800,7 +800,10 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(512))]
+            // 512 cases in the suite; `PROPTEST_CASES=200000` for a longer run.
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+            ))]
 
             #[test]
             fn any_bytes_give_a_request_or_a_clear_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
