@@ -26,6 +26,9 @@ use toml::Spanned;
 use crate::logs::LogFormat;
 use crate::RunArgs;
 
+/// The most groups a config file may have (each is a master with its own tasks and fds).
+pub const MAX_GROUPS: usize = 1000;
+
 /// One group, validated.
 pub struct Group {
     pub name: String,
@@ -69,6 +72,8 @@ pub enum PlanError {
     },
     #[error("{file}: no group: add a [groups.NAME] table with a `program` (or `script`)")]
     NoGroups { file: String },
+    #[error("{file}: {count} groups: at most {max} (put workers of one program in one group, with `count`)", max = MAX_GROUPS)]
+    TooManyGroups { file: String, count: usize },
     #[error("{0}")]
     CommandLine(String),
 }
@@ -201,6 +206,12 @@ pub fn from_str(file: &str, text: &str) -> Result<Plan, PlanError> {
     if parsed.groups.is_empty() {
         return Err(PlanError::NoGroups { file: file.into() });
     }
+    if parsed.groups.len() > MAX_GROUPS {
+        return Err(PlanError::TooManyGroups {
+            file: file.into(),
+            count: parsed.groups.len(),
+        });
+    }
     let mut groups: Vec<Group> = Vec::new();
     for (key, mut options) in parsed.groups {
         let table = spans.groups.get(&key);
@@ -289,6 +300,47 @@ mod tests {
         assert_eq!(
             error(text),
             "drover.toml:5: [groups.api] `stopTimeout`: `stopTimeout` must be a positive number of milliseconds, got -5"
+        );
+    }
+
+    #[test]
+    fn zero_and_huge_values_are_refused_with_their_bound() {
+        for (key, expected) in [
+            (
+                "count = 1099511627776",
+                "`count` must be at most 10000, got 1099511627776",
+            ),
+            (
+                "stopTimeout = 1e300",
+                "`stopTimeout` must be at most 1000000000000 ms, got 1e300 ms",
+            ),
+            (
+                "heartbeatInterval = 0",
+                "`heartbeatInterval` must be a positive number of milliseconds, got 0",
+            ),
+            (
+                "maxFrameBytes = 1099511627776",
+                "`maxFrameBytes` must be at most 67108864, got 1099511627776",
+            ),
+            (
+                "maxRestarts = 4294967295",
+                "`maxRestarts` must be at most 100000, got 4294967295",
+            ),
+        ] {
+            let field = key.split(' ').next().unwrap_or_default();
+            let message = error(&format!("[groups.web]\nprogram = \"sh\"\n{key}\n"));
+            assert_eq!(message, format!("drover.toml:3: [groups.web] `{field}`: {expected}"));
+        }
+    }
+
+    #[test]
+    fn more_groups_than_the_bound_are_refused() {
+        let text: String = (0..=MAX_GROUPS)
+            .map(|i| format!("[groups.g{i}]\nprogram = \"sh\"\n"))
+            .collect();
+        assert_eq!(
+            error(&text),
+            "drover.toml: 1001 groups: at most 1000 (put workers of one program in one group, with `count`)"
         );
     }
 

@@ -3,8 +3,13 @@
 //!
 //! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else
 //! `$XDG_RUNTIME_DIR/drover.sock`, else `/tmp/drover-$UID/drover.sock` (a directory of ours, 0700).
-//! The server checks every peer's uid (`SO_PEERCRED`) and refuses any but its own. One request per
-//! connection: a JSON line in, a JSON line out once the operation has finished.
+//! The server checks every peer's uid (`SO_PEERCRED`) and refuses any but its own; the client checks
+//! the server's the same way and talks only to its own uid or root. One drover owns a path: it holds
+//! an flock on `PATH.lock` for its lifetime. The socket's directory must be a real directory (not a
+//! symbolic link) of ours or root's that no other user may write. One request per connection: a JSON
+//! line in, a JSON line out once the operation has finished. Connections are bounded in number
+//! ([`server::MAX_CONNECTIONS`]) and in how long they may wait before asking
+//! ([`server::REQUEST_TIMEOUT`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -125,14 +130,34 @@ pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
     peer_uid == own_uid
 }
 
+/// Whether a client run by `own_uid` may trust a socket served by `server_uid`: its own or root's.
+pub fn server_trusted(server_uid: u32, own_uid: u32) -> bool {
+    server_uid == own_uid || server_uid == 0
+}
+
 pub mod server {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::Arc;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use std::collections::BTreeMap;
+    use std::fs::File;
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::{UnixListener, UnixStream};
+    use tokio::sync::{oneshot, Semaphore};
 
     use crate::run::Shared;
+
+    /// Control connections open at once. A newcomer past this closes the connection that has waited
+    /// longest without sending its request; if every one is running a request, it is told "busy".
+    pub const MAX_CONNECTIONS: usize = 64;
+
+    /// How long a client has, from connecting, to send its request line.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// How long the answer may take to go out (a client that never reads it).
+    pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// Why the control socket could not be set up.
     #[derive(Debug, thiserror::Error)]
@@ -141,52 +166,154 @@ pub mod server {
         InUse { path: String },
         #[error("control socket {path}: {error}")]
         Io { path: String, error: std::io::Error },
-        #[error("control socket directory {path} belongs to uid {owner}, not to us (uid {me})")]
+        #[error("control socket directory {path} belongs to uid {owner}, not to us (uid {me}) or root")]
         ForeignDir { path: String, owner: u32, me: u32 },
+        #[error("control socket directory {path} is a symbolic link or not a directory: give a real directory")]
+        NotADir { path: String },
+        #[error("control socket directory {path} is writable by other users (mode {mode:o}): pick a directory only you can write, e.g. the default /tmp/drover-$UID")]
+        OpenDir { path: String, mode: u32 },
+        #[error("control socket {path}: something that is not a socket is there; drover does not remove it")]
+        NotASocket { path: String },
+        #[error("control socket lock {path}: {reason}")]
+        Lock { path: String, reason: String },
     }
 
-    /// The bound socket; the file is removed when this is dropped.
+    /// The bound socket, and the lock that makes this process its only owner. The socket file is
+    /// removed when this is dropped; the lock file stays (removing it would let two processes lock
+    /// two different files of the same name).
     pub struct ControlSocket {
         listener: UnixListener,
         path: PathBuf,
+        _lock: nix::fcntl::Flock<File>,
     }
 
     impl Drop for ControlSocket {
         fn drop(&mut self) {
+            // Still locked here (fields drop after this): the file is ours to remove.
             let _ = std::fs::remove_file(&self.path);
         }
     }
 
-    /// Binds the control socket at `path`, mode 0600. A stale socket (nobody answers) is replaced.
+    /// The lock file beside the socket: `PATH.lock`.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Checks the socket's directory without following a symbolic link: a real directory, owned by
+    /// us (or root), that no other user may write to (else another user could swap the socket).
+    /// Creates it, mode 0700, when missing.
+    fn check_dir(dir: &Path) -> Result<(), SocketError> {
+        let shown = dir.display().to_string();
+        let io = |error| SocketError::Io {
+            path: shown.clone(),
+            error,
+        };
+        let meta = match std::fs::symlink_metadata(dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io)?;
+                std::fs::symlink_metadata(dir).map_err(io)?
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if !meta.file_type().is_dir() {
+            return Err(SocketError::NotADir { path: shown });
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(SocketError::ForeignDir {
+                path: shown,
+                owner: meta.uid(),
+                me,
+            });
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(SocketError::OpenDir {
+                path: shown,
+                mode: meta.mode() & 0o7777,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes `PATH.lock` (flock, exclusive, without waiting): exactly one drover owns a path.
+    fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>, SocketError> {
+        let lock_path = lock_path(path);
+        let shown = lock_path.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            // Never through a link planted there.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|error| SocketError::Lock {
+                path: shown.clone(),
+                reason: error.to_string(),
+            })?;
+        let me = nix::unistd::geteuid().as_raw();
+        match file.metadata() {
+            Ok(meta) if meta.is_file() && meta.uid() == me => {}
+            Ok(meta) => {
+                return Err(SocketError::Lock {
+                    path: shown,
+                    reason: format!("not a regular file of ours (owner uid {})", meta.uid()),
+                })
+            }
+            Err(error) => {
+                return Err(SocketError::Lock {
+                    path: shown,
+                    reason: error.to_string(),
+                })
+            }
+        }
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                SocketError::InUse {
+                    path: path.display().to_string(),
+                }
+            } else {
+                SocketError::Lock {
+                    path: shown,
+                    reason: errno.to_string(),
+                }
+            }
+        })
+    }
+
+    /// Binds the control socket at `path`, mode 0600, after taking its lock. A stale socket (its
+    /// drover is gone: the lock was free) is replaced.
     pub fn bind(path: &Path) -> Result<ControlSocket, SocketError> {
         let shown = path.display().to_string();
         let io = |error| SocketError::Io {
             path: shown.clone(),
             error,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-            }
-            if dir.starts_with("/tmp/") {
-                use std::os::unix::fs::MetadataExt;
-                let owner = std::fs::metadata(dir).map_err(io)?.uid();
-                let me = nix::unistd::geteuid().as_raw();
-                if owner != me {
-                    return Err(SocketError::ForeignDir {
-                        path: dir.display().to_string(),
-                        owner,
-                        me,
-                    });
+        // A bare file name lives in the current directory, which is checked like any other.
+        check_dir(
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
+        let lock = lock(path)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                // A drover of a version without the lock may still serve it.
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(SocketError::InUse { path: shown });
                 }
+                std::fs::remove_file(path).map_err(io)?;
             }
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(SocketError::InUse { path: shown });
-            }
-            std::fs::remove_file(path).map_err(io)?;
+            Ok(_) => return Err(SocketError::NotASocket { path: shown }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         // Owner only. The peer check below refuses other users even in the moment before this.
@@ -194,38 +321,119 @@ pub mod server {
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
+            _lock: lock,
         })
+    }
+
+    /// The connections' slots, and those of them still waiting for their request (evictable).
+    struct Slots {
+        permits: Arc<Semaphore>,
+        /// Oldest first. Dropping a sender tells its connection to close.
+        waiting: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
+        next: AtomicU64,
+    }
+
+    impl Slots {
+        /// A slot for a new connection: a free one, else one taken from the connection that has
+        /// waited longest for its request. `None`: every slot is running a request.
+        async fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                return Some(permit);
+            }
+            let oldest = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).pop_first();
+            drop(oldest?);
+            // The evicted connection lets its slot go as soon as it runs.
+            tokio::time::timeout(Duration::from_secs(1), self.permits.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()
+        }
     }
 
     /// Serves until the process ends.
     pub async fn serve(socket: ControlSocket, shared: Arc<Shared>) {
         let own_uid = nix::unistd::geteuid().as_raw();
+        let slots = Arc::new(Slots {
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            waiting: Mutex::default(),
+            next: AtomicU64::new(0),
+        });
         loop {
             match socket.listener.accept().await {
                 Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { connection(stream, shared, own_uid).await });
+                    let Some(permit) = slots.take().await else {
+                        let busy = Response::failed(format!(
+                            "busy: {MAX_CONNECTIONS} control requests are running; try again"
+                        ));
+                        // Never waits: an answer that does not fit in the socket buffer is lost.
+                        let _ = stream.try_write(&answer_line(&busy));
+                        continue;
+                    };
+                    let id = slots.next.fetch_add(1, Ordering::Relaxed);
+                    let (evict_tx, evicted) = oneshot::channel();
+                    slots
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, evict_tx);
+                    let (shared, slots) = (shared.clone(), slots.clone());
+                    tokio::spawn(async move {
+                        connection(stream, &shared, own_uid, evicted, || {
+                            slots.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        })
+                        .await;
+                        drop(permit);
+                    });
                 }
                 Err(error) => {
+                    // EMFILE and the like: back off instead of spinning on the error.
                     shared.log.info("control", &format!("accept failed: {error}"));
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
     }
 
-    async fn connection(mut stream: UnixStream, shared: Arc<Shared>, own_uid: u32) {
+    fn answer_line(response: &Response) -> Vec<u8> {
+        let mut line = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        line.push(b'\n');
+        line
+    }
+
+    /// One connection: the peer check, its request (within [`REQUEST_TIMEOUT`], unless evicted
+    /// first), the operation, the answer. `read` is called once the request is in.
+    async fn connection(
+        mut stream: UnixStream,
+        shared: &Arc<Shared>,
+        own_uid: u32,
+        evicted: oneshot::Receiver<()>,
+        read: impl FnOnce(),
+    ) {
         let peer = stream.peer_cred().map(|c| c.uid());
         let response = match peer {
             Ok(uid) if peer_allowed(uid, own_uid) => {
-                // Held while the request runs: the process waits for answers in flight before exiting.
-                let _in_flight = shared.in_flight.read().await;
-                match read_request(&mut stream).await {
-                    Ok(request) => shared.handle(request).await,
-                    Err(error) => Response::failed(error),
+                let request = tokio::select! {
+                    request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)) => request,
+                    // Its slot went to a newer connection: close without a word.
+                    _ = evicted => return,
+                };
+                read();
+                match request {
+                    Ok(Ok(request)) => {
+                        // Held while the request runs: the process waits for answers in flight
+                        // before exiting (not for connections that have not asked anything).
+                        let _in_flight = shared.in_flight.read().await;
+                        shared.handle(request).await
+                    }
+                    Ok(Err(error)) => Response::failed(error.to_string()),
+                    Err(_) => Response::failed(format!(
+                        "no request within {}s: send one JSON line, e.g. {{\"cmd\":\"status\"}}",
+                        REQUEST_TIMEOUT.as_secs()
+                    )),
                 }
             }
             Ok(uid) => {
+                read();
                 shared.log.info(
                     "control-refused",
                     &format!(
@@ -236,26 +444,53 @@ pub mod server {
                     "permission denied: uid {uid} may not control this drover (run by uid {own_uid})"
                 ))
             }
-            Err(error) => Response::failed(format!("cannot identify the peer: {error}")),
+            Err(error) => {
+                read();
+                Response::failed(format!("cannot identify the peer: {error}"))
+            }
         };
-        let mut line = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        line.push(b'\n');
-        let _ = stream.write_all(&line).await;
-        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            let _ = stream.write_all(&answer_line(&response)).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
     }
 
-    async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
         let mut line = Vec::new();
         let mut reader = BufReader::new(stream).take(MAX_REQUEST_BYTES as u64 + 1);
         reader
             .read_until(b'\n', &mut line)
             .await
-            .map_err(|e| format!("reading the request: {e}"))?;
-        if line.len() > MAX_REQUEST_BYTES {
-            return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
-        }
-        serde_json::from_slice(&line).map_err(|e| format!("bad request: {e}"))
+            .map_err(|e| RequestError::Read(e.to_string()))?;
+        parse_request(&line)
     }
+}
+
+/// Why a control request was refused before it ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("reading the request: {0}")]
+    Read(String),
+    #[error("empty request: send one JSON line, e.g. {{\"cmd\":\"status\"}}")]
+    Empty,
+    #[error("request longer than {max} bytes", max = MAX_REQUEST_BYTES)]
+    TooLong,
+    #[error("bad request: {0}")]
+    Malformed(String),
+}
+
+/// Parses one request line (with or without its newline). Total: any bytes give a request or an
+/// error naming what was wrong, never a panic.
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLong);
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(RequestError::Empty);
+    }
+    serde_json::from_slice(line).map_err(|e| RequestError::Malformed(e.to_string()))
 }
 
 pub mod client {
@@ -278,6 +513,7 @@ pub mod client {
                 ),
             )
         })?;
+        check_server(&stream, &path)?;
         let mut line = serde_json::to_vec(request).map_err(|e| (1, e.to_string()))?;
         line.push(b'\n');
         // drover may answer before reading (a refused peer) and close: the write then fails with
@@ -298,6 +534,27 @@ pub mod client {
             ));
         }
         serde_json::from_str(&answer).map_err(|e| (1, format!("bad answer from drover: {e}")))
+    }
+
+    /// Who serves the socket (`SO_PEERCRED`): only our own uid or root may. Anyone else may have
+    /// put a socket where ours was expected, to answer "stopped" while the real drover runs on.
+    fn check_server(stream: &UnixStream, path: &Path) -> Result<(), (u8, String)> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let me = nix::unistd::geteuid().as_raw();
+        let server = getsockopt(stream, PeerCredentials)
+            .map_err(|e| (UNREACHABLE, format!("cannot tell who serves {}: {e}", path.display())))?
+            .uid();
+        if server_trusted(server, me) {
+            Ok(())
+        } else {
+            Err((
+                UNREACHABLE,
+                format!(
+                    "refusing to talk to {}: it is served by uid {server}, neither you (uid {me}) nor root; it is not your drover",
+                    path.display()
+                ),
+            ))
+        }
     }
 
     /// Runs one request; prints the outcome; non-zero with the reason on failure.
@@ -451,6 +708,139 @@ mod tests {
         assert!(!peer_allowed(1001, 1000));
         assert!(!peer_allowed(0, 1000));
         assert!(!peer_allowed(65534, 0));
+    }
+
+    #[test]
+    fn a_client_trusts_only_its_own_uid_or_root() {
+        assert!(server_trusted(1000, 1000));
+        assert!(server_trusted(0, 1000));
+        assert!(server_trusted(0, 0));
+        assert!(!server_trusted(1001, 1000));
+        assert!(!server_trusted(65534, 0));
+    }
+
+    #[test]
+    fn request_errors_say_what_was_wrong() {
+        assert_eq!(parse_request(b"\n").unwrap_err(), RequestError::Empty);
+        assert_eq!(
+            parse_request(&vec![b' '; MAX_REQUEST_BYTES + 1]).unwrap_err(),
+            RequestError::TooLong
+        );
+        let e = parse_request(br#"{"cmd":"scale","group":"web","count":"many"}"#).unwrap_err();
+        assert!(e.to_string().starts_with("bad request: invalid type"), "{e}");
+        let e = parse_request(br#"{"cmd":"explode"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `explode`"), "{e}");
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = parse_request(deep.as_bytes()).unwrap_err();
+        assert!(e.to_string().starts_with("bad request:"), "{e}");
+        assert!(matches!(parse_request(b"{\"cmd\":\"status\"}\n"), Ok(Request::Status)));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, nested a few levels, with the request's keys and commands likely. Floats
+        /// only with `floats`: serde_json (without `float_roundtrip`) may change a float's last digit
+        /// on the way back, which is not the parser's doing.
+        fn json(floats: bool) -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("cmd".to_string()),
+                Just("group".to_string()),
+                Just("count".to_string()),
+                Just("id".to_string()),
+                Just("data".to_string()),
+                Just("hard".to_string()),
+                any::<String>(),
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(move |f| if floats { Value::from(f) } else { Value::from(f as i64) }),
+                prop_oneof![
+                    Just("status"),
+                    Just("reload"),
+                    Just("scale"),
+                    Just("restart"),
+                    Just("send"),
+                    Just("stop"),
+                ]
+                .prop_map(Value::from),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 8, move |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    proptest::collection::vec((key.clone(), inner), 0..8)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A well-formed request of any kind.
+        fn request() -> impl Strategy<Value = Request> {
+            prop_oneof![
+                Just(Request::Status),
+                proptest::option::of(any::<String>()).prop_map(|group| Request::Reload { group }),
+                (any::<String>(), any::<i64>()).prop_map(|(group, count)| Request::Scale { group, count }),
+                (any::<String>(), any::<u64>()).prop_map(|(group, id)| Request::Restart { group, id }),
+                (any::<String>(), proptest::option::of(any::<u64>()), json(false))
+                    .prop_map(|(group, id, data)| Request::Send { group, id, data }),
+                any::<bool>().prop_map(|hard| Request::Stop { hard }),
+            ]
+        }
+
+        fn explained(error: &RequestError) -> bool {
+            let text = error.to_string();
+            ["bad request: ", "empty request", "request longer than"]
+                .iter()
+                .any(|start| text.starts_with(start))
+        }
+
+        proptest! {
+            // 512 cases in the suite; `PROPTEST_CASES=200000` for a longer run.
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+            ))]
+
+            #[test]
+            fn any_bytes_give_a_request_or_a_clear_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Err(error) = parse_request(&bytes) {
+                    prop_assert!(explained(&error), "{error}");
+                }
+            }
+
+            #[test]
+            fn any_json_gives_a_request_or_a_clear_error(value in json(true), newline in any::<bool>()) {
+                let mut line = serde_json::to_vec(&value).expect("a Value serializes");
+                if newline {
+                    line.push(b'\n');
+                }
+                if let Err(error) = parse_request(&line) {
+                    prop_assert!(explained(&error), "{error}");
+                }
+            }
+
+            #[test]
+            fn every_request_a_client_sends_parses_back(request in request()) {
+                let line = serde_json::to_vec(&request).expect("a request serializes");
+                let parsed = parse_request(&line);
+                prop_assert!(parsed.is_ok(), "{parsed:?}");
+                let again = serde_json::to_value(parsed.expect("checked")).expect("serializes");
+                prop_assert_eq!(again, serde_json::to_value(&request).expect("serializes"));
+            }
+
+            #[test]
+            fn cut_requests_are_refused_clearly(request in request(), cut in any::<prop::sample::Index>()) {
+                let line = serde_json::to_vec(&request).expect("a request serializes");
+                let cut = cut.index(line.len());
+                if let Err(error) = parse_request(&line[..cut]) {
+                    prop_assert!(explained(&error), "{error}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The log: workers' output lines and drover's own lines (lifecycle events, progress), printed to
-//! stdout by one thread behind a bounded queue.
+//! stdout, and drover's errors and progress redraws, printed to stderr. Each stream has its own
+//! thread behind its own bounded queue ([`Printer`]).
 //!
-//! Nothing that produces a line ever waits for the terminal: a full queue drops the line and counts
-//! it. With core's own bounded output channel that makes two places where a slow reader loses
-//! lines; both counts are added up, reported in the log when they grow, and exported as a metric.
+//! Nothing that produces a line ever waits for a terminal or a pipe: a full queue drops the line and
+//! counts it. A paused terminal (Ctrl-S) or a pipe nobody reads blocks only a printer thread, never
+//! the runtime that supervises, answers the control socket and stops the workers; at exit drover
+//! waits a bounded time for the printers, then leaves without them. With core's own bounded output
+//! channel that makes two places where a slow reader loses lines; both counts are added up, reported
+//! in the log when they grow (so the output says so once it flows again), and exported as a metric.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,21 +30,93 @@ pub enum LogFormat {
     Json,
 }
 
-/// Lines that may wait for the printer thread.
+/// Lines that may wait for the stdout printer thread.
 const QUEUE_LINES: usize = 8192;
 
-/// Where every line goes. Cheap to clone.
+/// Messages that may wait for the stderr printer thread (errors, progress redraws: few).
+const ERROR_QUEUE_LINES: usize = 256;
+
+/// One output stream behind a bounded queue, written by a thread of its own that alone may block.
 #[derive(Clone)]
-pub struct Log {
+struct Printer {
     tx: SyncSender<Msg>,
-    format: LogFormat,
     dropped: Arc<AtomicU64>,
 }
 
 enum Msg {
-    Line(String),
+    /// Bytes to write as they are (a line carries its own newline).
+    Text(String),
     /// Everything before it is written and flushed: say so.
     Flush(SyncSender<()>),
+}
+
+impl Printer {
+    /// `open` runs on the new thread (a stream's lock may not move between threads).
+    fn start<W: Write>(name: &str, open: impl FnOnce() -> W + Send + 'static, capacity: usize) -> Printer {
+        let (tx, rx) = sync_channel::<Msg>(capacity);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(open());
+                loop {
+                    let msg = match rx.try_recv() {
+                        Ok(msg) => msg,
+                        Err(_) => {
+                            let _ = out.flush();
+                            match rx.recv() {
+                                Ok(msg) => msg,
+                                Err(_) => break,
+                            }
+                        }
+                    };
+                    match msg {
+                        Msg::Text(text) => {
+                            let _ = out.write_all(text.as_bytes());
+                        }
+                        Msg::Flush(ack) => {
+                            let _ = out.flush();
+                            let _ = ack.try_send(());
+                        }
+                    }
+                }
+                let _ = out.flush();
+            })
+            .expect("a thread for the log can be created at start");
+        Printer {
+            tx,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Queues `text`, or drops and counts it when the queue is full: never waits.
+    fn push(&self, text: String) {
+        match self.tx.try_send(Msg::Text(text)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until `deadline` for everything queued so far to be written out; says whether it was.
+    fn flush(&self, deadline: std::time::Instant) -> bool {
+        let (ack_tx, ack) = sync_channel(1);
+        let tx = self.tx.clone();
+        // The queue may be full and the stream stuck: queue the marker from a thread we can abandon.
+        std::thread::spawn(move || {
+            let _ = tx.send(Msg::Flush(ack_tx));
+        });
+        ack.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
+    }
+}
+
+/// Where every line goes. Cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    out: Printer,
+    err: Printer,
+    format: LogFormat,
 }
 
 /// Whose line it is.
@@ -59,69 +135,43 @@ fn now() -> f64 {
 }
 
 impl Log {
-    /// Starts the printer thread writing to stdout.
+    /// Starts the printer threads writing to stdout and stderr.
     pub fn start(format: LogFormat) -> Log {
-        let (tx, rx) = sync_channel::<Msg>(QUEUE_LINES);
-        std::thread::Builder::new()
-            .name("drover-log".into())
-            .spawn(move || {
-                let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::new(stdout.lock());
-                loop {
-                    let msg = match rx.try_recv() {
-                        Ok(msg) => msg,
-                        Err(_) => {
-                            let _ = out.flush();
-                            match rx.recv() {
-                                Ok(msg) => msg,
-                                Err(_) => break,
-                            }
-                        }
-                    };
-                    match msg {
-                        Msg::Line(line) => {
-                            let _ = out.write_all(line.as_bytes());
-                            let _ = out.write_all(b"\n");
-                        }
-                        Msg::Flush(ack) => {
-                            let _ = out.flush();
-                            let _ = ack.try_send(());
-                        }
-                    }
-                }
-                let _ = out.flush();
-            })
-            .expect("a thread for the log can be created at start");
+        // Each thread holds its stream's lock for good: nothing else in the process writes there
+        // behind its back (the standard library's exit-time flush only tries the lock).
         Log {
-            tx,
+            out: Printer::start("drover-log", || std::io::stdout().lock(), QUEUE_LINES),
+            err: Printer::start("drover-stderr", || std::io::stderr().lock(), ERROR_QUEUE_LINES),
             format,
-            dropped: Arc::default(),
         }
     }
 
-    /// Waits up to `limit` for every line queued so far to be written out.
-    pub fn flush(&self, limit: Duration) {
-        let (ack_tx, ack) = sync_channel(1);
-        let tx = self.tx.clone();
-        // The queue may be full and stdout stuck: queue the marker from a thread we can abandon.
-        std::thread::spawn(move || {
-            let _ = tx.send(Msg::Flush(ack_tx));
-        });
-        let _ = ack.recv_timeout(limit);
+    /// Waits up to `limit` for every line queued so far, on both streams, to be written out; says
+    /// whether they were.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let out = self.out.flush(deadline);
+        self.err.flush(deadline) && out
     }
 
-    /// Lines dropped here because the printer could not keep up.
+    /// Lines dropped here because a printer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.out.dropped.load(Ordering::Relaxed) + self.err.dropped.load(Ordering::Relaxed)
     }
 
-    fn push(&self, line: String) {
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    fn push(&self, mut line: String) {
+        line.push('\n');
+        self.out.push(line);
+    }
+
+    /// `drover: MESSAGE` on stderr, for errors a user must see whatever the log format.
+    pub fn error(&self, message: &str) {
+        self.err.push(format!("drover: {message}\n"));
+    }
+
+    /// Text on stderr as it is (a progress line redrawn in place with `\r`).
+    pub fn stderr_raw(&self, text: String) {
+        self.err.push(text);
     }
 
     /// One line a worker wrote.

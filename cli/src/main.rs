@@ -8,10 +8,12 @@
 //! - `control.rs`: the control socket (server and client) and its JSON-lines protocol.
 //! - `http.rs`, `metrics.rs`: `/health` and `/metrics`.
 //! - `logs.rs`: the log printer (bounded, never blocks the master).
+//! - `fdlimit.rs`: raising the soft open-file limit at start.
 //! - `notify.rs`: systemd's `sd_notify`. `reaper.rs`: orphan reaping as PID 1. `procinfo.rs`: `/proc`.
 
 mod config;
 mod control;
+mod fdlimit;
 mod http;
 mod logs;
 mod metrics;
@@ -64,7 +66,8 @@ enum Command {
     Scale {
         /// The group.
         group: String,
-        /// The new number of workers.
+        /// The new number of workers (1 to 10000).
+        #[arg(allow_negative_numbers = true)]
         count: i64,
         #[command(flatten)]
         socket: SocketArg,

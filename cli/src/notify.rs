@@ -16,21 +16,27 @@ pub struct Notifier {
 #[derive(Default)]
 struct Inner {
     target: Option<(UnixDatagram, SocketAddr)>,
+    /// Where a failed send is reported (never stderr directly: that may block).
+    log: Option<crate::logs::Log>,
     reloads: AtomicUsize,
     stopping: AtomicBool,
 }
 
 impl Notifier {
     /// A notifier for `$NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace), if set.
-    pub fn from_env() -> Notifier {
+    pub fn from_env(log: crate::logs::Log) -> Notifier {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
             let addr = address(path.to_string_lossy().as_ref()).ok()?;
             let socket = UnixDatagram::unbound().ok()?;
+            // A service manager that does not read must not block the master: a full queue is a
+            // failed send, reported.
+            socket.set_nonblocking(true).ok()?;
             Some((socket, addr))
         });
         Notifier {
             inner: Arc::new(Inner {
                 target,
+                log: Some(log),
                 ..Inner::default()
             }),
         }
@@ -39,7 +45,9 @@ impl Notifier {
     fn send(&self, message: &str) {
         if let Some((socket, addr)) = &self.inner.target {
             if let Err(error) = socket.send_to_addr(message.as_bytes(), addr) {
-                eprintln!("drover: sd_notify {message:?} failed: {error}");
+                if let Some(log) = &self.inner.log {
+                    log.error(&format!("sd_notify {message:?} failed: {error}"));
+                }
             }
         }
     }

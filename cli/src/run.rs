@@ -17,7 +17,7 @@ use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerR
 use crate::logs::{Log, Who};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::{http, procinfo, reaper, RunArgs};
+use crate::{fdlimit, http, procinfo, reaper, RunArgs};
 
 /// Exit code for a configuration drover refuses (nothing was started).
 const BAD_CONFIG: u8 = 2;
@@ -65,10 +65,12 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args, plan))
+    // Before the first fd is opened; told in the log once it runs.
+    let raised_fd_limit = fdlimit::raise();
+    runtime.block_on(run(args, plan, raised_fd_limit))
 }
 
-async fn run(args: RunArgs, plan: Plan) -> ExitCode {
+async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> ExitCode {
     let socket_path = control::socket_path(&crate::SocketArg {
         socket: plan.socket.clone(),
     });
@@ -80,11 +82,20 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
         }
     };
     let log = Log::start(plan.log_format);
+    // From here on every word to stderr goes through the log's printer: a stderr nobody reads
+    // must not block the master. `fail` waits a bounded time for it before returning.
+    let fail = |code: ExitCode, message: String| {
+        log.error(&message);
+        log.flush(Duration::from_secs(3));
+        code
+    };
+    if let Some(message) = raised_fd_limit {
+        log.info("fd-limit", &message);
+    }
     let pid1 = std::process::id() == 1;
     if pid1 || args.subreaper {
         if let Err(error) = reaper::become_subreaper() {
-            eprintln!("drover: cannot become a subreaper: {error}");
-            return ExitCode::FAILURE;
+            return fail(ExitCode::FAILURE, format!("cannot become a subreaper: {error}"));
         }
         tokio::spawn(reaper::run(log.clone()));
     }
@@ -95,8 +106,7 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
         let master = match Master::new(group.config) {
             Ok(master) => master,
             Err(error) => {
-                eprintln!("drover: group {}: {error}", group.name);
-                return ExitCode::from(BAD_CONFIG);
+                return fail(ExitCode::from(BAD_CONFIG), format!("group {}: {error}", group.name));
             }
         };
         feeds.push((group.name.clone(), master.events(), master.output()));
@@ -106,7 +116,7 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
         groups,
         metrics: Metrics::default(),
         log: log.clone(),
-        notify: Notifier::from_env(),
+        notify: Notifier::from_env(log.clone()),
         in_flight: tokio::sync::RwLock::new(()),
         stopping: AtomicBool::new(false),
         progress: Default::default(),
@@ -120,8 +130,7 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
         match http::serve(addr, shared.clone()).await {
             Ok(local) => log.info("http", &format!("http listening on {local} (/health, /metrics)")),
             Err(error) => {
-                eprintln!("drover: --http {addr}: {error}");
-                return ExitCode::FAILURE;
+                return fail(ExitCode::FAILURE, format!("--http {addr}: {error}"));
             }
         }
     }
@@ -131,8 +140,7 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(error) => {
-            eprintln!("drover: cannot handle signals: {error}");
-            return ExitCode::FAILURE;
+            return fail(ExitCode::FAILURE, format!("cannot handle signals: {error}"));
         }
     };
 
@@ -191,7 +199,7 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
             shared.notify.ready();
         }
         Err(error) => {
-            eprintln!("drover: {error}");
+            log.error(&error);
             code = ExitCode::FAILURE;
             shared.shutdown(false).await;
         }
@@ -221,10 +229,14 @@ async fn run(args: RunArgs, plan: Plan) -> ExitCode {
     shared.log.info("exit", "every worker is stopped; exiting");
     shared.metrics.set_dropped("", shared.log.dropped());
     let dropped = shared.metrics.dropped_total();
-    log.flush(Duration::from_secs(3));
     if dropped > 0 {
-        eprintln!("drover: {dropped} log line(s) were dropped because the output could not keep up");
+        log.error(&format!(
+            "{dropped} log line(s) were dropped because the output could not keep up"
+        ));
     }
+    // Bounded: with stdout or stderr stuck (a paused terminal, a pipe nobody reads) drover exits
+    // anyway, leaving the printer threads blocked where they are.
+    log.flush(Duration::from_secs(3));
     code
 }
 
@@ -609,7 +621,7 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
             let line = format!("{operation}: {ready}/{wanted} STARTED");
             if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 let end = if *ready >= wanted { "\n" } else { "" };
-                eprint!("\r[{group}] {line}{end}");
+                shared.log.stderr_raw(format!("\r[{group}] {line}{end}"));
             } else {
                 shared.log.event(
                     Who {

@@ -15,6 +15,20 @@ use crate::listen::ListenSpec;
 use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 
+/// The most workers one master runs. Each worker costs a few fds and a task; a count past this is a
+/// mistake (or an attack through `rescale`), refused before any allocation sized by it.
+pub const MAX_WORKERS: usize = 10_000;
+
+/// The longest timeout, interval or age any option takes: 10^12 ms (about 31.7 years). Far enough to
+/// mean "never" in practice, near enough that `Instant::now() + d` cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
+
+/// The largest `max_frame_bytes`: one frame of this size may be buffered per worker and direction.
+pub const MAX_FRAME_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The largest `max_restarts` (the restart log keeps one timestamp per restart in the window).
+pub const MAX_RESTARTS_LIMIT: u32 = 100_000;
+
 /// What the master does when a worker breaks the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -181,6 +195,16 @@ pub enum ConfigError {
         /// What was given.
         path: String,
     },
+    /// A count, size or duration past its upper bound ([`MAX_WORKERS`], [`MAX_DURATION`]...).
+    #[error("`{field}` must be at most {max}, got {value}")]
+    TooLarge {
+        /// The field's name, e.g. `count` or `stopTimeout`.
+        field: &'static str,
+        /// What was given.
+        value: String,
+        /// The bound.
+        max: String,
+    },
     /// Any other field with a value out of its range.
     #[error("`{field}`: {message}")]
     Invalid {
@@ -297,9 +321,7 @@ impl MasterConfig {
 
     /// Checks every field and resolves `program` to a path. Nothing is spawned.
     pub fn validate(mut self) -> Result<MasterConfig, ConfigError> {
-        if self.count == 0 {
-            return Err(ConfigError::InvalidCount { value: 0 });
-        }
+        check_count("count", self.count)?;
         if self.program.as_os_str().is_empty() {
             return Err(ConfigError::MissingProgram);
         }
@@ -325,6 +347,14 @@ impl MasterConfig {
                     value: "0".into(),
                 });
             }
+        }
+        self.check_durations()?;
+        if self.max_frame_bytes > MAX_FRAME_BYTES_LIMIT {
+            return Err(ConfigError::TooLarge {
+                field: "maxFrameBytes",
+                value: self.max_frame_bytes.to_string(),
+                max: MAX_FRAME_BYTES_LIMIT.to_string(),
+            });
         }
         if self.max_frame_bytes < 1024 {
             return Err(ConfigError::Invalid {
@@ -400,6 +430,54 @@ impl MasterConfig {
         }
         Ok(self)
     }
+
+    /// Every duration at most [`MAX_DURATION`]: a Rust caller may hand `Duration::MAX`, which would
+    /// overflow the first `Instant + d`.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let t = self.timeouts;
+        let b = self.backoff;
+        let mut all = vec![
+            ("startTimeout", t.start),
+            ("stopTimeout", t.stop),
+            ("quitTimeout", t.quit),
+            ("killTimeout", t.kill),
+            ("restartDelay", b.initial),
+            ("restartMaxDelay", b.max),
+            ("restartResetAfter", b.reset_after),
+            ("maxRestartsWindow", self.intensity.window),
+            ("memoryCheckInterval", self.recycle.check_interval),
+        ];
+        if let Some(age) = self.recycle.max_age {
+            all.push(("maxAge", age));
+        }
+        if let Some(hb) = self.heartbeat {
+            all.push(("heartbeatInterval", hb.interval));
+            all.push(("heartbeatTolerance", hb.tolerance));
+        }
+        match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((field, d)) => Err(ConfigError::TooLarge {
+                field,
+                value: format!("{d:?}"),
+                max: format!("{MAX_DURATION:?} (10^12 ms)"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A worker count in `1..=MAX_WORKERS`, for the config and for every operation that takes one.
+pub fn check_count(field: &'static str, count: usize) -> Result<(), ConfigError> {
+    if count == 0 {
+        return Err(ConfigError::InvalidCount { value: 0 });
+    }
+    if count > MAX_WORKERS {
+        return Err(ConfigError::TooLarge {
+            field,
+            value: count.to_string(),
+            max: MAX_WORKERS.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Room kept in the welcome frame for everything but the user config (names are bounded above).
@@ -523,10 +601,18 @@ pub struct MasterOptions {
 
 /// Converts a millisecond option to a duration, naming the field when it is not a positive finite number.
 pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
-    if !value.is_finite() || value <= 0.0 || value > 1e12 {
+    if !value.is_finite() || value <= 0.0 {
         return Err(ConfigError::InvalidDuration {
             field,
             value: value.to_string(),
+        });
+    }
+    if value > MAX_DURATION.as_millis() as f64 {
+        return Err(ConfigError::TooLarge {
+            field,
+            // Debug: 1e300 stays short (Display would print all 301 digits).
+            value: format!("{value:?} ms"),
+            max: format!("{} ms", MAX_DURATION.as_millis()),
         });
     }
     Ok(Duration::from_secs_f64(value / 1000.0))
@@ -564,9 +650,10 @@ impl MasterOptions {
             if count < 1 {
                 return Err(ConfigError::InvalidCount { value: count });
             }
-            config.count = usize::try_from(count).map_err(|_| ConfigError::Invalid {
+            config.count = usize::try_from(count).map_err(|_| ConfigError::TooLarge {
                 field: "count",
-                message: format!("{count} is too large"),
+                value: count.to_string(),
+                max: MAX_WORKERS.to_string(),
             })?;
         }
         for (key, value) in self.env {
@@ -618,7 +705,7 @@ impl MasterOptions {
         if let Some(max) = self.max_frame_bytes {
             config.max_frame_bytes = usize::try_from(max).map_err(|_| ConfigError::Invalid {
                 field: "maxFrameBytes",
-                message: format!("got {max}"),
+                message: format!("must be at least 1024, got {max}"),
             })?;
         }
         if let Some(us) = self.busy_poll_us {
@@ -675,7 +762,9 @@ impl MasterOptions {
         }
         if let Some(n) = self.reload_batch {
             match &mut config.reload {
-                ReloadStrategy::Rolling { batch } if n >= 1 => *batch = n as usize,
+                ReloadStrategy::Rolling { batch } if n >= 1 => {
+                    *batch = usize::try_from(n).unwrap_or(usize::MAX);
+                }
                 ReloadStrategy::Rolling { .. } => {
                     return Err(ConfigError::Invalid {
                         field: "reloadBatch",
@@ -788,6 +877,66 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn counts_and_durations_have_upper_bounds() {
+        assert!(matches!(
+            options(json!({"program": "sh", "count": 1_099_511_627_776i64})),
+            Err(ConfigError::TooLarge { field: "count", .. })
+        ));
+        assert!(options(json!({"program": "sh", "count": MAX_WORKERS})).is_ok());
+        assert!(matches!(
+            options(json!({"program": "sh", "stopTimeout": 1e15})),
+            Err(ConfigError::TooLarge {
+                field: "stopTimeout",
+                ..
+            })
+        ));
+        assert!(matches!(
+            options(json!({"program": "sh", "maxFrameBytes": 1i64 << 40})),
+            Err(ConfigError::TooLarge {
+                field: "maxFrameBytes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            options(json!({"program": "sh", "maxRestarts": 1i64 << 31})),
+            Err(ConfigError::TooLarge {
+                field: "maxRestarts",
+                ..
+            })
+        ));
+        // A Rust caller can hand Duration::MAX: a clear error, never an `Instant + d` overflow later.
+        let mut c = MasterConfig::program("sh");
+        c.timeouts.kill = Duration::MAX;
+        let error = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::TooLarge {
+                    field: "killTimeout",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("at most"), "{error}");
+        let mut c = MasterConfig::program("sh");
+        c.heartbeat = Some(Heartbeat {
+            interval: Duration::from_secs(1),
+            tolerance: Duration::MAX,
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TooLarge {
+                field: "heartbeatTolerance",
+                ..
+            })
+        ));
+        let mut c = MasterConfig::program("sh");
+        c.timeouts.start = MAX_DURATION;
+        assert!(c.validate().is_ok(), "the bound itself is accepted");
     }
 
     #[test]

@@ -81,10 +81,10 @@ impl Backoff {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.factor.is_finite() && self.factor >= 1.0) {
+        if !(self.factor.is_finite() && (1.0..=1000.0).contains(&self.factor)) {
             return Err(ConfigError::Invalid {
                 field: "restartBackoffFactor",
-                message: format!("must be a number >= 1, got {}", self.factor),
+                message: format!("must be a number from 1 to 1000, got {}", self.factor),
             });
         }
         if self.max < self.initial {
@@ -118,6 +118,13 @@ impl Default for Intensity {
 
 impl Intensity {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_restarts > crate::config::MAX_RESTARTS_LIMIT {
+            return Err(ConfigError::TooLarge {
+                field: "maxRestarts",
+                value: self.max_restarts.to_string(),
+                max: crate::config::MAX_RESTARTS_LIMIT.to_string(),
+            });
+        }
         Ok(())
     }
 }
@@ -162,6 +169,11 @@ impl ReloadStrategy {
             ReloadStrategy::Rolling { batch: 0 } => Err(ConfigError::Invalid {
                 field: "reloadBatch",
                 message: "must be at least 1, got 0".into(),
+            }),
+            ReloadStrategy::Rolling { batch } if *batch > crate::config::MAX_WORKERS => Err(ConfigError::TooLarge {
+                field: "reloadBatch",
+                value: batch.to_string(),
+                max: crate::config::MAX_WORKERS.to_string(),
             }),
             _ => Ok(()),
         }

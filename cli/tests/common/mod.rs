@@ -65,13 +65,24 @@ impl Drover {
     }
 
     pub fn start_in(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Drover {
-        Drover::spawn(dir, args, env, false)
+        Drover::spawn(dir, args, env, false, |_| {})
+    }
+
+    /// Like `start`, with `customize` applied to the command before it is spawned.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], customize: impl FnOnce(&mut Command)) -> Drover {
+        Drover::spawn(
+            tempfile::tempdir().expect("a temporary directory"),
+            args,
+            env,
+            false,
+            customize,
+        )
     }
 
     /// Like `start`, but nobody reads drover's stdout until [`Drover::resume_reading`]: a
     /// terminal that does not keep up.
     pub fn start_unread(args: &[&str]) -> Drover {
-        Drover::spawn(tempfile::tempdir().unwrap(), args, &[], true)
+        Drover::spawn(tempfile::tempdir().unwrap(), args, &[], true, |_| {})
     }
 
     pub fn resume_reading(&mut self) {
@@ -80,7 +91,13 @@ impl Drover {
         }
     }
 
-    fn spawn(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)], paused: bool) -> Drover {
+    fn spawn(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+        paused: bool,
+        customize: impl FnOnce(&mut Command),
+    ) -> Drover {
         let socket = dir.path().join("ctl.sock");
         let mut cmd = Command::new(drover_bin());
         cmd.arg("run").arg("--socket").arg(&socket).args(args);
@@ -90,6 +107,7 @@ impl Drover {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        customize(&mut cmd);
         let mut child = cmd.spawn().expect("drover starts");
         let (resume, gate) = if paused {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -98,7 +116,11 @@ impl Drover {
             (None, None)
         };
         let stdout = collect(child.stdout.take().expect("piped"), gate);
-        let stderr = collect(child.stderr.take().expect("piped"), None);
+        // Not piped when `customize` sent it elsewhere (a terminal): then nothing is collected.
+        let stderr = match child.stderr.take() {
+            Some(stream) => collect(stream, None),
+            None => Arc::default(),
+        };
         Drover {
             child,
             dir,
@@ -194,6 +216,29 @@ impl Drover {
             .expect("the drover client runs")
     }
 
+    /// `ctl`, but a client still waiting after `within` is killed and the test fails: against
+    /// a drover that accepts nothing, the client would wait forever.
+    pub fn ctl_within(&self, args: &[&str], within: Duration) -> Output {
+        let mut child = Command::new(drover_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the drover client runs");
+        let end = Instant::now() + within;
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() >= end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("drover {args:?} got no answer within {within:?}\n{}", self.transcript());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("the client's output")
+    }
+
     /// `ctl`, asserting success; returns stdout.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
@@ -274,6 +319,18 @@ impl Drop for Drover {
     }
 }
 
+/// A process a test started, SIGKILLed when the test ends, passed or failed.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A GET over plain HTTP/1.1; returns the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to drover's HTTP endpoint");
@@ -295,6 +352,59 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// How many fds process `pid` has open.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Resident memory of process `pid`, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Raises this test process's soft fd limit to its hard limit (for tests that open many
+/// connections); returns the new soft limit.
+pub fn raise_own_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// Gives the process `cmd` spawns these fd limits (set between fork and exec).
+pub fn limit_fds(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// Polls `cond` (for what no event announces: another process's death) until `DEADLINE`.

@@ -412,11 +412,11 @@ impl Master {
 
     /// Changes the number of workers. Up: newcomers are spawned and awaited until STARTED (if one
     /// fails, the newcomers are ended and the error says why). Down: the newest workers are
-    /// stopped, then quit, and removed; dead workers go first.
+    /// stopped, then quit, and removed; dead workers go first. A count of 0 or above
+    /// [`MAX_WORKERS`](crate::config::MAX_WORKERS) is a [`ConfigError`], the group untouched.
     pub async fn rescale(&self, count: usize) -> Result<(), Error> {
-        if count == 0 {
-            return Err(Error::Config(ConfigError::InvalidCount { value: 0 }));
-        }
+        // Before anything sized by it is allocated: a huge count is refused, never attempted.
+        crate::config::check_count("count", count)?;
         self.require("rescale", &[MasterStatus::Started])?;
         let _op = self.inner.op.lock().await;
         self.require("rescale", &[MasterStatus::Started])?;
