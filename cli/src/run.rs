@@ -92,6 +92,11 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     if let Some(message) = raised_fd_limit {
         log.info("fd-limit", &message);
     }
+    // Whether a worker's child that leaves its process group is stopped with it (README, Containment).
+    log.info(
+        "containment",
+        &format!("workers are contained by {}", drover::containment()),
+    );
     let pid1 = std::process::id() == 1;
     if pid1 || args.subreaper {
         if let Err(error) = reaper::become_subreaper() {
