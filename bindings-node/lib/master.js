@@ -66,6 +66,7 @@ class Master extends EventEmitter {
         const json = nativeOptions(core, 'MasterFactory.create');
         this._options = compat.cloneOptions(options);
         this._shutdownAsked = false;
+        this._signalRef = null;
         this._flushes = new Map();
         this._nextFlush = 1;
         this._referenced = false;

@@ -7,8 +7,10 @@
 
 const errors = require('./errors');
 
-/** signal name -> { listener, masters: Map<Master, 'reload' | 'shutdown'> } */
+/** signal name -> { listener, masters: Map<WeakRef<Master>, 'reload' | 'shutdown'> } */
 const registry = new Map();
+// Held weakly, as everywhere else: an idle master the app dropped is collected, and its entries go.
+const collected = new FinalizationRegistry((ref) => remove((r) => r === ref));
 
 function add(signal, master, action) {
     let entry = registry.get(signal);
@@ -17,7 +19,9 @@ function add(signal, master, action) {
         registry.set(signal, entry);
         process.on(signal, entry.listener);
     }
-    entry.masters.set(master, action);
+    const ref = master._signalRef || (master._signalRef = new WeakRef(master));
+    collected.register(master, ref, ref);
+    entry.masters.set(ref, action);
 }
 
 /** Makes `master` act on `signals` ({ reload, shutdown }: signal names or null). */
@@ -26,13 +30,24 @@ function install(master, signals) {
     if (signals.shutdown) add(signals.shutdown, master, 'shutdown');
 }
 
-/** `master` no longer acts on any signal; a signal no master wants gets its default action back. */
-function uninstall(master) {
+/** Removes the masters `which` selects; a signal no master wants gets its default action back. */
+function remove(which) {
     for (const [signal, entry] of registry) {
-        if (entry.masters.delete(master) && entry.masters.size === 0) {
+        for (const ref of [...entry.masters.keys()]) {
+            if (which(ref)) entry.masters.delete(ref);
+        }
+        if (entry.masters.size === 0) {
             process.off(signal, entry.listener);
             registry.delete(signal);
         }
+    }
+}
+
+/** `master` no longer acts on any signal. */
+function uninstall(master) {
+    if (master._signalRef) {
+        collected.unregister(master._signalRef);
+        remove((ref) => ref === master._signalRef);
     }
 }
 
@@ -58,8 +73,9 @@ async function act(master, action, signal) {
 function dispatch(signal) {
     const entry = registry.get(signal);
     if (!entry) return;
-    const acts = [...entry.masters].map(([master, action]) => act(master, action, signal));
-    const shutdown = [...entry.masters.values()].includes('shutdown');
+    const live = [...entry.masters].map(([ref, action]) => [ref.deref(), action]).filter(([master]) => master);
+    const acts = live.map(([master, action]) => act(master, action, signal));
+    const shutdown = live.some(([, action]) => action === 'shutdown');
     if (shutdown) {
         Promise.all(acts).then(() => {
             // Every master is shut down and gone from the registry. If nothing else listens for the
