@@ -50,14 +50,14 @@ class MessageBus extends EventEmitter {
         this.sendShuttedDown = this.sendShuttedDown.bind(this);
         this.sendMessage = this.sendMessage.bind(this);
         this.close = this.close.bind(this);
-        if (options.ignoreSignals !== false) {
-            // As drover 1.0's MessageBus: SIGTERM and SIGINT do not end a worker, its master does
-            // (stop, quit; SIGKILL if it must). A service manager that signals the whole group, or
-            // a `kill 0`, would otherwise end every worker before the master could stop them
-            // gracefully. Unlike 1.0, the app's own listeners for them are kept.
-            process.on('SIGTERM', ignoreSignal);
-            process.on('SIGINT', ignoreSignal);
-        }
+        // As drover 1.0's MessageBus: SIGTERM and SIGINT do not end a worker in service, its master
+        // does (stop, quit). A service manager that signals the whole cgroup, or a `kill 0`, would
+        // otherwise end every worker before the master could stop them gracefully. Unlike 1.0, only
+        // from STARTED until the master's stop or quit: a SIGTERM after those is the master's own
+        // escalation, and a worker that never started is ended by it at once. The app's own
+        // listeners are kept (1.0 removed them).
+        this._ignoreSignals = options.ignoreSignals !== false;
+        this._signalsIgnored = false;
         if (options.sharedListen !== false) {
             // server.listen(PORT) now gets the master's shared socket (lib/listen.js says why here).
             require('./listen').install(this);
@@ -143,6 +143,7 @@ class MessageBus extends EventEmitter {
 
     _status(status, callback) {
         errors.call(() => this._native.sendStatus(status));
+        if (status === WorkerStatuses.STARTED) this._guardSignals(true);
         const written = this._written();
         // Callers pass node callbacks' arguments here (server.close(mb.sendStopped) passes an error):
         // only a function is a callback.
@@ -150,6 +151,15 @@ class MessageBus extends EventEmitter {
             written.then(() => callback(), (e) => callback(e));
         }
         return written;
+    }
+
+    _guardSignals(on) {
+        if (!this._ignoreSignals || on === this._signalsIgnored) return;
+        this._signalsIgnored = on;
+        for (const signal of ['SIGTERM', 'SIGINT']) {
+            if (on) process.on(signal, ignoreSignal);
+            else process.off(signal, ignoreSignal);
+        }
     }
 
     _stopHeartbeat() {
@@ -185,9 +195,11 @@ class MessageBus extends EventEmitter {
                 break;
             }
             case 'stop':
+                this._guardSignals(false);
                 this.emit('stop');
                 break;
             case 'quit':
+                this._guardSignals(false);
                 this.emit('quit');
                 break;
             case 'message':
