@@ -180,7 +180,8 @@ async function drive(dir, name) {
         const final = spec.after || spec.block;
         await until(`${name}: the 5 s step done and a healthy status block`, () => {
             const now = workers();
-            if (spec.replaced && [...afterKill].some((p) => now.has(p))) return false;
+            // isAlive: an exiting worker is a zombie (no cmdline) until its master reaps it.
+            if (spec.replaced && [...afterKill].some(isAlive)) return false;
             return blocks(stdout.slice(printed)).some((b) => healthy(b, final)) && now.size === total;
         }, 30000, log);
         if (!spec.after && !spec.replaced) {
@@ -190,9 +191,6 @@ async function drive(dir, name) {
         await stats.done();
         assert.deepEqual(stats.failed, [], `${name}: failed requests (${stats.ok} ok)\n${log()}`);
         assert.ok(stats.ok > 0, `${name}: no request was answered`);
-        if (spec.replaced) {
-            assert.ok([...afterKill].every((p) => !isAlive(p)), `${name}: every worker replaced by the reload`);
-        }
         // SIGINT: the example shuts down gracefully and exits 0, leaving nothing behind.
         workers();
         child.kill('SIGINT');

@@ -275,8 +275,16 @@ fn the_c_example_serves_http_from_every_worker_and_stops_on_sigterm() {
 fn a_worker_writes_to_its_c_masters_stdout_and_stderr_even_when_they_are_close_on_exec() {
     let program = c_program("stdio_master", Linkage::Static);
     let output = run(Command::new(&program));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("worker-to-stdout\n"), "{}", show(&output));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("worker-to-stderr\n"), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("worker-to-stdout\n"),
+        "{}",
+        show(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("worker-to-stderr\n"),
+        "{}",
+        show(&output)
+    );
 
     let dir = std::env::temp_dir().join(format!("drover-stdio-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a temp dir");
