@@ -270,11 +270,16 @@ fn the_c_example_serves_http_from_every_worker_and_stops_on_sigterm() {
 
 /// Node marks its own fds 0-2 close-on-exec at start-up, and any C host may: a worker must still
 /// get the master's stdout and stderr exactly (docs/PROTOCOL.md §2.3), whether they are pipes or
-/// files. The program also checks that the worker, once exited, is FAILED and not alive.
+/// files. The program also checks that the worker, once killed, is FAILED and not alive.
 #[test]
 fn a_worker_writes_to_its_c_masters_stdout_and_stderr_even_when_they_are_close_on_exec() {
     let program = c_program("stdio_master", Linkage::Static);
-    let output = run(Command::new(&program));
+    let dir = std::env::temp_dir().join(format!("drover-stdio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+
+    let mut piped = Command::new(&program);
+    piped.arg(dir.join("written-piped"));
+    let output = run(piped);
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("worker-to-stdout\n"),
         "{}",
@@ -286,13 +291,12 @@ fn a_worker_writes_to_its_c_masters_stdout_and_stderr_even_when_they_are_close_o
         show(&output)
     );
 
-    let dir = std::env::temp_dir().join(format!("drover-stdio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temp dir");
     let (out, err) = (dir.join("out"), dir.join("err"));
-    let mut cmd = Command::new(&program);
-    cmd.stdout(std::fs::File::create(&out).expect("create out"));
-    cmd.stderr(std::fs::File::create(&err).expect("create err"));
-    let status = cmd.status().expect("the C test program runs");
+    let mut to_files = Command::new(&program);
+    to_files.arg(dir.join("written-files"));
+    to_files.stdout(std::fs::File::create(&out).expect("create out"));
+    to_files.stderr(std::fs::File::create(&err).expect("create err"));
+    let status = to_files.status().expect("the C test program runs");
     let (stdout, stderr) = (
         std::fs::read_to_string(&out).unwrap_or_default(),
         std::fs::read_to_string(&err).unwrap_or_default(),
