@@ -34,6 +34,11 @@ export declare namespace ExitReasons {
          * 1.0 reported it. Not enumerable: payloads print as 1.0's.
          */
         readonly requested: boolean;
+        /**
+         * How the process ended as core reports it in every face (C, Rust, the CLI): the class
+         * differs from it only for an exit(0) the master asked for (AbnormalExit, kind NormalExit).
+         */
+        readonly kind: 'NormalExit' | 'AbnormalExit' | 'ExternalSignal';
     }
     /** Killed by a signal (anyone's, the master's too); `payload.signal` is its name, e.g. 'SIGKILL'. */
     class ExternalSignal extends ExitReason<{ signal: string }> {

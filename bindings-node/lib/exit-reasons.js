@@ -44,8 +44,12 @@ function fromNative(r, requested = false) {
         default:
             reason = new AbnormalExit({ code: r.code });
     }
-    // Not enumerable: the reason prints and compares as drover 1.0's did.
-    return Object.defineProperty(reason, 'requested', { value: Boolean(requested), enumerable: false });
+    // Not enumerable: the reason prints and compares as drover 1.0's did. `kind` is how the process
+    // ended as core (and so C, Rust and the CLI) reports it; the class differs for a requested exit(0).
+    return Object.defineProperties(reason, {
+        requested: { value: Boolean(requested), enumerable: false },
+        kind: { value: r.kind, enumerable: false },
+    });
 }
 
 module.exports = { ExitReason, ExternalSignal, NormalExit, AbnormalExit, fromNative };
