@@ -5,9 +5,8 @@
 // values, errors, signals on both sides.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const drover = require('..');
-const { fixture, nodeWorker, waitFor, record, waitGone, isAlive, runNode } = require('../test-support/helpers');
+const { fixture, nodeWorker, waitFor, record, waitGone, isAlive, runNode, spawnNode } = require('../test-support/helpers');
 
 const { MasterFactory, Master, ExitReasons, WorkerStatuses, InvalidConfigurationError, InappropriateConditionError } = drover;
 
@@ -159,28 +158,20 @@ test("a worker's MessageBus sends return promises, and SIGTERM and SIGINT do not
     await waitGone([w.pid]);
 });
 
-/** Spawns compat-master.js; resolves helpers to read its output and wait for lines. */
+/** Spawns compat-master.js, with `lines(pattern)` to wait for its output. */
 function compatMaster(mode) {
-    const child = spawn(process.execPath, [fixture('compat-master.js')], {
-        env: { ...process.env, COMPAT_MODE: mode },
-        stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-    const lines = (pattern, timeoutMs = 20000) => new Promise((resolve, reject) => {
+    const m = spawnNode([fixture('compat-master.js')], { env: { COMPAT_MODE: mode } });
+    m.lines = (pattern, timeoutMs = 20000) => new Promise((resolve, reject) => {
         const deadline = Date.now() + timeoutMs;
         const poll = () => {
-            const m = out.match(pattern);
-            if (m) return resolve(m);
-            if (Date.now() > deadline) return reject(new Error(`no ${pattern} within ${timeoutMs} ms\nstdout:\n${out}\nstderr:\n${err}`));
+            const found = m.out().match(pattern);
+            if (found) return resolve(found);
+            if (Date.now() > deadline) return reject(new Error(`no ${pattern} within ${timeoutMs} ms\nstdout:\n${m.out()}\nstderr:\n${m.err()}`));
             setTimeout(poll, 25);
         };
         poll();
     });
-    return { child, exited, lines, out: () => out, err: () => err };
+    return m;
 }
 
 test("signals as drover 1.0's defaults: SIGHUP reloads each master once, SIGTERM shuts them down, the app's listeners still run", async (t) => {

@@ -9,8 +9,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
-const { root, httpGet, waitGone, isAlive } = require('../test-support/helpers');
+const { root, httpGet, waitGone, isAlive, spawnNode } = require('../test-support/helpers');
 
 const seeds = path.resolve(root, '..', 'shared', 'seeds', 'drover-1.0-examples');
 const pkg = path.resolve(__dirname, '..');
@@ -131,16 +130,8 @@ function load(ports) {
 
 async function drive(dir, name) {
     const spec = examples[name];
-    const child = spawn(process.execPath, ['main.js'], {
-        cwd: path.join(dir, 'examples', name),
-        stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-    const log = () => `${name} stdout:\n${stdout.slice(-3000)}\nstderr:\n${stderr.slice(-3000)}`;
+    const { child, exited, out, err } = spawnNode(['main.js'], { cwd: path.join(dir, 'examples', name) });
+    const log = () => `${name} stdout:\n${out().slice(-3000)}\nstderr:\n${err().slice(-3000)}`;
     const seen = new Set();
     // The workers run the example's app scripts; the master's other child is core's guardian.
     const workers = () => {
@@ -165,7 +156,7 @@ async function drive(dir, name) {
             assert.equal(await until(`${name}: port ${port}`, () => httpGet(Number(port)).catch(() => null), 20000, log), body);
         }
         // Once start() resolved (the health check prints): kill -9 one worker; the handler restarts it.
-        await until(`${name}: a healthy status block`, () => blocks(stdout).some((b) => healthy(b, spec.block)), 20000, log);
+        await until(`${name}: a healthy status block`, () => blocks(out()).some((b) => healthy(b, spec.block)), 20000, log);
         const before = workers();
         const victim = [...before][0];
         process.kill(victim, 'SIGKILL');
@@ -176,13 +167,13 @@ async function drive(dir, name) {
         const afterKill = workers();
         // The 5 s timer (reload, rescale; nothing for the others) under requests: none may fail.
         const stats = load(spec.ports);
-        const printed = stdout.length;
+        const printed = out().length;
         const final = spec.after || spec.block;
         await until(`${name}: the 5 s step done and a healthy status block`, () => {
             const now = workers();
             // isAlive: an exiting worker is a zombie (no cmdline) until its master reaps it.
             if (spec.replaced && [...afterKill].some(isAlive)) return false;
-            return blocks(stdout.slice(printed)).some((b) => healthy(b, final)) && now.size === total;
+            return blocks(out().slice(printed)).some((b) => healthy(b, final)) && now.size === total;
         }, 30000, log);
         if (!spec.after && !spec.replaced) {
             // No timer of their own: still serve under load for a few seconds, like the others.
@@ -198,7 +189,7 @@ async function drive(dir, name) {
         assert.ok(end, `${name}: no exit within 20 s of SIGINT\n${log()}`);
         assert.deepEqual(end, { code: 0, signal: null }, log());
         await waitGone([...seen], 5000);
-        assert.doesNotMatch(stderr, /Error/, log());
+        assert.doesNotMatch(err(), /Error/, log());
         return { ok: stats.ok };
     } finally {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
