@@ -185,7 +185,7 @@ async function drive(dir, name) {
         // SIGINT: the example shuts down gracefully and exits 0, leaving nothing behind.
         workers();
         child.kill('SIGINT');
-        const end = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), 20000))]);
+        const end = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), 20000).unref())]);
         assert.ok(end, `${name}: no exit within 20 s of SIGINT\n${log()}`);
         assert.deepEqual(end, { code: 0, signal: null }, log());
         await waitGone([...seen], 5000);
