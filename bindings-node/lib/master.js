@@ -215,7 +215,9 @@ class Master extends EventEmitter {
 
     /**
      * Applies drover's signal policy: SIGHUP reloads, SIGTERM/SIGINT shut down gracefully, a second
-     * SIGINT during a shutdown makes it hard. Wire it yourself: `process.on('SIGHUP', (s) => master.handleSignal(s))`.
+     * SIGINT during a shutdown makes it hard. The `signals` option (drover 1.0's) already wires SIGHUP
+     * and SIGTERM by default; with `signals: false`, wire this yourself:
+     * `process.on('SIGHUP', (s) => master.handleSignal(s))`.
      * Resolves with the action taken: 'Reload', 'GracefulShutdown', 'HardShutdown' or 'Ignore'.
      */
     handleSignal(signal) {
