@@ -14,27 +14,49 @@ export declare const WorkerStatuses: Readonly<{
 }>;
 export type WorkerStatus = (typeof WorkerStatuses)[keyof typeof WorkerStatuses];
 
+/** A master's status as `getStatusName()` returns it (and the 'status' event reports it). */
 export type MasterStatus = 'INITIALIZED' | 'STARTING' | 'STARTED' | 'RELOADING' | 'STOPPING' | 'STOPPED' | 'SHUT_DOWN' | 'FAILED';
 export declare const MasterStatuses: Readonly<{ [K in MasterStatus]: K }>;
+/**
+ * A master's status as drover 1.0's `getStatus()` returns it: `Master.STATUS_*`. 1 SHUTTED_DOWN
+ * (also a new master), 2 STARTING, 3 STARTED (also while reloading), 4 STOPPING, 5 STOPPED (after a
+ * failed start), 6 FAILED (ours: the restart policy gave up).
+ */
+export type MasterStatusNumber = 1 | 2 | 3 | 4 | 5 | 6;
 
 export declare namespace ExitReasons {
     abstract class ExitReason<P = { code?: number; signal?: string }> {
         readonly payload: P;
         readonly name: string;
+        /**
+         * Whether the master asked for the exit (a reload, rescale, restart or shutdown). Such an
+         * exit is never a NormalExit: AbnormalExit (any code, 0 too) or ExternalSignal, as drover
+         * 1.0 reported it. Not enumerable: payloads print as 1.0's.
+         */
+        readonly requested: boolean;
+        /**
+         * How the process ended as core reports it in every face (C, Rust, the CLI): the class
+         * differs from it only for an exit(0) the master asked for (AbnormalExit, kind NormalExit).
+         */
+        readonly kind: 'NormalExit' | 'AbnormalExit' | 'ExternalSignal';
     }
-    /** Killed by a signal; `payload.signal` is its name, e.g. 'SIGKILL'. */
+    /** Killed by a signal (anyone's, the master's too); `payload.signal` is its name, e.g. 'SIGKILL'. */
     class ExternalSignal extends ExitReason<{ signal: string }> {
         readonly signalNumber: number;
         readonly coreDumped: boolean;
     }
-    /** exit(0). */
+    /** The worker's own exit(0), nobody asked for it. */
     class NormalExit extends ExitReason<{ code: 0 }> {}
-    /** A non-zero exit code. */
+    /** A non-zero exit code, or any code of an exit the master asked for (`requested`). */
     class AbnormalExit extends ExitReason<{ code: number }> {}
 }
 export type AnyExitReason = ExitReasons.ExternalSignal | ExitReasons.NormalExit | ExitReasons.AbnormalExit;
 
-/** A master's options: drover's (`script`, `count`, `env`) and the core's (camelCase, milliseconds). */
+/**
+ * A master's options: drover 1.0's (`script`, `count`, `env`, `signals`, `schedulingPolicy`,
+ * `restartTimeout`, `statusTimeout`) and the core's (camelCase). Every duration is in
+ * **milliseconds** (a positive number), every size in bytes.
+ */
 export interface MasterOptions {
     /** A JavaScript file run with this Node (`process.execPath`) unless `node` says otherwise. */
     script?: string;
@@ -52,10 +74,42 @@ export interface MasterOptions {
     name?: string;
     /** Any JSON, handed to each worker in its welcome (`mb.meta.config`). */
     config?: unknown;
+    /**
+     * drover 1.0: the process signals this master acts on. Default `{ reload: 'SIGHUP', shutdown:
+     * 'SIGTERM' }`: the reload signal calls `gracefulReload()`, the shutdown signal
+     * `gracefulShutdown()`, after which — if nothing else listens for it — the process ends by that
+     * signal as it would without drover. `false` (or `{}`) installs none. One process listener per
+     * signal serves every master; the app's own `process.on` listeners keep working. Set once, here.
+     */
+    signals?: false | { reload?: NodeJS.Signals | false; shutdown?: NodeJS.Signals | false };
+    /**
+     * drover 1.0: `cluster.SCHED_NONE` (1, 1.0's default) or `cluster.SCHED_RR` (2); anything else is
+     * an InvalidConfigurationError. Workers accept on the master's shared socket and the kernel
+     * hands each connection to one of them (SCHED_NONE's behaviour) whichever is chosen: drover
+     * never routes connections through the master. See README, "Compatibility with drover 1.0".
+     */
+    schedulingPolicy?: 1 | 2;
+    /**
+     * drover 1.0: ms, the timeout of each status change a worker is waited for: spawn to STARTED
+     * (`startTimeout`) and `stop` to STOPPED (`stopTimeout`), unless those are given. Applied only
+     * when given (1.0's documented 2000 ms default was never enforced by 1.0).
+     */
+    statusTimeout?: number;
+    /**
+     * drover 1.0: ms a worker being replaced or retired (restart, reload, rescale, shutdown) gets
+     * from `quit` to its exit before it is sent SIGTERM: `quitTimeout`, unless that is given.
+     * Applied only when given.
+     */
+    restartTimeout?: number;
+    /** ms from spawn to STARTED (default 30000). */
     startTimeout?: number;
+    /** ms from `stop` to STOPPED (default 10000). */
     stopTimeout?: number;
+    /** ms from `quit` to the process's exit, then SIGTERM (default 5000). */
     quitTimeout?: number;
+    /** ms from SIGTERM to SIGKILL (default 5000). */
     killTimeout?: number;
+    /** The largest frame on a worker's channel, bytes. */
     maxFrameBytes?: number;
     /**
      * Microseconds a Rust or C worker's event loop spins after IPC traffic before it sleeps, to
@@ -67,18 +121,32 @@ export interface MasterOptions {
     busyPollUs?: number;
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
+    /** ms before the first automatic restart (restart policy other than 'never'). */
     restartDelay?: number;
+    /** Each further restart's delay is the previous one times this. */
     restartBackoffFactor?: number;
+    /** ms, the largest restart delay. */
     restartMaxDelay?: number;
+    /** ms a worker must stay up for its backoff to reset. */
     restartResetAfter?: number;
+    /** At most this many automatic restarts within `maxRestartsWindow`, then the master is FAILED. */
     maxRestarts?: number;
+    /** ms, the window of `maxRestarts`. */
     maxRestartsWindow?: number;
     reloadStrategy?: 'all-at-once' | 'rolling';
     reloadBatch?: number;
+    /** ms between a worker's heartbeats (enables hang detection). */
     heartbeatInterval?: number;
+    /**
+     * **Milliseconds** of extra silence allowed after a missed heartbeat before the worker counts
+     * as hung and is replaced (`3` is 3 ms, not 3 heartbeats).
+     */
     heartbeatTolerance?: number;
+    /** ms after STARTED at which a worker is recycled (replaced, successor first). */
     maxAge?: number;
+    /** Resident memory, bytes, above which a worker is recycled. */
     maxMemoryBytes?: number;
+    /** ms between memory samples. */
     memoryCheckInterval?: number;
     /**
      * Sockets the master binds before starting workers and passes to each one systemd-style (fds
@@ -146,17 +214,39 @@ export interface MasterEvents {
 }
 
 export declare class Master extends EventEmitter<MasterEvents> {
+    static readonly STATUS_SHUTTED_DOWN: 1;
+    static readonly STATUS_STARTING: 2;
+    static readonly STATUS_STARTED: 3;
+    static readonly STATUS_STOPPING: 4;
+    static readonly STATUS_STOPPED: 5;
+    /** Ours: the restart policy gave up. */
+    static readonly STATUS_FAILED: 6;
     constructor(options: MasterOptions);
     readonly name: string;
+    /** Rejects with AlreadyInitializedError unless INITIALIZED or STOPPED (after a failed start). */
     start(): Promise<void>;
-    getStatus(): MasterStatus;
+    /** drover 1.0's number: one of `Master.STATUS_*`. */
+    getStatus(): MasterStatusNumber;
+    /** Our status name (finer than 1.0's: INITIALIZED, RELOADING, SHUT_DOWN are told apart). */
+    getStatusName(): MasterStatus;
+    /** A copy of the options in force (as given, merged by gracefulReload, `count` as rescaled). */
+    getConfig(): MasterOptions;
+    /** Every worker's status; a worker whose process exited from STARTED (or before) is FAILED. */
     getWorkersStatuses(): WorkerStatus[];
     getWorkers(): WorkerDetails[];
-    rescale(count: number): Promise<void>;
-    gracefulReload(options?: MasterOptions): Promise<void>;
+    /** Resolves with the change in the number of workers; `count <= 0` rejects with InvalidArgumentError. */
+    rescale(count: number): Promise<number>;
+    /** `options` are merged over the options in force (top-level keys), then in force. */
+    gracefulReload(options?: Partial<MasterOptions>): Promise<void>;
+    /** Rejects with InappropriateConditionError if never started, or if a shutdown was already asked for. */
     gracefulShutdown(): Promise<void>;
+    /** Callable at any time, any number of times. */
     hardShutdown(): Promise<void>;
-    restartWorkerById(id: number): Promise<void>;
+    /**
+     * Resolves with true once the worker is replaced; with false, doing nothing, for an id the
+     * master no longer has or while it does not run (waits for a start or reload to end first).
+     */
+    restartWorkerById(id: number): Promise<boolean>;
     /** drover's signal policy: SIGHUP reload, SIGTERM/SIGINT graceful, a 2nd SIGINT hard. */
     handleSignal(signal: NodeJS.Signals | number): Promise<'Reload' | 'GracefulShutdown' | 'HardShutdown' | 'Ignore'>;
     send(id: number, message: unknown): Promise<void>;
@@ -199,6 +289,11 @@ export interface MessageBusOptions {
      * listens are Node's own either way.
      */
     sharedListen?: boolean;
+    /**
+     * As drover 1.0: SIGTERM and SIGINT do not end this worker while it is in service (from
+     * sendStarted until the master's stop or quit); its master stops it. Default true.
+     */
+    ignoreSignals?: boolean;
 }
 
 /** A listening socket handed over by the master. */
@@ -222,11 +317,14 @@ export declare class MessageBus extends EventEmitter<MessageBusEvents> {
     listen(address: string | number): Promise<ListeningSocket>;
     /** What the master said about this worker, once connected. */
     meta: WorkerMeta | null;
-    /** Bound: usable as a callback, e.g. `server.listen(port, mb.sendStarted)`. */
-    sendStarted(callback?: unknown): void;
-    sendStopped(callback?: unknown): void;
-    sendShuttedDown(callback?: unknown): void;
-    sendMessage(message: unknown): void;
+    /**
+     * Bound: usable as a callback, e.g. `server.listen(port, mb.sendStarted)`. Each send resolves
+     * once written to the channel (as drover 1.0's); ignoring the promise is safe.
+     */
+    sendStarted(callback?: unknown): Promise<void>;
+    sendStopped(callback?: unknown): Promise<void>;
+    sendShuttedDown(callback?: unknown): Promise<void>;
+    sendMessage(message: unknown): Promise<void>;
     flush(): Promise<void>;
     /** Flushes and closes; the bus no longer keeps the process alive. Idempotent. */
     close(): Promise<void>;
@@ -269,10 +367,18 @@ export declare function listenFds(): { fd: number; name: string }[];
 
 export declare class DroverError extends Error {}
 export declare class InvalidConfigurationError extends DroverError {}
+/** drover 1.0's: an invalid argument, e.g. `rescale(0)` (`size`). */
+export declare class InvalidArgumentError extends DroverError {
+    size?: number;
+}
 export declare class InappropriateConditionError extends DroverError {
     operation: string;
     status: MasterStatus;
 }
+/** drover 1.0's: start() on a master that is started or starting. */
+export declare class AlreadyInitializedError extends InappropriateConditionError {}
+/** drover 1.0's: drover used in the wrong kind of process (NotAWorkerError is one). */
+export declare class InvalidClusterContextError extends DroverError {}
 export declare class WorkerStatusError extends DroverError {
     workerId: number;
     pid: number | null;
@@ -296,7 +402,7 @@ export declare class WorkerFailedError extends DroverError {
     pid: number | null;
     failure: { kind: string; [k: string]: unknown };
 }
-export declare class NotAWorkerError extends DroverError {}
+export declare class NotAWorkerError extends InvalidClusterContextError {}
 export declare class MessageBusError extends DroverError {}
 /** The master could not bind a socket; Node's fields of a failed listen. */
 export declare class ListenError extends DroverError {

@@ -14,8 +14,19 @@ class DroverError extends Error {
 
 /** The options given to MasterFactory.create / gracefulReload are invalid. */
 class InvalidConfigurationError extends DroverError {}
+/** An argument of a call is invalid (drover 1.0's class: `rescale(0)`); the data is on the error. */
+class InvalidArgumentError extends DroverError {}
 /** The operation is not possible in the master's current status (e.g. rescale before start). */
 class InappropriateConditionError extends DroverError {}
+/** start() on a master that is started or starting (drover 1.0's class). */
+class AlreadyInitializedError extends InappropriateConditionError {
+    /** The same error, as this class (message, cause and data kept). */
+    static from(err) {
+        return Object.assign(new AlreadyInitializedError(err.message, { cause: err.cause }), err, { name: 'AlreadyInitializedError' });
+    }
+}
+/** drover used in the wrong kind of process (drover 1.0's class); see NotAWorkerError. */
+class InvalidClusterContextError extends DroverError {}
 /** A worker did not reach STARTED: it exited, failed, broke the protocol or timed out. */
 class WorkerStatusError extends DroverError {}
 /** No worker has the given id. */
@@ -31,7 +42,7 @@ class ProtocolError extends DroverError {}
 /** The master gave up on a worker: start timeout, protocol error, reported FAILED, hung, spawn error. */
 class WorkerFailedError extends DroverError {}
 /** `new MessageBus()` outside a process started by a drover master. */
-class NotAWorkerError extends DroverError {}
+class NotAWorkerError extends InvalidClusterContextError {}
 /** The worker's MessageBus failed (handshake, channel, send after close). */
 class MessageBusError extends DroverError {}
 /**
@@ -44,7 +55,10 @@ class ListenError extends DroverError {}
 const classes = {
     DroverError,
     InvalidConfigurationError,
+    InvalidArgumentError,
     InappropriateConditionError,
+    AlreadyInitializedError,
+    InvalidClusterContextError,
     WorkerStatusError,
     WorkerNotFoundError,
     MessageDeliveryError,

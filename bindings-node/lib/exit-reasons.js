@@ -12,29 +12,44 @@ class ExitReason {
     }
 }
 
-/** Killed by a signal (anyone's): `payload.signal` is its name, e.g. 'SIGKILL'. */
+/** Killed by a signal (anyone's, the master's too): `payload.signal` is its name, e.g. 'SIGKILL'. */
 class ExternalSignal extends ExitReason {}
-/** Exited with code 0: `payload.code`. */
+/** The worker's own exit(0), nobody asked: `payload.code`. */
 class NormalExit extends ExitReason {}
-/** Exited with a non-zero code: `payload.code`. */
+/** A non-zero exit code, or any exit code of an exit the master asked for: `payload.code`. */
 class AbnormalExit extends ExitReason {}
 
-/** Builds a reason from the addon's `{ kind, code }` / `{ kind, signal, signalNumber, coreDumped }`. */
-function fromNative(r) {
+/**
+ * Builds a reason from the addon's `{ kind, code }` / `{ kind, signal, signalNumber, coreDumped }`
+ * and whether the master asked for the exit.
+ *
+ * An exit the master asked for (reload, rescale, restart, shutdown) is never a NormalExit, which
+ * means "the worker quit by itself": drover 1.0 reported those as AbnormalExit (or ExternalSignal
+ * for a kill), and its documented handler restarts on those and hard-quits the whole app on a
+ * NormalExit. `reason.requested` says which it was.
+ */
+function fromNative(r, requested = false) {
+    let reason;
     switch (r.kind) {
-        case 'ExternalSignal': {
-            const reason = new ExternalSignal({ signal: r.signal });
+        case 'ExternalSignal':
+            reason = new ExternalSignal({ signal: r.signal });
             Object.defineProperties(reason, {
                 signalNumber: { value: r.signalNumber, enumerable: false },
                 coreDumped: { value: r.coreDumped, enumerable: false },
             });
-            return reason;
-        }
+            break;
         case 'NormalExit':
-            return new NormalExit({ code: r.code });
+            reason = requested ? new AbnormalExit({ code: r.code }) : new NormalExit({ code: r.code });
+            break;
         default:
-            return new AbnormalExit({ code: r.code });
+            reason = new AbnormalExit({ code: r.code });
     }
+    // Not enumerable: the reason prints and compares as drover 1.0's did. `kind` is how the process
+    // ended as core (and so C, Rust and the CLI) reports it; the class differs for a requested exit(0).
+    return Object.defineProperties(reason, {
+        requested: { value: Boolean(requested), enumerable: false },
+        kind: { value: r.kind, enumerable: false },
+    });
 }
 
 module.exports = { ExitReason, ExternalSignal, NormalExit, AbnormalExit, fromNative };

@@ -7,9 +7,13 @@ const { NativeMaster } = require('./native');
 const errors = require('./errors');
 const exitReasons = require('./exit-reasons');
 const { toJson } = require('./json');
+const compat = require('./compat');
+const signals = require('./signals');
 
 // Statuses in which the master supervises no process: it does not keep Node's loop alive.
 const IDLE = new Set(['INITIALIZED', 'STOPPED', 'SHUT_DOWN']);
+// Statuses in which an operation is under way that ends by itself (in STARTED, STOPPED or FAILED).
+const BUSY = new Set(['STARTING', 'RELOADING']);
 
 // The masters that supervise workers (or wait for a flush), held here as the addon holds Node's
 // loop: a master the app keeps no reference to goes on supervising. An idle master is not held, so
@@ -42,13 +46,27 @@ function nativeOptions(options, what) {
 }
 
 class Master extends EventEmitter {
+    // drover 1.0's master statuses (what getStatus() returns); getStatusName() gives ours.
+    static get STATUS_SHUTTED_DOWN() { return compat.MASTER_STATUS.SHUTTED_DOWN; }
+    static get STATUS_STARTING() { return compat.MASTER_STATUS.STARTING; }
+    static get STATUS_STARTED() { return compat.MASTER_STATUS.STARTED; }
+    static get STATUS_STOPPING() { return compat.MASTER_STATUS.STOPPING; }
+    static get STATUS_STOPPED() { return compat.MASTER_STATUS.STOPPED; }
+    static get STATUS_FAILED() { return compat.MASTER_STATUS.FAILED; }
+
     /**
-     * Validates `options` (core's validation) and creates the master; nothing is spawned until
-     * `start()`. Prefer `MasterFactory.create(options)`.
+     * Validates `options` (drover 1.0's `signals`, `schedulingPolicy`, `restartTimeout`,
+     * `statusTimeout` here, the rest by core) and creates the master; nothing is spawned until
+     * `start()`. Installs the `signals` handlers (default: SIGHUP reloads, SIGTERM shuts down).
+     * Prefer `MasterFactory.create(options)`.
      */
     constructor(options) {
         super();
-        const json = nativeOptions(options, 'MasterFactory.create');
+        const { core, signals: wanted } = compat.splitOptions(options, 'MasterFactory.create');
+        const json = nativeOptions(core, 'MasterFactory.create');
+        this._options = compat.cloneOptions(options);
+        this._shutdownAsked = false;
+        this._signalRef = null;
         this._flushes = new Map();
         this._nextFlush = 1;
         this._referenced = false;
@@ -61,6 +79,14 @@ class Master extends EventEmitter {
             if (master && text != null) master._onEvent(JSON.parse(text));
         };
         this._native = errors.call(() => new NativeMaster(json, onEvent));
+        signals.install(this, wanted);
+    }
+
+    /** A copy of the options in force (as given, merged by gracefulReload, `count` as rescaled). */
+    getConfig() {
+        const config = compat.cloneOptions(this._options);
+        config.count = errors.call(() => this._native.count());
+        return config;
     }
 
     /** The master's name (from `name`, else the script's or program's name). */
@@ -68,13 +94,24 @@ class Master extends EventEmitter {
         return this._native.name();
     }
 
-    /** Spawns `count` workers; resolves when every one reported STARTED. */
+    /**
+     * Spawns `count` workers; resolves when every one reported STARTED. Rejects with
+     * AlreadyInitializedError (an InappropriateConditionError) if the master is not INITIALIZED or
+     * STOPPED (after a failed start), as drover 1.0 does.
+     */
     start() {
-        return this._op(() => this._native.start());
+        return this._op(() => this._native.start()).catch((err) => {
+            throw err instanceof errors.InappropriateConditionError ? errors.AlreadyInitializedError.from(err) : err;
+        });
+    }
+
+    /** The master's status as drover 1.0's number: one of `Master.STATUS_*` (see getStatusName()). */
+    getStatus() {
+        return compat.MASTER_STATUS[compat.STATUS_OF_NAME[this.getStatusName()]];
     }
 
     /** The master's status: 'INITIALIZED', 'STARTING', 'STARTED', 'RELOADING', 'STOPPING', 'STOPPED', 'SHUT_DOWN', 'FAILED'. */
-    getStatus() {
+    getStatusName() {
         return errors.call(() => this._native.status());
     }
 
@@ -97,7 +134,7 @@ class Master extends EventEmitter {
             rssBytes: w.rssBytes == null ? null : w.rssBytes,
             alive: w.alive,
             failure: w.failure == null ? null : w.failure,
-            exitReason: w.exit ? exitReasons.fromNative(w.exit.reason) : null,
+            exitReason: w.exit ? exitReasons.fromNative(w.exit.reason, w.exit.requested) : null,
         }));
     }
 
@@ -115,29 +152,72 @@ class Master extends EventEmitter {
         return errors.call(() => this._native.listeners());
     }
 
-    /** Changes the number of workers (newcomers are awaited until STARTED). */
-    rescale(count) {
-        return this._op(() => this._native.rescale(typeof count === 'number' ? count : badType('rescale(count)', 'a number', count)));
+    /**
+     * Changes the number of workers (newcomers are awaited until STARTED). Resolves with the change
+     * in the number of workers (drover 1.0's value): `rescale(6)` from 4 resolves with 2.
+     */
+    async rescale(count) {
+        if (typeof count === 'number' && count <= 0) {
+            // drover 1.0 checks this before anything else, whatever the master's status.
+            throw Object.assign(new errors.InvalidArgumentError(`rescale(count): count must be positive, got ${count}`), { size: count });
+        }
+        let before = 0;
+        await this._op(() => {
+            const target = typeof count === 'number' ? count : badType('rescale(count)', 'a number', count);
+            before = this._workers().length;
+            return this._native.rescale(target);
+        });
+        return count - before;
     }
 
-    /** Replaces every worker (make-before-break) with the current options, or new ones; rolls back on failure. */
+    /**
+     * Replaces every worker (make-before-break) and rolls back on failure. `options`, if given, are
+     * merged over the options in force (top-level keys: `{ count: 3 }` keeps the script, env, ...),
+     * and the result is in force from then on.
+     */
     gracefulReload(options) {
-        return this._op(() => this._native.gracefulReload(options === undefined ? undefined : nativeOptions(options, 'gracefulReload')));
+        return this._op(async () => {
+            let json;
+            let merged;
+            if (options !== undefined) {
+                merged = compat.mergeForReload(this.getConfig(), options);
+                json = nativeOptions(compat.splitOptions(merged, 'gracefulReload').core, 'gracefulReload');
+            }
+            await this._native.gracefulReload(json);
+            if (merged) {
+                this._options = merged;
+            }
+        });
     }
 
-    /** stop → STOPPED → quit → exit for every worker (then SIGTERM, SIGKILL); resolves when all are reaped. Idempotent. */
+    /**
+     * stop → STOPPED → quit → exit for every worker (then SIGTERM, SIGKILL); resolves when all are
+     * reaped. As in drover 1.0, rejects with InappropriateConditionError if the master never
+     * started or a shutdown was already asked for.
+     */
     gracefulShutdown() {
+        const status = this.getStatusName();
+        if (this._shutdownAsked || status === 'INITIALIZED' || status === 'SHUT_DOWN') {
+            const err = new errors.InappropriateConditionError(
+                `gracefulShutdown: the master ${this._shutdownAsked ? 'is already being shut down' : `is ${status}`}`,
+            );
+            return Promise.reject(Object.assign(err, { operation: 'graceful_shutdown', status }));
+        }
+        this._shutdownAsked = true;
         return this._op(() => this._native.gracefulShutdown());
     }
 
-    /** SIGKILL to every worker; resolves when all are reaped. Idempotent. */
+    /** SIGKILL to every worker; resolves when all are reaped. Callable at any time, any number of times. */
     hardShutdown() {
+        this._shutdownAsked = true;
         return this._op(() => this._native.hardShutdown());
     }
 
     /**
      * Applies drover's signal policy: SIGHUP reloads, SIGTERM/SIGINT shut down gracefully, a second
-     * SIGINT during a shutdown makes it hard. Wire it yourself: `process.on('SIGHUP', (s) => master.handleSignal(s))`.
+     * SIGINT during a shutdown makes it hard. The `signals` option (drover 1.0's) already wires SIGHUP
+     * and SIGTERM by default; with `signals: false`, wire this yourself:
+     * `process.on('SIGHUP', (s) => master.handleSignal(s))`.
      * Resolves with the action taken: 'Reload', 'GracefulShutdown', 'HardShutdown' or 'Ignore'.
      */
     handleSignal(signal) {
@@ -151,9 +231,27 @@ class Master extends EventEmitter {
         }).then(() => action);
     }
 
-    /** Replaces worker `id`'s process (the old one is ended gracefully first). */
-    restartWorkerById(id) {
-        return this._op(() => this._native.restartWorker(typeof id === 'number' ? id : badType('restartWorkerById(id)', 'a number', id)));
+    /**
+     * Replaces worker `id`'s process (the old one is ended gracefully first) and resolves with true
+     * once the new one is STARTED. Called while the master starts or reloads, it waits for that to
+     * end first. As in drover 1.0 it does nothing — resolves with false — for an id the master no
+     * longer has (retired by a reload, rescale or shutdown), while the master is not STARTED (a
+     * failed start, a shutdown), or when a shutdown cancels it: a 1.0 'worker-exit' handler calls
+     * it for every exit, including those the master asked for.
+     */
+    async restartWorkerById(id) {
+        let restarted = true;
+        await this._op(async () => {
+            const target = typeof id === 'number' ? id : badType('restartWorkerById(id)', 'a number', id);
+            await this._settled();
+            try {
+                await this._native.restartWorker(target);
+            } catch (e) {
+                if (!compat.isMootRestart(errors.fromNative(e))) throw e;
+                restarted = false;
+            }
+        });
+        return restarted;
     }
 
     /** Sends a JSON message to worker `id`; resolves once written to its channel. */
@@ -164,6 +262,22 @@ class Master extends EventEmitter {
     /** Sends a JSON message to every running worker; resolves with how many it reached. */
     broadcast(message) {
         return this._call(() => this._native.broadcast(toJson(message)));
+    }
+
+    // Resolves once the master is neither starting nor reloading (a worker that died meanwhile is
+    // then either part of a failed start, gone with a reload, or in a STARTED master's table).
+    _settled() {
+        const busy = () => BUSY.has(this.getStatusName());
+        if (!busy()) return Promise.resolve();
+        return new Promise((resolve) => {
+            const check = () => {
+                if (!busy()) {
+                    this.off('status', check);
+                    resolve();
+                }
+            };
+            this.on('status', check);
+        });
     }
 
     // A lifecycle operation: errors become drover's classes, and every event emitted before the
@@ -225,6 +339,9 @@ class Master extends EventEmitter {
             case 'master_status':
                 this._status = e.to;
                 this._updateRef();
+                if (e.to === 'SHUT_DOWN') {
+                    signals.uninstall(this);
+                }
                 this.emit('status', e.to, e.from);
                 break;
             case 'status':
@@ -234,7 +351,7 @@ class Master extends EventEmitter {
                 this.emit('message', e.data, e.id, e.pid);
                 break;
             case 'exit':
-                this.emit('worker-exit', exitReasons.fromNative(e.reason), e.id, {
+                this.emit('worker-exit', exitReasons.fromNative(e.reason, e.requested), e.id, {
                     pid: e.pid,
                     requested: e.requested,
                     lastStatus: e.last_status,

@@ -12,6 +12,8 @@ const { toJson } = require('./json');
 
 let created = false;
 
+function ignoreSignal() {}
+
 class MessageBus extends EventEmitter {
     /**
      * Connects this worker to its master. Throws NotAWorkerError outside a process started by a
@@ -48,6 +50,14 @@ class MessageBus extends EventEmitter {
         this.sendShuttedDown = this.sendShuttedDown.bind(this);
         this.sendMessage = this.sendMessage.bind(this);
         this.close = this.close.bind(this);
+        // As drover 1.0's MessageBus: SIGTERM and SIGINT do not end a worker in service, its master
+        // does (stop, quit). A service manager that signals the whole cgroup, or a `kill 0`, would
+        // otherwise end every worker before the master could stop them gracefully. Unlike 1.0, only
+        // from STARTED until the master's stop or quit: a SIGTERM after those is the master's own
+        // escalation, and a worker that never started is ended by it at once. The app's own
+        // listeners are kept (1.0 removed them).
+        this._ignoreSignals = options.ignoreSignals !== false;
+        this._signalsIgnored = false;
         if (options.sharedListen !== false) {
             // server.listen(PORT) now gets the master's shared socket (lib/listen.js says why here).
             require('./listen').install(this);
@@ -71,24 +81,40 @@ class MessageBus extends EventEmitter {
         });
     }
 
-    /** Reports STARTED: this worker is ready. An optional callback runs once it is written. */
+    /**
+     * Reports STARTED: this worker is ready. Returns a promise that resolves once it is written (as
+     * drover 1.0's); an optional callback runs then too.
+     */
     sendStarted(callback) {
-        this._status(WorkerStatuses.STARTED, callback);
+        return this._status(WorkerStatuses.STARTED, callback);
     }
 
-    /** Reports STOPPED: no new work taken, in-flight work finished. */
+    /** Reports STOPPED: no new work taken, in-flight work finished. Resolves once written. */
     sendStopped(callback) {
-        this._status(WorkerStatuses.STOPPED, callback);
+        return this._status(WorkerStatuses.STOPPED, callback);
     }
 
-    /** Reports SHUTTED_DOWN: everything released, the worker is about to exit. */
+    /** Reports SHUTTED_DOWN: everything released, the worker is about to exit. Resolves once written. */
     sendShuttedDown(callback) {
-        this._status(WorkerStatuses.SHUTTED_DOWN, callback);
+        return this._status(WorkerStatuses.SHUTTED_DOWN, callback);
     }
 
-    /** Sends a JSON message to the master (its 'message' event). */
+    /**
+     * Sends a JSON message to the master (its 'message' event). Returns a promise that resolves
+     * once it is written to the channel (drover 1.0 returned one too). Throws TypeError at once for
+     * a message that is not JSON-serializable.
+     */
     sendMessage(message) {
         errors.call(() => this._native.sendMessage(toJson(message)));
+        return this._written();
+    }
+
+    // A promise of "written" that a caller may ignore (1.0's callers do: `server.listen(port,
+    // mb.sendStarted)`) without an unhandled rejection; one who awaits it still sees the error.
+    _written() {
+        const written = this.flush();
+        written.catch(() => {});
+        return written;
     }
 
     /** Resolves once every send made so far is written to the channel. */
@@ -117,10 +143,22 @@ class MessageBus extends EventEmitter {
 
     _status(status, callback) {
         errors.call(() => this._native.sendStatus(status));
+        if (status === WorkerStatuses.STARTED) this._guardSignals(true);
+        const written = this._written();
         // Callers pass node callbacks' arguments here (server.close(mb.sendStopped) passes an error):
         // only a function is a callback.
         if (typeof callback === 'function') {
-            this.flush().then(() => callback(), (e) => callback(e));
+            written.then(() => callback(), (e) => callback(e));
+        }
+        return written;
+    }
+
+    _guardSignals(on) {
+        if (!this._ignoreSignals || on === this._signalsIgnored) return;
+        this._signalsIgnored = on;
+        for (const signal of ['SIGTERM', 'SIGINT']) {
+            if (on) process.on(signal, ignoreSignal);
+            else process.off(signal, ignoreSignal);
         }
     }
 
@@ -157,9 +195,11 @@ class MessageBus extends EventEmitter {
                 break;
             }
             case 'stop':
+                this._guardSignals(false);
                 this.emit('stop');
                 break;
             case 'quit':
+                this._guardSignals(false);
                 this.emit('quit');
                 break;
             case 'message':

@@ -237,6 +237,12 @@ impl NativeMaster {
         self.master.status().name().to_string()
     }
 
+    /// The number of workers in force (the `count` option, as changed by `rescale`).
+    #[napi(catch_unwind)]
+    pub fn count(&self) -> u32 {
+        u32::try_from(self.master.config().count).unwrap_or(u32::MAX)
+    }
+
     /// The master's name.
     #[napi(catch_unwind)]
     pub fn name(&self) -> String {

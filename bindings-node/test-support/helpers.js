@@ -74,6 +74,21 @@ function httpGet(port) {
     });
 }
 
+/**
+ * Spawns `node ...args` with stdout and stderr collected: { child, exited (resolves { code,
+ * signal }), out(), err() }.
+ */
+function spawnNode(args, { cwd, env } = {}) {
+    const { spawn } = require('node:child_process');
+    const child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    return { child, exited, out: () => out, err: () => err };
+}
+
 /** Runs `node script` and resolves with { code, signal, stdout, stderr, ms } (rejects after a deadline). */
 function runNode(args, { env, timeoutMs = 20000 } = {}) {
     const { spawn } = require('node:child_process');
@@ -95,4 +110,4 @@ function runNode(args, { env, timeoutMs = 20000 } = {}) {
     });
 }
 
-module.exports = { root, targetDir, fixture, nodeWorker, rustWorker, waitFor, record, isAlive, waitGone, runNode, once, httpGet };
+module.exports = { root, targetDir, fixture, nodeWorker, rustWorker, waitFor, record, isAlive, waitGone, runNode, spawnNode, once, httpGet };

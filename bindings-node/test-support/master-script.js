@@ -6,7 +6,8 @@
 //   serve     start, print "started <pids>", shut down gracefully on SIGTERM
 const { MasterFactory } = require('..');
 
-const master = MasterFactory.create({ script: require('node:path').join(__dirname, 'worker.js'), count: 2 });
+// signals: false — this app handles SIGTERM itself (drover 1.0's default would too, and reject its call).
+const master = MasterFactory.create({ script: require('node:path').join(__dirname, 'worker.js'), count: 2, signals: false });
 const mode = process.env.MASTER_MODE;
 
 (async () => {

@@ -3,7 +3,8 @@
 // A Node worker for the tests: a TCP server behind drover's MessageBus, misbehaving on demand.
 // NODE_WORKER_MODE: normal | exit-before-start:<code> | never-start | ignore-stop | block-after-start
 // Messages ({ cmd }): echo (replies { echo: data }), exit (code), pid, env (name), block (ms),
-// burst (n), ping (replies { pong: seq } — the benchmark's).
+// burst (n), ping (replies { pong: seq } — the benchmark's), send-returns, signal-self (SIGTERM and
+// SIGINT to itself, then { survived: true }).
 const net = require('node:net');
 const { MessageBus } = require('..');
 
@@ -45,6 +46,19 @@ mb.on('message', (msg) => {
             break;
         case 'ping':
             mb.sendMessage({ pong: msg.seq });
+            break;
+        case 'send-returns': {
+            // drover 1.0's sends return promises.
+            const sent = mb.sendMessage({ probe: true });
+            const status = mb.sendStarted();
+            mb.sendMessage({ sendReturnsPromise: sent instanceof Promise, statusReturnsPromise: status instanceof Promise });
+            break;
+        }
+        case 'signal-self':
+            // With a default disposition the process would end inside kill(), before the reply.
+            process.kill(process.pid, 'SIGTERM');
+            process.kill(process.pid, 'SIGINT');
+            setTimeout(() => mb.sendMessage({ survived: true }), 50);
             break;
         default:
             mb.sendMessage({ echo: msg });

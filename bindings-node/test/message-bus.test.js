@@ -17,8 +17,11 @@ test('sends made before the handshake completes are kept, in order', async (t) =
     const [w] = master.getWorkers();
     const exits = record(master, 'worker-exit');
     await master.gracefulShutdown();
-    // The worker closed its bus (twice) and exited by itself with code 0.
-    assert.ok(exits[0][0] instanceof ExitReasons.NormalExit);
+    // The worker closed its bus (twice) and exited with code 0, as the master asked: not a
+    // NormalExit, which is a worker leaving on its own.
+    assert.ok(exits[0][0] instanceof ExitReasons.AbnormalExit);
+    assert.deepEqual(exits[0][0].payload, { code: 0 });
+    assert.equal(exits[0][0].requested, true);
     assert.equal(exits[0][2].lastStatus, 7);
     await waitGone([w.pid]);
 });
@@ -33,7 +36,10 @@ test('a worker exits by itself after closing its server and its bus', async (t) 
     await master.gracefulShutdown();
     assert.equal(exits.length, 2);
     for (const [reason, , info] of exits) {
-        assert.ok(reason instanceof ExitReasons.NormalExit, `${reason.constructor.name} ${JSON.stringify(reason.payload)}`);
+        // Asked for by the shutdown: AbnormalExit { code: 0 }, as drover 1.0 reported it.
+        assert.ok(reason instanceof ExitReasons.AbnormalExit, `${reason.constructor.name} ${JSON.stringify(reason.payload)}`);
+        assert.deepEqual(reason.payload, { code: 0 });
+        assert.equal(reason.requested, true);
         assert.equal(info.requested, true);
         assert.equal(info.lastStatus, 7, 'SHUTTED_DOWN was reported before the exit');
     }

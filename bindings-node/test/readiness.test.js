@@ -38,7 +38,9 @@ test("ready: 'node-ipc' runs a PM2-style app unchanged: STARTED at process.send(
     await master.gracefulShutdown();
     assert.equal(exits.length, 2);
     for (const [reason, , info] of exits) {
-        assert.ok(reason instanceof ExitReasons.NormalExit, `${reason.constructor.name} ${JSON.stringify(reason.payload)}: the app left by itself on 'shutdown'`);
+        // It left on 'shutdown', as asked: a requested exit (code 0), not a NormalExit.
+        assert.ok(reason instanceof ExitReasons.AbnormalExit && reason.requested, `${reason.constructor.name} ${JSON.stringify(reason.payload)}: the app left on 'shutdown'`);
+        assert.deepEqual(reason.payload, { code: 0 });
         assert.equal(info.requested, true);
     }
     await waitGone(workers.map((w) => w.pid));

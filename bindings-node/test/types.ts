@@ -24,6 +24,10 @@ const master: Master = MasterFactory.create({
     count: 4,
     env: { PORT: 1934, DEBUG: true },
     restart: 'on-failure',
+    signals: { reload: 'SIGUSR2', shutdown: 'SIGTERM' },
+    schedulingPolicy: 1,
+    statusTimeout: 2000,
+    restartTimeout: 2000,
     reloadStrategy: 'rolling',
     heartbeatInterval: 1000,
     stopTimeout: 5000,
@@ -58,8 +62,11 @@ async function run(): Promise<void> {
     const statuses: WorkerStatus[] = master.getWorkersStatuses();
     const first = master.getWorkers()[0];
     const started: Date | null = first.startedAt;
-    console.log(statuses, started, first.pid, master.getStatus());
-    await master.rescale(8);
+    const status: number = master.getStatus();
+    console.log(statuses, started, first.pid, status === Master.STATUS_STARTED, master.getStatusName());
+    const delta: number = await master.rescale(8);
+    const restarted: boolean = await master.restartWorkerById(first.id);
+    console.log(delta, restarted, master.getConfig().count);
     await master.gracefulReload();
     await master.send(first.id, { cmd: 'x' });
     const n: number = await master.broadcast('hi');

@@ -100,7 +100,8 @@ pub struct GroupReport {
 pub struct WorkerReport {
     pub id: u64,
     pub pid: u32,
-    /// The worker's status, or `EXITED`.
+    /// The worker's status: FAILED once its process exited from STARTED or before (as in every
+    /// face: Node, C, Rust); `exit` says how it ended.
     pub status: String,
     /// Seconds since STARTED (or since spawn, before).
     pub uptime_secs: f64,

@@ -538,7 +538,7 @@ impl Shared {
                         WorkerReport {
                             id: w.id,
                             pid: w.pid,
-                            status: if alive { w.status.to_string() } else { "EXITED".into() },
+                            status: w.status.to_string(),
                             uptime_secs: uptime,
                             restarts: w.restarts,
                             generation: w.generation,

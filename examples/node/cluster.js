@@ -28,7 +28,7 @@ const quit = async (code, signal, force = false) => {
 
 master.on('worker-exit', async (reason, workerId) => {
     console.log(`worker ${workerId} exited: ${reason.constructor.name} ${JSON.stringify(reason.payload)}`);
-    if (master.getStatus() !== 'STARTED') return; // a shutdown is ending it
+    if (master.getStatusName() !== 'STARTED') return; // a shutdown is ending it
     if (reason instanceof ExitReasons.ExternalSignal || reason instanceof ExitReasons.AbnormalExit) {
         await master.restartWorkerById(workerId);
         console.log(`worker ${workerId} restarted`);
@@ -56,7 +56,7 @@ const run = async () => {
     await sleep(100);
     printStatuses(master, 'app');
     await quit();
-    console.log(`master ${master.getStatus()}; exiting by itself`);
+    console.log(`master ${master.getStatusName()}; exiting by itself`);
 };
 
 run().catch((err) => {

@@ -267,3 +267,42 @@ fn the_c_example_serves_http_from_every_worker_and_stops_on_sigterm() {
         "{rest:?}"
     );
 }
+
+/// Node marks its own fds 0-2 close-on-exec at start-up, and any C host may: a worker must still
+/// get the master's stdout and stderr exactly (docs/PROTOCOL.md §2.3), whether they are pipes or
+/// files. The program also checks that the worker, once killed, is FAILED and not alive.
+#[test]
+fn a_worker_writes_to_its_c_masters_stdout_and_stderr_even_when_they_are_close_on_exec() {
+    let program = c_program("stdio_master", Linkage::Static);
+    let dir = std::env::temp_dir().join(format!("drover-stdio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+
+    let mut piped = Command::new(&program);
+    piped.arg(dir.join("written-piped"));
+    let output = run(piped);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("worker-to-stdout\n"),
+        "{}",
+        show(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("worker-to-stderr\n"),
+        "{}",
+        show(&output)
+    );
+
+    let (out, err) = (dir.join("out"), dir.join("err"));
+    let mut to_files = Command::new(&program);
+    to_files.arg(dir.join("written-files"));
+    to_files.stdout(std::fs::File::create(&out).expect("create out"));
+    to_files.stderr(std::fs::File::create(&err).expect("create err"));
+    let status = to_files.status().expect("the C test program runs");
+    let (stdout, stderr) = (
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{status}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.contains("worker-to-stdout\n"), "stdout file:\n{stdout}");
+    assert!(stderr.contains("worker-to-stderr\n"), "stderr file:\n{stderr}");
+}

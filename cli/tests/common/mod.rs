@@ -265,7 +265,7 @@ impl Drover {
             .as_array()
             .expect("workers")
             .iter()
-            .filter(|w| w["status"] != "EXITED")
+            .filter(|w| w["exit"].is_null())
             .map(|w| w["pid"].as_u64().expect("pid") as u32)
             .collect()
     }

@@ -283,7 +283,7 @@ impl ExecPlan {
     }
 }
 
-/// Runs in the child after fork. Async-signal-safe only.
+/// Runs in the child after fork (after std has set up fds 0-2). Async-signal-safe only.
 fn child_setup(parent_pid: libc::pid_t, moves: &mut [(RawFd, RawFd)]) -> io::Result<()> {
     // SAFETY: async-signal-safe syscalls with valid arguments.
     unsafe {
@@ -293,6 +293,16 @@ fn child_setup(parent_pid: libc::pid_t, moves: &mut [(RawFd, RawFd)]) -> io::Res
         // The master may have died between fork and prctl; then nobody would ever kill us.
         if libc::getppid() != parent_pid {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // fds 0-2 are the master's, exactly: std leaves an inherited stdio fd as it is, and a host
+        // may have marked its own 0-2 close-on-exec (Node does), which would close the worker's
+        // stdout and stderr at exec and let its next socket land on fd 1. Clearing the flag here
+        // changes only the child's fd table; an fd the master has closed stays closed (EBADF).
+        for fd in 0..=2 {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags != -1 && flags & libc::FD_CLOEXEC != 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
         }
         // First lift every source above the targets (a source may sit on another's target), then
         // dup2 into place; dup2 clears FD_CLOEXEC on the target, the lifted copies close at exec.

@@ -53,7 +53,8 @@ pub struct WorkerInfo {
     pub id: WorkerId,
     /// The current process's pid.
     pub pid: u32,
-    /// The last status.
+    /// The last status; FAILED once the process has exited from INITIALIZED, STARTING or STARTED
+    /// (an exited worker is never shown as STARTED; [`WorkerExit::last_status`] keeps the last one).
     pub status: WorkerStatus,
     /// When the current process was spawned.
     pub spawned_at: SystemTime,
@@ -1037,10 +1038,21 @@ impl WorkerActor {
         // the exit already in the event stream.
         self.info.send_if_modified(|i| {
             i.exit = Some(exit.clone());
+            i.status = status_after_exit(i.status);
             false
         });
         self.events.emit(Event::Exit(exit));
         self.info.send_modify(|_| {});
+    }
+}
+
+/// The status a worker's snapshot shows once its process has exited: one that died before it was
+/// told to stop (or while it still claimed to serve) is FAILED, never STARTED — a health check
+/// reading the statuses must see it as dead. The exit event keeps the last reported status.
+fn status_after_exit(last: WorkerStatus) -> WorkerStatus {
+    match last {
+        WorkerStatus::Initialized | WorkerStatus::Starting | WorkerStatus::Started => WorkerStatus::Failed,
+        other => other,
     }
 }
 
