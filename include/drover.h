@@ -363,6 +363,12 @@ enum drover_event_kind
    * The master's status changed: `from` and `to` are `drover_master_status` values.
    */
   DROVER_EVENT_KIND_MASTER_STATUS = 10,
+  /**
+   * This master's event queue was full (the program read too slowly): events were dropped
+   * here, in their place in the stream; `text` and `json` (`count`) say how many. Only
+   * messages, heartbeats and protocol errors are ever dropped for room.
+   */
+  DROVER_EVENT_KIND_DROPPED = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -105,7 +105,7 @@ impl Master {
                 host: Mutex::new(None),
             }),
         };
-        supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.events());
+        supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.inner.events.subscribe_lifecycle());
         Ok(master)
     }
 

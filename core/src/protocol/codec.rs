@@ -569,7 +569,11 @@ mod tests {
         for levels in [126, 127] {
             let payload = nested(levels);
             let line = format!(r#"{{"type":"message","data":{payload}}}"#);
-            assert_eq!(message_text(&line).map(RawValue::get), Some(payload.as_str()), "{levels}");
+            assert_eq!(
+                message_text(&line).map(RawValue::get),
+                Some(payload.as_str()),
+                "{levels}"
+            );
             let Ok(WorkerFrame::Message { data }) = decode_worker_frame(&line) else {
                 panic!("a payload of {levels} levels decodes");
             };
@@ -602,7 +606,11 @@ mod tests {
             Err(EncodeError::TooDeep { limit: 127 })
         );
         // Brackets inside strings do not count.
-        let text = format!(r#"{{"type":"message","data":"{}\"{}"}}"#, "[".repeat(300), "{".repeat(300));
+        let text = format!(
+            r#"{{"type":"message","data":"{}\"{}"}}"#,
+            "[".repeat(300),
+            "{".repeat(300)
+        );
         assert!(decode_worker_frame(&text).is_ok());
     }
 
