@@ -12,7 +12,8 @@
 //!   never reads must not hold events for ever.
 //! - **Messages, heartbeats and protocol errors are dropped and counted**, never silently: the
 //!   subscriber reads an [`Event::Dropped`] with the count where they would have been, as the
-//!   output lines of `master/output.rs` are.
+//!   output lines of `master/output.rs` are. Once dropping, the queue drops them until it is half
+//!   empty again, so a subscriber that keeps falling behind reads runs of events between counts.
 //!
 //! The master's own supervisor subscribes to lifecycle events only and loses none of them
 //! ([`EventHub::subscribe_lifecycle`]). Callback subscribers ([`crate::Master::on_event`]) are
@@ -245,6 +246,9 @@ struct Queue {
 struct QueueState {
     events: VecDeque<(Event, usize)>,
     bytes: usize,
+    /// Dropping since the queue was full, until it is half empty again: a subscriber that keeps
+    /// falling behind reads runs of events between counts, not a count after every event.
+    dropping: bool,
     /// The hub is gone: nothing more will come.
     closed: bool,
     /// The [`Events`] was dropped: queue nothing more.
@@ -280,10 +284,16 @@ impl Queue {
             return;
         }
         let len = st.events.len();
+        if st.dropping && len <= EVENT_QUEUE_EVENTS / 2 && st.bytes <= EVENT_QUEUE_BYTES / 2 {
+            st.dropping = false;
+        }
         let full = match self.policy {
             Policy::Lifecycle => false,
             Policy::Lossy if lifecycle => len >= EVENT_QUEUE_LIFECYCLE,
-            Policy::Lossy => len >= EVENT_QUEUE_EVENTS || st.bytes + cost > EVENT_QUEUE_BYTES,
+            Policy::Lossy => {
+                st.dropping |= len >= EVENT_QUEUE_EVENTS || st.bytes + cost > EVENT_QUEUE_BYTES;
+                st.dropping
+            }
         };
         if full {
             // Counted where it would have been: one marker per run of drops.
@@ -502,6 +512,24 @@ mod tests {
         // Room again: nothing is dropped.
         hub.emit(message(7));
         assert_eq!(events.try_recv(), Some(message(7)));
+        // Full again, then read a little: still dropping, until half of it is read.
+        for i in 0..n + 1 {
+            hub.emit(message(i));
+        }
+        for i in 0..n / 2 - 1 {
+            assert_eq!(events.try_recv(), Some(message(i)));
+        }
+        hub.emit(message(0));
+        hub.emit(message(1));
+        for i in n / 2 - 1..n {
+            assert_eq!(events.try_recv(), Some(message(i)));
+        }
+        assert_eq!(
+            events.try_recv(),
+            Some(Event::Dropped { count: 3 }),
+            "one count for the run"
+        );
+        assert_eq!(events.try_recv(), None);
         // The lifecycle subscription took only the status, and will take every one of them.
         assert_eq!(lifecycle.try_recv(), Some(status()));
         assert_eq!(lifecycle.try_recv(), None);
