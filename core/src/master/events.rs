@@ -273,11 +273,14 @@ impl Queue {
         self.lock().gone
     }
 
-    fn push(&self, event: &Event) {
+    /// Whether this subscription queues events like `event` at all.
+    fn wants(&self, event: &Event) -> bool {
+        self.policy == Policy::Lossy || event.is_lifecycle()
+    }
+
+    /// Queues `event` (the caller checked [`Queue::wants`]), or counts it dropped.
+    fn push(&self, event: Event) {
         let lifecycle = event.is_lifecycle();
-        if self.policy == Policy::Lifecycle && !lifecycle {
-            return;
-        }
         let cost = event.cost();
         let mut st = self.lock();
         if st.gone || st.closed {
@@ -303,7 +306,7 @@ impl Queue {
             }
         } else {
             st.bytes += cost;
-            st.events.push_back((event.clone(), cost));
+            st.events.push_back((event, cost));
         }
         drop(st);
         self.wake.notify_one();
@@ -378,11 +381,21 @@ impl EventHub {
         let callbacks: Vec<Callback> = {
             let mut subs = self.lock();
             subs.queues.retain(|q| !q.is_gone());
-            for q in &subs.queues {
-                q.push(&event);
-            }
+            let mut takers = subs.queues.iter().filter(|q| q.wants(&event));
             if subs.callbacks.is_empty() {
+                // The common case: queues only, and the last one takes the event itself (a
+                // message's payload is not copied for the one subscriber most masters have).
+                let Some(first) = takers.next() else { return };
+                let mut last = first;
+                for q in takers {
+                    last.push(event.clone());
+                    last = q;
+                }
+                last.push(event);
                 return;
+            }
+            for q in takers {
+                q.push(event.clone());
             }
             subs.callbacks.iter().map(|(_, f)| f.clone()).collect()
         };
