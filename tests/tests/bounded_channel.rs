@@ -6,8 +6,12 @@ use drover_tests::{next_matching, open_fds, test_config};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// One test at a time: the first counts this process's open fds, which the other's workers move.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_after_an_fd_carrying_frame_arrives_promptly_and_the_fd_is_closed() {
+    let _serial = SERIAL.lock().await;
     let master = Master::new(test_config("fd-pair", 1)).unwrap();
     master.start().await.unwrap();
     let id = master.workers()[0].id;
@@ -44,6 +48,7 @@ async fn a_frame_after_an_fd_carrying_frame_arrives_promptly_and_the_fd_is_close
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_does_not_read_does_not_hold_up_a_broadcast_to_the_others() {
+    let _serial = SERIAL.lock().await;
     let master = Master::new(test_config("broadcast-stall", 3)).unwrap();
     master.start().await.unwrap();
     let mut events = master.events();
