@@ -363,6 +363,12 @@ enum drover_event_kind
    * The master's status changed: `from` and `to` are `drover_master_status` values.
    */
   DROVER_EVENT_KIND_MASTER_STATUS = 10,
+  /**
+   * This master's event queue was full (the program read too slowly): events were dropped
+   * here, in their place in the stream; `text` and `json` (`count`) say how many. Only
+   * messages, heartbeats and protocol errors are ever dropped for room.
+   */
+  DROVER_EVENT_KIND_DROPPED = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1180,7 +1186,11 @@ drover_result drover_master_broadcast(struct drover_master *master,
 
 /**
  * Takes the next event, waiting up to `timeout_ms` milliseconds for one (0: do not wait;
- * negative: wait for ever). Every event since `drover_master_new()` is kept, in order, until read.
+ * negative: wait for ever). Every event since `drover_master_new()` is kept, in order, until read,
+ * as long as the program keeps up: about 5,000 unread events (1,024 here, 4,096 in the master's
+ * queue behind them) or 16 MiB of unread messages, and messages, heartbeats and protocol errors
+ * are dropped, counted by a DROVER_EVENT_KIND_DROPPED event in their place. Statuses and exits
+ * are never dropped for room.
  *
  * On success `*out_event` is overwritten (without freeing what it held: clear it first) with an
  * event whose strings the caller releases with `drover_event_clear()`.

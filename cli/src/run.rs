@@ -727,6 +727,11 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
         ),
         Event::MasterStatus { from, to } => log.event(whole, "status", &format!("{from} -> {to}")),
         Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
+        Event::Dropped { count } => log.event(
+            whole,
+            "dropped",
+            &format!("{count} events dropped: this log fell behind the workers"),
+        ),
     }
 }
 

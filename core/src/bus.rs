@@ -184,6 +184,8 @@ impl BusSender {
             Ok(()) => Ok(()),
             Err(WriteFailure::Io(e)) => Err(BusError::Io(e)),
             Err(WriteFailure::Quitting) => Err(BusError::MasterGone),
+            // Not with this writer's limit (see `connect_with`), kept for completeness.
+            Err(full @ WriteFailure::Full { .. }) => Err(BusError::Io(format!("{full:?}"))),
         }
     }
 
@@ -345,7 +347,9 @@ impl MessageBus {
         let (events_tx, incoming) = mpsc::unbounded_channel();
         let sink = Arc::new(Mutex::new(Sink::Channel(events_tx)));
         let requests = Requests::default();
-        let writer = FrameWriter::new(write_half, false);
+        // The worker's own memory, its own sends: unbounded as before, so a worker that sends
+        // faster than its master reads waits (awaiting each send) rather than failing.
+        let writer = FrameWriter::new(write_half, false).with_limit(usize::MAX);
         let router = Router {
             fds,
             requests: requests.clone(),

@@ -97,13 +97,15 @@ pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
-pub use master::events::{Event, Events, Subscription, WorkerFailure};
+pub use master::events::{
+    Event, Events, Subscription, WorkerFailure, EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,
+};
 pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel};
 pub use master::output::{OutputLine, OutputLines, OutputStream};
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::spawn::rss_bytes;
 pub use master::worker::{SendError, WorkerInfo};
-pub use master::Master;
+pub use master::{BroadcastReport, Master, BROADCAST_TIMEOUT};
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 pub use protocol::ProtocolError;
 pub use signals::{SignalAction, SignalPolicy};

@@ -9,6 +9,11 @@
 //! Masters and buses use it the same way: [`Mailbox::for_c`] makes it, [`Mailbox::feed`] spawns
 //! the task that moves every item of a [`Source`] (core's master `Events`, a worker's
 //! `MessageBus`) into it, and [`Mailbox::next_for_c`] pops for an exported `*_next_event`.
+//!
+//! The mailbox holds at most [`MAILBOX_CAPACITY`] items: when a C program reads too slowly, the
+//! feeding task waits for room, and the source's own bound applies behind it (a master's event
+//! queue then drops messages and heartbeats, and the program reads a `DROPPED` event that counts
+//! them, in their place).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 
 use crate::error::{drover_result, Failure};
 use crate::ffi::timeout_from_ms;
@@ -50,9 +56,14 @@ enum Pop<T> {
     Closed,
 }
 
+/// The most items a mailbox holds before its feeding task waits for the C program to pop.
+pub(crate) const MAILBOX_CAPACITY: usize = 1024;
+
 pub(crate) struct Mailbox<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    /// Woken by every pop: the feeding task waits on it while the mailbox is full.
+    room: Notify,
     fd: OwnedFd,
 }
 
@@ -69,6 +80,7 @@ impl<T> Mailbox<T> {
                 closed: false,
             }),
             ready: Condvar::new(),
+            room: Notify::new(),
             // SAFETY: `fd` is a fresh eventfd that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
@@ -92,7 +104,7 @@ impl<T> Mailbox<T> {
         runtime.spawn(async move {
             while let Some(item) = source.next().await {
                 let last = S::is_last(&item);
-                sink.push(item);
+                sink.push_when_room(item).await;
                 if last {
                     break;
                 }
@@ -137,6 +149,21 @@ impl<T> Mailbox<T> {
         self.ready.notify_one();
     }
 
+    /// Adds an item once fewer than [`MAILBOX_CAPACITY`] wait (dropped if the mailbox is closed).
+    async fn push_when_room(&self, item: T) {
+        loop {
+            {
+                let state = self.lock();
+                if state.closed || state.queue.len() < MAILBOX_CAPACITY {
+                    drop(state);
+                    return self.push(item);
+                }
+            }
+            // A pop in between left a permit: this returns at once then.
+            self.room.notified().await;
+        }
+    }
+
     /// Closes the mailbox: items already queued can still be popped, then `Closed`.
     pub(crate) fn close(&self) {
         let mut state = self.lock();
@@ -147,6 +174,7 @@ impl<T> Mailbox<T> {
             }
         }
         self.ready.notify_all();
+        self.room.notify_one();
     }
 
     /// Takes the next item, waiting up to `timeout` (`None`: for ever; zero: not at all).
@@ -158,6 +186,7 @@ impl<T> Mailbox<T> {
                 if state.queue.is_empty() && !state.closed {
                     self.drain();
                 }
+                self.room.notify_one();
                 return Pop::Item(item);
             }
             if state.closed {
@@ -206,6 +235,42 @@ mod tests {
         };
         // SAFETY: one valid pollfd, zero timeout.
         unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    }
+
+    /// 0, 1, 2, ... up to a number.
+    struct Count(u32, u32);
+
+    impl Source for Count {
+        type Item = u32;
+        async fn next(&mut self) -> Option<u32> {
+            (self.0 < self.1).then(|| {
+                self.0 += 1;
+                self.0 - 1
+            })
+        }
+    }
+
+    #[test]
+    fn a_full_mailbox_holds_its_capacity_and_the_feed_goes_on_as_the_program_pops() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mb = Arc::new(Mailbox::new().unwrap());
+        let total = MAILBOX_CAPACITY as u32 + 100;
+        mb.feed(&runtime, Count(0, total));
+        let len = |mb: &Mailbox<u32>| mb.lock().queue.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while len(&mb) < MAILBOX_CAPACITY && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(len(&mb), MAILBOX_CAPACITY, "the feed stops at the capacity");
+        for i in 0..total {
+            assert!(matches!(mb.pop(Some(Duration::from_secs(10))), Pop::Item(n) if n == i));
+        }
+        assert!(matches!(mb.pop(Some(Duration::from_secs(10))), Pop::Closed));
     }
 
     #[test]

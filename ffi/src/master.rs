@@ -123,6 +123,10 @@ pub enum drover_event_kind {
     GaveUp = 9,
     /// The master's status changed: `from` and `to` are `drover_master_status` values.
     MasterStatus = 10,
+    /// This master's event queue was full (the program read too slowly): events were dropped
+    /// here, in their place in the stream; `text` and `json` (`count`) say how many. Only
+    /// messages, heartbeats and protocol errors are ever dropped for room.
+    Dropped = 11,
 }
 
 /// What `drover_master_handle_signal()` did.
@@ -410,6 +414,10 @@ fn event_to_c(event: &Event) -> drover_event {
             out.from = master_status_code(*from) as u32;
             out.to = master_status_code(*to) as u32;
             format!("master {from} -> {to}")
+        }
+        Event::Dropped { count } => {
+            out.kind = drover_event_kind::Dropped;
+            format!("{count} events dropped: the event queue was full")
         }
     };
     out.text = owned_c_string(&text);
@@ -783,7 +791,11 @@ pub extern "C" fn drover_master_broadcast(
 }
 
 /// Takes the next event, waiting up to `timeout_ms` milliseconds for one (0: do not wait;
-/// negative: wait for ever). Every event since `drover_master_new()` is kept, in order, until read.
+/// negative: wait for ever). Every event since `drover_master_new()` is kept, in order, until read,
+/// as long as the program keeps up: about 5,000 unread events (1,024 here, 4,096 in the master's
+/// queue behind them) or 16 MiB of unread messages, and messages, heartbeats and protocol errors
+/// are dropped, counted by a DROVER_EVENT_KIND_DROPPED event in their place. Statuses and exits
+/// are never dropped for room.
 ///
 /// On success `*out_event` is overwritten (without freeing what it held: clear it first) with an
 /// event whose strings the caller releases with `drover_event_clear()`.

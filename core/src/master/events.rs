@@ -1,13 +1,42 @@
 //! What a master tells its users: the [`Event`] stream.
 //!
-//! Every subscriber gets every event, in order, from the moment it subscribed. Nothing is dropped:
-//! a subscriber that does not read buffers (so read, or drop the [`Events`]).
+//! Every subscriber gets every event, in order, from the moment it subscribed, as long as it keeps
+//! up. Each [`Events`] subscription has its own bounded queue ([`EVENT_QUEUE_EVENTS`] events and
+//! [`EVENT_QUEUE_BYTES`] of messages): a worker that floods messages or heartbeats, or a subscriber
+//! that stops reading, cannot take the master's memory. When the queue is full:
+//!
+//! - **Lifecycle events are kept** (a status, an exit, a failure, a restart, a recycling, giving
+//!   up, the master's status): they are what a subscriber acts on, and a worker cannot make many
+//!   (each takes a process's state change, and restarts are bounded by the restart intensity).
+//!   Past [`EVENT_QUEUE_LIFECYCLE`] of them even these are dropped and counted: a subscriber that
+//!   never reads must not hold events for ever.
+//! - **Messages, heartbeats and protocol errors are dropped and counted**, never silently: the
+//!   subscriber reads an [`Event::Dropped`] with the count where they would have been, as the
+//!   output lines of `master/output.rs` are. Once dropping, the queue drops them until it is half
+//!   empty again, so a subscriber that keeps falling behind reads runs of events between counts.
+//!
+//! The master's own supervisor subscribes to lifecycle events only and loses none of them
+//! ([`EventHub::subscribe_lifecycle`]). Callback subscribers ([`crate::Master::on_event`]) are
+//! called on the emitting task and bound nothing here: the host they hand events to does.
 
 use serde::Serialize;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+
+/// The most events an [`Events`] subscription holds unread before it drops messages, heartbeats
+/// and protocol errors (counted, see [`Event::Dropped`]).
+pub const EVENT_QUEUE_EVENTS: usize = 4096;
+
+/// The most bytes of messages (their payloads, as estimated from the decoded JSON) an [`Events`]
+/// subscription holds unread before it drops messages (counted).
+pub const EVENT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most events an [`Events`] subscription holds unread at all: past this, lifecycle events
+/// are dropped and counted too (a subscriber that never reads, for days of restarts).
+pub const EVENT_QUEUE_LIFECYCLE: usize = 65536;
 
 use crate::exit::WorkerExit;
 use crate::protocol::ProtocolError;
@@ -135,6 +164,44 @@ pub enum Event {
         /// The new status.
         to: MasterStatus,
     },
+    /// This subscriber's queue was full (it read too slowly): `count` events were dropped here,
+    /// in their place in the stream. Only messages, heartbeats and protocol errors are dropped
+    /// from a full queue (see the module documentation); never seen by callback subscribers.
+    Dropped {
+        /// How many events were dropped.
+        count: u64,
+    },
+}
+
+impl Event {
+    /// Whether the event is about a process's or the master's lifecycle, which a full queue keeps
+    /// (see the module documentation).
+    pub fn is_lifecycle(&self) -> bool {
+        !matches!(
+            self,
+            Event::Message { .. } | Event::Heartbeat { .. } | Event::ProtocolError { .. } | Event::Dropped { .. }
+        )
+    }
+
+    /// What the event costs a queue, in bytes, roughly: its size, plus its payload's for a message.
+    fn cost(&self) -> usize {
+        let base = std::mem::size_of::<Event>();
+        match self {
+            Event::Message { data, .. } => base + value_bytes(data),
+            _ => base,
+        }
+    }
+}
+
+/// About the heap a `Value` holds (a cheap walk; a fraction of what decoding it cost).
+fn value_bytes(v: &Value) -> usize {
+    const SLOT: usize = std::mem::size_of::<Value>();
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(|i| SLOT + value_bytes(i)).sum(),
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + 2 * SLOT + value_bytes(v)).sum(),
+        _ => 0,
+    }
 }
 
 /// A callback subscriber: called on the task that emits the event.
@@ -142,9 +209,127 @@ type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
 
 #[derive(Default)]
 struct Subscribers {
-    channels: Vec<mpsc::UnboundedSender<Event>>,
+    queues: Vec<Arc<Queue>>,
     callbacks: Vec<(u64, Callback)>,
     next_callback: u64,
+}
+
+impl Drop for Subscribers {
+    /// The master is gone: each subscriber reads what is queued, then the end.
+    fn drop(&mut self) {
+        for q in &self.queues {
+            q.close();
+        }
+    }
+}
+
+/// Which events a subscription queues, and what it does when full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Everything; a full queue drops messages, heartbeats and protocol errors (counted).
+    Lossy,
+    /// Lifecycle events only, none ever dropped (the master's supervisor, which acts on exits).
+    Lifecycle,
+}
+
+/// One subscription's queue.
+struct Queue {
+    policy: Policy,
+    state: Mutex<QueueState>,
+    /// Wakes an async reader (one reader: a permit is kept if it is not waiting yet).
+    wake: Notify,
+    /// Wakes a blocking reader.
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    events: VecDeque<(Event, usize)>,
+    bytes: usize,
+    /// Dropping since the queue was full, until it is half empty again: a subscriber that keeps
+    /// falling behind reads runs of events between counts, not a count after every event.
+    dropping: bool,
+    /// The hub is gone: nothing more will come.
+    closed: bool,
+    /// The [`Events`] was dropped: queue nothing more.
+    gone: bool,
+}
+
+impl Queue {
+    fn new(policy: Policy) -> Queue {
+        Queue {
+            policy,
+            state: Mutex::new(QueueState::default()),
+            wake: Notify::new(),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_gone(&self) -> bool {
+        self.lock().gone
+    }
+
+    /// Whether this subscription queues events like `event` at all.
+    fn wants(&self, event: &Event) -> bool {
+        self.policy == Policy::Lossy || event.is_lifecycle()
+    }
+
+    /// Queues `event` (the caller checked [`Queue::wants`]), or counts it dropped.
+    fn push(&self, event: Event) {
+        let lifecycle = event.is_lifecycle();
+        let cost = event.cost();
+        let mut st = self.lock();
+        if st.gone || st.closed {
+            return;
+        }
+        let len = st.events.len();
+        if st.dropping && len <= EVENT_QUEUE_EVENTS / 2 && st.bytes <= EVENT_QUEUE_BYTES / 2 {
+            st.dropping = false;
+        }
+        let full = match self.policy {
+            Policy::Lifecycle => false,
+            Policy::Lossy if lifecycle => len >= EVENT_QUEUE_LIFECYCLE,
+            Policy::Lossy => {
+                st.dropping |= len >= EVENT_QUEUE_EVENTS || st.bytes + cost > EVENT_QUEUE_BYTES;
+                st.dropping
+            }
+        };
+        if full {
+            // Counted where it would have been: one marker per run of drops.
+            match st.events.back_mut() {
+                Some((Event::Dropped { count }, _)) => *count += 1,
+                _ => st.events.push_back((Event::Dropped { count: 1 }, 0)),
+            }
+        } else {
+            st.bytes += cost;
+            st.events.push_back((event, cost));
+        }
+        drop(st);
+        self.wake.notify_one();
+        self.ready.notify_one();
+    }
+
+    /// The next event: `Some(None)` once closed and read to the end, `None` if nothing waits yet.
+    fn pop(st: &mut QueueState) -> Option<Option<Event>> {
+        match st.events.pop_front() {
+            Some((event, cost)) => {
+                st.bytes -= cost;
+                Some(Some(event))
+            }
+            None if st.closed => Some(None),
+            None => None,
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+        self.ready.notify_all();
+    }
 }
 
 /// The fan-out point of a master's events.
@@ -162,10 +347,22 @@ impl std::fmt::Debug for EventHub {
 }
 
 impl EventHub {
+    /// Every event, in a bounded queue that drops messages, heartbeats and protocol errors
+    /// (counted) when the subscriber falls behind.
     pub(crate) fn subscribe(&self) -> Events {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().channels.push(tx);
-        Events { rx }
+        self.subscribe_with(Policy::Lossy)
+    }
+
+    /// Lifecycle events only ([`Event::is_lifecycle`]), none ever dropped: for the master's own
+    /// supervisor, which must see every exit to apply the restart policy.
+    pub(crate) fn subscribe_lifecycle(&self) -> Events {
+        self.subscribe_with(Policy::Lifecycle)
+    }
+
+    fn subscribe_with(&self, policy: Policy) -> Events {
+        let queue = Arc::new(Queue::new(policy));
+        self.lock().queues.push(queue.clone());
+        Events { queue }
     }
 
     pub(crate) fn subscribe_fn(&self, f: Callback) -> Subscription {
@@ -183,19 +380,22 @@ impl EventHub {
         tracing::debug!(?event, "drover event");
         let callbacks: Vec<Callback> = {
             let mut subs = self.lock();
-            subs.channels.retain(|tx| !tx.is_closed());
+            subs.queues.retain(|q| !q.is_gone());
+            let mut takers = subs.queues.iter().filter(|q| q.wants(&event));
             if subs.callbacks.is_empty() {
-                // The common case: channels only, and the last one takes the event itself.
-                if let Some((last, others)) = subs.channels.split_last() {
-                    for tx in others {
-                        let _ = tx.send(event.clone());
-                    }
-                    let _ = last.send(event);
+                // The common case: queues only, and the last one takes the event itself (a
+                // message's payload is not copied for the one subscriber most masters have).
+                let Some(first) = takers.next() else { return };
+                let mut last = first;
+                for q in takers {
+                    last.push(event.clone());
+                    last = q;
                 }
+                last.push(event);
                 return;
             }
-            for tx in &subs.channels {
-                let _ = tx.send(event.clone());
+            for q in takers {
+                q.push(event.clone());
             }
             subs.callbacks.iter().map(|(_, f)| f.clone()).collect()
         };
@@ -205,7 +405,7 @@ impl EventHub {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+    fn lock(&self) -> MutexGuard<'_, Subscribers> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -233,25 +433,174 @@ impl Drop for Subscription {
     }
 }
 
-/// A subscription to a master's events, from [`crate::Master::events`].
-#[derive(Debug)]
+/// A subscription to a master's events, from [`crate::Master::events`]: a bounded queue (see the
+/// module documentation for what a full one drops, and how it says so).
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<Event>,
+    queue: Arc<Queue>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("policy", &self.queue.policy).finish()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let mut st = self.queue.lock();
+        st.gone = true;
+        st.events.clear();
+        st.bytes = 0;
+    }
 }
 
 impl Events {
     /// The next event; `None` once the master is gone and every event was read.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        loop {
+            if let Some(next) = Queue::pop(&mut self.queue.lock()) {
+                return next;
+            }
+            self.queue.wake.notified().await;
+        }
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        Queue::pop(&mut self.queue.lock()).flatten()
     }
 
     /// Blocking receive, for threads outside the runtime (the C ABI).
     pub fn blocking_recv(&mut self) -> Option<Event> {
-        self.rx.blocking_recv()
+        let mut st = self.queue.lock();
+        loop {
+            if let Some(next) = Queue::pop(&mut st) {
+                return next;
+            }
+            st = self.queue.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(i: u64) -> Event {
+        Event::Message {
+            id: 1,
+            pid: 2,
+            data: serde_json::json!({ "i": i }),
+        }
+    }
+
+    fn status() -> Event {
+        Event::Status {
+            id: 1,
+            pid: 2,
+            from: WorkerStatus::Started,
+            to: WorkerStatus::Stopping,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_messages_counted_in_place_and_keeps_lifecycle_events() {
+        let hub = EventHub::default();
+        let mut events = hub.subscribe();
+        let mut lifecycle = hub.subscribe_lifecycle();
+        let n = EVENT_QUEUE_EVENTS as u64;
+        for i in 0..n + 10 {
+            hub.emit(message(i));
+        }
+        hub.emit(status());
+        hub.emit(message(n + 10));
+        hub.emit(message(n + 11));
+        for i in 0..n {
+            assert_eq!(events.try_recv(), Some(message(i)));
+        }
+        assert_eq!(events.try_recv(), Some(Event::Dropped { count: 10 }));
+        assert_eq!(events.try_recv(), Some(status()), "a status is never dropped for room");
+        assert_eq!(events.try_recv(), Some(Event::Dropped { count: 2 }));
+        assert_eq!(events.try_recv(), None);
+        // Room again: nothing is dropped.
+        hub.emit(message(7));
+        assert_eq!(events.try_recv(), Some(message(7)));
+        // Full again, then read a little: still dropping, until half of it is read.
+        for i in 0..n + 1 {
+            hub.emit(message(i));
+        }
+        for i in 0..n / 2 - 1 {
+            assert_eq!(events.try_recv(), Some(message(i)));
+        }
+        hub.emit(message(0));
+        hub.emit(message(1));
+        for i in n / 2 - 1..n {
+            assert_eq!(events.try_recv(), Some(message(i)));
+        }
+        assert_eq!(
+            events.try_recv(),
+            Some(Event::Dropped { count: 3 }),
+            "one count for the run"
+        );
+        assert_eq!(events.try_recv(), None);
+        // The lifecycle subscription took only the status, and will take every one of them.
+        assert_eq!(lifecycle.try_recv(), Some(status()));
+        assert_eq!(lifecycle.try_recv(), None);
+        for _ in 0..EVENT_QUEUE_LIFECYCLE + 10 {
+            hub.emit(status());
+        }
+        let mut kept = 0;
+        while let Some(e) = lifecycle.try_recv() {
+            assert_eq!(e, status());
+            kept += 1;
+        }
+        assert_eq!(kept, EVENT_QUEUE_LIFECYCLE + 10);
+    }
+
+    #[test]
+    fn big_messages_are_bounded_by_bytes() {
+        let hub = EventHub::default();
+        let mut events = hub.subscribe();
+        let big = "x".repeat(1024 * 1024);
+        for _ in 0..40 {
+            hub.emit(Event::Message {
+                id: 1,
+                pid: 2,
+                data: Value::String(big.clone()),
+            });
+        }
+        let mut got: usize = 0;
+        let mut dropped: usize = 0;
+        while let Some(e) = events.try_recv() {
+            match e {
+                Event::Message { .. } => got += 1,
+                Event::Dropped { count } => dropped += count as usize,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got + dropped, 40);
+        assert!(got * big.len() <= EVENT_QUEUE_BYTES, "{got} messages of 1 MiB queued");
+        assert!(got >= 15, "{got}");
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_after_the_last_event_once_the_hub_is_gone() {
+        let hub = EventHub::default();
+        let mut events = hub.subscribe();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(e) = events.recv().await {
+                got.push(e);
+            }
+            got
+        });
+        hub.emit(message(1));
+        hub.emit(status());
+        drop(hub);
+        let got = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the stream ends")
+            .expect("no panic");
+        assert_eq!(got, vec![message(1), status()]);
     }
 }

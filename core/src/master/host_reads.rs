@@ -19,6 +19,13 @@
 //!   worker's STARTED before the message the worker sent after it, as it would if the actor read
 //!   everything, and a burst that arrives while a heartbeat is being handled still goes direct.
 //!
+//! The frames between the host and the actor are bounded per worker ([`HOST_INBOUND_FRAMES`]):
+//! once that many were forwarded and not yet reported handled, or wait behind one, the host stops
+//! reading that worker's channel ([`WorkerChannel::read_ready`] returns at once, reading nothing)
+//! until the actor catches up. The worker then waits on its full socket; no frame is dropped, and
+//! the other workers' channels are read as before. (A worker whose channel its actor reads itself
+//! needs no such bound: the actor reads a frame only once it handled the one before.)
+//!
 //! [`Master::set_channel_host`]: crate::Master::set_channel_host
 
 use serde_json::value::RawValue;
@@ -31,6 +38,10 @@ use crate::protocol;
 use crate::protocol::codec::Frame;
 use crate::protocol::host_read::{HostFrames, ReadState};
 use crate::WorkerId;
+
+/// The most frames of one worker that may be on their way to its actor (forwarded, not yet
+/// reported handled) or waiting behind such a frame before the host stops reading its channel.
+pub const HOST_INBOUND_FRAMES: usize = 1024;
 
 /// A host that reads worker channels on its own loop. See the module documentation.
 pub trait ChannelHost: Send + Sync + 'static {
@@ -127,6 +138,11 @@ struct Route {
 }
 
 impl Route {
+    /// Frames read and not yet through: at the actor, or waiting for it.
+    fn backlog(&self) -> usize {
+        (self.forwarded - self.handled) as usize + self.held.len()
+    }
+
     /// Where one frame read from the channel goes.
     fn take(&mut self, frame: Option<Frame>, message: &mut dyn FnMut(DirectMessage<'_>)) {
         if !self.held.is_empty() {
@@ -219,11 +235,18 @@ impl WorkerChannel {
     }
 
     /// Reads what the channel holds now. Each user message that may go direct is given to
-    /// `message`; the other frames go to the worker's actor or wait for it to catch up. Returns whether to keep watching the fd: false once the channel was read to its
-    /// end (keep the channel until [`WorkerChannel::is_finished`]: what waits still goes on).
+    /// `message`; the other frames go to the worker's actor or wait for it to catch up. Returns
+    /// whether to keep watching the fd: false once the channel was read to its end (keep the
+    /// channel until [`WorkerChannel::is_finished`]: what waits still goes on).
+    ///
+    /// While [`HOST_INBOUND_FRAMES`] frames are on their way to the actor or wait for it, this
+    /// reads nothing ([`WorkerChannel::is_paused`]); [`WorkerChannel::caught_up`] ends the pause.
     pub fn read_ready(&mut self, message: &mut dyn FnMut(DirectMessage<'_>)) -> bool {
         if self.route.ended || self.route.actor_gone {
             return false;
+        }
+        if self.is_paused() {
+            return true;
         }
         let route = &mut self.route;
         let state = self.frames.read_ready(&mut |frame| route.take(frame, message));
@@ -241,9 +264,75 @@ impl WorkerChannel {
         }
     }
 
+    /// Whether reading is paused until the actor catches up (see [`WorkerChannel::read_ready`]).
+    pub fn is_paused(&self) -> bool {
+        self.route.backlog() >= HOST_INBOUND_FRAMES
+    }
+
     /// Nothing more will come of this channel (read to its end and nothing waits, or its actor
     /// is gone): drop it.
     pub fn is_finished(&self) -> bool {
         (self.route.ended && self.route.held.is_empty()) || self.route.actor_gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameCodec;
+    use bytes::BytesMut;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_host_stops_reading_a_worker_whose_actor_is_behind_and_resumes_when_it_catches_up() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        let frames = HostFrames::new(Arc::new(ours), None, BytesMut::new(), FrameCodec::new(1024));
+        let (to_actor, mut actor) = mpsc::unbounded_channel();
+        let mut channel = WorkerChannel::new(1, 2, frames, to_actor);
+        // Heartbeats (forwarded to the actor), three times the bound, from a blocking writer.
+        let written = 3 * HOST_INBOUND_FRAMES;
+        let writer = std::thread::spawn(move || {
+            theirs
+                .write_all(&b"{\"type\":\"heartbeat\"}\n".repeat(written))
+                .expect("write");
+            theirs
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let before = |what: &str| assert!(std::time::Instant::now() < deadline, "{what} within 30 s");
+        let mut no_message = |_: DirectMessage<'_>| panic!("no message was sent");
+        while channel.read_ready(&mut no_message) && !channel.is_paused() {
+            before("the pause");
+        }
+        assert!(channel.is_paused());
+        let forwarded = channel.route.forwarded;
+        assert!(forwarded as usize >= HOST_INBOUND_FRAMES);
+        // Paused: a readable socket is not read.
+        assert!(channel.read_ready(&mut no_message));
+        assert_eq!(channel.route.forwarded, forwarded);
+        // The actor handled them: reading goes on, and every frame arrives, none dropped.
+        let mut got = 0;
+        while let Ok(f) = actor.try_recv() {
+            assert!(matches!(f.frame, Some(Ok(_))));
+            got += 1;
+        }
+        channel.caught_up(CaughtUp::new(1, forwarded, true), &mut no_message);
+        assert!(!channel.is_paused());
+        loop {
+            channel.read_ready(&mut no_message);
+            while let Ok(f) = actor.try_recv() {
+                assert!(matches!(f.frame, Some(Ok(_))));
+                got += 1;
+            }
+            let seq = channel.route.forwarded;
+            channel.caught_up(CaughtUp::new(1, seq, true), &mut no_message);
+            if got >= written {
+                break;
+            }
+            before("every frame");
+        }
+        assert_eq!(got, written, "every frame reached the actor");
+        drop(writer.join().expect("the writer does not panic"));
     }
 }

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -80,6 +81,18 @@ impl std::fmt::Debug for Master {
     }
 }
 
+/// The longest [`Master::broadcast`] waits for workers to take a message.
+pub const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`Master::broadcast_report`] did, worker by worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BroadcastReport {
+    /// The workers whose channel took the message, by id.
+    pub reached: Vec<WorkerId>,
+    /// The workers it did not reach, and why (gone, quitting, not reading).
+    pub failed: Vec<(WorkerId, worker::SendError)>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these short locks leaves consistent data: keep going.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,7 +119,7 @@ impl Master {
                 host: Mutex::new(None),
             }),
         };
-        supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.events());
+        supervisor::spawn_supervisor(Arc::downgrade(&master.inner), master.inner.events.subscribe_lifecycle());
         Ok(master)
     }
 
@@ -475,20 +488,58 @@ impl Master {
         handle.send(data).await.map_err(Error::Send)
     }
 
-    /// Sends a user message to every running worker; returns how many it was written to.
+    /// Sends a user message to every running worker; returns how many it was written to. A
+    /// worker that is gone or not reading is skipped (see [`Master::broadcast_report`], which says
+    /// which and why); this returns within [`BROADCAST_TIMEOUT`].
     pub async fn broadcast<T: Serialize + ?Sized>(&self, data: &T) -> Result<usize, Error> {
-        let handles: Vec<WorkerHandle> = lock(&self.inner.slots).values().map(|s| s.handle.clone()).collect();
-        let mut sent = 0;
-        for handle in handles.iter().filter(|h| h.info().is_alive()) {
-            match handle.send(data).await {
-                Ok(()) => sent += 1,
-                Err(err @ worker::SendError::Encode { .. }) => return Err(Error::Send(err)),
-                Err(err) => {
-                    tracing::debug!(error = %err, "broadcast skipped a worker that is gone")
-                }
+        let report = self.broadcast_report(data).await?;
+        for (id, err) in &report.failed {
+            tracing::debug!(id, error = %err, "broadcast did not reach a worker");
+        }
+        Ok(report.reached.len())
+    }
+
+    /// Sends a user message to every running worker, side by side, and says which it reached.
+    ///
+    /// Returns within [`BROADCAST_TIMEOUT`] whatever the workers do: one that does not read its
+    /// channel never holds up the others or the caller. Its message is refused at once once its
+    /// unread backlog is at the bound ([`worker::SendError::Backlogged`]), or reported as not yet
+    /// written when the time is up ([`worker::SendError::Timeout`]). A message that cannot be
+    /// encoded (too large, too deep) is an error before anything is sent.
+    pub async fn broadcast_report<T: Serialize + ?Sized>(&self, data: &T) -> Result<BroadcastReport, Error> {
+        let handles: Vec<WorkerHandle> = lock(&self.inner.slots)
+            .values()
+            .map(|s| s.handle.clone())
+            .filter(|h| h.info().is_alive())
+            .collect();
+        // Encoded once per framing, not once per worker.
+        let mut encoded: [Option<Vec<u8>>; 2] = [None, None];
+        for h in &handles {
+            let slot = &mut encoded[usize::from(h.raw_json())];
+            if slot.is_none() {
+                *slot = Some(h.encode(data).map_err(Error::Send)?);
             }
         }
-        Ok(sent)
+        let deadline = tokio::time::Instant::now() + BROADCAST_TIMEOUT;
+        let sends = handles.iter().map(|h| {
+            let bytes = encoded[usize::from(h.raw_json())].clone().unwrap_or_default();
+            async move {
+                let sent = tokio::time::timeout_at(deadline, h.send_bytes(bytes)).await;
+                let sent = sent.unwrap_or(Err(worker::SendError::Timeout {
+                    id: h.id(),
+                    after: BROADCAST_TIMEOUT,
+                }));
+                (h.id(), sent)
+            }
+        });
+        let mut report = BroadcastReport::default();
+        for (id, sent) in futures_util::future::join_all(sends).await {
+            match sent {
+                Ok(()) => report.reached.push(id),
+                Err(err) => report.failed.push((id, err)),
+            }
+        }
+        Ok(report)
     }
 
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then

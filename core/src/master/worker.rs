@@ -110,6 +110,27 @@ pub enum SendError {
         /// The OS error.
         error: String,
     },
+    /// The worker is not reading its channel: `queued` bytes already wait for it, and this
+    /// message would take them past the bound (`limit`). Nothing was queued.
+    #[error("worker {id} is not reading its channel: {queued} bytes wait unwritten (limit {limit})")]
+    Backlogged {
+        /// The worker.
+        id: WorkerId,
+        /// Bytes waiting.
+        queued: usize,
+        /// The per-worker bound.
+        limit: usize,
+    },
+    /// The message was not yet written within the time the caller allowed (a broadcast's
+    /// [`crate::master::BROADCAST_TIMEOUT`]): the worker is not reading. It stays queued, and is
+    /// written if the worker reads again.
+    #[error("worker {id} took no bytes within {after:?}: it is not reading its channel (the message stays queued)")]
+    Timeout {
+        /// The worker.
+        id: WorkerId,
+        /// How long the caller waited.
+        after: Duration,
+    },
     /// The message is larger than the frame limit.
     #[error("message to worker {id}: {error}")]
     Encode {
@@ -148,15 +169,29 @@ impl WorkerHandle {
         let _ = self.commands.send(Command::Retire { hard: true });
     }
 
-    /// Sends a user message; resolves once the bytes are handed to the kernel.
-    pub(crate) async fn send<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), SendError> {
-        let bytes = if self.raw_json {
+    pub(crate) fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// Whether user messages go out as bare JSON lines (Node IPC) rather than `message` frames:
+    /// workers that agree on this take the same encoded bytes.
+    pub(crate) fn raw_json(&self) -> bool {
+        self.raw_json
+    }
+
+    /// A user message as this worker's channel takes it.
+    pub(crate) fn encode<T: Serialize + ?Sized>(&self, data: &T) -> Result<Vec<u8>, SendError> {
+        if self.raw_json {
             encode_frame(data, self.max_frame_bytes)
         } else {
             protocol::codec::encode_message(data, self.max_frame_bytes)
         }
-        .map_err(|error| SendError::Encode { id: self.id, error })?;
-        self.send_bytes(bytes).await
+        .map_err(|error| SendError::Encode { id: self.id, error })
+    }
+
+    /// Sends a user message; resolves once the bytes are handed to the kernel.
+    pub(crate) async fn send<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), SendError> {
+        self.send_bytes(self.encode(data)?).await
     }
 
     pub(crate) async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), SendError> {
@@ -167,6 +202,11 @@ impl WorkerHandle {
             Ok(()) => Ok(()),
             Err(WriteFailure::Io(error)) => Err(SendError::Write { id: self.id, error }),
             Err(WriteFailure::Quitting) => Err(SendError::Quitting { id: self.id }),
+            Err(WriteFailure::Full { queued, limit }) => Err(SendError::Backlogged {
+                id: self.id,
+                queued,
+                limit,
+            }),
         }
     }
 
@@ -333,11 +373,12 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         exit: None,
     };
     let (info_tx, info_rx) = watch::channel(info);
-    let writer = FrameWriter::new(write_half, true);
+    let outbound = outbound_limit(config.max_frame_bytes);
+    let writer = FrameWriter::new(write_half, true).with_limit(outbound);
     let (node_frames, node_writer) = match node_channel {
         Some((read, write)) => (
             Some(FramedRead::new(read, FrameCodec::new(config.max_frame_bytes))),
-            Some(FrameWriter::new(write, false)),
+            Some(FrameWriter::new(write, false).with_limit(outbound)),
         ),
         None => (None, None),
     };
@@ -382,6 +423,12 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
     })
+}
+
+/// The bound on bytes written to one worker and not yet taken by it: the writer's default, or
+/// room for two of the largest frames if that is more (a frame first in line always goes).
+pub(crate) fn outbound_limit(max_frame_bytes: usize) -> usize {
+    protocol::writer::MAX_QUEUED_BYTES.max(max_frame_bytes.saturating_mul(2))
 }
 
 struct WorkerActor {

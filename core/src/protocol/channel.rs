@@ -63,7 +63,7 @@ fn register<T: AsRawFd>(inner: T, interest: Interest) -> io::Result<AsyncFd<T>> 
 #[derive(Debug)]
 pub struct ChannelRead {
     fd: AsyncFd<Arc<UnixStream>>,
-    /// Where passed fds go, if this side receives them (`recvmsg`); else plain reads.
+    /// Where passed fds go, if this side takes them; else they are closed as they arrive.
     fds: Option<FdQueue>,
     _watched: Watched,
 }
@@ -86,7 +86,7 @@ impl Drop for Watched {
 }
 
 impl ChannelRead {
-    /// Reads with `recvmsg` and keeps passed fds (`SCM_RIGHTS`) in `fds`, in arrival order.
+    /// Keeps passed fds (`SCM_RIGHTS`) in `fds`, in arrival order, instead of closing them.
     pub fn with_fds(mut self, fds: FdQueue) -> ChannelRead {
         self.fds = Some(fds);
         self
@@ -105,17 +105,6 @@ impl ChannelRead {
     }
 }
 
-/// One `read(2)`.
-pub(super) fn read_plain(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` writable bytes; `fd` is open (owned by the caller).
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 impl AsyncRead for ChannelRead {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -125,13 +114,7 @@ impl AsyncRead for ChannelRead {
             // every call, and after one large frame its spare capacity can be megabytes.
             let unfilled = buf.initialize_unfilled_to(buf.remaining().min(READ_CHUNK));
             let room = unfilled.len();
-            let result = guard.try_io(|fd| {
-                let raw = fd.get_ref().as_raw_fd();
-                match &this.fds {
-                    Some(fds) => fdpass::recv_with_fds(raw, unfilled, fds),
-                    None => read_plain(raw, unfilled).map(|n| (n, false)),
-                }
-            });
+            let result = guard.try_io(|fd| fdpass::recv(fd.get_ref().as_raw_fd(), unfilled, this.fds.as_ref()));
             match result {
                 Ok(Ok((n, with_fds))) => {
                     // A short read emptied the socket (a stream glues what was written, except

@@ -180,10 +180,67 @@ fn excerpt(line: &str) -> String {
 }
 
 fn decode<T: DeserializeOwned>(line: &str) -> Result<T, ProtocolError> {
-    serde_json::from_str(line).map_err(|e| ProtocolError::Malformed {
+    from_frame_text(line).map_err(|e| ProtocolError::Malformed {
         reason: e.to_string(),
         excerpt: excerpt(line),
     })
+}
+
+/// The deepest a payload may nest (PROTOCOL.md §3): what serde_json decodes on its own, so what
+/// every Rust peer decodes when it takes the payload out of the frame.
+pub const MAX_PAYLOAD_DEPTH: usize = 127;
+
+/// The deepest a frame may nest: the frame object around the deepest payload.
+pub const MAX_FRAME_DEPTH: usize = MAX_PAYLOAD_DEPTH + 1;
+
+/// How deep arrays and objects nest in JSON text, or `None` past `limit` (the scan stops there).
+/// Brackets inside strings do not count. For text that is not JSON the answer means nothing, but
+/// it is bounded, so the decoder that then refuses the text is never asked to recurse deeper.
+fn nesting_within(text: &[u8], limit: usize) -> Option<usize> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return None;
+                }
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Some(deepest)
+}
+
+/// Decodes a whole frame's text. serde_json alone refuses more than 127 levels, which a frame
+/// holding a payload of 127 levels (the frame object is one more) would pass: the frame's nesting
+/// is counted here first, against [`MAX_FRAME_DEPTH`], and serde_json's own limit lifted for it.
+fn from_frame_text<'a, T: serde::Deserialize<'a>>(line: &'a str) -> Result<T, serde_json::Error> {
+    use serde::de::Error;
+    if nesting_within(line.as_bytes(), MAX_FRAME_DEPTH).is_none() {
+        return Err(serde_json::Error::custom(format_args!(
+            "nested deeper than {MAX_FRAME_DEPTH} levels (a payload holds at most {MAX_PAYLOAD_DEPTH})"
+        )));
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    // Bounded above: at most MAX_FRAME_DEPTH levels of recursion.
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 /// The shape of a user message, decoded in one pass.
@@ -229,7 +286,7 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de Raw
 /// For a host that parses JSON itself (V8, in the Node addon): decoding the payload into a `Value`
 /// only to encode it again as text costs more than the rest of the frame's way through the core.
 pub fn message_text(line: &str) -> Option<&RawValue> {
-    match serde_json::from_str::<RawMessageShape>(line) {
+    match from_frame_text::<RawMessageShape>(line) {
         Ok(RawMessageShape { kind, data: Some(data) }) if kind == "message" && decodable(data.get()).is_ok() => {
             Some(data)
         }
@@ -298,7 +355,7 @@ fn decodable(text: &str) -> Result<(), serde_json::Error> {
 }
 
 fn message_payload(line: &str) -> Option<Value> {
-    match serde_json::from_str::<MessageShape>(line) {
+    match from_frame_text::<MessageShape>(line) {
         Ok(MessageShape { kind, data }) if kind == "message" => data,
         _ => None,
     }
@@ -341,6 +398,13 @@ pub fn encode_frame<T: Serialize + ?Sized>(frame: &T, max_frame_bytes: usize) ->
     for byte in buf.iter_mut().filter(|b| **b == b'\n') {
         *byte = b' ';
     }
+    // A `Value` (or a `Serialize` type) may nest deeper than any peer decodes: the sender hears
+    // of it, rather than the receiver failing (or, for a worker, being killed for it).
+    if nesting_within(&buf, MAX_FRAME_DEPTH).is_none() {
+        return Err(EncodeError::TooDeep {
+            limit: MAX_PAYLOAD_DEPTH,
+        });
+    }
     if buf.len() > max_frame_bytes {
         return Err(EncodeError::TooLarge {
             size: buf.len(),
@@ -360,6 +424,12 @@ pub enum EncodeError {
         /// The encoded size.
         size: usize,
         /// The limit.
+        limit: usize,
+    },
+    /// The message nests arrays and objects deeper than a peer decodes (PROTOCOL.md §3).
+    #[error("message nests arrays and objects deeper than {limit} levels")]
+    TooDeep {
+        /// The most levels a payload may have.
         limit: usize,
     },
     /// The value cannot be written as JSON.
@@ -488,6 +558,60 @@ mod tests {
         ] {
             assert_eq!(json_text(text.to_string()).unwrap().get(), text);
         }
+    }
+
+    fn nested(levels: usize) -> String {
+        format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn a_payload_of_127_levels_passes_everywhere_and_128_fails_everywhere() {
+        for levels in [126, 127] {
+            let payload = nested(levels);
+            let line = format!(r#"{{"type":"message","data":{payload}}}"#);
+            assert_eq!(
+                message_text(&line).map(RawValue::get),
+                Some(payload.as_str()),
+                "{levels}"
+            );
+            let Ok(WorkerFrame::Message { data }) = decode_worker_frame(&line) else {
+                panic!("a payload of {levels} levels decodes");
+            };
+            assert_eq!(data, serde_json::from_str::<Value>(&payload).unwrap());
+            assert!(matches!(decode_master_frame(&line), Ok(MasterFrame::Message { .. })));
+            // The frame of a known type other than message, with its members this deep.
+            let status = format!(r#"{{"type":"heartbeat","extra":{payload}}}"#);
+            assert!(decode_worker_frame(&status).is_ok(), "{levels}: {status}");
+            let encoded = encode_message(&data, usize::MAX).expect("the sender takes it");
+            let text = std::str::from_utf8(&encoded).unwrap().trim_end();
+            assert!(decode_worker_frame(text).is_ok(), "{levels}: what is sent is received");
+            assert!(json_text(payload.clone()).is_ok(), "{levels}");
+        }
+        let payload = nested(128);
+        let line = format!(r#"{{"type":"message","data":{payload}}}"#);
+        assert_eq!(message_text(&line).map(RawValue::get), None);
+        let Err(ProtocolError::Malformed { reason, .. }) = decode_worker_frame(&line) else {
+            panic!("a payload of 128 levels is malformed");
+        };
+        assert!(reason.contains("nested deeper than 128"), "{reason}");
+        assert!(decode_master_frame(&line).is_err());
+        assert!(json_text(payload).is_err());
+        // A `Value` this deep can be built in Rust: the sender refuses it, naming the limit.
+        let mut deep = json!(1);
+        for _ in 0..128 {
+            deep = json!([deep]);
+        }
+        assert_eq!(
+            encode_message(&deep, usize::MAX),
+            Err(EncodeError::TooDeep { limit: 127 })
+        );
+        // Brackets inside strings do not count.
+        let text = format!(
+            r#"{{"type":"message","data":"{}\"{}"}}"#,
+            "[".repeat(300),
+            "{".repeat(300)
+        );
+        assert!(decode_worker_frame(&text).is_ok());
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use tokio_util::codec::Decoder;
 
-use super::channel;
 use super::codec::{Frame, FrameCodec};
 use super::fdpass::{self, FdQueue};
 
@@ -93,10 +92,7 @@ impl HostFrames {
             if budget == 0 {
                 return ReadState::Open;
             }
-            let read = match &self.fds {
-                Some(fds) => fdpass::recv_with_fds(self.fd(), &mut self.scratch, fds),
-                None => channel::read_plain(self.fd(), &mut self.scratch).map(|n| (n, false)),
-            };
+            let read = fdpass::recv(self.fd(), &mut self.scratch, self.fds.as_ref());
             match read {
                 Ok((0, _)) => {
                     // EOF: a last line without `\n` is a truncated frame (`decode_eof` drops it).

@@ -5,6 +5,12 @@
 //! in order and a flush task writes it as soon as the socket is writable, so a peer that stops
 //! reading never blocks the caller and never reorders frames.
 //!
+//! The queue is bounded ([`MAX_QUEUED_BYTES`], or [`FrameWriter::with_limit`]): a message that
+//! would take a peer's unread backlog past the bound is refused at once with [`WriteFailure::Full`]
+//! (its sender hears of it; nothing is dropped silently). Control frames (`stop`, `quit`, answers
+//! to `listen`) are not refused below twice the bound; past that the peer has read nothing for a
+//! long time and the channel is failed, as if its socket had failed.
+//!
 //! The gate enforces the protocol's ordering rules for the master: nothing but a `welcome` (or a
 //! refusal) is written first, and nothing after `quit` (a late message is refused with
 //! [`WriteFailure::Quitting`], not silently lost).
@@ -28,6 +34,9 @@ pub enum FrameKind {
     Plain,
 }
 
+/// The default bound on the bytes a channel's writer holds unwritten (the peer is not reading).
+pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+
 /// Why a frame was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteFailure {
@@ -35,6 +44,14 @@ pub enum WriteFailure {
     Io(String),
     /// `quit` was already written.
     Quitting,
+    /// The peer is not reading: `queued` bytes wait unwritten, and this frame would take them past
+    /// `limit`. Nothing of it was queued.
+    Full {
+        /// Bytes waiting.
+        queued: usize,
+        /// The bound.
+        limit: usize,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +80,9 @@ struct State {
     gate: Gate,
     held: Vec<Pending>,
     queue: VecDeque<Pending>,
+    /// Bytes of the frames in `held` and `queue`.
+    queued: usize,
+    limit: usize,
     failed: Option<String>,
     closed: bool,
 }
@@ -99,6 +119,8 @@ impl FrameWriter {
             gate: if gated { Gate::Held } else { Gate::Open },
             held: Vec::new(),
             queue: VecDeque::new(),
+            queued: 0,
+            limit: MAX_QUEUED_BYTES,
             failed: None,
             closed: false,
         };
@@ -109,6 +131,13 @@ impl FrameWriter {
         });
         tokio::spawn(flush(shared.clone()));
         FrameWriter { shared }
+    }
+
+    /// Bounds the unwritten bytes at `limit` instead of [`MAX_QUEUED_BYTES`] (see the module
+    /// documentation); a frame that is first in line is always taken, whatever its size.
+    pub fn with_limit(self, limit: usize) -> FrameWriter {
+        self.lock().limit = limit;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -138,7 +167,9 @@ impl FrameWriter {
         let held = {
             let mut st = self.lock();
             st.closed = true;
-            std::mem::take(&mut st.held)
+            let held = std::mem::take(&mut st.held);
+            st.queued -= held.iter().map(|p| p.bytes.len()).sum::<usize>();
+            held
         };
         self.shared.wake.notify_one();
         for p in held {
@@ -172,10 +203,24 @@ impl FrameWriter {
         if st.closed {
             return Submitted::Done(Err(WriteFailure::Io("the channel is closed".into())));
         }
+        let after = st.queued + pending.bytes.len();
+        if st.queued > 0 && after > st.limit {
+            let (queued, limit) = (st.queued, st.limit);
+            if wait {
+                return Submitted::Done(Err(WriteFailure::Full { queued, limit }));
+            }
+            if after > 2 * limit {
+                drop(st);
+                let error = format!("the peer read nothing while {queued} bytes waited (limit {limit})");
+                fail_all(&self.shared, error.clone());
+                return Submitted::Done(Err(WriteFailure::Io(error)));
+            }
+        }
         match (&st.gate, kind) {
             (Gate::Closed, _) => return Submitted::Done(Err(WriteFailure::Quitting)),
             (Gate::Held, FrameKind::Opens) => {
                 st.gate = Gate::Open;
+                st.queued += pending.bytes.len();
                 st.queue.push_back(pending);
                 let held: Vec<Pending> = st.held.drain(..).collect();
                 st.queue.extend(held);
@@ -184,6 +229,7 @@ impl FrameWriter {
                 return queued(rx);
             }
             (Gate::Held, _) => {
+                st.queued += pending.bytes.len();
                 st.held.push(pending);
                 return queued(rx);
             }
@@ -202,6 +248,7 @@ impl FrameWriter {
                 }
             }
         }
+        st.queued += pending.bytes.len();
         st.queue.push_back(pending);
         drop(st);
         self.shared.wake.notify_one();
@@ -237,6 +284,7 @@ async fn flush(sh: Arc<Shared>) {
                 match write_some(&sh.half, front) {
                     Ok(true) => {
                         if let Some(p) = st.queue.pop_front() {
+                            st.queued -= p.bytes.len();
                             p.finish(Ok(()));
                         }
                     }
@@ -290,6 +338,7 @@ fn fail_all(sh: &Shared, error: String) {
     st.failed = Some(error.clone());
     let mut pending: Vec<Pending> = st.queue.drain(..).collect();
     pending.append(&mut st.held);
+    st.queued = 0;
     drop(st);
     for p in pending {
         p.finish(Err(WriteFailure::Io(error.clone())));

@@ -21,6 +21,12 @@
 //! `{"listening": local}` or `{"listen_error": ...}`), `notify-ready` (sends `READY=1` to
 //! `NOTIFY_SOCKET`).
 //!
+//! Hostile ones, written past the MessageBus straight onto the channel: `fd-pair` with `n` (a
+//! message `{"with_fd": n}` carrying an fd of /dev/null the master never asked for, then a plain
+//! message `{"after_fd": n}`), `flood` with `kind` (`heartbeat` or `message`), `ms` and `pad`
+//! (writes those frames as fast as the channel takes them for `ms`, messages of `pad` bytes, then
+//! exits 0). `ignore` does nothing but count; `count` replies `{"count": n}` with that count.
+//!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
 //! pid, and close it.
@@ -170,9 +176,39 @@ fn read_on_poll_thread(mut reader: CommandReader) -> tokio::sync::mpsc::Unbounde
     rx
 }
 
+/// How many `ignore` messages came.
+static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn handle(bus: &MessageBus, msg: Value) {
     let cmd = msg.get("cmd").and_then(Value::as_str).unwrap_or("echo");
     match cmd {
+        "ignore" => {
+            IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        "count" => {
+            let n = IGNORED.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = bus.send_message(&json!({ "count": n })).await;
+        }
+        "fd-pair" => {
+            let n = msg.get("n").and_then(Value::as_u64).unwrap_or(0);
+            let with_fd = format!("{{\"type\":\"message\",\"data\":{{\"with_fd\":{n}}}}}\n");
+            send_with_devnull(with_fd.as_bytes());
+            raw(format!("{{\"type\":\"message\",\"data\":{{\"after_fd\":{n}}}}}\n").as_bytes());
+        }
+        "flood" => {
+            let ms = msg.get("ms").and_then(Value::as_u64).unwrap_or(3000);
+            let pad = msg.get("pad").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let frame = match msg.get("kind").and_then(Value::as_str) {
+                Some("message") => json!({"type": "message", "data": {"pad": "x".repeat(pad)}}).to_string(),
+                _ => json!({"type": "heartbeat", "rss_bytes": 1}).to_string(),
+            } + "\n";
+            let batch = frame.repeat((64 * 1024 / frame.len()).max(1));
+            let until = std::time::Instant::now() + Duration::from_millis(ms);
+            while std::time::Instant::now() < until {
+                raw(batch.as_bytes());
+            }
+            std::process::exit(0);
+        }
         "exit" => std::process::exit(msg.get("code").and_then(Value::as_i64).unwrap_or(0) as i32),
         "malformed" => raw(b"{this is not json\n"),
         "oversized" => {
@@ -320,6 +356,53 @@ fn serve_inherited() {
 
 /// Writes raw bytes on the channel, bypassing the MessageBus (to break the protocol on purpose).
 /// The fd is non-blocking (the bus shares it), so wait for room instead of writing half a frame.
+/// Writes `bytes` (short: one `sendmsg` takes them) with an fd of /dev/null attached, as
+/// `SCM_RIGHTS`, on the channel.
+fn send_with_devnull(bytes: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let fd: i32 = std::env::var("DROVER_IPC_FD")
+        .expect("DROVER_IPC_FD")
+        .parse()
+        .expect("fd number");
+    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let passed = devnull.as_raw_fd();
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer holds one header with room for one int (CMSG_SPACE above), which
+    // CMSG_FIRSTHDR/CMSG_DATA point into.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), passed);
+    }
+    loop {
+        // SAFETY: `msg` and everything it points to are valid for the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n == bytes.len() as isize {
+            return;
+        }
+        let err = std::io::Error::last_os_error();
+        assert!(
+            n < 0 && err.kind() == std::io::ErrorKind::WouldBlock,
+            "sendmsg: {n} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn raw(mut bytes: &[u8]) {
     let fd: i32 = std::env::var("DROVER_IPC_FD")
         .expect("DROVER_IPC_FD")
