@@ -174,3 +174,31 @@ pub fn ask_pid(addr: &str) -> std::io::Result<u32> {
         .parse()
         .map_err(|_| std::io::Error::other(format!("bad answer {line:?}")))
 }
+
+/// Runs `drover-test-master` with `count` workers, each with a grandchild, and returns the running
+/// master and every worker's and grandchild's pid (from the one JSON line it prints).
+pub fn spawn_test_master(count: usize) -> (std::process::Child, Vec<u32>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(target_bin("drover-test-master"))
+        .arg(count.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("test master runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("pids line");
+    let pids: serde_json::Value = serde_json::from_str(&line).expect("json line");
+    let all: Vec<u32> = ["workers", "grandchildren"]
+        .iter()
+        .flat_map(|k| {
+            pids[k]
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|p| p.as_u64().expect("pid") as u32)
+        })
+        .collect();
+    assert_eq!(all.len(), 2 * count, "{line}");
+    (child, all)
+}

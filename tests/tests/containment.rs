@@ -3,9 +3,7 @@
 //! workers, and a guardian that is killed is replaced.
 
 use drover::{Containment, Master, MasterConfig, ReadySource};
-use drover_tests::{eventually, pid_is_running, target_bin};
-use serde_json::Value;
-use std::io::BufRead;
+use drover_tests::{eventually, pid_is_running};
 use std::time::Duration;
 
 /// A worker in Python (speaking nothing: ready at spawn) that runs `body` and then sleeps.
@@ -110,27 +108,8 @@ async fn a_grandchild_that_calls_setsid_dies_with_its_worker_where_cgroups_conta
 fn a_killed_guardian_is_replaced_and_a_master_killed_after_that_leaves_nothing() {
     // The test master starts 2 workers, each with a grandchild (in the worker's group), and prints
     // their pids and its guardian's. We kill the guardian, then the master.
-    let mut child = std::process::Command::new(target_bin("drover-test-master"))
-        .arg("2")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("test master runs");
+    let (mut child, all) = drover_tests::spawn_test_master(2);
     let master_pid = child.id();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pids line");
-    let pids: Value = serde_json::from_str(&line).expect("json line");
-    let all: Vec<u32> = ["workers", "grandchildren"]
-        .iter()
-        .flat_map(|k| {
-            pids[k]
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|p| p.as_u64().expect("pid") as u32)
-        })
-        .collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let guardian = guardians_of(master_pid);
     assert_eq!(guardian.len(), 1, "one guardian child of the master: {guardian:?}");

@@ -1,11 +1,8 @@
 //! No orphans, no zombies, no leaked fds; protocol errors fail one worker and spare the others.
 
 use drover::{Event, Master, MasterConfig, OnProtocolError, ProtocolError, WorkerStatus};
-use drover_tests::{
-    eventually, next_exit_of, next_matching, open_fds, pid_is_running, target_bin, test_config, zombie_children,
-};
-use serde_json::{json, Value};
-use std::io::BufRead;
+use drover_tests::{eventually, next_exit_of, next_matching, open_fds, pid_is_running, test_config, zombie_children};
+use serde_json::json;
 use std::time::Duration;
 
 fn config(count: usize) -> MasterConfig {
@@ -17,27 +14,7 @@ fn config(count: usize) -> MasterConfig {
 
 #[test]
 fn a_master_killed_with_sigkill_takes_every_worker_and_grandchild_with_it() {
-    let mut child = std::process::Command::new(target_bin("drover-test-master"))
-        .arg("3")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("test master runs");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pids line");
-    let pids: Value = serde_json::from_str(&line).expect("json line");
-    let all: Vec<u32> = ["workers", "grandchildren"]
-        .iter()
-        .flat_map(|k| {
-            pids[k]
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|p| p.as_u64().expect("pid") as u32)
-        })
-        .collect();
-    assert_eq!(all.len(), 6, "{line}");
+    let (mut child, all) = drover_tests::spawn_test_master(3);
     assert!(all.iter().all(|p| pid_is_running(*p)));
     child.kill().expect("SIGKILL the master");
     child.wait().expect("reap the master");
