@@ -286,7 +286,10 @@ pub(crate) fn recycle_victim(recycle: &Recycle, candidates: &[RecycleCandidate])
         }
         let rss = c.rss_bytes?;
         let max = recycle.max_rss_bytes.filter(|max| rss > *max)?;
-        Some((c.id, format!("resident memory {rss} bytes exceeds the limit {max} bytes")))
+        Some((
+            c.id,
+            format!("resident memory {rss} bytes exceeds the limit {max} bytes"),
+        ))
     })
 }
 
@@ -402,7 +405,11 @@ mod tests {
         let crash = exit(ExitReason::AbnormalExit { code: 3 }, false);
         for master in [MasterStatus::Starting, MasterStatus::Started, MasterStatus::Reloading] {
             let f = ExitFacts { master, ..facts() };
-            assert_eq!(decide_exit(RestartPolicy::Always, &crash, &f), ExitDecision::Restart, "{master}");
+            assert_eq!(
+                decide_exit(RestartPolicy::Always, &crash, &f),
+                ExitDecision::Restart,
+                "{master}"
+            );
         }
         for master in [
             MasterStatus::Initialized,
@@ -412,7 +419,11 @@ mod tests {
             MasterStatus::Failed,
         ] {
             let f = ExitFacts { master, ..facts() };
-            assert_eq!(decide_exit(RestartPolicy::Always, &crash, &f), ExitDecision::Leave, "{master}");
+            assert_eq!(
+                decide_exit(RestartPolicy::Always, &crash, &f),
+                ExitDecision::Leave,
+                "{master}"
+            );
         }
         assert_eq!(decide_exit(RestartPolicy::Never, &crash, &facts()), ExitDecision::Leave);
     }
@@ -421,16 +432,35 @@ mod tests {
     fn an_exit_someone_else_owns_is_left_to_them() {
         let crash = exit(ExitReason::AbnormalExit { code: 3 }, false);
         let cases = [
-            ExitFacts { current: false, ..facts() },
-            ExitFacts { retiring: true, ..facts() },
-            ExitFacts { reviving: true, ..facts() },
-            ExitFacts { started: false, ..facts() },
+            ExitFacts {
+                current: false,
+                ..facts()
+            },
+            ExitFacts {
+                retiring: true,
+                ..facts()
+            },
+            ExitFacts {
+                reviving: true,
+                ..facts()
+            },
+            ExitFacts {
+                started: false,
+                ..facts()
+            },
         ];
         for f in cases {
-            assert_eq!(decide_exit(RestartPolicy::Always, &crash, &f), ExitDecision::Leave, "{f:?}");
+            assert_eq!(
+                decide_exit(RestartPolicy::Always, &crash, &f),
+                ExitDecision::Leave,
+                "{f:?}"
+            );
         }
         let asked = exit(ExitReason::NormalExit { code: 0 }, true);
-        assert_eq!(decide_exit(RestartPolicy::Always, &asked, &facts()), ExitDecision::Leave);
+        assert_eq!(
+            decide_exit(RestartPolicy::Always, &asked, &facts()),
+            ExitDecision::Leave
+        );
     }
 
     #[test]

@@ -44,13 +44,23 @@ use crate::WorkerId;
 /// A lifecycle operation, as the handles ask for it.
 pub(super) enum Op {
     Start,
-    RestartWorker { id: WorkerId },
-    Rescale { count: usize },
+    RestartWorker {
+        id: WorkerId,
+    },
+    Rescale {
+        count: usize,
+    },
     /// With a validated config, if a new one.
-    Reload { config: Option<Box<MasterConfig>> },
-    Shutdown { hard: bool },
+    Reload {
+        config: Option<Box<MasterConfig>>,
+    },
+    Shutdown {
+        hard: bool,
+    },
     /// Replace `victim` (the loop's own: recycling).
-    Recycle { victim: WorkerId },
+    Recycle {
+        victim: WorkerId,
+    },
 }
 
 impl Op {
@@ -225,7 +235,9 @@ impl Arbiter {
         if self.running.is_some() {
             return;
         }
-        let Some(Queued { op, done }) = self.queue.pop_front() else { return };
+        let Some(Queued { op, done }) = self.queue.pop_front() else {
+            return;
+        };
         let name = op.name();
         let inner = self.inner.clone();
         let (kind, future): (Kind, BoxFuture<'static, Result<(), Error>>) = match op {
@@ -279,10 +291,13 @@ impl Arbiter {
                 master: self.inner.status(),
                 current: info.pid == exit.pid,
                 retiring: slot.retiring,
-                reviving: self
-                    .workers
-                    .get(&exit.id)
-                    .is_some_and(|w| matches!(w.restart, Restart::Due { .. } | Restart::Spawning)),
+                // A restart waiting to replace another process (one an operation has replaced
+                // since) is moot: this exit is decided afresh.
+                reviving: self.workers.get(&exit.id).is_some_and(|w| match w.restart {
+                    Restart::Due { dead, .. } => dead == exit.pid,
+                    Restart::Spawning => true,
+                    Restart::Idle | Restart::Deferred { .. } => false,
+                }),
                 started: info.started_at.is_some(),
                 hung: matches!(info.failure, Some(WorkerFailure::Hung { .. })),
                 being_replaced: being_replaced_below.is_some_and(|new| slot.generation < new),
@@ -397,11 +412,15 @@ impl Arbiter {
         let worker = self.workers.entry(id).or_default();
         worker.restart = Restart::Idle;
         match restarted {
-            Restarted::Moot => {}
-            Restarted::Started => {
-                // The streak grows with every restart, good or not; a run of `reset_after` resets it.
-                worker.streak = worker.streak.saturating_add(1);
-                // It may have ended since it settled: that exit was left to this restart.
+            Restarted::Started | Restarted::Moot => {
+                if matches!(restarted, Restarted::Started) {
+                    // The streak grows with every restart, good or not; a run of `reset_after`
+                    // resets it.
+                    worker.streak = worker.streak.saturating_add(1);
+                }
+                // The slot's process may have ended while this restart was under way: that exit
+                // was left to the restart, so it is decided now (deciding an exit twice does
+                // nothing more: the second finds the restart it scheduled).
                 let exit = lock(&self.inner.slots)
                     .get(&id)
                     .map(|s| s.handle.info())
@@ -430,9 +449,8 @@ impl Arbiter {
         let slots = lock(&self.inner.slots);
         let slot = slots.get(&id)?;
         let info = slot.handle.info();
-        (info.pid == dead && !info.is_alive() && !slot.retiring).then(|| {
-            (slot.config.clone(), slot.restarts + 1, slot.generation)
-        })
+        (info.pid == dead && !info.is_alive() && !slot.retiring)
+            .then(|| (slot.config.clone(), slot.restarts + 1, slot.generation))
     }
 
     fn set_restart(&mut self, id: WorkerId, restart: Restart) {
@@ -459,7 +477,9 @@ impl Arbiter {
             .filter(|(_, slot)| !slot.retiring)
             .filter_map(|(&id, slot)| {
                 let info = slot.handle.info();
-                let started = info.started_at.filter(|_| info.status == WorkerStatus::Started && info.is_alive())?;
+                let started = info
+                    .started_at
+                    .filter(|_| info.status == WorkerStatus::Started && info.is_alive())?;
                 Some(RecycleCandidate {
                     id,
                     age: wall.duration_since(started).unwrap_or_default(),

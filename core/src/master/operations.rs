@@ -149,9 +149,7 @@ impl Inner {
     }
 
     pub(super) fn new_ids(&self, n: usize) -> Vec<WorkerId> {
-        (0..n)
-            .map(|_| self.next_id.fetch_add(1, Ordering::Relaxed))
-            .collect()
+        (0..n).map(|_| self.next_id.fetch_add(1, Ordering::Relaxed)).collect()
     }
 
     /// Ends the given workers gracefully (or kills them), concurrently, and removes them from the
@@ -219,12 +217,7 @@ impl Inner {
         let (handle, restarts, generation, config) = {
             let slots = lock(&self.slots);
             let slot = slots.get(&id).ok_or(Error::UnknownWorker { id })?;
-            (
-                slot.handle.clone(),
-                slot.restarts,
-                slot.generation,
-                slot.config.clone(),
-            )
+            (slot.handle.clone(), slot.restarts, slot.generation, slot.config.clone())
         };
         handle.retire();
         let old = handle.wait_exit().await;
