@@ -159,3 +159,41 @@ async fn a_crashed_worker_is_restarted_while_a_recycle_waits_for_its_successor()
     started_again(&mut events, other.id, other.pid).await;
     master.graceful_shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn dropping_the_last_handle_ends_every_worker_even_with_a_restart_waiting_out_its_backoff() {
+    let mut c = config(2);
+    c.backoff.initial = Duration::from_secs(2);
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap();
+    let mut events = master.events();
+    let workers = master.workers();
+    master
+        .send(workers[0].id, &json!({"cmd": "exit", "code": 3}))
+        .await
+        .unwrap();
+    next_matching(&mut events, |e| matches!(e, Event::Restarting { .. }).then_some(())).await;
+    drop(master);
+    assert!(
+        drover_tests::eventually(drover_tests::EVENT_DEADLINE, || !drover_tests::pid_is_running(
+            workers[1].pid
+        ))
+        .await,
+        "the live worker outlived its master"
+    );
+    // The stream ends once the master's loop and every worker's actor are gone: nothing was
+    // spawned after the drop, and nothing holds the master.
+    let ended = tokio::time::timeout(drover_tests::EVENT_DEADLINE, async {
+        while let Some(event) = events.recv().await {
+            if let Event::Status {
+                to: WorkerStatus::Initialized,
+                ..
+            } = event
+            {
+                panic!("a worker was spawned after the last handle was dropped");
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream did not end");
+}

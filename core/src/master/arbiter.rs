@@ -173,18 +173,11 @@ async fn outcome(running: &mut Option<Running>) -> Result<(), Error> {
     }
 }
 
-/// Sleeps until `at`, or for ever.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Arbiter {
     async fn run(mut self) {
         loop {
             let backoff_over = self.next_backoff_end();
+            let recycle_tick = self.next_recycle;
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -194,8 +187,12 @@ impl Arbiter {
                 Some(exit) = self.exits.recv() => self.on_exit(exit),
                 result = outcome(&mut self.running) => self.on_operation_done(result),
                 Some((id, restarted)) = self.restarting.next() => self.on_restarted(id, restarted),
-                _ = until(backoff_over) => self.on_backoff_over(),
-                _ = until(self.next_recycle) => self.on_recycle_tick(),
+                _ = sleep_until(backoff_over.unwrap_or_else(Instant::now).into()), if backoff_over.is_some() => {
+                    self.on_backoff_over()
+                }
+                _ = sleep_until(recycle_tick.unwrap_or_else(Instant::now).into()), if recycle_tick.is_some() => {
+                    self.on_recycle_tick()
+                }
             }
         }
         // Nobody can shut the master down any more: no worker outlives it.
