@@ -265,6 +265,10 @@ impl Arbiter {
         if let Some(done) = finished.done {
             let _ = done.send(result);
         }
+        // The workers the operation removed are no longer supervised.
+        let slots = lock(&self.inner.slots);
+        self.workers.retain(|id, _| slots.contains_key(id));
+        drop(slots);
         self.decide_deferred();
         self.schedule_recycle();
         self.run_next();
