@@ -14,8 +14,18 @@
 //! (`protocol/writer.rs`), so a worker that stops reading cannot stall its actor; the socket is
 //! registered with the runtime for reading only (`protocol/channel.rs`), so a peer's reads never
 //! wake a thread for nothing. The master keeps a table of *slots*: a worker id (stable across restarts, never reused)
-//! and the handle of its current process. Lifecycle operations (start, restart, rescale, reload,
-//! shutdown) run one at a time; a shutdown cancels whichever is running and wins.
+//! and the handle of its current process.
+//!
+//! **The master's loop.** Supervision is one more task per master (`master/arbiter.rs`), a single
+//! `select!` you can read top to bottom: commands from the [`Master`] handles (start, restart,
+//! rescale, reload, shutdown — run one at a time, each answered when done; a shutdown cancels
+//! whichever is running and wins), worker exits on the loop's own lossless channel, the running
+//! operation, restarts waiting out their backoff or being spawned, and the recycling tick. What to
+//! do about an exit, how long to wait, when to give up, which worker to recycle are pure functions
+//! over data in [`policy`]; the loop only acts on their answers. Because the running operation is
+//! polled beside the other arms, a crash is restarted promptly even while a reload or a recycle
+//! waits on its workers. The public event stream is output only. When the last handle is
+//! dropped, the loop kills every worker and ends.
 //!
 //! **Latency.** A round trip's cost is mostly waking the threads that sleep on each end. With a
 //! busy-poll window ([`MasterConfig::busy_poll`], opt-in), the master's runtime and its workers'

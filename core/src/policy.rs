@@ -1,14 +1,17 @@
 //! Supervision policies as data, with the small pure functions that apply them.
 //!
-//! Nothing here touches a process: the master asks these "should I restart?", "how long do I wait?",
-//! "have I restarted too often?", and acts on the answer.
+//! Nothing here touches a process: the master's loop (`master/arbiter.rs`) asks these "should I
+//! restart?", "how long do I wait?", "have I restarted too often?", "which worker is due for
+//! recycling?", and acts on the answer. Each decision is a function of plain data, tested below.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Recycle};
 use crate::exit::WorkerExit;
+use crate::status::MasterStatus;
+use crate::WorkerId;
 
 /// Whether a worker that ended is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -180,6 +183,134 @@ impl ReloadStrategy {
     }
 }
 
+/// Whether the master restarts workers while it is in `status`: while it starts, serves or
+/// reloads. Not while it stops or is stopped, nor once it gave up (FAILED).
+pub(crate) fn supervises(status: MasterStatus) -> bool {
+    matches!(
+        status,
+        MasterStatus::Starting | MasterStatus::Started | MasterStatus::Reloading
+    )
+}
+
+/// What the master knows about a process that ended, when it decides what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExitFacts {
+    /// The master's status.
+    pub master: MasterStatus,
+    /// The process is still the one in its worker's slot (not replaced meanwhile, slot not removed).
+    pub current: bool,
+    /// An operation is ending this worker for good (shutdown, rescale, reload, recycling).
+    pub retiring: bool,
+    /// A restart of this worker is already waiting for its backoff or under way.
+    pub reviving: bool,
+    /// The process had reported STARTED. Before that, whoever started it (an operation, a
+    /// restart) owns the outcome: a start that fails is its error, not a crash to restart.
+    pub started: bool,
+    /// The master failed it for missing heartbeats (replaced under every policy).
+    pub hung: bool,
+    /// A running reload is replacing this worker (it belongs to the old generation).
+    pub being_replaced: bool,
+}
+
+/// What the master does about a process that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitDecision {
+    /// Nothing: not a crash the policy restarts, or someone else decides.
+    Leave,
+    /// Restart the worker, after its backoff.
+    Restart,
+    /// Decide when the running operation ends: a reload that is replacing this worker will
+    /// remove it, or, if it rolls back, keep it and have it restarted then.
+    AfterOperation,
+}
+
+/// Decides about a process that ended, under `policy`.
+pub(crate) fn decide_exit(policy: RestartPolicy, exit: &WorkerExit, facts: &ExitFacts) -> ExitDecision {
+    if !facts.current || facts.retiring || facts.reviving || !facts.started {
+        return ExitDecision::Leave;
+    }
+    if !(facts.hung || policy.should_restart(exit)) || !supervises(facts.master) {
+        return ExitDecision::Leave;
+    }
+    if facts.being_replaced {
+        ExitDecision::AfterOperation
+    } else {
+        ExitDecision::Restart
+    }
+}
+
+/// The next restart of a worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RestartStep {
+    /// Spawn it again after this delay.
+    After(Duration),
+    /// The intensity is exceeded: stop restarting.
+    GiveUp,
+}
+
+/// The next restart of a worker whose restart streak is `attempt`, at `now`: recorded against the
+/// intensity in `log`, then delayed by the backoff.
+pub(crate) fn next_restart(
+    backoff: &Backoff,
+    intensity: Intensity,
+    log: &mut RestartLog,
+    attempt: u32,
+    now: Instant,
+) -> RestartStep {
+    if log.record(intensity, now) {
+        RestartStep::After(backoff.delay(attempt))
+    } else {
+        RestartStep::GiveUp
+    }
+}
+
+/// A STARTED worker, as recycling sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecycleCandidate {
+    /// The worker.
+    pub id: WorkerId,
+    /// How long ago it reported STARTED.
+    pub age: Duration,
+    /// Its resident memory, if known.
+    pub rss_bytes: Option<u64>,
+}
+
+/// The worker to recycle now, if any, and why: the oldest one past its age or memory limit (at
+/// most one at a time, so that capacity never drops by more than the one being replaced).
+pub(crate) fn recycle_victim(recycle: &Recycle, candidates: &[RecycleCandidate]) -> Option<(WorkerId, String)> {
+    let mut by_age: Vec<&RecycleCandidate> = candidates.iter().collect();
+    by_age.sort_by_key(|c| std::cmp::Reverse(c.age));
+    by_age.into_iter().find_map(|c| {
+        if let Some(max_age) = recycle.max_age.filter(|max| c.age >= *max) {
+            return Some((c.id, format!("age {:?} reached the limit {max_age:?}", c.age)));
+        }
+        let rss = c.rss_bytes?;
+        let max = recycle.max_rss_bytes.filter(|max| rss > *max)?;
+        Some((
+            c.id,
+            format!("resident memory {rss} bytes exceeds the limit {max} bytes"),
+        ))
+    })
+}
+
+/// The shortest wait between two recycling checks (a worker just under its age is checked again
+/// a little later, not in a spin).
+pub(crate) const RECYCLE_MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// How long until the next recycling check, given the ages of the STARTED workers; `None` if
+/// recycling is off (or nothing can come due: no memory limit and no worker to age).
+pub(crate) fn next_recycle_check(recycle: &Recycle, ages: &[Duration]) -> Option<Duration> {
+    let memory = recycle.max_rss_bytes.map(|_| recycle.check_interval);
+    let age = recycle
+        .max_age
+        .and_then(|max| ages.iter().map(|a| max.saturating_sub(*a)).min());
+    let next = match (memory, age) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    next.map(|n| n.max(RECYCLE_MIN_WAIT))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +386,189 @@ mod tests {
             assert!(log.record(i, t0 + Duration::from_secs(s)));
         }
         assert!(log.record(i, t0 + Duration::from_secs(20)));
+    }
+
+    fn facts() -> ExitFacts {
+        ExitFacts {
+            master: MasterStatus::Started,
+            current: true,
+            retiring: false,
+            reviving: false,
+            started: true,
+            hung: false,
+            being_replaced: false,
+        }
+    }
+
+    #[test]
+    fn a_crash_of_a_started_worker_is_restarted_while_the_master_starts_serves_or_reloads() {
+        let crash = exit(ExitReason::AbnormalExit { code: 3 }, false);
+        for master in [MasterStatus::Starting, MasterStatus::Started, MasterStatus::Reloading] {
+            let f = ExitFacts { master, ..facts() };
+            assert_eq!(
+                decide_exit(RestartPolicy::Always, &crash, &f),
+                ExitDecision::Restart,
+                "{master}"
+            );
+        }
+        for master in [
+            MasterStatus::Initialized,
+            MasterStatus::Stopping,
+            MasterStatus::Stopped,
+            MasterStatus::ShutDown,
+            MasterStatus::Failed,
+        ] {
+            let f = ExitFacts { master, ..facts() };
+            assert_eq!(
+                decide_exit(RestartPolicy::Always, &crash, &f),
+                ExitDecision::Leave,
+                "{master}"
+            );
+        }
+        assert_eq!(decide_exit(RestartPolicy::Never, &crash, &facts()), ExitDecision::Leave);
+    }
+
+    #[test]
+    fn an_exit_someone_else_owns_is_left_to_them() {
+        let crash = exit(ExitReason::AbnormalExit { code: 3 }, false);
+        let cases = [
+            ExitFacts {
+                current: false,
+                ..facts()
+            },
+            ExitFacts {
+                retiring: true,
+                ..facts()
+            },
+            ExitFacts {
+                reviving: true,
+                ..facts()
+            },
+            ExitFacts {
+                started: false,
+                ..facts()
+            },
+        ];
+        for f in cases {
+            assert_eq!(
+                decide_exit(RestartPolicy::Always, &crash, &f),
+                ExitDecision::Leave,
+                "{f:?}"
+            );
+        }
+        let asked = exit(ExitReason::NormalExit { code: 0 }, true);
+        assert_eq!(
+            decide_exit(RestartPolicy::Always, &asked, &facts()),
+            ExitDecision::Leave
+        );
+    }
+
+    #[test]
+    fn a_hung_worker_is_replaced_under_every_policy() {
+        let killed = exit(
+            ExitReason::ExternalSignal {
+                signal: 9,
+                core_dumped: false,
+            },
+            true,
+        );
+        let f = ExitFacts { hung: true, ..facts() };
+        assert_eq!(decide_exit(RestartPolicy::Never, &killed, &f), ExitDecision::Restart);
+    }
+
+    #[test]
+    fn an_old_worker_that_crashes_during_a_reload_waits_for_the_reload_to_end() {
+        let crash = exit(ExitReason::AbnormalExit { code: 3 }, false);
+        let f = ExitFacts {
+            master: MasterStatus::Reloading,
+            being_replaced: true,
+            ..facts()
+        };
+        assert_eq!(
+            decide_exit(RestartPolicy::Always, &crash, &f),
+            ExitDecision::AfterOperation
+        );
+        // A new worker of the reload is supervised at once.
+        let f = ExitFacts {
+            master: MasterStatus::Reloading,
+            ..facts()
+        };
+        assert_eq!(decide_exit(RestartPolicy::Always, &crash, &f), ExitDecision::Restart);
+    }
+
+    #[test]
+    fn restarts_back_off_until_the_intensity_gives_up() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            factor: 2.0,
+            max: Duration::from_secs(1),
+            reset_after: Duration::from_secs(60),
+        };
+        let intensity = Intensity {
+            max_restarts: 2,
+            window: Duration::from_secs(10),
+        };
+        let mut log = RestartLog::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            next_restart(&backoff, intensity, &mut log, 0, t0),
+            RestartStep::After(Duration::from_millis(100))
+        );
+        assert_eq!(
+            next_restart(&backoff, intensity, &mut log, 1, t0),
+            RestartStep::After(Duration::from_millis(200))
+        );
+        assert_eq!(next_restart(&backoff, intensity, &mut log, 2, t0), RestartStep::GiveUp);
+    }
+
+    fn recycle(max_age: Option<u64>, max_rss: Option<u64>) -> Recycle {
+        Recycle {
+            max_age: max_age.map(Duration::from_secs),
+            max_rss_bytes: max_rss,
+            check_interval: Duration::from_secs(5),
+        }
+    }
+
+    fn candidate(id: WorkerId, age: u64, rss: Option<u64>) -> RecycleCandidate {
+        RecycleCandidate {
+            id,
+            age: Duration::from_secs(age),
+            rss_bytes: rss,
+        }
+    }
+
+    #[test]
+    fn recycling_picks_the_oldest_worker_past_a_limit() {
+        let r = recycle(Some(100), Some(1000));
+        let none = [candidate(1, 10, Some(10)), candidate(2, 99, None)];
+        assert_eq!(recycle_victim(&r, &none), None);
+        let aged = [candidate(1, 150, None), candidate(2, 200, None), candidate(3, 5, None)];
+        let (id, why) = recycle_victim(&r, &aged).expect("a victim");
+        assert_eq!(id, 2);
+        assert!(why.contains("age"), "{why}");
+        let big = [candidate(1, 10, Some(999)), candidate(2, 5, Some(2000))];
+        let (id, why) = recycle_victim(&r, &big).expect("a victim");
+        assert_eq!(id, 2);
+        assert!(why.contains("resident memory 2000"), "{why}");
+        assert_eq!(recycle_victim(&recycle(None, None), &aged), None);
+    }
+
+    #[test]
+    fn the_next_recycling_check_is_the_first_age_due_or_the_memory_interval() {
+        let ages = [Duration::from_secs(90), Duration::from_secs(30)];
+        assert_eq!(next_recycle_check(&recycle(None, None), &ages), None);
+        assert_eq!(next_recycle_check(&recycle(Some(100), None), &[]), None);
+        assert_eq!(
+            next_recycle_check(&recycle(Some(100), None), &ages),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            next_recycle_check(&recycle(Some(100), Some(1)), &ages),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            next_recycle_check(&recycle(Some(100), None), &[Duration::from_secs(500)]),
+            Some(RECYCLE_MIN_WAIT)
+        );
     }
 }

@@ -15,8 +15,9 @@
 //!   output lines of `master/output.rs` are. Once dropping, the queue drops them until it is half
 //!   empty again, so a subscriber that keeps falling behind reads runs of events between counts.
 //!
-//! The master's own supervisor subscribes to lifecycle events only and loses none of them
-//! ([`EventHub::subscribe_lifecycle`]). Callback subscribers ([`crate::Master::on_event`]) are
+//! The stream is output only: the master's own loop (`master/arbiter.rs`) does not read it. It
+//! gets every exit, none ever dropped, on its own channel from the same emission point
+//! ([`EventHub::exits`]). Callback subscribers ([`crate::Master::on_event`]) are
 //! called on the emitting task and bound nothing here: the host they hand events to does.
 
 use serde::Serialize;
@@ -212,6 +213,8 @@ struct Subscribers {
     queues: Vec<Arc<Queue>>,
     callbacks: Vec<(u64, Callback)>,
     next_callback: u64,
+    /// The master's loop: every exit, lossless (one per process, and the loop reads at once).
+    exits: Option<tokio::sync::mpsc::UnboundedSender<WorkerExit>>,
 }
 
 impl Drop for Subscribers {
@@ -223,18 +226,9 @@ impl Drop for Subscribers {
     }
 }
 
-/// Which events a subscription queues, and what it does when full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Policy {
-    /// Everything; a full queue drops messages, heartbeats and protocol errors (counted).
-    Lossy,
-    /// Lifecycle events only, none ever dropped (the master's supervisor, which acts on exits).
-    Lifecycle,
-}
-
-/// One subscription's queue.
+/// One subscription's queue: everything; a full queue drops messages, heartbeats and protocol
+/// errors (counted).
 struct Queue {
-    policy: Policy,
     state: Mutex<QueueState>,
     /// Wakes an async reader (one reader: a permit is kept if it is not waiting yet).
     wake: Notify,
@@ -256,9 +250,8 @@ struct QueueState {
 }
 
 impl Queue {
-    fn new(policy: Policy) -> Queue {
+    fn new() -> Queue {
         Queue {
-            policy,
             state: Mutex::new(QueueState::default()),
             wake: Notify::new(),
             ready: Condvar::new(),
@@ -273,12 +266,7 @@ impl Queue {
         self.lock().gone
     }
 
-    /// Whether this subscription queues events like `event` at all.
-    fn wants(&self, event: &Event) -> bool {
-        self.policy == Policy::Lossy || event.is_lifecycle()
-    }
-
-    /// Queues `event` (the caller checked [`Queue::wants`]), or counts it dropped.
+    /// Queues `event`, or counts it dropped.
     fn push(&self, event: Event) {
         let lifecycle = event.is_lifecycle();
         let cost = event.cost();
@@ -290,13 +278,11 @@ impl Queue {
         if st.dropping && len <= EVENT_QUEUE_EVENTS / 2 && st.bytes <= EVENT_QUEUE_BYTES / 2 {
             st.dropping = false;
         }
-        let full = match self.policy {
-            Policy::Lifecycle => false,
-            Policy::Lossy if lifecycle => len >= EVENT_QUEUE_LIFECYCLE,
-            Policy::Lossy => {
-                st.dropping |= len >= EVENT_QUEUE_EVENTS || st.bytes + cost > EVENT_QUEUE_BYTES;
-                st.dropping
-            }
+        let full = if lifecycle {
+            len >= EVENT_QUEUE_LIFECYCLE
+        } else {
+            st.dropping |= len >= EVENT_QUEUE_EVENTS || st.bytes + cost > EVENT_QUEUE_BYTES;
+            st.dropping
         };
         if full {
             // Counted where it would have been: one marker per run of drops.
@@ -350,19 +336,18 @@ impl EventHub {
     /// Every event, in a bounded queue that drops messages, heartbeats and protocol errors
     /// (counted) when the subscriber falls behind.
     pub(crate) fn subscribe(&self) -> Events {
-        self.subscribe_with(Policy::Lossy)
-    }
-
-    /// Lifecycle events only ([`Event::is_lifecycle`]), none ever dropped: for the master's own
-    /// supervisor, which must see every exit to apply the restart policy.
-    pub(crate) fn subscribe_lifecycle(&self) -> Events {
-        self.subscribe_with(Policy::Lifecycle)
-    }
-
-    fn subscribe_with(&self, policy: Policy) -> Events {
-        let queue = Arc::new(Queue::new(policy));
+        let queue = Arc::new(Queue::new());
         self.lock().queues.push(queue.clone());
         Events { queue }
+    }
+
+    /// Every worker exit from now on, none ever dropped, emitted just before the public event:
+    /// for the master's loop, which applies the restart policy (one receiver per hub; a second
+    /// call replaces the first).
+    pub(crate) fn exits(&self) -> tokio::sync::mpsc::UnboundedReceiver<WorkerExit> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.lock().exits = Some(tx);
+        rx
     }
 
     pub(crate) fn subscribe_fn(&self, f: Callback) -> Subscription {
@@ -381,7 +366,11 @@ impl EventHub {
         let callbacks: Vec<Callback> = {
             let mut subs = self.lock();
             subs.queues.retain(|q| !q.is_gone());
-            let mut takers = subs.queues.iter().filter(|q| q.wants(&event));
+            if let (Event::Exit(exit), Some(master)) = (&event, &subs.exits) {
+                // The loop is gone only with its master, when nobody acts on exits any more.
+                let _ = master.send(exit.clone());
+            }
+            let mut takers = subs.queues.iter();
             if subs.callbacks.is_empty() {
                 // The common case: queues only, and the last one takes the event itself (a
                 // message's payload is not copied for the one subscriber most masters have).
@@ -441,7 +430,7 @@ pub struct Events {
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Events").field("policy", &self.queue.policy).finish()
+        f.debug_struct("Events").finish_non_exhaustive()
     }
 }
 
@@ -507,7 +496,6 @@ mod tests {
     fn a_full_queue_drops_messages_counted_in_place_and_keeps_lifecycle_events() {
         let hub = EventHub::default();
         let mut events = hub.subscribe();
-        let mut lifecycle = hub.subscribe_lifecycle();
         let n = EVENT_QUEUE_EVENTS as u64;
         for i in 0..n + 10 {
             hub.emit(message(i));
@@ -543,18 +531,30 @@ mod tests {
             "one count for the run"
         );
         assert_eq!(events.try_recv(), None);
-        // The lifecycle subscription took only the status, and will take every one of them.
-        assert_eq!(lifecycle.try_recv(), Some(status()));
-        assert_eq!(lifecycle.try_recv(), None);
+    }
+
+    #[test]
+    fn the_master_loop_gets_every_exit_and_nothing_else() {
+        let hub = EventHub::default();
+        let mut exits = hub.exits();
+        let exit = WorkerExit {
+            id: 1,
+            pid: 2,
+            reason: crate::ExitReason::NormalExit { code: 0 },
+            requested: false,
+            last_status: WorkerStatus::Started,
+        };
         for _ in 0..EVENT_QUEUE_LIFECYCLE + 10 {
+            hub.emit(message(1));
             hub.emit(status());
+            hub.emit(Event::Exit(exit.clone()));
         }
         let mut kept = 0;
-        while let Some(e) = lifecycle.try_recv() {
-            assert_eq!(e, status());
+        while let Ok(e) = exits.try_recv() {
+            assert_eq!(e, exit);
             kept += 1;
         }
-        assert_eq!(kept, EVENT_QUEUE_LIFECYCLE + 10);
+        assert_eq!(kept, EVENT_QUEUE_LIFECYCLE + 10, "no subscriber reads, none is lost");
     }
 
     #[test]

@@ -15,11 +15,18 @@
 //! **One at a time.** A reload asked for while one runs is refused (not queued): a storm of SIGHUPs
 //! gives one reload. Rescale and restart-by-id are refused during a reload. A shutdown cancels the
 //! reload and wins: it ends every worker, old and half-started new.
+//!
+//! **Exits during a reload** are the master loop's, by policy (`crate::policy::decide_exit`): a
+//! new worker that crashes after it reported STARTED is restarted at once (on the new config),
+//! as in any other state; an old worker that crashes is left to the reload, which replaces it,
+//! or, if the reload rolls back, restarted once it has. A reload that completes gives the new
+//! release a fresh restart-intensity budget.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::Master;
+use super::arbiter::Op;
+use super::{Inner, Master};
 use crate::config::MasterConfig;
 use crate::error::Error;
 use crate::policy::ReloadStrategy;
@@ -34,33 +41,39 @@ impl Master {
     /// the rollback is complete, with [`Error::ReloadRolledBack`].
     pub async fn graceful_reload(&self, new_config: Option<MasterConfig>) -> Result<(), Error> {
         let new_config = new_config.map(MasterConfig::validate).transpose()?;
-        self.require("graceful_reload", &[MasterStatus::Started, MasterStatus::Failed])?;
-        let _op = self.inner.op.lock().await;
+        self.inner
+            .require("graceful_reload", &[MasterStatus::Started, MasterStatus::Failed])?;
+        self.submit(Op::Reload {
+            config: new_config.map(Box::new),
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// [`Master::graceful_reload`], with a validated config.
+    pub(super) async fn reload(&self, new_config: Option<MasterConfig>) -> Result<(), Error> {
         self.require("graceful_reload", &[MasterStatus::Started, MasterStatus::Failed])?;
         let previous_status = self.status();
         self.set_status(MasterStatus::Reloading);
         let old_config = self.config();
         let config = new_config.map(Arc::new).unwrap_or_else(|| old_config.clone());
         let old_ids = self.all_ids();
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(name = %config.name, generation, old = old_ids.len(), new = config.count, "reload begins");
-        let steps = async {
-            match config.reload {
-                ReloadStrategy::AllAtOnce => self.reload_all_at_once(&config, &old_ids, generation).await,
-                ReloadStrategy::Rolling { batch } => {
-                    self.reload_rolling(&old_config, &config, &old_ids, generation, batch)
-                        .await
-                }
+        let steps = match config.reload {
+            ReloadStrategy::AllAtOnce => self.reload_all_at_once(&config, &old_ids, generation).await,
+            ReloadStrategy::Rolling { batch } => {
+                self.reload_rolling(&old_config, &config, &old_ids, generation, batch)
+                    .await
             }
         };
-        match self.cancellable("graceful_reload", steps).await {
+        match steps {
             Ok(()) => {
-                *super::lock(&self.inner.config) = config;
-                self.inner.restart_log_reset();
+                *super::lock(&self.config) = config;
                 self.set_status(MasterStatus::Started);
                 Ok(())
             }
-            Err(err @ Error::Cancelled { .. }) => Err(err),
             Err(cause) => {
                 self.set_status(previous_status);
                 Err(Error::ReloadRolledBack { cause: Box::new(cause) })
@@ -113,7 +126,7 @@ impl Master {
 
     /// Puts back `count` workers on the old config, one before each new worker is ended.
     async fn roll_back(&self, old_config: &Arc<MasterConfig>, new: &[WorkerId], count: usize) {
-        let generation = self.inner.generation.load(Ordering::Relaxed).saturating_sub(1);
+        let generation = self.generation.load(Ordering::Relaxed).saturating_sub(1);
         let mut new = new.iter();
         for _ in 0..count {
             let id = self.new_ids(1);

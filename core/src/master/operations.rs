@@ -1,0 +1,295 @@
+//! The lifecycle operations (start, restart a worker, rescale, shutdown, recycle one worker) and
+//! the slot-table steps they are made of. The reload is in `reload.rs`.
+//!
+//! Each operation is a future that the master's loop (`arbiter.rs`) runs, one at a time, while it
+//! keeps handling exits and restarts; a shutdown cancels the running one by dropping it. So an
+//! operation never sees a cancellation: it is simply not polled again, and the shutdown that
+//! follows ends whatever it had spawned.
+//!
+//! **Who may put a process in a slot.** A slot takes a new process only in place of the one its
+//! spawner meant to replace (or, for a new id, only if the slot does not exist yet), and never
+//! while an operation retires it ([`Inner::install`]). A restart by policy and an operation that
+//! race for the same worker therefore never both keep a process: the loser ends the one it made.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::events::{Event, WorkerFailure};
+use super::worker::{spawn_worker, WorkerHandle, WorkerInfo, WorkerSpec};
+use super::{lock, Inner, Slot};
+use crate::config::MasterConfig;
+use crate::error::{Error, StartFailure};
+use crate::status::{MasterStatus, WorkerStatus};
+use crate::WorkerId;
+
+impl Inner {
+    /// The declared sockets of `config`, bound now if they are not yet, in declaration order.
+    fn declared_sockets(&self, config: &MasterConfig) -> Result<Vec<(String, Arc<std::os::fd::OwnedFd>)>, Error> {
+        let mut sockets = Vec::with_capacity(config.listen.len());
+        for (i, spec) in config.listen.iter().enumerate() {
+            let listener = self
+                .listeners
+                .get_or_bind(&spec.addr, crate::listen::Holder::Declared)
+                .map_err(Error::Listen)?;
+            let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
+            sockets.push((name, listener.fd.clone()));
+        }
+        Ok(sockets)
+    }
+
+    /// Spawns a process for worker `id` (not yet in the table: see [`Inner::install`]).
+    pub(super) async fn spawn(
+        &self,
+        config: &Arc<MasterConfig>,
+        id: WorkerId,
+        restarts: u32,
+        generation: u64,
+    ) -> Result<WorkerHandle, Error> {
+        let inherited = self.declared_sockets(config)?;
+        let spec = WorkerSpec {
+            id,
+            restarts,
+            generation,
+            config: config.clone(),
+            inherited,
+            listeners: self.listeners.clone(),
+            host: lock(&self.host).clone(),
+        };
+        spawn_worker(spec, self.events.clone()).await.map_err(|failure| {
+            self.events.emit(Event::Failed {
+                id,
+                pid: None,
+                failure: failure.clone(),
+            });
+            Error::Start {
+                id,
+                pid: None,
+                failure: StartFailure::Failed(failure),
+            }
+        })
+    }
+
+    /// Puts `handle` in slot `id` in place of the process `replaces` (`None`: a new worker, whose
+    /// slot must not exist yet). False if the slot moved on meanwhile (another process took it,
+    /// it was removed) or is being retired: the caller ends the process it made.
+    pub(super) fn install(
+        &self,
+        id: WorkerId,
+        handle: &WorkerHandle,
+        replaces: Option<u32>,
+        restarts: u32,
+        generation: u64,
+        config: &Arc<MasterConfig>,
+    ) -> bool {
+        let mut slots = lock(&self.slots);
+        match (slots.get_mut(&id), replaces) {
+            (None, None) => {
+                let slot = Slot {
+                    handle: handle.clone(),
+                    restarts,
+                    generation,
+                    config: config.clone(),
+                    retiring: false,
+                };
+                slots.insert(id, slot);
+                true
+            }
+            (Some(slot), Some(pid)) if !slot.retiring && slot.handle.info().pid == pid => {
+                slot.handle = handle.clone();
+                slot.restarts = restarts;
+                slot.config = config.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Spawns a worker into its slot and waits until it is STARTED; an error names the worker and
+    /// why. If the slot moved on meanwhile (an automatic restart replaced `replaces` first), the
+    /// process made here is ended: the worker was restarted all the same.
+    async fn start_one(
+        &self,
+        config: &Arc<MasterConfig>,
+        id: WorkerId,
+        restarts: u32,
+        generation: u64,
+        replaces: Option<u32>,
+    ) -> Result<(), Error> {
+        let handle = self.spawn(config, id, restarts, generation).await?;
+        if !self.install(id, &handle, replaces, restarts, generation, config) {
+            handle.kill();
+            handle.wait_exit().await;
+            return Ok(());
+        }
+        let info = handle.wait_settled().await;
+        if info.status == WorkerStatus::Started && info.is_alive() {
+            return Ok(());
+        }
+        let failure = match (info.failure, info.exit) {
+            (Some(failure), _) => StartFailure::Failed(failure),
+            (None, Some(exit)) => StartFailure::Exited(exit.reason),
+            (None, None) => StartFailure::Failed(WorkerFailure::Reported),
+        };
+        Err(Error::Start {
+            id,
+            pid: Some(info.pid),
+            failure,
+        })
+    }
+
+    /// Starts new workers `ids` concurrently; the first failure wins (the others keep their slots).
+    pub(super) async fn start_many(
+        &self,
+        config: &Arc<MasterConfig>,
+        ids: &[WorkerId],
+        generation: u64,
+    ) -> Result<(), Error> {
+        let starts = ids.iter().map(|&id| self.start_one(config, id, 0, generation, None));
+        futures_util::future::try_join_all(starts).await.map(|_| ())
+    }
+
+    pub(super) fn new_ids(&self, n: usize) -> Vec<WorkerId> {
+        (0..n).map(|_| self.next_id.fetch_add(1, Ordering::Relaxed)).collect()
+    }
+
+    /// Ends the given workers gracefully (or kills them), concurrently, and removes them from the
+    /// table once reaped. From the first step their slots take no new process.
+    pub(super) async fn retire(&self, ids: &[WorkerId], hard: bool) {
+        let handles: Vec<WorkerHandle> = {
+            let mut slots = lock(&self.slots);
+            ids.iter()
+                .filter_map(|id| {
+                    let slot = slots.get_mut(id)?;
+                    slot.retiring = true;
+                    Some(slot.handle.clone())
+                })
+                .collect()
+        };
+        for h in &handles {
+            if hard {
+                h.kill()
+            } else {
+                h.retire()
+            }
+        }
+        futures_util::future::join_all(handles.iter().map(|h| h.wait_exit())).await;
+        let mut slots = lock(&self.slots);
+        for id in ids {
+            slots.remove(id);
+        }
+    }
+
+    pub(super) fn all_ids(&self) -> Vec<WorkerId> {
+        lock(&self.slots).keys().copied().collect()
+    }
+
+    /// [`crate::Master::start`].
+    pub(super) async fn start(&self) -> Result<(), Error> {
+        self.require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
+        let previous = self.status();
+        self.set_status(MasterStatus::Starting);
+        let config = self.config();
+        // Every declared socket is bound before the first worker exists: a port in use is a start
+        // error, not a crash loop.
+        if let Err(err) = self.declared_sockets(&config) {
+            self.set_status(previous);
+            return Err(err);
+        }
+        let ids = self.new_ids(config.count);
+        let generation = self.generation.load(Ordering::Relaxed);
+        match self.start_many(&config, &ids, generation).await {
+            Ok(()) => {
+                self.set_status(MasterStatus::Started);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "start failed; ending the workers it spawned");
+                self.retire(&self.all_ids(), false).await;
+                self.set_status(MasterStatus::Stopped);
+                Err(err)
+            }
+        }
+    }
+
+    /// [`crate::Master::restart_worker`].
+    pub(super) async fn restart_worker(&self, id: WorkerId) -> Result<(), Error> {
+        self.require("restart_worker", &[MasterStatus::Started])?;
+        let (handle, restarts, generation, config) = {
+            let slots = lock(&self.slots);
+            let slot = slots.get(&id).ok_or(Error::UnknownWorker { id })?;
+            (slot.handle.clone(), slot.restarts, slot.generation, slot.config.clone())
+        };
+        handle.retire();
+        let old = handle.wait_exit().await;
+        self.start_one(&config, id, restarts + 1, generation, Some(old.pid))
+            .await
+    }
+
+    /// [`crate::Master::rescale`].
+    pub(super) async fn rescale(&self, count: usize) -> Result<(), Error> {
+        self.require("rescale", &[MasterStatus::Started])?;
+        let config = self.config();
+        let current: Vec<WorkerInfo> = self.workers();
+        if count > current.len() {
+            let ids = self.new_ids(count - current.len());
+            let generation = self.generation.load(Ordering::Relaxed);
+            if let Err(err) = self.start_many(&config, &ids, generation).await {
+                self.retire(&ids, false).await;
+                return Err(err);
+            }
+        } else if count < current.len() {
+            let mut victims = current;
+            // Dead and failed workers first, then the newest.
+            victims.sort_by_key(|w| {
+                (
+                    w.is_alive() && w.status != WorkerStatus::Failed,
+                    std::cmp::Reverse(w.id),
+                )
+            });
+            let ids: Vec<WorkerId> = victims.iter().take(victims.len() - count).map(|w| w.id).collect();
+            self.retire(&ids, false).await;
+        }
+        self.update_config(|c| c.count = count);
+        Ok(())
+    }
+
+    pub(super) fn update_config(&self, change: impl FnOnce(&mut MasterConfig)) {
+        let mut config = lock(&self.config);
+        let mut next = (**config).clone();
+        change(&mut next);
+        *config = Arc::new(next);
+    }
+
+    /// [`crate::Master::graceful_shutdown`] and [`crate::Master::hard_shutdown`] (the loop has
+    /// already killed every worker for a hard one, and cancelled the running operation).
+    pub(super) async fn shutdown(&self, hard: bool) -> Result<(), Error> {
+        if self.status() == MasterStatus::ShutDown {
+            return Ok(());
+        }
+        self.set_status(MasterStatus::Stopping);
+        self.retire(&self.all_ids(), hard).await;
+        self.listeners.close_all();
+        self.set_status(MasterStatus::ShutDown);
+        Ok(())
+    }
+
+    /// Replaces worker `victim` (too old or too big), make-before-break: a successor is started,
+    /// and only once it is STARTED is `victim` ended, so capacity never drops (cluster2's death
+    /// queue). If the successor does not start, the victim keeps serving.
+    pub(super) async fn recycle(&self, victim: WorkerId) -> Result<(), Error> {
+        if self.status() != MasterStatus::Started {
+            return Ok(());
+        }
+        let config = self.config();
+        let successor = self.new_ids(1);
+        let generation = self.generation.load(Ordering::Relaxed);
+        match self.start_many(&config, &successor, generation).await {
+            Ok(()) => self.retire(&[victim], false).await,
+            Err(err) => {
+                tracing::warn!(error = %err, id = victim, "recycling: the successor did not start; keeping the worker");
+                self.retire(&successor, false).await;
+            }
+        }
+        Ok(())
+    }
+}
