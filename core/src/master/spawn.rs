@@ -401,13 +401,11 @@ impl Child for ChildProcess {
     }
 
     /// Resolves when the pidfd becomes readable: the process has exited.
-    fn exited(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_ {
-        async move {
-            let mut guard = self.pidfd.readable().await?;
-            // Keep readiness set: it is level-triggered for us, the process stays exited.
-            guard.retain_ready();
-            Ok(())
-        }
+    async fn exited(&self) -> io::Result<()> {
+        let mut guard = self.pidfd.readable().await?;
+        // Keep readiness set: it is level-triggered for us, the process stays exited.
+        guard.retain_ready();
+        Ok(())
     }
 
     /// Kills whatever is left of the process group (the leader has exited) and reaps the leader.
@@ -572,7 +570,7 @@ pub(crate) mod fake {
         }
 
         fn reap(&mut self) -> io::Result<ExitReason> {
-            let exit = self.shared.exit.borrow().clone();
+            let exit = *self.shared.exit.borrow();
             match exit {
                 Some(reason) => {
                     self.reaped = true;

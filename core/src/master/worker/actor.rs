@@ -1029,8 +1029,16 @@ mod tests {
             self.say(&hello).await;
             assert!(matches!(self.hears().await, MasterFrame::Welcome { .. }));
             self.report(WorkerStatus::Started).await;
-            self.event(|e| matches!(e, Event::Status { to: WorkerStatus::Started, .. }))
-                .await;
+            self.event(|e| {
+                matches!(
+                    e,
+                    Event::Status {
+                        to: WorkerStatus::Started,
+                        ..
+                    }
+                )
+            })
+            .await;
         }
 
         /// The first event that matches, skipping the others.
@@ -1156,7 +1164,15 @@ mod tests {
     async fn a_worker_that_speaks_no_protocol_gets_sigterm_as_its_stop_request_with_the_stop_timeout() {
         let mut worker = launch(config(ReadySource::Spawn, None), false);
         worker
-            .event(|e| matches!(e, Event::Status { to: WorkerStatus::Started, .. }))
+            .event(|e| {
+                matches!(
+                    e,
+                    Event::Status {
+                        to: WorkerStatus::Started,
+                        ..
+                    }
+                )
+            })
             .await;
         let t0 = Instant::now();
         worker.handle.retire();
@@ -1171,7 +1187,15 @@ mod tests {
     async fn a_worker_that_exits_on_sigterm_is_never_killed() {
         let mut worker = launch(config(ReadySource::Spawn, None), true);
         worker
-            .event(|e| matches!(e, Event::Status { to: WorkerStatus::Started, .. }))
+            .event(|e| {
+                matches!(
+                    e,
+                    Event::Status {
+                        to: WorkerStatus::Started,
+                        ..
+                    }
+                )
+            })
             .await;
         worker.handle.retire();
         let exit = worker.exit().await;
@@ -1201,7 +1225,11 @@ mod tests {
         };
         worker.say(&beat).await;
         let failed = worker.event(|e| matches!(e, Event::Failed { .. })).await;
-        assert_eq!(t0.elapsed(), Duration::from_secs(2 + 3), "the heartbeat pushed the deadline back");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(2 + 3),
+            "the heartbeat pushed the deadline back"
+        );
         assert!(matches!(
             failed,
             Event::Failed {
@@ -1290,7 +1318,15 @@ mod tests {
         read(&host);
         assert!(matches!(worker.hears().await, MasterFrame::Welcome { .. }));
         worker
-            .event(|e| matches!(e, Event::Status { to: WorkerStatus::Started, .. }))
+            .event(|e| {
+                matches!(
+                    e,
+                    Event::Status {
+                        to: WorkerStatus::Started,
+                        ..
+                    }
+                )
+            })
             .await;
         let log = host.log.lock().expect("not poisoned").clone();
         assert_eq!(

@@ -24,6 +24,6 @@ mod actor;
 mod handle;
 mod launch;
 
-pub use handle::{SendError, WorkerInfo};
 pub(crate) use handle::WorkerHandle;
+pub use handle::{SendError, WorkerInfo};
 pub(crate) use launch::{spawn_worker, WorkerSpec};
