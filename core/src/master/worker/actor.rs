@@ -176,14 +176,14 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         ),
         None => (None, None),
     };
-    let handle = WorkerHandle::new(
+    let handle = WorkerHandle {
         id,
-        commands_tx,
-        node_writer.clone().unwrap_or_else(|| writer.clone()),
-        node_writer.is_some(),
-        info_rx,
-        config.max_frame_bytes,
-    );
+        commands: commands_tx,
+        user_writer: node_writer.clone().unwrap_or_else(|| writer.clone()),
+        raw_json: node_writer.is_some(),
+        info: info_rx,
+        max_frame_bytes: config.max_frame_bytes,
+    };
     let actor = WorkerActor {
         id,
         pid,
@@ -323,10 +323,7 @@ impl<C: Child> WorkerActor<C> {
                     break;
                 }
                 command = self.commands.recv(), if self.commands_open => self.on_command(command),
-                (frame, seq) = self.frames.next(), if self.conversation.reading() => {
-                    self.on_frame(frame);
-                    self.report_handled(seq);
-                }
+                (frame, seq) = self.frames.next(), if self.conversation.reading() => self.on_read(frame, seq),
                 notice = next_notice(&self.notify), if self.notify.is_some() => self.on_notify(notice),
                 line = next_node_line(&mut self.node_frames), if self.node_frames.is_some() => self.on_node_line(line),
                 _ = until(deadline), if deadline.is_some() => self.on_deadline(),
@@ -355,13 +352,11 @@ impl<C: Child> WorkerActor<C> {
                 self.kill();
             }
             Some(Command::Retire { hard: false }) => {
+                // Already ending: a second request never shortens or restarts the escalation,
+                // but an end the master forced for a failure now counts as asked for.
+                self.requested = true;
                 if self.lifecycle.is_live() {
-                    self.requested = true;
                     self.begin_retire();
-                } else {
-                    // Already ending: a second request never shortens or restarts the escalation,
-                    // but an end the master forced for a failure now counts as asked for.
-                    self.requested = true;
                 }
             }
         }
@@ -546,6 +541,13 @@ impl<C: Child> WorkerActor<C> {
             Ok(bytes) => self.writer.post(bytes, kind, None),
             Err(error) => tracing::error!(%error, "a control frame could not be encoded"),
         }
+    }
+
+    /// A frame from the channel (number `seq` if the host's loop forwarded it): handled, then
+    /// reported handled to the host, after its events.
+    fn on_read(&mut self, frame: Option<Frame>, seq: Option<u64>) {
+        self.on_frame(frame);
+        self.report_handled(seq);
     }
 
     fn on_frame(&mut self, frame: Option<Result<String, ProtocolError>>) {
@@ -828,10 +830,17 @@ impl<C: Child> WorkerActor<C> {
 
     /// The process has exited: clear its group, reap it, read what it wrote before dying, report.
     async fn on_exit(mut self) {
+        let reason = self.reap();
+        self.drain().await;
+        self.report_exit(reason);
+    }
+
+    /// Kills what is left of the group and reaps the process; releases the sockets it held.
+    fn reap(&mut self) -> crate::ExitReason {
         let reaped = self.child.reap();
         // Whatever sockets it asked for, it holds no more (they linger for its successor).
         self.listeners.release(self.pid);
-        let reason = match reaped {
+        match reaped {
             Ok(reason) => reason,
             Err(error) => {
                 // Only possible if someone else reaped our child (a `waitpid(-1)` in the host).
@@ -841,16 +850,16 @@ impl<C: Child> WorkerActor<C> {
                     core_dumped: false,
                 }
             }
-        };
-        // Frames written just before the exit are still in the socket: deliver them first.
+        }
+    }
+
+    /// Frames written just before the exit are still in the socket: they are delivered before it.
+    async fn drain(&mut self) {
         let mut drain_until = Instant::now() + DRAIN_LIMIT;
         let give_up = Instant::now() + HOST_DRAIN_LIMIT;
         while self.conversation.reading() {
             match tokio::time::timeout_at(drain_until, self.frames.next()).await {
-                Ok((frame, seq)) => {
-                    self.on_frame(frame);
-                    self.report_handled(seq);
-                }
+                Ok((frame, seq)) => self.on_read(frame, seq),
                 // A host's loop that is busy has not read them yet: the exit waits for them (its
                 // event would otherwise overtake the worker's last messages), within reason.
                 Err(_) if self.frames.host_is_behind() && Instant::now() < give_up => {
@@ -859,6 +868,10 @@ impl<C: Child> WorkerActor<C> {
                 Err(_) => break,
             }
         }
+    }
+
+    /// The exit, in the snapshot and as an event; the channel's writers are done.
+    fn report_exit(self, reason: crate::ExitReason) {
         let exit = WorkerExit {
             id: self.id,
             pid: self.pid,
@@ -1029,16 +1042,13 @@ mod tests {
             self.say(&hello).await;
             assert!(matches!(self.hears().await, MasterFrame::Welcome { .. }));
             self.report(WorkerStatus::Started).await;
-            self.event(|e| {
-                matches!(
-                    e,
-                    Event::Status {
-                        to: WorkerStatus::Started,
-                        ..
-                    }
-                )
-            })
-            .await;
+            self.reaches(WorkerStatus::Started).await;
+        }
+
+        /// Waits for the actor to announce `status`.
+        async fn reaches(&mut self, status: WorkerStatus) {
+            self.event(|e| matches!(e, Event::Status { to, .. } if *to == status))
+                .await;
         }
 
         /// The first event that matches, skipping the others.
@@ -1128,6 +1138,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn what_a_worker_wrote_just_before_it_exited_is_reported_before_its_exit() {
+        let mut worker = launch(config(ReadySource::Message, None), false);
+        worker.start().await;
+        let last = WorkerFrame::Message {
+            data: serde_json::json!("last words"),
+        };
+        worker.say(&last).await;
+        worker.child.exit(ExitReason::AbnormalExit { code: 3 });
+        let event = worker
+            .event(|e| matches!(e, Event::Message { .. } | Event::Exit(_)))
+            .await;
+        assert!(matches!(event, Event::Message { .. }), "{event:?}");
+        let exit = worker.exit().await;
+        assert!(!exit.requested);
+        assert_eq!(exit.reason, ExitReason::AbnormalExit { code: 3 });
+        assert_eq!(
+            worker.handle.info().status,
+            WorkerStatus::Failed,
+            "a worker that died serving is FAILED"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn kill_sends_sigkill_to_the_group_at_once() {
         let mut worker = launch(config(ReadySource::Message, None), false);
         worker.start().await;
@@ -1163,17 +1196,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_speaks_no_protocol_gets_sigterm_as_its_stop_request_with_the_stop_timeout() {
         let mut worker = launch(config(ReadySource::Spawn, None), false);
-        worker
-            .event(|e| {
-                matches!(
-                    e,
-                    Event::Status {
-                        to: WorkerStatus::Started,
-                        ..
-                    }
-                )
-            })
-            .await;
+        worker.reaches(WorkerStatus::Started).await;
         let t0 = Instant::now();
         worker.handle.retire();
         worker.exit().await;
@@ -1186,17 +1209,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_exits_on_sigterm_is_never_killed() {
         let mut worker = launch(config(ReadySource::Spawn, None), true);
-        worker
-            .event(|e| {
-                matches!(
-                    e,
-                    Event::Status {
-                        to: WorkerStatus::Started,
-                        ..
-                    }
-                )
-            })
-            .await;
+        worker.reaches(WorkerStatus::Started).await;
         worker.handle.retire();
         let exit = worker.exit().await;
         assert_eq!(worker.child.signals().len(), 1);
@@ -1317,17 +1330,7 @@ mod tests {
         };
         read(&host);
         assert!(matches!(worker.hears().await, MasterFrame::Welcome { .. }));
-        worker
-            .event(|e| {
-                matches!(
-                    e,
-                    Event::Status {
-                        to: WorkerStatus::Started,
-                        ..
-                    }
-                )
-            })
-            .await;
+        worker.reaches(WorkerStatus::Started).await;
         let log = host.log.lock().expect("not poisoned").clone();
         assert_eq!(
             log,

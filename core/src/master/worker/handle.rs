@@ -103,36 +103,19 @@ pub enum SendError {
 /// The master's handle on one worker process.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerHandle {
-    id: WorkerId,
-    commands: mpsc::UnboundedSender<Command>,
+    pub(super) id: WorkerId,
+    /// To the actor.
+    pub(super) commands: mpsc::UnboundedSender<Command>,
     /// Where user messages go: the MessageBus channel, or the Node IPC channel (`ready: node-ipc`).
-    user_writer: FrameWriter,
+    pub(super) user_writer: FrameWriter,
     /// User messages are bare JSON lines (Node IPC), not `message` frames.
-    raw_json: bool,
-    info: watch::Receiver<WorkerInfo>,
-    max_frame_bytes: usize,
+    pub(super) raw_json: bool,
+    /// The snapshot the actor keeps current.
+    pub(super) info: watch::Receiver<WorkerInfo>,
+    pub(super) max_frame_bytes: usize,
 }
 
 impl WorkerHandle {
-    /// The handle on an actor that takes `commands` and publishes `info`.
-    pub(super) fn new(
-        id: WorkerId,
-        commands: mpsc::UnboundedSender<Command>,
-        user_writer: FrameWriter,
-        raw_json: bool,
-        info: watch::Receiver<WorkerInfo>,
-        max_frame_bytes: usize,
-    ) -> WorkerHandle {
-        WorkerHandle {
-            id,
-            commands,
-            user_writer,
-            raw_json,
-            info,
-            max_frame_bytes,
-        }
-    }
-
     pub(crate) fn info(&self) -> WorkerInfo {
         self.info.borrow().clone()
     }
