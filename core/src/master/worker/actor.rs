@@ -958,6 +958,8 @@ mod tests {
         events: Events,
         lines: Lines<BufReader<OwnedReadHalf>>,
         out: OwnedWriteHalf,
+        /// `ready: node-ipc`: the worker's end of its Node IPC channel.
+        node: Option<tokio::net::UnixStream>,
     }
 
     /// A launched worker whose actor reads its channel itself (or, with `host`, gets its frames
@@ -973,6 +975,17 @@ mod tests {
     ) -> (Worker, EventHub) {
         let (master_end, worker_end) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
         let codec = FrameCodec::new(config.max_frame_bytes);
+        let (node_channel, node) = if config.ready == ReadySource::NodeIpc {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+            theirs.set_nonblocking(true).expect("non-blocking");
+            let theirs = tokio::net::UnixStream::from_std(theirs).expect("registered");
+            (
+                Some(channel::split(ours).expect("the master's end splits")),
+                Some(theirs),
+            )
+        } else {
+            (None, None)
+        };
         let (frames, write_half) = match host {
             None => {
                 let (read, write) = channel::split(master_end).expect("the master's end splits");
@@ -998,7 +1011,7 @@ mod tests {
             frames,
             write_half,
             notify: None,
-            node_channel: None,
+            node_channel,
             listeners: Arc::new(Listeners::default()),
         };
         let handle = super::super::launch::start(launched, &hub);
@@ -1011,6 +1024,7 @@ mod tests {
             events,
             lines: BufReader::new(read).lines(),
             out,
+            node,
         };
         (worker, hub)
     }
@@ -1157,6 +1171,54 @@ mod tests {
             worker.handle.info().status,
             WorkerStatus::Failed,
             "a worker that died serving is FAILED"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_worker_gets_the_quit_timeout_to_leave_before_the_signals() {
+        let mut worker = launch(config(ReadySource::Message, None), false);
+        let hello = WorkerFrame::Hello {
+            version: protocol::PROTOCOL_VERSION + 1,
+            pid: None,
+        };
+        worker.say(&hello).await;
+        let t0 = Instant::now();
+        match worker.hears().await {
+            MasterFrame::Error { code, .. } => assert_eq!(code, "version_mismatch"),
+            other => panic!("a refusal, not {other:?}"),
+        }
+        let exit = worker.exit().await;
+        assert_eq!(
+            worker.signals_since(t0),
+            vec![(QUIT, libc::SIGTERM), (QUIT + KILL, libc::SIGKILL)]
+        );
+        assert!(!exit.requested);
+        assert!(matches!(
+            worker.handle.info().failure,
+            Some(WorkerFailure::Protocol {
+                error: ProtocolError::VersionMismatch { .. }
+            })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_ipc_worker_is_asked_to_shut_down_and_given_the_stop_timeout() {
+        let mut worker = launch(config(ReadySource::NodeIpc, None), false);
+        let mut node = worker.node.take().expect("a Node IPC channel");
+        node.write_all(b"\"ready\"\n").await.expect("the master reads");
+        worker.reaches(WorkerStatus::Started).await;
+        let t0 = Instant::now();
+        worker.handle.retire();
+        let mut line = vec![0u8; b"\"shutdown\"\n".len()];
+        tokio::io::AsyncReadExt::read_exact(&mut node, &mut line)
+            .await
+            .expect("the master writes");
+        assert_eq!(line, b"\"shutdown\"\n");
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        worker.exit().await;
+        assert_eq!(
+            worker.signals_since(t0),
+            vec![(STOP, libc::SIGTERM), (STOP + KILL, libc::SIGKILL)]
         );
     }
 
