@@ -532,7 +532,7 @@ pub(crate) mod fake {
             self.shared.signals.lock().unwrap_or_else(|p| p.into_inner()).clone()
         }
 
-        /// Whether the actor reaped it.
+        /// Whether the process has exited (on its own, or of a signal).
         pub(crate) fn has_exited(&self) -> bool {
             self.shared.exit.borrow().is_some()
         }
