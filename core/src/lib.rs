@@ -7,9 +7,12 @@
 //! ## Theory of operation
 //!
 //! **Actors.** A [`Master`] is a handle on a group of identical workers. Each worker *process* is
-//! owned by one tokio task, its actor (`master/worker.rs`), which holds the child's pidfd, the
-//! master's end of the worker's socket, and the worker's deadlines. The actor is a single `select!`
-//! over its commands, the child's exit, incoming frames and its current deadline. Outgoing frames
+//! owned by one tokio task, its actor (`master/worker/actor.rs`), which holds the child's pidfd,
+//! the master's end of the worker's socket, and the worker's deadlines. The actor is a single
+//! `select!` over its commands, the child's exit, incoming frames and the one deadline of its
+//! lifecycle state; it is generic over the child (`master/spawn.rs`'s `Child`), so its timers are
+//! unit-tested against a fake process under tokio's paused clock. What the master holds of a worker
+//! is in `master/worker/handle.rs`, what a process starts with in `master/worker/launch.rs`. Outgoing frames
 //! are written from the sender's own task when the socket takes them, else queued for a flush task
 //! (`protocol/writer.rs`), so a worker that stops reading cannot stall its actor; the socket is
 //! registered with the runtime for reading only (`protocol/channel.rs`), so a peer's reads never

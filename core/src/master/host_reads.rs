@@ -284,6 +284,138 @@ mod tests {
     use std::io::Write;
     use std::sync::Arc;
 
+    /// A channel on a socket pair: the host's side, the worker's end, and the actor's inbox.
+    fn channel() -> (
+        WorkerChannel,
+        std::os::unix::net::UnixStream,
+        mpsc::UnboundedReceiver<Forwarded>,
+    ) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        let frames = HostFrames::new(Arc::new(ours), None, BytesMut::new(), FrameCodec::new(1024));
+        let (to_actor, actor) = mpsc::unbounded_channel();
+        (WorkerChannel::new(1, 2, frames, to_actor), theirs, actor)
+    }
+
+    /// What one read, or one report, let through: `direct <payload>` for a message the host took,
+    /// `actor <seq> <frame>` for a frame forwarded to the actor, in the order they went.
+    fn step(
+        channel: &mut WorkerChannel,
+        actor: &mut mpsc::UnboundedReceiver<Forwarded>,
+        report: Option<CaughtUp>,
+    ) -> Vec<String> {
+        let mut went = Vec::new();
+        let mut direct = |m: DirectMessage<'_>| went.push(format!("direct {}", m.data.get()));
+        match report {
+            Some(mark) => channel.caught_up(mark, &mut direct),
+            None => {
+                channel.read_ready(&mut direct);
+            }
+        }
+        while let Ok(f) = actor.try_recv() {
+            let frame = match f.frame {
+                Some(Ok(line)) => line,
+                Some(Err(error)) => format!("error {error}"),
+                None => "end".into(),
+            };
+            went.push(format!("actor {} {frame}", f.seq));
+        }
+        went
+    }
+
+    const HEARTBEAT: &str = r#"{"type":"heartbeat"}"#;
+
+    fn message(n: u32) -> String {
+        format!(r#"{{"type":"message","data":{n}}}"#)
+    }
+
+    fn write_lines(theirs: &mut std::os::unix::net::UnixStream, lines: &[&str]) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        theirs.write_all(text.as_bytes()).expect("write");
+    }
+
+    #[test]
+    fn messages_before_hello_go_to_the_actor_in_order_with_the_other_frames() {
+        let (mut channel, mut theirs, mut actor) = channel();
+        write_lines(&mut theirs, &[&message(1), HEARTBEAT]);
+        let m1 = message(1);
+        assert_eq!(
+            step(&mut channel, &mut actor, None),
+            vec![format!("actor 1 {m1}"), format!("actor 2 {HEARTBEAT}")]
+        );
+    }
+
+    #[test]
+    fn a_message_with_nothing_pending_at_the_actor_goes_direct() {
+        let (mut channel, mut theirs, mut actor) = channel();
+        // The actor handled the hello (seq 1) and opened the channel to messages.
+        write_lines(&mut theirs, &[r#"{"type":"hello","version":1}"#]);
+        assert_eq!(step(&mut channel, &mut actor, None).len(), 1);
+        assert!(step(&mut channel, &mut actor, Some(CaughtUp::new(1, 1, true))).is_empty());
+        write_lines(&mut theirs, &[&message(1), &message(2)]);
+        assert_eq!(step(&mut channel, &mut actor, None), vec!["direct 1", "direct 2"]);
+    }
+
+    #[test]
+    fn a_message_behind_a_pending_frame_waits_for_the_report_and_what_follows_keeps_its_order() {
+        let (mut channel, mut theirs, mut actor) = channel();
+        assert!(step(&mut channel, &mut actor, Some(CaughtUp::new(1, 0, true))).is_empty());
+        write_lines(&mut theirs, &[HEARTBEAT, &message(1), HEARTBEAT, &message(2)]);
+        // The heartbeat goes to the actor; everything after it waits, the second heartbeat too.
+        assert_eq!(
+            step(&mut channel, &mut actor, None),
+            vec![format!("actor 1 {HEARTBEAT}")]
+        );
+        assert_eq!(channel.route.held.len(), 3);
+        // Handled: the message goes on, then the heartbeat to the actor, and the rest waits again.
+        assert_eq!(
+            step(&mut channel, &mut actor, Some(CaughtUp::new(1, 1, true))),
+            vec!["direct 1".to_string(), format!("actor 2 {HEARTBEAT}")]
+        );
+        assert_eq!(
+            step(&mut channel, &mut actor, Some(CaughtUp::new(1, 2, true))),
+            vec!["direct 2"]
+        );
+        assert!(channel.route.held.is_empty());
+    }
+
+    #[test]
+    fn a_stale_report_or_another_workers_report_changes_nothing() {
+        let (mut channel, mut theirs, mut actor) = channel();
+        write_lines(&mut theirs, &[HEARTBEAT, &message(1)]);
+        assert_eq!(
+            step(&mut channel, &mut actor, None).len(),
+            2,
+            "not accepting: both forwarded"
+        );
+        assert!(step(&mut channel, &mut actor, Some(CaughtUp::new(1, 2, true))).is_empty());
+        // An older report would close the channel to messages again: it is ignored.
+        assert!(step(&mut channel, &mut actor, Some(CaughtUp::new(1, 1, false))).is_empty());
+        assert!(step(&mut channel, &mut actor, Some(CaughtUp::new(7, 9, false))).is_empty());
+        assert_eq!(channel.route.handled, 2);
+        write_lines(&mut theirs, &[&message(2)]);
+        assert_eq!(step(&mut channel, &mut actor, None), vec!["direct 2"]);
+    }
+
+    #[test]
+    fn the_end_of_the_channel_goes_to_the_actor_after_what_waits() {
+        let (mut channel, mut theirs, mut actor) = channel();
+        assert!(step(&mut channel, &mut actor, Some(CaughtUp::new(1, 0, true))).is_empty());
+        write_lines(&mut theirs, &[HEARTBEAT, &message(1)]);
+        drop(theirs);
+        assert_eq!(
+            step(&mut channel, &mut actor, None),
+            vec![format!("actor 1 {HEARTBEAT}")]
+        );
+        assert!(!channel.read_ready(&mut |_| panic!("nothing more is read")));
+        assert!(!channel.is_finished(), "a message and the end still wait");
+        assert_eq!(
+            step(&mut channel, &mut actor, Some(CaughtUp::new(1, 1, true))),
+            vec!["direct 1", "actor 2 end"]
+        );
+        assert!(channel.is_finished());
+    }
+
     #[test]
     fn the_host_stops_reading_a_worker_whose_actor_is_behind_and_resumes_when_it_catches_up() {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");

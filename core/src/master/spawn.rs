@@ -54,6 +54,27 @@ pub(crate) struct SpawnSpec {
 /// The master's ends of a captured child's stdout and stderr.
 pub(crate) type OutputPipes = Option<(OwnedFd, OwnedFd)>;
 
+/// What a worker's actor needs of its process: signal it, notice its exit, reap it.
+///
+/// The actor is generic over it so that its lifecycle (the timers, the escalation, the order of
+/// what it reports) can be tested against a fake process under tokio's paused clock;
+/// [`ChildProcess`] is the real one.
+pub(crate) trait Child: Send + Sync + 'static {
+    /// The process's pid (the leader of its own process group).
+    fn pid(&self) -> u32;
+
+    /// Sends `signal` to the process group (and to the leader if it has left the group). A no-op
+    /// once reaped.
+    fn signal_group(&self, signal: libc::c_int);
+
+    /// Resolves when the process has exited (it is then a zombie until [`Child::reap`]); resolves
+    /// again at once if polled after that.
+    fn exited(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_;
+
+    /// Kills whatever is left of the process group (the leader has exited) and reaps the leader.
+    fn reap(&mut self) -> io::Result<ExitReason>;
+}
+
 /// A spawned, not yet reaped, worker process (the leader of its own process group).
 #[derive(Debug)]
 pub(crate) struct ChildProcess {
@@ -334,19 +355,21 @@ pub(super) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 }
 
 impl ChildProcess {
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// The master's ends of the captured stdout and stderr, once.
     pub(crate) fn take_output(&mut self) -> OutputPipes {
         self.output.take()
+    }
+}
+
+impl Child for ChildProcess {
+    fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Sends `signal` to the worker's whole process group, and to the worker itself if it has
     /// left that group (`setpgid`): the leader is always reachable, through its pidfd. A no-op
     /// once reaped: the pgid may then belong to someone else.
-    pub(crate) fn signal_group(&self, signal: libc::c_int) {
+    fn signal_group(&self, signal: libc::c_int) {
         if self.reaped {
             return;
         }
@@ -377,8 +400,8 @@ impl ChildProcess {
         }
     }
 
-    /// Resolves when the process has exited (it is then a zombie until [`ChildProcess::reap`]).
-    pub(crate) async fn exited(&self) -> io::Result<()> {
+    /// Resolves when the pidfd becomes readable: the process has exited.
+    async fn exited(&self) -> io::Result<()> {
         let mut guard = self.pidfd.readable().await?;
         // Keep readiness set: it is level-triggered for us, the process stays exited.
         guard.retain_ready();
@@ -386,7 +409,7 @@ impl ChildProcess {
     }
 
     /// Kills whatever is left of the process group (the leader has exited) and reaps the leader.
-    pub(crate) fn reap(&mut self) -> io::Result<ExitReason> {
+    fn reap(&mut self) -> io::Result<ExitReason> {
         // Grandchildren left in the group would be orphans; the zombie leader still pins the pgid.
         self.signal_group(libc::SIGKILL);
         let reason = waitid_pidfd(self.pidfd.get_ref().as_fd().as_raw_fd(), 0)?;
@@ -451,4 +474,110 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     // SAFETY: sysconf is always safe to call.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).unwrap_or(4096))
+}
+
+/// A process that is not one, for the actor's unit tests: it records the signals it is sent (with
+/// the paused clock's time) and exits when SIGKILL comes, when SIGTERM comes if it obeys that, or
+/// when the test says.
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::{Child, ExitReason};
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::watch;
+    use tokio::time::Instant;
+
+    #[derive(Debug)]
+    struct Shared {
+        pid: u32,
+        obeys_sigterm: bool,
+        signals: Mutex<Vec<(Instant, libc::c_int)>>,
+        exit: watch::Sender<Option<ExitReason>>,
+    }
+
+    /// A fake child; clones share the process (the test keeps one, the actor owns the other).
+    #[derive(Debug, Clone)]
+    pub(crate) struct FakeChild {
+        shared: Arc<Shared>,
+        reaped: bool,
+    }
+
+    impl FakeChild {
+        /// A process that ignores SIGTERM (`obeys_sigterm` false) or exits on it.
+        pub(crate) fn new(pid: u32, obeys_sigterm: bool) -> FakeChild {
+            FakeChild {
+                shared: Arc::new(Shared {
+                    pid,
+                    obeys_sigterm,
+                    signals: Mutex::new(Vec::new()),
+                    exit: watch::channel(None).0,
+                }),
+                reaped: false,
+            }
+        }
+
+        /// The process exits on its own.
+        pub(crate) fn exit(&self, reason: ExitReason) {
+            self.shared.exit.send_if_modified(|exit| {
+                let first = exit.is_none();
+                if first {
+                    *exit = Some(reason);
+                }
+                first
+            });
+        }
+
+        /// The signals sent to it so far, with when.
+        pub(crate) fn signals(&self) -> Vec<(Instant, libc::c_int)> {
+            self.shared.signals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+
+        /// Whether the process has exited (on its own, or of a signal).
+        pub(crate) fn has_exited(&self) -> bool {
+            self.shared.exit.borrow().is_some()
+        }
+    }
+
+    impl Child for FakeChild {
+        fn pid(&self) -> u32 {
+            self.shared.pid
+        }
+
+        fn signal_group(&self, signal: libc::c_int) {
+            if self.reaped {
+                return;
+            }
+            self.shared
+                .signals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((Instant::now(), signal));
+            if signal == libc::SIGKILL || (signal == libc::SIGTERM && self.shared.obeys_sigterm) {
+                self.exit(ExitReason::ExternalSignal {
+                    signal,
+                    core_dumped: false,
+                });
+            }
+        }
+
+        fn exited(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_ {
+            let mut exit = self.shared.exit.subscribe();
+            async move {
+                // The sender lives in `self`, which outlives this future: it cannot close.
+                let _ = exit.wait_for(Option::is_some).await;
+                Ok(())
+            }
+        }
+
+        fn reap(&mut self) -> io::Result<ExitReason> {
+            let exit = *self.shared.exit.borrow();
+            match exit {
+                Some(reason) => {
+                    self.reaped = true;
+                    Ok(reason)
+                }
+                None => Err(io::Error::other("the fake process has not exited")),
+            }
+        }
+    }
 }

@@ -178,6 +178,25 @@ mod tests {
     }
 
     #[test]
+    fn what_the_runtime_had_buffered_when_the_host_took_over_comes_first() {
+        let (ours, mut peer) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        let buffered = BytesMut::from(&b"{\"a\":1}\n{\"b\""[..]);
+        let mut frames = HostFrames::new(Arc::new(ours), None, buffered, FrameCodec::new(1024));
+        peer.write_all(b":2}\n{\"c\":3}\n").expect("write");
+        let (got, state) = read_all(&mut frames);
+        assert_eq!(
+            got,
+            vec![
+                Some(Ok("{\"a\":1}".to_string())),
+                Some(Ok("{\"b\":2}".to_string())),
+                Some(Ok("{\"c\":3}".to_string()))
+            ]
+        );
+        assert_eq!(state, ReadState::Open);
+    }
+
+    #[test]
     fn eof_ends_the_channel_and_drops_a_truncated_frame() {
         let (mut frames, mut peer) = reader(1024);
         peer.write_all(b"{\"a\":1}\n{\"trunc").expect("write");

@@ -344,3 +344,108 @@ fn fail_all(sh: &Shared, error: String) {
         p.finish(Err(WriteFailure::Io(error.clone())));
     }
 }
+
+/// The gate's ordering rules and the bound, on a socket pair under tokio's paused clock (a frame
+/// that is never written shows as a read that times out at once, not as a hung test).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::channel;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
+
+    fn pair(gated: bool) -> (FrameWriter, UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let (_read, write) = channel::split(ours).expect("split");
+        theirs.set_nonblocking(true).expect("non-blocking");
+        let theirs = UnixStream::from_std(theirs).expect("registered");
+        (FrameWriter::new(write, gated), theirs)
+    }
+
+    /// Exactly `expected` arrives, then nothing more for now.
+    async fn peer_reads(theirs: &mut UnixStream, expected: &str) {
+        let mut got = vec![0u8; expected.len()];
+        tokio::time::timeout(Duration::from_secs(5), theirs.read_exact(&mut got))
+            .await
+            .expect("the frames are written")
+            .expect("the read succeeds");
+        assert_eq!(String::from_utf8_lossy(&got), expected);
+        nothing_more(theirs).await;
+    }
+
+    async fn nothing_more(theirs: &mut UnixStream) {
+        let mut byte = [0u8; 1];
+        let more = tokio::time::timeout(Duration::from_secs(5), theirs.read(&mut byte)).await;
+        assert!(more.is_err(), "nothing more is written: {more:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_before_the_welcome_wait_for_it_and_follow_it_in_order() {
+        let (writer, mut theirs) = pair(true);
+        writer.post(b"a\n".to_vec(), FrameKind::Plain, None);
+        writer.post(b"b\n".to_vec(), FrameKind::Plain, None);
+        nothing_more(&mut theirs).await;
+        writer.post(b"welcome\n".to_vec(), FrameKind::Opens, None);
+        peer_reads(&mut theirs, "welcome\na\nb\n").await;
+        // The gate stays open: the next frame goes straight out.
+        assert_eq!(writer.write(b"c\n".to_vec(), FrameKind::Plain, None).await, Ok(()));
+        peer_reads(&mut theirs, "c\n").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_written_after_quit_and_a_late_message_hears_why() {
+        let (writer, mut theirs) = pair(false);
+        writer.post(b"quit\n".to_vec(), FrameKind::Closes, None);
+        assert_eq!(
+            writer.write(b"late\n".to_vec(), FrameKind::Plain, None).await,
+            Err(WriteFailure::Quitting)
+        );
+        writer.post(b"stop\n".to_vec(), FrameKind::Plain, None);
+        peer_reads(&mut theirs, "quit\n").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_opens_the_gate_as_a_welcome_does() {
+        let (writer, mut theirs) = pair(true);
+        writer.post(b"listener\n".to_vec(), FrameKind::Plain, None);
+        writer.post(b"error\n".to_vec(), FrameKind::Opens, None);
+        peer_reads(&mut theirs, "error\nlistener\n").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_past_the_bound_is_refused_and_control_frames_fail_the_channel_past_twice_it() {
+        // Frames held behind the gate count against the bound as unwritten bytes do.
+        let (writer, mut theirs) = pair(true);
+        let writer = writer.with_limit(100);
+        writer.post(vec![b'x'; 60], FrameKind::Plain, None);
+        assert_eq!(
+            writer.write(vec![b'y'; 60], FrameKind::Plain, None).await,
+            Err(WriteFailure::Full { queued: 60, limit: 100 })
+        );
+        // A control frame is taken up to twice the bound...
+        writer.post(vec![b'z'; 100], FrameKind::Plain, None);
+        // ...and past it the peer has read nothing for too long: the channel fails.
+        writer.post(vec![b'w'; 100], FrameKind::Plain, None);
+        assert!(matches!(
+            writer.write(b"m\n".to_vec(), FrameKind::Plain, None).await,
+            Err(WriteFailure::Io(_))
+        ));
+        writer.post(b"welcome\n".to_vec(), FrameKind::Opens, None);
+        nothing_more(&mut theirs).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_fails_the_frames_still_held_behind_the_gate() {
+        let (writer, mut theirs) = pair(true);
+        let held = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(b"m\n".to_vec(), FrameKind::Plain, None).await }
+        });
+        tokio::task::yield_now().await;
+        writer.close();
+        let result = held.await.expect("the writing task does not panic");
+        assert!(matches!(result, Err(WriteFailure::Io(_))), "{result:?}");
+        nothing_more(&mut theirs).await;
+    }
+}

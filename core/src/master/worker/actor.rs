@@ -1,38 +1,34 @@
-//! One worker process as the master sees it: an actor that owns the child, its channel and its
-//! timers.
+//! The worker's actor: one tokio task that owns the process, its channel and its timers.
 //!
-//! The actor is one `select!` loop over four things: commands from its [`WorkerHandle`], the
-//! child's exit (its pidfd), frames from the channel, and the current deadline. Each arm is a named
-//! method. Writes go through a separate writer task, so a worker that stops reading can never stall
-//! the loop that would kill it.
+//! One `select!` loop over commands from its [`WorkerHandle`], the child's exit, frames from the
+//! channel (and the notify socket or Node IPC channel), and the one deadline of its current
+//! [`Lifecycle`] state. Each arm is a named method.
 //!
-//! ```text
-//!            spawn ──▶ INITIALIZED ──hello/STARTED──▶ STARTED ──Retire──▶ stop ─▶ STOPPED ─▶ quit ─▶ exit
-//!                         │ start timeout               │ protocol error /        │ stop timeout       │ quit timeout
-//!                         ▼                             ▼ missed heartbeats       ▼                    ▼
-//!                       FAILED ─────────────────────▶ SIGTERM (group) ──kill timeout──▶ SIGKILL (group)
-//! ```
+//! What the actor knows is in three places, none overlapping: the [`Lifecycle`] (what the master
+//! is doing about the process, with its deadline), the [`Conversation`] (how far the protocol on
+//! the channel has come), and the status the worker last reported (what the snapshot and the exit
+//! show).
 
 use futures_util::StreamExt;
-use serde::Serialize;
 use serde_json::Value;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::FramedRead;
 
-use super::events::{Event, EventHub, WorkerFailure};
-use super::host_reads::{CaughtUp, ChannelHost, Forwarded, WorkerChannel};
-use super::readiness::{self, Notice, NotifySocket};
-use super::spawn::{self, ChildProcess, SpawnSpec};
+use super::handle::{WorkerHandle, WorkerInfo};
 use crate::config::{MasterConfig, OnProtocolError, ReadySource};
 use crate::exit::WorkerExit;
 use crate::listen::{Holder, ListenAddr, Listeners};
-use crate::protocol::channel::{self, ChannelRead};
+use crate::master::events::{Event, EventHub, WorkerFailure};
+use crate::master::host_reads::{CaughtUp, ChannelHost, Forwarded};
+use crate::master::readiness::{self, Notice, NotifySocket};
+use crate::master::spawn::Child;
+use crate::protocol::channel::{ChannelRead, ChannelWrite};
 use crate::protocol::codec::Frame;
-use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
+use crate::protocol::writer::{FrameKind, FrameWriter};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
 use crate::WorkerId;
@@ -46,328 +42,126 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// blocked for longer than this.
 const HOST_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-/// A snapshot of one worker, as returned by [`crate::Master::workers`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkerInfo {
-    /// The worker's id: stable across restarts of the worker, never reused by its master.
-    pub id: WorkerId,
-    /// The current process's pid.
-    pub pid: u32,
-    /// The last status; FAILED once the process has exited from INITIALIZED, STARTING or STARTED
-    /// (an exited worker is never shown as STARTED; [`WorkerExit::last_status`] keeps the last one).
-    pub status: WorkerStatus,
-    /// When the current process was spawned.
-    pub spawned_at: SystemTime,
-    /// When the current process reported STARTED.
-    pub started_at: Option<SystemTime>,
-    /// How many times this worker was restarted (a new process under the same id).
-    pub restarts: u32,
-    /// The reload generation the worker belongs to (0 for the first `start()`).
-    pub generation: u64,
-    /// Resident memory from the last heartbeat or memory check, bytes.
-    pub rss_bytes: Option<u64>,
-    /// Why the master gave up on the process, if it did.
-    pub failure: Option<WorkerFailure>,
-    /// How the process ended, once it has.
-    pub exit: Option<WorkerExit>,
-}
-
-impl WorkerInfo {
-    /// Whether the process is still running (not yet reaped).
-    pub fn is_alive(&self) -> bool {
-        self.exit.is_none()
-    }
-}
-
 /// What a [`WorkerHandle`] can ask of the actor.
 #[derive(Debug)]
-enum Command {
+pub(super) enum Command {
     /// End the process: the stop → quit → SIGTERM → SIGKILL sequence, or SIGKILL at once.
     Retire { hard: bool },
 }
 
-/// One frame for the writer task, with an optional completion.
-/// Why a send to a worker failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The worker process has exited or its channel is closed.
-    #[error("worker {id} is gone (its process exited or its channel closed)")]
-    Gone {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// The worker was told to quit: it reads nothing more, so the message was not written.
-    #[error("worker {id} is quitting and takes no more messages")]
-    Quitting {
-        /// The worker.
-        id: WorkerId,
-    },
-    /// Writing to the channel failed.
-    #[error("writing to worker {id} failed: {error}")]
-    Write {
-        /// The worker.
-        id: WorkerId,
-        /// The OS error.
-        error: String,
-    },
-    /// The worker is not reading its channel: `queued` bytes already wait for it, and this
-    /// message would take them past the bound (`limit`). Nothing was queued.
-    #[error("worker {id} is not reading its channel: {queued} bytes wait unwritten (limit {limit})")]
-    Backlogged {
-        /// The worker.
-        id: WorkerId,
-        /// Bytes waiting.
-        queued: usize,
-        /// The per-worker bound.
-        limit: usize,
-    },
-    /// The message was not yet written within the time the caller allowed (a broadcast's
-    /// [`crate::master::BROADCAST_TIMEOUT`]): the worker is not reading. It stays queued, and is
-    /// written if the worker reads again.
-    #[error("worker {id} took no bytes within {after:?}: it is not reading its channel (the message stays queued)")]
-    Timeout {
-        /// The worker.
-        id: WorkerId,
-        /// How long the caller waited.
-        after: Duration,
-    },
-    /// The message is larger than the frame limit.
-    #[error("message to worker {id}: {error}")]
-    Encode {
-        /// The worker.
-        id: WorkerId,
-        /// What is wrong.
-        error: protocol::codec::EncodeError,
-    },
-}
-
-/// The master's handle on one worker process.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkerHandle {
-    id: WorkerId,
-    commands: mpsc::UnboundedSender<Command>,
-    /// Where user messages go: the MessageBus channel, or the Node IPC channel (`ready: node-ipc`).
-    user_writer: FrameWriter,
-    /// User messages are bare JSON lines (Node IPC), not `message` frames.
-    raw_json: bool,
-    info: watch::Receiver<WorkerInfo>,
-    max_frame_bytes: usize,
-}
-
-impl WorkerHandle {
-    pub(crate) fn info(&self) -> WorkerInfo {
-        self.info.borrow().clone()
-    }
-
-    /// Asks for the graceful end sequence (idempotent; never shortens an escalation under way).
-    pub(crate) fn retire(&self) {
-        let _ = self.commands.send(Command::Retire { hard: false });
-    }
-
-    /// SIGKILL to the process group now.
-    pub(crate) fn kill(&self) {
-        let _ = self.commands.send(Command::Retire { hard: true });
-    }
-
-    pub(crate) fn id(&self) -> WorkerId {
-        self.id
-    }
-
-    /// Whether user messages go out as bare JSON lines (Node IPC) rather than `message` frames:
-    /// workers that agree on this take the same encoded bytes.
-    pub(crate) fn raw_json(&self) -> bool {
-        self.raw_json
-    }
-
-    /// A user message as this worker's channel takes it.
-    pub(crate) fn encode<T: Serialize + ?Sized>(&self, data: &T) -> Result<Vec<u8>, SendError> {
-        if self.raw_json {
-            encode_frame(data, self.max_frame_bytes)
-        } else {
-            protocol::codec::encode_message(data, self.max_frame_bytes)
-        }
-        .map_err(|error| SendError::Encode { id: self.id, error })
-    }
-
-    /// Sends a user message; resolves once the bytes are handed to the kernel.
-    pub(crate) async fn send<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), SendError> {
-        self.send_bytes(self.encode(data)?).await
-    }
-
-    pub(crate) async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), SendError> {
-        if !self.info.borrow().is_alive() {
-            return Err(SendError::Gone { id: self.id });
-        }
-        match self.user_writer.write(bytes, FrameKind::Plain, None).await {
-            Ok(()) => Ok(()),
-            Err(WriteFailure::Io(error)) => Err(SendError::Write { id: self.id, error }),
-            Err(WriteFailure::Quitting) => Err(SendError::Quitting { id: self.id }),
-            Err(WriteFailure::Full { queued, limit }) => Err(SendError::Backlogged {
-                id: self.id,
-                queued,
-                limit,
-            }),
-        }
-    }
-
-    /// Waits until the worker reports STARTED, fails, or exits; returns the snapshot at that moment.
-    pub(crate) async fn wait_settled(&self) -> WorkerInfo {
-        let mut rx = self.info.clone();
-        let settled =
-            |i: &WorkerInfo| i.status == WorkerStatus::Started || i.status == WorkerStatus::Failed || !i.is_alive();
-        let result = rx.wait_for(settled).await.map(|i| i.clone());
-        result.unwrap_or_else(|_| rx.borrow().clone())
-    }
-
-    /// Waits until the process is reaped; returns its final snapshot.
-    pub(crate) async fn wait_exit(&self) -> WorkerInfo {
-        let mut rx = self.info.clone();
-        let result = rx.wait_for(|i| !i.is_alive()).await.map(|i| i.clone());
-        result.unwrap_or_else(|_| rx.borrow().clone())
-    }
-}
-
-/// Where the actor is in ending the process; each phase has a deadline.
+/// Where the worker is in its life, as the master drives it. Each state carries its one deadline,
+/// so there is never a timer left over from a state the worker has left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for STARTED.
-    Starting,
-    /// Running; no deadline.
-    Running,
-    /// `stop` sent, waiting for STOPPED.
-    Stopping,
-    /// `quit` sent, waiting for the exit.
-    Quitting,
-    /// SIGTERM sent to the group, waiting for the exit.
-    Terminating,
-    /// SIGKILL sent to the group.
+enum Lifecycle {
+    /// Waiting for STARTED, until the start timeout.
+    Starting { until: Instant },
+    /// Serving. With heartbeats, the worker is hung if none comes by `hung_at`.
+    Running { hung_at: Option<Instant> },
+    /// `stop` sent, waiting for STOPPED until the stop timeout.
+    Stopping { until: Instant },
+    /// `quit` sent (or the worker is leaving on its own), waiting for the exit.
+    Quitting { until: Instant },
+    /// SIGTERM sent to the group, waiting for the exit until the kill timeout.
+    Terminating { until: Instant },
+    /// SIGKILL sent to the group: only the exit can come.
     Killed,
 }
 
-/// Everything the actor needs to know about its process's settings.
-#[derive(Clone)]
-pub(crate) struct WorkerSpec {
+impl Lifecycle {
+    /// When the actor must act next if nothing else happens.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Lifecycle::Starting { until }
+            | Lifecycle::Stopping { until }
+            | Lifecycle::Quitting { until }
+            | Lifecycle::Terminating { until } => Some(until),
+            Lifecycle::Running { hung_at } => hung_at,
+            Lifecycle::Killed => None,
+        }
+    }
+
+    /// Not yet asked, nor forced, to end.
+    fn is_live(self) -> bool {
+        matches!(self, Lifecycle::Starting { .. } | Lifecycle::Running { .. })
+    }
+
+    /// Being ended by signals.
+    fn is_signalled(self) -> bool {
+        matches!(self, Lifecycle::Terminating { .. } | Lifecycle::Killed)
+    }
+}
+
+/// How far the protocol on the worker's channel has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conversation {
+    /// Nothing but `hello` is accepted yet.
+    AwaitingHello,
+    /// Hello seen: the master may write to the worker, and it may send anything.
+    Open,
+    /// The worker declared the channel closed (SHUTTED_DOWN): a frame after that is an error.
+    ClosedByWorker,
+    /// Nothing more is read: the channel ended, failed, or the worker was refused.
+    Ended,
+}
+
+impl Conversation {
+    /// The channel is still read.
+    fn reading(self) -> bool {
+        self != Conversation::Ended
+    }
+
+    /// The worker said hello, still reads, and did not close: `stop`, `quit` and messages reach it.
+    fn is_open(self) -> bool {
+        self == Conversation::Open
+    }
+}
+
+/// The bound on bytes written to one worker and not yet taken by it: the writer's default, or
+/// room for two of the largest frames if that is more (a frame first in line always goes).
+fn outbound_limit(max_frame_bytes: usize) -> usize {
+    protocol::writer::MAX_QUEUED_BYTES.max(max_frame_bytes.saturating_mul(2))
+}
+
+/// What [`wire`] builds an actor from: a spawned process and the master's ends of its channels.
+pub(super) struct Launched<C> {
     pub id: WorkerId,
     pub restarts: u32,
     pub generation: u64,
     pub config: Arc<MasterConfig>,
-    /// Declared listening sockets the worker inherits at fd 3 onwards, with their names.
-    pub inherited: Vec<(String, Arc<std::os::fd::OwnedFd>)>,
-    /// The master's sockets, for on-demand `listen` requests.
+    pub child: C,
+    pub frames: Frames,
+    /// The write side of the channel, for the actor's writer.
+    pub write_half: ChannelWrite,
+    pub notify: Option<NotifySocket>,
+    pub node_channel: Option<(ChannelRead, ChannelWrite)>,
     pub listeners: Arc<Listeners>,
-    /// Who reads the channel, if not the actor.
-    pub host: Option<Arc<dyn ChannelHost>>,
 }
 
-/// Spawns the process and its actor. A spawn failure is returned (and reported as an event).
-pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<WorkerHandle, WorkerFailure> {
-    let config = spec.config.clone();
-    let spawn_failure = |error: io::Error| WorkerFailure::Spawn {
-        program: config.program.display().to_string(),
-        errno: error.raw_os_error(),
-        error: match error.raw_os_error() {
-            Some(errno) => format!("{} ({})", error, nix::errno::Errno::from_raw(errno)),
-            None => error.to_string(),
-        },
-    };
-    // Before the channel exists, so that it is watched. Not when a host reads the channels on its
-    // own thread: this runtime does not read them, and spinning here would only take a CPU from
-    // that thread (the window still goes to the worker, whose runtime may read its end).
-    if spec.host.is_none() {
-        crate::busy_poll::enable(config.busy_poll);
-    }
-    let (master_end, worker_end) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
-    let mut fds = Vec::with_capacity(spec.inherited.len() + 2);
-    for (_, fd) in &spec.inherited {
-        fds.push(fd.try_clone().map_err(spawn_failure)?);
-    }
-    let ipc_fd = 3 + fds.len();
-    fds.push(worker_end.into());
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
-        config.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
-    if !spec.inherited.is_empty() {
-        let names: Vec<&str> = spec.inherited.iter().map(|(name, _)| name.as_str()).collect();
-        env.push(("LISTEN_FDS".into(), spec.inherited.len().to_string().into()));
-        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
-    }
-    let notify = match config.ready {
-        ReadySource::Notify => {
-            let socket = NotifySocket::bind(spec.id).map_err(spawn_failure)?;
-            env.push(("NOTIFY_SOCKET".into(), socket.env_value.clone().into()));
-            Some(socket)
-        }
-        _ => None,
-    };
-    let node_channel = match config.ready {
-        ReadySource::NodeIpc => {
-            let (master_node, worker_node) = std::os::unix::net::UnixStream::pair().map_err(spawn_failure)?;
-            env.push(("NODE_CHANNEL_FD".into(), (3 + fds.len()).to_string().into()));
-            env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
-            fds.push(worker_node.into());
-            Some(channel::split(master_node).map_err(spawn_failure)?)
-        }
-        _ => None,
-    };
-    for (key, value) in [
-        (protocol::env::IPC_FD, ipc_fd.to_string()),
-        (protocol::env::WORKER_ID, spec.id.to_string()),
-        (protocol::env::PROTOCOL_VERSION, protocol::PROTOCOL_VERSION.to_string()),
-        (protocol::env::MAX_FRAME_BYTES, config.max_frame_bytes.to_string()),
-        (protocol::env::GROUP, config.name.clone()),
-    ] {
-        env.push((key.into(), value.into()));
-    }
-    if !config.busy_poll.is_zero() {
-        env.push((
-            protocol::env::BUSY_POLL_US.into(),
-            config.busy_poll.as_micros().to_string().into(),
-        ));
-    }
-    let mut child = spawn::spawn(SpawnSpec {
-        program: config.program.clone(),
-        args: config.args.clone(),
-        env,
-        cwd: config.cwd.clone(),
-        fds,
-        listen_pid: !spec.inherited.is_empty(),
-        capture_output: config.capture_output,
-    })
-    .await
-    .map_err(spawn_failure)?;
+/// The actor for a launched process, and the handle the master holds on it. The actor is not yet
+/// running: the caller spawns [`WorkerActor::run`].
+pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (WorkerHandle, WorkerActor<C>) {
+    let Launched {
+        id,
+        restarts,
+        generation,
+        config,
+        child,
+        frames,
+        write_half,
+        notify,
+        node_channel,
+        listeners,
+    } = launched;
     let pid = child.pid();
-    let codec = FrameCodec::new(config.max_frame_bytes);
-    let (frames, write_half) = match &spec.host {
-        None => {
-            let (read_half, write_half) = channel::split(master_end).map_err(spawn_failure)?;
-            (Frames::Own(FramedRead::new(read_half, codec)), write_half)
-        }
-        Some(host) => {
-            let (host_frames, write_half) = channel::split_for_host(master_end, codec).map_err(spawn_failure)?;
-            let fd = host_frames.fd();
-            let (to_actor, from_host) = mpsc::unbounded_channel();
-            host.adopt(WorkerChannel::new(spec.id, pid, host_frames, to_actor));
-            let frames = Frames::Host {
-                from_host,
-                host: host.clone(),
-                fd,
-            };
-            (frames, write_half)
-        }
-    };
-    tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
-    if let Some((stdout, stderr)) = child.take_output() {
-        events.output.read_worker(spec.id, pid, stdout, stderr);
-    }
-
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let info = WorkerInfo {
-        id: spec.id,
+        id,
         pid,
         status: WorkerStatus::Initialized,
         spawned_at: SystemTime::now(),
         started_at: None,
-        restarts: spec.restarts,
-        generation: spec.generation,
+        restarts,
+        generation,
         rss_bytes: None,
         failure: None,
         exit: None,
@@ -382,79 +176,60 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         ),
         None => (None, None),
     };
-    let now = Instant::now();
-    let actor = WorkerActor {
-        id: spec.id,
-        pid,
-        config: config.clone(),
-        child,
-        frames,
-        reading: true,
-        commands: commands_rx,
-        commands_open: true,
-        writer: writer.clone(),
-        info: info_tx,
-        events: events.clone(),
-        status: WorkerStatus::Initialized,
-        hello_seen: false,
-        closed_by_worker: false,
-        requested: false,
-        phase: Phase::Starting,
-        deadline: Some(now + config.timeouts.start),
-        heartbeat_deadline: None,
-        started_at: None,
-        listeners: spec.listeners.clone(),
-        notify,
-        node_frames,
-        node_writer: node_writer.clone(),
-    };
-    events.emit(Event::Status {
-        id: spec.id,
-        pid,
-        from: WorkerStatus::Initialized,
-        to: WorkerStatus::Initialized,
-    });
-    tokio::spawn(actor.run());
-    Ok(WorkerHandle {
-        id: spec.id,
+    let handle = WorkerHandle {
+        id,
         commands: commands_tx,
         user_writer: node_writer.clone().unwrap_or_else(|| writer.clone()),
         raw_json: node_writer.is_some(),
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
-    })
+    };
+    let actor = WorkerActor {
+        id,
+        pid,
+        lifecycle: Lifecycle::Starting {
+            until: Instant::now() + config.timeouts.start,
+        },
+        conversation: Conversation::AwaitingHello,
+        status: WorkerStatus::Initialized,
+        requested: false,
+        config,
+        child,
+        frames,
+        commands: commands_rx,
+        commands_open: true,
+        writer,
+        info: info_tx,
+        events,
+        listeners,
+        notify,
+        node_frames,
+        node_writer,
+    };
+    (handle, actor)
 }
 
-/// The bound on bytes written to one worker and not yet taken by it: the writer's default, or
-/// room for two of the largest frames if that is more (a frame first in line always goes).
-pub(crate) fn outbound_limit(max_frame_bytes: usize) -> usize {
-    protocol::writer::MAX_QUEUED_BYTES.max(max_frame_bytes.saturating_mul(2))
-}
-
-struct WorkerActor {
+pub(super) struct WorkerActor<C> {
     id: WorkerId,
     pid: u32,
+    /// What the master is doing about the process.
+    lifecycle: Lifecycle,
+    /// How far the protocol on the channel has come.
+    conversation: Conversation,
+    /// The status the worker last reported (or FAILED, once the master gave up on it): what the
+    /// snapshot shows, and the exit keeps as its last status.
+    status: WorkerStatus,
+    /// The master asked for this process to end (the exit says so).
+    requested: bool,
     config: Arc<MasterConfig>,
-    child: ChildProcess,
+    child: C,
     frames: Frames,
-    /// False after EOF or a read error.
-    reading: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     /// False once every handle is gone.
     commands_open: bool,
     writer: FrameWriter,
     info: watch::Sender<WorkerInfo>,
     events: EventHub,
-    status: WorkerStatus,
-    hello_seen: bool,
-    /// The worker declared the channel closed (SHUTTED_DOWN).
-    closed_by_worker: bool,
-    /// The master asked for this process to end.
-    requested: bool,
-    phase: Phase,
-    deadline: Option<Instant>,
-    heartbeat_deadline: Option<Instant>,
-    started_at: Option<Instant>,
     listeners: Arc<Listeners>,
     /// `ready: notify`: the worker's NOTIFY_SOCKET.
     notify: Option<NotifySocket>,
@@ -464,7 +239,7 @@ struct WorkerActor {
 }
 
 /// Where the actor's frames come from.
-enum Frames {
+pub(super) enum Frames {
     /// It reads its channel itself.
     Own(FramedRead<ChannelRead, FrameCodec>),
     /// The host's loop reads it ([`ChannelHost`]) and forwards what the actor must handle.
@@ -519,69 +294,69 @@ async fn next_node_line(
     }
 }
 
+/// `timeout` from now.
+fn after(timeout: Duration) -> Instant {
+    Instant::now() + timeout
+}
+
 /// Resolves at `deadline`; never without one. A timer is made only when this is first polled:
 /// `select!` builds every branch's future on each turn, enabled or not, and the actor turns once
 /// per frame.
 async fn until(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => sleep_until(deadline.into()).await,
+        Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
 
-impl WorkerActor {
-    async fn run(mut self) {
+impl<C: Child> WorkerActor<C> {
+    pub(super) async fn run(mut self) {
         if self.config.ready == ReadySource::Spawn {
             // The exec succeeded (spawn returned): that is all this worker will ever say.
             let _ = self.on_status(WorkerStatus::Started);
         }
         loop {
-            let deadline = self.deadline;
-            let heartbeat_deadline = self.heartbeat_deadline;
+            let deadline = self.lifecycle.deadline();
             tokio::select! {
                 exited = self.child.exited() => {
-                    if let Err(error) = exited {
-                        tracing::warn!(id = self.id, pid = self.pid, %error, "waiting on pidfd failed; reaping now");
-                    }
+                    self.on_exited(exited);
                     break;
                 }
-                command = self.commands.recv(), if self.commands_open => match command {
-                    Some(command) => self.on_command(command),
-                    // Every handle is gone: the master was dropped without a shutdown.
-                    None => {
-                        self.commands_open = false;
-                        self.on_command(Command::Retire { hard: true });
-                    }
-                },
-                (frame, seq) = self.frames.next(), if self.reading => {
-                    self.on_frame(frame);
-                    self.report_handled(seq);
-                }
+                command = self.commands.recv(), if self.commands_open => self.on_command(command),
+                (frame, seq) = self.frames.next(), if self.conversation.reading() => self.on_read(frame, seq),
                 notice = next_notice(&self.notify), if self.notify.is_some() => self.on_notify(notice),
                 line = next_node_line(&mut self.node_frames), if self.node_frames.is_some() => self.on_node_line(line),
                 _ = until(deadline), if deadline.is_some() => self.on_deadline(),
-                _ = until(heartbeat_deadline), if heartbeat_deadline.is_some() => {
-                    self.on_heartbeat_missed()
-                }
             }
         }
         self.on_exit().await;
     }
 
-    fn on_command(&mut self, command: Command) {
+    /// The pidfd says the process exited (or could not be watched: it is reaped now regardless).
+    fn on_exited(&self, exited: io::Result<()>) {
+        if let Err(error) = exited {
+            tracing::warn!(id = self.id, pid = self.pid, %error, "waiting on pidfd failed; reaping now");
+        }
+    }
+
+    fn on_command(&mut self, command: Option<Command>) {
         match command {
-            Command::Retire { hard: true } => {
+            // Every handle is gone: the master was dropped without a shutdown.
+            None => {
+                self.commands_open = false;
                 self.requested = true;
                 self.kill();
             }
-            Command::Retire { hard: false } => {
-                if matches!(self.phase, Phase::Starting | Phase::Running) {
-                    self.requested = true;
+            Some(Command::Retire { hard: true }) => {
+                self.requested = true;
+                self.kill();
+            }
+            Some(Command::Retire { hard: false }) => {
+                // Already ending: a second request never shortens or restarts the escalation,
+                // but an end the master forced for a failure now counts as asked for.
+                self.requested = true;
+                if self.lifecycle.is_live() {
                     self.begin_retire();
-                } else {
-                    // Already ending: a second request never shortens or restarts the escalation,
-                    // but an end the master forced for a failure now counts as asked for.
-                    self.requested = true;
                 }
             }
         }
@@ -589,106 +364,118 @@ impl WorkerActor {
 
     /// Starts the graceful end from wherever the worker is.
     fn begin_retire(&mut self) {
-        let can_talk = self.hello_seen && self.reading && !self.closed_by_worker;
+        let can_talk = self.conversation.is_open();
         match self.status {
             WorkerStatus::Started | WorkerStatus::Stopping if can_talk => {
                 self.write_control(MasterFrame::Stop);
-                self.enter(Phase::Stopping, self.config.timeouts.stop);
+                self.lifecycle = Lifecycle::Stopping {
+                    until: after(self.config.timeouts.stop),
+                };
             }
             WorkerStatus::ShuttingDown | WorkerStatus::ShuttedDown => {
-                self.enter(Phase::Quitting, self.config.timeouts.quit);
+                self.quitting(self.config.timeouts.quit);
             }
             _ if can_talk => {
                 self.write_control(MasterFrame::Quit);
-                self.enter(Phase::Quitting, self.config.timeouts.quit);
+                self.quitting(self.config.timeouts.quit);
             }
             _ if self.node_writer.is_some() && self.node_frames.is_some() => {
                 // PM2's convention: the message 'shutdown', then the app exits on its own.
                 if let Some(writer) = &self.node_writer {
                     writer.post(b"\"shutdown\"\n".to_vec(), FrameKind::Plain, None);
                 }
-                self.enter(Phase::Quitting, self.config.timeouts.stop);
+                self.quitting(self.config.timeouts.stop);
             }
             // A worker that speaks no protocol: SIGTERM is its stop request, with the stop timeout.
             _ => {
-                self.child.signal_group(libc::SIGTERM);
-                self.enter(Phase::Terminating, self.config.timeouts.stop);
+                self.terminate(self.config.timeouts.stop);
             }
         }
     }
 
-    fn enter(&mut self, phase: Phase, timeout: Duration) {
-        self.phase = phase;
-        self.deadline = Some(Instant::now() + timeout);
+    /// Waits `timeout` for the exit before SIGTERM.
+    fn quitting(&mut self, timeout: Duration) {
+        self.lifecycle = Lifecycle::Quitting { until: after(timeout) };
     }
 
-    fn terminate(&mut self) {
+    /// SIGTERM to the group; SIGKILL if it has not exited in `timeout`.
+    fn terminate(&mut self, timeout: Duration) {
         self.child.signal_group(libc::SIGTERM);
-        self.enter(Phase::Terminating, self.config.timeouts.kill);
+        self.lifecycle = Lifecycle::Terminating { until: after(timeout) };
     }
 
     fn kill(&mut self) {
         self.child.signal_group(libc::SIGKILL);
-        self.phase = Phase::Killed;
-        self.deadline = None;
-        self.heartbeat_deadline = None;
+        self.lifecycle = Lifecycle::Killed;
     }
 
+    /// The current state's deadline passed: the next step of the escalation, or a failure.
     fn on_deadline(&mut self) {
-        match self.phase {
-            Phase::Starting => {
+        match self.lifecycle {
+            Lifecycle::Starting { .. } => {
                 tracing::debug!(id = self.id, pid = self.pid, "start timeout");
                 self.fail(WorkerFailure::StartTimeout {
                     timeout: self.config.timeouts.start,
                 });
             }
-            Phase::Stopping => {
+            Lifecycle::Stopping { .. } => {
                 tracing::debug!(id = self.id, pid = self.pid, "stop timeout; sending quit");
-                if self.reading && !self.closed_by_worker {
+                // Stopping is entered only once hello was seen: a worker that still reads and
+                // did not close gets its `quit`.
+                if matches!(self.conversation, Conversation::AwaitingHello | Conversation::Open) {
                     self.write_control(MasterFrame::Quit);
-                    self.enter(Phase::Quitting, self.config.timeouts.quit);
+                    self.quitting(self.config.timeouts.quit);
                 } else {
-                    self.terminate();
+                    self.terminate(self.config.timeouts.kill);
                 }
             }
-            Phase::Quitting => {
+            Lifecycle::Quitting { .. } => {
                 tracing::debug!(id = self.id, pid = self.pid, "quit timeout; SIGTERM");
-                self.terminate();
+                self.terminate(self.config.timeouts.kill);
             }
-            Phase::Terminating => {
+            Lifecycle::Terminating { .. } => {
                 tracing::debug!(id = self.id, pid = self.pid, "kill timeout; SIGKILL");
                 self.kill();
             }
-            Phase::Running | Phase::Killed => self.deadline = None,
+            Lifecycle::Running { .. } => self.on_heartbeat_missed(),
+            Lifecycle::Killed => {}
         }
     }
 
     /// Tells the host that read frame `seq` that it is handled (its events are emitted).
     fn report_handled(&self, seq: Option<u64>) {
         if let (Frames::Host { host, .. }, Some(seq)) = (&self.frames, seq) {
-            let accepting = self.hello_seen && !self.closed_by_worker && self.reading;
+            let accepting = self.conversation.is_open();
             host.caught_up(CaughtUp::new(self.id, seq, accepting));
         }
     }
 
+    /// No heartbeat came in time (only while running).
     fn on_heartbeat_missed(&mut self) {
-        self.heartbeat_deadline = None;
+        self.lifecycle = Lifecycle::Running { hung_at: None };
         if let Some(hb) = self.config.heartbeat {
-            if matches!(self.phase, Phase::Running) && self.frames.host_is_behind() {
+            if self.frames.host_is_behind() {
                 // The worker did write: it is the master's loop that is late reading. That is
                 // not the worker hanging; look again a tolerance later.
                 tracing::debug!(
                     id = self.id,
                     "heartbeat deadline passed with unread frames; host loop is behind"
                 );
-                self.heartbeat_deadline = Some(Instant::now() + hb.tolerance.max(Duration::from_millis(100)));
+                self.lifecycle = Lifecycle::Running {
+                    hung_at: Some(after(hb.tolerance.max(Duration::from_millis(100)))),
+                };
                 return;
             }
-            if matches!(self.phase, Phase::Running) {
-                self.fail(WorkerFailure::Hung {
-                    silent_for: hb.interval + hb.tolerance,
-                });
-            }
+            self.fail(WorkerFailure::Hung {
+                silent_for: hb.interval + hb.tolerance,
+            });
+        }
+    }
+
+    /// A worker that failed is no longer watched for heartbeats.
+    fn stop_heartbeat_watch(&mut self) {
+        if let Lifecycle::Running { .. } = self.lifecycle {
+            self.lifecycle = Lifecycle::Running { hung_at: None };
         }
     }
 
@@ -709,12 +496,12 @@ impl WorkerActor {
         });
         self.set_status(WorkerStatus::Failed);
         self.info.send_modify(|i| i.failure = Some(failure));
-        self.heartbeat_deadline = None;
-        if refused && matches!(self.phase, Phase::Starting | Phase::Running) {
-            self.reading = false;
-            self.enter(Phase::Quitting, self.config.timeouts.quit);
-        } else if !matches!(self.phase, Phase::Terminating | Phase::Killed) {
-            self.terminate();
+        self.stop_heartbeat_watch();
+        if refused && self.lifecycle.is_live() {
+            self.conversation = Conversation::Ended;
+            self.quitting(self.config.timeouts.quit);
+        } else if !self.lifecycle.is_signalled() {
+            self.terminate(self.config.timeouts.kill);
         }
     }
 
@@ -756,15 +543,22 @@ impl WorkerActor {
         }
     }
 
+    /// A frame from the channel (number `seq` if the host's loop forwarded it): handled, then
+    /// reported handled to the host, after its events.
+    fn on_read(&mut self, frame: Option<Frame>, seq: Option<u64>) {
+        self.on_frame(frame);
+        self.report_handled(seq);
+    }
+
     fn on_frame(&mut self, frame: Option<Result<String, ProtocolError>>) {
         match frame {
             None => {
                 tracing::debug!(id = self.id, pid = self.pid, "worker closed its channel");
-                self.reading = false;
+                self.conversation = Conversation::Ended;
             }
             Some(Err(error)) => {
                 if matches!(error, ProtocolError::Io { .. }) {
-                    self.reading = false;
+                    self.conversation = Conversation::Ended;
                 }
                 self.protocol_error(error);
             }
@@ -777,11 +571,11 @@ impl WorkerActor {
     }
 
     fn on_line(&mut self, line: &str) -> Result<(), ProtocolError> {
-        if self.closed_by_worker {
+        if self.conversation == Conversation::ClosedByWorker {
             return Err(ProtocolError::AfterClose);
         }
         let frame = protocol::decode_worker_frame(line)?;
-        if !self.hello_seen {
+        if self.conversation == Conversation::AwaitingHello {
             let WorkerFrame::Hello { version, .. } = frame else {
                 return Err(ProtocolError::HelloExpected {
                     got: excerpt_type(line),
@@ -818,8 +612,10 @@ impl WorkerActor {
     /// A heartbeat (a `heartbeat` frame, or `WATCHDOG=1`) pushes the hung deadline back.
     fn on_heartbeat(&mut self, rss_bytes: Option<u64>) {
         if let Some(hb) = self.config.heartbeat {
-            if self.heartbeat_deadline.is_some() {
-                self.heartbeat_deadline = Some(Instant::now() + hb.interval + hb.tolerance);
+            if let Lifecycle::Running { hung_at: Some(_) } = self.lifecycle {
+                self.lifecycle = Lifecycle::Running {
+                    hung_at: Some(after(hb.interval + hb.tolerance)),
+                };
             }
         }
         if rss_bytes.is_some() {
@@ -959,7 +755,7 @@ impl WorkerActor {
             });
             return Err(error);
         }
-        self.hello_seen = true;
+        self.conversation = Conversation::Open;
         let config = &self.config;
         let worker = WorkerMeta {
             id: self.id,
@@ -983,23 +779,20 @@ impl WorkerActor {
         }
         self.set_status(to);
         match to {
-            WorkerStatus::Started if self.phase == Phase::Starting => {
-                self.phase = Phase::Running;
-                self.deadline = None;
-                self.started_at = Some(Instant::now());
-                if let Some(hb) = self.config.heartbeat {
-                    self.heartbeat_deadline = Some(Instant::now() + hb.interval + hb.tolerance);
-                }
+            WorkerStatus::Started if matches!(self.lifecycle, Lifecycle::Starting { .. }) => {
+                self.lifecycle = Lifecycle::Running {
+                    hung_at: self.config.heartbeat.map(|hb| after(hb.interval + hb.tolerance)),
+                };
             }
-            WorkerStatus::Stopped if self.phase == Phase::Stopping => {
+            WorkerStatus::Stopped if matches!(self.lifecycle, Lifecycle::Stopping { .. }) => {
                 self.write_control(MasterFrame::Quit);
-                self.enter(Phase::Quitting, self.config.timeouts.quit);
+                self.quitting(self.config.timeouts.quit);
             }
             WorkerStatus::ShuttedDown => {
-                self.closed_by_worker = true;
-                if matches!(self.phase, Phase::Starting | Phase::Running | Phase::Stopping) {
+                self.conversation = Conversation::ClosedByWorker;
+                if self.lifecycle.is_live() || matches!(self.lifecycle, Lifecycle::Stopping { .. }) {
                     // It is leaving on its own (or early): give it the quit timeout to exit.
-                    self.enter(Phase::Quitting, self.config.timeouts.quit);
+                    self.quitting(self.config.timeouts.quit);
                 }
             }
             WorkerStatus::Failed => {
@@ -1009,8 +802,8 @@ impl WorkerActor {
                     pid: Some(self.pid),
                     failure: WorkerFailure::Reported,
                 });
-                self.heartbeat_deadline = None;
-                if matches!(self.phase, Phase::Starting | Phase::Running) {
+                self.stop_heartbeat_watch();
+                if self.lifecycle.is_live() {
                     self.begin_retire();
                 }
             }
@@ -1037,10 +830,17 @@ impl WorkerActor {
 
     /// The process has exited: clear its group, reap it, read what it wrote before dying, report.
     async fn on_exit(mut self) {
+        let reason = self.reap();
+        self.drain().await;
+        self.report_exit(reason);
+    }
+
+    /// Kills what is left of the group and reaps the process; releases the sockets it held.
+    fn reap(&mut self) -> crate::ExitReason {
         let reaped = self.child.reap();
         // Whatever sockets it asked for, it holds no more (they linger for its successor).
         self.listeners.release(self.pid);
-        let reason = match reaped {
+        match reaped {
             Ok(reason) => reason,
             Err(error) => {
                 // Only possible if someone else reaped our child (a `waitpid(-1)` in the host).
@@ -1050,16 +850,16 @@ impl WorkerActor {
                     core_dumped: false,
                 }
             }
-        };
-        // Frames written just before the exit are still in the socket: deliver them first.
+        }
+    }
+
+    /// Frames written just before the exit are still in the socket: they are delivered before it.
+    async fn drain(&mut self) {
         let mut drain_until = Instant::now() + DRAIN_LIMIT;
         let give_up = Instant::now() + HOST_DRAIN_LIMIT;
-        while self.reading {
-            match tokio::time::timeout_at(drain_until.into(), self.frames.next()).await {
-                Ok((frame, seq)) => {
-                    self.on_frame(frame);
-                    self.report_handled(seq);
-                }
+        while self.conversation.reading() {
+            match tokio::time::timeout_at(drain_until, self.frames.next()).await {
+                Ok((frame, seq)) => self.on_read(frame, seq),
                 // A host's loop that is busy has not read them yet: the exit waits for them (its
                 // event would otherwise overtake the worker's last messages), within reason.
                 Err(_) if self.frames.host_is_behind() && Instant::now() < give_up => {
@@ -1068,6 +868,10 @@ impl WorkerActor {
                 Err(_) => break,
             }
         }
+    }
+
+    /// The exit, in the snapshot and as an event; the channel's writers are done.
+    fn report_exit(self, reason: crate::ExitReason) {
         let exit = WorkerExit {
             id: self.id,
             pid: self.pid,
@@ -1110,3 +914,8 @@ fn excerpt_type(line: &str) -> String {
         .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| format!("{t:?}")))
         .unwrap_or_else(|| "a frame without a type".into())
 }
+
+/// The actor against a fake process, under tokio's paused clock: the test plays the worker on a
+/// real socket pair, and every timeout is checked to the instant.
+#[cfg(test)]
+mod tests;

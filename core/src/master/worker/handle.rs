@@ -1,0 +1,189 @@
+//! What the master holds of a worker: the handle it commands the actor through, and the snapshot
+//! the actor keeps current.
+
+use serde::Serialize;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+use super::actor::Command;
+use crate::exit::WorkerExit;
+use crate::master::events::WorkerFailure;
+use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
+use crate::protocol::{self, encode_frame};
+use crate::status::WorkerStatus;
+use crate::WorkerId;
+
+/// A snapshot of one worker, as returned by [`crate::Master::workers`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerInfo {
+    /// The worker's id: stable across restarts of the worker, never reused by its master.
+    pub id: WorkerId,
+    /// The current process's pid.
+    pub pid: u32,
+    /// The last status; FAILED once the process has exited from INITIALIZED, STARTING or STARTED
+    /// (an exited worker is never shown as STARTED; [`WorkerExit::last_status`] keeps the last one).
+    pub status: WorkerStatus,
+    /// When the current process was spawned.
+    pub spawned_at: SystemTime,
+    /// When the current process reported STARTED.
+    pub started_at: Option<SystemTime>,
+    /// How many times this worker was restarted (a new process under the same id).
+    pub restarts: u32,
+    /// The reload generation the worker belongs to (0 for the first `start()`).
+    pub generation: u64,
+    /// Resident memory from the last heartbeat or memory check, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Why the master gave up on the process, if it did.
+    pub failure: Option<WorkerFailure>,
+    /// How the process ended, once it has.
+    pub exit: Option<WorkerExit>,
+}
+
+impl WorkerInfo {
+    /// Whether the process is still running (not yet reaped).
+    pub fn is_alive(&self) -> bool {
+        self.exit.is_none()
+    }
+}
+
+/// Why a send to a worker failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The worker process has exited or its channel is closed.
+    #[error("worker {id} is gone (its process exited or its channel closed)")]
+    Gone {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// The worker was told to quit: it reads nothing more, so the message was not written.
+    #[error("worker {id} is quitting and takes no more messages")]
+    Quitting {
+        /// The worker.
+        id: WorkerId,
+    },
+    /// Writing to the channel failed.
+    #[error("writing to worker {id} failed: {error}")]
+    Write {
+        /// The worker.
+        id: WorkerId,
+        /// The OS error.
+        error: String,
+    },
+    /// The worker is not reading its channel: `queued` bytes already wait for it, and this
+    /// message would take them past the bound (`limit`). Nothing was queued.
+    #[error("worker {id} is not reading its channel: {queued} bytes wait unwritten (limit {limit})")]
+    Backlogged {
+        /// The worker.
+        id: WorkerId,
+        /// Bytes waiting.
+        queued: usize,
+        /// The per-worker bound.
+        limit: usize,
+    },
+    /// The message was not yet written within the time the caller allowed (a broadcast's
+    /// [`crate::master::BROADCAST_TIMEOUT`]): the worker is not reading. It stays queued, and is
+    /// written if the worker reads again.
+    #[error("worker {id} took no bytes within {after:?}: it is not reading its channel (the message stays queued)")]
+    Timeout {
+        /// The worker.
+        id: WorkerId,
+        /// How long the caller waited.
+        after: Duration,
+    },
+    /// The message is larger than the frame limit.
+    #[error("message to worker {id}: {error}")]
+    Encode {
+        /// The worker.
+        id: WorkerId,
+        /// What is wrong.
+        error: protocol::codec::EncodeError,
+    },
+}
+
+/// The master's handle on one worker process.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerHandle {
+    pub(super) id: WorkerId,
+    /// To the actor.
+    pub(super) commands: mpsc::UnboundedSender<Command>,
+    /// Where user messages go: the MessageBus channel, or the Node IPC channel (`ready: node-ipc`).
+    pub(super) user_writer: FrameWriter,
+    /// User messages are bare JSON lines (Node IPC), not `message` frames.
+    pub(super) raw_json: bool,
+    /// The snapshot the actor keeps current.
+    pub(super) info: watch::Receiver<WorkerInfo>,
+    pub(super) max_frame_bytes: usize,
+}
+
+impl WorkerHandle {
+    pub(crate) fn info(&self) -> WorkerInfo {
+        self.info.borrow().clone()
+    }
+
+    /// Asks for the graceful end sequence (idempotent; never shortens an escalation under way).
+    pub(crate) fn retire(&self) {
+        let _ = self.commands.send(Command::Retire { hard: false });
+    }
+
+    /// SIGKILL to the process group now.
+    pub(crate) fn kill(&self) {
+        let _ = self.commands.send(Command::Retire { hard: true });
+    }
+
+    pub(crate) fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// Whether user messages go out as bare JSON lines (Node IPC) rather than `message` frames:
+    /// workers that agree on this take the same encoded bytes.
+    pub(crate) fn raw_json(&self) -> bool {
+        self.raw_json
+    }
+
+    /// A user message as this worker's channel takes it.
+    pub(crate) fn encode<T: Serialize + ?Sized>(&self, data: &T) -> Result<Vec<u8>, SendError> {
+        if self.raw_json {
+            encode_frame(data, self.max_frame_bytes)
+        } else {
+            protocol::codec::encode_message(data, self.max_frame_bytes)
+        }
+        .map_err(|error| SendError::Encode { id: self.id, error })
+    }
+
+    /// Sends a user message; resolves once the bytes are handed to the kernel.
+    pub(crate) async fn send<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), SendError> {
+        self.send_bytes(self.encode(data)?).await
+    }
+
+    pub(crate) async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), SendError> {
+        if !self.info.borrow().is_alive() {
+            return Err(SendError::Gone { id: self.id });
+        }
+        match self.user_writer.write(bytes, FrameKind::Plain, None).await {
+            Ok(()) => Ok(()),
+            Err(WriteFailure::Io(error)) => Err(SendError::Write { id: self.id, error }),
+            Err(WriteFailure::Quitting) => Err(SendError::Quitting { id: self.id }),
+            Err(WriteFailure::Full { queued, limit }) => Err(SendError::Backlogged {
+                id: self.id,
+                queued,
+                limit,
+            }),
+        }
+    }
+
+    /// Waits until the worker reports STARTED, fails, or exits; returns the snapshot at that moment.
+    pub(crate) async fn wait_settled(&self) -> WorkerInfo {
+        let mut rx = self.info.clone();
+        let settled =
+            |i: &WorkerInfo| i.status == WorkerStatus::Started || i.status == WorkerStatus::Failed || !i.is_alive();
+        let result = rx.wait_for(settled).await.map(|i| i.clone());
+        result.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// Waits until the process is reaped; returns its final snapshot.
+    pub(crate) async fn wait_exit(&self) -> WorkerInfo {
+        let mut rx = self.info.clone();
+        let result = rx.wait_for(|i| !i.is_alive()).await.map(|i| i.clone());
+        result.unwrap_or_else(|_| rx.borrow().clone())
+    }
+}
