@@ -73,8 +73,13 @@ async fn workers_flooding_heartbeats_and_messages_keep_the_master_memory_bounded
         open_fds()
     );
     // The stalled subscriber: what it holds is bounded, and what it lost is counted, in place.
+    // Read until both exits are in: the hub pushes an event to one queue after another, so the
+    // second exit may reach the reading subscriber a moment before this one.
     let (mut kept, mut dropped, mut stalled_exits) = (0u64, 0u64, 0);
-    while let Some(event) = stalled.try_recv() {
+    while stalled_exits < 2 {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), stalled.recv()).await else {
+            break;
+        };
         match event {
             Event::Dropped { count } => dropped += count,
             Event::Exit(_) => stalled_exits += 1,
