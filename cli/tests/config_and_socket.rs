@@ -319,15 +319,15 @@ fn one_drover_owns_a_socket_path_even_before_it_binds() {
         let loser = exited.iter().position(Option::is_some).unwrap();
         assert_eq!(exited[loser].unwrap().code(), Some(1), "round {round}");
         let winner = &mut pair[1 - loser];
-        let status = Command::new(drover_bin())
-            .args(["stop", "--socket"])
-            .arg(&socket)
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "round {round}: the other drover does not answer"
-        );
+        // The loser may be refused before the winner has bound its socket: ask until it answers.
+        let stopped = || {
+            Command::new(drover_bin())
+                .args(["stop", "--socket"])
+                .arg(&socket)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        assert!(eventually(stopped), "round {round}: the other drover does not answer");
         assert!(
             eventually(|| winner.0.try_wait().unwrap().is_some()),
             "round {round}: no exit after stop"
