@@ -1,6 +1,6 @@
 //! The master: a group of identical workers, and every operation on them.
 //!
-//! [`Master`] is a cheap handle. The workers are actors (`worker.rs`). The master's state is a
+//! [`Master`] is a cheap handle. The workers are actors (`worker/`). The master's state is a
 //! table of *slots* (a worker id, its current process, and the config it runs), its status and
 //! its config, shared with the handles for queries and messages (`workers()`, `send()`...).
 //!
