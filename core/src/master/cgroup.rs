@@ -145,7 +145,7 @@ pub(super) struct JoinPlan {
     prefix: usize,
 }
 
-const PID_WIDTH: usize = 20;
+const PID_WIDTH: usize = super::spawn::DECIMAL_WIDTH;
 const PROCS: &[u8] = b"/cgroup.procs\0";
 
 impl JoinPlan {
@@ -165,7 +165,7 @@ impl JoinPlan {
     /// its process group as its only containment.
     pub(super) fn join(&mut self) {
         // SAFETY: getpid is async-signal-safe.
-        let digits = format_pid(unsafe { libc::getpid() } as u64);
+        let digits = super::spawn::decimal(unsafe { libc::getpid() } as u64);
         let mut end = self.prefix;
         for &d in digits.iter().take_while(|d| **d != 0) {
             self.buf[end] = d;
@@ -186,25 +186,6 @@ impl JoinPlan {
             }
         }
     }
-}
-
-/// `pid` in decimal, NUL-padded, without allocating.
-pub(super) fn format_pid(mut pid: u64) -> [u8; PID_WIDTH] {
-    let mut reversed = [0u8; PID_WIDTH];
-    let mut n = 0;
-    loop {
-        reversed[n] = b'0' + (pid % 10) as u8;
-        n += 1;
-        pid /= 10;
-        if pid == 0 || n == PID_WIDTH {
-            break;
-        }
-    }
-    let mut out = [0u8; PID_WIDTH];
-    for i in 0..n {
-        out[i] = reversed[n - 1 - i];
-    }
-    out
 }
 
 /// Kills everything left in worker `pid`'s cgroup, then removes the cgroup. Called when the worker
@@ -255,8 +236,9 @@ mod tests {
 
     #[test]
     fn pids_format_without_allocating() {
-        assert_eq!(&format_pid(0)[..2], b"0\0");
-        assert_eq!(&format_pid(4121)[..5], b"4121\0");
-        assert_eq!(&format_pid(u64::MAX)[..20], b"18446744073709551615");
+        use crate::master::spawn::decimal;
+        assert_eq!(&decimal(0)[..2], b"0\0");
+        assert_eq!(&decimal(4121)[..5], b"4121\0");
+        assert_eq!(&decimal(u64::MAX)[..20], b"18446744073709551615");
     }
 }

@@ -325,7 +325,7 @@ unsafe fn clean_cgroups(dir: &std::ffi::CStr, groups: &[i32]) {
         for &pgid in groups {
             let mut tail = [0u8; 24];
             tail[0] = b'/';
-            let digits = super::cgroup::format_pid(pgid as u64);
+            let digits = super::spawn::decimal(pgid as u64);
             let len = digits.iter().position(|d| *d == 0).unwrap_or(digits.len());
             tail[1..1 + len].copy_from_slice(&digits[..len]);
             at(&mut path, &tail[..1 + len]);

@@ -215,7 +215,7 @@ unsafe impl Send for ExecPlan {}
 // SAFETY: as above; nothing is shared mutably across threads.
 unsafe impl Sync for ExecPlan {}
 
-const LISTEN_PID_WIDTH: usize = 20;
+const LISTEN_PID_WIDTH: usize = DECIMAL_WIDTH;
 
 impl ExecPlan {
     fn new(spec: &SpawnSpec) -> io::Result<ExecPlan> {
@@ -281,19 +281,10 @@ impl ExecPlan {
             // SAFETY: getpid is async-signal-safe; the slot is `width` writable bytes followed by
             // the entry's NUL, all in this (forked) process's copy of the buffer.
             unsafe {
-                let mut pid = libc::getpid() as u64;
-                let mut digits = [0u8; LISTEN_PID_WIDTH];
-                let mut n = 0;
-                loop {
-                    digits[n] = b'0' + (pid % 10) as u8;
-                    n += 1;
-                    pid /= 10;
-                    if pid == 0 || n == width {
-                        break;
-                    }
-                }
-                for i in 0..n {
-                    *slot.add(i) = digits[n - 1 - i];
+                let digits = decimal(libc::getpid() as u64);
+                let n = digits.iter().position(|d| *d == 0).unwrap_or(DECIMAL_WIDTH).min(width);
+                for (i, digit) in digits.iter().take(n).enumerate() {
+                    *slot.add(i) = *digit;
                 }
                 *slot.add(n) = 0;
             }
@@ -302,6 +293,29 @@ impl ExecPlan {
         unsafe { libc::execve(self.program.as_ptr(), self.argv_ptrs.as_ptr(), self.envp_ptrs.as_ptr()) };
         Err(io::Error::last_os_error())
     }
+}
+
+/// The most digits of a `u64` in decimal.
+pub(super) const DECIMAL_WIDTH: usize = 20;
+
+/// `n` in decimal, NUL-padded: for code between fork and exec (and the guardian), which may not
+/// allocate.
+pub(super) fn decimal(mut n: u64) -> [u8; DECIMAL_WIDTH] {
+    let mut reversed = [0u8; DECIMAL_WIDTH];
+    let mut len = 0;
+    loop {
+        reversed[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == DECIMAL_WIDTH {
+            break;
+        }
+    }
+    let mut out = [0u8; DECIMAL_WIDTH];
+    for (i, digit) in reversed[..len].iter().rev().enumerate() {
+        out[i] = *digit;
+    }
+    out
 }
 
 /// Runs in the child after fork (after std has set up fds 0-2). Async-signal-safe only.
