@@ -6,7 +6,7 @@
 //! (`workerId`, `pid`, `operation`, `status`, `cause`...). `lib/errors.js` decodes it; nothing
 //! else parses messages.
 
-use drover::{BusError, ConfigError, Error, ListenError, StartFailure};
+use drover::{BusError, ConfigError, Error, ExitReason, ListenError, StartFailure};
 use serde_json::{json, Value};
 
 /// Starts the message of every error the addon raises.
@@ -26,7 +26,7 @@ pub fn describe(error: &Error) -> Value {
                 "failure": failure.to_string(),
             });
             if let StartFailure::Exited(reason) = failure {
-                v["exitReason"] = crate::master::reason_json(reason);
+                v["exitReason"] = reason_json(reason);
             }
             v
         }
@@ -59,6 +59,22 @@ pub fn describe(error: &Error) -> Value {
         Error::Listen(e) => describe_listen(&message, Some(e)),
         #[allow(unreachable_patterns)]
         _ => json!({ "name": "DroverError", "message": message }),
+    }
+}
+
+/// drover's payload of an exit reason: `kind` (the class name), and `code`, or `signal` (the name,
+/// e.g. `"SIGKILL"`) with `signalNumber` and `coreDumped`.
+fn reason_json(reason: &ExitReason) -> Value {
+    match *reason {
+        ExitReason::NormalExit { code } | ExitReason::AbnormalExit { code } => {
+            json!({ "kind": reason.kind_name(), "code": code })
+        }
+        ExitReason::ExternalSignal { signal, core_dumped } => json!({
+            "kind": reason.kind_name(),
+            "signal": drover::signal_name(signal),
+            "signalNumber": signal,
+            "coreDumped": core_dumped,
+        }),
     }
 }
 

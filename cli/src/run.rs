@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, WorkerStatus};
+use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, Subject, WorkerStatus};
 
 use crate::config::{self, Plan};
 use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerReport};
@@ -645,25 +645,42 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
 
 fn on_event(shared: &Shared, group: &str, event: Event) {
     progress(shared, group, &event);
-    let log = &shared.log;
-    let worker = |id, pid| Who {
-        group,
-        id: Some(id),
-        pid: Some(pid),
+    // The metrics first: they count events the log does not show.
+    match &event {
+        Event::Message { .. } => shared.metrics.message_in(group),
+        Event::Exit(exit) => shared.metrics.exit(group, exit.reason.kind_name(), exit.requested),
+        Event::Restarting { .. } => shared.metrics.restart(group),
+        Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
+        _ => {}
+    }
+    // The log's own name for each line (its JSON schema), and the lines it leaves out.
+    let name = match &event {
+        Event::Spawned { .. } => "spawned",
+        Event::Status {
+            to: WorkerStatus::Started,
+            ..
+        } => "started",
+        Event::Status { .. } | Event::Heartbeat { .. } => return,
+        Event::Message { .. } => "message",
+        Event::Exit(_) => "exited",
+        Event::ProtocolError { .. } => "protocol-error",
+        Event::Failed { .. } => "failed",
+        Event::Restarting { .. } => "restarting",
+        Event::Recycling { .. } => "recycling",
+        Event::GaveUp { .. } => "gave-up",
+        Event::MasterStatus { .. } => "status",
+        Event::Dropped { .. } => "dropped",
     };
-    let whole = Who {
-        group,
-        id: None,
-        pid: None,
+    let (id, pid) = match event.subject() {
+        Subject::Worker { id, pid } => (Some(id), pid),
+        Subject::Master => (None, None),
     };
-    match event {
-        Event::Status { id, pid, to, .. } => match to {
-            WorkerStatus::Initialized => log.event(worker(id, pid), "spawned", "spawned"),
-            WorkerStatus::Started => log.event(worker(id, pid), "started", "started"),
-            _ => {}
-        },
-        Event::Message { id, pid, data } => {
-            shared.metrics.message_in(group);
+    let who = Who { group, id, pid };
+    let message = match &event {
+        // A STARTED line is the one status change the log shows: it says so in a word.
+        Event::Status { .. } => "started".to_string(),
+        // The log shows what a worker said, cut to a readable length.
+        Event::Message { data, .. } => {
             let mut text = data.to_string();
             if text.len() > 2000 {
                 let mut cut = 2000;
@@ -673,66 +690,11 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
                 text.truncate(cut);
                 text.push_str("...");
             }
-            log.event(worker(id, pid), "message", &format!("message: {text}"));
+            format!("message: {text}")
         }
-        Event::Exit(exit) => {
-            shared.metrics.exit(group, exit.reason.kind_name(), exit.requested);
-            log.event(
-                worker(exit.id, exit.pid),
-                "exited",
-                &format!(
-                    "exited: {} in status {}, {}",
-                    exit.reason,
-                    exit.last_status,
-                    if exit.requested { "as asked" } else { "unasked" }
-                ),
-            );
-        }
-        Event::ProtocolError { id, pid, error } => {
-            log.event(worker(id, pid), "protocol-error", &format!("protocol error: {error}"))
-        }
-        Event::Failed { id, pid, failure } => {
-            let who = Who {
-                group,
-                id: Some(id),
-                pid,
-            };
-            log.event(who, "failed", &format!("failed: {failure}"));
-        }
-        Event::Restarting { id, delay, restarts } => {
-            shared.metrics.restart(group);
-            let who = Who {
-                group,
-                id: Some(id),
-                pid: None,
-            };
-            log.event(
-                who,
-                "restarting",
-                &format!("restarting in {delay:?} (restart #{restarts})"),
-            );
-        }
-        Event::Recycling { id, reason } => {
-            let who = Who {
-                group,
-                id: Some(id),
-                pid: None,
-            };
-            log.event(who, "recycling", &format!("recycling: {reason}"));
-        }
-        Event::GaveUp { restarts, window } => log.event(
-            whole,
-            "gave-up",
-            &format!("gave up restarting: more than {restarts} restarts within {window:?}; the group is FAILED"),
-        ),
-        Event::MasterStatus { from, to } => log.event(whole, "status", &format!("{from} -> {to}")),
-        Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
-        Event::Dropped { count } => log.event(
-            whole,
-            "dropped",
-            &format!("{count} events dropped: this log fell behind the workers"),
-        ),
-    }
+        _ => event.summary().to_string(),
+    };
+    shared.log.event(who, name, &message);
 }
 
 /// Tells in the log when lines were dropped, at most once a second.

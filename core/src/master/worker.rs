@@ -408,12 +408,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         node_frames,
         node_writer: node_writer.clone(),
     };
-    events.emit(Event::Status {
-        id: spec.id,
-        pid,
-        from: WorkerStatus::Initialized,
-        to: WorkerStatus::Initialized,
-    });
+    events.emit(Event::Spawned { id: spec.id, pid });
     tokio::spawn(actor.run());
     Ok(WorkerHandle {
         id: spec.id,
