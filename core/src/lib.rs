@@ -89,13 +89,13 @@ pub mod status;
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
 pub type WorkerId = u64;
 
-pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, MessageBus};
+pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, ListenRefused, MessageBus};
 pub use config::{
     ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, ReadySource, Recycle, Timeouts,
 };
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
-pub use listen::{ListenAddr, ListenError, ListenSpec};
+pub use listen::{errno_name, ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
 pub use master::events::{
     message_json_text, Event, Events, Subscription, Summary, Subject, WorkerFailure, EVENT_JSON_VERSION, EVENT_QUEUE_BYTES,

@@ -845,6 +845,8 @@ impl WorkerActor {
                         request,
                         local: Some(listener.local.clone()),
                         error: None,
+                        errno: None,
+                        address: None,
                     };
                     (frame, Some(listener.fd.clone()))
                 }
@@ -855,6 +857,8 @@ impl WorkerActor {
                             request,
                             local: None,
                             error: Some(error.to_string()),
+                            errno: error.errno(),
+                            address: Some(error.address().to_string()),
                         },
                         None,
                     )
