@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use drover::signals::SignalStream;
 use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, Subject, WorkerStatus};
 
 use crate::config::{self, Plan};
@@ -142,7 +143,7 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     log.info("control", &format!("control socket {}", socket_path.display()));
     tokio::spawn(control::server::serve(socket, shared.clone()));
 
-    let mut signals = match Signals::new() {
+    let mut signals = match SignalStream::new() {
         Ok(s) => s,
         Err(error) => {
             return fail(ExitCode::FAILURE, format!("cannot handle signals: {error}"));
@@ -210,24 +211,12 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         }
     }
 
-    let all_down = {
-        let watches: Vec<_> = shared.groups.iter().map(|(_, m)| m.watch_status()).collect();
-        async move {
-            for mut rx in watches {
-                let _ = rx.wait_for(|s| *s == MasterStatus::ShutDown).await;
-            }
-        }
+    let masters: Vec<Master> = shared.groups.iter().map(|(_, m)| m.clone()).collect();
+    let on_signal = {
+        let shared = shared.clone();
+        move |signal| shared.clone().on_signal(signal)
     };
-    tokio::pin!(all_down);
-    loop {
-        tokio::select! {
-            _ = &mut all_down => break,
-            signal = signals.recv() => {
-                let shared = shared.clone();
-                tokio::spawn(async move { shared.on_signal(signal).await });
-            }
-        }
-    }
+    drover::signals::dispatch_until_shut_down(&mut signals, &masters, on_signal).await;
 
     // Let answers in flight (a `drover stop` waiting for this) go out, then the log.
     let _ = tokio::time::timeout(Duration::from_secs(3), shared.in_flight.write()).await;
@@ -259,32 +248,6 @@ where
         }
     }
     out
-}
-
-/// SIGHUP, SIGTERM and SIGINT as a stream of numbers.
-struct Signals {
-    hup: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            hup: signal(SignalKind::hangup())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.hup.recv() => libc::SIGHUP,
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.int.recv() => libc::SIGINT,
-        }
-    }
 }
 
 impl Shared {
@@ -353,10 +316,9 @@ impl Shared {
             let (group, master) = (group.clone(), master.clone());
             tasks.push(tokio::spawn(async move {
                 let result = match action {
-                    SignalAction::Reload => shared.reload(&group, &master).await.map_err(|e| e.to_string()),
-                    SignalAction::GracefulShutdown => master.graceful_shutdown().await.map_err(|e| e.to_string()),
-                    SignalAction::HardShutdown => master.hard_shutdown().await.map_err(|e| e.to_string()),
-                    SignalAction::Ignore => Ok(()),
+                    // A reload is logged, counted and told to systemd around core's.
+                    SignalAction::Reload => shared.reload(&group, &master).await,
+                    _ => master.apply_signal_action(action).await,
                 };
                 if let Err(error) = result {
                     shared.log.info("signal", &format!("{group}: {error}"));

@@ -557,8 +557,8 @@ impl Event {
         Summary(self)
     }
 
-    /// The event in drover's versioned JSON form (see `docs/PROTOCOL.md`, "Events as JSON"): an
-    /// object with `"v"` ([`EVENT_JSON_VERSION`]), `"event"` ([`Event::kind_name`]) and the
+    /// The event in drover's versioned JSON form, the one every face gives (the C `json` field, the
+    /// Node addon's events): an object with `"v"` ([`EVENT_JSON_VERSION`]), `"event"` ([`Event::kind_name`]) and the
     /// event's fields, durations in whole milliseconds (`delay_ms`), statuses as their protocol
     /// numbers (worker) or names (master), exit reasons and failures as [`ExitReason::to_json`]
     /// and [`WorkerFailure::to_json`] give them, and `"message"`, the failure or protocol error in
