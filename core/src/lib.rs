@@ -98,8 +98,8 @@ pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{errno_name, ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
 pub use master::events::{
-    message_json_text, Event, Events, Subscription, Summary, Subject, WorkerFailure, EVENT_JSON_VERSION, EVENT_QUEUE_BYTES,
-    EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,
+    message_json_text, Event, Events, Subject, Subscription, Summary, WorkerFailure, EVENT_JSON_VERSION,
+    EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,
 };
 pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel};
 pub use master::output::{OutputLine, OutputLines, OutputStream};

@@ -197,7 +197,6 @@ impl ListenError {
             _ => None,
         }
     }
-
 }
 
 /// The name of errno `errno`, e.g. `"EADDRINUSE"` (`"UnknownErrno"` for a number without one).

@@ -172,7 +172,10 @@ impl MasterStatus {
     /// nothing runs and nothing will happen by itself, so a host need not keep its event loop
     /// alive for it, and dropping it kills nothing.
     pub fn is_idle(self) -> bool {
-        matches!(self, MasterStatus::Initialized | MasterStatus::Stopped | MasterStatus::ShutDown)
+        matches!(
+            self,
+            MasterStatus::Initialized | MasterStatus::Stopped | MasterStatus::ShutDown
+        )
     }
 
     /// The name used in logs, the C ABI and the Node API, e.g. `"STARTED"`.
@@ -222,7 +225,10 @@ mod tests {
         assert_eq!(MasterStatus::ShutDown.code(), 7);
         assert_eq!(MasterStatus::Failed.code(), 8);
         let idle: Vec<_> = MasterStatus::ALL.into_iter().filter(|s| s.is_idle()).collect();
-        assert_eq!(idle, [MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown]);
+        assert_eq!(
+            idle,
+            [MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown]
+        );
     }
 
     #[test]

@@ -560,7 +560,7 @@ impl Event {
     /// The event in drover's versioned JSON form, the one every face gives (the C `json` field, the
     /// Node addon's events): an object with `"v"` ([`EVENT_JSON_VERSION`]), `"event"` ([`Event::kind_name`]) and the
     /// event's fields, durations in whole milliseconds (`delay_ms`), statuses as their protocol
-    /// numbers (worker) or names (master), exit reasons and failures as [`ExitReason::to_json`]
+    /// numbers (worker) or names (master), exit reasons and failures as [`crate::ExitReason::to_json`]
     /// and [`WorkerFailure::to_json`] give them, and `"message"`, the failure or protocol error in
     /// words, where there is one.
     pub fn to_json(&self) -> Value {
@@ -639,7 +639,9 @@ impl WorkerFailure {
     /// durations in whole milliseconds (`timeout_ms`, `silent_for_ms`).
     pub fn to_json(&self) -> Value {
         match self {
-            WorkerFailure::StartTimeout { timeout } => json!({ "kind": "start_timeout", "timeout_ms": millis(*timeout) }),
+            WorkerFailure::StartTimeout { timeout } => {
+                json!({ "kind": "start_timeout", "timeout_ms": millis(*timeout) })
+            }
             WorkerFailure::Protocol { error } => json!({ "kind": "protocol", "error": error }),
             WorkerFailure::Reported => json!({ "kind": "reported" }),
             WorkerFailure::Hung { silent_for } => json!({ "kind": "hung", "silent_for_ms": millis(*silent_for) }),
@@ -670,7 +672,9 @@ impl std::fmt::Display for Summary<'_> {
             ),
             Event::ProtocolError { error, .. } => write!(f, "broke the protocol: {error}"),
             Event::Failed { failure, .. } => write!(f, "failed: {failure}"),
-            Event::Heartbeat { rss_bytes: Some(rss), .. } => write!(f, "sent a heartbeat ({rss} bytes resident)"),
+            Event::Heartbeat {
+                rss_bytes: Some(rss), ..
+            } => write!(f, "sent a heartbeat ({rss} bytes resident)"),
             Event::Heartbeat { rss_bytes: None, .. } => f.write_str("sent a heartbeat"),
             Event::Restarting { delay, restarts, .. } => {
                 write!(f, "restarting in {delay:?} (restart #{restarts})")
@@ -681,7 +685,10 @@ impl std::fmt::Display for Summary<'_> {
                 "gave up restarting: more than {restarts} restarts within {window:?}; the master is FAILED"
             ),
             Event::Dropped { count } => {
-                write!(f, "{count} events dropped: the event queue was full (its reader fell behind)")
+                write!(
+                    f,
+                    "{count} events dropped: the event queue was full (its reader fell behind)"
+                )
             }
         }
     }
@@ -892,7 +899,10 @@ mod tests {
             json!({ "kind": "EXTERNAL_SIGNAL", "name": "ExternalSignal", "signal": 11, "signal_name": "SIGSEGV", "core_dumped": true })
         );
         let code = crate::ExitReason::AbnormalExit { code: 3 };
-        assert_eq!(code.to_json(), json!({ "kind": "ABNORMAL_EXIT", "name": "AbnormalExit", "code": 3 }));
+        assert_eq!(
+            code.to_json(),
+            json!({ "kind": "ABNORMAL_EXIT", "name": "AbnormalExit", "code": 3 })
+        );
     }
 
     #[tokio::test]
