@@ -615,23 +615,17 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
         Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
         _ => {}
     }
-    // The log's own name for each line (its JSON schema), and the lines it leaves out.
+    // The log's name for each line (its JSON schema): core's, in kebab case, but for two names
+    // the log had first; and the lines it leaves out.
     let name = match &event {
-        Event::Spawned { .. } => "spawned",
         Event::Status {
             to: WorkerStatus::Started,
             ..
-        } => "started",
+        } => "started".to_string(),
         Event::Status { .. } | Event::Heartbeat { .. } => return,
-        Event::Message { .. } => "message",
-        Event::Exit(_) => "exited",
-        Event::ProtocolError { .. } => "protocol-error",
-        Event::Failed { .. } => "failed",
-        Event::Restarting { .. } => "restarting",
-        Event::Recycling { .. } => "recycling",
-        Event::GaveUp { .. } => "gave-up",
-        Event::MasterStatus { .. } => "status",
-        Event::Dropped { .. } => "dropped",
+        Event::Exit(_) => "exited".to_string(),
+        Event::MasterStatus { .. } => "status".to_string(),
+        _ => event.kind_name().replace('_', "-"),
     };
     let (id, pid) = match event.subject() {
         Subject::Worker { id, pid } => (Some(id), pid),
@@ -656,7 +650,7 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
         }
         _ => event.summary().to_string(),
     };
-    shared.log.event(who, name, &message);
+    shared.log.event(who, &name, &message);
 }
 
 /// Tells in the log when lines were dropped, at most once a second.
