@@ -467,8 +467,8 @@ impl MasterConfig {
         match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
             Some((field, d)) => Err(ConfigError::TooLarge {
                 field,
-                value: format!("{d:?}"),
-                max: format!("{MAX_DURATION:?} (10^12 ms)"),
+                value: format!("{} ms", d.as_millis()),
+                max: format!("{} ms", MAX_DURATION.as_millis()),
             }),
             None => Ok(()),
         }
@@ -609,7 +609,9 @@ pub struct MasterOptions {
     pub ready: Option<ReadySource>,
 }
 
-/// Converts a millisecond option to a duration, naming the field when it is not a positive finite number.
+/// Converts a millisecond option to a duration, naming the field when it is not a positive finite
+/// number. Its upper bound ([`MAX_DURATION`]) is [`MasterConfig::validate`]'s, as for a duration
+/// set in Rust: a value past what a `Duration` holds becomes `Duration::MAX`, which it refuses.
 pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
     if !value.is_finite() || value <= 0.0 {
         return Err(ConfigError::InvalidDuration {
@@ -617,15 +619,7 @@ pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> 
             value: value.to_string(),
         });
     }
-    if value > MAX_DURATION.as_millis() as f64 {
-        return Err(ConfigError::TooLarge {
-            field,
-            // Debug: 1e300 stays short (Display would print all 301 digits).
-            value: format!("{value:?} ms"),
-            max: format!("{} ms", MAX_DURATION.as_millis()),
-        });
-    }
-    Ok(Duration::from_secs_f64(value / 1000.0))
+    Ok(Duration::try_from_secs_f64(value / 1000.0).unwrap_or(Duration::MAX))
 }
 
 /// The program a master runs: `program`, or `script` run with `node` (default: from PATH),
@@ -800,7 +794,7 @@ impl MasterOptions {
             let interval = millis("heartbeatInterval", v)?;
             let tolerance = match self.heartbeat_tolerance {
                 Some(v) => millis("heartbeatTolerance", v)?,
-                None => interval * 2,
+                None => interval.saturating_mul(2),
             };
             config.heartbeat = Some(Heartbeat { interval, tolerance });
         } else if self.heartbeat_tolerance.is_some() {
@@ -938,6 +932,24 @@ mod tests {
                 ..
             })
         ));
+        // Past what a Duration holds: the same error from the same check, never a panic.
+        let error = options(json!({"program": "sh", "maxAge": 1e300})).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::TooLarge { field: "maxAge", .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("at most 1000000000000 ms"), "{error}");
+        let error = options(json!({"program": "sh", "heartbeatInterval": 1e300})).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::TooLarge {
+                    field: "heartbeatInterval",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(matches!(
             options(json!({"program": "sh", "maxFrameBytes": 1i64 << 40})),
             Err(ConfigError::TooLarge {

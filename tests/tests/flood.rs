@@ -74,12 +74,24 @@ async fn workers_flooding_heartbeats_and_messages_keep_the_master_memory_bounded
     );
     // The stalled subscriber: what it holds is bounded, and what it lost is counted, in place.
     let (mut kept, mut dropped, mut stalled_exits) = (0u64, 0u64, 0);
+    let mut tally = |event: Event| match event {
+        Event::Dropped { count } => dropped += count,
+        Event::Exit(_) => stalled_exits += 1,
+        _ => kept += 1,
+    };
+    // One emit pushes an event to each subscriber in turn: the second exit may reach this queue
+    // just after the reading subscriber saw it. Wait for it (with a deadline), never race it.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut exits_seen = 0;
+    while exits_seen < 2 {
+        let Ok(Some(event)) = tokio::time::timeout_at(until, stalled.recv()).await else {
+            break;
+        };
+        exits_seen += usize::from(matches!(event, Event::Exit(_)));
+        tally(event);
+    }
     while let Some(event) = stalled.try_recv() {
-        match event {
-            Event::Dropped { count } => dropped += count,
-            Event::Exit(_) => stalled_exits += 1,
-            _ => kept += 1,
-        }
+        tally(event);
     }
     eprintln!("the stalled subscriber kept {kept} events and was told of {dropped} dropped");
     assert!(
