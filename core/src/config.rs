@@ -610,8 +610,8 @@ pub struct MasterOptions {
 }
 
 /// Converts a millisecond option to a duration, naming the field when it is not a positive finite
-/// number. Its upper bound ([`MAX_DURATION`]) is [`MasterConfig::validate`]'s, as for a duration
-/// set in Rust: a value past what a `Duration` holds becomes `Duration::MAX`, which it refuses.
+/// number or is past [`MAX_DURATION`]. The bound is checked here too, not only by
+/// [`MasterConfig::validate`]: a value past what a `Duration` holds must be reported as given.
 pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
     if !value.is_finite() || value <= 0.0 {
         return Err(ConfigError::InvalidDuration {
@@ -619,7 +619,15 @@ pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> 
             value: value.to_string(),
         });
     }
-    Ok(Duration::try_from_secs_f64(value / 1000.0).unwrap_or(Duration::MAX))
+    if value > MAX_DURATION.as_millis() as f64 {
+        return Err(ConfigError::TooLarge {
+            field,
+            // Debug: 1e300 stays short (Display would print all 301 digits).
+            value: format!("{value:?} ms"),
+            max: format!("{} ms", MAX_DURATION.as_millis()),
+        });
+    }
+    Ok(Duration::from_secs_f64(value / 1000.0))
 }
 
 /// The program a master runs: `program`, or `script` run with `node` (default: from PATH),
@@ -932,7 +940,7 @@ mod tests {
                 ..
             })
         ));
-        // Past what a Duration holds: the same error from the same check, never a panic.
+        // Past what a Duration holds: the bound's error, with the value as given, never a panic.
         let error = options(json!({"program": "sh", "maxAge": 1e300})).unwrap_err();
         assert!(
             matches!(error, ConfigError::TooLarge { field: "maxAge", .. }),
