@@ -323,7 +323,9 @@ enum drover_event_kind
    */
   DROVER_EVENT_KIND_NONE = 0,
   /**
-   * A worker's status changed: `from` and `to` are `drover_worker_status` values.
+   * A worker's status changed: `from` and `to` are `drover_worker_status` values. A new
+   * process is announced as a STATUS event with `from` and `to` both INITIALIZED (its `json`
+   * says `"event":"spawned"`).
    */
   DROVER_EVENT_KIND_STATUS = 1,
   /**
@@ -716,12 +718,13 @@ typedef struct drover_event {
    */
   char *data;
   /**
-   * Always: the event in one line of English (e.g. "worker 2 (pid 4121) killed by SIGKILL (9)
-   * in status STARTED, unasked"). Owned by the event.
+   * Always: the event in one line of English (e.g. "worker 2 (pid 4121) exited: killed by
+   * SIGKILL (9) in status STARTED, unasked"). Owned by the event.
    */
   char *text;
   /**
-   * Always: the whole event as JSON (every field, including ones not in this struct).
+   * Always: the whole event in drover's versioned JSON form (every field, including ones not in
+   * this struct; `"v"` is the form's version, durations are milliseconds, e.g. `delay_ms`).
    * Owned by the event.
    */
   char *json;

@@ -20,8 +20,9 @@ class NormalExit extends ExitReason {}
 class AbnormalExit extends ExitReason {}
 
 /**
- * Builds a reason from the addon's `{ kind, code }` / `{ kind, signal, signalNumber, coreDumped }`
- * and whether the master asked for the exit.
+ * Builds a reason from core's JSON form of it (`{ name, code }` / `{ name, signal, signal_name,
+ * core_dumped }`, `name` being 'NormalExit', 'AbnormalExit' or 'ExternalSignal') and whether the
+ * master asked for the exit.
  *
  * An exit the master asked for (reload, rescale, restart, shutdown) is never a NormalExit, which
  * means "the worker quit by itself": drover 1.0 reported those as AbnormalExit (or ExternalSignal
@@ -30,12 +31,12 @@ class AbnormalExit extends ExitReason {}
  */
 function fromNative(r, requested = false) {
     let reason;
-    switch (r.kind) {
+    switch (r.name) {
         case 'ExternalSignal':
-            reason = new ExternalSignal({ signal: r.signal });
+            reason = new ExternalSignal({ signal: r.signal_name });
             Object.defineProperties(reason, {
-                signalNumber: { value: r.signalNumber, enumerable: false },
-                coreDumped: { value: r.coreDumped, enumerable: false },
+                signalNumber: { value: r.signal, enumerable: false },
+                coreDumped: { value: r.core_dumped, enumerable: false },
             });
             break;
         case 'NormalExit':
@@ -48,7 +49,7 @@ function fromNative(r, requested = false) {
     // ended as core (and so C, Rust and the CLI) reports it; the class differs for a requested exit(0).
     return Object.defineProperties(reason, {
         requested: { value: Boolean(requested), enumerable: false },
-        kind: { value: r.kind, enumerable: false },
+        kind: { value: r.name, enumerable: false },
     });
 }
 

@@ -9,9 +9,8 @@ const exitReasons = require('./exit-reasons');
 const { toJson } = require('./json');
 const compat = require('./compat');
 const signals = require('./signals');
+const { WorkerStatuses } = require('./statuses');
 
-// Statuses in which the master supervises no process: it does not keep Node's loop alive.
-const IDLE = new Set(['INITIALIZED', 'STOPPED', 'SHUT_DOWN']);
 // Statuses in which an operation is under way that ends by itself (in STARTED, STOPPED or FAILED).
 const BUSY = new Set(['STARTING', 'RELOADING']);
 
@@ -21,10 +20,6 @@ const BUSY = new Set(['STARTING', 'RELOADING']);
 // the event callback: that callback reaches the master only through a WeakRef, or the two would
 // keep each other alive forever).
 const live = new Set();
-
-function durationMs(d) {
-    return d && typeof d === 'object' ? d.secs * 1000 + d.nanos / 1e6 : d;
-}
 
 /** Turns drover's options into core's MasterOptions JSON text. */
 function nativeOptions(options, what) {
@@ -70,7 +65,9 @@ class Master extends EventEmitter {
         this._flushes = new Map();
         this._nextFlush = 1;
         this._referenced = false;
-        this._status = 'INITIALIZED';
+        // Whether the master supervises no process (core's idle statuses, told by each
+        // master_status event): it then does not keep Node's loop alive. Created INITIALIZED: idle.
+        this._idle = true;
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
         const self = new WeakRef(this);
         const onEvent = (text) => {
@@ -318,7 +315,7 @@ class Master extends EventEmitter {
 
     // The addon keeps Node's loop alive only while the master supervises workers or a flush waits.
     _updateRef() {
-        const wanted = this._flushes.size > 0 || !IDLE.has(this._status);
+        const wanted = this._flushes.size > 0 || !this._idle;
         if (wanted !== this._referenced) {
             this._referenced = wanted;
             this._native.setRef(wanted);
@@ -337,12 +334,16 @@ class Master extends EventEmitter {
     _onEvent(e) {
         switch (e.event) {
             case 'master_status':
-                this._status = e.to;
+                this._idle = e.idle;
                 this._updateRef();
                 if (e.to === 'SHUT_DOWN') {
                     signals.uninstall(this);
                 }
                 this.emit('status', e.to, e.from);
+                break;
+            case 'spawned':
+                // Announced as a status event to INITIALIZED, as before core had a spawned event.
+                this.emit('worker-status', e.id, WorkerStatuses.INITIALIZED, WorkerStatuses.INITIALIZED, e.pid);
                 break;
             case 'status':
                 this.emit('worker-status', e.id, e.to, e.from, e.pid);
@@ -380,13 +381,13 @@ class Master extends EventEmitter {
                 this.emit('heartbeat', e.id, { pid: e.pid, rssBytes: e.rss_bytes });
                 break;
             case 'restarting':
-                this.emit('worker-restarting', e.id, { delayMs: durationMs(e.delay), restarts: e.restarts });
+                this.emit('worker-restarting', e.id, { delayMs: e.delay_ms, restarts: e.restarts });
                 break;
             case 'recycling':
                 this.emit('worker-recycling', e.id, e.reason);
                 break;
             case 'gave_up':
-                this.emit('gave-up', { restarts: e.restarts, windowMs: durationMs(e.window) });
+                this.emit('gave-up', { restarts: e.restarts, windowMs: e.window_ms });
                 break;
             case 'flush': {
                 const resolve = this._flushes.get(e.id);

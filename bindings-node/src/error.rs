@@ -6,7 +6,7 @@
 //! (`workerId`, `pid`, `operation`, `status`, `cause`...). `lib/errors.js` decodes it; nothing
 //! else parses messages.
 
-use drover::{BusError, ConfigError, Error, ListenError, StartFailure};
+use drover::{BusError, ConfigError, Error, ExitReason, StartFailure};
 use serde_json::{json, Value};
 
 /// Starts the message of every error the addon raises.
@@ -26,7 +26,7 @@ pub fn describe(error: &Error) -> Value {
                 "failure": failure.to_string(),
             });
             if let StartFailure::Exited(reason) = failure {
-                v["exitReason"] = crate::master::reason_json(reason);
+                v["exitReason"] = reason_json(reason);
             }
             v
         }
@@ -56,9 +56,25 @@ pub fn describe(error: &Error) -> Value {
             "message": message,
             "cause": describe(cause),
         }),
-        Error::Listen(e) => describe_listen(&message, Some(e)),
+        Error::Listen(e) => describe_listen(&message, e.address(), e.errno()),
         #[allow(unreachable_patterns)]
         _ => json!({ "name": "DroverError", "message": message }),
+    }
+}
+
+/// drover's payload of an exit reason: `kind` (the class name), and `code`, or `signal` (the name,
+/// e.g. `"SIGKILL"`) with `signalNumber` and `coreDumped`.
+fn reason_json(reason: &ExitReason) -> Value {
+    match *reason {
+        ExitReason::NormalExit { code } | ExitReason::AbnormalExit { code } => {
+            json!({ "kind": reason.kind_name(), "code": code })
+        }
+        ExitReason::ExternalSignal { signal, core_dumped } => json!({
+            "kind": reason.kind_name(),
+            "signal": drover::signal_name(signal),
+            "signalNumber": signal,
+            "coreDumped": core_dumped,
+        }),
     }
 }
 
@@ -74,7 +90,7 @@ pub fn describe_config(error: &ConfigError) -> Value {
 pub fn describe_bus(error: &BusError) -> Value {
     let name = match error {
         BusError::NotAWorker(_) => "NotAWorkerError",
-        BusError::Listen(message) => return describe_listen(message, None),
+        BusError::Listen(refused) => return describe_listen(&refused.message, &refused.address, refused.errno),
         _ => "MessageBusError",
     };
     json!({ "name": name, "message": error.to_string() })
@@ -82,42 +98,14 @@ pub fn describe_bus(error: &BusError) -> Value {
 
 /// A socket the master could not provide: a `ListenError` with Node's fields for a failed
 /// `listen` (`code` such as `EADDRINUSE`, a negative `errno`, `syscall`, `address`), so code
-/// written for Node's own errors handles it unchanged.
-fn describe_listen(message: &str, error: Option<&ListenError>) -> Value {
-    let mut v = json!({ "name": "ListenError", "message": message, "syscall": "listen" });
-    if let Some(code) = errno_name(message) {
-        v["code"] = Value::String(code);
-    }
-    if let Some(errno) = os_error(message) {
+/// written for Node's own errors handles it unchanged. Every field comes from core's error type.
+fn describe_listen(message: &str, address: &str, errno: Option<i32>) -> Value {
+    let mut v = json!({ "name": "ListenError", "message": message, "syscall": "listen", "address": address });
+    if let Some(errno) = errno {
+        v["code"] = Value::String(drover::errno_name(errno));
         v["errno"] = json!(-errno);
     }
-    if let Some(ListenError::Bind { address, .. }) = error {
-        v["address"] = Value::String(address.clone());
-    } else if let Some(address) = message
-        .strip_prefix("cannot listen on ")
-        .and_then(|rest| rest.split_once(": ").map(|(a, _)| a))
-    {
-        v["address"] = Value::String(address.to_string());
-    }
     v
-}
-
-/// `EADDRINUSE` out of core's wording `... (EADDRINUSE: Address in use)`.
-fn errno_name(message: &str) -> Option<String> {
-    message.match_indices("(E").find_map(|(at, _)| {
-        let name: String = message[at + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-            .collect();
-        let next = message[at + 1 + name.len()..].chars().next();
-        (name.len() > 1 && matches!(next, Some(':') | Some(')'))).then_some(name)
-    })
-}
-
-/// `98` out of `... (os error 98) ...`.
-fn os_error(message: &str) -> Option<i32> {
-    let (_, rest) = message.split_once("(os error ")?;
-    rest.split(')').next()?.parse().ok()
 }
 
 /// A napi error whose message is the tagged description.
@@ -149,15 +137,24 @@ mod tests {
 
     #[test]
     fn listen_errors_carry_nodes_fields() {
-        let m =
-            "cannot listen on 127.0.0.1:80: Address already in use (os error 98) (EADDRINUSE: Address already in use)";
-        let v = describe_bus(&BusError::Listen(m.into()));
+        let refused = drover::ListenRefused {
+            address: "127.0.0.1:80".into(),
+            errno: Some(98),
+            message: "cannot listen on 127.0.0.1:80: Address already in use (os error 98) (EADDRINUSE: Address already in use)".into(),
+        };
+        let v = describe_bus(&BusError::Listen(refused));
         assert_eq!(v["name"], "ListenError");
         assert_eq!(v["code"], "EADDRINUSE");
         assert_eq!(v["errno"], -98);
         assert_eq!(v["address"], "127.0.0.1:80");
         assert_eq!(v["syscall"], "listen");
-        let v = describe_bus(&BusError::Listen("`x` is not a listen address: (Eh)".into()));
+        let refused = drover::ListenRefused {
+            address: "x".into(),
+            errno: None,
+            message: "`x` is not a listen address: (Eh)".into(),
+        };
+        let v = describe_bus(&BusError::Listen(refused));
         assert!(v.get("code").is_none(), "{v}");
+        assert!(v.get("errno").is_none(), "{v}");
     }
 }

@@ -10,7 +10,7 @@
 //! Workers' user messages do not take that path: the master's channels are read on the JS thread
 //! ([`crate::host`]), and a message reaches the JS callback on the loop turn that read it.
 
-use drover::{DirectMessage, Event, ExitReason, Master, MasterOptions, Subscription, WorkerInfo};
+use drover::{DirectMessage, Event, Master, MasterOptions, Subscription, WorkerInfo};
 use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -38,22 +38,6 @@ pub struct NativeMaster {
     _subscription: Subscription,
 }
 
-/// drover's payload of an exit reason: `kind` (the class name), and `code`, or `signal` (the name,
-/// e.g. `"SIGKILL"`) with `signalNumber` and `coreDumped`.
-pub fn reason_json(reason: &ExitReason) -> Value {
-    match *reason {
-        ExitReason::NormalExit { code } | ExitReason::AbnormalExit { code } => {
-            json!({ "kind": reason.kind_name(), "code": code })
-        }
-        ExitReason::ExternalSignal { signal, core_dumped } => json!({
-            "kind": reason.kind_name(),
-            "signal": drover::signal_name(signal),
-            "signalNumber": signal,
-            "coreDumped": core_dumped,
-        }),
-    }
-}
-
 fn millis_since_epoch(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)
@@ -75,23 +59,16 @@ fn worker_json(w: &WorkerInfo) -> Value {
         "alive": w.is_alive(),
         "failure": w.failure.as_ref().map(|f| f.to_string()),
         "exit": w.exit.as_ref().map(|e| json!({
-            "reason": reason_json(&e.reason),
+            "reason": e.reason.to_json(),
             "requested": e.requested,
         })),
     })
 }
 
-/// An event as the JSON text the JS layer parses. A user message (the hot path) is serialized
-/// straight from core's event, without an intermediate `Value`.
+/// An event as the JSON text the JS layer parses: core's versioned JSON form
+/// ([`Event::to_json_text`]), which `lib/master.js` turns into the `Master`'s events.
 pub(crate) fn event_text(event: &Event) -> String {
-    match event {
-        Event::Message { .. } => serde_json::to_string(event).unwrap_or_else(|e| unserializable(&e).to_string()),
-        _ => event_json(event).to_string(),
-    }
-}
-
-fn unserializable(e: &serde_json::Error) -> Value {
-    json!({ "event": "unserializable", "error": e.to_string() })
+    event.to_json_text()
 }
 
 /// A message from JS: the JSON text `JSON.stringify` made of it, checked and sent on as it is
@@ -103,24 +80,7 @@ pub(crate) fn message_from_js(text: String) -> napi::Result<Box<RawValue>> {
 /// A user message the JS thread read from a worker's channel, as the text [`event_text`] gives for
 /// the same message read by the worker's actor.
 pub(crate) fn direct_message_text(message: &DirectMessage<'_>) -> String {
-    format!(
-        r#"{{"event":"message","id":{},"pid":{},"data":{}}}"#,
-        message.id,
-        message.pid,
-        message.data.get()
-    )
-}
-
-/// An event in core's serde form, with exit reasons in drover's form.
-fn event_json(event: &Event) -> Value {
-    let mut v = serde_json::to_value(event).unwrap_or_else(|e| unserializable(&e));
-    match event {
-        Event::Exit(exit) => v["reason"] = reason_json(&exit.reason),
-        Event::ProtocolError { error, .. } => v["message"] = Value::String(error.to_string()),
-        Event::Failed { failure, .. } => v["message"] = Value::String(failure.to_string()),
-        _ => {}
-    }
-    v
+    drover::message_json_text(message.id, message.pid, message.data.get())
 }
 
 /// Core's `MasterOptions` from their JSON text, validated into a config. A wrong JS type is a

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, WorkerStatus};
+use drover::signals::SignalStream;
+use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, Subject, WorkerStatus};
 
 use crate::config::{self, Plan};
 use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerReport};
@@ -142,7 +143,7 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     log.info("control", &format!("control socket {}", socket_path.display()));
     tokio::spawn(control::server::serve(socket, shared.clone()));
 
-    let mut signals = match Signals::new() {
+    let mut signals = match SignalStream::new() {
         Ok(s) => s,
         Err(error) => {
             return fail(ExitCode::FAILURE, format!("cannot handle signals: {error}"));
@@ -210,24 +211,12 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         }
     }
 
-    let all_down = {
-        let watches: Vec<_> = shared.groups.iter().map(|(_, m)| m.watch_status()).collect();
-        async move {
-            for mut rx in watches {
-                let _ = rx.wait_for(|s| *s == MasterStatus::ShutDown).await;
-            }
-        }
+    let masters: Vec<Master> = shared.groups.iter().map(|(_, m)| m.clone()).collect();
+    let on_signal = {
+        let shared = shared.clone();
+        move |signal| shared.clone().on_signal(signal)
     };
-    tokio::pin!(all_down);
-    loop {
-        tokio::select! {
-            _ = &mut all_down => break,
-            signal = signals.recv() => {
-                let shared = shared.clone();
-                tokio::spawn(async move { shared.on_signal(signal).await });
-            }
-        }
-    }
+    drover::signals::dispatch_until_shut_down(&mut signals, &masters, on_signal).await;
 
     // Let answers in flight (a `drover stop` waiting for this) go out, then the log.
     let _ = tokio::time::timeout(Duration::from_secs(3), shared.in_flight.write()).await;
@@ -259,32 +248,6 @@ where
         }
     }
     out
-}
-
-/// SIGHUP, SIGTERM and SIGINT as a stream of numbers.
-struct Signals {
-    hup: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            hup: signal(SignalKind::hangup())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.hup.recv() => libc::SIGHUP,
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.int.recv() => libc::SIGINT,
-        }
-    }
 }
 
 impl Shared {
@@ -353,10 +316,9 @@ impl Shared {
             let (group, master) = (group.clone(), master.clone());
             tasks.push(tokio::spawn(async move {
                 let result = match action {
-                    SignalAction::Reload => shared.reload(&group, &master).await.map_err(|e| e.to_string()),
-                    SignalAction::GracefulShutdown => master.graceful_shutdown().await.map_err(|e| e.to_string()),
-                    SignalAction::HardShutdown => master.hard_shutdown().await.map_err(|e| e.to_string()),
-                    SignalAction::Ignore => Ok(()),
+                    // A reload is logged, counted and told to systemd around core's.
+                    SignalAction::Reload => shared.reload(&group, &master).await,
+                    _ => master.apply_signal_action(action).await,
                 };
                 if let Err(error) = result {
                     shared.log.info("signal", &format!("{group}: {error}"));
@@ -645,25 +607,36 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
 
 fn on_event(shared: &Shared, group: &str, event: Event) {
     progress(shared, group, &event);
-    let log = &shared.log;
-    let worker = |id, pid| Who {
-        group,
-        id: Some(id),
-        pid: Some(pid),
+    // The metrics first: they count events the log does not show.
+    match &event {
+        Event::Message { .. } => shared.metrics.message_in(group),
+        Event::Exit(exit) => shared.metrics.exit(group, exit.reason.kind_name(), exit.requested),
+        Event::Restarting { .. } => shared.metrics.restart(group),
+        Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
+        _ => {}
+    }
+    // The log's name for each line (its JSON schema): core's, in kebab case, but for two names
+    // the log had first; and the lines it leaves out.
+    let name = match &event {
+        Event::Status {
+            to: WorkerStatus::Started,
+            ..
+        } => "started".to_string(),
+        Event::Status { .. } | Event::Heartbeat { .. } => return,
+        Event::Exit(_) => "exited".to_string(),
+        Event::MasterStatus { .. } => "status".to_string(),
+        _ => event.kind_name().replace('_', "-"),
     };
-    let whole = Who {
-        group,
-        id: None,
-        pid: None,
+    let (id, pid) = match event.subject() {
+        Subject::Worker { id, pid } => (Some(id), pid),
+        Subject::Master => (None, None),
     };
-    match event {
-        Event::Status { id, pid, to, .. } => match to {
-            WorkerStatus::Initialized => log.event(worker(id, pid), "spawned", "spawned"),
-            WorkerStatus::Started => log.event(worker(id, pid), "started", "started"),
-            _ => {}
-        },
-        Event::Message { id, pid, data } => {
-            shared.metrics.message_in(group);
+    let who = Who { group, id, pid };
+    let message = match &event {
+        // A STARTED line is the one status change the log shows: it says so in a word.
+        Event::Status { .. } => "started".to_string(),
+        // The log shows what a worker said, cut to a readable length.
+        Event::Message { data, .. } => {
             let mut text = data.to_string();
             if text.len() > 2000 {
                 let mut cut = 2000;
@@ -673,66 +646,11 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
                 text.truncate(cut);
                 text.push_str("...");
             }
-            log.event(worker(id, pid), "message", &format!("message: {text}"));
+            format!("message: {text}")
         }
-        Event::Exit(exit) => {
-            shared.metrics.exit(group, exit.reason.kind_name(), exit.requested);
-            log.event(
-                worker(exit.id, exit.pid),
-                "exited",
-                &format!(
-                    "exited: {} in status {}, {}",
-                    exit.reason,
-                    exit.last_status,
-                    if exit.requested { "as asked" } else { "unasked" }
-                ),
-            );
-        }
-        Event::ProtocolError { id, pid, error } => {
-            log.event(worker(id, pid), "protocol-error", &format!("protocol error: {error}"))
-        }
-        Event::Failed { id, pid, failure } => {
-            let who = Who {
-                group,
-                id: Some(id),
-                pid,
-            };
-            log.event(who, "failed", &format!("failed: {failure}"));
-        }
-        Event::Restarting { id, delay, restarts } => {
-            shared.metrics.restart(group);
-            let who = Who {
-                group,
-                id: Some(id),
-                pid: None,
-            };
-            log.event(
-                who,
-                "restarting",
-                &format!("restarting in {delay:?} (restart #{restarts})"),
-            );
-        }
-        Event::Recycling { id, reason } => {
-            let who = Who {
-                group,
-                id: Some(id),
-                pid: None,
-            };
-            log.event(who, "recycling", &format!("recycling: {reason}"));
-        }
-        Event::GaveUp { restarts, window } => log.event(
-            whole,
-            "gave-up",
-            &format!("gave up restarting: more than {restarts} restarts within {window:?}; the group is FAILED"),
-        ),
-        Event::MasterStatus { from, to } => log.event(whole, "status", &format!("{from} -> {to}")),
-        Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
-        Event::Dropped { count } => log.event(
-            whole,
-            "dropped",
-            &format!("{count} events dropped: this log fell behind the workers"),
-        ),
-    }
+        _ => event.summary().to_string(),
+    };
+    shared.log.event(who, &name, &message);
 }
 
 /// Tells in the log when lines were dropped, at most once a second.

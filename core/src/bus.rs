@@ -60,8 +60,30 @@ pub enum BusError {
     #[error("channel I/O error: {0}")]
     Io(String),
     /// The master could not provide a listening socket.
-    #[error("{0}")]
-    Listen(String),
+    #[error(transparent)]
+    Listen(ListenRefused),
+}
+
+/// Why the master did not provide a listening socket, as a worker learns it: the master's words,
+/// and the address and the OS's errno as fields (no face reads them out of the words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ListenRefused {
+    /// The address refused: as the master normalised it (e.g. `[::]:8080`), or as the worker
+    /// asked for it when the master did not say.
+    pub address: String,
+    /// The OS's errno (e.g. 98 for `EADDRINUSE`), when the OS refused the bind or listen.
+    pub errno: Option<i32>,
+    /// The master's description, e.g. `"cannot listen on [::]:80: Permission denied (os error
+    /// 13) (EACCES: Permission denied)"`.
+    pub message: String,
+}
+
+impl ListenRefused {
+    /// The errno's name, e.g. `"EADDRINUSE"`, when the OS refused.
+    pub fn errno_name(&self) -> Option<String> {
+        self.errno.map(crate::listen::errno_name)
+    }
 }
 
 /// What a master tells a worker.
@@ -172,7 +194,13 @@ impl BusSender {
             lock(&self.requests.waiting).remove(&request);
             return Err(e);
         }
-        rx.await.unwrap_or(Err(BusError::MasterGone))
+        match rx.await.unwrap_or(Err(BusError::MasterGone)) {
+            Err(BusError::Listen(mut refused)) if refused.address.is_empty() => {
+                refused.address = address.to_string();
+                Err(BusError::Listen(refused))
+            }
+            answer => answer,
+        }
     }
 
     async fn send_frame(&self, frame: &WorkerFrame) -> Result<(), BusError> {
@@ -541,15 +569,30 @@ impl Router {
             Ok(MasterFrame::Quit) => Routed::Event(BusEvent::Quit),
             Ok(MasterFrame::Message { data }) => Routed::Event(BusEvent::Message(data)),
             Ok(MasterFrame::Error { code, message }) => Routed::End(ProtocolError::Refused { code, message }),
-            Ok(MasterFrame::Listener { request, local, error }) => {
+            Ok(MasterFrame::Listener {
+                request,
+                local,
+                error,
+                errno,
+                address,
+            }) => {
+                // The address is filled in by `listen`, which knows what it asked for, when the
+                // master did not say.
+                let refused = |message: String, errno| {
+                    Err(BusError::Listen(ListenRefused {
+                        address: address.clone().unwrap_or_default(),
+                        errno,
+                        message,
+                    }))
+                };
                 let answer = match error {
-                    Some(error) => Err(BusError::Listen(error)),
+                    Some(error) => refused(error, errno),
                     None => match lock(&self.fds).pop_front() {
                         Some(fd) => Ok(Listening {
                             fd,
                             local: local.unwrap_or_default(),
                         }),
-                        None => Err(BusError::Listen("the master's answer carried no socket".into())),
+                        None => refused("the master's answer carried no socket".into(), None),
                     },
                 };
                 if let Some(waiter) = lock(&self.requests.waiting).remove(&request) {

@@ -56,6 +56,16 @@ pub enum ReadySource {
     Spawn,
 }
 
+/// Which [`ReloadStrategy`] the `reloadStrategy` option names (its batch is `reloadBatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadKind {
+    /// [`ReloadStrategy::AllAtOnce`].
+    AllAtOnce,
+    /// [`ReloadStrategy::Rolling`].
+    Rolling,
+}
+
 /// The validated configuration of one master (one group of identical workers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MasterConfig {
@@ -424,7 +434,7 @@ impl MasterConfig {
         }
         if self.recycle.max_rss_bytes.is_some() && self.recycle.check_interval.is_zero() {
             return Err(ConfigError::InvalidDuration {
-                field: "recycleCheckInterval",
+                field: "memoryCheckInterval",
                 value: "0".into(),
             });
         }
@@ -457,8 +467,8 @@ impl MasterConfig {
         match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
             Some((field, d)) => Err(ConfigError::TooLarge {
                 field,
-                value: format!("{d:?}"),
-                max: format!("{MAX_DURATION:?} (10^12 ms)"),
+                value: format!("{} ms", d.as_millis()),
+                max: format!("{} ms", MAX_DURATION.as_millis()),
             }),
             None => Ok(()),
         }
@@ -579,7 +589,7 @@ pub struct MasterOptions {
     /// ... within this many milliseconds.
     pub max_restarts_window: Option<f64>,
     /// `all-at-once` (default) or `rolling`.
-    pub reload_strategy: Option<String>,
+    pub reload_strategy: Option<ReloadKind>,
     /// Workers replaced at a time by a rolling reload.
     pub reload_batch: Option<i64>,
     /// Heartbeat interval, ms.
@@ -599,7 +609,9 @@ pub struct MasterOptions {
     pub ready: Option<ReadySource>,
 }
 
-/// Converts a millisecond option to a duration, naming the field when it is not a positive finite number.
+/// Converts a millisecond option to a duration, naming the field when it is not a positive finite
+/// number or is past [`MAX_DURATION`]. The bound is checked here too, not only by
+/// [`MasterConfig::validate`]: a value past what a `Duration` holds must be reported as given.
 pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
     if !value.is_finite() || value <= 0.0 {
         return Err(ConfigError::InvalidDuration {
@@ -618,33 +630,67 @@ pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> 
     Ok(Duration::from_secs_f64(value / 1000.0))
 }
 
-impl MasterOptions {
-    /// Validates the options into a [`MasterConfig`].
-    pub fn into_config(self) -> Result<MasterConfig, ConfigError> {
-        let mut config = match (self.script, self.program) {
-            (Some(_), Some(_)) => return Err(ConfigError::ProgramAndScript),
-            (None, None) => return Err(ConfigError::MissingProgram),
-            (Some(script), None) => {
-                let base = self
-                    .cwd
-                    .as_deref()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."));
-                let path = base.join(&script);
-                if !path.is_file() {
-                    return Err(ConfigError::NotFound {
-                        field: "script",
-                        path: script,
-                        searched_path: false,
-                    });
-                }
-                let mut c = MasterConfig::program(self.node.as_deref().unwrap_or("node"));
-                // An absolute script path keeps working whatever the workers' cwd.
-                c.args.push(std::path::absolute(&path).unwrap_or(path).into_os_string());
-                c
+/// The program a master runs: `program`, or `script` run with `node` (default: from PATH),
+/// found from `cwd`.
+fn program_config(
+    script: Option<String>,
+    program: Option<String>,
+    node: Option<&str>,
+    cwd: Option<&str>,
+) -> Result<MasterConfig, ConfigError> {
+    match (script, program) {
+        (Some(_), Some(_)) => Err(ConfigError::ProgramAndScript),
+        (None, None) => Err(ConfigError::MissingProgram),
+        (Some(script), None) => {
+            let path = Path::new(cwd.unwrap_or(".")).join(&script);
+            if !path.is_file() {
+                return Err(ConfigError::NotFound {
+                    field: "script",
+                    path: script,
+                    searched_path: false,
+                });
             }
-            (None, Some(program)) => MasterConfig::program(program),
+            let mut c = MasterConfig::program(node.unwrap_or("node"));
+            // An absolute script path keeps working whatever the workers' cwd.
+            c.args.push(std::path::absolute(&path).unwrap_or(path).into_os_string());
+            Ok(c)
+        }
+        (None, Some(program)) => Ok(MasterConfig::program(program)),
+    }
+}
+
+/// The `env` option: strings, or numbers and booleans stringified; names a variable may have.
+fn env_vars(env: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut vars = BTreeMap::new();
+    for (key, value) in env {
+        let value = match value {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(ConfigError::Invalid {
+                    field: "env",
+                    message: format!("`{key}` must be a string, number or boolean, got {other}"),
+                })
+            }
         };
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(ConfigError::Invalid {
+                field: "env",
+                message: format!("`{key}` is not a valid variable"),
+            });
+        }
+        vars.insert(key, value);
+    }
+    Ok(vars)
+}
+
+impl MasterOptions {
+    /// Validates the options into a [`MasterConfig`]: each option is converted to its type here
+    /// (naming the option when it cannot be), and every range is checked by
+    /// [`MasterConfig::validate`], as for a config built in Rust.
+    pub fn into_config(self) -> Result<MasterConfig, ConfigError> {
+        let mut config = program_config(self.script, self.program, self.node.as_deref(), self.cwd.as_deref())?;
         config.args.extend(self.args.into_iter().map(OsString::from));
         if let Some(count) = self.count {
             if count < 1 {
@@ -656,26 +702,7 @@ impl MasterOptions {
                 max: MAX_WORKERS.to_string(),
             })?;
         }
-        for (key, value) in self.env {
-            let value = match value {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => {
-                    return Err(ConfigError::Invalid {
-                        field: "env",
-                        message: format!("`{key}` must be a string, number or boolean, got {other}"),
-                    })
-                }
-            };
-            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-                return Err(ConfigError::Invalid {
-                    field: "env",
-                    message: format!("`{key}` is not a valid variable"),
-                });
-            }
-            config.env.insert(key, value);
-        }
+        config.env = env_vars(self.env)?;
         for spec in &self.listen {
             let parsed = spec
                 .parse()
@@ -709,16 +736,14 @@ impl MasterOptions {
             })?;
         }
         if let Some(us) = self.busy_poll_us {
-            let max = crate::busy_poll::MAX_WINDOW.as_micros();
-            if !(us.is_finite() && us >= 0.0 && us <= max as f64) {
+            // What a Duration can hold here; the upper bound is `validate`'s, as for a Rust caller.
+            if !(us.is_finite() && us >= 0.0) {
                 return Err(ConfigError::Invalid {
                     field: "busyPollUs",
-                    message: format!(
-                        "must be a number of microseconds, at least 0 and at most {max} (a longer spin is a polling loop), got {us}"
-                    ),
+                    message: format!("must be a number of microseconds, at least 0, got {us}"),
                 });
             }
-            config.busy_poll = Duration::from_secs_f64(us / 1e6);
+            config.busy_poll = Duration::try_from_secs_f64(us / 1e6).unwrap_or(Duration::MAX);
         }
         if let Some(p) = self.on_protocol_error {
             config.on_protocol_error = p;
@@ -748,16 +773,10 @@ impl MasterOptions {
         if let Some(v) = self.max_restarts_window {
             config.intensity.window = millis("maxRestartsWindow", v)?;
         }
-        if let Some(s) = self.reload_strategy.as_deref() {
-            config.reload = match s {
-                "all-at-once" => ReloadStrategy::AllAtOnce,
-                "rolling" => ReloadStrategy::Rolling { batch: 1 },
-                other => {
-                    return Err(ConfigError::Invalid {
-                        field: "reloadStrategy",
-                        message: format!("expected \"all-at-once\" or \"rolling\", got {other:?}"),
-                    })
-                }
+        if let Some(kind) = self.reload_strategy {
+            config.reload = match kind {
+                ReloadKind::AllAtOnce => ReloadStrategy::AllAtOnce,
+                ReloadKind::Rolling => ReloadStrategy::Rolling { batch: 1 },
             };
         }
         if let Some(n) = self.reload_batch {
@@ -783,7 +802,7 @@ impl MasterOptions {
             let interval = millis("heartbeatInterval", v)?;
             let tolerance = match self.heartbeat_tolerance {
                 Some(v) => millis("heartbeatTolerance", v)?,
-                None => interval * 2,
+                None => interval.saturating_mul(2),
             };
             config.heartbeat = Some(Heartbeat { interval, tolerance });
         } else if self.heartbeat_tolerance.is_some() {
@@ -880,6 +899,34 @@ mod tests {
     }
 
     #[test]
+    fn the_reload_strategy_is_a_typed_option() {
+        let c = options(json!({"program": "sh", "reloadStrategy": "rolling", "reloadBatch": 2})).unwrap();
+        assert_eq!(c.reload, ReloadStrategy::Rolling { batch: 2 });
+        let c = options(json!({"program": "sh", "reloadStrategy": "all-at-once"})).unwrap();
+        assert_eq!(c.reload, ReloadStrategy::AllAtOnce);
+        let err = serde_json::from_value::<MasterOptions>(json!({"program": "sh", "reloadStrategy": "sideways"}))
+            .expect_err("an unknown strategy does not deserialize");
+        assert!(err.to_string().contains("all-at-once"), "{err}");
+    }
+
+    #[test]
+    fn the_memory_check_interval_has_one_name() {
+        let mut c = MasterConfig::program("sh");
+        c.recycle.max_rss_bytes = Some(1 << 30);
+        c.recycle.check_interval = Duration::ZERO;
+        assert!(
+            matches!(
+                c.validate(),
+                Err(ConfigError::InvalidDuration {
+                    field: "memoryCheckInterval",
+                    ..
+                })
+            ),
+            "the option's name, as MasterOptions spells it"
+        );
+    }
+
+    #[test]
     fn counts_and_durations_have_upper_bounds() {
         assert!(matches!(
             options(json!({"program": "sh", "count": 1_099_511_627_776i64})),
@@ -893,6 +940,24 @@ mod tests {
                 ..
             })
         ));
+        // Past what a Duration holds: the bound's error, with the value as given, never a panic.
+        let error = options(json!({"program": "sh", "maxAge": 1e300})).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::TooLarge { field: "maxAge", .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("at most 1000000000000 ms"), "{error}");
+        let error = options(json!({"program": "sh", "heartbeatInterval": 1e300})).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::TooLarge {
+                    field: "heartbeatInterval",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(matches!(
             options(json!({"program": "sh", "maxFrameBytes": 1i64 << 40})),
             Err(ConfigError::TooLarge {

@@ -72,6 +72,33 @@ impl ExitReason {
     }
 }
 
+impl ExitReason {
+    /// The reason in the versioned JSON form of events ([`crate::Event::to_json`]): core's serde
+    /// form (`"kind"`: `"NORMAL_EXIT"`, `"ABNORMAL_EXIT"` or `"EXTERNAL_SIGNAL"`, with `code`, or
+    /// `signal` and `core_dumped`), plus `"name"` ([`ExitReason::kind_name`]) and, for a signal,
+    /// `"signal_name"` (e.g. `"SIGKILL"`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "name": self.kind_name() });
+        match *self {
+            ExitReason::NormalExit { code } => {
+                v["kind"] = "NORMAL_EXIT".into();
+                v["code"] = code.into();
+            }
+            ExitReason::AbnormalExit { code } => {
+                v["kind"] = "ABNORMAL_EXIT".into();
+                v["code"] = code.into();
+            }
+            ExitReason::ExternalSignal { signal, core_dumped } => {
+                v["kind"] = "EXTERNAL_SIGNAL".into();
+                v["signal"] = signal.into();
+                v["signal_name"] = signal_name(signal).into();
+                v["core_dumped"] = core_dumped.into();
+            }
+        }
+        v
+    }
+}
+
 /// The name of signal number `signal`, e.g. `"SIGTERM"`.
 pub fn signal_name(signal: i32) -> String {
     match nix::sys::signal::Signal::try_from(signal) {

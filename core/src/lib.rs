@@ -102,16 +102,17 @@ pub mod status;
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
 pub type WorkerId = u64;
 
-pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, MessageBus};
+pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, ListenRefused, MessageBus};
 pub use config::{
-    ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, ReadySource, Recycle, Timeouts,
+    ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, ReadySource, Recycle, ReloadKind, Timeouts,
 };
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
-pub use listen::{ListenAddr, ListenError, ListenSpec};
+pub use listen::{errno_name, ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
 pub use master::events::{
-    Event, Events, Subscription, WorkerFailure, EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,
+    message_json_text, Event, Events, Subject, Subscription, Summary, WorkerFailure, EVENT_JSON_VERSION,
+    EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,
 };
 pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel};
 pub use master::output::{OutputLine, OutputLines, OutputStream};

@@ -145,6 +145,8 @@ pub enum ListenError {
         address: String,
         /// The OS error, with its errno name.
         error: String,
+        /// The raw errno (e.g. 98 for `EADDRINUSE`), when the OS gave one.
+        errno: Option<i32>,
     },
     /// The worker already holds as many sockets as a worker may.
     #[error(
@@ -176,6 +178,32 @@ pub enum ListenError {
     },
 }
 
+impl ListenError {
+    /// The address it is about (as given, for one that does not parse).
+    pub fn address(&self) -> &str {
+        match self {
+            ListenError::Parse { input, .. } => input,
+            ListenError::Bind { address, .. }
+            | ListenError::TooManyForWorker { address, .. }
+            | ListenError::TooManyForMaster { address, .. }
+            | ListenError::ForeignUnixPath { address, .. } => address,
+        }
+    }
+
+    /// The OS's errno, when the OS refused (a bind or listen that failed).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            ListenError::Bind { errno, .. } => *errno,
+            _ => None,
+        }
+    }
+}
+
+/// The name of errno `errno`, e.g. `"EADDRINUSE"` (`"UnknownErrno"` for a number without one).
+pub fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
 fn bind_error(addr: &ListenAddr, err: std::io::Error) -> ListenError {
     let error = match err.raw_os_error() {
         Some(errno) => format!("{} ({})", err, nix::errno::Errno::from_raw(errno)),
@@ -184,6 +212,7 @@ fn bind_error(addr: &ListenAddr, err: std::io::Error) -> ListenError {
     ListenError::Bind {
         address: addr.to_string(),
         error,
+        errno: err.raw_os_error(),
     }
 }
 
@@ -570,6 +599,10 @@ mod tests {
         let other = Listeners::default();
         let err = other.get_or_bind(&taken, Holder::Declared).unwrap_err();
         assert!(err.to_string().contains("EADDRINUSE"), "{err}");
+        // The errno and the address are fields: no face reads them out of the words.
+        assert_eq!(err.errno(), Some(nix::errno::Errno::EADDRINUSE as i32), "{err}");
+        assert_eq!(err.address(), taken.to_string());
+        assert_eq!(errno_name(98), "EADDRINUSE");
         // A request for any address on that port reuses the held socket.
         let port = a.local.rsplit(':').next().unwrap().to_string();
         let c = set.get_or_bind(&port.parse().unwrap(), Holder::Declared).unwrap();

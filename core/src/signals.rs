@@ -73,13 +73,77 @@ impl Master {
     pub async fn handle_signal(&self, signal: i32) -> Result<SignalAction, Error> {
         let action = SignalPolicy::default().action(signal, self.status());
         tracing::debug!(signal = %crate::signal_name(signal), ?action, "signal");
-        match action {
-            SignalAction::Reload => self.graceful_reload(None).await?,
-            SignalAction::GracefulShutdown => self.graceful_shutdown().await?,
-            SignalAction::HardShutdown => self.hard_shutdown().await?,
-            SignalAction::Ignore => {}
-        }
+        self.apply_signal_action(action).await?;
         Ok(action)
+    }
+
+    /// Does what `action` says (a policy's decision, [`SignalPolicy::action`]), and returns once
+    /// it is done. For a host that decides with a policy of its own, or logs around the action.
+    pub async fn apply_signal_action(&self, action: SignalAction) -> Result<(), Error> {
+        match action {
+            SignalAction::Reload => self.graceful_reload(None).await,
+            SignalAction::GracefulShutdown => self.graceful_shutdown().await,
+            SignalAction::HardShutdown => self.hard_shutdown().await,
+            SignalAction::Ignore => Ok(()),
+        }
+    }
+}
+
+/// SIGHUP, SIGTERM and SIGINT as a stream of their numbers. Creating it installs tokio's handlers
+/// for the three, which stay for the life of the process (tokio never removes one): only a
+/// program that owns its process (the `drover` binary, a supervisor's `main`) makes one.
+#[derive(Debug)]
+pub struct SignalStream {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl SignalStream {
+    /// Installs the handlers. Must be called within a tokio runtime.
+    pub fn new() -> std::io::Result<SignalStream> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(SignalStream {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal received (one of each kind is kept while nobody waits).
+    pub async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.hup.recv() => libc::SIGHUP,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+        }
+    }
+}
+
+/// Resolves once every master in `masters` is SHUT_DOWN.
+pub async fn all_shut_down(masters: &[Master]) {
+    for mut rx in masters.iter().map(Master::watch_status) {
+        let _ = rx.wait_for(|s| *s == MasterStatus::ShutDown).await;
+    }
+}
+
+/// Hands every signal from `signals` to `on_signal` until every master in `masters` is shut
+/// down. Each future `on_signal` gives runs as its own task, so that a second SIGINT can harden
+/// a graceful shutdown that is still running.
+pub async fn dispatch_until_shut_down<F, Fut>(signals: &mut SignalStream, masters: &[Master], mut on_signal: F)
+where
+    F: FnMut(i32) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let down = all_shut_down(masters);
+    tokio::pin!(down);
+    loop {
+        tokio::select! {
+            _ = &mut down => return,
+            signal = signals.recv() => {
+                tokio::spawn(on_signal(signal));
+            }
+        }
     }
 }
 
@@ -94,38 +158,24 @@ impl Master {
 /// # Ok(()) }
 /// ```
 pub async fn run_until_signalled(masters: &[Master]) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let masters: Arc<[Master]> = masters.to_vec().into();
-    let mut done = Vec::new();
-    for m in masters.iter() {
-        done.push(m.watch_status());
-    }
-    let all_down = async move {
-        for mut rx in done {
-            let _ = rx.wait_for(|s| *s == MasterStatus::ShutDown).await;
+    let mut signals = SignalStream::new()?;
+    let all: Arc<[Master]> = masters.to_vec().into();
+    dispatch_until_shut_down(&mut signals, masters, move |signal| {
+        let all = all.clone();
+        async move {
+            for master in all.iter() {
+                let master = master.clone();
+                // Each master on its own: one slow reload does not hold back the others.
+                tokio::spawn(async move {
+                    if let Err(error) = master.handle_signal(signal).await {
+                        tracing::warn!(%error, signal, "signal action failed");
+                    }
+                });
+            }
         }
-    };
-    tokio::pin!(all_down);
-    loop {
-        let signal = tokio::select! {
-            _ = &mut all_down => return Ok(()),
-            _ = hup.recv() => libc::SIGHUP,
-            _ = term.recv() => libc::SIGTERM,
-            _ = int.recv() => libc::SIGINT,
-        };
-        for master in masters.iter() {
-            let master = master.clone();
-            // Each action runs on its own, so a second SIGINT can harden a graceful shutdown.
-            tokio::spawn(async move {
-                if let Err(error) = master.handle_signal(signal).await {
-                    tracing::warn!(%error, signal, "signal action failed");
-                }
-            });
-        }
-    }
+    })
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]

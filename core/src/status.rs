@@ -136,6 +136,48 @@ pub enum MasterStatus {
 }
 
 impl MasterStatus {
+    /// Every status, in the order of their numbers ([`MasterStatus::code`]).
+    pub const ALL: [MasterStatus; 8] = [
+        MasterStatus::Initialized,
+        MasterStatus::Starting,
+        MasterStatus::Started,
+        MasterStatus::Reloading,
+        MasterStatus::Stopping,
+        MasterStatus::Stopped,
+        MasterStatus::ShutDown,
+        MasterStatus::Failed,
+    ];
+
+    /// The status's number in the C ABI (`drover_master_status`): 1 INITIALIZED ... 7 SHUT_DOWN,
+    /// 8 FAILED (added last, so numbered last).
+    pub fn code(self) -> u8 {
+        match self {
+            MasterStatus::Initialized => 1,
+            MasterStatus::Starting => 2,
+            MasterStatus::Started => 3,
+            MasterStatus::Reloading => 4,
+            MasterStatus::Stopping => 5,
+            MasterStatus::Stopped => 6,
+            MasterStatus::ShutDown => 7,
+            MasterStatus::Failed => 8,
+        }
+    }
+
+    /// The status with number `code`, if there is one.
+    pub fn from_code(code: u8) -> Option<MasterStatus> {
+        MasterStatus::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// Whether the master supervises no process in this status (INITIALIZED, STOPPED, SHUT_DOWN):
+    /// nothing runs and nothing will happen by itself, so a host need not keep its event loop
+    /// alive for it, and dropping it kills nothing.
+    pub fn is_idle(self) -> bool {
+        matches!(
+            self,
+            MasterStatus::Initialized | MasterStatus::Stopped | MasterStatus::ShutDown
+        )
+    }
+
     /// The name used in logs, the C ABI and the Node API, e.g. `"STARTED"`.
     pub fn name(self) -> &'static str {
         match self {
@@ -171,6 +213,22 @@ mod tests {
         assert_eq!(WorkerStatus::from_code(9), None);
         assert_eq!(WorkerStatus::Started.code(), 3);
         assert_eq!(WorkerStatus::ShuttedDown.name(), "SHUTTED_DOWN");
+    }
+
+    #[test]
+    fn master_status_codes_round_trip_and_only_three_statuses_are_idle() {
+        for s in MasterStatus::ALL {
+            assert_eq!(MasterStatus::from_code(s.code()), Some(s));
+        }
+        assert_eq!(MasterStatus::from_code(0), None);
+        assert_eq!(MasterStatus::from_code(9), None);
+        assert_eq!(MasterStatus::ShutDown.code(), 7);
+        assert_eq!(MasterStatus::Failed.code(), 8);
+        let idle: Vec<_> = MasterStatus::ALL.into_iter().filter(|s| s.is_idle()).collect();
+        assert_eq!(
+            idle,
+            [MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::ffi::c_char;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use drover_core::{MasterOptions, ReadySource, RestartPolicy};
+use drover_core::{MasterOptions, ReadySource, ReloadKind, RestartPolicy};
 use serde_json::Value;
 
 use crate::error::{drover_result, Failure};
@@ -275,9 +275,9 @@ pub extern "C" fn drover_config_set_reload_strategy(
     batch: u32,
 ) -> drover_result {
     ffi_body!({
-        let name = match strategy {
-            1 => "all-at-once",
-            2 => "rolling",
+        let kind = match strategy {
+            1 => ReloadKind::AllAtOnce,
+            2 => ReloadKind::Rolling,
             other => {
                 return Err(Failure::new(
                     drover_result::InvalidArgument,
@@ -287,7 +287,7 @@ pub extern "C" fn drover_config_set_reload_strategy(
         };
         let batch = (batch > 0).then_some(i64::from(batch));
         edit(config, |o| {
-            o.reload_strategy = Some(name.to_owned());
+            o.reload_strategy = Some(kind);
             o.reload_batch = batch;
         })
     })

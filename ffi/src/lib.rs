@@ -111,18 +111,11 @@ pub extern "C" fn drover_worker_status_name(status: u32) -> *const c_char {
 /// A static string: do not free it.
 #[no_mangle]
 pub extern "C" fn drover_master_status_name(status: u32) -> *const c_char {
-    let name = match status {
-        1 => c"INITIALIZED",
-        2 => c"STARTING",
-        3 => c"STARTED",
-        4 => c"RELOADING",
-        5 => c"STOPPING",
-        6 => c"STOPPED",
-        7 => c"SHUT_DOWN",
-        8 => c"FAILED",
-        _ => c"UNKNOWN",
-    };
-    name.as_ptr()
+    let name = u8::try_from(status)
+        .ok()
+        .and_then(drover_core::MasterStatus::from_code)
+        .map_or("UNKNOWN", |s| s.name());
+    static_c_str(name)
 }
 
 /// drover's name of an exit kind: "NormalExit", "AbnormalExit", "ExternalSignal"; "None" for
@@ -139,22 +132,43 @@ pub extern "C" fn drover_exit_kind_name(kind: u32) -> *const c_char {
     name.as_ptr()
 }
 
-/// The worker statuses' names as static C strings, in protocol order.
+/// Core's status names as static C strings (core's are Rust strings, without a NUL): made once,
+/// never freed.
 fn static_c_str(name: &str) -> *const c_char {
-    const NAMES: [&std::ffi::CStr; 9] = [
-        c"INITIALIZED",
-        c"STARTING",
-        c"STARTED",
-        c"STOPPING",
-        c"STOPPED",
-        c"SHUTTING_DOWN",
-        c"SHUTTED_DOWN",
-        c"FAILED",
-        c"UNKNOWN",
-    ];
-    NAMES
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        let workers = drover_core::WorkerStatus::ALL.map(|s| s.name());
+        let masters = drover_core::MasterStatus::ALL.map(|s| s.name());
+        workers
+            .into_iter()
+            .chain(masters)
+            .filter_map(|n| std::ffi::CString::new(n).ok())
+            .collect()
+    });
+    names
         .iter()
         .find(|n| n.to_bytes() == name.as_bytes())
-        .map_or(c"UNKNOWN", |n| n)
-        .as_ptr()
+        .map_or(c"UNKNOWN".as_ptr(), |n| n.as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(p: *const c_char) -> &'static str {
+        // SAFETY: the name functions return static NUL-terminated strings.
+        unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap_or("")
+    }
+
+    #[test]
+    fn status_names_are_cores() {
+        for s in drover_core::WorkerStatus::ALL {
+            assert_eq!(read(drover_worker_status_name(u32::from(s.code()))), s.name());
+        }
+        for s in drover_core::MasterStatus::ALL {
+            assert_eq!(read(drover_master_status_name(u32::from(s.code()))), s.name());
+        }
+        assert_eq!(read(drover_worker_status_name(0)), "UNKNOWN");
+        assert_eq!(read(drover_master_status_name(9)), "UNKNOWN");
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use drover_core::{
-    Event, Events, ExitReason, Master, MasterStatus, SignalAction, WorkerExit, WorkerInfo, WorkerStatus,
+    Event, Events, ExitReason, Master, MasterStatus, SignalAction, Subject, WorkerExit, WorkerInfo, WorkerStatus,
 };
 use serde_json::value::RawValue;
 use tokio::runtime::Runtime;
@@ -80,6 +80,20 @@ pub enum drover_master_status {
     Failed = 8,
 }
 
+impl drover_master_status {
+    /// Every status, in the order of their numbers (core's `MasterStatus::code`).
+    const ALL: [drover_master_status; 8] = [
+        drover_master_status::Initialized,
+        drover_master_status::Starting,
+        drover_master_status::Started,
+        drover_master_status::Reloading,
+        drover_master_status::Stopping,
+        drover_master_status::Stopped,
+        drover_master_status::ShutDown,
+        drover_master_status::Failed,
+    ];
+}
+
 /// How a worker process ended.
 #[allow(non_camel_case_types)]
 #[repr(u32)]
@@ -102,7 +116,9 @@ pub enum drover_exit_kind {
 pub enum drover_event_kind {
     /// Not an event (a zeroed or cleared `drover_event`).
     None = 0,
-    /// A worker's status changed: `from` and `to` are `drover_worker_status` values.
+    /// A worker's status changed: `from` and `to` are `drover_worker_status` values. A new
+    /// process is announced as a STATUS event with `from` and `to` both INITIALIZED (its `json`
+    /// says `"event":"spawned"`).
     Status = 1,
     /// A worker sent a message: `data` is its JSON.
     Message = 2,
@@ -220,10 +236,11 @@ pub struct drover_event {
     pub rss_bytes: u64,
     /// MESSAGE: the message, as JSON text. NULL for other kinds. Owned by the event.
     pub data: *mut c_char,
-    /// Always: the event in one line of English (e.g. "worker 2 (pid 4121) killed by SIGKILL (9)
-    /// in status STARTED, unasked"). Owned by the event.
+    /// Always: the event in one line of English (e.g. "worker 2 (pid 4121) exited: killed by
+    /// SIGKILL (9) in status STARTED, unasked"). Owned by the event.
     pub text: *mut c_char,
-    /// Always: the whole event as JSON (every field, including ones not in this struct).
+    /// Always: the whole event in drover's versioned JSON form (every field, including ones not in
+    /// this struct; `"v"` is the form's version, durations are milliseconds, e.g. `delay_ms`).
     /// Owned by the event.
     pub json: *mut c_char,
 }
@@ -238,11 +255,7 @@ pub(crate) struct MasterState {
 impl Drop for MasterState {
     fn drop(&mut self) {
         self.events.close();
-        let running = !matches!(
-            self.master.status(),
-            MasterStatus::Initialized | MasterStatus::Stopped | MasterStatus::ShutDown
-        );
-        if running {
+        if !self.master.status().is_idle() {
             // No worker outlives its master: kill and reap them before the runtime goes.
             let _ = self.runtime.block_on(self.master.hard_shutdown());
         }
@@ -268,16 +281,11 @@ pub(crate) fn parse_message(json: &str) -> Result<Box<RawValue>, Failure> {
 }
 
 fn master_status_code(status: MasterStatus) -> drover_master_status {
-    match status {
-        MasterStatus::Initialized => drover_master_status::Initialized,
-        MasterStatus::Starting => drover_master_status::Starting,
-        MasterStatus::Started => drover_master_status::Started,
-        MasterStatus::Reloading => drover_master_status::Reloading,
-        MasterStatus::Stopping => drover_master_status::Stopping,
-        MasterStatus::Stopped => drover_master_status::Stopped,
-        MasterStatus::ShutDown => drover_master_status::ShutDown,
-        MasterStatus::Failed => drover_master_status::Failed,
-    }
+    // The C enum's numbers are core's `MasterStatus::code`s (a test checks them one by one).
+    drover_master_status::ALL
+        .into_iter()
+        .find(|c| *c as u32 == u32::from(status.code()))
+        .unwrap_or(drover_master_status::Initialized)
 }
 
 fn worker_status_code(status: WorkerStatus) -> u32 {
@@ -337,6 +345,8 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
+/// An event as C reads it: the fields of its kind, and core's presentation of it (`text`, its
+/// `Display`; `json`, its versioned JSON form).
 fn event_to_c(event: &Event) -> drover_event {
     let mut out = drover_event {
         kind: drover_event_kind::None,
@@ -352,77 +362,56 @@ fn event_to_c(event: &Event) -> drover_event {
         text: std::ptr::null_mut(),
         json: std::ptr::null_mut(),
     };
-    let text = match event {
-        Event::Status { id, pid, from, to } => {
-            out.kind = drover_event_kind::Status;
-            (out.worker_id, out.pid) = (*id, *pid);
+    if let Subject::Worker { id, pid } = event.subject() {
+        (out.worker_id, out.pid) = (id, pid.unwrap_or(0));
+    }
+    out.kind = match event {
+        // C programs count spawns as STATUS events to INITIALIZED (it was so before core had a
+        // SPAWNED event); `json` says "spawned".
+        Event::Spawned { .. } => {
+            out.from = worker_status_code(WorkerStatus::Initialized);
+            out.to = worker_status_code(WorkerStatus::Initialized);
+            drover_event_kind::Status
+        }
+        Event::Status { from, to, .. } => {
             out.from = worker_status_code(*from);
             out.to = worker_status_code(*to);
-            format!("worker {id} (pid {pid}) {from} -> {to}")
+            drover_event_kind::Status
         }
-        Event::Message { id, pid, data } => {
-            out.kind = drover_event_kind::Message;
-            (out.worker_id, out.pid) = (*id, *pid);
+        Event::Message { data, .. } => {
             out.data = owned_c_string(&data.to_string());
-            format!("worker {id} (pid {pid}) sent a message")
+            drover_event_kind::Message
         }
         Event::Exit(exit) => {
-            out.kind = drover_event_kind::Exit;
-            (out.worker_id, out.pid) = (exit.id, exit.pid);
             out.exit = exit_to_c(exit);
-            exit.to_string()
+            drover_event_kind::Exit
         }
-        Event::ProtocolError { id, pid, error } => {
-            out.kind = drover_event_kind::ProtocolError;
-            (out.worker_id, out.pid) = (*id, *pid);
-            format!("worker {id} (pid {pid}) broke the protocol: {error}")
-        }
-        Event::Failed { id, pid, failure } => {
-            out.kind = drover_event_kind::Failed;
-            (out.worker_id, out.pid) = (*id, pid.unwrap_or(0));
-            match pid {
-                Some(pid) => format!("worker {id} (pid {pid}) failed: {failure}"),
-                None => format!("worker {id} failed: {failure}"),
-            }
-        }
-        Event::Heartbeat { id, pid, rss_bytes } => {
-            out.kind = drover_event_kind::Heartbeat;
-            (out.worker_id, out.pid) = (*id, *pid);
+        Event::ProtocolError { .. } => drover_event_kind::ProtocolError,
+        Event::Failed { .. } => drover_event_kind::Failed,
+        Event::Heartbeat { rss_bytes, .. } => {
             out.rss_bytes = rss_bytes.unwrap_or(0);
-            format!("worker {id} (pid {pid}) sent a heartbeat")
+            drover_event_kind::Heartbeat
         }
-        Event::Restarting { id, delay, restarts } => {
-            out.kind = drover_event_kind::Restarting;
-            out.worker_id = *id;
+        Event::Restarting { delay, restarts, .. } => {
             out.restarts = *restarts;
             out.delay_ms = ms(*delay);
-            format!("worker {id} restarts in {delay:?} (restart {restarts})")
+            drover_event_kind::Restarting
         }
-        Event::Recycling { id, reason } => {
-            out.kind = drover_event_kind::Recycling;
-            out.worker_id = *id;
-            format!("worker {id} is recycled: {reason}")
-        }
+        Event::Recycling { .. } => drover_event_kind::Recycling,
         Event::GaveUp { restarts, window } => {
-            out.kind = drover_event_kind::GaveUp;
             out.restarts = *restarts;
             out.delay_ms = ms(*window);
-            format!("{restarts} restarts within {window:?}: the master stopped restarting workers")
+            drover_event_kind::GaveUp
         }
         Event::MasterStatus { from, to } => {
-            out.kind = drover_event_kind::MasterStatus;
-            out.from = master_status_code(*from) as u32;
-            out.to = master_status_code(*to) as u32;
-            format!("master {from} -> {to}")
+            out.from = u32::from(from.code());
+            out.to = u32::from(to.code());
+            drover_event_kind::MasterStatus
         }
-        Event::Dropped { count } => {
-            out.kind = drover_event_kind::Dropped;
-            format!("{count} events dropped: the event queue was full")
-        }
+        Event::Dropped { .. } => drover_event_kind::Dropped,
     };
-    out.text = owned_c_string(&text);
-    let json = serde_json::to_string(event).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
-    out.json = owned_c_string(&json);
+    out.text = owned_c_string(&event.to_string());
+    out.json = owned_c_string(&event.to_json_text());
     out
 }
 
@@ -851,4 +840,26 @@ pub unsafe extern "C" fn drover_event_clear(event: *mut drover_event) {
     // SAFETY: this function's contract is `clear_event`'s, and `data`, `text` and `json` are the
     // event's owned strings.
     unsafe { clear_event(event, strings) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_status_numbers_are_cores() {
+        for s in MasterStatus::ALL {
+            assert_eq!(master_status_code(s) as u32, u32::from(s.code()));
+        }
+    }
+
+    #[test]
+    fn a_spawn_reaches_c_as_a_status_event_to_initialized() {
+        let e = event_to_c(&Event::Spawned { id: 2, pid: 7 });
+        assert_eq!(e.kind, drover_event_kind::Status);
+        assert_eq!((e.worker_id, e.pid, e.from, e.to), (2, 7, 1, 1));
+        let mut e = e;
+        // SAFETY: `e` was filled by `event_to_c` and is cleared once.
+        unsafe { drover_event_clear(&mut e) };
+    }
 }

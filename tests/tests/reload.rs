@@ -281,12 +281,7 @@ async fn a_shutdown_during_a_reload_wins_and_leaves_nothing_running() {
     while spawned.len() < 2 {
         spawned.insert(
             next_matching(&mut events, |e| match e {
-                Event::Status {
-                    id,
-                    pid,
-                    to: WorkerStatus::Initialized,
-                    ..
-                } => Some((*id, *pid)),
+                Event::Spawned { id, pid } => Some((*id, *pid)),
                 _ => None,
             })
             .await,

@@ -153,11 +153,23 @@ async fn workers_asking_for_the_same_address_share_one_socket_and_bind_errors_co
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
-    let error = ask_to_listen(&master, &mut events, w[0].id, &busy, "listen_error").await;
+    master
+        .send(w[0].id, &json!({"cmd": "listen", "address": busy}))
+        .await
+        .unwrap();
+    let reply = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } if data.get("listen_error").is_some() => Some(data.clone()),
+        _ => None,
+    })
+    .await;
+    let error = reply["listen_error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!("cannot listen on {busy}")) && error.contains("EADDRINUSE"),
         "{error}"
     );
+    // The worker has the errno and the address as fields, not only in the words.
+    assert_eq!(reply["errno"], json!(98), "EADDRINUSE on Linux: {reply}");
+    assert_eq!(reply["refused"], json!(busy), "{reply}");
     assert_eq!(
         master.worker(w[0].id).unwrap().status,
         WorkerStatus::Started,

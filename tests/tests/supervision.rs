@@ -76,10 +76,7 @@ async fn restarts_back_off_exponentially_and_the_master_gives_up_past_the_intens
         match next_event(&mut events).await {
             Event::Exit(_) => last_exit = Some(Instant::now()),
             Event::Restarting { delay, .. } => delays.push(delay),
-            Event::Status {
-                to: WorkerStatus::Initialized,
-                ..
-            } => {
+            Event::Spawned { .. } => {
                 spawns += 1;
                 if let Some(t) = last_exit.take() {
                     measured.push(t.elapsed());
@@ -109,11 +106,7 @@ async fn restarts_back_off_exponentially_and_the_master_gives_up_past_the_intens
     // No spinning: nothing more is spawned.
     let quiet = tokio::time::timeout(Duration::from_millis(1000), async {
         loop {
-            if let Event::Status {
-                to: WorkerStatus::Initialized,
-                ..
-            } = next_event(&mut events).await
-            {
+            if let Event::Spawned { .. } = next_event(&mut events).await {
                 return;
             }
         }
@@ -293,11 +286,7 @@ async fn a_manual_restart_during_the_backoff_makes_the_automatic_one_moot() {
     let spawned_again = tokio::time::timeout(Duration::from_millis(1500), async {
         loop {
             match next_event(&mut events).await {
-                Event::Status {
-                    to: WorkerStatus::Initialized,
-                    pid: other,
-                    ..
-                } if other != pid => return,
+                Event::Spawned { pid: other, .. } if other != pid => return,
                 _ => {}
             }
         }

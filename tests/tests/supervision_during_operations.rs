@@ -144,12 +144,7 @@ async fn a_crashed_worker_is_restarted_while_a_recycle_waits_for_its_successor()
     // The crashed worker's new process is spawned before the recycle ends (the victim's exit).
     loop {
         match next_event(&mut events).await {
-            Event::Status {
-                id,
-                pid,
-                to: WorkerStatus::Initialized,
-                ..
-            } if id == other.id && pid != other.pid => break,
+            Event::Spawned { id, pid } if id == other.id && pid != other.pid => break,
             Event::Exit(exit) if exit.id == victim => {
                 panic!("the recycle ended before the crashed worker {} was restarted", other.id)
             }
@@ -185,11 +180,7 @@ async fn dropping_the_last_handle_ends_every_worker_even_with_a_restart_waiting_
     // spawned after the drop, and nothing holds the master.
     let ended = tokio::time::timeout(drover_tests::EVENT_DEADLINE, async {
         while let Some(event) = events.recv().await {
-            if let Event::Status {
-                to: WorkerStatus::Initialized,
-                ..
-            } = event
-            {
+            if let Event::Spawned { .. } = event {
                 panic!("a worker was spawned after the last handle was dropped");
             }
         }

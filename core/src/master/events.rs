@@ -21,7 +21,7 @@
 //! called on the emitting task and bound nothing here: the host they hand events to does.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -82,11 +82,21 @@ pub enum WorkerFailure {
 }
 
 /// Something that happened in a master.
+///
+/// How it is shown to people is [`Event`]'s `Display` (one line of English) and
+/// [`Event::summary`]; to programs, [`Event::to_json`] (the versioned JSON form every face gives).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A worker's status changed (reported by it, or assigned by the master: INITIALIZED at spawn,
-    /// FAILED on a failure).
+    /// A worker process was created (its status is INITIALIZED: the master assigns it at spawn,
+    /// and no [`Event::Status`] announces it, as `docs/PROTOCOL.md` §6.2 has no such transition).
+    Spawned {
+        /// The worker.
+        id: WorkerId,
+        /// Its new process.
+        pid: u32,
+    },
+    /// A worker's status changed (reported by it, or assigned by the master: FAILED on a failure).
     Status {
         /// The worker.
         id: WorkerId,
@@ -471,6 +481,222 @@ impl Events {
     }
 }
 
+/// The version of [`Event::to_json`]'s form, given as its `"v"` field. A new event kind or a new
+/// field is not a new version (readers skip what they do not know); renaming or retyping a field is.
+pub const EVENT_JSON_VERSION: u32 = 1;
+
+/// Whom an event is about, as [`Event::subject`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// One worker, and its process when there is one.
+    Worker {
+        /// The worker.
+        id: WorkerId,
+        /// Its process, if it has one.
+        pid: Option<u32>,
+    },
+    /// The master as a whole.
+    Master,
+}
+
+/// A duration as the JSON form gives it: whole milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Event {
+    /// The event's name in its JSON form (`"event"`), e.g. `"exit"`, `"master_status"`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Event::Spawned { .. } => "spawned",
+            Event::Status { .. } => "status",
+            Event::Message { .. } => "message",
+            Event::Exit(_) => "exit",
+            Event::ProtocolError { .. } => "protocol_error",
+            Event::Failed { .. } => "failed",
+            Event::Heartbeat { .. } => "heartbeat",
+            Event::Restarting { .. } => "restarting",
+            Event::Recycling { .. } => "recycling",
+            Event::GaveUp { .. } => "gave_up",
+            Event::MasterStatus { .. } => "master_status",
+            Event::Dropped { .. } => "dropped",
+        }
+    }
+
+    /// Whom the event is about.
+    pub fn subject(&self) -> Subject {
+        let worker = |id: WorkerId, pid: Option<u32>| Subject::Worker { id, pid };
+        match self {
+            Event::Spawned { id, pid }
+            | Event::Status { id, pid, .. }
+            | Event::Message { id, pid, .. }
+            | Event::ProtocolError { id, pid, .. }
+            | Event::Heartbeat { id, pid, .. } => worker(*id, Some(*pid)),
+            Event::Exit(exit) => worker(exit.id, Some(exit.pid)),
+            Event::Failed { id, pid, .. } => worker(*id, *pid),
+            Event::Restarting { id, .. } | Event::Recycling { id, .. } => worker(*id, None),
+            Event::GaveUp { .. } | Event::MasterStatus { .. } | Event::Dropped { .. } => Subject::Master,
+        }
+    }
+
+    /// What happened, without whom it happened to (the [`Event::subject`]): e.g. `"exited: killed
+    /// by SIGKILL (9) in status STARTED, unasked"`. The CLI prints it after its own prefix; the
+    /// event's `Display` after `"worker 2 (pid 4121) "`.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+
+    /// The event in drover's versioned JSON form, the one every face gives (the C `json` field, the
+    /// Node addon's events): an object with `"v"` ([`EVENT_JSON_VERSION`]), `"event"` ([`Event::kind_name`]) and the
+    /// event's fields, durations in whole milliseconds (`delay_ms`), statuses as their protocol
+    /// numbers (worker) or names (master), exit reasons and failures as [`crate::ExitReason::to_json`]
+    /// and [`WorkerFailure::to_json`] give them, and `"message"`, the failure or protocol error in
+    /// words, where there is one.
+    pub fn to_json(&self) -> Value {
+        let v = EVENT_JSON_VERSION;
+        let event = self.kind_name();
+        match self {
+            Event::Spawned { id, pid } => json!({ "v": v, "event": event, "id": id, "pid": pid }),
+            Event::Status { id, pid, from, to } => {
+                json!({ "v": v, "event": event, "id": id, "pid": pid, "from": from.code(), "to": to.code() })
+            }
+            Event::Message { id, pid, data } => json!({ "v": v, "event": event, "id": id, "pid": pid, "data": data }),
+            Event::Exit(exit) => json!({
+                "v": v,
+                "event": event,
+                "id": exit.id,
+                "pid": exit.pid,
+                "reason": exit.reason.to_json(),
+                "requested": exit.requested,
+                "last_status": exit.last_status.code(),
+            }),
+            Event::ProtocolError { id, pid, error } => json!({
+                "v": v,
+                "event": event,
+                "id": id,
+                "pid": pid,
+                "error": error,
+                "message": error.to_string(),
+            }),
+            Event::Failed { id, pid, failure } => json!({
+                "v": v,
+                "event": event,
+                "id": id,
+                "pid": pid,
+                "failure": failure.to_json(),
+                "message": failure.to_string(),
+            }),
+            Event::Heartbeat { id, pid, rss_bytes } => {
+                json!({ "v": v, "event": event, "id": id, "pid": pid, "rss_bytes": rss_bytes })
+            }
+            Event::Restarting { id, delay, restarts } => {
+                json!({ "v": v, "event": event, "id": id, "delay_ms": millis(*delay), "restarts": restarts })
+            }
+            Event::Recycling { id, reason } => json!({ "v": v, "event": event, "id": id, "reason": reason }),
+            Event::GaveUp { restarts, window } => {
+                json!({ "v": v, "event": event, "restarts": restarts, "window_ms": millis(*window) })
+            }
+            Event::MasterStatus { from, to } => json!({
+                "v": v,
+                "event": event,
+                "from": from.name(),
+                "to": to.name(),
+                "idle": to.is_idle(),
+            }),
+            Event::Dropped { count } => json!({ "v": v, "event": event, "count": count }),
+        }
+    }
+
+    /// [`Event::to_json`] as text. A message (the hot path) is written around its payload, without
+    /// building the object first.
+    pub fn to_json_text(&self) -> String {
+        match self {
+            Event::Message { id, pid, data } => message_json_text(*id, *pid, &data.to_string()),
+            _ => self.to_json().to_string(),
+        }
+    }
+}
+
+/// The JSON form of a message event whose payload is the JSON text `data` (already checked to
+/// be JSON): for a face that has the payload as text, as [`Event::to_json_text`] gives it.
+pub fn message_json_text(id: WorkerId, pid: u32, data: &str) -> String {
+    format!(r#"{{"v":{EVENT_JSON_VERSION},"event":"message","id":{id},"pid":{pid},"data":{data}}}"#)
+}
+
+impl WorkerFailure {
+    /// The failure in the versioned JSON form of [`Event::to_json`]: `"kind"` and the fields,
+    /// durations in whole milliseconds (`timeout_ms`, `silent_for_ms`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            WorkerFailure::StartTimeout { timeout } => {
+                json!({ "kind": "start_timeout", "timeout_ms": millis(*timeout) })
+            }
+            WorkerFailure::Protocol { error } => json!({ "kind": "protocol", "error": error }),
+            WorkerFailure::Reported => json!({ "kind": "reported" }),
+            WorkerFailure::Hung { silent_for } => json!({ "kind": "hung", "silent_for_ms": millis(*silent_for) }),
+            WorkerFailure::Spawn { program, error, errno } => {
+                json!({ "kind": "spawn", "program": program, "error": error, "errno": errno })
+            }
+        }
+    }
+}
+
+/// What an event says happened, without its subject: see [`Event::summary`].
+#[derive(Debug, Clone, Copy)]
+pub struct Summary<'a>(&'a Event);
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Event::Spawned { .. } => f.write_str("spawned"),
+            Event::Status { from, to, .. } => write!(f, "{from} -> {to}"),
+            Event::MasterStatus { from, to } => write!(f, "{from} -> {to}"),
+            Event::Message { .. } => f.write_str("sent a message"),
+            Event::Exit(exit) => write!(
+                f,
+                "exited: {} in status {}, {}",
+                exit.reason,
+                exit.last_status,
+                if exit.requested { "as asked" } else { "unasked" }
+            ),
+            Event::ProtocolError { error, .. } => write!(f, "broke the protocol: {error}"),
+            Event::Failed { failure, .. } => write!(f, "failed: {failure}"),
+            Event::Heartbeat {
+                rss_bytes: Some(rss), ..
+            } => write!(f, "sent a heartbeat ({rss} bytes resident)"),
+            Event::Heartbeat { rss_bytes: None, .. } => f.write_str("sent a heartbeat"),
+            Event::Restarting { delay, restarts, .. } => {
+                write!(f, "restarting in {delay:?} (restart #{restarts})")
+            }
+            Event::Recycling { reason, .. } => write!(f, "recycling: {reason}"),
+            Event::GaveUp { restarts, window } => write!(
+                f,
+                "gave up restarting: more than {restarts} restarts within {window:?}; the master is FAILED"
+            ),
+            Event::Dropped { count } => {
+                write!(
+                    f,
+                    "{count} events dropped: the event queue was full (its reader fell behind)"
+                )
+            }
+        }
+    }
+}
+
+/// One line of English: the subject, then the [`Event::summary`], e.g. `"worker 2 (pid 4121)
+/// exited: killed by SIGKILL (9) in status STARTED, unasked"` or `"master STARTED -> STOPPING"`.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.subject(), self) {
+            (Subject::Worker { id, pid: Some(pid) }, _) => write!(f, "worker {id} (pid {pid}) ")?,
+            (Subject::Worker { id, pid: None }, _) => write!(f, "worker {id} ")?,
+            (Subject::Master, Event::MasterStatus { .. }) => f.write_str("master ")?,
+            (Subject::Master, _) => {}
+        }
+        write!(f, "{}", self.summary())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +807,102 @@ mod tests {
         assert_eq!(got + dropped, 40);
         assert!(got * big.len() <= EVENT_QUEUE_BYTES, "{got} messages of 1 MiB queued");
         assert!(got >= 15, "{got}");
+    }
+
+    #[test]
+    fn an_event_reads_as_one_line_naming_its_worker() {
+        let exit = Event::Exit(WorkerExit {
+            id: 2,
+            pid: 4121,
+            reason: crate::ExitReason::ExternalSignal {
+                signal: 9,
+                core_dumped: false,
+            },
+            requested: false,
+            last_status: WorkerStatus::Started,
+        });
+        assert_eq!(
+            exit.to_string(),
+            "worker 2 (pid 4121) exited: killed by SIGKILL (9) in status STARTED, unasked"
+        );
+        assert_eq!(Event::Spawned { id: 1, pid: 2 }.to_string(), "worker 1 (pid 2) spawned");
+        let restarting = Event::Restarting {
+            id: 3,
+            delay: Duration::from_millis(1500),
+            restarts: 2,
+        };
+        assert_eq!(restarting.to_string(), "worker 3 restarting in 1.5s (restart #2)");
+        let master = Event::MasterStatus {
+            from: MasterStatus::Started,
+            to: MasterStatus::Stopping,
+        };
+        assert_eq!(master.to_string(), "master STARTED -> STOPPING");
+        assert_eq!(master.summary().to_string(), "STARTED -> STOPPING");
+        assert_eq!(master.subject(), Subject::Master);
+    }
+
+    #[test]
+    fn the_json_form_is_versioned_with_durations_in_milliseconds() {
+        let restarting = Event::Restarting {
+            id: 3,
+            delay: Duration::from_millis(1500),
+            restarts: 2,
+        };
+        assert_eq!(
+            restarting.to_json(),
+            json!({ "v": 1, "event": "restarting", "id": 3, "delay_ms": 1500, "restarts": 2 })
+        );
+        let gave_up = Event::GaveUp {
+            restarts: 5,
+            window: Duration::from_secs(60),
+        };
+        assert_eq!(gave_up.to_json()["window_ms"], 60_000);
+        let hung = Event::Failed {
+            id: 1,
+            pid: Some(2),
+            failure: WorkerFailure::Hung {
+                silent_for: Duration::from_millis(250),
+            },
+        };
+        let v = hung.to_json();
+        assert_eq!(v["failure"], json!({ "kind": "hung", "silent_for_ms": 250 }));
+        assert_eq!(v["message"], "sent no heartbeat for 250ms");
+        let master = Event::MasterStatus {
+            from: MasterStatus::Stopping,
+            to: MasterStatus::ShutDown,
+        };
+        assert_eq!(
+            master.to_json(),
+            json!({ "v": 1, "event": "master_status", "from": "STOPPING", "to": "SHUT_DOWN", "idle": true })
+        );
+        assert_eq!(Event::Spawned { id: 1, pid: 2 }.to_json()["event"], "spawned");
+        assert_eq!(status().to_json()["to"], WorkerStatus::Stopping.code());
+    }
+
+    #[test]
+    fn a_messages_json_text_is_its_json_form() {
+        let m = message(7);
+        let text = m.to_json_text();
+        let parsed: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(parsed, m.to_json());
+        assert_eq!(text, message_json_text(1, 2, r#"{"i":7}"#));
+    }
+
+    #[test]
+    fn an_exit_reason_keeps_its_serde_form_and_adds_names() {
+        let segv = crate::ExitReason::ExternalSignal {
+            signal: 11,
+            core_dumped: true,
+        };
+        assert_eq!(
+            segv.to_json(),
+            json!({ "kind": "EXTERNAL_SIGNAL", "name": "ExternalSignal", "signal": 11, "signal_name": "SIGSEGV", "core_dumped": true })
+        );
+        let code = crate::ExitReason::AbnormalExit { code: 3 };
+        assert_eq!(
+            code.to_json(),
+            json!({ "kind": "ABNORMAL_EXIT", "name": "AbnormalExit", "code": 3 })
+        );
     }
 
     #[tokio::test]

@@ -115,6 +115,13 @@ pub enum MasterFrame {
         /// Why there is no socket (bind failed, bad address).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// With `error`, when the OS refused: its errno (e.g. 98 for `EADDRINUSE`), so a worker
+        /// need not read it out of the text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        /// With `error`: the address refused, as the master normalised it (e.g. `[::]:8080`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
     /// The master refuses the worker (e.g. a version mismatch) and closes the channel.
     Error {

@@ -18,7 +18,7 @@
 //! `block` (blocks its runtime for `ms`), `burst` with `n` (sends n messages), `pid`, `busy-poll`
 //! (replies its busy-poll window and `DROVER_BUSY_POLL_US`),
 //! `listen` with `address` (asks the master for a socket and serves on it; replies
-//! `{"listening": local}` or `{"listen_error": ...}`), `notify-ready` (sends `READY=1` to
+//! `{"listening": local}` or `{"listen_error": ..., "errno": ..., "refused": address}`), `notify-ready` (sends `READY=1` to
 //! `NOTIFY_SOCKET`).
 //!
 //! Hostile ones, written past the MessageBus straight onto the channel: `fd-pair` with `n` (a
@@ -245,7 +245,12 @@ async fn handle(bus: &MessageBus, msg: Value) {
                     let _ = bus.send_message(&json!({ "listening": listening.local })).await;
                 }
                 Err(e) => {
-                    let _ = bus.send_message(&json!({ "listen_error": e.to_string() })).await;
+                    let (errno, refused) = match &e {
+                        drover::BusError::Listen(r) => (r.errno, Some(r.address.clone())),
+                        _ => (None, None),
+                    };
+                    let reply = json!({ "listen_error": e.to_string(), "errno": errno, "refused": refused });
+                    let _ = bus.send_message(&reply).await;
                 }
             }
         }

@@ -646,6 +646,8 @@ impl<C: Child> WorkerActor<C> {
                         request,
                         local: Some(listener.local.clone()),
                         error: None,
+                        errno: None,
+                        address: None,
                     };
                     (frame, Some(listener.fd.clone()))
                 }
@@ -656,6 +658,8 @@ impl<C: Child> WorkerActor<C> {
                             request,
                             local: None,
                             error: Some(error.to_string()),
+                            errno: error.errno(),
+                            address: Some(error.address().to_string()),
                         },
                         None,
                     )

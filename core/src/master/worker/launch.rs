@@ -25,7 +25,6 @@ use crate::master::readiness::NotifySocket;
 use crate::master::spawn::{self, Child, SpawnSpec};
 use crate::protocol::channel::{self, ChannelRead, ChannelWrite};
 use crate::protocol::{self, FrameCodec};
-use crate::status::WorkerStatus;
 use crate::WorkerId;
 
 /// Everything the actor needs to know about its process's settings.
@@ -206,13 +205,7 @@ pub(super) fn start<C: Child>(launched: Launched<C>, events: &EventHub) -> Worke
     handle
 }
 
-/// A new process for worker `id`: today a status change INITIALIZED -> INITIALIZED, which is how
-/// subscribers have learned of spawns so far.
+/// A new process for worker `id` (never a status change: PROTOCOL.md §6.2).
 fn announce_spawn(events: &EventHub, id: WorkerId, pid: u32) {
-    events.emit(Event::Status {
-        id,
-        pid,
-        from: WorkerStatus::Initialized,
-        to: WorkerStatus::Initialized,
-    });
+    events.emit(Event::Spawned { id, pid });
 }
