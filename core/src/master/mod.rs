@@ -193,6 +193,9 @@ impl Master {
     /// and reaped, and the error names that worker and why. The master is then `Stopped` and
     /// `start()` may be tried again.
     pub async fn start(&self) -> Result<(), Error> {
+        // At once, as the other operations do: a caller with a deadline (the C face's timeout)
+        // learns of a wrong state now, not when the loop gets to the request.
+        self.inner.require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
         self.submit(Op::Start).await
     }
 
