@@ -20,6 +20,9 @@
 //! `guard` for futures): no panic crosses into Node. Errors cross as JS errors whose message
 //! carries a tagged JSON description ([`error`]) that the JS layer turns into drover's classes.
 
+// No unwrap/expect outside tests: what a user or a worker controls is an error, never a panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 #![deny(clippy::unwrap_used)]
 
 pub mod bus;

@@ -54,7 +54,9 @@ impl Printer {
     /// `open` runs on the new thread (a stream's lock may not move between threads).
     fn start<W: Write>(name: &str, open: impl FnOnce() -> W + Send + 'static, capacity: usize) -> Printer {
         let (tx, rx) = sync_channel::<Msg>(capacity);
-        std::thread::Builder::new()
+        // If the thread cannot be created, `rx` is dropped with the closure: every line is then
+        // refused at once and counted as dropped, as with a stuck terminal. Nothing blocks.
+        let _ = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::new(open());
@@ -80,8 +82,7 @@ impl Printer {
                     }
                 }
                 let _ = out.flush();
-            })
-            .expect("a thread for the log can be created at start");
+            });
         Printer {
             tx,
             dropped: Arc::default(),

@@ -11,6 +11,9 @@
 //! - `fdlimit.rs`: raising the soft open-file limit at start.
 //! - `notify.rs`: systemd's `sd_notify`. `reaper.rs`: orphan reaping as PID 1. `procinfo.rs`: `/proc`.
 
+// No unwrap/expect outside tests: what a user or a worker controls is an error, never a panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod config;
 mod control;
 mod fdlimit;

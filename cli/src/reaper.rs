@@ -79,7 +79,12 @@ pub async fn run(log: Log) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = async { sigchld.as_mut().expect("guarded").recv().await }, if sigchld.is_some() => {}
+            Some(()) = async {
+                match sigchld.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => None,
+                }
+            }, if sigchld.is_some() => {}
             _ = tick.tick() => {}
         }
         let reaped = tokio::task::spawn_blocking(reap_orphans).await.unwrap_or_default();

@@ -88,6 +88,8 @@ impl ListenRefused {
 
 /// What a master tells a worker.
 #[derive(Debug, Clone, PartialEq)]
+/// New kinds may be added in a compatible version (PROTOCOL.md §13): match with a `_` arm.
+#[non_exhaustive]
 pub enum BusEvent {
     /// Stop taking new work, finish in-flight work, then [`MessageBus::send_stopped`].
     Stop,
@@ -102,6 +104,8 @@ pub enum BusEvent {
 
 /// What [`CommandReader::read_ready`] gives the host.
 #[derive(Debug)]
+/// New kinds may be added in a compatible version (PROTOCOL.md §13): match with a `_` arm.
+#[non_exhaustive]
 pub enum Command<'a> {
     /// A user message, as the JSON text the master wrote: valid JSON, not decoded, for a host
     /// that parses JSON itself (decoding it into a `Value` only to encode it again cost more than

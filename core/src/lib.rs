@@ -87,6 +87,9 @@
 //!
 //! A worker written in Rust uses [`MessageBus`]; see its docs.
 
+// No unwrap/expect outside tests: what a user or a worker controls is an error, never a panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod bus;
 pub mod busy_poll;
 pub mod config;
@@ -114,8 +117,12 @@ pub use master::events::{
     message_json_text, Event, Events, Subject, Subscription, Summary, WorkerFailure, EVENT_JSON_VERSION,
     EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,
 };
+// For hosts that read workers' channels on their own loop (the Node addon) and for a standalone
+// binary that reaps orphans (the drover command): not part of the API a Rust user needs.
+#[doc(hidden)]
 pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel};
 pub use master::output::{OutputLine, OutputLines, OutputStream};
+#[doc(hidden)]
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::spawn::rss_bytes;
 pub use master::worker::{SendError, WorkerInfo};

@@ -87,6 +87,8 @@ pub enum WorkerFailure {
 /// [`Event::summary`]; to programs, [`Event::to_json`] (the versioned JSON form every face gives).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+/// New kinds may be added in a compatible version (like `Dropped` and `Spawned` were): match with a `_` arm.
+#[non_exhaustive]
 pub enum Event {
     /// A worker process was created (its status is INITIALIZED: the master assigns it at spawn,
     /// and no [`Event::Status`] announces it, as `docs/PROTOCOL.md` §6.2 has no such transition).

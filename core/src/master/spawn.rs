@@ -88,20 +88,25 @@ pub(crate) struct ChildProcess {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The thread every fork happens on. See the module docs for why it must outlive every worker.
-fn spawner() -> &'static Mutex<std_mpsc::Sender<Job>> {
-    static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<Job>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = std_mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("drover-spawner".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .expect("the drover spawner thread can be created at first use");
-        Mutex::new(tx)
-    })
+/// If it cannot be created (the host is out of threads), no worker can ever be spawned: each
+/// spawn says so.
+fn spawner() -> io::Result<&'static Mutex<std_mpsc::Sender<Job>>> {
+    static SPAWNER: OnceLock<Result<Mutex<std_mpsc::Sender<Job>>, String>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = std_mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("drover-spawner".into())
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+                .map(|_| Mutex::new(tx))
+                .map_err(|e| format!("cannot create the drover spawner thread: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| io::Error::other(e.clone()))
 }
 
 /// Spawns a process as described, on the spawner thread. Must be called within a tokio runtime.
@@ -110,7 +115,7 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> io::Result<ChildProcess> {
     let job: Job = Box::new(move || {
         let _ = tx.send(spawn_now(spec));
     });
-    spawner()
+    spawner()?
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .send(job)

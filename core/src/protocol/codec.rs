@@ -16,6 +16,8 @@ use crate::status::WorkerStatus;
 /// Everything a peer can do wrong on the channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+/// New kinds may be added in a compatible version (PROTOCOL.md §13): match with a `_` arm.
+#[non_exhaustive]
 pub enum ProtocolError {
     /// A line longer than the limit.
     #[error("frame exceeds the limit of {limit} bytes")]

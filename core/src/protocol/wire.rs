@@ -11,6 +11,8 @@ use crate::status::WorkerStatus;
 /// A frame a worker sends to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+/// New kinds may be added in a compatible version (PROTOCOL.md §13): match with a `_` arm.
+#[non_exhaustive]
 pub enum WorkerFrame {
     /// The first frame on the channel: the protocol version the worker speaks.
     Hello {
@@ -87,6 +89,8 @@ pub struct WorkerMeta {
 /// A frame a master sends to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+/// New kinds may be added in a compatible version (PROTOCOL.md §13): match with a `_` arm.
+#[non_exhaustive]
 pub enum MasterFrame {
     /// The answer to a compatible `hello`.
     Welcome {
