@@ -237,6 +237,8 @@ fn command_text(command: Command<'_>) -> String {
         // The hot path: the payload's text as the master wrote it, into the event's text.
         Command::Message(data) => return format!(r#"{{"event":"message","data":{}}}"#, data.get()),
         Command::Event(event) => event,
+        // A kind newer than this addon: the JS layer passes unknown events over.
+        _ => return json!({ "event": "unknown" }).to_string(),
     };
     match event {
         BusEvent::Stop => json!({ "event": "stop" }),
@@ -246,6 +248,7 @@ fn command_text(command: Command<'_>) -> String {
             "event": "closed",
             "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
         }),
+        _ => json!({ "event": "unknown" }),
     }
     .to_string()
 }

@@ -56,33 +56,31 @@ impl Printer {
         let (tx, rx) = sync_channel::<Msg>(capacity);
         // If the thread cannot be created, `rx` is dropped with the closure: every line is then
         // refused at once and counted as dropped, as with a stuck terminal. Nothing blocks.
-        let _ = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(open());
-                loop {
-                    let msg = match rx.try_recv() {
-                        Ok(msg) => msg,
-                        Err(_) => {
-                            let _ = out.flush();
-                            match rx.recv() {
-                                Ok(msg) => msg,
-                                Err(_) => break,
-                            }
-                        }
-                    };
-                    match msg {
-                        Msg::Text(text) => {
-                            let _ = out.write_all(text.as_bytes());
-                        }
-                        Msg::Flush(ack) => {
-                            let _ = out.flush();
-                            let _ = ack.try_send(());
+        let _ = std::thread::Builder::new().name(name.into()).spawn(move || {
+            let mut out = std::io::BufWriter::new(open());
+            loop {
+                let msg = match rx.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        let _ = out.flush();
+                        match rx.recv() {
+                            Ok(msg) => msg,
+                            Err(_) => break,
                         }
                     }
+                };
+                match msg {
+                    Msg::Text(text) => {
+                        let _ = out.write_all(text.as_bytes());
+                    }
+                    Msg::Flush(ack) => {
+                        let _ = out.flush();
+                        let _ = ack.try_send(());
+                    }
                 }
-                let _ = out.flush();
-            });
+            }
+            let _ = out.flush();
+        });
         Printer {
             tx,
             dropped: Arc::default(),

@@ -274,8 +274,9 @@ async fn main() {
                 let _ = bus.send_shutted_down().await;
                 std::process::exit(0);
             }
-            BusEvent::Message(_) => {}
             BusEvent::Closed(_) => std::process::exit(0),
+            // Messages, and kinds a newer master may send (PROTOCOL.md §13): nothing to do.
+            _ => {}
         }
     }
 }

@@ -289,6 +289,8 @@ fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
                 c.text = owned_c_string(&error.to_string());
             }
         }
+        // A kind newer than this mapping: DROVER_BUS_EVENT_KIND_NONE, which a program skips.
+        _ => {}
     }
     c
 }

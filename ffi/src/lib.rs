@@ -29,7 +29,6 @@
 
 // No unwrap/expect outside tests: what a user or a worker controls is an error, never a panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 #![allow(non_camel_case_types)]
 // Every exported function takes raw pointers from C, whose validity is the contract stated in the
 // header; making each one `unsafe fn` would change nothing for C callers (as in rustls-ffi).

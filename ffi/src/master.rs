@@ -409,6 +409,8 @@ fn event_to_c(event: &Event) -> drover_event {
             drover_event_kind::MasterStatus
         }
         Event::Dropped { .. } => drover_event_kind::Dropped,
+        // A kind newer than this mapping: NONE, with `text` and `json` still describing it.
+        _ => drover_event_kind::None,
     };
     out.text = owned_c_string(&event.to_string());
     out.json = owned_c_string(&event.to_json_text());

@@ -116,6 +116,7 @@ async fn run() -> i32 {
                 return 0;
             }
             BusEvent::Closed(_) => return 0,
+            _ => {}
         }
     }
     0

@@ -195,7 +195,8 @@ impl Master {
     pub async fn start(&self) -> Result<(), Error> {
         // At once, as the other operations do: a caller with a deadline (the C face's timeout)
         // learns of a wrong state now, not when the loop gets to the request.
-        self.inner.require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
+        self.inner
+            .require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
         self.submit(Op::Start).await
     }
 

@@ -146,6 +146,7 @@ async fn run() {
             BusEvent::Stop | BusEvent::Quit => {}
             BusEvent::Message(msg) => handle(&bus, msg).await,
             BusEvent::Closed(_) => std::process::exit(0),
+            other => eprintln!("drover-test-worker: a command it does not know: {other:?}"),
         }
     }
 }
