@@ -13,6 +13,7 @@
 //!         BusEvent::Quit => { bus.send_shutted_down().await?; break; }
 //!         BusEvent::Message(data) => bus.send_message(&data).await?, // echo
 //!         BusEvent::Closed(_) => break, // the master is gone
+//!         _ => {} // a kind a newer master may send (PROTOCOL.md §13)
 //!     }
 //! }
 //! # Ok(()) }
