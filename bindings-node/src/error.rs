@@ -41,11 +41,19 @@ pub fn describe(error: &Error) -> Value {
             "message": message,
             "workerId": id,
         }),
-        Error::Send(e) => json!({
-            "name": "MessageDeliveryError",
-            "message": message,
-            "detail": e.to_string(),
-        }),
+        Error::Send(e) => {
+            let mut v = json!({
+                "name": "MessageDeliveryError",
+                "message": message,
+                "detail": e.to_string(),
+            });
+            // As Node's own socket errors: `code` (EPIPE) and a negative `errno`.
+            if let drover::SendError::Write { errno: Some(errno), .. } = e {
+                v["code"] = Value::String(drover::errno_name(*errno));
+                v["errno"] = json!(-errno);
+            }
+            v
+        }
         Error::Cancelled { operation } => json!({
             "name": "OperationCancelledError",
             "message": message,

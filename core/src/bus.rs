@@ -215,7 +215,7 @@ impl BusSender {
     async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), BusError> {
         match self.writer.write(bytes, FrameKind::Plain, None).await {
             Ok(()) => Ok(()),
-            Err(WriteFailure::Io(e)) => Err(BusError::Io(e)),
+            Err(WriteFailure::Io(e)) => Err(BusError::Io(e.message)),
             Err(WriteFailure::Quitting) => Err(BusError::MasterGone),
             // Not with this writer's limit (see `connect_with`), kept for completeness.
             Err(full @ WriteFailure::Full { .. }) => Err(BusError::Io(format!("{full:?}"))),

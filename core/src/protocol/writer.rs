@@ -37,11 +37,47 @@ pub enum FrameKind {
 /// The default bound on the bytes a channel's writer holds unwritten (the peer is not reading).
 pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
 
+/// A channel that failed: the OS error's number where the OS gave one (`EPIPE`, `ECONNRESET`, ...),
+/// and what happened, so that no face has to parse the text for the errno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoFailure {
+    /// The errno, for an OS error; `None` when drover itself gave up on the channel.
+    pub errno: Option<i32>,
+    /// What happened, with the errno's name when there is one.
+    pub message: String,
+}
+
+impl IoFailure {
+    /// From an OS error: its errno and its message with the errno's name.
+    pub fn os(error: &io::Error) -> IoFailure {
+        let errno = error.raw_os_error();
+        let message = match errno {
+            Some(n) => format!("{error} ({})", crate::listen::errno_name(n)),
+            None => error.to_string(),
+        };
+        IoFailure { errno, message }
+    }
+
+    /// drover's own reason (the channel closed, the peer read nothing for too long).
+    pub fn other(message: impl Into<String>) -> IoFailure {
+        IoFailure {
+            errno: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Why a frame was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteFailure {
     /// The socket failed (the peer is gone).
-    Io(String),
+    Io(IoFailure),
     /// `quit` was already written.
     Quitting,
     /// The peer is not reading: `queued` bytes wait unwritten, and this frame would take them past
@@ -83,7 +119,7 @@ struct State {
     /// Bytes of the frames in `held` and `queue`.
     queued: usize,
     limit: usize,
-    failed: Option<String>,
+    failed: Option<IoFailure>,
     closed: bool,
 }
 
@@ -150,7 +186,7 @@ impl FrameWriter {
             Submitted::Done(result) => result,
             Submitted::Queued(rx) => rx
                 .await
-                .unwrap_or_else(|_| Err(WriteFailure::Io("channel closed".into()))),
+                .unwrap_or_else(|_| Err(WriteFailure::Io(IoFailure::other("channel closed")))),
         }
     }
 
@@ -173,9 +209,9 @@ impl FrameWriter {
         };
         self.shared.wake.notify_one();
         for p in held {
-            p.finish(Err(WriteFailure::Io(
-                "the channel closed before the worker's handshake".into(),
-            )));
+            p.finish(Err(WriteFailure::Io(IoFailure::other(
+                "the channel closed before the worker's handshake",
+            ))));
         }
     }
 
@@ -201,7 +237,7 @@ impl FrameWriter {
             return Submitted::Done(Err(WriteFailure::Io(error.clone())));
         }
         if st.closed {
-            return Submitted::Done(Err(WriteFailure::Io("the channel is closed".into())));
+            return Submitted::Done(Err(WriteFailure::Io(IoFailure::other("the channel is closed"))));
         }
         let after = st.queued + pending.bytes.len();
         if st.queued > 0 && after > st.limit {
@@ -212,6 +248,7 @@ impl FrameWriter {
             if after > 2 * limit {
                 drop(st);
                 let error = format!("the peer read nothing while {queued} bytes waited (limit {limit})");
+                let error = IoFailure::other(error);
                 fail_all(&self.shared, error.clone());
                 return Submitted::Done(Err(WriteFailure::Io(error)));
             }
@@ -243,8 +280,9 @@ impl FrameWriter {
                 Ok(n) => pending.written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    st.failed = Some(e.to_string());
-                    return Submitted::Done(Err(WriteFailure::Io(e.to_string())));
+                    let error = IoFailure::os(&e);
+                    st.failed = Some(error.clone());
+                    return Submitted::Done(Err(WriteFailure::Io(error)));
                 }
             }
         }
@@ -294,7 +332,7 @@ async fn flush(sh: Arc<Shared>) {
                     }
                     Err(e) => {
                         drop(st);
-                        fail_all(&sh, e.to_string());
+                        fail_all(&sh, IoFailure::os(&e));
                         return;
                     }
                 }
@@ -310,7 +348,7 @@ async fn flush(sh: Arc<Shared>) {
                 },
             };
             if let Err(e) = waited {
-                fail_all(&sh, e.to_string());
+                fail_all(&sh, IoFailure::os(&e));
                 return;
             }
         }
@@ -333,7 +371,7 @@ fn write_some(half: &ChannelWrite, p: &mut Pending) -> io::Result<bool> {
     Ok(true)
 }
 
-fn fail_all(sh: &Shared, error: String) {
+fn fail_all(sh: &Shared, error: IoFailure) {
     let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
     st.failed = Some(error.clone());
     let mut pending: Vec<Pending> = st.queue.drain(..).collect();
@@ -378,6 +416,30 @@ mod tests {
         let mut byte = [0u8; 1];
         let more = tokio::time::timeout(Duration::from_secs(5), theirs.read(&mut byte)).await;
         assert!(more.is_err(), "nothing more is written: {more:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_is_gone_fails_with_its_errno() {
+        let (writer, theirs) = pair(false);
+        drop(theirs);
+        let result = writer.write(b"m\n".to_vec(), FrameKind::Plain, None).await;
+        let Err(WriteFailure::Io(failure)) = result else {
+            panic!("a write to a closed peer fails: {result:?}")
+        };
+        assert_eq!(failure.errno, Some(libc::EPIPE), "{failure:?}");
+        assert!(failure.message.contains("EPIPE"), "{failure}");
+        // The channel stays failed, with the same errno.
+        let again = writer.write(b"n\n".to_vec(), FrameKind::Plain, None).await;
+        assert!(
+            matches!(
+                again,
+                Err(WriteFailure::Io(IoFailure {
+                    errno: Some(libc::EPIPE),
+                    ..
+                }))
+            ),
+            "{again:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -66,8 +66,10 @@ pub enum SendError {
     Write {
         /// The worker.
         id: WorkerId,
-        /// The OS error.
+        /// The OS error, with its errno's name.
         error: String,
+        /// Its errno (`EPIPE`, `ECONNRESET`, ...), when the OS gave one.
+        errno: Option<i32>,
     },
     /// The worker is not reading its channel: `queued` bytes already wait for it, and this
     /// message would take them past the bound (`limit`). Nothing was queued.
@@ -161,7 +163,11 @@ impl WorkerHandle {
         }
         match self.user_writer.write(bytes, FrameKind::Plain, None).await {
             Ok(()) => Ok(()),
-            Err(WriteFailure::Io(error)) => Err(SendError::Write { id: self.id, error }),
+            Err(WriteFailure::Io(failure)) => Err(SendError::Write {
+                id: self.id,
+                errno: failure.errno,
+                error: failure.message,
+            }),
             Err(WriteFailure::Quitting) => Err(SendError::Quitting { id: self.id }),
             Err(WriteFailure::Full { queued, limit }) => Err(SendError::Backlogged {
                 id: self.id,
