@@ -178,9 +178,15 @@ pub fn ask_pid(addr: &str) -> std::io::Result<u32> {
 /// Runs `drover-test-master` with `count` workers, each with a grandchild, and returns the running
 /// master and every worker's and grandchild's pid (from the one JSON line it prints).
 pub fn spawn_test_master(count: usize) -> (std::process::Child, Vec<u32>) {
+    spawn_test_master_with(count, &[])
+}
+
+/// [`spawn_test_master`] with more arguments for it (`restart-and-exit`).
+pub fn spawn_test_master_with(count: usize, more: &[&str]) -> (std::process::Child, Vec<u32>) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(target_bin("drover-test-master"))
         .arg(count.to_string())
+        .args(more)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("test master runs");

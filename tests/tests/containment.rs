@@ -169,3 +169,27 @@ fn tempfile_dir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// A master that exits while a reaped worker's cgroup is still busy (its grandchild being killed)
+/// leaves no cgroup behind: its guardian removes every worker's cgroup and its own.
+#[test]
+fn a_master_that_exits_mid_cleanup_leaves_no_cgroup_behind() {
+    let Containment::Cgroup(own) = drover::containment() else {
+        eprintln!("no cgroup containment here: nothing to leave behind");
+        return;
+    };
+    let (mut child, _) = drover_tests::spawn_test_master_with(2, &["restart-and-exit"]);
+    let base = own.with_file_name(format!("drover.{}", child.id()));
+    child.wait().expect("the test master exits");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let gone = rt.block_on(eventually(Duration::from_secs(10), || !base.exists()));
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(gone, "{} is left, with worker cgroups {left:?}", base.display());
+}

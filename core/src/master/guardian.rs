@@ -288,50 +288,85 @@ unsafe fn guardian_main(pipe: RawFd, cgroup: Option<&std::ffi::CStr>) -> ! {
             libc::kill(-pgid, libc::SIGKILL);
         }
         if let Some(dir) = cgroup {
-            clean_cgroups(dir, &groups[..count]);
+            clean_cgroups(dir);
         }
         libc::_exit(0)
     }
 }
 
 /// The guardian's last act where workers live in cgroups: kill everything in the master's
-/// `drover.<pid>` subtree (what escaped its process group included), then remove the workers'
-/// cgroups and the subtree itself. Async-signal-safe, no allocation: paths are built in a stack
-/// buffer.
+/// `drover.<pid>` subtree (what escaped its process group included), then remove every worker's
+/// cgroup in it — the registered ones and any whose removal the master had not finished when it
+/// exited — and the subtree itself. Async-signal-safe, no allocation: the directory is read with
+/// `getdents64` into a stack buffer and paths are built in another.
 ///
 /// # Safety
 /// Only from `guardian_main`.
-unsafe fn clean_cgroups(dir: &std::ffi::CStr, groups: &[i32]) {
+unsafe fn clean_cgroups(dir: &std::ffi::CStr) {
     let dir = dir.to_bytes();
     let mut path = [0u8; 4096];
-    if dir.len() + 32 > path.len() {
+    // Room for "/" + a name (at most 255 bytes) + NUL.
+    if dir.len() + 258 > path.len() {
         return;
     }
     path[..dir.len()].copy_from_slice(dir);
-    let at = |path: &mut [u8; 4096], tail: &[u8]| {
-        path[dir.len()..dir.len() + tail.len()].copy_from_slice(tail);
-        path[dir.len() + tail.len()] = 0;
+    let at = |path: &mut [u8; 4096], tail: &[&[u8]]| {
+        let mut end = dir.len();
+        for part in tail {
+            path[end..end + part.len()].copy_from_slice(part);
+            end += part.len();
+        }
+        path[end] = 0;
     };
-    at(&mut path, b"/cgroup.kill");
-    // SAFETY: open/write/close/rmdir/nanosleep are async-signal-safe; `path` is NUL-terminated.
+    at(&mut path, &[b"/cgroup.kill"]);
+    // SAFETY: open/write/close/getdents64/rmdir/nanosleep are async-signal-safe; every path
+    // passed is NUL-terminated; getdents64 writes at most `entries.len()` bytes.
     unsafe {
         let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY);
         if fd >= 0 {
             libc::write(fd, b"1".as_ptr().cast(), 1);
             libc::close(fd);
         }
-        // cgroup.kill is asynchronous: each cgroup is busy until its last process is gone. Give
-        // them about two seconds, then leave what is still busy (empty cgroups cost nothing).
-        for &pgid in groups {
-            let mut tail = [0u8; 24];
-            tail[0] = b'/';
-            let digits = super::spawn::decimal(pgid as u64);
-            let len = digits.iter().position(|d| *d == 0).unwrap_or(digits.len());
-            tail[1..1 + len].copy_from_slice(&digits[..len]);
-            at(&mut path, &tail[..1 + len]);
-            remove_dir_patiently(&path);
+        at(&mut path, &[]);
+        let dirfd = libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dirfd >= 0 {
+            // Entries removed while the directory is read may hide others from this pass: a
+            // second pass finds them.
+            for _ in 0..2 {
+                libc::lseek(dirfd, 0, libc::SEEK_SET);
+                let mut entries = [0u8; 4096];
+                loop {
+                    let n = libc::syscall(libc::SYS_getdents64, dirfd, entries.as_mut_ptr(), entries.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    let mut offset = 0usize;
+                    // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name (NUL-ended).
+                    while offset + 19 < n as usize {
+                        let reclen = u16::from_ne_bytes([entries[offset + 16], entries[offset + 17]]) as usize;
+                        if reclen == 0 || offset + reclen > n as usize {
+                            break;
+                        }
+                        let kind = entries[offset + 18];
+                        let name = &entries[offset + 19..offset + reclen];
+                        let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+                        let name = &name[..len];
+                        if kind == libc::DT_DIR && name != b"." && name != b".." && !name.is_empty() {
+                            // cgroup.kill is asynchronous: a cgroup is busy until its last process
+                            // is gone. Give each about two seconds, then leave it.
+                            at(&mut path, &[b"/", name]);
+                            remove_dir_patiently(&path);
+                        }
+                        offset += reclen;
+                    }
+                }
+            }
+            libc::close(dirfd);
         }
-        at(&mut path, b"");
+        at(&mut path, &[]);
         remove_dir_patiently(&path);
     }
 }

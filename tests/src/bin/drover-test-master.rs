@@ -1,6 +1,7 @@
 //! A master process for tests that must kill the master itself: starts `argv[1]` test workers,
 //! has each spawn a grandchild, prints one JSON line `{"workers":[..],"grandchildren":[..]}`, and
-//! then waits to be killed.
+//! then waits to be killed. With `restart-and-exit` as `argv[2]` it instead restarts its first
+//! worker (whose grandchild is then killed) and exits at once, leaving cleanup to its guardian.
 
 use drover::{Event, Master, MasterConfig};
 use serde_json::json;
@@ -28,5 +29,10 @@ async fn main() {
     }
     let workers: Vec<u32> = master.workers().iter().map(|w| w.pid).collect();
     println!("{}", json!({ "workers": workers, "grandchildren": grandchildren }));
+    if std::env::args().nth(2).as_deref() == Some("restart-and-exit") {
+        let first = master.workers()[0].id;
+        master.restart_worker(first).await.expect("the restart");
+        std::process::exit(0);
+    }
     std::future::pending::<()>().await;
 }
