@@ -279,9 +279,9 @@ impl Queue {
     }
 
     /// Queues `event`, or counts it dropped.
-    fn push(&self, event: Event) {
+    /// Queues `event`, whose `cost` the emitter worked out once for every queue.
+    fn push(&self, event: Event, cost: usize) {
         let lifecycle = event.is_lifecycle();
-        let cost = event.cost();
         let mut st = self.lock();
         if st.gone || st.closed {
             return;
@@ -383,20 +383,22 @@ impl EventHub {
                 let _ = master.send(exit.clone());
             }
             let mut takers = subs.queues.iter();
+            // Once per event, not per queue: a message's cost walks its payload.
+            let cost = if subs.queues.is_empty() { 0 } else { event.cost() };
             if subs.callbacks.is_empty() {
                 // The common case: queues only, and the last one takes the event itself (a
                 // message's payload is not copied for the one subscriber most masters have).
                 let Some(first) = takers.next() else { return };
                 let mut last = first;
                 for q in takers {
-                    last.push(event.clone());
+                    last.push(event.clone(), cost);
                     last = q;
                 }
-                last.push(event);
+                last.push(event, cost);
                 return;
             }
             for q in takers {
-                q.push(event.clone());
+                q.push(event.clone(), cost);
             }
             subs.callbacks.iter().map(|(_, f)| f.clone()).collect()
         };
