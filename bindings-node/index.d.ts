@@ -50,12 +50,23 @@ export declare namespace ExitReasons {
     /** A non-zero exit code, or any code of an exit the master asked for (`requested`). */
     class AbnormalExit extends ExitReason<{ code: number }> {}
 }
+/**
+ * A duration: a positive number of milliseconds (`5000`), or a string with a unit (`'5s'`,
+ * `'250ms'`, `'2m'`, `'1h 30m'`). Refused by name when not positive or past 1e12 ms.
+ */
+export type Duration = number | string;
+/**
+ * A size: a whole number of bytes, or a string with a unit: `'150MB'` / `'150M'` (powers of 1000),
+ * `'150MiB'` / `'150Mi'` (powers of 1024), as Kubernetes writes them.
+ */
+export type Size = number | string;
 export type AnyExitReason = ExitReasons.ExternalSignal | ExitReasons.NormalExit | ExitReasons.AbnormalExit;
 
 /**
  * A master's options: drover 1.0's (`script`, `count`, `env`, `signals`, `schedulingPolicy`,
- * `restartTimeout`, `statusTimeout`) and the core's (camelCase). Every duration is in
- * **milliseconds** (a positive number), every size in bytes.
+ * `restartTimeout`, `statusTimeout`) and the core's (camelCase). Every duration is a number of
+ * **milliseconds** or a string with a unit (`'10s'`, `'250ms'`, `'1m 30s'`): see {@link Duration};
+ * every size a number of bytes or a string with a unit: see {@link Size}.
  */
 export interface MasterOptions {
     /** A JavaScript file run with this Node (`process.execPath`) unless `node` says otherwise. */
@@ -102,13 +113,13 @@ export interface MasterOptions {
      */
     restartTimeout?: number;
     /** ms from spawn to STARTED (default 30000). */
-    startTimeout?: number;
+    startTimeout?: Duration;
     /** ms from `stop` to STOPPED (default 10000). */
-    stopTimeout?: number;
+    stopTimeout?: Duration;
     /** ms from `quit` to the process's exit, then SIGTERM (default 5000). */
-    quitTimeout?: number;
+    quitTimeout?: Duration;
     /** ms from SIGTERM to SIGKILL (default 5000). */
-    killTimeout?: number;
+    killTimeout?: Duration;
     /** The largest frame on a worker's channel, bytes. */
     maxFrameBytes?: number;
     /**
@@ -122,32 +133,32 @@ export interface MasterOptions {
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
     /** ms before the first automatic restart (restart policy other than 'never'). */
-    restartDelay?: number;
+    restartDelay?: Duration;
     /** Each further restart's delay is the previous one times this. */
     restartBackoffFactor?: number;
     /** ms, the largest restart delay. */
-    restartMaxDelay?: number;
+    restartMaxDelay?: Duration;
     /** ms a worker must stay up for its backoff to reset. */
-    restartResetAfter?: number;
+    restartResetAfter?: Duration;
     /** At most this many automatic restarts within `maxRestartsWindow`, then the master is FAILED. */
     maxRestarts?: number;
     /** ms, the window of `maxRestarts`. */
-    maxRestartsWindow?: number;
+    maxRestartsWindow?: Duration;
     reloadStrategy?: 'all-at-once' | 'rolling';
     reloadBatch?: number;
     /** ms between a worker's heartbeats (enables hang detection). */
-    heartbeatInterval?: number;
+    heartbeatInterval?: Duration;
     /**
      * **Milliseconds** of extra silence allowed after a missed heartbeat before the worker counts
      * as hung and is replaced (`3` is 3 ms, not 3 heartbeats).
      */
-    heartbeatTolerance?: number;
+    heartbeatTolerance?: Duration;
     /** ms after STARTED at which a worker is recycled (replaced, successor first). */
-    maxAge?: number;
+    maxAge?: Duration;
     /** Resident memory, bytes, above which a worker is recycled. */
-    maxMemoryBytes?: number;
+    maxMemoryBytes?: Size;
     /** ms between memory samples. */
-    memoryCheckInterval?: number;
+    memoryCheckInterval?: Duration;
     /**
      * Sockets the master binds before starting workers and passes to each one systemd-style (fds
      * 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; see `listenFds()`): 'host:port', '[v6]:port',

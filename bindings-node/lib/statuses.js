@@ -1,29 +1,17 @@
 'use strict';
 
-/** Worker statuses: the MessageBus protocol numbers (drover's). */
-const WorkerStatuses = Object.freeze({
-    INITIALIZED: 1,
-    STARTING: 2,
-    STARTED: 3,
-    STOPPING: 4,
-    STOPPED: 5,
-    SHUTTING_DOWN: 6,
-    SHUTTED_DOWN: 7,
-    FAILED: 8,
-});
+// Status names and numbers come from core through the addon (`statusTablesJson`), the one table the
+// C ABI, the `drover` command and the protocol use: the JS package keeps no copy to drift.
+const { statusTablesJson } = require('./native');
 
-/** Master statuses, as `master.getStatus()` returns them. */
-const MasterStatuses = Object.freeze({
-    INITIALIZED: 'INITIALIZED',
-    STARTING: 'STARTING',
-    STARTED: 'STARTED',
-    RELOADING: 'RELOADING',
-    STOPPING: 'STOPPING',
-    STOPPED: 'STOPPED',
-    SHUT_DOWN: 'SHUT_DOWN',
-    FAILED: 'FAILED',
-});
+const tables = JSON.parse(statusTablesJson());
 
-const statusNames = Object.freeze(Object.fromEntries(Object.entries(WorkerStatuses).map(([k, v]) => [v, k])));
+/** Worker statuses: the MessageBus protocol numbers (drover's), e.g. `STARTED: 3`. */
+const WorkerStatuses = Object.freeze(Object.fromEntries(tables.workers.map((s) => [s.name, s.code])));
+
+/** Master statuses, as `master.getStatusName()` returns them (`STARTED: 'STARTED'`). */
+const MasterStatuses = Object.freeze(Object.fromEntries(tables.masters.map((s) => [s.name, s.name])));
+
+const statusNames = Object.freeze(Object.fromEntries(tables.workers.map((s) => [s.code, s.name])));
 
 module.exports = { WorkerStatuses, MasterStatuses, statusNames };

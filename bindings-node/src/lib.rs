@@ -91,6 +91,18 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Core's tables of statuses as JSON, so that the JS package names them from the one place the
+/// other faces do: worker statuses with their protocol numbers, master statuses with their codes.
+#[napi_derive::napi(catch_unwind)]
+pub fn status_tables_json() -> String {
+    use drover::{MasterStatus, WorkerStatus};
+    serde_json::json!({
+        "workers": WorkerStatus::ALL.map(|s| serde_json::json!({ "name": s.name(), "code": s.code() })),
+        "masters": MasterStatus::ALL.map(|s| serde_json::json!({ "name": s.name(), "code": s.code() })),
+    })
+    .to_string()
+}
+
 /// The version of the addon (the crate's), for the JS layer to check it loaded the right file.
 #[napi_derive::napi(catch_unwind)]
 pub fn addon_version() -> String {

@@ -21,6 +21,9 @@ test('bad options are InvalidConfigurationError naming the option', () => {
         [{ script: nodeWorker, env: { A: { nested: true } } }, /env/],
         [{ script: nodeWorker, busyPollUs: -1 }, /busyPollUs/],
         [{ script: nodeWorker, busyPollUs: 20000 }, /busyPollUs.*at most 10000/],
+        [{ script: nodeWorker, stopTimeout: '10 parsecs' }, /`stopTimeout`: "10 parsecs" is not a duration.*"5s"/],
+        [{ script: nodeWorker, stopTimeout: '0s' }, /`stopTimeout` must be a positive number of milliseconds, got 0/],
+        [{ script: nodeWorker, maxMemoryBytes: 'lots' }, /`maxMemoryBytes`: "lots" is not a size/],
     ];
     for (const [options, message] of cases) {
         assert.throws(() => MasterFactory.create(options), (e) => {
@@ -31,6 +34,12 @@ test('bad options are InvalidConfigurationError naming the option', () => {
             return true;
         });
     }
+});
+
+test('durations and sizes may be strings with units', () => {
+    const master = MasterFactory.create({ script: nodeWorker, count: 1, stopTimeout: '10s', killTimeout: 2500, maxAge: '1h 30m', maxMemoryBytes: '150MiB' });
+    assert.equal(master.getConfig().stopTimeout, '10s', 'the options are kept as given');
+    assert.throws(() => MasterFactory.create({ script: nodeWorker, stopTimeout: true }), (e) => e instanceof TypeError && /stopTimeout/.test(e.message));
 });
 
 test('wrong JS types are TypeErrors, not crashes', async () => {

@@ -89,3 +89,12 @@ test('a master the app dropped is collected when idle, and keeps supervising whi
     // The process exited without a shutdown: its workers went with it.
     await waitGone(result.supervising.pids);
 });
+
+test('status tables are core\'s: the protocol numbers of PROTOCOL.md §6, frozen', () => {
+    const { WorkerStatuses, MasterStatuses } = require('..');
+    assert.deepEqual({ ...WorkerStatuses }, {
+        INITIALIZED: 1, STARTING: 2, STARTED: 3, STOPPING: 4, STOPPED: 5, SHUTTING_DOWN: 6, SHUTTED_DOWN: 7, FAILED: 8,
+    });
+    assert.deepEqual(Object.keys(MasterStatuses).sort(), ['FAILED', 'INITIALIZED', 'RELOADING', 'SHUT_DOWN', 'STARTED', 'STARTING', 'STOPPED', 'STOPPING']);
+    assert.ok(Object.isFrozen(WorkerStatuses) && Object.isFrozen(MasterStatuses));
+});

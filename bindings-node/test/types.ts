@@ -31,6 +31,8 @@ const master: Master = MasterFactory.create({
     reloadStrategy: 'rolling',
     heartbeatInterval: 1000,
     stopTimeout: 5000,
+    killTimeout: '2s',
+    maxMemoryBytes: '150MiB',
     listen: ['127.0.0.1:8080', 'admin=unix:/run/app.sock'],
     ready: 'message',
 });

@@ -10,7 +10,8 @@
 //! count = 4
 //! env = { RUST_LOG = "info" }
 //! restart = "on-failure"
-//! startTimeout = 5000          # every key of core's MasterOptions, camelCase, ms for durations
+//! startTimeout = "5s"          # every key of core's MasterOptions, camelCase; durations in ms or
+//! maxMemoryBytes = "150MiB"    # with a unit ("5s", "250ms"), sizes in bytes or with one
 //! ```
 //!
 //! A bad file is an error naming the file, the line and the field: a syntax or type error carries
@@ -331,6 +332,22 @@ mod tests {
             let message = error(&format!("[groups.web]\nprogram = \"sh\"\n{key}\n"));
             assert_eq!(message, format!("drover.toml:3: [groups.web] `{field}`: {expected}"));
         }
+    }
+
+    #[test]
+    fn durations_and_sizes_take_units() {
+        let plan = from_str(
+            "f",
+            "[groups.web]\nprogram = \"sh\"\nstopTimeout = \"10s\"\nkillTimeout = 2500\nmaxMemoryBytes = \"150MiB\"\n",
+        )
+        .expect("valid");
+        let config = &plan.groups[0].config;
+        assert_eq!(config.timeouts.stop, std::time::Duration::from_secs(10));
+        assert_eq!(config.timeouts.kill, std::time::Duration::from_millis(2500));
+        assert_eq!(config.recycle.max_rss_bytes, Some(150 * 1024 * 1024));
+        let msg = error("[groups.web]\nprogram = \"sh\"\nstopTimeout = \"ten seconds\"\n");
+        assert!(msg.starts_with("drover.toml:3:"), "{msg}");
+        assert!(msg.contains(r#""ten seconds" is not a duration"#), "{msg}");
     }
 
     #[test]

@@ -62,13 +62,23 @@ impl ExitReason {
         self.signal().map(signal_name)
     }
 
+    /// drover's class names of the three reasons, in the order of their numbers in the faces
+    /// (C's `drover_exit_kind` 1, 2, 3): the one table every face names them from.
+    pub const KIND_NAMES: [&'static str; 3] = ["NormalExit", "AbnormalExit", "ExternalSignal"];
+
+    /// This reason's number in the faces: 1 `NormalExit`, 2 `AbnormalExit`, 3 `ExternalSignal`
+    /// (0 is left to "no exit").
+    pub fn kind_code(&self) -> u8 {
+        match self {
+            ExitReason::NormalExit { .. } => 1,
+            ExitReason::AbnormalExit { .. } => 2,
+            ExitReason::ExternalSignal { .. } => 3,
+        }
+    }
+
     /// drover's class name for this reason: `"NormalExit"`, `"AbnormalExit"` or `"ExternalSignal"`.
     pub fn kind_name(&self) -> &'static str {
-        match self {
-            ExitReason::NormalExit { .. } => "NormalExit",
-            ExitReason::AbnormalExit { .. } => "AbnormalExit",
-            ExitReason::ExternalSignal { .. } => "ExternalSignal",
-        }
+        Self::KIND_NAMES[usize::from(self.kind_code() - 1)]
     }
 }
 

@@ -107,7 +107,8 @@ pub type WorkerId = u64;
 
 pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, ListenRefused, MessageBus};
 pub use config::{
-    ConfigError, Heartbeat, MasterConfig, MasterOptions, OnProtocolError, ReadySource, Recycle, ReloadKind, Timeouts,
+    Bytes, ConfigError, Heartbeat, MasterConfig, MasterOptions, Millis, OnProtocolError, ReadySource, Recycle,
+    ReloadKind, Timeouts,
 };
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};

@@ -7,7 +7,7 @@
 use std::ffi::c_char;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use drover_core::{MasterOptions, ReadySource, ReloadKind, RestartPolicy};
+use drover_core::{MasterOptions, Millis, ReadySource, ReloadKind, RestartPolicy};
 use serde_json::Value;
 
 use crate::error::{drover_result, Failure};
@@ -190,25 +190,25 @@ pub extern "C" fn drover_config_set_user_config_json(config: *mut drover_config,
 /// Validated when the master is created: must be positive.
 #[no_mangle]
 pub extern "C" fn drover_config_set_start_timeout_ms(config: *mut drover_config, ms: i64) -> drover_result {
-    ffi_body!({ edit(config, |o| o.start_timeout = Some(ms as f64)) })
+    ffi_body!({ edit(config, |o| o.start_timeout = Some(Millis::from(ms))) })
 }
 
 /// Sets the milliseconds a worker has from `stop` to report STOPPED (default 10000).
 #[no_mangle]
 pub extern "C" fn drover_config_set_stop_timeout_ms(config: *mut drover_config, ms: i64) -> drover_result {
-    ffi_body!({ edit(config, |o| o.stop_timeout = Some(ms as f64)) })
+    ffi_body!({ edit(config, |o| o.stop_timeout = Some(Millis::from(ms))) })
 }
 
 /// Sets the milliseconds a worker has from `quit` to exit (default 5000).
 #[no_mangle]
 pub extern "C" fn drover_config_set_quit_timeout_ms(config: *mut drover_config, ms: i64) -> drover_result {
-    ffi_body!({ edit(config, |o| o.quit_timeout = Some(ms as f64)) })
+    ffi_body!({ edit(config, |o| o.quit_timeout = Some(Millis::from(ms))) })
 }
 
 /// Sets the milliseconds from SIGTERM to SIGKILL (default 5000).
 #[no_mangle]
 pub extern "C" fn drover_config_set_kill_timeout_ms(config: *mut drover_config, ms: i64) -> drover_result {
-    ffi_body!({ edit(config, |o| o.kill_timeout = Some(ms as f64)) })
+    ffi_body!({ edit(config, |o| o.kill_timeout = Some(Millis::from(ms))) })
 }
 
 /// Sets the restart policy: one of `drover_restart_policy`. DROVER_RESULT_INVALID_ARGUMENT for
@@ -242,9 +242,9 @@ pub extern "C" fn drover_config_set_restart_backoff(
 ) -> drover_result {
     ffi_body!({
         edit(config, |o| {
-            o.restart_delay = Some(initial_ms as f64);
+            o.restart_delay = Some(Millis::from(initial_ms));
             o.restart_backoff_factor = Some(factor);
-            o.restart_max_delay = Some(max_ms as f64);
+            o.restart_max_delay = Some(Millis::from(max_ms));
         })
     })
 }
@@ -260,7 +260,7 @@ pub extern "C" fn drover_config_set_max_restarts(
     ffi_body!({
         edit(config, |o| {
             o.max_restarts = Some(max_restarts);
-            o.max_restarts_window = Some(window_ms as f64);
+            o.max_restarts_window = Some(Millis::from(window_ms));
         })
     })
 }

@@ -124,26 +124,27 @@ pub extern "C" fn drover_master_status_name(status: u32) -> *const c_char {
 /// DROVER_EXIT_KIND_NONE; "Unknown" otherwise. A static string: do not free it.
 #[no_mangle]
 pub extern "C" fn drover_exit_kind_name(kind: u32) -> *const c_char {
-    let name = match kind {
-        0 => c"None",
-        1 => c"NormalExit",
-        2 => c"AbnormalExit",
-        3 => c"ExternalSignal",
-        _ => c"Unknown",
-    };
-    name.as_ptr()
+    match kind {
+        0 => c"None".as_ptr(),
+        kind => usize::try_from(kind)
+            .ok()
+            .and_then(|k| drover_core::ExitReason::KIND_NAMES.get(k.wrapping_sub(1)))
+            .map_or(c"Unknown".as_ptr(), |name| static_c_str(name)),
+    }
 }
 
-/// Core's status names as static C strings (core's are Rust strings, without a NUL): made once,
+/// Core's status and exit kind names as static C strings (core's are Rust strings, without a NUL): made once,
 /// never freed.
 fn static_c_str(name: &str) -> *const c_char {
     static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
     let names = NAMES.get_or_init(|| {
         let workers = drover_core::WorkerStatus::ALL.map(|s| s.name());
         let masters = drover_core::MasterStatus::ALL.map(|s| s.name());
+        let exits = drover_core::ExitReason::KIND_NAMES;
         workers
             .into_iter()
             .chain(masters)
+            .chain(exits)
             .filter_map(|n| std::ffi::CString::new(n).ok())
             .collect()
     });
@@ -156,6 +157,7 @@ fn static_c_str(name: &str) -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_core::ExitReason;
 
     fn read(p: *const c_char) -> &'static str {
         // SAFETY: the name functions return static NUL-terminated strings.
@@ -172,5 +174,27 @@ mod tests {
         }
         assert_eq!(read(drover_worker_status_name(0)), "UNKNOWN");
         assert_eq!(read(drover_master_status_name(9)), "UNKNOWN");
+    }
+
+    #[test]
+    fn exit_kind_names_are_cores_and_match_the_c_enum() {
+        let reasons = [
+            (ExitReason::NormalExit { code: 0 }, drover_exit_kind::NormalExit),
+            (ExitReason::AbnormalExit { code: 3 }, drover_exit_kind::AbnormalExit),
+            (
+                ExitReason::ExternalSignal {
+                    signal: 9,
+                    core_dumped: false,
+                },
+                drover_exit_kind::ExternalSignal,
+            ),
+        ];
+        for (reason, kind) in reasons {
+            assert_eq!(kind as u32, u32::from(reason.kind_code()), "{reason:?}");
+            assert_eq!(read(drover_exit_kind_name(kind as u32)), reason.kind_name());
+        }
+        assert_eq!(read(drover_exit_kind_name(0)), "None");
+        assert_eq!(read(drover_exit_kind_name(4)), "Unknown");
+        assert_eq!(read(drover_exit_kind_name(u32::MAX)), "Unknown");
     }
 }

@@ -15,6 +15,9 @@ use crate::listen::ListenSpec;
 use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 
+mod units;
+pub use units::{Bytes, Millis};
+
 /// The most workers one master runs. Each worker costs a few fds and a task; a count past this is a
 /// mistake (or an attack through `rescale`), refused before any allocation sized by it.
 pub const MAX_WORKERS: usize = 10_000;
@@ -535,7 +538,8 @@ fn resolve_program(program: &Path, base: &Path) -> Result<PathBuf, ConfigError> 
 }
 
 /// A master's options as the Node and C faces and config files give them: every field optional,
-/// camelCase, timeouts in (possibly negative, hence validated) milliseconds.
+/// camelCase, durations as [`Millis`] and sizes as [`Bytes`] (numbers in ms and bytes, or strings with
+/// units), kept as given until [`MasterOptions::into_config`] checks them and names the field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MasterOptions {
@@ -560,14 +564,14 @@ pub struct MasterOptions {
     /// User config handed to each worker.
     #[serde(default)]
     pub config: Value,
-    /// Milliseconds from spawn to STARTED.
-    pub start_timeout: Option<f64>,
-    /// Milliseconds from `stop` to STOPPED.
-    pub stop_timeout: Option<f64>,
-    /// Milliseconds from `quit` to exit.
-    pub quit_timeout: Option<f64>,
-    /// Milliseconds from SIGTERM to SIGKILL.
-    pub kill_timeout: Option<f64>,
+    /// From spawn to STARTED (a [`Millis`]: milliseconds, or `"30s"`).
+    pub start_timeout: Option<Millis>,
+    /// From `stop` to STOPPED ([`Millis`]).
+    pub stop_timeout: Option<Millis>,
+    /// From `quit` to exit ([`Millis`]).
+    pub quit_timeout: Option<Millis>,
+    /// From SIGTERM to SIGKILL ([`Millis`]).
+    pub kill_timeout: Option<Millis>,
     /// Largest frame in bytes.
     pub max_frame_bytes: Option<i64>,
     /// Busy-poll window after IPC traffic, in microseconds (0, the default: never spin).
@@ -576,32 +580,32 @@ pub struct MasterOptions {
     pub on_protocol_error: Option<OnProtocolError>,
     /// `never` (default), `on-failure` or `always`.
     pub restart: Option<RestartPolicy>,
-    /// First restart delay, ms.
-    pub restart_delay: Option<f64>,
+    /// First restart delay ([`Millis`]).
+    pub restart_delay: Option<Millis>,
     /// Backoff factor.
     pub restart_backoff_factor: Option<f64>,
-    /// Largest restart delay, ms.
-    pub restart_max_delay: Option<f64>,
-    /// Uptime after which the backoff resets, ms.
-    pub restart_reset_after: Option<f64>,
+    /// Largest restart delay ([`Millis`]).
+    pub restart_max_delay: Option<Millis>,
+    /// Uptime after which the backoff resets ([`Millis`]).
+    pub restart_reset_after: Option<Millis>,
     /// At most this many restarts ...
     pub max_restarts: Option<i64>,
-    /// ... within this many milliseconds.
-    pub max_restarts_window: Option<f64>,
+    /// ... within this window ([`Millis`]).
+    pub max_restarts_window: Option<Millis>,
     /// `all-at-once` (default) or `rolling`.
     pub reload_strategy: Option<ReloadKind>,
     /// Workers replaced at a time by a rolling reload.
     pub reload_batch: Option<i64>,
-    /// Heartbeat interval, ms.
-    pub heartbeat_interval: Option<f64>,
-    /// Missed-heartbeat tolerance, ms.
-    pub heartbeat_tolerance: Option<f64>,
-    /// Recycle a worker this many ms after STARTED.
-    pub max_age: Option<f64>,
-    /// Recycle a worker above this resident memory, bytes.
-    pub max_memory_bytes: Option<i64>,
-    /// Memory sampling interval, ms.
-    pub memory_check_interval: Option<f64>,
+    /// Heartbeat interval ([`Millis`]).
+    pub heartbeat_interval: Option<Millis>,
+    /// Missed-heartbeat tolerance ([`Millis`]).
+    pub heartbeat_tolerance: Option<Millis>,
+    /// Recycle a worker this long after STARTED ([`Millis`]).
+    pub max_age: Option<Millis>,
+    /// Recycle a worker above this resident memory (a [`Bytes`]: bytes, or `"150MiB"`).
+    pub max_memory_bytes: Option<Bytes>,
+    /// Memory sampling interval ([`Millis`]).
+    pub memory_check_interval: Option<Millis>,
     /// Addresses to listen on, passed to every worker (`ADDR` or `NAME=ADDR`).
     #[serde(default)]
     pub listen: Vec<String>,
@@ -612,7 +616,8 @@ pub struct MasterOptions {
 /// Converts a millisecond option to a duration, naming the field when it is not a positive finite
 /// number or is past [`MAX_DURATION`]. The bound is checked here too, not only by
 /// [`MasterConfig::validate`]: a value past what a `Duration` holds must be reported as given.
-pub fn millis(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
+pub fn millis(field: &'static str, value: Millis) -> Result<Duration, ConfigError> {
+    let value = value.0;
     if !value.is_finite() || value <= 0.0 {
         return Err(ConfigError::InvalidDuration {
             field,
@@ -814,7 +819,7 @@ impl MasterOptions {
         if let Some(v) = self.max_age {
             config.recycle.max_age = Some(millis("maxAge", v)?);
         }
-        if let Some(v) = self.max_memory_bytes {
+        if let Some(Bytes(v)) = self.max_memory_bytes {
             config.recycle.max_rss_bytes =
                 Some(u64::try_from(v).ok().filter(|v| *v > 0).ok_or(ConfigError::Invalid {
                     field: "maxMemoryBytes",
