@@ -14,14 +14,18 @@
 //! maxMemoryBytes = "150MiB"    # with a unit ("5s", "250ms"), sizes in bytes or with one
 //! ```
 //!
-//! A bad file is an error naming the file, the line and the field: a syntax or type error carries
-//! toml's span; a value core refuses (`count = 0`) is mapped back to the line of that key in the
-//! group's table (or of the table itself when the key is missing).
+//! A group may also have `cronRestart = "0 3 * * *"` (a reload of the group at those times) and
+//! `env_NAME = { ... }` tables, merged over `env` when drover runs with `--env NAME`. A PM2
+//! ecosystem file (`-c ecosystem.config.js`) is read by `pm2.rs` into the same groups.
+//!
+//! A bad file is an error naming the file, the line and the field: a syntax error carries toml's
+//! span; a key of the wrong type or a value core refuses (`count = 0`) is mapped back to the line of
+//! that key in the group's table (or of the table itself when the key is missing).
 
 use drover::{ConfigError, MasterConfig, MasterOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use toml::Spanned;
 
 use crate::logs::LogFormat;
@@ -33,7 +37,11 @@ pub const MAX_GROUPS: usize = 1000;
 /// One group, validated.
 pub struct Group {
     pub name: String,
+    /// The options as the file gave them (after `--env`), to say what a reload changes.
+    pub options: MasterOptions,
     pub config: MasterConfig,
+    /// When to reload the group (`cronRestart`), in local time.
+    pub cron_restart: Option<croner::Cron>,
 }
 
 /// Everything `drover run` needs, validated.
@@ -42,6 +50,38 @@ pub struct Plan {
     pub socket: Option<PathBuf>,
     pub http: Option<String>,
     pub log_format: LogFormat,
+    /// Keys of the file drover does not apply (PM2 ecosystem files), each as `apps[i].key`.
+    pub ignored: Vec<String>,
+    /// The file the groups came from, read again at each reload.
+    pub source: Option<Source>,
+}
+
+/// A config file and the `--env` it is read with.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub env: Option<String>,
+}
+
+/// One group as a file gives it, before validation: core's options as JSON, plus the keys that
+/// are the command's own.
+pub struct GroupSource {
+    /// The table key (`[groups.KEY]`) or the PM2 app's name.
+    pub key: String,
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// `env_NAME` sets, by NAME.
+    pub env_sets: BTreeMap<String, serde_json::Value>,
+    pub cron_restart: Option<String>,
+    pub place: Place,
+}
+
+/// Where a group is in its file, to point at it in errors.
+#[derive(Clone, Copy, Debug)]
+pub enum Place {
+    /// A `[groups.KEY]` table of a drover.toml.
+    Table,
+    /// `apps[i]` of a PM2 ecosystem file.
+    App(usize),
 }
 
 /// Why the configuration cannot be used. Nothing has been started.
@@ -56,21 +96,27 @@ pub enum PlanError {
         column: usize,
         message: String,
     },
-    #[error("{file}:{line}: [groups.{group}] `{field}`: {error}")]
+    /// `at` is `:LINE` in a drover.toml, empty in an ecosystem file; `group` is `[groups.web]` or
+    /// `apps[0] (web)`; `field` is the key as the file writes it.
+    #[error("{file}{at}: {group} `{field}`: {error}")]
     Invalid {
         file: String,
-        line: usize,
+        at: String,
         group: String,
         field: String,
-        error: Box<ConfigError>,
+        error: String,
     },
-    #[error("{file}:{line}: [groups.{group}] `name`: {name:?} is also the name of another group")]
+    #[error("{file}{at}: {group} `name`: {name:?} is also the name of another group")]
     DuplicateName {
         file: String,
-        line: usize,
+        at: String,
         group: String,
         name: String,
     },
+    #[error("{file}: {message}")]
+    Ecosystem { file: String, message: String },
+    #[error("--env {env}: no group of {file} has an `env_{env}` set")]
+    NoSuchEnv { file: String, env: String },
     #[error("{file}: no group: add a [groups.NAME] table with a `program` (or `script`)")]
     NoGroups { file: String },
     #[error("{file}: {count} groups: at most {max} (put workers of one program in one group, with `count`)", max = MAX_GROUPS)]
@@ -87,7 +133,7 @@ struct File {
     http: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default)]
-    groups: BTreeMap<String, MasterOptions>,
+    groups: BTreeMap<String, toml::Table>,
 }
 
 /// The same document, keeping where each group and each of its keys is.
@@ -101,7 +147,10 @@ struct Spans {
 pub fn plan(args: &RunArgs) -> Result<Plan, PlanError> {
     match &args.config {
         Some(file) => {
-            let mut plan = from_file(file)?;
+            let mut plan = from_file(&Source {
+                path: file.clone(),
+                env: args.env.clone(),
+            })?;
             if args.socket.socket.is_some() {
                 plan.socket = args.socket.socket.clone();
             }
@@ -153,7 +202,7 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         ready,
         ..MasterOptions::default()
     };
-    let config = into_config(options).map_err(|error| {
+    let config = into_config(options.clone()).map_err(|error| {
         let flag = match field_of(&error).as_str() {
             "count" => "-n/--count: ",
             "name" => "--name: ",
@@ -166,11 +215,15 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
     Ok(Plan {
         groups: vec![Group {
             name: config.name.clone(),
+            options,
             config,
+            cron_restart: None,
         }],
         socket: args.socket.socket.clone(),
         http: args.http.clone(),
         log_format: args.log_format.unwrap_or_default(),
+        ignored: Vec::new(),
+        source: None,
     })
 }
 
@@ -181,18 +234,34 @@ fn into_config(options: MasterOptions) -> Result<MasterConfig, ConfigError> {
     Ok(config)
 }
 
-/// Reads and validates a config file.
-pub fn from_file(path: &Path) -> Result<Plan, PlanError> {
+/// Reads and validates a config file: a drover.toml, or a PM2 ecosystem file.
+pub fn from_file(source: &Source) -> Result<Plan, PlanError> {
+    let path = &source.path;
     let file = path.display().to_string();
+    if crate::pm2::is_ecosystem(path) {
+        let (groups, ignored) = crate::pm2::groups(path)?;
+        let mut plan = validate_groups(&file, groups, source.env.as_deref(), |_| String::new())?;
+        plan.ignored = ignored;
+        plan.source = Some(source.clone());
+        return Ok(plan);
+    }
     let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read {
         file: file.clone(),
         error,
     })?;
-    from_str(&file, &text)
+    let mut plan = from_toml(&file, &text, source.env.as_deref())?;
+    plan.source = Some(source.clone());
+    Ok(plan)
 }
 
-/// Validates the text of a config file called `file`.
+/// Validates the text of a drover.toml called `file`.
+#[cfg(test)]
 pub fn from_str(file: &str, text: &str) -> Result<Plan, PlanError> {
+    from_toml(file, text, None)
+}
+
+/// Validates the text of a drover.toml called `file`, with the `env_NAME` sets of `env`.
+fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanError> {
     let syntax = |error: toml::de::Error| {
         let (line, column) = error.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         PlanError::Syntax {
@@ -204,60 +273,170 @@ pub fn from_str(file: &str, text: &str) -> Result<Plan, PlanError> {
     };
     let parsed: File = toml::from_str(text).map_err(syntax)?;
     let spans: Spans = toml::from_str(text).map_err(syntax)?;
-    if parsed.groups.is_empty() {
-        return Err(PlanError::NoGroups { file: file.into() });
-    }
     if parsed.groups.len() > MAX_GROUPS {
         return Err(PlanError::TooManyGroups {
             file: file.into(),
             count: parsed.groups.len(),
         });
     }
-    let mut groups: Vec<Group> = Vec::new();
-    for (key, mut options) in parsed.groups {
-        let table = spans.groups.get(&key);
-        let line_of = |field: &str| {
-            let at = table
-                .and_then(|t| {
-                    t.get_ref()
-                        .iter()
-                        .find(|(k, _)| k.get_ref() == field)
-                        .map(|(k, _)| k.span().start)
-                })
-                .or_else(|| table.map(|t| t.span().start))
-                .unwrap_or(0);
-            line_col(text, at).0
-        };
-        options.name.get_or_insert_with(|| key.clone());
-        let config = into_config(options).map_err(|error| {
-            let field = field_of(&error);
-            PlanError::Invalid {
-                file: file.into(),
-                line: line_of(&field),
-                group: key.clone(),
-                field,
-                error: Box::new(error),
+    let mut sources = Vec::new();
+    for (key, table) in parsed.groups {
+        let mut options = serde_json::Map::new();
+        let mut env_sets = BTreeMap::new();
+        let mut cron_restart = None;
+        for (k, v) in table {
+            let value = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
+            if let Some(name) = k.strip_prefix("env_") {
+                env_sets.insert(name.to_string(), value);
+            } else if k == "cronRestart" {
+                cron_restart = Some(v.as_str().map(str::to_owned).ok_or_else(|| PlanError::Invalid {
+                    file: file.into(),
+                    at: String::new(),
+                    group: format!("[groups.{key}]"),
+                    field: k.clone(),
+                    error: format!("must be a cron expression string, got {v}"),
+                })?);
+            } else {
+                options.insert(k, value);
             }
+        }
+        sources.push(GroupSource {
+            key,
+            options,
+            env_sets,
+            cron_restart,
+            place: Place::Table,
+        });
+    }
+    // `:LINE` of `field` in the group's table, or of the table itself.
+    let at = |key: &str, field: &str| {
+        let table = spans.groups.get(key);
+        let offset = table
+            .and_then(|t| {
+                t.get_ref()
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == field)
+                    .map(|(k, _)| k.span().start)
+            })
+            .or_else(|| table.map(|t| t.span().start))
+            .unwrap_or(0);
+        format!(":{}", line_col(text, offset).0)
+    };
+    let plan = validate_groups(file, sources, env, |(key, field)| at(key, field))?;
+    Ok(Plan {
+        socket: parsed.socket.map(PathBuf::from),
+        http: parsed.http,
+        log_format: parsed.log_format.unwrap_or_default(),
+        ..plan
+    })
+}
+
+/// Validates each group (core's checks, plus the command's keys) into a plan; `at` gives where
+/// a group's field is in the file (`(group key, field)` → `:LINE`, or empty).
+fn validate_groups(
+    file: &str,
+    sources: Vec<GroupSource>,
+    env: Option<&str>,
+    at: impl Fn((&str, &str)) -> String,
+) -> Result<Plan, PlanError> {
+    if sources.is_empty() {
+        return Err(PlanError::NoGroups { file: file.into() });
+    }
+    if sources.len() > MAX_GROUPS {
+        return Err(PlanError::TooManyGroups {
+            file: file.into(),
+            count: sources.len(),
+        });
+    }
+    if let Some(env) = env {
+        if !sources.iter().any(|g| g.env_sets.contains_key(env)) {
+            return Err(PlanError::NoSuchEnv {
+                file: file.into(),
+                env: env.into(),
+            });
+        }
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for mut source in sources {
+        let key = source.key.clone();
+        let (label, as_written): (String, fn(&str) -> &str) = match source.place {
+            Place::Table => (format!("[groups.{key}]"), |f| f),
+            Place::App(i) => (format!("apps[{i}] ({key})"), crate::pm2::pm2_key),
+        };
+        let invalid = |field: &str, error: String| PlanError::Invalid {
+            file: file.into(),
+            at: at((&key, field)),
+            group: label.clone(),
+            field: as_written(field).to_string(),
+            error,
+        };
+        if let Some(set) = env.and_then(|e| source.env_sets.remove(e)) {
+            merge_env(&mut source.options, set).map_err(|error| invalid("env", error))?;
+        }
+        let value = serde_json::Value::Object(source.options);
+        let mut options: MasterOptions = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // An unknown key's error names it in backticks; a type error's path is the key.
+            let field = if path == "." || path.is_empty() {
+                message.split('`').nth(1).unwrap_or("?").to_string()
+            } else {
+                path.split('.').next().unwrap_or(&path).to_string()
+            };
+            invalid(&field, message)
         })?;
+        options.name.get_or_insert_with(|| key.clone());
+        let config = into_config(options.clone()).map_err(|error| {
+            let field = field_of(&error);
+            invalid(&field, error.to_string())
+        })?;
+        let cron_restart = match &source.cron_restart {
+            None => None,
+            Some(expr) => Some(
+                expr.parse::<croner::Cron>()
+                    .map_err(|e| invalid("cronRestart", format!("{expr:?} is not a cron expression: {e}")))?,
+            ),
+        };
         if groups.iter().any(|g| g.name == config.name) {
             return Err(PlanError::DuplicateName {
                 file: file.into(),
-                line: line_of("name"),
-                group: key,
+                at: at((&key, "name")),
+                group: label,
                 name: config.name,
             });
         }
         groups.push(Group {
             name: config.name.clone(),
+            options,
             config,
+            cron_restart,
         });
     }
     Ok(Plan {
         groups,
-        socket: parsed.socket.map(PathBuf::from),
-        http: parsed.http,
-        log_format: parsed.log_format.unwrap_or_default(),
+        socket: None,
+        http: None,
+        log_format: LogFormat::default(),
+        ignored: Vec::new(),
+        source: None,
     })
+}
+
+/// `env_NAME` over `env`: the set's variables win.
+fn merge_env(options: &mut serde_json::Map<String, serde_json::Value>, set: serde_json::Value) -> Result<(), String> {
+    let serde_json::Value::Object(set) = set else {
+        return Err(format!("an env_ set must be a table of variables, got {set}"));
+    };
+    let env = options
+        .entry("env")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    match env {
+        serde_json::Value::Object(env) => {
+            env.extend(set);
+            Ok(())
+        }
+        other => Err(format!("must be a table of variables, got {other}")),
+    }
 }
 
 /// The option a core error is about: every [`ConfigError`] message names it first, in backticks.
@@ -368,14 +547,50 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_wrong_types_carry_toml_spans() {
+    fn unknown_keys_and_wrong_types_name_the_line_and_key() {
         let msg = error("[groups.web]\nprogram = \"sh\"\ncuont = 2\n");
-        assert!(msg.starts_with("drover.toml:3:1:"), "{msg}");
-        assert!(msg.contains("cuont"), "{msg}");
+        assert!(
+            msg.starts_with("drover.toml:3: [groups.web] `cuont`: unknown field `cuont`"),
+            "{msg}"
+        );
         let msg = error("[groups.web]\nprogram = \"sh\"\ncount = \"two\"\n");
-        assert!(msg.starts_with("drover.toml:3:"), "{msg}");
+        assert!(
+            msg.starts_with("drover.toml:3: [groups.web] `count`: invalid type"),
+            "{msg}"
+        );
         let msg = error("[groups.web\n");
         assert!(msg.starts_with("drover.toml:1:"), "{msg}");
+    }
+
+    #[test]
+    fn env_sets_are_merged_with_env_name_and_a_missing_one_is_refused() {
+        let text = "[groups.web]\nprogram = \"sh\"\nenv = { A = \"1\", B = \"2\" }\nenv_production = { B = \"prod\", C = 3 }\ncronRestart = \"0 3 * * *\"\n";
+        let plan = from_toml("f", text, Some("production")).expect("valid");
+        let env = &plan.groups[0].config.env;
+        assert_eq!(
+            (env["A"].as_str(), env["B"].as_str(), env["C"].as_str()),
+            ("1", "prod", "3")
+        );
+        assert_eq!(
+            plan.groups[0]
+                .cron_restart
+                .as_ref()
+                .map(|c| c.pattern.to_string())
+                .as_deref(),
+            Some("0 3 * * *")
+        );
+        let plain = from_toml("f", text, None).expect("valid");
+        assert_eq!(plain.groups[0].config.env["B"], "2");
+        let msg = from_toml("f", text, Some("staging"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(msg, "--env staging: no group of f has an `env_staging` set");
+        let msg = error("[groups.web]\nprogram = \"sh\"\ncronRestart = \"every tuesday\"\n");
+        assert!(
+            msg.starts_with("drover.toml:3: [groups.web] `cronRestart`: \"every tuesday\" is not a cron expression"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! - `run.rs`: `drover run` — the groups, their logs and events, signals, the shutdown.
 //! - `config.rs`: the command line and `drover.toml` into core's `MasterOptions`, errors with file
-//!   and line.
+//!   and line; `pm2.rs`: PM2 ecosystem files into the same groups.
 //! - `control.rs`: the control socket (server and client) and its JSON-lines protocol.
 //! - `http.rs`, `metrics.rs`: `/health` and `/metrics`.
 //! - `logs.rs`: the log printer (bounded, never blocks the master).
@@ -21,6 +21,7 @@ mod http;
 mod logs;
 mod metrics;
 mod notify;
+mod pm2;
 mod procinfo;
 mod reaper;
 mod run;
@@ -107,9 +108,14 @@ enum Command {
 /// The options of `drover run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// A TOML file with one `[groups.NAME]` table per group (keys as in core's MasterOptions).
+    /// A drover.toml with one `[groups.NAME]` table per group (keys as in core's MasterOptions),
+    /// or a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`). Read again at each
+    /// reload.
     #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with_all = ["count", "name", "restart", "listen", "ready", "program"])]
     pub config: Option<PathBuf>,
+    /// With -c: merge each group's `env_NAME` set over its `env` (PM2's `--env NAME`).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub env: Option<String>,
     /// Number of workers [default: number of CPUs].
     #[arg(short = 'n', long = "count", value_name = "COUNT", allow_negative_numbers = true)]
     pub count: Option<i64>,

@@ -26,6 +26,10 @@ const BAD_CONFIG: u8 = 2;
 /// What the control socket, the HTTP endpoint, the signal handler and the event forwarders share.
 pub struct Shared {
     pub groups: Vec<(String, Master)>,
+    /// The config file, read again at each reload (none when the group came from the command line).
+    source: Option<config::Source>,
+    /// Each group's options as last applied, to say what a reload changes; and its cron schedule.
+    applied: std::sync::Mutex<std::collections::HashMap<String, (drover::MasterOptions, CronSender)>>,
     pub metrics: Metrics,
     pub log: Log,
     pub notify: Notifier,
@@ -49,6 +53,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         for group in &plan.groups {
             let c = &group.config;
             println!("{}: {} worker(s) of {}", group.name, c.count, c.program.display());
+        }
+        for key in &plan.ignored {
+            println!("ignored: {key}: {}", crate::pm2::why_ignored(key));
         }
         return ExitCode::SUCCESS;
     }
@@ -106,8 +113,22 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         tokio::spawn(reaper::run(log.clone()));
     }
 
+    if let Some(source) = &plan.source {
+        for key in &plan.ignored {
+            log.info(
+                "config",
+                &format!(
+                    "{}: ignored {key}: {}",
+                    source.path.display(),
+                    crate::pm2::why_ignored(key)
+                ),
+            );
+        }
+    }
     let mut groups = Vec::new();
     let mut feeds = Vec::new();
+    let mut applied = std::collections::HashMap::new();
+    let mut crons = Vec::new();
     for group in plan.groups {
         let master = match Master::new(group.config) {
             Ok(master) => master,
@@ -116,10 +137,15 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
             }
         };
         feeds.push((group.name.clone(), master.events(), master.output()));
+        let (cron_tx, cron_rx) = tokio::sync::watch::channel(group.cron_restart);
+        crons.push((group.name.clone(), master.clone(), cron_rx));
+        applied.insert(group.name.clone(), (group.options, cron_tx));
         groups.push((group.name, master));
     }
     let shared = Arc::new(Shared {
         groups,
+        source: plan.source.clone(),
+        applied: std::sync::Mutex::new(applied),
         metrics: Metrics::default(),
         log: log.clone(),
         notify: Notifier::from_env(log.clone()),
@@ -131,6 +157,9 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         tokio::spawn(forward(shared.clone(), name, events, output));
     }
     tokio::spawn(report_drops(shared.clone()));
+    for (name, master, cron) in crons {
+        tokio::spawn(cron_restarts(shared.clone(), name, master, cron));
+    }
 
     if let Some(addr) = &plan.http {
         match http::serve(addr, shared.clone()).await {
@@ -298,11 +327,14 @@ impl Shared {
         let name = drover::signal_name(signal);
         let policy = SignalPolicy::default();
         let mut tasks = Vec::new();
+        let mut reloads = Vec::new();
         for (group, master) in &self.groups {
             let action = policy.action(signal, master.status());
             match action {
                 SignalAction::Reload => {
                     self.log.info("signal", &format!("{name}: reloading {group}"));
+                    reloads.push((group.clone(), master.clone()));
+                    continue;
                 }
                 SignalAction::GracefulShutdown => self.begin_stopping(&format!("{name}: graceful")),
                 SignalAction::HardShutdown => self.begin_stopping(&format!("{name} again: hard, SIGKILL")),
@@ -315,37 +347,147 @@ impl Shared {
             let shared = self.clone();
             let (group, master) = (group.clone(), master.clone());
             tasks.push(tokio::spawn(async move {
-                let result = match action {
-                    // A reload is logged, counted and told to systemd around core's.
-                    SignalAction::Reload => shared.reload(&group, &master).await,
-                    _ => master.apply_signal_action(action).await,
-                };
-                if let Err(error) = result {
+                if let Err(error) = master.apply_signal_action(action).await {
                     shared.log.info("signal", &format!("{group}: {error}"));
                 }
             }));
+        }
+        if !reloads.is_empty() {
+            // The errors are in the log already, as each reload's outcome.
+            let _ = self.clone().reload_groups(reloads).await;
         }
         for t in tasks {
             let _ = t.await;
         }
     }
 
-    /// A graceful reload of one group, logged, counted and told to systemd.
-    async fn reload(&self, name: &str, master: &Master) -> Result<(), drover::Error> {
+    /// Reloads `selected`, with the config file read again (once for all of them): each group is
+    /// reloaded with what the file now says, and what changed is logged. A file that is no longer
+    /// valid reloads nothing: the error is the one `drover run` would give, and the running config
+    /// stays. Returns each group's outcome.
+    async fn reload_groups(
+        self: Arc<Self>,
+        selected: Vec<(String, Master)>,
+    ) -> Result<Vec<(String, Result<(), String>)>, String> {
+        let mut fresh = match self.reread().await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                let message = format!("config not applied, nothing reloaded: {error}");
+                self.log.error(&message);
+                return Err(message);
+            }
+        };
+        let reloads = selected.into_iter().map(|(name, master)| {
+            let shared = self.clone();
+            let group = fresh.as_mut().and_then(|groups| groups.remove(&name));
+            async move {
+                let result = shared.reload(&name, &master, group).await.map_err(|e| e.to_string());
+                (name, result)
+            }
+        });
+        let outcomes = futures_join_all(reloads).await;
+        if let (Some(source), Some(rest)) = (&self.source, fresh) {
+            for name in rest.keys().filter(|n| self.group(n).is_err()) {
+                self.log.info(
+                    "config",
+                    &format!(
+                        "group {name} is new in {}: not started (restart drover to start it)",
+                        source.path.display()
+                    ),
+                );
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// The groups of the config file as it is now, by name; `None` without a file.
+    async fn reread(&self) -> Result<Option<std::collections::HashMap<String, config::Group>>, String> {
+        let Some(source) = self.source.clone() else {
+            return Ok(None);
+        };
+        // Reading an ecosystem file runs node (bounded by pm2::EVAL_TIMEOUT): off the loop.
+        let plan = tokio::task::spawn_blocking(move || config::from_file(&source))
+            .await
+            .map_err(|e| format!("reading the config file: {e}"))?
+            .map_err(|e| e.to_string())?;
+        Ok(Some(plan.groups.into_iter().map(|g| (g.name.clone(), g)).collect()))
+    }
+
+    /// A graceful reload of one group (with `fresh`, its config as the file now says, if read),
+    /// logged, counted and told to systemd.
+    async fn reload(&self, name: &str, master: &Master, fresh: Option<config::Group>) -> Result<(), drover::Error> {
         let who = Who {
             group: name,
             id: None,
             pid: None,
         };
-        let config = master.config();
+        let mut new_config = None;
+        if let Some(group) = fresh {
+            let changes = {
+                let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+                applied
+                    .get(name)
+                    .map(|(old, cron)| {
+                        let pattern = |c: Option<&croner::Cron>| c.map(|c| format!("{:?}", c.pattern.to_string()));
+                        let mut changed = changes(old, &group.options);
+                        let (was, now) = (pattern(cron.borrow().as_ref()), pattern(group.cron_restart.as_ref()));
+                        if was != now {
+                            let unset = || "(unset)".to_string();
+                            changed.push(format!(
+                                "cronRestart: {} → {}",
+                                was.unwrap_or_else(unset),
+                                now.unwrap_or_else(unset)
+                            ));
+                        }
+                        changed
+                    })
+                    .unwrap_or_default()
+            };
+            let said = if changes.is_empty() {
+                "config unchanged".to_string()
+            } else {
+                format!("config changed: {}", changes.join("; "))
+            };
+            self.log.event(who, "config", &said);
+            new_config = Some((group.config, group.options, group.cron_restart));
+        } else if let Some(source) = &self.source {
+            self.log.event(
+                who,
+                "config",
+                &format!(
+                    "no longer in {}: reloaded with its running config (restart drover to remove it)",
+                    source.path.display()
+                ),
+            );
+        }
+        let (count, reload) = match &new_config {
+            Some((c, _, _)) => (c.count, c.reload),
+            None => {
+                let c = master.config();
+                (c.count, c.reload)
+            }
+        };
         self.log.event(
             who,
             "reloading",
-            &format!("reloading {} worker(s), {}", config.count, strategy(config.reload)),
+            &format!("reloading {count} worker(s), {}", strategy(reload)),
         );
         self.notify.reloading();
         let began = Instant::now();
-        let result = master.graceful_reload(None).await;
+        let result = match new_config {
+            Some((config, options, cron)) => {
+                let result = master.graceful_reload(Some(config)).await;
+                if result.is_ok() {
+                    let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((old, cron_tx)) = applied.get_mut(name) {
+                        *old = options;
+                        cron_tx.send_replace(cron);
+                    }
+                }
+                result
+            }
+            None => master.graceful_reload(None).await,
+        };
         self.notify.reload_done();
         match &result {
             Ok(()) => {
@@ -384,16 +526,13 @@ impl Shared {
                     },
                     None => self.groups.clone(),
                 };
-                let reloads = selected.into_iter().map(|(name, master)| {
-                    let shared = self.clone();
-                    async move {
-                        let result = shared.reload(&name, &master).await;
-                        (name, result)
-                    }
-                });
+                let outcomes = match self.clone().reload_groups(selected).await {
+                    Ok(outcomes) => outcomes,
+                    Err(error) => return Response::failed(error),
+                };
                 let mut done = Vec::new();
                 let mut failed = Vec::new();
-                for (name, result) in futures_join_all(reloads).await {
+                for (name, result) in outcomes {
                     match result {
                         Ok(()) => done.push(name),
                         Err(e) => failed.push(format!("{name}: {e}")),
@@ -669,6 +808,89 @@ async fn report_drops(shared: Arc<Shared>) {
             reported = total;
         }
     }
+}
+
+/// A group's cron schedule (`cronRestart`), replaced when a reload applies a new one.
+type CronSender = tokio::sync::watch::Sender<Option<croner::Cron>>;
+
+/// Reloads the group at each time of its `cronRestart` schedule (local time), as PM2's
+/// `cron_restart` restarts an app, but make-before-break. Follows the schedule a reload applies.
+async fn cron_restarts(
+    shared: Arc<Shared>,
+    name: String,
+    master: Master,
+    mut cron: tokio::sync::watch::Receiver<Option<croner::Cron>>,
+) {
+    loop {
+        let next = cron.borrow_and_update().as_ref().map(|c| {
+            let now = chrono::Local::now();
+            (
+                c.pattern.to_string(),
+                c.find_next_occurrence(&now, false).map(|t| (t - now).to_std()),
+            )
+        });
+        let wait = match next {
+            Some((pattern, Ok(Ok(wait)))) => Some((pattern, wait)),
+            Some((pattern, _)) => {
+                shared.log.info(
+                    "cron",
+                    &format!("{name}: `{pattern}` has no next time: no more cron reloads"),
+                );
+                None
+            }
+            None => None,
+        };
+        tokio::select! {
+            changed = cron.changed() => if changed.is_err() { return },
+            _ = async {
+                match &wait {
+                    Some((_, d)) => tokio::time::sleep(*d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if shared.stopping() {
+                    return;
+                }
+                let pattern = wait.map(|(p, _)| p).unwrap_or_default();
+                shared.log.info("cron", &format!("{name}: cronRestart `{pattern}`: reloading"));
+                let _ = shared.clone().reload_groups(vec![(name.clone(), master.clone())]).await;
+            }
+        }
+    }
+}
+
+/// What differs between two option sets, one entry per key (`env` per variable): `key: old → new`.
+fn changes(old: &drover::MasterOptions, new: &drover::MasterOptions) -> Vec<String> {
+    fn flat(options: &drover::MasterOptions) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(options) {
+            for (key, value) in map {
+                match value {
+                    serde_json::Value::Null => {}
+                    serde_json::Value::Object(vars) if key == "env" => {
+                        for (var, v) in vars {
+                            out.insert(format!("env.{var}"), v.to_string());
+                        }
+                    }
+                    other => {
+                        out.insert(key, other.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+    let shorten = |v: Option<&String>| match v {
+        None => "(unset)".to_string(),
+        Some(v) if v.chars().count() > 60 => format!("{}…", v.chars().take(60).collect::<String>()),
+        Some(v) => v.clone(),
+    };
+    let (old, new) = (flat(old), flat(new));
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| format!("{k}: {} → {}", shorten(old.get(k)), shorten(new.get(k))))
+        .collect()
 }
 
 fn strategy(reload: drover::ReloadStrategy) -> String {
