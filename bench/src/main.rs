@@ -435,18 +435,36 @@ fn ipc(rt: &tokio::runtime::Runtime, worker: &PathBuf, throughput: bool, busy_po
 
         // Worker -> master.
         let mut rates = Vec::new();
+        let mut burst_dropped = 0;
         for _ in 0..THROUGHPUT_RUNS {
             let t = Instant::now();
             master.send(id, &json!({ "cmd": "burst", "n": BURST })).await?;
-            for expected in 0..BURST {
-                let data = next_message(&mut events).await?;
-                if data["seq"] != json!(expected) {
-                    return Err(format!("burst out of order: expected seq {expected}, got {data}").into());
+            // The subscription is bounded (EVENT_QUEUE_EVENTS): a reader that falls behind the
+            // worker reads a count of dropped messages where they were. Counted, and said below.
+            let mut expected = 0;
+            while expected < BURST {
+                match next_message_or_gap(&mut events).await? {
+                    Ok(data) => {
+                        if data["seq"] != json!(expected) {
+                            return Err(format!("burst out of order: expected seq {expected}, got {data}").into());
+                        }
+                        expected += 1;
+                    }
+                    Err(dropped) => {
+                        burst_dropped += dropped;
+                        expected += dropped;
+                    }
                 }
             }
             rates.push(BURST as f64 / t.elapsed().as_secs_f64());
         }
         print_rate("worker → master (MessageBus, 256 in flight)", &mut rates);
+        if burst_dropped > 0 {
+            println!(
+                "| (worker → master: the bench's `events()` reader fell behind; {burst_dropped} of {} messages dropped by its bounded queue) | | |",
+                BURST * THROUGHPUT_RUNS as u64
+            );
+        }
 
         // Master -> worker, one `send().await` after another.
         let mut rates = Vec::new();
@@ -545,6 +563,20 @@ fn print_rate(what: &str, rates: &mut [f64]) {
         thousands(median),
         met(best > 300_000.0)
     );
+}
+
+/// The next user message, or how many the bounded subscription dropped in its place.
+async fn next_message_or_gap(events: &mut drover::Events) -> Res<Result<Value, u64>> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Err(_) => return Err("no message from the worker within 30 s".into()),
+            Ok(None) => return Err("the event stream closed".into()),
+            Ok(Some(Event::Message { data, .. })) => return Ok(Ok(data)),
+            Ok(Some(Event::Dropped { count })) => return Ok(Err(count)),
+            Ok(Some(Event::Exit(exit))) => return Err(format!("the worker exited: {exit}").into()),
+            Ok(Some(_)) => {}
+        }
+    }
 }
 
 /// The next user message from the master's event stream (other events are skipped).

@@ -55,10 +55,16 @@ fn a_malformed_config_names_file_line_and_field_and_starts_nothing() {
     );
     // An unknown key and a wrong type: the key's line, and the key.
     let (stderr, _d) = refused("[groups.bad]\nprogram = \"sh\"\ncuont = 2\n");
-    assert!(stderr.starts_with("drover: drover.toml:9: [groups.bad] `cuont`:"), "{stderr}");
+    assert!(
+        stderr.starts_with("drover: drover.toml:9: [groups.bad] `cuont`:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("unknown field `cuont`"), "{stderr}");
     let (stderr, _d) = refused("[groups.bad]\nprogram = \"sh\"\ncount = \"two\"\n");
-    assert!(stderr.starts_with("drover: drover.toml:9: [groups.bad] `count`: invalid type"), "{stderr}");
+    assert!(
+        stderr.starts_with("drover: drover.toml:9: [groups.bad] `count`: invalid type"),
+        "{stderr}"
+    );
     // A program that is not there.
     let (stderr, _d) = refused("[groups.bad]\nprogram = \"/nope/server\"\n");
     assert!(
