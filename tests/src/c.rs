@@ -33,6 +33,24 @@ pub fn target_dir() -> PathBuf {
     target_bin("libdrover.so").parent().expect("target/debug").to_path_buf()
 }
 
+/// The SONAME libdrover.so is built with (ffi/build.rs): what a program linked to it asks the
+/// dynamic loader for.
+pub const SONAME: &str = "libdrover.so.0";
+
+/// Makes `lib/libdrover.so.0` a link to the libdrover.so cargo built there, as an install does:
+/// a program linked with `-ldrover` records the SONAME and looks for that name at run time.
+fn link_soname(lib: &Path) {
+    let link = lib.join(SONAME);
+    if std::fs::read_link(&link).is_ok_and(|to| to == Path::new("libdrover.so")) {
+        return;
+    }
+    // Made under a name of this process's own and renamed: other test processes do the same.
+    let partial = lib.join(format!("{SONAME}.{}.partial", std::process::id()));
+    let _ = std::fs::remove_file(&partial);
+    std::os::unix::fs::symlink("libdrover.so", &partial).expect("link libdrover.so.0 in target/debug");
+    std::fs::rename(&partial, &link).expect("move the libdrover.so.0 link into place");
+}
+
 /// Compiles `tests/c/<name>.c` once per linkage (per test process) and returns the executable.
 pub fn program(name: &str, linkage: Linkage) -> PathBuf {
     compile(&format!("tests/c/{name}.c"), linkage)
@@ -54,6 +72,7 @@ pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
             lib.join(file).display()
         );
     }
+    link_soname(&lib);
     let out_dir = lib
         .parent()
         .expect("target/debug is inside the target dir")
