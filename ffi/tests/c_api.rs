@@ -8,18 +8,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
-use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, workspace, Linkage};
+use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, show, workspace, Linkage};
 use drover_tests::{ask, next_exit_of, next_matching, next_message_from, pid_is_running, test_worker};
 use serde_json::json;
-
-fn show(output: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn run(mut cmd: Command) -> Output {
     let output = cmd.output().expect("the C test program runs");

@@ -7,16 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use drover_tests::c::{serve_and_stop_c_example, target_dir, workspace, SONAME};
-
-fn show(output: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use drover_tests::c::{serve_and_stop_c_example, show, target_dir, workspace, SONAME};
 
 fn run(cmd: &mut Command) -> Output {
     let output = cmd
@@ -72,10 +63,17 @@ fn the_install_has_a_versioned_soname_pkg_config_and_cmake_files() {
         .lines()
         .find_map(|l| l.strip_prefix("#define DROVER_ABI_VERSION "))
         .expect("drover.h defines DROVER_ABI_VERSION");
-    assert_eq!(SONAME, format!("libdrover.so.{abi}"), "the SONAME carries the ABI version");
+    assert_eq!(
+        SONAME,
+        format!("libdrover.so.{abi}"),
+        "the SONAME carries the ABI version"
+    );
     let version = env!("CARGO_PKG_VERSION");
     // libdrover.so -> libdrover.so.0 -> libdrover.so.0.1.0, the real file.
-    assert_eq!(std::fs::read_link(lib.join("libdrover.so")).expect("a link"), Path::new(SONAME));
+    assert_eq!(
+        std::fs::read_link(lib.join("libdrover.so")).expect("a link"),
+        Path::new(SONAME)
+    );
     assert_eq!(
         std::fs::read_link(lib.join(SONAME)).expect("a link"),
         Path::new(&format!("libdrover.so.{version}"))
@@ -107,8 +105,14 @@ fn the_install_has_a_versioned_soname_pkg_config_and_cmake_files() {
         format!("-L{} -ldrover", lib.display())
     );
     let static_libs = pkg_config(&["--libs", "drover-static"]);
-    assert!(static_libs.starts_with(&lib.join("libdrover.a").display().to_string()), "{static_libs}");
-    assert!(static_libs.contains("-lm") && static_libs.contains("-ldl"), "{static_libs}");
+    assert!(
+        static_libs.starts_with(&lib.join("libdrover.a").display().to_string()),
+        "{static_libs}"
+    );
+    assert!(
+        static_libs.contains("-lm") && static_libs.contains("-ldl"),
+        "{static_libs}"
+    );
     assert!(prefix.join("lib/cmake/drover/droverConfig.cmake").is_file());
     assert!(prefix.join("lib/cmake/drover/droverConfigVersion.cmake").is_file());
 }

@@ -126,6 +126,16 @@ pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
     exe
 }
 
+/// A finished program's status, stdout and stderr, for an assertion's message.
+pub fn show(output: &std::process::Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Runs the C example's `master` with 2 copies of its `worker` on a free port, as its README does:
 /// both start, the declared socket is bound before them and serves HTTP, and SIGTERM stops every
 /// worker gracefully and the master with status 0.
