@@ -77,6 +77,7 @@ fn watched() -> Option<RawFd> {
 }
 
 /// True once busy polling was enabled in this process: channels are watched, activity is recorded.
+#[doc(hidden)]
 pub fn enabled() -> bool {
     watched().is_some()
 }
@@ -111,6 +112,7 @@ pub(crate) fn touch() {
 /// Turns busy polling on for this process with (at least) `window`, capped at [`MAX_WINDOW`]:
 /// channels opened from now on are watched, and [`park_hook`] spins. Several callers: the largest
 /// window wins. A zero window does nothing.
+#[doc(hidden)]
 pub fn enable(window: Duration) {
     let window_ns = u64::try_from(window.min(MAX_WINDOW).as_nanos()).unwrap_or(0);
     if window_ns == 0 {
@@ -171,6 +173,7 @@ fn spin(window_ns: u64) {
 }
 
 /// The window a master asked its workers to busy-poll for (`DROVER_BUSY_POLL_US`), if any.
+#[doc(hidden)]
 pub fn window_from_env() -> Option<Duration> {
     parse_window(&std::env::var(env::BUSY_POLL_US).ok()?)
 }

@@ -102,6 +102,11 @@ pub mod protocol;
 pub mod signals;
 pub mod status;
 
+// The crate's README (its crates.io page) is compiled and checked as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
 pub type WorkerId = u64;
 

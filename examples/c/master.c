@@ -37,7 +37,7 @@
 static void restart_one(drover_master *master, size_t *next) {
     drover_worker_info *workers = NULL;
     size_t count = 0;
-    TRY(drover_master_workers(master, &workers, &count));
+    TRY(drover_master_workers(master, sizeof(drover_worker_info), &workers, &count));
     size_t live = 0;
     for (size_t i = 0; i < count; i++) live += workers[i].alive;
     if (live > 0) {
@@ -45,7 +45,7 @@ static void restart_one(drover_master *master, size_t *next) {
         for (size_t i = 0; i < count; i++) {
             if (!workers[i].alive || seen++ != want) continue;
             drover_result r = drover_master_restart_worker(master, workers[i].id);
-            drover_worker_info now;
+            drover_worker_info now = {.size = sizeof(drover_worker_info)};
             if (r == DROVER_RESULT_OK && drover_master_get_worker(master, workers[i].id, &now) == DROVER_RESULT_OK)
                 printf("restarted worker %llu: pid %u -> %u\n", (unsigned long long)workers[i].id, workers[i].pid,
                        now.pid);
@@ -63,6 +63,12 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s <worker-program> [count]\n", argv[0]);
         return 2;
+    }
+    /* The library loaded at run time must have the ABI this program was compiled for. */
+    if (drover_abi_version() != DROVER_ABI_VERSION) {
+        fprintf(stderr, "master: built for drover ABI %d, but libdrover %s has ABI %u\n", DROVER_ABI_VERSION,
+                drover_version(), drover_abi_version());
+        return 1;
     }
     /* Block the signals before drover starts its threads, so they inherit the mask and the
      * signals wait for our signalfd. (Workers start with a clean mask.) */
@@ -100,7 +106,7 @@ int main(int argc, char **argv) {
     drover_listener_list_free(listeners, listening);
     drover_worker_info *workers = NULL;
     size_t count = 0;
-    TRY(drover_master_workers(master, &workers, &count));
+    TRY(drover_master_workers(master, sizeof(drover_worker_info), &workers, &count));
     for (size_t i = 0; i < count; i++)
         printf("worker %llu pid %u %s\n", (unsigned long long)workers[i].id, workers[i].pid,
                drover_worker_status_name(workers[i].status));
@@ -137,7 +143,7 @@ int main(int argc, char **argv) {
                 }
             }
         }
-        drover_event event = {0};
+        drover_event event = {.size = sizeof(drover_event)};
         while (drover_master_next_event(master, 0, &event) == DROVER_RESULT_OK) {
             if (event.kind == DROVER_EVENT_KIND_STATUS && event.to == DROVER_WORKER_STATUS_INITIALIZED) live++;
             if (event.kind == DROVER_EVENT_KIND_EXIT) live--;

@@ -350,7 +350,7 @@ int main(void) {
             return 1;
         }
         if (fds[0].revents & POLLIN) {
-            drover_bus_event event = {DROVER_BUS_EVENT_KIND_NONE, NULL, NULL};
+            drover_bus_event event = {.size = sizeof(drover_bus_event)};
             while (drover_bus_next_event(bus, 0, &event) == DROVER_RESULT_OK) {
                 int done = 0;
                 switch (event.kind) {

@@ -15,7 +15,8 @@ use tokio::runtime::Runtime;
 
 use crate::error::{drover_result, Failure};
 use crate::ffi::{
-    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry,
+    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry, SizedOut,
+    SizedStruct,
 };
 use crate::mailbox::{Mailbox, Source};
 
@@ -50,9 +51,15 @@ pub enum drover_bus_event_kind {
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
 /// are owned by the event: release them with `drover_bus_event_clear()`.
+///
+/// Set `size` before the first `drover_bus_next_event()`:
+/// `drover_bus_event event = { .size = sizeof(drover_bus_event) };`. Later versions of drover add
+/// fields at the end, and `size` says which ones your program has; drover keeps it.
 #[repr(C)]
 #[derive(Debug)]
 pub struct drover_bus_event {
+    /// `sizeof(drover_bus_event)` as the program was compiled: set by the caller, kept by drover.
+    pub size: usize,
     /// What it is.
     pub kind: drover_bus_event_kind,
     /// MESSAGE: the message as JSON text; NULL otherwise. Owned by the event.
@@ -259,7 +266,7 @@ pub extern "C" fn drover_bus_next_event(
 ) -> drover_result {
     ffi_body!({
         let events = try_obj!(BUSES, bus).events.clone();
-        let out = try_out!(out_event);
+        let out = SizedOut::new(out_event, "out_event")?;
         let event = events.next_for_c(
             timeout_ms,
             "nothing from the master",
@@ -272,6 +279,7 @@ pub extern "C" fn drover_bus_next_event(
 
 fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
     let mut c = drover_bus_event {
+        size: std::mem::size_of::<drover_bus_event>(),
         kind: drover_bus_event_kind::None,
         data: std::ptr::null_mut(),
         text: std::ptr::null_mut(),
@@ -333,7 +341,8 @@ pub extern "C" fn drover_bus_meta_json(bus: *const drover_bus, out_json: *mut *m
     })
 }
 
-/// Frees the strings of a bus event and zeroes it. NULL, zeroed and cleared events are no-ops.
+/// Frees the strings of a bus event and zeroes it but for its `size`. NULL, zeroed and cleared
+/// events are no-ops.
 ///
 /// # Safety
 /// `event` is NULL or points to a `drover_bus_event` that is zeroed or was filled by
@@ -347,4 +356,10 @@ pub unsafe extern "C" fn drover_bus_event_clear(event: *mut drover_bus_event) {
     // SAFETY: this function's contract is `clear_event`'s, and `data` and `text` are the event's
     // owned strings.
     unsafe { clear_event(event, strings) }
+}
+
+// SAFETY: `#[repr(C)]`, starts with `size: usize`, valid all-zero, no drop glue.
+unsafe impl SizedStruct for drover_bus_event {
+    const C_NAME: &'static str = "drover_bus_event";
+    const MIN_SIZE: usize = std::mem::size_of::<drover_bus_event>();
 }

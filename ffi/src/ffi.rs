@@ -96,6 +96,70 @@ impl<T> Out<T> {
     }
 }
 
+/// A struct drover fills in for C that starts with a `size_t size` field, which the caller sets to
+/// `sizeof` the struct as its header declares it. That is what lets the struct grow: drover writes
+/// only the `size` bytes the caller has (a program built against an older header does not get the
+/// newer fields written past its struct), and a program built against a newer header sees the
+/// fields an older library does not know left as it initialised them (zero).
+///
+/// # Safety
+/// The implementing type is `#[repr(C)]`, its first field is `size: usize`, all-zero bytes are a
+/// valid value of it, and it has no drop glue.
+pub(crate) unsafe trait SizedStruct: Sized {
+    /// The C type's name, for error messages.
+    const C_NAME: &'static str;
+    /// The size of the struct's first version: a smaller `size` is refused (fields this version
+    /// of drover must write would not fit).
+    const MIN_SIZE: usize;
+}
+
+/// A non-NULL out-parameter of a [`SizedStruct`] whose `size` the caller set.
+pub(crate) struct SizedOut<T> {
+    ptr: *mut T,
+    size: usize,
+}
+
+impl<T: SizedStruct> SizedOut<T> {
+    /// Checks the pointer and the `size` the caller set in it.
+    ///
+    /// Per the header, a non-NULL pointer points to writable memory of at least `size` bytes, and
+    /// `size` is at least `sizeof(size_t)`; a caller that forgot `size` left it 0 (or garbage).
+    pub(crate) fn new(ptr: *mut T, name: &str) -> Result<SizedOut<T>, Failure> {
+        if ptr.is_null() {
+            return Err(Failure::new(drover_result::NullArgument, format!("`{name}` is NULL")));
+        }
+        // SAFETY: non-NULL, and every `SizedStruct` starts with a `usize` the caller initialised.
+        let size = unsafe { ptr.cast::<usize>().read_unaligned() };
+        if size < T::MIN_SIZE {
+            return Err(Failure::new(
+                drover_result::InvalidArgument,
+                format!(
+                    "`{name}->size` is {size}: set it to sizeof({c}) ({min} or more) before the call, \
+                     e.g. `{c} x = {{ .size = sizeof({c}) }};`",
+                    c = T::C_NAME,
+                    min = T::MIN_SIZE
+                ),
+            ));
+        }
+        Ok(SizedOut { ptr, size })
+    }
+
+    /// Writes the first `size` bytes of `value` (those the caller's struct has), keeping the
+    /// caller's `size`, without reading or dropping what was there.
+    pub(crate) fn write(self, value: T) {
+        let bytes = self.size.min(std::mem::size_of::<T>());
+        let value = std::mem::ManuallyDrop::new(value);
+        let source = std::ptr::from_ref::<T>(&value).cast::<u8>();
+        // SAFETY: `ptr` points to at least `self.size` writable bytes (checked non-NULL in `new`,
+        // sized by the caller per the header) and `value` has `size_of::<T>()` bytes; skipping the
+        // leading `size` field keeps the caller's value. `T` has no drop glue to skip.
+        unsafe {
+            let skip = std::mem::size_of::<usize>();
+            std::ptr::copy_nonoverlapping(source.add(skip), self.ptr.cast::<u8>().add(skip), bytes - skip);
+        }
+    }
+}
+
 /// The live objects of one opaque type `H`, each an `Arc<T>` keyed by its handle's address.
 ///
 /// A handle is a heap allocation of `H` that is never read: its address is the key. Looking a
@@ -186,15 +250,15 @@ pub(crate) fn new_runtime(name: &str, threads: usize) -> Result<tokio::runtime::
         })
 }
 
-/// Frees the strings an event handed to C owns, then zeroes the event; the body of every exported
-/// `*_event_clear` function. NULL is a no-op. `fields` gives the addresses of the event's string
-/// fields, computed from the event's address without reading it.
+/// Frees the strings an event handed to C owns, then zeroes the event but for its `size`; the body
+/// of every exported `*_event_clear` function. NULL is a no-op. `fields` gives the addresses of
+/// the event's string fields, computed from the event's address without reading it.
 ///
 /// # Safety
 /// `event` is NULL or points to a live `E` that is zeroed or was filled by drover and not cleared
 /// since: each field `fields` names is NULL or a string from `CString::into_raw` owned by the
-/// event. All-zero bytes are a valid `E`.
-pub(crate) unsafe fn clear_event<E, const N: usize>(
+/// event. Its `size` is 0 (a zeroed event: nothing else is touched) or at least `E::MIN_SIZE`.
+pub(crate) unsafe fn clear_event<E: SizedStruct, const N: usize>(
     event: *mut E,
     fields: impl FnOnce(*mut E) -> [*mut *mut c_char; N],
 ) {
@@ -204,15 +268,23 @@ pub(crate) unsafe fn clear_event<E, const N: usize>(
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: per the contract, each field is NULL or an owned string from `CString::into_raw`,
         // freed once here; fields are accessed by raw pointer, never through a reference to the
-        // whole event (whose enum may hold anything), and all-zero bytes are a valid `E`.
+        // whole event (whose enum may hold anything), and all-zero bytes are a valid `E`. Only the
+        // bytes the caller's struct has are zeroed, past its `size` field.
         unsafe {
+            let size = event.cast::<usize>().read_unaligned();
+            if size < E::MIN_SIZE {
+                // Zeroed (or never filled by drover): it owns nothing.
+                return;
+            }
             for field in fields(event) {
                 let s = field.read();
                 if !s.is_null() {
                     drop(CString::from_raw(s));
                 }
             }
-            std::ptr::write_bytes(event, 0, 1);
+            let skip = std::mem::size_of::<usize>();
+            let bytes = size.min(std::mem::size_of::<E>());
+            std::ptr::write_bytes(event.cast::<u8>().add(skip), 0, bytes - skip);
         }
     }));
 }

@@ -51,6 +51,19 @@ pub use master::{
     drover_master_status, drover_signal_action, drover_worker_info, drover_worker_status,
 };
 
+/// The version of the C ABI this header declares: bumped on every incompatible change (a struct
+/// reshaped, a function's parameters changed), together with the library's SONAME
+/// (`libdrover.so.<DROVER_ABI_VERSION>`). Compare it with `drover_abi_version()` at start-up to
+/// catch a program running against a library other than the one it was built for.
+pub const DROVER_ABI_VERSION: u32 = 0;
+
+/// The ABI version of the loaded library; a program built with this header expects
+/// DROVER_ABI_VERSION: `if (drover_abi_version() != DROVER_ABI_VERSION) { ... }`.
+#[no_mangle]
+pub extern "C" fn drover_abi_version() -> u32 {
+    DROVER_ABI_VERSION
+}
+
 /// The version of the library, e.g. "0.1.0" (compare with DROVER_VERSION from the header).
 /// A static string: do not free it.
 #[no_mangle]

@@ -18,7 +18,8 @@ use tokio::runtime::Runtime;
 use crate::config::{self, drover_config};
 use crate::error::{drover_result, Failure};
 use crate::ffi::{
-    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry,
+    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry, SizedOut,
+    SizedStruct,
 };
 use crate::mailbox::{Mailbox, Source};
 
@@ -161,6 +162,9 @@ pub enum drover_signal_action {
 }
 
 /// How a worker process ended. All fields are 0 while it runs.
+///
+/// Embedded in `drover_event` and `drover_worker_info`, so its layout is fixed for this ABI
+/// version: what a later version learns about an exit goes at the end of those structs.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct drover_exit {
@@ -181,9 +185,15 @@ pub struct drover_exit {
 
 /// One worker, as `drover_master_workers()` and `drover_master_get_worker()` report it.
 /// Plain data: nothing in it needs freeing.
+///
+/// Set `size` to `sizeof(drover_worker_info)` before passing one to `drover_master_get_worker()`
+/// (`drover_worker_info info = { .size = sizeof(drover_worker_info) };`): later versions of
+/// drover add fields at the end, and `size` says which ones your program has.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct drover_worker_info {
+    /// `sizeof(drover_worker_info)` as the program was compiled: set by the caller, kept by drover.
+    pub size: usize,
     /// The worker's id: unique within its master, never reused, stable across restarts.
     pub id: u64,
     /// Its current (or last) process.
@@ -213,9 +223,16 @@ pub struct drover_worker_info {
 /// Which fields mean something depends on `kind` (see `drover_event_kind`); the others are 0 or
 /// NULL. The three strings are owned by the event: release them with `drover_event_clear()`
 /// before the event is reused or goes out of scope (a zero-initialised event needs no clearing).
+///
+/// Set `size` before the first `drover_master_next_event()`:
+/// `drover_event event = { .size = sizeof(drover_event) };` (C++: `drover_event event{};
+/// event.size = sizeof event;`). Later versions of drover add fields at the end, and `size` says
+/// which ones your program has; drover keeps it, `drover_event_clear()` included.
 #[repr(C)]
 #[derive(Debug)]
 pub struct drover_event {
+    /// `sizeof(drover_event)` as the program was compiled: set by the caller, kept by drover.
+    pub size: usize,
     /// What happened.
     pub kind: drover_event_kind,
     /// The worker; 0 for MASTER_STATUS and GAVE_UP.
@@ -327,6 +344,7 @@ fn exit_to_c(exit: &WorkerExit) -> drover_exit {
 
 fn info_to_c(info: &WorkerInfo) -> drover_worker_info {
     drover_worker_info {
+        size: std::mem::size_of::<drover_worker_info>(),
         id: info.id,
         pid: info.pid,
         status: worker_status_code(info.status),
@@ -349,6 +367,7 @@ fn ms(d: Duration) -> u64 {
 /// `Display`; `json`, its versioned JSON form).
 fn event_to_c(event: &Event) -> drover_event {
     let mut out = drover_event {
+        size: std::mem::size_of::<drover_event>(),
         kind: drover_event_kind::None,
         worker_id: 0,
         pid: 0,
@@ -516,11 +535,15 @@ pub extern "C" fn drover_master_get_status(
 
 /// A snapshot of every worker, by id (including ones that exited and were not restarted).
 ///
-/// On success `*out_workers` receives an array of `*out_count` entries, owned by the caller and
-/// freed with `drover_worker_list_free(workers, count)` (NULL when there are none).
+/// `info_size` is `sizeof(drover_worker_info)`: the array's entries are that size, so indexing it
+/// stays right when a later drover adds fields. On success `*out_workers` receives an array of
+/// `*out_count` entries, owned by the caller and freed with `drover_worker_list_free(workers,
+/// count)` (NULL when there are none). DROVER_RESULT_INVALID_ARGUMENT for an `info_size` smaller
+/// than this ABI version's struct.
 #[no_mangle]
 pub extern "C" fn drover_master_workers(
     master: *const drover_master,
+    info_size: usize,
     out_workers: *mut *mut drover_worker_info,
     out_count: *mut usize,
 ) -> drover_result {
@@ -528,12 +551,39 @@ pub extern "C" fn drover_master_workers(
         let state = try_obj!(MASTERS, master);
         let out_workers = try_out!(out_workers);
         let out_count = try_out!(out_count);
-        let list: Box<[drover_worker_info]> = state.master.workers().iter().map(info_to_c).collect();
-        let count = list.len();
+        if info_size < <drover_worker_info as SizedStruct>::MIN_SIZE {
+            return Err(Failure::new(
+                drover_result::InvalidArgument,
+                format!(
+                    "`info_size` is {info_size}: pass sizeof(drover_worker_info) ({} or more)",
+                    <drover_worker_info as SizedStruct>::MIN_SIZE
+                ),
+            ));
+        }
+        let workers = state.master.workers();
+        let count = workers.len();
         let ptr = if count == 0 {
             std::ptr::null_mut()
         } else {
-            Box::into_raw(list).cast::<drover_worker_info>()
+            // calloc, so fields past this version's struct read 0, and `drover_worker_list_free`
+            // needs no layout to free it.
+            // SAFETY: calloc has no preconditions; its result is checked for NULL.
+            let array = unsafe { libc::calloc(count, info_size) }.cast::<u8>();
+            if array.is_null() {
+                return Err(Failure::new(
+                    drover_result::Os,
+                    format!("cannot allocate {count} worker entries of {info_size} bytes"),
+                ));
+            }
+            for (i, info) in workers.iter().enumerate() {
+                // SAFETY: entry `i` is inside the `count * info_size` bytes just allocated.
+                let entry = unsafe { array.add(i * info_size) }.cast::<drover_worker_info>();
+                // SAFETY: the entry's leading `size` field is inside the allocation; each entry
+                // says its size, as a caller-allocated struct does.
+                unsafe { entry.cast::<usize>().write_unaligned(info_size) };
+                SizedOut::new(entry, "workers[i]")?.write(info_to_c(info));
+            }
+            array.cast::<drover_worker_info>()
         };
         out_workers.write(ptr);
         out_count.write(count);
@@ -545,19 +595,16 @@ pub extern "C" fn drover_master_workers(
 /// NULL is a no-op.
 ///
 /// # Safety
-/// `workers` is NULL or an array returned by `drover_master_workers()` with `count` entries,
-/// not freed before.
+/// `workers` is NULL or an array returned by `drover_master_workers()`, not freed before.
 #[no_mangle]
 pub unsafe extern "C" fn drover_worker_list_free(workers: *mut drover_worker_info, count: usize) {
-    if workers.is_null() || count == 0 {
+    let _ = count;
+    if workers.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(|| {
-        let slice = std::ptr::slice_from_raw_parts_mut(workers, count);
-        // SAFETY: per this function's contract, the array came from `Box::into_raw` of a boxed
-        // slice of exactly `count` entries and is freed once.
-        drop(unsafe { Box::from_raw(slice) });
-    });
+    // SAFETY: per this function's contract, the array came from `calloc` in
+    // `drover_master_workers` and is freed once; its entries own nothing.
+    unsafe { libc::free(workers.cast()) };
 }
 
 /// One listening socket the master holds, as `drover_master_listeners()` reports it.
@@ -647,7 +694,7 @@ pub extern "C" fn drover_master_get_worker(
 ) -> drover_result {
     ffi_body!({
         let state = try_obj!(MASTERS, master);
-        let out = try_out!(out_worker);
+        let out = SizedOut::new(out_worker, "out_worker")?;
         let info = state
             .master
             .worker(id)
@@ -801,7 +848,7 @@ pub extern "C" fn drover_master_next_event(
 ) -> drover_result {
     ffi_body!({
         let events = try_obj!(MASTERS, master).events.clone();
-        let out = try_out!(out_event);
+        let out = SizedOut::new(out_event, "out_event")?;
         let event = events.next_for_c(timeout_ms, "no event", "the master's event stream is closed")?;
         out.write(event_to_c(&event));
         Ok(())
@@ -821,8 +868,9 @@ pub extern "C" fn drover_master_event_fd(master: *const drover_master, out_fd: *
     })
 }
 
-/// Frees the strings of an event and zeroes it (kind DROVER_EVENT_KIND_NONE). Clearing a zeroed
-/// or cleared event is a no-op; NULL is a no-op.
+/// Frees the strings of an event and zeroes it (kind DROVER_EVENT_KIND_NONE) but for its `size`,
+/// so it is ready for the next `drover_master_next_event()`. Clearing a zeroed or cleared event is
+/// a no-op; NULL is a no-op.
 ///
 /// # Safety
 /// `event` is NULL or points to a `drover_event` that is zeroed or was filled by
@@ -844,6 +892,18 @@ pub unsafe extern "C" fn drover_event_clear(event: *mut drover_event) {
     unsafe { clear_event(event, strings) }
 }
 
+// SAFETY: both are `#[repr(C)]`, start with `size: usize`, are valid all-zero, have no drop glue.
+unsafe impl SizedStruct for drover_event {
+    const C_NAME: &'static str = "drover_event";
+    const MIN_SIZE: usize = std::mem::size_of::<drover_event>();
+}
+
+// SAFETY: as above.
+unsafe impl SizedStruct for drover_worker_info {
+    const C_NAME: &'static str = "drover_worker_info";
+    const MIN_SIZE: usize = std::mem::size_of::<drover_worker_info>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,6 +918,7 @@ mod tests {
     #[test]
     fn a_spawn_reaches_c_as_a_status_event_to_initialized() {
         let e = event_to_c(&Event::Spawned { id: 2, pid: 7 });
+        assert_eq!(e.size, std::mem::size_of::<drover_event>());
         assert_eq!(e.kind, drover_event_kind::Status);
         assert_eq!((e.worker_id, e.pid, e.from, e.to), (2, 7, 1, 1));
         let mut e = e;

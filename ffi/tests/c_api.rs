@@ -8,18 +8,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
-use drover_tests::c::{compile, program as c_program, workspace, Linkage};
+use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, show, workspace, Linkage};
 use drover_tests::{ask, next_exit_of, next_matching, next_message_from, pid_is_running, test_worker};
 use serde_json::json;
-
-fn show(output: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn run(mut cmd: Command) -> Output {
     let output = cmd.output().expect("the C test program runs");
@@ -217,55 +208,9 @@ async fn a_c_worker_is_clean_under_valgrind() {
 
 #[test]
 fn the_c_example_serves_http_from_every_worker_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let master = compile("examples/c/master.c", Linkage::Shared);
     let worker = compile("examples/c/worker.c", Linkage::Shared);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut child = Command::new(master)
-        .arg(worker)
-        .arg("2")
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the example master runs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("a line");
-        seen.push(line.clone());
-        if line.starts_with("started 2 workers") {
-            break;
-        }
-    }
-    assert!(seen.iter().any(|l| l.starts_with("started 2 workers")), "{seen:?}");
-    // The master declared the socket (from PORT) and bound it before the workers started.
-    assert!(
-        seen.iter().any(|l| *l == format!("listening on 127.0.0.1:{port}")),
-        "{seen:?}"
-    );
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a worker accepts");
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    assert!(response.contains("hello from worker"), "{response}");
-
-    // SAFETY: kill on the pid of our own child, which has not been waited for yet.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().expect("the example master exits");
-    assert!(status.success(), "{status}: {rest:?}");
-    assert!(rest.iter().any(|l| l == "every worker is gone"), "{rest:?}");
-    assert_eq!(
-        rest.iter()
-            .filter(|l| l.contains("exited with code 0 in status SHUTTED_DOWN, as asked"))
-            .count(),
-        2,
-        "{rest:?}"
-    );
+    serve_and_stop_c_example(&master, &worker);
 }
 
 /// Node marks its own fds 0-2 close-on-exec at start-up, and any C host may: a worker must still

@@ -23,7 +23,7 @@
 /* Reads events (passing over others) until one of `kind` from worker `id`; the caller clears it. */
 static drover_event next_event_of(drover_master *master, drover_event_kind kind, uint64_t id) {
     for (;;) {
-        drover_event event = {0};
+        drover_event event = {.size = sizeof(drover_event)};
         drover_result r = drover_master_next_event(master, DEADLINE_MS, &event);
         if (r == DROVER_RESULT_TIMEOUT) FAIL("no event %u of worker %llu within %d ms", (unsigned)kind,
                                              (unsigned long long)id, DEADLINE_MS);
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     CHECK_OK(drover_master_start(master, DEADLINE_MS));
     drover_worker_info *workers = NULL;
     size_t count = 0;
-    CHECK_OK(drover_master_workers(master, &workers, &count));
+    CHECK_OK(drover_master_workers(master, sizeof(drover_worker_info), &workers, &count));
     CHECK(count == COUNT);
     printf("{\"step\":\"started\",\"workers\":[");
     for (size_t i = 0; i < count; i++)

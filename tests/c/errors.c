@@ -17,6 +17,7 @@ static void names(void) {
     CHECK(strcmp(drover_master_status_name(DROVER_MASTER_STATUS_SHUT_DOWN), "SHUT_DOWN") == 0);
     CHECK(strcmp(drover_exit_kind_name(DROVER_EXIT_KIND_EXTERNAL_SIGNAL), "ExternalSignal") == 0);
     CHECK(strcmp(drover_version(), DROVER_VERSION) == 0);
+    CHECK(drover_abi_version() == DROVER_ABI_VERSION);
     /* NULL is a no-op for every release function. */
     drover_string_free(NULL);
     drover_event_clear(NULL);
@@ -109,7 +110,7 @@ static void master_errors(void) {
 
     /* Unknown workers, bad messages, NULL arguments. */
     CHECK_ERR(drover_master_send(master, 99, "{}"), DROVER_RESULT_UNKNOWN_WORKER, "no worker with id 99");
-    drover_worker_info info;
+    drover_worker_info info = {.size = sizeof(drover_worker_info)};
     CHECK_ERR(drover_master_get_worker(master, 99, &info), DROVER_RESULT_UNKNOWN_WORKER, "99");
     CHECK_ERR(drover_master_send(master, 1, "{oops"), DROVER_RESULT_INVALID_ARGUMENT, "`json` is not valid JSON");
     /* JSON's grammar allows a lone surrogate escape, but no peer could decode it: refused here. */
@@ -121,10 +122,10 @@ static void master_errors(void) {
     CHECK(sent == 0);
     CHECK_ERR(drover_master_get_status(NULL, NULL), DROVER_RESULT_NULL_ARGUMENT, "`master` is NULL");
     CHECK_ERR(drover_master_get_status(master, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_status` is NULL");
-    CHECK_ERR(drover_master_workers(master, NULL, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_workers` is NULL");
+    CHECK_ERR(drover_master_workers(master, sizeof(drover_worker_info), NULL, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_workers` is NULL");
     drover_worker_info *list = (drover_worker_info *)&info;
     size_t count = 77;
-    CHECK_OK(drover_master_workers(master, &list, &count));
+    CHECK_OK(drover_master_workers(master, sizeof(drover_worker_info), &list, &count));
     CHECK(list == NULL && count == 0);
     CHECK_ERR(drover_master_event_fd(master, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_fd` is NULL");
     CHECK_ERR(drover_master_next_event(master, 0, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_event` is NULL");
@@ -135,10 +136,23 @@ static void master_errors(void) {
     CHECK_ERR(drover_master_listeners(NULL, &listeners, &count), DROVER_RESULT_NULL_ARGUMENT, "`master` is NULL");
 
     /* No event before start: a timeout, in about the time asked. */
-    drover_event event = {0};
+    drover_event event = {.size = sizeof(drover_event)};
     CHECK_ERR(drover_master_next_event(master, 0, &event), DROVER_RESULT_TIMEOUT, "no event within 0 ms");
     CHECK_ERR(drover_master_next_event(master, 50, &event), DROVER_RESULT_TIMEOUT, "no event within 50 ms");
     CHECK(event.kind == DROVER_EVENT_KIND_NONE && event.json == NULL);
+
+    /* A struct whose `size` the caller did not set is refused, naming the field: drover writes
+     * only the bytes the caller's struct has, so it must know how many. */
+    drover_event unsized = {0};
+    CHECK_ERR(drover_master_next_event(master, 0, &unsized), DROVER_RESULT_INVALID_ARGUMENT,
+              "`out_event->size` is 0: set it to sizeof(drover_event)");
+    drover_worker_info unsized_info = {0};
+    CHECK_ERR(drover_master_get_worker(master, 1, &unsized_info), DROVER_RESULT_INVALID_ARGUMENT,
+              "`out_worker->size` is 0");
+    CHECK_ERR(drover_master_workers(master, 0, &list, &count), DROVER_RESULT_INVALID_ARGUMENT,
+              "`info_size` is 0: pass sizeof(drover_worker_info)");
+    drover_event_clear(&unsized); /* a zeroed event: nothing to free, nothing written */
+    CHECK(unsized.size == 0);
 
     /* A foreign object where a master is expected. */
     CHECK_ERR(drover_master_start((drover_master *)config, 0), DROVER_RESULT_INVALID_OBJECT,
@@ -183,7 +197,7 @@ static void listen_errors(void) {
     CHECK(strstr(drover_last_error(), spec) != NULL);
     size_t count = 77;
     drover_worker_info *list = NULL;
-    CHECK_OK(drover_master_workers(master, &list, &count));
+    CHECK_OK(drover_master_workers(master, sizeof(drover_worker_info), &list, &count));
     CHECK(list == NULL && count == 0); /* no worker was spawned */
     CHECK_OK(drover_master_free(master));
     close(taken);

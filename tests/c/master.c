@@ -48,7 +48,7 @@ typedef int (*event_filter)(const drover_event *event, const void *arg);
 /* Reads events (discarding others) until one passes `want`, which is left in *out. */
 static void wait_event(drover_master *master, event_filter want, const void *arg, drover_event *out) {
     for (;;) {
-        drover_event event = {0};
+        drover_event event = {.size = sizeof(drover_event)};
         drover_result r = drover_master_next_event(master, DEADLINE_MS, &event);
         if (r == DROVER_RESULT_TIMEOUT) FAIL("the expected event did not come within %d ms", DEADLINE_MS);
         CHECK_OK(r);
@@ -78,7 +78,7 @@ static int is_master_status(const drover_event *e, const void *to) {
 static void wait_requested_exits(drover_master *master, const drover_worker_info *list, size_t count) {
     size_t seen = 0;
     while (seen < count) {
-        drover_event event = {0};
+        drover_event event = {.size = sizeof(drover_event)};
         drover_result r = drover_master_next_event(master, DEADLINE_MS, &event);
         if (r == DROVER_RESULT_TIMEOUT) FAIL("%zu of %zu exits came within %d ms", seen, count, DEADLINE_MS);
         CHECK_OK(r);
@@ -98,7 +98,7 @@ static void wait_requested_exits(drover_master *master, const drover_worker_info
 /* Snapshot of the workers; the caller frees it with drover_worker_list_free. */
 static drover_worker_info *workers(drover_master *master, size_t *count) {
     drover_worker_info *list = NULL;
-    CHECK_OK(drover_master_workers(master, &list, count));
+    CHECK_OK(drover_master_workers(master, sizeof(drover_worker_info), &list, count));
     return list;
 }
 
@@ -128,7 +128,7 @@ static void check_exit_code(drover_master *master, uint64_t id, uint32_t pid, in
     char msg[64];
     snprintf(msg, sizeof msg, "{\"cmd\":\"exit\",\"code\":%d}", code);
     CHECK_OK(drover_master_send(master, id, msg));
-    drover_event exit_event;
+    drover_event exit_event = {.size = sizeof(drover_event)};
     wait_event(master, is_exit_of, &pid, &exit_event);
     CHECK(exit_event.worker_id == id);
     CHECK(exit_event.exit.kind == (code == 0 ? DROVER_EXIT_KIND_NORMAL_EXIT : DROVER_EXIT_KIND_ABNORMAL_EXIT));
@@ -152,7 +152,7 @@ static int fd_readable(int fd, int timeout_ms) {
 
 static void drain_events(drover_master *master) {
     for (;;) {
-        drover_event event = {0};
+        drover_event event = {.size = sizeof(drover_event)};
         drover_result r = drover_master_next_event(master, 0, &event);
         if (r == DROVER_RESULT_TIMEOUT) return;
         CHECK_OK(r);
@@ -173,7 +173,7 @@ static void check_messages_through_the_fd(drover_master *master, size_t count) {
     while (echoes < count) {
         if (!fd_readable(fd, DEADLINE_MS)) FAIL("the event fd did not become readable");
         for (;;) {
-            drover_event event = {0};
+            drover_event event = {.size = sizeof(drover_event)};
             drover_result r = drover_master_next_event(master, 0, &event);
             if (r == DROVER_RESULT_TIMEOUT) break;
             CHECK_OK(r);
@@ -199,7 +199,7 @@ static void test_rust_workers(void) {
     check_master_status(master, DROVER_MASTER_STATUS_STARTED);
     check_all_started(master, 3);
     uint32_t started = DROVER_MASTER_STATUS_STARTED;
-    drover_event event;
+    drover_event event = {.size = sizeof(drover_event)};
     wait_event(master, is_master_status, &started, &event);
     CHECK(event.from == DROVER_MASTER_STATUS_STARTING);
     drover_event_clear(&event);
@@ -214,7 +214,7 @@ static void test_rust_workers(void) {
         pids[i] = list[i].pid;
     }
     drover_worker_list_free(list, count);
-    drover_worker_info one;
+    drover_worker_info one = {.size = sizeof(drover_worker_info)};
     CHECK_OK(drover_master_get_worker(master, ids[1], &one));
     CHECK(one.pid == pids[1] && one.id == ids[1] && one.restarts == 0 && one.generation == 0);
 
@@ -323,7 +323,7 @@ static void test_c_workers(const char *mode) {
     drover_worker_list_free(list, count);
 
     /* A worker asking for the declared address gets the declared socket. */
-    drover_event event;
+    drover_event event = {.size = sizeof(drover_event)};
     CHECK_OK(drover_master_send(master, id, "{\"cmd\":\"listen\",\"address\":\"127.0.0.1:0\"}"));
     wait_event(master, is_message_from, &id, &event);
     char expected_local[160];
@@ -383,7 +383,7 @@ static void test_start_failures(void) {
     uint32_t pids[2];
     size_t seen = 0;
     while (seen < 2) { /* their spawns are announced as INITIALIZED status events */
-        drover_event event = {0};
+        drover_event event = {.size = sizeof(drover_event)};
         CHECK_OK(drover_master_next_event(master, DEADLINE_MS, &event));
         if (event.kind == DROVER_EVENT_KIND_STATUS && event.to == DROVER_WORKER_STATUS_INITIALIZED)
             pids[seen++] = event.pid;
@@ -422,7 +422,7 @@ static void *wait_for_ever(void *arg) {
     w->waiting = 1;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
-    drover_event event = {0};
+    drover_event event = {.size = sizeof(drover_event)};
     w->result = drover_master_next_event(w->master, -1, &event);
     drover_event_clear(&event);
     return NULL;

@@ -33,7 +33,7 @@ int main(int argc, char **argv) {
 
     drover_worker_info *workers = NULL;
     size_t count = 0;
-    CHECK_OK(drover_master_workers(master, &workers, &count));
+    CHECK_OK(drover_master_workers(master, sizeof(drover_worker_info), &workers, &count));
     CHECK(count == 1);
     uint32_t pid = workers[0].pid;
     drover_worker_list_free(workers, count);
@@ -47,14 +47,14 @@ int main(int argc, char **argv) {
         waited_ms += 10;
     }
     CHECK(kill((pid_t)pid, SIGKILL) == 0);
-    drover_event event = {0};
+    drover_event event = {.size = sizeof(drover_event)};
     for (;;) {
         CHECK_OK(drover_master_next_event(master, 20000, &event));
         drover_event_kind kind = event.kind;
         drover_event_clear(&event);
         if (kind == DROVER_EVENT_KIND_EXIT) break;
     }
-    CHECK_OK(drover_master_workers(master, &workers, &count));
+    CHECK_OK(drover_master_workers(master, sizeof(drover_worker_info), &workers, &count));
     CHECK(count == 1);
     CHECK(!workers[0].alive);
     CHECK(workers[0].status == DROVER_WORKER_STATUS_FAILED);

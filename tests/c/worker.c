@@ -46,8 +46,11 @@ static void check_bus_errors(drover_bus *bus) {
     uint64_t id = 0;
     CHECK_OK(drover_bus_worker_id(bus, &id));
     CHECK(id >= 1);
-    drover_bus_event event = {DROVER_BUS_EVENT_KIND_NONE, NULL, NULL};
+    drover_bus_event event = {.size = sizeof(drover_bus_event)};
     CHECK_ERR(drover_bus_next_event(bus, 0, &event), DROVER_RESULT_TIMEOUT, "nothing from the master");
+    drover_bus_event unsized = {0};
+    CHECK_ERR(drover_bus_next_event(bus, 0, &unsized), DROVER_RESULT_INVALID_ARGUMENT,
+              "`out_event->size` is 0: set it to sizeof(drover_bus_event)");
 }
 
 /* The status main() exits with. */
@@ -173,7 +176,7 @@ int main(void) {
     CHECK_OK(drover_bus_event_fd(bus, &fd));
     int running = 1;
     while (running) {
-        drover_bus_event event = {DROVER_BUS_EVENT_KIND_NONE, NULL, NULL};
+        drover_bus_event event = {.size = sizeof(drover_bus_event)};
         drover_result r;
         if (strcmp(mode, "blocking") == 0) {
             r = drover_bus_next_event(bus, 1000, &event);

@@ -33,6 +33,24 @@ pub fn target_dir() -> PathBuf {
     target_bin("libdrover.so").parent().expect("target/debug").to_path_buf()
 }
 
+/// The SONAME libdrover.so is built with (ffi/build.rs): what a program linked to it asks the
+/// dynamic loader for.
+pub const SONAME: &str = "libdrover.so.0";
+
+/// Makes `lib/libdrover.so.0` a link to the libdrover.so cargo built there, as an install does:
+/// a program linked with `-ldrover` records the SONAME and looks for that name at run time.
+fn link_soname(lib: &Path) {
+    let link = lib.join(SONAME);
+    if std::fs::read_link(&link).is_ok_and(|to| to == Path::new("libdrover.so")) {
+        return;
+    }
+    // Made under a name of this process's own and renamed: other test processes do the same.
+    let partial = lib.join(format!("{SONAME}.{}.partial", std::process::id()));
+    let _ = std::fs::remove_file(&partial);
+    std::os::unix::fs::symlink("libdrover.so", &partial).expect("link libdrover.so.0 in target/debug");
+    std::fs::rename(&partial, &link).expect("move the libdrover.so.0 link into place");
+}
+
 /// Compiles `tests/c/<name>.c` once per linkage (per test process) and returns the executable.
 pub fn program(name: &str, linkage: Linkage) -> PathBuf {
     compile(&format!("tests/c/{name}.c"), linkage)
@@ -54,6 +72,7 @@ pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
             lib.join(file).display()
         );
     }
+    link_soname(&lib);
     let out_dir = lib
         .parent()
         .expect("target/debug is inside the target dir")
@@ -105,4 +124,67 @@ pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
     std::fs::rename(&partial, &exe).expect("move the C program into place");
     built.insert((source.to_string(), linkage), exe.clone());
     exe
+}
+
+/// A finished program's status, stdout and stderr, for an assertion's message.
+pub fn show(output: &std::process::Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs the C example's `master` with 2 copies of its `worker` on a free port, as its README does:
+/// both start, the declared socket is bound before them and serves HTTP, and SIGTERM stops every
+/// worker gracefully and the master with status 0.
+pub fn serve_and_stop_c_example(master: &Path, worker: &Path) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(master)
+        .arg(worker)
+        .arg("2")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the example master runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        seen.push(line.clone());
+        if line.starts_with("started 2 workers") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.starts_with("started 2 workers")), "{seen:?}");
+    // The master declared the socket (from PORT) and bound it before the workers started.
+    assert!(
+        seen.iter().any(|l| *l == format!("listening on 127.0.0.1:{port}")),
+        "{seen:?}"
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a worker accepts");
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("hello from worker"), "{response}");
+
+    // SAFETY: kill on the pid of our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("the example master exits");
+    assert!(status.success(), "{status}: {rest:?}");
+    assert!(rest.iter().any(|l| l == "every worker is gone"), "{rest:?}");
+    assert_eq!(
+        rest.iter()
+            .filter(|l| l.contains("exited with code 0 in status SHUTTED_DOWN, as asked"))
+            .count(),
+        2,
+        "{rest:?}"
+    );
 }

@@ -14,9 +14,13 @@ mod arbiter;
 pub mod cgroup;
 pub(crate) mod events;
 mod guardian;
+// Internals for the Node addon and the `drover` command, not API a Rust user needs: hidden from the
+// docs, and outside semver (they change with the hosts that use them).
+#[doc(hidden)]
 pub mod host_reads;
 mod operations;
 pub mod output;
+#[doc(hidden)]
 pub mod pids;
 mod readiness;
 mod reload;
