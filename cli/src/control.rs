@@ -1,8 +1,12 @@
 //! The control socket: how `drover status`, `reload`, `scale`, `restart`, `send` and `stop` reach a
 //! running `drover run`.
 //!
-//! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else
-//! `$XDG_RUNTIME_DIR/drover.sock`, else `/tmp/drover-$UID/drover.sock` (a directory of ours, 0700).
+//! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else the first of
+//! [`candidates`]: `$RUNTIME_DIRECTORY/drover.sock` (what systemd sets for a unit with
+//! `RuntimeDirectory=`), `/run/drover/drover.sock` for root, `$XDG_RUNTIME_DIR/drover.sock`,
+//! `/tmp/drover-$UID/drover.sock` (a directory of ours, 0700). A client takes the first of those
+//! where a socket exists, so root finds a service's socket from a login shell. `drover run
+//! --no-socket` serves none.
 //! The server checks every peer's uid (`SO_PEERCRED`) and refuses any but its own; the client checks
 //! the server's the same way and talks only to its own uid or root. One drover owns a path: it holds
 //! an flock on `PATH.lock` for its lifetime. The socket's directory must be a real directory (not a
@@ -44,6 +48,13 @@ pub enum Request {
     Stop {
         hard: bool,
     },
+    /// The last `lines` log lines (of `group`), then, with `follow`, every new one.
+    Logs {
+        group: Option<String>,
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// The answer, once the operation is done.
@@ -56,6 +67,9 @@ pub struct Response {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    /// Log lines (`logs`): the tail first, then, when following, one answer per batch of new lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<String>>,
 }
 
 impl Response {
@@ -109,21 +123,59 @@ pub struct WorkerReport {
     pub generation: u64,
     pub rss_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,
-    /// CPU time over uptime, percent of one core.
+    /// CPU use over the last seconds (not the process's lifetime), percent of one core.
     pub cpu_percent: Option<f64>,
     /// How the process ended, if it has.
     pub exit: Option<String>,
 }
 
-/// The socket path: the flag or environment, else the default.
+/// Where a drover's socket is looked for when `--socket`/`$DROVER_SOCKET` does not say, in order
+/// (`env` reads the environment, `euid` is ours).
+pub fn candidates(env: impl Fn(&str) -> Option<std::ffi::OsString>, euid: u32) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    // systemd may list several runtime directories, separated by colons: the first is the unit's.
+    if let Some(dirs) = set("RUNTIME_DIRECTORY") {
+        if let Some(first) = dirs.to_string_lossy().split(':').find(|d| !d.is_empty()) {
+            paths.push(Path::new(first).join("drover.sock"));
+        }
+    }
+    if euid == 0 {
+        paths.push(PathBuf::from("/run/drover/drover.sock"));
+    }
+    if let Some(dir) = set("XDG_RUNTIME_DIR") {
+        paths.push(Path::new(&dir).join("drover.sock"));
+    }
+    paths.push(PathBuf::from(format!("/tmp/drover-{euid}")).join("drover.sock"));
+    paths
+}
+
+/// The socket `drover run` serves: the flag or environment, else the first candidate.
 pub fn socket_path(arg: &SocketArg) -> PathBuf {
     if let Some(path) = &arg.socket {
         return path.clone();
     }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => Path::new(&dir).join("drover.sock"),
-        None => PathBuf::from(format!("/tmp/drover-{}", nix::unistd::geteuid())).join("drover.sock"),
+    let euid = nix::unistd::geteuid().as_raw();
+    let paths = candidates(|name| std::env::var_os(name), euid);
+    paths.into_iter().next().unwrap_or_else(|| PathBuf::from("drover.sock"))
+}
+
+/// The socket a client talks to: the flag or environment, else the first candidate where a socket
+/// exists (else the first, for the error message), and every path tried.
+pub fn find_socket(arg: &SocketArg) -> (PathBuf, Vec<PathBuf>) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(path) = &arg.socket {
+        return (path.clone(), vec![path.clone()]);
     }
+    let euid = nix::unistd::geteuid().as_raw();
+    let paths = candidates(|name| std::env::var_os(name), euid);
+    let found = paths
+        .iter()
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+        .or(paths.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("drover.sock"));
+    (found, paths)
 }
 
 /// Whether a peer with `peer_uid` may control a drover run by `own_uid`: only the same user.
@@ -420,6 +472,14 @@ pub mod server {
                 };
                 read();
                 match request {
+                    Ok(Ok(Request::Logs {
+                        group,
+                        lines,
+                        follow: true,
+                    })) => {
+                        // Not an answer in flight: a follower does not hold up the exit.
+                        return follow_logs(stream, shared, group, lines).await;
+                    }
                     Ok(Ok(request)) => {
                         // Held while the request runs: the process waits for answers in flight
                         // before exiting (not for connections that have not asked anything).
@@ -455,6 +515,71 @@ pub mod server {
             let _ = stream.shutdown().await;
         })
         .await;
+    }
+
+    /// `drover logs -f`: the tail, then every new line, as answers of their own, until the client
+    /// goes away, stops reading for [`ANSWER_TIMEOUT`], or drover exits. A client that reads slower
+    /// than lines come misses some, and is told how many.
+    async fn follow_logs(mut stream: UnixStream, shared: &Arc<Shared>, group: Option<String>, lines: usize) {
+        use crate::log_ring::{matches, MAX_FOLLOWERS};
+        use tokio::io::AsyncReadExt;
+        use tokio::sync::broadcast::error::RecvError;
+        let ring = shared.log.ring();
+        if let Some(name) = &group {
+            if !shared.groups.iter().any(|(n, _)| n == name) {
+                let unknown = Response::failed(format!("no group {name:?}"));
+                let _ = tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&answer_line(&unknown))).await;
+                return;
+            }
+        }
+        let Some((mut feed, _permit)) = ring.follow() else {
+            let busy = Response::failed(format!(
+                "busy: {MAX_FOLLOWERS} `drover logs -f` already follow this drover"
+            ));
+            let _ = tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&answer_line(&busy))).await;
+            return;
+        };
+        let group = group.as_deref();
+        let mut batch = ring.tail(group, lines);
+        loop {
+            let answer = Response {
+                ok: true,
+                lines: Some(std::mem::take(&mut batch)),
+                ..Response::default()
+            };
+            match tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&answer_line(&answer))).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            // The next line, then whatever else is already waiting (one answer for a burst).
+            loop {
+                let next = if batch.is_empty() {
+                    let mut sink = [0u8; 64];
+                    tokio::select! {
+                        next = feed.recv() => next,
+                        // The client hung up (or wrote what it should not): its slot is freed now,
+                        // not at the next line.
+                        _ = stream.read(&mut sink) => return,
+                    }
+                } else {
+                    match feed.try_recv() {
+                        Ok(entry) => Ok(entry),
+                        Err(_) => break,
+                    }
+                };
+                match next {
+                    Ok(entry) if matches(&entry, group) => batch.push(entry.text.clone()),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => batch.push(format!(
+                        "drover: {missed} line(s) skipped: this `drover logs -f` read too slowly"
+                    )),
+                    Err(RecvError::Closed) => return,
+                }
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+        }
     }
 
     async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestError> {
@@ -503,13 +628,20 @@ pub mod client {
     /// Exit code when no drover answers.
     const UNREACHABLE: u8 = 2;
 
-    fn exchange(socket: &SocketArg, request: &Request) -> Result<Response, (u8, String)> {
-        let path = socket_path(socket);
+    /// Connects to the drover's socket (checked: ours or root's) and sends `request`.
+    fn connect(socket: &SocketArg, request: &Request) -> Result<(UnixStream, PathBuf), (u8, String)> {
+        let (path, tried) = find_socket(socket);
         let mut stream = UnixStream::connect(&path).map_err(|e| {
+            let tried = if tried.len() > 1 {
+                let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                format!("; no socket at any of {}", list.join(", "))
+            } else {
+                String::new()
+            };
             (
                 UNREACHABLE,
                 format!(
-                    "cannot reach drover at {}: {e} (is `drover run` running? --socket or DROVER_SOCKET picks another)",
+                    "cannot reach drover at {}: {e}{tried} (is `drover run` running? --socket or DROVER_SOCKET picks another)",
                     path.display()
                 ),
             )
@@ -519,13 +651,19 @@ pub mod client {
         line.push(b'\n');
         // drover may answer before reading (a refused peer) and close: the write then fails with
         // EPIPE, but the answer is already waiting to be read. Read it before giving up.
-        let written = stream.write_all(&line);
+        if let Err(e) = stream.write_all(&line) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err((UNREACHABLE, format!("writing to {}: {e}", path.display())));
+            }
+        }
+        Ok((stream, path))
+    }
+
+    fn exchange(socket: &SocketArg, request: &Request) -> Result<Response, (u8, String)> {
+        let (stream, path) = connect(socket, request)?;
         let mut answer = String::new();
         let read = BufReader::new(stream).read_line(&mut answer);
         if answer.is_empty() {
-            if let Err(e) = written {
-                return Err((UNREACHABLE, format!("writing to {}: {e}", path.display())));
-            }
             if let Err(e) = read {
                 return Err((UNREACHABLE, format!("reading from {}: {e}", path.display())));
             }
@@ -602,6 +740,66 @@ pub mod client {
             }
         };
         request(socket, Request::Send { group, id, data })
+    }
+
+    /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.
+    pub fn logs(socket: &SocketArg, group: Option<String>, lines: usize, follow: bool) -> ExitCode {
+        let request = Request::Logs { group, lines, follow };
+        let (stream, path) = match connect(socket, &request) {
+            Ok(connected) => connected,
+            Err((code, error)) => {
+                eprintln!("drover: {error}");
+                return ExitCode::from(code);
+            }
+        };
+        let mut answers = BufReader::new(stream);
+        let mut out = std::io::stdout().lock();
+        let mut got_one = false;
+        loop {
+            let mut line = String::new();
+            match answers.read_line(&mut line) {
+                Ok(0) if got_one => return ExitCode::SUCCESS,
+                Ok(0) => {
+                    eprintln!("drover: {} closed the connection without an answer", path.display());
+                    return ExitCode::from(UNREACHABLE);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("drover: reading from {}: {e}", path.display());
+                    return ExitCode::from(UNREACHABLE);
+                }
+            }
+            got_one = true;
+            match serde_json::from_str::<Response>(&line) {
+                Ok(Response {
+                    ok: true,
+                    lines: Some(lines),
+                    ..
+                }) => {
+                    for l in lines {
+                        if writeln!(out, "{l}").is_err() {
+                            // Our reader went away (`drover logs -f | head`).
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                    let _ = out.flush();
+                }
+                Ok(Response { error, .. }) => {
+                    eprintln!(
+                        "drover: {}",
+                        error.unwrap_or_else(|| "no log lines in the answer".into())
+                    );
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("drover: bad answer from drover: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            if !follow {
+                return ExitCode::SUCCESS;
+            }
+        }
     }
 
     /// `drover status [--json]`.

@@ -72,7 +72,21 @@ fn health_flips_503_to_200_and_metrics_count_what_happened() {
     assert_eq!(metric(&text, r#"drover_workers{group="web",status="STARTED"}"#), 2.0);
     assert_eq!(metric(&text, r#"drover_workers_desired{group="web"}"#), 2.0);
     assert_eq!(metric(&text, r#"drover_group_up{group="web"}"#), 1.0);
-    assert_eq!(metric(&text, r#"drover_worker_restarts_total{group="web"}"#), 1.0);
+    // The restart is counted under how the worker had exited.
+    assert_eq!(
+        metric(
+            &text,
+            r#"drover_worker_restarts_total{group="web",reason="AbnormalExit"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"drover_worker_restarts_total{group="web",reason="ExternalSignal"}"#
+        ),
+        0.0
+    );
     assert_eq!(
         metric(
             &text,
