@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(names, ["drover.log", "drover.log.1", "drover.log.2"]);
         for name in names {
             let size = std::fs::metadata(dir.path().join(&name)).unwrap().len();
-            assert!(size <= MIN_FILE_BYTES && size.is_multiple_of(100), "{name}: {size} bytes");
+            assert!(
+                size <= MIN_FILE_BYTES && size.is_multiple_of(100),
+                "{name}: {size} bytes"
+            );
         }
         assert!(matches!(
             RotatingFile::open(FileOptions {
