@@ -3,10 +3,13 @@
 //!
 //! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else the first of
 //! [`candidates`]: `$RUNTIME_DIRECTORY/drover.sock` (what systemd sets for a unit with
-//! `RuntimeDirectory=`), `/run/drover/drover.sock` for root, `$XDG_RUNTIME_DIR/drover.sock`,
+//! `RuntimeDirectory=`), `/run/drover/drover.sock` (served by root only), `$XDG_RUNTIME_DIR/drover.sock`,
 //! `/tmp/drover-$UID/drover.sock` (a directory of ours, 0700). A client takes the first of those
-//! where a socket exists, so root finds a service's socket from a login shell. `drover run
+//! where a socket exists, so an operator finds a service's socket from a login shell. `drover run
 //! --no-socket` serves none.
+//!
+//! Root may control any drover, and trusts a socket served by another user when root gave that
+//! user its directory ([`root_may_trust`]: `/run/drover` of a `User=drover` unit).
 //! The server checks every peer's uid (`SO_PEERCRED`) and refuses any but its own; the client checks
 //! the server's the same way and talks only to its own uid or root. One drover owns a path: it holds
 //! an flock on `PATH.lock` for its lifetime. The socket's directory must be a real directory (not a
@@ -129,6 +132,10 @@ pub struct WorkerReport {
     pub exit: Option<String>,
 }
 
+/// The socket of a drover run as a system service (root's default; where `drover status` of any
+/// user looks).
+pub const SERVICE_SOCKET: &str = "/run/drover/drover.sock";
+
 /// Where a drover's socket is looked for when `--socket`/`$DROVER_SOCKET` does not say, in order
 /// (`env` reads the environment, `euid` is ours).
 pub fn candidates(env: impl Fn(&str) -> Option<std::ffi::OsString>, euid: u32) -> Vec<PathBuf> {
@@ -140,9 +147,7 @@ pub fn candidates(env: impl Fn(&str) -> Option<std::ffi::OsString>, euid: u32) -
             paths.push(Path::new(first).join("drover.sock"));
         }
     }
-    if euid == 0 {
-        paths.push(PathBuf::from("/run/drover/drover.sock"));
-    }
+    paths.push(PathBuf::from(SERVICE_SOCKET));
     if let Some(dir) = set("XDG_RUNTIME_DIR") {
         paths.push(Path::new(&dir).join("drover.sock"));
     }
@@ -156,8 +161,11 @@ pub fn socket_path(arg: &SocketArg) -> PathBuf {
         return path.clone();
     }
     let euid = nix::unistd::geteuid().as_raw();
-    let paths = candidates(|name| std::env::var_os(name), euid);
-    paths.into_iter().next().unwrap_or_else(|| PathBuf::from("drover.sock"))
+    // Only root may create /run/drover: another user's drover skips it.
+    candidates(|name| std::env::var_os(name), euid)
+        .into_iter()
+        .find(|p| euid == 0 || p != Path::new(SERVICE_SOCKET))
+        .unwrap_or_else(|| PathBuf::from("drover.sock"))
 }
 
 /// The socket a client talks to: the flag or environment, else the first candidate where a socket
@@ -178,9 +186,27 @@ pub fn find_socket(arg: &SocketArg) -> (PathBuf, Vec<PathBuf>) {
     (found, paths)
 }
 
-/// Whether a peer with `peer_uid` may control a drover run by `own_uid`: only the same user.
+/// Whether a peer with `peer_uid` may control a drover run by `own_uid`: the same user, or root
+/// (who may signal or ptrace it anyway; an operator controls a `User=` service as root).
 pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
-    peer_uid == own_uid
+    peer_uid == own_uid || peer_uid == 0
+}
+
+/// Whether root may trust a socket at `path` served by `server_uid`, another user: when its
+/// directory (not a link) belongs to that user and no one else may write it, and every directory
+/// above is root's and writable by root alone, only root (or systemd, for a unit's
+/// `RuntimeDirectory=`, as `/run/drover`) could have made that directory that user's. A socket in
+/// `/tmp` or in a user's home is not trusted.
+pub fn root_may_trust(path: &Path, server_uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let private = |dir: &Path, owner: u32| {
+        std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == owner && m.mode() & 0o022 == 0)
+    };
+    let Some(dir) = path.parent().filter(|d| d.is_absolute()) else {
+        return false;
+    };
+    private(dir, server_uid) && dir.ancestors().skip(1).all(|above| private(above, 0))
 }
 
 /// Whether a client run by `own_uid` may trust a socket served by `server_uid`: its own or root's.
@@ -683,7 +709,7 @@ pub mod client {
         let server = getsockopt(stream, PeerCredentials)
             .map_err(|e| (UNREACHABLE, format!("cannot tell who serves {}: {e}", path.display())))?
             .uid();
-        if server_trusted(server, me) {
+        if server_trusted(server, me) || (me == 0 && root_may_trust(path, server)) {
             Ok(())
         } else {
             Err((
@@ -905,7 +931,7 @@ mod tests {
     fn only_the_owner_may_control() {
         assert!(peer_allowed(1000, 1000));
         assert!(!peer_allowed(1001, 1000));
-        assert!(!peer_allowed(0, 1000));
+        assert!(peer_allowed(0, 1000), "root may");
         assert!(!peer_allowed(65534, 0));
     }
 
@@ -916,6 +942,54 @@ mod tests {
         assert!(server_trusted(0, 0));
         assert!(!server_trusted(1001, 1000));
         assert!(!server_trusted(65534, 0));
+    }
+
+    #[test]
+    fn root_trusts_another_users_socket_only_in_a_directory_root_gave_it() {
+        use std::os::unix::fs::PermissionsExt;
+        // /tmp is writable by everyone: anyone could have made a directory there.
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(!root_may_trust(&dir.path().join("drover.sock"), me));
+        assert!(!root_may_trust(Path::new("relative/drover.sock"), me));
+        // A directory of the server's, 0700, under directories only root may write: trusted.
+        let parent = dir.path().to_path_buf();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let inside = parent.join("rt");
+        std::fs::create_dir(&inside).unwrap();
+        // /tmp itself (1777) is above: not trusted whoever we are.
+        assert!(!root_may_trust(&inside.join("drover.sock"), me));
+    }
+
+    #[test]
+    fn the_socket_is_looked_for_in_a_documented_order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all = &[
+            ("RUNTIME_DIRECTORY", "/run/web:/run/other"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ];
+        assert_eq!(
+            candidates(env(all), 1000),
+            [
+                PathBuf::from("/run/web/drover.sock"),
+                PathBuf::from("/run/drover/drover.sock"),
+                PathBuf::from("/run/user/1000/drover.sock"),
+                PathBuf::from("/tmp/drover-1000/drover.sock"),
+            ]
+        );
+        assert_eq!(
+            candidates(env(&[("XDG_RUNTIME_DIR", "")]), 0),
+            [
+                PathBuf::from("/run/drover/drover.sock"),
+                PathBuf::from("/tmp/drover-0/drover.sock")
+            ]
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(all[0], "5");
         assert_eq!(
             ring.tail(Some("b"), 2),
-            [(RING_LINES + 2).to_string(), (RING_LINES + 4).to_string()]
+            [(RING_LINES + 1).to_string(), (RING_LINES + 3).to_string()]
         );
         let big = "x".repeat(RING_BYTES / 3);
         for _ in 0..4 {

@@ -48,8 +48,9 @@ struct Cli {
 /// Where the control socket of the drover to talk to is.
 #[derive(Args, Debug, Clone)]
 pub struct SocketArg {
-    /// The control socket [default: $RUNTIME_DIRECTORY/drover.sock (systemd), else as root
-    /// /run/drover/drover.sock, else $XDG_RUNTIME_DIR/drover.sock, else /tmp/drover-$UID/drover.sock]
+    /// The control socket [default: the first that exists of $RUNTIME_DIRECTORY/drover.sock
+    /// (systemd), /run/drover/drover.sock, $XDG_RUNTIME_DIR/drover.sock,
+    /// /tmp/drover-$UID/drover.sock; `drover run` binds the first, /run/drover as root only]
     #[arg(long, env = "DROVER_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }
