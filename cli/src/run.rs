@@ -293,6 +293,16 @@ where
 }
 
 impl Shared {
+    /// The pids of every live worker of every group.
+    fn live_pids(&self) -> Vec<u32> {
+        self.groups
+            .iter()
+            .flat_map(|(_, m)| m.workers())
+            .filter(|w| w.is_alive())
+            .map(|w| w.pid)
+            .collect()
+    }
+
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
@@ -534,14 +544,7 @@ impl Shared {
     }
 
     async fn status_report(&self) -> StatusReport {
-        let live: Vec<u32> = self
-            .groups
-            .iter()
-            .flat_map(|(_, m)| m.workers())
-            .filter(|w| w.is_alive())
-            .map(|w| w.pid)
-            .collect();
-        let rates = self.cpu.rates(&live).await;
+        let rates = self.cpu.rates(&self.live_pids()).await;
         let now = SystemTime::now();
         let groups = self
             .groups
@@ -750,14 +753,7 @@ async fn sample_cpu(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(usage::SAMPLE_EVERY);
     loop {
         tick.tick().await;
-        let live: Vec<u32> = shared
-            .groups
-            .iter()
-            .flat_map(|(_, m)| m.workers())
-            .filter(|w| w.is_alive())
-            .map(|w| w.pid)
-            .collect();
-        shared.cpu.sample(&live);
+        shared.cpu.sample(&shared.live_pids());
     }
 }
 

@@ -18,6 +18,13 @@ fn run_args<'a>(head: &[&'a str], program: &'a [String]) -> Vec<&'a str> {
     args
 }
 
+/// `drover run -n 1 --name web EXTRA... -- PROGRAM...`.
+fn web(extra: &[&str], program: &[String]) -> Drover {
+    let mut head = vec!["-n", "1", "--name", "web"];
+    head.extend_from_slice(extra);
+    Drover::start(&run_args(&head, program), &[])
+}
+
 /// Lines of a `drover logs -f` as they come, read on a thread of their own.
 fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -123,7 +130,7 @@ fn the_log_ring_keeps_only_the_last_ten_thousand_lines() {
     let program = sh_worker(
         "i=0; while [ $i -lt 12 ]; do seq $((i*1000+1)) $((i*1000+1000)) | sed 's/^/n /'; i=$((i+1)); sleep 0.05; done",
     );
-    let drover = Drover::start(&run_args(&["-n", "1", "--name", "web"], &program), &[]);
+    let drover = web(&[], &program);
     drover.wait_ready();
     drover.wait_line("] n 12000");
     let out = drover.ctl_ok(&["logs", "--lines", "1000000"]);
@@ -138,22 +145,7 @@ fn the_log_ring_keeps_only_the_last_ten_thousand_lines() {
 #[test]
 fn plain_lines_carry_a_timestamp_and_json_lines_a_level_and_exit_fields() {
     let program = sh_worker("echo to-stdout; echo to-stderr >&2");
-    let drover = Drover::start(
-        &run_args(
-            &[
-                "-n",
-                "1",
-                "--name",
-                "web",
-                "--restart",
-                "never",
-                "--timestamps",
-                "always",
-            ],
-            &program,
-        ),
-        &[],
-    );
+    let drover = web(&["--restart", "never", "--timestamps", "always"], &program);
     drover.wait_ready();
     let line = drover.wait_line("] to-stdout");
     // 2026-01-02T03:04:05.678Z [web 1 pid N] to-stdout
@@ -163,13 +155,7 @@ fn plain_lines_carry_a_timestamp_and_json_lines_a_level_and_exit_fields() {
     assert!(humantime_like(stamp), "{line}");
     drop(drover);
 
-    let drover = Drover::start(
-        &run_args(
-            &["-n", "1", "--name", "web", "--restart", "never", "--log-format", "json"],
-            &program,
-        ),
-        &[],
-    );
+    let drover = web(&["--restart", "never", "--log-format", "json"], &program);
     let json = |needle: &str| -> Value { serde_json::from_str(&drover.wait_line(needle)).unwrap() };
     drover.wait_line("every group is STARTED");
     let out = json("to-stdout");
@@ -255,23 +241,16 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
 fn the_log_file_rotates_by_size_and_keeps_a_bounded_number_of_files() {
     // 400 lines of about 100 bytes: about 40 KiB through a 4 KiB file that keeps 2 rotations.
     let program = sh_worker("i=0; while [ $i -lt 400 ]; do echo \"line $i $(printf '%080d' 0)\"; i=$((i+1)); done");
-    let drover = Drover::start(
-        &run_args(
-            &[
-                "-n",
-                "1",
-                "--name",
-                "web",
-                "--log-file",
-                "drover.log",
-                "--log-file-size",
-                "4KiB",
-                "--log-files",
-                "2",
-            ],
-            &program,
-        ),
-        &[],
+    let drover = web(
+        &[
+            "--log-file",
+            "drover.log",
+            "--log-file-size",
+            "4KiB",
+            "--log-files",
+            "2",
+        ],
+        &program,
     );
     drover.wait_ready();
     drover.wait_line("] line 399 ");
@@ -309,24 +288,7 @@ fn the_log_file_rotates_by_size_and_keeps_a_bounded_number_of_files() {
 
 #[test]
 fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r on the fd just opened; the fds are
-    // owned by the OwnedFds made from them.
-    let (terminal, pts) = unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(master >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_owned();
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(slave >= 0, "open the terminal's slave side");
-        (
-            std::fs::File::from(OwnedFd::from_raw_fd(master)),
-            OwnedFd::from_raw_fd(slave),
-        )
-    };
+    let (terminal, pts) = open_pty();
     let dir = tempfile::tempdir().unwrap();
     // Workers that talk while the start is under way: lines interleave with the progress.
     let program = sh_worker("echo hello-$DROVER_WORKER_ID");
@@ -383,4 +345,52 @@ fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
     );
     drop(child);
     drop(terminal);
+}
+
+#[test]
+fn followers_are_bounded_and_one_that_hangs_up_frees_its_place() {
+    const MAX_FOLLOWERS: usize = 16;
+    let program = sh_worker("echo hello");
+    let drover = web(&[], &program);
+    drover.wait_ready();
+    let follow = || {
+        let mut child = KillOnDrop(
+            Command::new(drover_bin())
+                .args(["logs", "-f", "--lines", "1", "--socket"])
+                .arg(&drover.socket)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let rx = lines_of(child.0.stdout.take().unwrap());
+        (child, rx)
+    };
+    let mut followers = Vec::new();
+    for _ in 0..MAX_FOLLOWERS {
+        let (child, rx) = follow();
+        // The tail came: this one is connected and counted.
+        rx.recv_timeout(DEADLINE).expect("a follower gets the tail");
+        followers.push((child, rx));
+    }
+    let (mut one_more, _) = follow();
+    let out = one_more.0.wait().unwrap();
+    let mut err = String::new();
+    one_more.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(out.code(), Some(1), "{err}");
+    assert!(err.contains("busy: 16 `drover logs -f` already follow"), "{err}");
+    // Control requests still get through.
+    assert_eq!(drover.worker_pids("web").len(), 1);
+    // One hangs up while no line comes: its place is free at once, not at the next line.
+    drop(followers.pop());
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (child, rx) = follow();
+        if rx.recv_timeout(DEADLINE).is_ok() {
+            followers.push((child, rx));
+            break;
+        }
+        assert!(Instant::now() < end, "the freed place was never given again");
+    }
+    drover.ctl_ok(&["stop"]);
 }

@@ -135,6 +135,26 @@ fn split_labels(inner: &str) -> Vec<&str> {
     pairs
 }
 
+/// `drover run -n COUNT --name web --restart RESTART --http 127.0.0.1:0 -- test-worker`.
+fn http_web(count: &str, restart: &str, env: &[(&str, &str)]) -> Drover {
+    let worker = test_worker();
+    Drover::start(
+        &[
+            "-n",
+            count,
+            "--name",
+            "web",
+            "--restart",
+            restart,
+            "--http",
+            "127.0.0.1:0",
+            "--",
+            worker.to_str().unwrap(),
+        ],
+        env,
+    )
+}
+
 fn scrape(addr: &str) -> BTreeMap<String, f64> {
     let (code, text) = http_get(addr, "/metrics");
     assert_eq!(code, 200, "{text}");
@@ -149,22 +169,7 @@ fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn livez_stays_up_while_readyz_follows_the_groups() {
-    let worker = test_worker();
-    let drover = Drover::start(
-        &[
-            "-n",
-            "2",
-            "--name",
-            "web",
-            "--restart",
-            "on-failure",
-            "--http",
-            "127.0.0.1:0",
-            "--",
-            worker.to_str().unwrap(),
-        ],
-        &[("DROVER_TEST_MODE", "start-after-ms:1500")],
-    );
+    let drover = http_web("2", "on-failure", &[("DROVER_TEST_MODE", "start-after-ms:1500")]);
     let addr = drover.http_addr();
     // Starting: alive, not ready.
     assert_eq!(http_get(&addr, "/livez"), (200, "ok: supervising\n".into()));
@@ -190,22 +195,7 @@ fn livez_stays_up_while_readyz_follows_the_groups() {
 
 #[test]
 fn metrics_parse_strictly_and_cover_drover_each_worker_restarts_and_durations() {
-    let worker = test_worker();
-    let drover = Drover::start(
-        &[
-            "-n",
-            "2",
-            "--name",
-            "web",
-            "--restart",
-            "on-failure",
-            "--http",
-            "127.0.0.1:0",
-            "--",
-            worker.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let drover = http_web("2", "on-failure", &[]);
     let addr = drover.http_addr();
     drover.wait_ready();
     let first = drover.worker_pids("web");
@@ -295,22 +285,7 @@ fn metrics_parse_strictly_and_cover_drover_each_worker_restarts_and_durations() 
 
 #[test]
 fn a_worker_that_failed_is_counted_in_the_failed_gauge() {
-    let worker = test_worker();
-    let drover = Drover::start(
-        &[
-            "-n",
-            "2",
-            "--name",
-            "web",
-            "--restart",
-            "never",
-            "--http",
-            "127.0.0.1:0",
-            "--",
-            worker.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let drover = http_web("2", "never", &[]);
     let addr = drover.http_addr();
     drover.wait_ready();
     assert_eq!(
