@@ -594,7 +594,7 @@ pub mod server {
                     }
                 };
                 match next {
-                    Ok(entry) if matches(&entry, group) => batch.push(entry.text.clone()),
+                    Ok(entry) if matches(&entry, group) => batch.push(entry.text.to_string()),
                     Ok(_) => {}
                     Err(RecvError::Lagged(missed)) => batch.push(format!(
                         "drover: {missed} line(s) skipped: this `drover logs -f` read too slowly"

@@ -12,8 +12,9 @@ use tokio::sync::broadcast;
 /// Lines the ring keeps.
 pub const RING_LINES: usize = 10_000;
 
-/// Bytes the ring keeps (worker lines are cut by core at 16 KiB each).
-pub const RING_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of text the ring keeps (worker lines are cut by core at 16 KiB each). With the entries'
+/// own cost, a full ring holds about 3 MB of the master's memory.
+pub const RING_BYTES: usize = 2 * 1024 * 1024;
 
 /// Lines a `drover logs -f` may fall behind before it is skipped ahead.
 pub const FOLLOW_QUEUE_LINES: usize = 1024;
@@ -24,9 +25,9 @@ pub const MAX_FOLLOWERS: usize = 16;
 /// One line of the log, as printed (without a journald priority prefix).
 #[derive(Debug)]
 pub struct Entry {
-    /// The group it is about; `None` for drover's own lines.
-    pub group: Option<String>,
-    pub text: String,
+    /// The group it is about; `None` for drover's own lines. Shared by every line of the group.
+    pub group: Option<Arc<str>>,
+    pub text: Box<str>,
 }
 
 /// The ring and the feed. Cheap to clone.
@@ -41,6 +42,8 @@ pub struct Ring {
 struct Lines {
     lines: VecDeque<Arc<Entry>>,
     bytes: usize,
+    /// Each group's name, once (a config has at most 1000 groups).
+    names: Vec<Arc<str>>,
 }
 
 impl Default for Ring {
@@ -56,12 +59,20 @@ impl Default for Ring {
 impl Ring {
     /// Keeps `text`, forgetting the oldest lines past the bounds, and hands it to every follower.
     pub fn push(&self, group: Option<&str>, text: &str) {
-        let entry = Arc::new(Entry {
-            group: group.map(str::to_string),
-            text: text.to_string(),
-        });
-        {
+        let entry = {
             let mut ring = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let group = group.map(|name| match ring.names.iter().find(|n| &***n == name) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared: Arc<str> = name.into();
+                    ring.names.push(shared.clone());
+                    shared
+                }
+            });
+            let entry = Arc::new(Entry {
+                group,
+                text: text.into(),
+            });
             ring.bytes += entry.text.len();
             ring.lines.push_back(entry.clone());
             while ring.lines.len() > RING_LINES || (ring.bytes > RING_BYTES && ring.lines.len() > 1) {
@@ -69,7 +80,8 @@ impl Ring {
                     ring.bytes -= old.text.len();
                 }
             }
-        }
+            entry
+        };
         // No follower is not an error.
         let _ = self.feed.send(entry);
     }
@@ -83,7 +95,7 @@ impl Ring {
             .rev()
             .filter(|e| matches(e, group))
             .take(lines)
-            .map(|e| e.text.clone())
+            .map(|e| e.text.to_string())
             .collect();
         tail.reverse();
         tail
