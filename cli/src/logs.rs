@@ -125,6 +125,8 @@ enum Msg {
     /// A progress line to draw in place of the previous one (no newline), or, with a newline, its
     /// last state, written for good.
     Progress(String),
+    /// The operation ended without a last state (it failed): take the progress line away.
+    ProgressEnd,
     /// Everything before it is written and flushed: say so.
     Flush(SyncSender<()>),
 }
@@ -194,6 +196,10 @@ impl Printer {
                             progress.text = Some(text);
                         }
                     }
+                    Msg::ProgressEnd => {
+                        progress.erase(&mut out);
+                        progress.text = None;
+                    }
                     Msg::Flush(ack) => {
                         let _ = out.flush();
                         let _ = ack.try_send(());
@@ -243,6 +249,9 @@ pub struct Log {
     file: Option<Printer>,
     /// Where a progress line is redrawn: the printer of a terminal, stdout's first.
     progress: Option<Printer>,
+    /// stdout and stderr are the same terminal: errors go through stdout's printer, which erases
+    /// the progress line first (two printers could not agree on who erases it).
+    errors_via_stdout: bool,
     ring: Ring,
     format: LogFormat,
     timestamps: bool,
@@ -296,6 +305,21 @@ pub fn stdout_is_journal() -> bool {
     dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
 }
 
+/// Whether stdout and stderr are one terminal (the same device).
+fn same_terminal() -> bool {
+    use std::io::IsTerminal;
+    use std::os::fd::AsRawFd;
+    if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+        return false;
+    }
+    let device = |fd| nix::sys::stat::fstat(fd).ok().map(|s| s.st_rdev);
+    let (out, err) = (
+        device(std::io::stdout().as_raw_fd()),
+        device(std::io::stderr().as_raw_fd()),
+    );
+    out.is_some() && out == err
+}
+
 impl Log {
     /// Starts the printer threads writing to stdout and stderr (and the log file).
     pub fn start(options: &LogOptions) -> Result<Log, FileError> {
@@ -312,6 +336,7 @@ impl Log {
         // behind its back (the standard library's exit-time flush only tries the lock).
         let out = Printer::start("drover-log", || std::io::stdout().lock(), QUEUE_LINES);
         let err = Printer::start("drover-stderr", || std::io::stderr().lock(), ERROR_QUEUE_LINES);
+        let errors_via_stdout = same_terminal();
         let progress = if std::io::stdout().is_terminal() {
             Some(out.clone())
         } else if std::io::stderr().is_terminal() {
@@ -324,6 +349,7 @@ impl Log {
             err,
             file,
             progress,
+            errors_via_stdout,
             ring: Ring::default(),
             format: options.format,
             timestamps: match options.timestamps {
@@ -391,7 +417,8 @@ impl Log {
             file.push(format!("{line}\n"));
         }
         let prefix = if self.journal { "<3>" } else { "" };
-        self.err.push(format!("{prefix}{line}\n"));
+        let printer = if self.errors_via_stdout { &self.out } else { &self.err };
+        printer.push(format!("{prefix}{line}\n"));
     }
 
     /// A progress line, redrawn in place on a terminal (`done`: its last state, kept).
@@ -399,6 +426,13 @@ impl Log {
         if let Some(printer) = &self.progress {
             let end = if done { "\n" } else { "" };
             printer.send(Msg::Progress(format!("{text}{end}")));
+        }
+    }
+
+    /// The operation whose progress was shown ended (failed, or was cut short): no more redraws.
+    pub fn progress_end(&self) {
+        if let Some(printer) = &self.progress {
+            printer.send(Msg::ProgressEnd);
         }
     }
 

@@ -635,7 +635,10 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
             ops.insert(group.to_string(), ("reloading", 0));
         }
         Event::MasterStatus { .. } => {
-            ops.remove(group);
+            // Ended short of its count (a failed start, a rolled-back reload): its line goes.
+            if ops.remove(group).is_some() && shared.log.has_terminal() {
+                shared.log.progress_end();
+            }
         }
         Event::Status {
             to: WorkerStatus::Started,

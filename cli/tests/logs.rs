@@ -305,25 +305,11 @@ fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
             .spawn()
             .unwrap(),
     );
-    let (tx, rx) = mpsc::channel();
-    let mut reader = terminal.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut screen = Vec::new();
-    let end = Instant::now() + DEADLINE;
-    while !String::from_utf8_lossy(&screen).contains("every group is STARTED") {
-        let left = end
-            .checked_duration_since(Instant::now())
-            .expect("drover started within the deadline");
-        screen.extend(rx.recv_timeout(left).expect("drover writes to its terminal"));
-    }
-    let text = String::from_utf8_lossy(&screen).into_owned();
+    let text = read_terminal(&terminal, "every group is STARTED");
+    assert!(
+        text.contains("every group is STARTED"),
+        "drover started within the deadline: {text:?}"
+    );
     // Every line after a progress draw starts on an erased line: nothing is glued to "STARTED".
     let mut draws = 0;
     for n in 1..=3 {
@@ -393,4 +379,66 @@ fn followers_are_bounded_and_one_that_hangs_up_frees_its_place() {
         assert!(Instant::now() < end, "the freed place was never given again");
     }
     drover.ctl_ok(&["stop"]);
+}
+
+#[test]
+fn a_failed_start_takes_its_progress_line_away_and_its_error_is_not_glued_to_it() {
+    let (terminal, pts) = open_pty();
+    let dir = tempfile::tempdir().unwrap();
+    // Workers 1 and 2 start; worker 3 dies before it does, a second later: the start fails.
+    let program = sh_worker("if [ \"$DROVER_WORKER_ID\" = 3 ]; then sleep 1; exit 7; fi");
+    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
+    args.extend(program.iter().map(String::as_str));
+    let mut child = KillOnDrop(
+        Command::new(drover_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("DROVER_TIMESTAMPS", "never")
+            .stdout(Stdio::from(pts.try_clone().unwrap()))
+            .stderr(Stdio::from(pts))
+            .spawn()
+            .unwrap(),
+    );
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the start failed");
+    let text = read_terminal(&terminal, "exiting");
+    assert!(text.contains("[web] starting: 2/3 STARTED"), "progress drawn: {text:?}");
+    let error = text
+        .find("drover: group web did not start")
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let before = &text[..error];
+    assert!(
+        before.ends_with("\r\x1b[K") || before.ends_with('\n'),
+        "the error starts on an erased line: {text:?}"
+    );
+    assert!(
+        !text[error..].contains("starting: "),
+        "no progress redrawn after the start failed: {text:?}"
+    );
+}
+
+/// What the terminal shows until `until` appears (or drover closed its side).
+fn read_terminal(terminal: &std::fs::File, until: &str) -> String {
+    let (tx, rx) = mpsc::channel();
+    let mut reader = terminal.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&screen).contains(until) {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        match rx.recv_timeout(left) {
+            Ok(bytes) => screen.extend(bytes),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&screen).into_owned()
 }
