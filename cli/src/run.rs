@@ -636,7 +636,8 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
         }
         Event::MasterStatus { .. } => {
             // Ended short of its count (a failed start, a rolled-back reload): its line goes.
-            if ops.remove(group).is_some() && shared.log.has_terminal() {
+            let ended = ops.remove(group).is_some();
+            if ended && shared.log.has_terminal() {
                 shared.log.progress_end();
             }
         }
