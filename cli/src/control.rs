@@ -1,8 +1,15 @@
 //! The control socket: how `drover status`, `reload`, `scale`, `restart`, `send` and `stop` reach a
 //! running `drover run`.
 //!
-//! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else
-//! `$XDG_RUNTIME_DIR/drover.sock`, else `/tmp/drover-$UID/drover.sock` (a directory of ours, 0700).
+//! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else the first of
+//! [`candidates`]: `$RUNTIME_DIRECTORY/drover.sock` (what systemd sets for a unit with
+//! `RuntimeDirectory=`), `/run/drover/drover.sock` (served by root only), `$XDG_RUNTIME_DIR/drover.sock`,
+//! `/tmp/drover-$UID/drover.sock` (a directory of ours, 0700). A client takes the first of those
+//! where a socket exists, so an operator finds a service's socket from a login shell. `drover run
+//! --no-socket` serves none.
+//!
+//! Root may control any drover, and trusts a socket served by another user when root gave that
+//! user its directory ([`root_may_trust`]: `/run/drover` of a `User=drover` unit).
 //! The server checks every peer's uid (`SO_PEERCRED`) and refuses any but its own; the client checks
 //! the server's the same way and talks only to its own uid or root. One drover owns a path: it holds
 //! an flock on `PATH.lock` for its lifetime. The socket's directory must be a real directory (not a
@@ -44,6 +51,13 @@ pub enum Request {
     Stop {
         hard: bool,
     },
+    /// The last `lines` log lines (of `group`), then, with `follow`, every new one.
+    Logs {
+        group: Option<String>,
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// The answer, once the operation is done.
@@ -56,6 +70,9 @@ pub struct Response {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    /// Log lines (`logs`): the tail first, then, when following, one answer per batch of new lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<String>>,
 }
 
 impl Response {
@@ -109,26 +126,87 @@ pub struct WorkerReport {
     pub generation: u64,
     pub rss_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,
-    /// CPU time over uptime, percent of one core.
+    /// CPU use over the last seconds (not the process's lifetime), percent of one core.
     pub cpu_percent: Option<f64>,
     /// How the process ended, if it has.
     pub exit: Option<String>,
 }
 
-/// The socket path: the flag or environment, else the default.
+/// The socket of a drover run as a system service (root's default; where `drover status` of any
+/// user looks).
+pub const SERVICE_SOCKET: &str = "/run/drover/drover.sock";
+
+/// Where a drover's socket is looked for when `--socket`/`$DROVER_SOCKET` does not say, in order
+/// (`env` reads the environment, `euid` is ours).
+pub fn candidates(env: impl Fn(&str) -> Option<std::ffi::OsString>, euid: u32) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    // systemd may list several runtime directories, separated by colons: the first is the unit's.
+    if let Some(dirs) = set("RUNTIME_DIRECTORY") {
+        if let Some(first) = dirs.to_string_lossy().split(':').find(|d| !d.is_empty()) {
+            paths.push(Path::new(first).join("drover.sock"));
+        }
+    }
+    paths.push(PathBuf::from(SERVICE_SOCKET));
+    if let Some(dir) = set("XDG_RUNTIME_DIR") {
+        paths.push(Path::new(&dir).join("drover.sock"));
+    }
+    paths.push(PathBuf::from(format!("/tmp/drover-{euid}")).join("drover.sock"));
+    paths
+}
+
+/// The socket `drover run` serves: the flag or environment, else the first candidate.
 pub fn socket_path(arg: &SocketArg) -> PathBuf {
     if let Some(path) = &arg.socket {
         return path.clone();
     }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => Path::new(&dir).join("drover.sock"),
-        None => PathBuf::from(format!("/tmp/drover-{}", nix::unistd::geteuid())).join("drover.sock"),
-    }
+    let euid = nix::unistd::geteuid().as_raw();
+    // Only root may create /run/drover: another user's drover skips it.
+    candidates(|name| std::env::var_os(name), euid)
+        .into_iter()
+        .find(|p| euid == 0 || p != Path::new(SERVICE_SOCKET))
+        .unwrap_or_else(|| PathBuf::from("drover.sock"))
 }
 
-/// Whether a peer with `peer_uid` may control a drover run by `own_uid`: only the same user.
+/// The socket a client talks to: the flag or environment, else the first candidate where a socket
+/// exists (else the first, for the error message), and every path tried.
+pub fn find_socket(arg: &SocketArg) -> (PathBuf, Vec<PathBuf>) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(path) = &arg.socket {
+        return (path.clone(), vec![path.clone()]);
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    let paths = candidates(|name| std::env::var_os(name), euid);
+    let found = paths
+        .iter()
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+        .or(paths.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("drover.sock"));
+    (found, paths)
+}
+
+/// Whether a peer with `peer_uid` may control a drover run by `own_uid`: the same user, or root
+/// (who may signal or ptrace it anyway; an operator controls a `User=` service as root).
 pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
-    peer_uid == own_uid
+    peer_uid == own_uid || peer_uid == 0
+}
+
+/// Whether root may trust a socket at `path` served by `server_uid`, another user: when its
+/// directory (not a link) belongs to that user and no one else may write it, and every directory
+/// above is root's and writable by root alone, only root (or systemd, for a unit's
+/// `RuntimeDirectory=`, as `/run/drover`) could have made that directory that user's. A socket in
+/// `/tmp` or in a user's home is not trusted.
+pub fn root_may_trust(path: &Path, server_uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let private = |dir: &Path, owner: u32| {
+        std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == owner && m.mode() & 0o022 == 0)
+    };
+    let Some(dir) = path.parent().filter(|d| d.is_absolute()) else {
+        return false;
+    };
+    private(dir, server_uid) && dir.ancestors().skip(1).all(|above| private(above, 0))
 }
 
 /// Whether a client run by `own_uid` may trust a socket served by `server_uid`: its own or root's.
@@ -420,6 +498,14 @@ pub mod server {
                 };
                 read();
                 match request {
+                    Ok(Ok(Request::Logs {
+                        group,
+                        lines,
+                        follow: true,
+                    })) => {
+                        // Not an answer in flight: a follower does not hold up the exit.
+                        return follow_logs(stream, shared, group, lines).await;
+                    }
                     Ok(Ok(request)) => {
                         // Held while the request runs: the process waits for answers in flight
                         // before exiting (not for connections that have not asked anything).
@@ -455,6 +541,71 @@ pub mod server {
             let _ = stream.shutdown().await;
         })
         .await;
+    }
+
+    /// `drover logs -f`: the tail, then every new line, as answers of their own, until the client
+    /// goes away, stops reading for [`ANSWER_TIMEOUT`], or drover exits. A client that reads slower
+    /// than lines come misses some, and is told how many.
+    async fn follow_logs(mut stream: UnixStream, shared: &Arc<Shared>, group: Option<String>, lines: usize) {
+        use crate::log_ring::{matches, MAX_FOLLOWERS};
+        use tokio::io::AsyncReadExt;
+        use tokio::sync::broadcast::error::RecvError;
+        let ring = shared.log.ring();
+        if let Some(name) = &group {
+            if !shared.groups.iter().any(|(n, _)| n == name) {
+                let unknown = Response::failed(format!("no group {name:?}"));
+                let _ = tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&answer_line(&unknown))).await;
+                return;
+            }
+        }
+        let Some((mut feed, _permit)) = ring.follow() else {
+            let busy = Response::failed(format!(
+                "busy: {MAX_FOLLOWERS} `drover logs -f` already follow this drover"
+            ));
+            let _ = tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&answer_line(&busy))).await;
+            return;
+        };
+        let group = group.as_deref();
+        let mut batch = ring.tail(group, lines);
+        loop {
+            let answer = Response {
+                ok: true,
+                lines: Some(std::mem::take(&mut batch)),
+                ..Response::default()
+            };
+            match tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&answer_line(&answer))).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            // The next line, then whatever else is already waiting (one answer for a burst).
+            loop {
+                let next = if batch.is_empty() {
+                    let mut sink = [0u8; 64];
+                    tokio::select! {
+                        next = feed.recv() => next,
+                        // The client hung up (or wrote what it should not): its slot is freed now,
+                        // not at the next line.
+                        _ = stream.read(&mut sink) => return,
+                    }
+                } else {
+                    match feed.try_recv() {
+                        Ok(entry) => Ok(entry),
+                        Err(_) => break,
+                    }
+                };
+                match next {
+                    Ok(entry) if matches(&entry, group) => batch.push(entry.text.to_string()),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => batch.push(format!(
+                        "drover: {missed} line(s) skipped: this `drover logs -f` read too slowly"
+                    )),
+                    Err(RecvError::Closed) => return,
+                }
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+        }
     }
 
     async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestError> {
@@ -503,13 +654,20 @@ pub mod client {
     /// Exit code when no drover answers.
     const UNREACHABLE: u8 = 2;
 
-    fn exchange(socket: &SocketArg, request: &Request) -> Result<Response, (u8, String)> {
-        let path = socket_path(socket);
+    /// Connects to the drover's socket (checked: ours or root's) and sends `request`.
+    fn connect(socket: &SocketArg, request: &Request) -> Result<(UnixStream, PathBuf), (u8, String)> {
+        let (path, tried) = find_socket(socket);
         let mut stream = UnixStream::connect(&path).map_err(|e| {
+            let tried = if tried.len() > 1 {
+                let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                format!("; no socket at any of {}", list.join(", "))
+            } else {
+                String::new()
+            };
             (
                 UNREACHABLE,
                 format!(
-                    "cannot reach drover at {}: {e} (is `drover run` running? --socket or DROVER_SOCKET picks another)",
+                    "cannot reach drover at {}: {e}{tried} (is `drover run` running? --socket or DROVER_SOCKET picks another)",
                     path.display()
                 ),
             )
@@ -519,13 +677,19 @@ pub mod client {
         line.push(b'\n');
         // drover may answer before reading (a refused peer) and close: the write then fails with
         // EPIPE, but the answer is already waiting to be read. Read it before giving up.
-        let written = stream.write_all(&line);
+        if let Err(e) = stream.write_all(&line) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err((UNREACHABLE, format!("writing to {}: {e}", path.display())));
+            }
+        }
+        Ok((stream, path))
+    }
+
+    fn exchange(socket: &SocketArg, request: &Request) -> Result<Response, (u8, String)> {
+        let (stream, path) = connect(socket, request)?;
         let mut answer = String::new();
         let read = BufReader::new(stream).read_line(&mut answer);
         if answer.is_empty() {
-            if let Err(e) = written {
-                return Err((UNREACHABLE, format!("writing to {}: {e}", path.display())));
-            }
             if let Err(e) = read {
                 return Err((UNREACHABLE, format!("reading from {}: {e}", path.display())));
             }
@@ -545,7 +709,7 @@ pub mod client {
         let server = getsockopt(stream, PeerCredentials)
             .map_err(|e| (UNREACHABLE, format!("cannot tell who serves {}: {e}", path.display())))?
             .uid();
-        if server_trusted(server, me) {
+        if server_trusted(server, me) || (me == 0 && root_may_trust(path, server)) {
             Ok(())
         } else {
             Err((
@@ -602,6 +766,66 @@ pub mod client {
             }
         };
         request(socket, Request::Send { group, id, data })
+    }
+
+    /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.
+    pub fn logs(socket: &SocketArg, group: Option<String>, lines: usize, follow: bool) -> ExitCode {
+        let request = Request::Logs { group, lines, follow };
+        let (stream, path) = match connect(socket, &request) {
+            Ok(connected) => connected,
+            Err((code, error)) => {
+                eprintln!("drover: {error}");
+                return ExitCode::from(code);
+            }
+        };
+        let mut answers = BufReader::new(stream);
+        let mut out = std::io::stdout().lock();
+        let mut got_one = false;
+        loop {
+            let mut line = String::new();
+            match answers.read_line(&mut line) {
+                Ok(0) if got_one => return ExitCode::SUCCESS,
+                Ok(0) => {
+                    eprintln!("drover: {} closed the connection without an answer", path.display());
+                    return ExitCode::from(UNREACHABLE);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("drover: reading from {}: {e}", path.display());
+                    return ExitCode::from(UNREACHABLE);
+                }
+            }
+            got_one = true;
+            match serde_json::from_str::<Response>(&line) {
+                Ok(Response {
+                    ok: true,
+                    lines: Some(lines),
+                    ..
+                }) => {
+                    for l in lines {
+                        if writeln!(out, "{l}").is_err() {
+                            // Our reader went away (`drover logs -f | head`).
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                    let _ = out.flush();
+                }
+                Ok(Response { error, .. }) => {
+                    eprintln!(
+                        "drover: {}",
+                        error.unwrap_or_else(|| "no log lines in the answer".into())
+                    );
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("drover: bad answer from drover: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            if !follow {
+                return ExitCode::SUCCESS;
+            }
+        }
     }
 
     /// `drover status [--json]`.
@@ -707,7 +931,7 @@ mod tests {
     fn only_the_owner_may_control() {
         assert!(peer_allowed(1000, 1000));
         assert!(!peer_allowed(1001, 1000));
-        assert!(!peer_allowed(0, 1000));
+        assert!(peer_allowed(0, 1000), "root may");
         assert!(!peer_allowed(65534, 0));
     }
 
@@ -718,6 +942,54 @@ mod tests {
         assert!(server_trusted(0, 0));
         assert!(!server_trusted(1001, 1000));
         assert!(!server_trusted(65534, 0));
+    }
+
+    #[test]
+    fn root_trusts_another_users_socket_only_in_a_directory_root_gave_it() {
+        use std::os::unix::fs::PermissionsExt;
+        // /tmp is writable by everyone: anyone could have made a directory there.
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(!root_may_trust(&dir.path().join("drover.sock"), me));
+        assert!(!root_may_trust(Path::new("relative/drover.sock"), me));
+        // A directory of the server's, 0700, under directories only root may write: trusted.
+        let parent = dir.path().to_path_buf();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let inside = parent.join("rt");
+        std::fs::create_dir(&inside).unwrap();
+        // /tmp itself (1777) is above: not trusted whoever we are.
+        assert!(!root_may_trust(&inside.join("drover.sock"), me));
+    }
+
+    #[test]
+    fn the_socket_is_looked_for_in_a_documented_order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all = &[
+            ("RUNTIME_DIRECTORY", "/run/web:/run/other"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ];
+        assert_eq!(
+            candidates(env(all), 1000),
+            [
+                PathBuf::from("/run/web/drover.sock"),
+                PathBuf::from("/run/drover/drover.sock"),
+                PathBuf::from("/run/user/1000/drover.sock"),
+                PathBuf::from("/tmp/drover-1000/drover.sock"),
+            ]
+        );
+        assert_eq!(
+            candidates(env(&[("XDG_RUNTIME_DIR", "")]), 0),
+            [
+                PathBuf::from("/run/drover/drover.sock"),
+                PathBuf::from("/tmp/drover-0/drover.sock")
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The optional HTTP endpoint (`--http ADDR`), on hyper:
-//! - `GET /health`: 200 when every group runs its count of STARTED workers, else 503 with the
-//!   groups that are short (a Kubernetes readiness probe, a load balancer's health check).
+//! - `GET /livez`: 200 while drover supervises, through restarts, reloads and a failed group (a
+//!   Kubernetes liveness probe: restarting the container would not help then). It is answered by the
+//!   same one-thread runtime that supervises: a stuck master answers nothing, and the probe fails.
+//! - `GET /readyz`: 200 when every group runs its count of STARTED workers, else 503 with the
+//!   groups that are short, and 503 from the moment a shutdown begins (a readiness probe, a load
+//!   balancer's health check). `GET /health` is the same, kept for configurations that use it.
 //! - `GET /metrics`: Prometheus text.
 //!
 //! Bounded against slow or idle clients (the endpoint may face a network): at most
@@ -98,7 +102,8 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into());
     }
     match req.uri().path() {
-        "/health" => {
+        "/livez" => text(StatusCode::OK, "text/plain", "ok: supervising\n".into()),
+        "/readyz" | "/health" => {
             let short: Vec<String> = shared
                 .groups
                 .iter()
@@ -128,7 +133,7 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /health or /metrics\n".into(),
+            "not found: try /livez, /readyz or /metrics\n".into(),
         ),
     }
 }

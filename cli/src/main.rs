@@ -7,17 +7,23 @@
 //!   and line; `pm2.rs`: PM2 ecosystem files into the same groups.
 //! - `control.rs`: the control socket (server and client) and its JSON-lines protocol.
 //! - `http.rs`, `metrics.rs`: `/health` and `/metrics`.
-//! - `logs.rs`: the log printer (bounded, never blocks the master).
+//! - `logs.rs`: the log printer (bounded, never blocks the master); `log_ring.rs`: the recent lines
+//!   `drover logs` reads; `log_file.rs`: `--log-file` with rotation by size.
+//! - `usage.rs`: workers' CPU as a recent rate. `watchdog.rs`: systemd's watchdog.
+//! - `completions.rs`: shell completions and the man page, from this file's clap definitions.
 //! - `fdlimit.rs`: raising the soft open-file limit at start.
 //! - `notify.rs`: systemd's `sd_notify`. `reaper.rs`: orphan reaping as PID 1. `procinfo.rs`: `/proc`.
 
 // No unwrap/expect outside tests: what a user or a worker controls is an error, never a panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod completions;
 mod config;
 mod control;
 mod fdlimit;
 mod http;
+mod log_file;
+mod log_ring;
 mod logs;
 mod metrics;
 mod notify;
@@ -25,8 +31,10 @@ mod pm2;
 mod procinfo;
 mod reaper;
 mod run;
+mod usage;
+mod watchdog;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,7 +49,9 @@ struct Cli {
 /// Where the control socket of the drover to talk to is.
 #[derive(Args, Debug, Clone)]
 pub struct SocketArg {
-    /// The control socket [default: $XDG_RUNTIME_DIR/drover.sock, else /tmp/drover-$UID/drover.sock]
+    /// The control socket [default: the first that exists of $RUNTIME_DIRECTORY/drover.sock
+    /// (systemd), /run/drover/drover.sock, $XDG_RUNTIME_DIR/drover.sock,
+    /// /tmp/drover-$UID/drover.sock; `drover run` binds the first, /run/drover as root only]
     #[arg(long, env = "DROVER_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }
@@ -50,7 +60,7 @@ pub struct SocketArg {
 enum Command {
     /// Run a group (`-- PROGRAM ARGS...`) or the groups of a config file (`-c drover.toml`) in the
     /// foreground until a signal or `drover stop`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show every worker: group, id, pid, status, uptime, restarts, RSS, CPU.
     Status {
         /// Print JSON instead of a table.
@@ -95,6 +105,27 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Print the recent log (of GROUP, or of every group and drover itself) from the running
+    /// drover's memory; with -f, keep printing new lines.
+    Logs {
+        /// Only this group's lines.
+        group: Option<String>,
+        /// Keep printing new lines as they come, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many recent lines (drover keeps the last 10000).
+        #[arg(short = 'n', long, default_value_t = 100, value_name = "N")]
+        lines: usize,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Print a shell completion script: `drover completions bash > /etc/bash_completion.d/drover`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print drover's man page (roff): `drover man > /usr/local/share/man/man1/drover.1`.
+    Man,
     /// Shut every group down (gracefully, or with SIGKILL with --hard) and end `drover run`.
     Stop {
         /// SIGKILL every worker's process group instead of asking them to stop.
@@ -139,6 +170,23 @@ pub struct RunArgs {
     /// `plain` (prefixed lines) or `json` (one JSON object per line).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<logs::LogFormat>,
+    /// Start plain lines with the time: auto (yes, unless stdout is the journal, which stamps
+    /// lines itself), always, never.
+    #[arg(long, value_name = "WHEN", env = "DROVER_TIMESTAMPS", default_value = "auto")]
+    pub timestamps: logs::Timestamps,
+    /// Also write the log to FILE (appended), rotated by size (see --log-file-size, --log-files).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Rotate the log file before it passes this size: bytes, or with a unit (10MiB, 500KB).
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub log_file_size: u64,
+    /// Rotated log files kept (FILE.1 ... FILE.N, oldest deleted), at most 100.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub log_files: u32,
+    /// Serve no control socket (a read-only filesystem; `drover status`, `reload`, `logs` ... then
+    /// cannot reach this drover: use signals, /metrics and the log).
+    #[arg(long, conflicts_with = "socket")]
+    pub no_socket: bool,
     /// Validate the configuration (core's checks, nothing started) and exit.
     #[arg(long)]
     pub check: bool,
@@ -152,10 +200,23 @@ pub struct RunArgs {
     pub program: Vec<String>,
 }
 
+/// A size: bytes, or a number with a unit (`10MiB`, `500KB`, `1G`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|error| format!("{text:?} is not a size (bytes, or e.g. 10MiB, 500KB): {error}"))
+}
+
+/// The command line's definition, for completions and the man page.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(*args),
         Command::Status { json, socket } => control::client::status(&socket, json),
         Command::Reload { group, socket } => control::client::request(&socket, control::Request::Reload { group }),
         Command::Scale { group, count, socket } => {
@@ -165,6 +226,14 @@ fn main() -> ExitCode {
             control::client::request(&socket, control::Request::Restart { group, id })
         }
         Command::Send { group, args, socket } => control::client::send(&socket, group, &args),
+        Command::Logs {
+            group,
+            follow,
+            lines,
+            socket,
+        } => control::client::logs(&socket, group, lines, follow),
+        Command::Completions { shell } => completions::print_completions(shell),
+        Command::Man => completions::print_man_page(),
         Command::Stop { hard, socket } => control::client::request(&socket, control::Request::Stop { hard }),
     }
 }

@@ -1,7 +1,7 @@
 //! systemd's readiness protocol (`sd_notify`): a datagram to `$NOTIFY_SOCKET` for each state change.
 //! `READY=1` once every group is STARTED (again after a reload), `RELOADING=1` with
 //! `MONOTONIC_USEC` while a reload runs (what `Type=notify-reload` requires), `STOPPING=1` when the
-//! shutdown begins. Without `NOTIFY_SOCKET`, nothing is sent.
+//! shutdown begins; `WATCHDOG=1` from [`crate::watchdog`]. Without `NOTIFY_SOCKET`, nothing is sent.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,6 +74,11 @@ impl Notifier {
         if self.inner.reloads.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.ready();
         }
+    }
+
+    /// drover's main loop is alive (systemd's watchdog).
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
     }
 
     /// The shutdown begins (sent once).

@@ -1,4 +1,7 @@
-//! What `/proc` says about a process's CPU time (its resident memory: `drover::rss_bytes`).
+//! What `/proc` says about a process's CPU time (its resident memory: `drover::rss_bytes`), and
+//! drover's own `process_*` metrics (the names every Prometheus client library exports).
+
+use std::fmt::Write;
 
 /// User plus system CPU time `pid` has used, seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -15,6 +18,79 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Fields of a `/proc/<pid>/stat` line after the command name: field n is at index n - 3.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect()
+}
+
+/// The standard `process_*` series for drover itself: CPU time, resident and virtual memory, open
+/// and allowed fds, threads, start time.
+pub fn render_process_metrics(out: &mut String) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields = stat_fields(&stat);
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let mut series = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            crate::metrics::header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    };
+    let ticks = clock_ticks();
+    series(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        parse_cpu_ticks(&stat).map(|t| t as f64 / ticks),
+    );
+    series(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        drover::rss_bytes(std::process::id()).map(|b| b as f64),
+    );
+    series(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        field(23).map(|b| b as f64),
+    );
+    series(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as f64),
+    );
+    series(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors.",
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft as f64),
+    );
+    series(
+        "process_threads",
+        "gauge",
+        "Number of OS threads in the process.",
+        field(20).map(|n| n as f64),
+    );
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    series(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        boot.zip(field(22))
+            .map(|(boot, start)| boot as f64 + start as f64 / ticks),
+    );
 }
 
 fn clock_ticks() -> f64 {

@@ -15,10 +15,11 @@ use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, Sig
 
 use crate::config::{self, Plan};
 use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerReport};
-use crate::logs::{Log, Who};
+use crate::logs::{Log, LogOptions, Who};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::{fdlimit, http, procinfo, reaper, RunArgs};
+use crate::usage::CpuRates;
+use crate::{fdlimit, http, procinfo, reaper, usage, watchdog, RunArgs};
 
 /// Exit code for a configuration drover refuses (nothing was started).
 const BAD_CONFIG: u8 = 2;
@@ -39,6 +40,8 @@ pub struct Shared {
     /// Per group, the long operation under way (from the event stream): its name and how many
     /// workers reported STARTED since it began.
     progress: std::sync::Mutex<std::collections::HashMap<String, (&'static str, usize)>>,
+    /// Workers' recent CPU use, for `status`.
+    cpu: CpuRates,
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -82,14 +85,33 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     let socket_path = control::socket_path(&crate::SocketArg {
         socket: plan.socket.clone(),
     });
-    let socket = match control::server::bind(&socket_path) {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("drover: {error}");
-            return ExitCode::FAILURE;
+    let socket = if args.no_socket {
+        None
+    } else {
+        match control::server::bind(&socket_path) {
+            Ok(socket) => Some(socket),
+            Err(error) => {
+                eprintln!("drover: {error}");
+                return ExitCode::FAILURE;
+            }
         }
     };
-    let log = Log::start(plan.log_format);
+    let log_options = LogOptions {
+        format: plan.log_format,
+        timestamps: args.timestamps,
+        file: args.log_file.clone().map(|path| crate::log_file::FileOptions {
+            path,
+            max_bytes: args.log_file_size,
+            keep: args.log_files,
+        }),
+    };
+    let log = match Log::start(&log_options) {
+        Ok(log) => log,
+        Err(error) => {
+            eprintln!("drover: {error}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
     // From here on every word to stderr goes through the log's printer: a stderr nobody reads
     // must not block the master. `fail` waits a bounded time for it before returning.
     let fail = |code: ExitCode, message: String| {
@@ -152,6 +174,7 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         in_flight: tokio::sync::RwLock::new(()),
         stopping: AtomicBool::new(false),
         progress: Default::default(),
+        cpu: CpuRates::default(),
     });
     for (name, events, output) in feeds {
         tokio::spawn(forward(shared.clone(), name, events, output));
@@ -160,17 +183,36 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     for (name, master, cron) in crons {
         tokio::spawn(cron_restarts(shared.clone(), name, master, cron));
     }
+    tokio::spawn(sample_cpu(shared.clone()));
+    if let Some(every) = watchdog::pet_interval() {
+        log.info(
+            "watchdog",
+            &format!("systemd watchdog: WATCHDOG=1 every {}ms", every.as_millis()),
+        );
+        tokio::spawn(watchdog::run(shared.notify.clone(), every));
+    }
 
     if let Some(addr) = &plan.http {
         match http::serve(addr, shared.clone()).await {
-            Ok(local) => log.info("http", &format!("http listening on {local} (/health, /metrics)")),
+            Ok(local) => log.info(
+                "http",
+                &format!("http listening on {local} (/livez, /readyz, /health, /metrics)"),
+            ),
             Err(error) => {
                 return fail(ExitCode::FAILURE, format!("--http {addr}: {error}"));
             }
         }
     }
-    log.info("control", &format!("control socket {}", socket_path.display()));
-    tokio::spawn(control::server::serve(socket, shared.clone()));
+    match socket {
+        Some(socket) => {
+            log.info("control", &format!("control socket {}", socket_path.display()));
+            tokio::spawn(control::server::serve(socket, shared.clone()));
+        }
+        None => log.info(
+            "control",
+            "no control socket (--no-socket): signals, /metrics and the log are the way in",
+        ),
+    }
 
     let mut signals = match SignalStream::new() {
         Ok(s) => s,
@@ -280,6 +322,16 @@ where
 }
 
 impl Shared {
+    /// The pids of every live worker of every group.
+    fn live_pids(&self) -> Vec<u32> {
+        self.groups
+            .iter()
+            .flat_map(|(_, m)| m.workers())
+            .filter(|w| w.is_alive())
+            .map(|w| w.pid)
+            .collect()
+    }
+
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
@@ -489,6 +541,7 @@ impl Shared {
             None => master.graceful_reload(None).await,
         };
         self.notify.reload_done();
+        self.metrics.reload_duration(name, began.elapsed());
         match &result {
             Ok(()) => {
                 self.metrics.reload(name, "ok");
@@ -515,7 +568,7 @@ impl Shared {
         match request {
             Request::Status => Response {
                 ok: true,
-                status: Some(self.status_report()),
+                status: Some(self.status_report().await),
                 ..Response::default()
             },
             Request::Reload { group } => {
@@ -602,6 +655,18 @@ impl Shared {
                     },
                 }
             }
+            Request::Logs { group, lines, .. } => {
+                if let Some(name) = &group {
+                    if let Err(e) = self.group(name) {
+                        return Response::failed(e);
+                    }
+                }
+                Response {
+                    ok: true,
+                    lines: Some(self.log.ring().tail(group.as_deref(), lines)),
+                    ..Response::default()
+                }
+            }
             Request::Stop { hard } => {
                 let exits: usize = self
                     .groups
@@ -617,7 +682,8 @@ impl Shared {
         }
     }
 
-    fn status_report(&self) -> StatusReport {
+    async fn status_report(&self) -> StatusReport {
+        let rates = self.cpu.rates(&self.live_pids()).await;
         let now = SystemTime::now();
         let groups = self
             .groups
@@ -634,7 +700,6 @@ impl Shared {
                         } else {
                             0.0
                         };
-                        let lifetime = now.duration_since(w.spawned_at).unwrap_or_default().as_secs_f64();
                         let cpu = alive.then(|| procinfo::cpu_seconds(w.pid)).flatten();
                         WorkerReport {
                             id: w.id,
@@ -645,7 +710,7 @@ impl Shared {
                             generation: w.generation,
                             rss_bytes: alive.then(|| drover::rss_bytes(w.pid)).flatten(),
                             cpu_seconds: cpu,
-                            cpu_percent: cpu.map(|c| if lifetime > 0.0 { 100.0 * c / lifetime } else { 0.0 }),
+                            cpu_percent: alive.then(|| rates.get(&w.pid).copied()).flatten(),
                             exit: w.exit.map(|e| e.reason.to_string()),
                         }
                     })
@@ -709,7 +774,11 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
             ops.insert(group.to_string(), ("reloading", 0));
         }
         Event::MasterStatus { .. } => {
-            ops.remove(group);
+            // Ended short of its count (a failed start, a rolled-back reload): its line goes.
+            let ended = ops.remove(group).is_some();
+            if ended && shared.log.has_terminal() {
+                shared.log.progress_end();
+            }
         }
         Event::Status {
             to: WorkerStatus::Started,
@@ -725,9 +794,8 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
                 .find(|(name, _)| name == group)
                 .map_or(0, |(_, m)| m.config().count);
             let line = format!("{operation}: {ready}/{wanted} STARTED");
-            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                let end = if *ready >= wanted { "\n" } else { "" };
-                shared.log.stderr_raw(format!("\r[{group}] {line}{end}"));
+            if shared.log.has_terminal() {
+                shared.log.progress(format!("[{group}] {line}"), *ready >= wanted);
             } else {
                 shared.log.event(
                     Who {
@@ -749,8 +817,23 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
     // The metrics first: they count events the log does not show.
     match &event {
         Event::Message { .. } => shared.metrics.message_in(group),
-        Event::Exit(exit) => shared.metrics.exit(group, exit.reason.kind_name(), exit.requested),
-        Event::Restarting { .. } => shared.metrics.restart(group),
+        Event::Exit(exit) => shared
+            .metrics
+            .exit(group, exit.id, exit.reason.kind_name(), exit.requested),
+        Event::Restarting { id, .. } => shared.metrics.restart(group, *id),
+        Event::Recycling { reason, .. } => shared.metrics.recycle(group, recycle_reason(reason)),
+        Event::Status {
+            id,
+            to: WorkerStatus::Started,
+            ..
+        } => {
+            if let Some(worker) = shared.group(group).ok().and_then(|m| m.worker(*id)) {
+                if let Some(started) = worker.started_at {
+                    let took = started.duration_since(worker.spawned_at).unwrap_or_default();
+                    shared.metrics.worker_start(group, took);
+                }
+            }
+        }
         Event::Heartbeat { .. } => shared.metrics.heartbeat(group),
         _ => {}
     }
@@ -771,6 +854,10 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
         Subject::Master => (None, None),
     };
     let who = Who { group, id, pid };
+    if let Event::Exit(exit) = &event {
+        shared.log.exit(who, exit, &event.summary().to_string());
+        return;
+    }
     let message = match &event {
         // A STARTED line is the one status change the log shows: it says so in a word.
         Event::Status { .. } => "started".to_string(),
@@ -790,6 +877,27 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
         _ => event.summary().to_string(),
     };
     shared.log.event(who, &name, &message);
+}
+
+/// Why a worker was recycled, as a metric label, from core's reason ("age ... reached the limit",
+/// "resident memory ... exceeds the limit").
+fn recycle_reason(reason: &str) -> &'static str {
+    if reason.starts_with("age") {
+        "age"
+    } else if reason.contains("memory") {
+        "memory"
+    } else {
+        "other"
+    }
+}
+
+/// Samples every live worker's CPU time, for recent rates in `status`.
+async fn sample_cpu(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(usage::SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        shared.cpu.sample(&shared.live_pids());
+    }
 }
 
 /// Tells in the log when lines were dropped, at most once a second.

@@ -170,26 +170,9 @@ fn stdout_and_stderr_on_a_pipe_nobody_reads_do_not_keep_drover_from_stopping() {
 
 #[test]
 fn a_paused_terminal_on_stderr_freezes_neither_start_nor_control_nor_stop() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     // A pseudo-terminal for drover's stderr (so it redraws its progress there), with its output
     // stopped as Ctrl-S stops it: every write to it blocks until Ctrl-Q.
-    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r on the fd just opened; the fds are
-    // owned by the OwnedFds made from them.
-    let (terminal, pts) = unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(master >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_owned();
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(slave >= 0, "open the terminal's slave side");
-        (
-            std::fs::File::from(OwnedFd::from_raw_fd(master)),
-            OwnedFd::from_raw_fd(slave),
-        )
-    };
+    let (terminal, pts) = open_pty();
     (&terminal).write_all(&[0x13]).expect("Ctrl-S");
     let worker = test_worker();
     let mut drover = Drover::start_with(

@@ -260,6 +260,59 @@ fn a_client_refuses_a_socket_another_user_serves() {
 }
 
 #[test]
+fn root_controls_a_drover_another_user_runs_in_a_directory_root_gave_it() {
+    if !is_root() {
+        eprintln!("not root: covered by the unit tests of root_may_trust and peer_allowed only");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // As systemd makes /run/drover for a `User=` unit: a directory of that user's, 0700, in a
+    // directory only root may write.
+    let (_bin_dir, bin) = drover_for_everyone();
+    let runtime = tempfile::tempdir_in("/run").expect("a directory under /run");
+    std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(
+        runtime.path(),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let socket = runtime.path().join("drover.sock");
+    let mut service = KillOnDrop(unless_busy(|| {
+        Command::new(&bin)
+            .args(["run", "-n", "1", "--ready", "spawn", "--", "sleep", "600"])
+            .env("RUNTIME_DIRECTORY", runtime.path())
+            .env_remove("DROVER_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .current_dir("/")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+    }));
+    assert!(eventually(|| socket.exists()), "the service did not bind its socket");
+    let out = Command::new(drover_bin())
+        .args(["status", "--json"])
+        .env("RUNTIME_DIRECTORY", runtime.path())
+        .env_remove("DROVER_SOCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "root may control it: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["pid"], service.0.id());
+    let out = Command::new(drover_bin())
+        .args(["stop"])
+        .env("RUNTIME_DIRECTORY", runtime.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(service.0.wait().unwrap().success());
+}
+
+#[test]
 fn the_socket_directory_must_be_a_real_directory_only_we_can_write() {
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("real");

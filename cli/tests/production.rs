@@ -72,7 +72,21 @@ fn health_flips_503_to_200_and_metrics_count_what_happened() {
     assert_eq!(metric(&text, r#"drover_workers{group="web",status="STARTED"}"#), 2.0);
     assert_eq!(metric(&text, r#"drover_workers_desired{group="web"}"#), 2.0);
     assert_eq!(metric(&text, r#"drover_group_up{group="web"}"#), 1.0);
-    assert_eq!(metric(&text, r#"drover_worker_restarts_total{group="web"}"#), 1.0);
+    // The restart is counted under how the worker had exited.
+    assert_eq!(
+        metric(
+            &text,
+            r#"drover_worker_restarts_total{group="web",reason="AbnormalExit"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"drover_worker_restarts_total{group="web",reason="ExternalSignal"}"#
+        ),
+        0.0
+    );
     assert_eq!(
         metric(
             &text,
@@ -228,6 +242,19 @@ fn the_systemd_unit_verifies_and_relies_on_what_drover_does() {
         "a reload that waits for its outcome"
     );
     assert!(socket.lines().any(|l| l.starts_with("ListenStream=")));
+    // Hardened: its own user, a read-only system, no privileges; the watchdog drover pets.
+    for line in [
+        "User=drover",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "RuntimeDirectory=drover",
+        "WatchdogSec=30",
+    ] {
+        assert!(has(line), "{line}");
+    }
     check_config(
         &std::fs::read_to_string(example("systemd/drover.toml")).unwrap(),
         "/usr/local/bin/my-server",
@@ -253,6 +280,25 @@ fn the_systemd_unit_verifies_and_relies_on_what_drover_does() {
     assert!(out.status.success(), "{stderr}");
     let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("drover.s")).collect();
     assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:#?}");
+
+    // The exposure systemd rates it: "OK" (under 4.0); the unit's comment says the score.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(dir.path().join("drover.service"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let overall = text
+        .lines()
+        .find_map(|l| l.split("drover.service: ").nth(1))
+        .unwrap_or_else(|| panic!("no overall exposure in {text}"));
+    let score: f64 = overall.split_whitespace().next().unwrap().parse().unwrap();
+    eprintln!("systemd-analyze security --offline=yes: {overall}");
+    assert!(score < 4.0 && overall.contains("OK"), "{overall}");
+    assert!(
+        unit.contains(&format!("rates this unit {score:.1} OK")),
+        "the unit's comment says {score:.1}"
+    );
 }
 
 #[test]
@@ -289,9 +335,10 @@ fn the_kubernetes_deployment_probes_health_and_waits_for_a_graceful_stop() {
             .find(|p| p["name"].as_str() == Some(name))
             .and_then(|p| p["containerPort"].as_i64())
     };
-    for probe in ["readinessProbe", "livenessProbe"] {
+    // Liveness apart from readiness: a restart of a worker makes the pod unready, never killed.
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez")] {
         let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some("/health"), "{probe}");
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
         let port = get["port"]
             .as_i64()
             .or_else(|| get["port"].as_str().and_then(port_named));
@@ -332,5 +379,23 @@ fn the_kubernetes_deployment_probes_health_and_waits_for_a_graceful_stop() {
         Some("/usr/local/bin/drover"),
         "drover is PID 1"
     );
+    // Bounded, unprivileged, read-only: no control socket to write.
+    assert!(
+        args.contains(&"--no-socket"),
+        "a read-only root filesystem needs no socket"
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    for kind in ["requests", "limits"] {
+        assert!(container["resources"][kind]["memory"].as_str().is_some(), "{kind}");
+    }
+    assert!(container["resources"]["requests"]["cpu"].as_str().is_some());
     check_config(config, "/app/server");
 }

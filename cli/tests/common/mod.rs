@@ -103,6 +103,9 @@ impl Drover {
         cmd.arg("run").arg("--socket").arg(&socket).args(args);
         cmd.current_dir(dir.path());
         cmd.env_remove("NOTIFY_SOCKET").env_remove("DROVER_SOCKET");
+        // Lines as they were before timestamps: the tests match their starts. A test of the
+        // timestamps passes `--timestamps always` (the flag wins over the environment).
+        cmd.env("DROVER_TIMESTAMPS", "never").env_remove("JOURNAL_STREAM");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -433,4 +436,27 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write a test file");
     path
+}
+
+/// A pseudo-terminal: its master side (what a terminal emulator reads and types into) and its
+/// slave side (what a program writes to, as to a terminal).
+pub fn open_pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r on the fd just opened; the fds are
+    // owned by the OwnedFds made from them.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_owned();
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(slave >= 0, "open the terminal's slave side");
+        (
+            std::fs::File::from(OwnedFd::from_raw_fd(master)),
+            OwnedFd::from_raw_fd(slave),
+        )
+    }
 }
