@@ -35,7 +35,9 @@ use crate::protocol::fdpass::FdQueue;
 use crate::protocol::host_read::HostFrames;
 use crate::protocol::writer::{FrameKind, FrameWriter, WriteFailure};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
+use crate::request::{self, RequestError, RequestErrorCode, Target};
 use crate::status::WorkerStatus;
+use crate::WorkerId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -98,6 +100,16 @@ pub enum BusEvent {
     Quit,
     /// A user message.
     Message(Value),
+    /// A message another worker sent to this one (`BusSender::send_to`), routed by the master.
+    WorkerMessage {
+        /// The sending worker's id.
+        from: WorkerId,
+        /// The payload.
+        data: Value,
+    },
+    /// A request for one of the handlers this worker declared ([`BusSender::set_handlers`]):
+    /// answer it with [`IncomingRequest::reply`] (an unanswered request times out at its sender).
+    Request(IncomingRequest),
     /// The channel is closed: the master is gone (or broke the protocol, then the error says how).
     /// Nothing follows; a worker usually shuts down.
     Closed(Option<ProtocolError>),
@@ -161,11 +173,54 @@ pub struct BusSender {
     requests: Requests,
 }
 
-/// Listen requests waiting for their `listener` frame, by request number.
+/// Requests waiting for their answer, by request number: `listen` requests for their `listener`
+/// frame, handler requests for their `response`, sends for their `sent`.
 #[derive(Clone, Debug, Default)]
 struct Requests {
     next: Arc<std::sync::atomic::AtomicU64>,
     waiting: Arc<Mutex<HashMap<u64, ListenReply>>>,
+    calls: Arc<Mutex<HashMap<u64, CallReply>>>,
+}
+
+/// Where the answer to one handler request (or one send's acknowledgement) goes.
+type CallReply = oneshot::Sender<Result<Value, RequestError>>;
+
+/// A request the master routed to one of this worker's handlers.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// The master's number for it.
+    pub id: u64,
+    /// Who asks: a worker id, or 0 for the master.
+    pub from: WorkerId,
+    /// The handler's name.
+    pub name: String,
+    /// Its arguments.
+    pub args: Value,
+    sender: BusSender,
+}
+
+impl PartialEq for IncomingRequest {
+    fn eq(&self, other: &IncomingRequest) -> bool {
+        (self.id, self.from, &self.name, &self.args) == (other.id, other.from, &other.name, &other.args)
+    }
+}
+
+impl IncomingRequest {
+    /// Answers the request: `Ok(result)`, or `Err(message)` for a failed handler (the sender gets
+    /// [`RequestErrorCode::HandlerFailed`] with the message).
+    pub async fn reply(self, result: Result<Value, String>) -> Result<(), BusError> {
+        let (result, error) = match result {
+            Ok(value) => (Some(value), None),
+            Err(message) => (None, Some(RequestError::new(RequestErrorCode::HandlerFailed, message))),
+        };
+        self.sender
+            .send_frame(&WorkerFrame::Response {
+                id: self.id,
+                result,
+                error,
+            })
+            .await
+    }
 }
 
 /// Where the answer to one `listen` request goes.
@@ -205,6 +260,90 @@ impl BusSender {
                 Err(BusError::Listen(refused))
             }
             answer => answer,
+        }
+    }
+
+    /// Declares the handlers this worker answers requests for (replacing those declared before):
+    /// requests for them come as [`BusEvent::Request`]. At most [`request::MAX_HANDLERS`] names.
+    pub async fn set_handlers(&self, names: &[&str]) -> Result<(), BusError> {
+        self.send_frame(&WorkerFrame::Handlers {
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
+        .await
+    }
+
+    /// Calls handler `name` of `to` (the master, a worker, any or all workers) with `args`, and
+    /// waits for its result, at most `timeout` (at most [`request::MAX_REQUEST_TIMEOUT`]). Every
+    /// failure is a [`RequestError`] with its code: no such handler or target, timeout, target
+    /// gone, handler failed (with its message), overloaded, master gone.
+    pub async fn request<T: Serialize + ?Sized>(
+        &self,
+        to: Target,
+        name: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<Value, RequestError> {
+        let args = serde_json::to_value(args)
+            .map_err(|e| RequestError::new(RequestErrorCode::BadRequest, format!("arguments: {e}")))?;
+        let timeout = timeout.min(request::MAX_REQUEST_TIMEOUT);
+        let frame = |id| WorkerFrame::Request {
+            id,
+            to: to.clone(),
+            name: name.to_string(),
+            args: args.clone(),
+            timeout_ms: Some(timeout.as_millis() as u64),
+        };
+        self.call(frame, timeout).await
+    }
+
+    /// Sends `data` to other workers (`to`: a worker, a name, any or all), routed by the master;
+    /// returns to how many it was written, or why to none (no such target, none alive...).
+    pub async fn send_to<T: Serialize + ?Sized>(&self, to: Target, data: &T) -> Result<u64, RequestError> {
+        let data = serde_json::to_value(data)
+            .map_err(|e| RequestError::new(RequestErrorCode::BadRequest, format!("message: {e}")))?;
+        let frame = |id| WorkerFrame::Send {
+            id,
+            to: to.clone(),
+            data: data.clone(),
+        };
+        let count = self.call(frame, request::DEFAULT_REQUEST_TIMEOUT).await?;
+        Ok(count.as_u64().unwrap_or(0))
+    }
+
+    /// Sends the frame `make(id)` and waits for the answer to `id`, at most `timeout` (and a
+    /// second more: the master answers a timeout itself, this is for a master that is stuck).
+    async fn call(&self, make: impl Fn(u64) -> WorkerFrame, timeout: Duration) -> Result<Value, RequestError> {
+        let id = self.requests.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut calls = lock(&self.requests.calls);
+            if calls.len() >= request::MAX_PENDING_PER_WORKER {
+                return Err(RequestError::new(
+                    RequestErrorCode::Overloaded,
+                    format!(
+                        "{} requests of this worker are in flight (at most {})",
+                        calls.len(),
+                        request::MAX_PENDING_PER_WORKER
+                    ),
+                ));
+            }
+            calls.insert(id, tx);
+        }
+        let forget = || lock(&self.requests.calls).remove(&id);
+        if let Err(e) = self.send_frame(&make(id)).await {
+            forget();
+            return Err(RequestError::new(RequestErrorCode::MasterGone, e.to_string()));
+        }
+        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(RequestError::new(RequestErrorCode::MasterGone, "the master is gone")),
+            Err(_) => {
+                forget();
+                Err(RequestError::new(
+                    RequestErrorCode::Timeout,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                ))
+            }
         }
     }
 
@@ -379,14 +518,17 @@ impl MessageBus {
 
         let (events_tx, incoming) = mpsc::unbounded_channel();
         let sink = Arc::new(Mutex::new(Sink::Channel(events_tx)));
-        let requests = Requests::default();
         // The worker's own memory, its own sends: unbounded as before, so a worker that sends
         // faster than its master reads waits (awaiting each send) rather than failing.
         let writer = FrameWriter::new(write_half, false).with_limit(usize::MAX);
+        let sender = BusSender {
+            writer,
+            max_frame_bytes: meta.max_frame_bytes,
+            requests: Requests::default(),
+        };
         let router = Router {
             fds,
-            requests: requests.clone(),
-            writer: writer.clone(),
+            sender: sender.clone(),
         };
         let host_reader = if options.host_reads {
             // Nothing will ever go through the sink: `recv` ends at once.
@@ -399,11 +541,6 @@ impl MessageBus {
         } else {
             tokio::spawn(read_commands(frames, router, sink.clone()));
             None
-        };
-        let sender = BusSender {
-            writer,
-            max_frame_bytes: meta.max_frame_bytes,
-            requests,
         };
         let connected_at = Instant::now();
         if let Some(ms) = meta.heartbeat_ms.filter(|_| options.auto_heartbeat) {
@@ -550,8 +687,8 @@ fn channel_fd_from_env() -> Result<RawFd, BusError> {
 #[derive(Debug)]
 struct Router {
     fds: FdQueue,
-    requests: Requests,
-    writer: FrameWriter,
+    /// Its writer and waiting requests; handed to each [`IncomingRequest`] to reply with.
+    sender: BusSender,
 }
 
 /// What one frame from the master means.
@@ -572,7 +709,25 @@ impl Router {
         match protocol::decode_master_frame(&line) {
             Ok(MasterFrame::Stop) => Routed::Event(BusEvent::Stop),
             Ok(MasterFrame::Quit) => Routed::Event(BusEvent::Quit),
-            Ok(MasterFrame::Message { data }) => Routed::Event(BusEvent::Message(data)),
+            Ok(MasterFrame::Message { data, from: None }) => Routed::Event(BusEvent::Message(data)),
+            Ok(MasterFrame::Message { data, from: Some(from) }) => {
+                Routed::Event(BusEvent::WorkerMessage { from, data })
+            }
+            Ok(MasterFrame::Request { id, from, name, args }) => Routed::Event(BusEvent::Request(IncomingRequest {
+                id,
+                from,
+                name,
+                args,
+                sender: self.sender.clone(),
+            })),
+            Ok(MasterFrame::Response { id, result, error }) => {
+                self.answer(id, error.map_or_else(|| Ok(result.unwrap_or(Value::Null)), Err));
+                Routed::Done
+            }
+            Ok(MasterFrame::Sent { id, count, error }) => {
+                self.answer(id, error.map_or_else(|| Ok(Value::from(count.unwrap_or(0))), Err));
+                Routed::Done
+            }
             Ok(MasterFrame::Error { code, message }) => Routed::End(ProtocolError::Refused { code, message }),
             Ok(MasterFrame::Listener {
                 request,
@@ -600,7 +755,7 @@ impl Router {
                         None => refused("the master's answer carried no socket".into(), None),
                     },
                 };
-                if let Some(waiter) = lock(&self.requests.waiting).remove(&request) {
+                if let Some(waiter) = lock(&self.sender.requests.waiting).remove(&request) {
                     let _ = waiter.send(answer);
                 }
                 Routed::Done
@@ -613,11 +768,24 @@ impl Router {
         }
     }
 
+    /// Hands an answer to the request waiting for it (none: it timed out, the answer is late).
+    fn answer(&self, id: u64, answer: Result<Value, RequestError>) {
+        if let Some(waiter) = lock(&self.sender.requests.calls).remove(&id) {
+            let _ = waiter.send(answer);
+        }
+    }
+
     /// The master is gone: nothing more can be written either, and no answer will come.
     fn finish(&self) {
-        self.writer.close();
-        for (_, waiter) in lock(&self.requests.waiting).drain() {
+        self.sender.writer.close();
+        for (_, waiter) in lock(&self.sender.requests.waiting).drain() {
             let _ = waiter.send(Err(BusError::MasterGone));
+        }
+        for (_, waiter) in lock(&self.sender.requests.calls).drain() {
+            let _ = waiter.send(Err(RequestError::new(
+                RequestErrorCode::MasterGone,
+                "the master is gone",
+            )));
         }
     }
 }

@@ -99,6 +99,7 @@ pub mod listen;
 pub mod master;
 pub mod policy;
 pub mod protocol;
+pub mod request;
 pub mod signals;
 pub mod status;
 

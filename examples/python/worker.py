@@ -5,6 +5,11 @@ Standard library only. It does the hello/welcome handshake, reports STARTED, ech
 message back as {"echo": <data>, "worker": <its welcome metadata>}, answers `stop` with STOPPED and
 `quit` with SHUTTED_DOWN, then exits 0. If the master goes away (EOF) it exits 0 too.
 
+Requests (PROTOCOL.md §5.5): it declares one handler, `add` (the sum of a list of numbers), and
+answers the requests the master routes to it. A message {"ask": {"to", "name", "args"}} makes it
+call another handler (of the master or of another worker) and report {"answer": result} or
+{"answer_error": error}.
+
 Run it under a drover master, e.g. MasterConfig::program("python3").arg("examples/python/worker.py").
 """
 
@@ -89,15 +94,36 @@ def main():
     ch.max = me.get("max_frame_bytes", ch.max)
 
     # A real worker would bind its sockets and warm its caches here.
+    ch.send({"type": "handlers", "names": ["add"]})
     ch.send({"type": "status", "status": STARTED, "name": NAMES[STARTED]})
 
+    next_request = 0
     while True:
         frame = ch.recv()
         if frame is None:
             return 0  # the master is gone
         kind = frame["type"]
-        if kind == "message":
+        if kind == "message" and isinstance(frame.get("data"), dict) and "ask" in frame["data"]:
+            ask = frame["data"]["ask"]
+            next_request += 1
+            ch.send({"type": "request", "id": next_request, "to": ask.get("to", "master"),
+                     "name": ask.get("name", ""), "args": ask.get("args"), "timeout_ms": 10000})
+        elif kind == "message":
             ch.send({"type": "message", "data": {"echo": frame.get("data"), "worker": me}})
+        elif kind == "request":
+            if frame.get("name") == "add":
+                try:
+                    answer = {"result": sum(frame.get("args") or [])}
+                except TypeError as e:
+                    answer = {"error": {"code": "handler_failed", "message": "add: %s" % e}}
+            else:
+                answer = {"error": {"code": "no_such_handler", "message": "no handler %r" % frame.get("name")}}
+            ch.send(dict({"type": "response", "id": frame["id"]}, **answer))
+        elif kind == "response":
+            if "error" in frame:
+                ch.send({"type": "message", "data": {"answer_error": frame["error"]}})
+            else:
+                ch.send({"type": "message", "data": {"answer": frame.get("result")}})
         elif kind == "stop":
             # Stop taking new work, finish what is in flight (nothing here), then:
             ch.send({"type": "status", "status": STOPPED, "name": NAMES[STOPPED]})

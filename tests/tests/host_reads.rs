@@ -760,7 +760,16 @@ async fn a_command_that_came_with_the_welcome_reaches_a_host_that_reads_first_th
             },
         };
         let mut bytes = encode_frame(&welcome, usize::MAX).unwrap();
-        bytes.extend(encode_frame(&MasterFrame::Message { data: json!("hi") }, usize::MAX).unwrap());
+        bytes.extend(
+            encode_frame(
+                &MasterFrame::Message {
+                    data: json!("hi"),
+                    from: None,
+                },
+                usize::MAX,
+            )
+            .unwrap(),
+        );
         (&theirs).write_all(&bytes).unwrap();
         theirs // kept open
     });

@@ -158,3 +158,89 @@ async fn a_worker_speaking_another_version_gets_an_error_frame_and_is_terminated
         "{\"type\":\"error\",\"code\":\"version_mismatch\",\"message\":\"protocol version mismatch: worker speaks 2, master speaks 1\"}\n"
     );
 }
+
+/// Worker 1 the Python worker, the others the Rust test worker (one program per master: a shell
+/// that picks by `DROVER_WORKER_ID`).
+fn mixed_config(count: usize) -> MasterConfig {
+    let script = format!(
+        "if [ \"$DROVER_WORKER_ID\" = 1 ]; then exec python3 {}; else exec {}; fi",
+        python_worker().display(),
+        drover_tests::test_worker().display()
+    );
+    let mut config = MasterConfig::program("sh")
+        .arg("-c")
+        .arg(script)
+        .count(count)
+        .name("mixed")
+        .env("DROVER_TEST_HANDLERS", "whoami");
+    config.timeouts = config_timeouts();
+    config
+}
+
+fn config_timeouts() -> Timeouts {
+    config(1).timeouts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cross_languages_a_rust_worker_calls_python_and_python_calls_rust_and_the_master() {
+    let master = Master::new(mixed_config(2)).expect("the config is valid");
+    master
+        .handle("double", |_from, args| async move {
+            Ok(json!(args.as_i64().unwrap_or(0) * 2))
+        })
+        .expect("a handler name");
+    let mut events = master.events();
+    master.start().await.expect("both workers report STARTED");
+    let long = Duration::from_secs(20);
+
+    // The master calls the Python worker's handler.
+    let sum = master
+        .request(drover::request::Target::Worker(1), "add", &json!([1, 2, 3]), long)
+        .await
+        .expect("python answers");
+    assert_eq!(sum, json!(6));
+
+    // The Rust worker calls the Python worker.
+    master
+        .send(
+            2,
+            &json!({"cmd": "request", "to": "worker:1", "name": "add", "args": [40, 2]}),
+        )
+        .await
+        .unwrap();
+    let got = next_matching(&mut events, |e| match e {
+        Event::Message { id: 2, data, .. } => data.get("response").cloned(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, json!(42));
+
+    // The Python worker calls the Rust worker, then the master; and a handler nobody has.
+    for (ask, key, want) in [
+        (json!({"to": "worker:2", "name": "whoami"}), "answer", json!({"id": 2})),
+        (
+            json!({"to": "master", "name": "double", "args": 21}),
+            "answer",
+            json!(42),
+        ),
+        (
+            json!({"to": "any", "name": "nope"}),
+            "answer_error",
+            json!("no_such_handler"),
+        ),
+    ] {
+        master.send(1, &json!({ "ask": ask })).await.unwrap();
+        let got = next_matching(&mut events, |e| match e {
+            Event::Message { id: 1, data, .. } => data.get(key).cloned(),
+            _ => None,
+        })
+        .await;
+        let got = if key == "answer_error" {
+            got["code"].clone()
+        } else {
+            got
+        };
+        assert_eq!(got, want, "{ask}");
+    }
+    master.graceful_shutdown().await.expect("a graceful shutdown");
+}

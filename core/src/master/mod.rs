@@ -24,6 +24,7 @@ pub mod output;
 pub mod pids;
 mod readiness;
 mod reload;
+pub(crate) mod router;
 pub(crate) mod spawn;
 pub(crate) mod worker;
 
@@ -66,6 +67,8 @@ struct Inner {
     listeners: Arc<crate::listen::Listeners>,
     /// Who reads new workers' channels, if not their actors.
     host: Mutex<Option<Arc<dyn host_reads::ChannelHost>>>,
+    /// Requests between the master and its workers, and messages between workers.
+    router: Arc<router::Router>,
 }
 
 /// A group of identical worker processes under supervision.
@@ -112,7 +115,8 @@ impl Master {
     pub fn new(config: MasterConfig) -> Result<Master, ConfigError> {
         let config = config.validate()?;
         let (status, _) = watch::channel(MasterStatus::Initialized);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|weak| Inner {
+            router: Arc::new(router::Router::new(weak.clone())),
             config: Mutex::new(Arc::new(config)),
             slots: Mutex::new(BTreeMap::new()),
             status,
@@ -222,7 +226,7 @@ impl Master {
         self.submit(Op::Rescale { count }).await
     }
 
-    fn handle(&self, id: WorkerId) -> Result<WorkerHandle, Error> {
+    fn worker_handle(&self, id: WorkerId) -> Result<WorkerHandle, Error> {
         lock(&self.inner.slots)
             .get(&id)
             .map(|s| s.handle.clone())
@@ -232,7 +236,7 @@ impl Master {
     /// Sends a user message to worker `id`; resolves once written to its channel. `data` is a
     /// `Value`, any `Serialize` type, or a [`serde_json::value::RawValue`] (JSON text, sent as it is).
     pub async fn send<T: Serialize + ?Sized>(&self, id: WorkerId, data: &T) -> Result<(), Error> {
-        let handle = self.handle(id)?;
+        let handle = self.worker_handle(id)?;
         handle.send(data).await.map_err(Error::Send)
     }
 
@@ -288,6 +292,57 @@ impl Master {
             }
         }
         Ok(report)
+    }
+
+    /// Registers (or replaces) the master's handler `name`: workers call it with a request to
+    /// [`Target::Master`](crate::request::Target::Master), the master's user with
+    /// [`Master::request`]. `handler` gets the asking worker's id (0: the master's user) and the
+    /// arguments, and resolves with the result or a message saying why it failed (the asker gets
+    /// `handler_failed` with it). At most [`MAX_HANDLERS`](crate::request::MAX_HANDLERS) names.
+    ///
+    /// ```no_run
+    /// # async fn run(master: drover::Master) -> Result<(), drover::request::RequestError> {
+    /// master.handle("sum", |_from, args| async move {
+    ///     let numbers: Vec<f64> = serde_json::from_value(args).map_err(|e| e.to_string())?;
+    ///     Ok(serde_json::json!(numbers.iter().sum::<f64>()))
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn handle<F, Fut>(&self, name: &str, handler: F) -> Result<(), crate::request::RequestError>
+    where
+        F: Fn(WorkerId, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.inner.router.set_master_handler(
+            name,
+            Arc::new(move |from, args| {
+                let handler = handler.clone();
+                Box::pin(async move { handler(from, args).await })
+            }),
+        )
+    }
+
+    /// Calls handler `name` of `to` (a worker by id or name, `Any` worker that declared it,
+    /// `All` of them, or the master's own) with `args`; resolves with its result (for `All`, a
+    /// list of `{"worker", "result"}` / `{"worker", "error"}`), or a typed
+    /// [`RequestError`](crate::request::RequestError): no such handler or target, timeout (at
+    /// most [`MAX_REQUEST_TIMEOUT`](crate::request::MAX_REQUEST_TIMEOUT)), target gone, handler
+    /// failed, overloaded.
+    pub async fn request<T: Serialize + ?Sized>(
+        &self,
+        to: crate::request::Target,
+        name: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, crate::request::RequestError> {
+        let args = serde_json::to_value(args).map_err(|e| {
+            crate::request::RequestError::new(crate::request::RequestErrorCode::BadRequest, format!("arguments: {e}"))
+        })?;
+        self.inner
+            .router
+            .user_request(to, name.to_string(), args, timeout)
+            .await
     }
 
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then

@@ -53,6 +53,7 @@ impl Inner {
             config: config.clone(),
             inherited,
             listeners: self.listeners.clone(),
+            router: Some(self.router.clone()),
             host: lock(&self.host).clone(),
         };
         spawn_worker(spec, self.events.clone()).await.map_err(|failure| {

@@ -259,6 +259,9 @@ struct MessageShape<'a> {
     kind: std::borrow::Cow<'a, str>,
     #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
+    /// The sending worker of a routed message (master → worker only).
+    #[serde(default)]
+    from: Option<u64>,
 }
 
 /// `Some` whenever the field is there, `null` included (a missing field is the default, `None`).
@@ -356,9 +359,9 @@ fn decodable(text: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<Walk>(text).map(|_| ())
 }
 
-fn message_payload(line: &str) -> Option<Value> {
+fn message_payload(line: &str) -> Option<(Value, Option<u64>)> {
     match from_frame_text::<MessageShape>(line) {
-        Ok(MessageShape { kind, data }) if kind == "message" => data,
+        Ok(MessageShape { kind, data, from }) if kind == "message" => data.map(|d| (d, from)),
         _ => None,
     }
 }
@@ -366,7 +369,7 @@ fn message_payload(line: &str) -> Option<Value> {
 /// Decodes one line a worker sent.
 pub fn decode_worker_frame(line: &str) -> Result<WorkerFrame, ProtocolError> {
     match message_payload(line) {
-        Some(data) => Ok(WorkerFrame::Message { data }),
+        Some((data, _)) => Ok(WorkerFrame::Message { data }),
         None => decode(line),
     }
 }
@@ -374,7 +377,7 @@ pub fn decode_worker_frame(line: &str) -> Result<WorkerFrame, ProtocolError> {
 /// Decodes one line a master sent.
 pub fn decode_master_frame(line: &str) -> Result<MasterFrame, ProtocolError> {
     match message_payload(line) {
-        Some(data) => Ok(MasterFrame::Message { data }),
+        Some((data, from)) => Ok(MasterFrame::Message { data, from }),
         None => decode(line),
     }
 }
@@ -459,7 +462,8 @@ mod tests {
         assert_eq!(
             decode_master_frame(r#"{"type":"message","data":[1,{"a":null}]}"#).unwrap(),
             MasterFrame::Message {
-                data: json!([1, {"a": null}])
+                data: json!([1, {"a": null}]),
+                from: None
             }
         );
     }
@@ -639,7 +643,14 @@ mod tests {
         let data = json!({"k": [1, "two", null]});
         assert_eq!(
             encode_message(&data, 1024).unwrap(),
-            encode_frame(&MasterFrame::Message { data: data.clone() }, 1024).unwrap()
+            encode_frame(
+                &MasterFrame::Message {
+                    data: data.clone(),
+                    from: None
+                },
+                1024
+            )
+            .unwrap()
         );
         assert!(matches!(
             encode_message(&json!("x".repeat(2000)), 1024),

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::request::{RequestError, Target};
 use crate::status::WorkerStatus;
 
 /// A frame a worker sends to its master.
@@ -51,6 +52,47 @@ pub enum WorkerFrame {
         request: u64,
         /// `host:port`, `[v6]:port`, `port`, or `unix:/path`.
         address: String,
+    },
+    /// The handler names this worker answers requests for (replacing any it declared before).
+    Handlers {
+        /// The names.
+        names: Vec<String>,
+    },
+    /// A request to a handler of the master or of other workers, routed by the master; answered
+    /// by a `response` carrying the same `id`.
+    Request {
+        /// A number the worker chooses to match the answer.
+        id: u64,
+        /// Where it goes.
+        to: Target,
+        /// The handler's name.
+        name: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Value,
+        /// How long to wait for the answer (default 30 s, at most 600 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// The answer to a `request` the master routed to this worker: `result`, or `error`.
+    Response {
+        /// The routed request's `id`.
+        id: u64,
+        /// The handler's result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// Why the handler failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<RequestError>,
+    },
+    /// A message to other workers, routed by the master; acknowledged by a `sent` with this `id`.
+    Send {
+        /// A number the worker chooses to match the acknowledgement.
+        id: u64,
+        /// Where it goes (not `master`: a plain `message` is for the master).
+        to: Target,
+        /// The payload.
+        data: Value,
     },
     /// A frame type this build does not know; ignored.
     #[serde(other)]
@@ -107,6 +149,45 @@ pub enum MasterFrame {
     Message {
         /// The payload.
         data: Value,
+        /// The worker that sent it (a `send` routed by the master); absent from the master.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
+    },
+    /// A request routed to one of this worker's handlers; answer with a `response` of this `id`.
+    Request {
+        /// The master's number for it.
+        id: u64,
+        /// The worker that asks (0: the master).
+        from: u64,
+        /// The handler's name.
+        name: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Value,
+    },
+    /// The answer to this worker's `request` of that `id`: `result`, or `error`.
+    Response {
+        /// The worker's `request` number.
+        id: u64,
+        /// The result (for a request to `all`: a list of `{"worker", "result"}` or
+        /// `{"worker", "error"}` objects).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<RequestError>,
+    },
+    /// The acknowledgement of this worker's `send` of that `id`: to how many workers it was
+    /// written, or why it was not.
+    Sent {
+        /// The worker's `send` number.
+        id: u64,
+        /// How many workers took it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+        /// Why it went nowhere.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<RequestError>,
     },
     /// The answer to `listen`. Without `error`, the socket's fd rides along with this frame's first
     /// byte as `SCM_RIGHTS` ancillary data.

@@ -27,6 +27,14 @@
 //! (writes those frames as fast as the channel takes them for `ms`, messages of `pad` bytes, then
 //! exits 0). `ignore` does nothing but count; `count` replies `{"count": n}` with that count.
 //!
+//! Requests (PROTOCOL.md §5.5): with `DROVER_TEST_HANDLERS=a,b` it declares those handlers before
+//! STARTED and answers them: `echo` (the arguments), `whoami` (`{"id": its id}`), `fail` (fails
+//! with "failed on purpose"), `slow` (answers after `args.ms`), `never` (never answers), `exit`
+//! (exits 3 without answering). Messages `request` (`to`, `name`, `args`, `timeout_ms`: makes the
+//! request, replies `{"response": result}` or `{"request_error": error}`) and `send-to` (`to`,
+//! `data`: replies `{"sent": count}` or `{"send_error": error}`); a message from another worker is
+//! reported as `{"from": id, "got": data}`.
+//!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
 //! pid, and close it.
@@ -93,6 +101,10 @@ async fn run() {
             std::process::exit(70);
         }
     };
+    if let Ok(names) = std::env::var("DROVER_TEST_HANDLERS") {
+        let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+        bus.sender().set_handlers(&names).await.expect("declare handlers");
+    }
     match mode.as_str() {
         "exit-before-start" => std::process::exit(arg as i32),
         "never-start" => {}
@@ -145,6 +157,12 @@ async fn run() {
             }
             BusEvent::Stop | BusEvent::Quit => {}
             BusEvent::Message(msg) => handle(&bus, msg).await,
+            BusEvent::Request(request) => {
+                tokio::spawn(answer(bus.meta().id, request));
+            }
+            BusEvent::WorkerMessage { from, data } => {
+                let _ = bus.send_message(&json!({ "from": from, "got": data })).await;
+            }
             BusEvent::Closed(_) => std::process::exit(0),
             other => eprintln!("drover-test-worker: a command it does not know: {other:?}"),
         }
@@ -262,6 +280,37 @@ async fn handle(bus: &MessageBus, msg: Value) {
         "pid" => {
             let _ = bus.send_message(&json!({ "pid": std::process::id() })).await;
         }
+        "request" => {
+            let target = msg.get("to").and_then(Value::as_str).unwrap_or("master");
+            let name = msg.get("name").and_then(Value::as_str).unwrap_or("echo").to_string();
+            let args = msg.get("args").cloned().unwrap_or(Value::Null);
+            let timeout = Duration::from_millis(msg.get("timeout_ms").and_then(Value::as_u64).unwrap_or(30_000));
+            let sender = bus.sender();
+            let target = target.parse::<drover::request::Target>();
+            // Concurrently: the worker keeps serving (its own handlers too) while it waits.
+            tokio::spawn(async move {
+                let reply = match target {
+                    Err(e) => json!({ "request_error": { "code": "bad_request", "message": e } }),
+                    Ok(target) => match sender.request(target, &name, &args, timeout).await {
+                        Ok(result) => json!({ "response": result }),
+                        Err(error) => json!({ "request_error": error }),
+                    },
+                };
+                let _ = sender.send_message(&reply).await;
+            });
+        }
+        "send-to" => {
+            let target = msg.get("to").and_then(Value::as_str).unwrap_or("any");
+            let data = msg.get("data").cloned().unwrap_or(Value::Null);
+            let reply = match target.parse::<drover::request::Target>() {
+                Err(e) => json!({ "send_error": { "code": "bad_request", "message": e } }),
+                Ok(target) => match bus.sender().send_to(target, &data).await {
+                    Ok(count) => json!({ "sent": count }),
+                    Err(error) => json!({ "send_error": error }),
+                },
+            };
+            let _ = bus.send_message(&reply).await;
+        }
         "busy-poll" => {
             let window = drover::busy_poll::window().as_micros() as u64;
             let env = std::env::var(drover::protocol::env::BUSY_POLL_US).ok();
@@ -271,6 +320,24 @@ async fn handle(bus: &MessageBus, msg: Value) {
             let _ = bus.send_message(&json!({ "echo": msg })).await;
         }
     }
+}
+
+/// Answers a request for one of the handlers of `DROVER_TEST_HANDLERS`.
+async fn answer(id: u64, request: drover::bus::IncomingRequest) {
+    let result = match request.name.as_str() {
+        "echo" => Ok(request.args.clone()),
+        "whoami" => Ok(json!({ "id": id })),
+        "fail" => Err("failed on purpose".to_string()),
+        "slow" => {
+            let ms = request.args.get("ms").and_then(Value::as_u64).unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(json!({ "slept_ms": ms }))
+        }
+        "never" => return,
+        "exit" => std::process::exit(3),
+        other => Err(format!("no handler {other}")),
+    };
+    let _ = request.reply(result).await;
 }
 
 /// Sends one notify datagram to `socket` (`@abstract` or a path).

@@ -25,6 +25,7 @@ use crate::listen::{Holder, ListenAddr, Listeners};
 use crate::master::events::{Event, EventHub, WorkerFailure};
 use crate::master::host_reads::{CaughtUp, ChannelHost, Forwarded};
 use crate::master::readiness::{self, Notice, NotifySocket};
+use crate::master::router::Router;
 use crate::master::spawn::Child;
 use crate::protocol::channel::{ChannelRead, ChannelWrite};
 use crate::protocol::codec::Frame;
@@ -135,6 +136,7 @@ pub(super) struct Launched<C> {
     pub notify: Option<NotifySocket>,
     pub node_channel: Option<(ChannelRead, ChannelWrite)>,
     pub listeners: Arc<Listeners>,
+    pub router: Option<Arc<Router>>,
 }
 
 /// The actor for a launched process, and the handle the master holds on it. The actor is not yet
@@ -151,6 +153,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         notify,
         node_channel,
         listeners,
+        router,
     } = launched;
     let pid = child.pid();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -180,6 +183,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         id,
         commands: commands_tx,
         user_writer: node_writer.clone().unwrap_or_else(|| writer.clone()),
+        bus_writer: writer.clone(),
         raw_json: node_writer.is_some(),
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
@@ -202,6 +206,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         info: info_tx,
         events,
         listeners,
+        router,
         notify,
         node_frames,
         node_writer,
@@ -231,6 +236,8 @@ pub(super) struct WorkerActor<C> {
     info: watch::Sender<WorkerInfo>,
     events: EventHub,
     listeners: Arc<Listeners>,
+    /// The master's switchboard, for requests and messages to other workers.
+    router: Option<Arc<Router>>,
     /// `ready: notify`: the worker's NOTIFY_SOCKET.
     notify: Option<NotifySocket>,
     /// `ready: node-ipc`: the worker's Node IPC channel, both ways.
@@ -602,6 +609,42 @@ impl<C: Child> WorkerActor<C> {
                 self.on_listen(request, &address);
                 Ok(())
             }
+            WorkerFrame::Handlers { names } => {
+                if let Some(router) = &self.router {
+                    if let Err(why) = router.set_worker_handlers(self.id, names) {
+                        tracing::warn!(id = self.id, pid = self.pid, "handlers refused: {why}");
+                        return Err(ProtocolError::Malformed {
+                            reason: format!("handlers: {why}"),
+                            excerpt: excerpt_type(line),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            WorkerFrame::Request {
+                id,
+                to,
+                name,
+                args,
+                timeout_ms,
+            } => {
+                if let Some(router) = &self.router {
+                    router.worker_request(self.id, id, to, name, args, timeout_ms);
+                }
+                Ok(())
+            }
+            WorkerFrame::Response { id, result, error } => {
+                if let Some(router) = &self.router {
+                    router.worker_response(self.id, id, result, error);
+                }
+                Ok(())
+            }
+            WorkerFrame::Send { id, to, data } => {
+                if let Some(router) = &self.router {
+                    router.worker_send(self.id, id, to, data);
+                }
+                Ok(())
+            }
             WorkerFrame::Unknown => {
                 tracing::debug!(id = self.id, frame = line, "unknown frame type ignored");
                 Ok(())
@@ -836,6 +879,10 @@ impl<C: Child> WorkerActor<C> {
     async fn on_exit(mut self) {
         let reason = self.reap();
         self.drain().await;
+        // After the drain: an answer it wrote just before it died still reaches its asker.
+        if let Some(router) = &self.router {
+            router.worker_gone(self.id);
+        }
         self.report_exit(reason);
     }
 

@@ -110,6 +110,9 @@ pub(crate) struct WorkerHandle {
     pub(super) commands: mpsc::UnboundedSender<Command>,
     /// Where user messages go: the MessageBus channel, or the Node IPC channel (`ready: node-ipc`).
     pub(super) user_writer: FrameWriter,
+    /// The MessageBus channel, for the frames the master routes (requests, answers, messages
+    /// from other workers).
+    pub(super) bus_writer: FrameWriter,
     /// User messages are bare JSON lines (Node IPC), not `message` frames.
     pub(super) raw_json: bool,
     /// The snapshot the actor keeps current.
@@ -158,10 +161,15 @@ impl WorkerHandle {
     }
 
     pub(crate) async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), SendError> {
+        self.write_with(&self.user_writer, bytes).await
+    }
+
+    /// Writes `bytes` with `writer` (one of this worker's channels) if the worker is alive.
+    async fn write_with(&self, writer: &FrameWriter, bytes: Vec<u8>) -> Result<(), SendError> {
         if !self.info.borrow().is_alive() {
             return Err(SendError::Gone { id: self.id });
         }
-        match self.user_writer.write(bytes, FrameKind::Plain, None).await {
+        match writer.write(bytes, FrameKind::Plain, None).await {
             Ok(()) => Ok(()),
             Err(WriteFailure::Io(failure)) => Err(SendError::Write {
                 id: self.id,
@@ -175,6 +183,14 @@ impl WorkerHandle {
                 limit,
             }),
         }
+    }
+
+    /// Writes a routed frame (a request, an answer, a message from another worker) to the
+    /// worker's MessageBus channel, within the same backlog bound as user messages.
+    pub(crate) async fn send_frame(&self, frame: &protocol::MasterFrame) -> Result<(), SendError> {
+        let bytes =
+            encode_frame(frame, self.max_frame_bytes).map_err(|error| SendError::Encode { id: self.id, error })?;
+        self.write_with(&self.bus_writer, bytes).await
     }
 
     /// Waits until the worker reports STARTED, fails, or exits; returns the snapshot at that moment.

@@ -38,6 +38,8 @@ pub(crate) struct WorkerSpec {
     pub inherited: Vec<(String, Arc<OwnedFd>)>,
     /// The master's sockets, for on-demand `listen` requests.
     pub listeners: Arc<Listeners>,
+    /// The master's switchboard (requests, messages between workers).
+    pub router: Option<Arc<crate::master::router::Router>>,
     /// Who reads the channel, if not the actor.
     pub host: Option<Arc<dyn ChannelHost>>,
 }
@@ -167,6 +169,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
         notify: plan.notify,
         node_channel: plan.node_channel,
         listeners: spec.listeners,
+        router: spec.router,
     };
     Ok(start(launched, &events))
 }

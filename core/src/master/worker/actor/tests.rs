@@ -95,6 +95,7 @@ fn launch_with(
         notify: None,
         node_channel,
         listeners: Arc::new(Listeners::default()),
+        router: None,
     };
     let handle = super::super::launch::start(launched, &hub);
     worker_end.set_nonblocking(true).expect("non-blocking");

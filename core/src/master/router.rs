@@ -1,0 +1,596 @@
+//! The master as a switchboard (PROTOCOL.md §5.5): requests from workers (and from the master's
+//! user) to handlers of the master or of workers, their responses back, and messages from worker
+//! to worker.
+//!
+//! Every request in flight is an entry in one table, keyed by the master's own number for it (the
+//! number the target sees), which says who asked (a worker and its own number, the master's user,
+//! or a gathering of `all`) and which worker is to answer. An entry ends exactly once: by the
+//! target's `response`, by its timeout, by the target's exit, or by a failed write, and its
+//! answer goes to whoever asked. The table is bounded ([`MAX_PENDING_REQUESTS`] in all,
+//! [`MAX_PENDING_PER_WORKER`] per asking worker): past it a request is refused at once with
+//! `overloaded`, so a worker that floods requests harms only itself.
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use super::worker::WorkerHandle;
+use super::Inner;
+use crate::protocol::MasterFrame;
+use crate::request::{
+    self, check_handler_name, RequestError, RequestErrorCode, Target, MAX_HANDLERS, MAX_PENDING_PER_WORKER,
+    MAX_PENDING_REQUESTS,
+};
+use crate::WorkerId;
+
+/// A handler of the master's: called with the asking worker's id (0: the master's user) and the
+/// arguments; resolves with the result or a message saying why it failed.
+pub type MasterHandler = Arc<dyn Fn(WorkerId, Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+
+/// Who is waiting for a request's answer.
+enum Asker {
+    /// A worker, under its own number for the request.
+    Worker { id: WorkerId, request: u64 },
+    /// The master's user ([`crate::Master::request`]).
+    User(oneshot::Sender<Result<Value, RequestError>>),
+    /// One part of a request to `all`: the gathering's number.
+    Gather(u64),
+}
+
+impl Asker {
+    fn worker(&self) -> Option<WorkerId> {
+        match self {
+            Asker::Worker { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// One request in flight.
+struct Pending {
+    asker: Asker,
+    /// The worker that is to answer (0: one of the master's handlers).
+    target: WorkerId,
+    /// The worker that asked, counted against its bound (none: the master's user).
+    counted: Option<WorkerId>,
+}
+
+/// The answers of a request to `all`, as they come in.
+struct Gathering {
+    asker: Asker,
+    waiting: usize,
+    results: Vec<Value>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    pending: HashMap<u64, Pending>,
+    gatherings: HashMap<u64, Gathering>,
+    per_worker: HashMap<WorkerId, usize>,
+    /// The handler names each worker declared.
+    handlers: HashMap<WorkerId, BTreeSet<String>>,
+    /// The master's own handlers.
+    master: HashMap<String, MasterHandler>,
+    /// Where `any` starts looking next.
+    cursor: usize,
+}
+
+/// The master's switchboard; one per master, shared with every worker's actor.
+pub(crate) struct Router {
+    inner: Weak<Inner>,
+    table: Mutex<Table>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Router")
+    }
+}
+
+fn error(code: RequestErrorCode, message: impl Into<String>) -> RequestError {
+    RequestError::new(code, message)
+}
+
+impl Router {
+    pub(super) fn new(inner: Weak<Inner>) -> Router {
+        Router {
+            inner,
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live workers, with their names (`<group>-<id>`, as the welcome says).
+    fn live_workers(&self) -> Vec<(WorkerId, String, WorkerHandle)> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Vec::new();
+        };
+        let group = inner.config().name.clone();
+        let slots = super::lock(&inner.slots);
+        slots
+            .iter()
+            .filter(|(_, s)| s.handle.info().is_alive())
+            .map(|(id, s)| (*id, format!("{group}-{id}"), s.handle.clone()))
+            .collect()
+    }
+
+    /// Registers (or replaces) a handler of the master's.
+    pub(crate) fn set_master_handler(&self, name: &str, handler: MasterHandler) -> Result<(), RequestError> {
+        check_handler_name(name)?;
+        let mut table = self.lock();
+        if !table.master.contains_key(name) && table.master.len() >= MAX_HANDLERS {
+            return Err(error(
+                RequestErrorCode::Overloaded,
+                format!("the master has {MAX_HANDLERS} handlers, the most it may have"),
+            ));
+        }
+        table.master.insert(name.to_string(), handler);
+        Ok(())
+    }
+
+    /// A worker's `handlers` frame. Refused whole (and said why) when a name is bad or there are
+    /// too many: the worker keeps the handlers it had.
+    pub(crate) fn set_worker_handlers(&self, id: WorkerId, names: Vec<String>) -> Result<(), String> {
+        if names.len() > MAX_HANDLERS {
+            return Err(format!("{} handler names: at most {MAX_HANDLERS}", names.len()));
+        }
+        for name in &names {
+            check_handler_name(name).map_err(|e| e.message)?;
+        }
+        self.lock().handlers.insert(id, names.into_iter().collect());
+        Ok(())
+    }
+
+    /// A worker's `request` frame.
+    pub(crate) fn worker_request(
+        self: &Arc<Self>,
+        from: WorkerId,
+        request: u64,
+        to: Target,
+        name: String,
+        args: Value,
+        timeout_ms: Option<u64>,
+    ) {
+        let asker = Asker::Worker { id: from, request };
+        self.dispatch(asker, from, to, name, args, request::timeout_of(timeout_ms));
+    }
+
+    /// A request of the master's user ([`crate::Master::request`]).
+    pub(crate) async fn user_request(
+        self: &Arc<Self>,
+        to: Target,
+        name: String,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<Value, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.dispatch(
+            Asker::User(tx),
+            0,
+            to,
+            name,
+            args,
+            timeout.min(request::MAX_REQUEST_TIMEOUT),
+        );
+        rx.await
+            .unwrap_or_else(|_| Err(error(RequestErrorCode::MasterGone, "the master is gone")))
+    }
+
+    /// Routes one request from `from` (0: the master's user).
+    fn dispatch(
+        self: &Arc<Self>,
+        asker: Asker,
+        from: WorkerId,
+        to: Target,
+        name: String,
+        args: Value,
+        timeout: Duration,
+    ) {
+        if let Err(e) = check_handler_name(&name) {
+            return self.answer(asker, Err(e));
+        }
+        let counted = asker.worker();
+        {
+            let table = self.lock();
+            if table.pending.len() >= MAX_PENDING_REQUESTS {
+                drop(table);
+                return self.answer(
+                    asker,
+                    Err(error(
+                        RequestErrorCode::Overloaded,
+                        format!("{MAX_PENDING_REQUESTS} requests are in flight through the master, the most it holds"),
+                    )),
+                );
+            }
+            if let Some(w) = counted {
+                if table.per_worker.get(&w).copied().unwrap_or(0) >= MAX_PENDING_PER_WORKER {
+                    drop(table);
+                    return self.answer(
+                        asker,
+                        Err(error(
+                            RequestErrorCode::Overloaded,
+                            format!("worker {w} has {MAX_PENDING_PER_WORKER} requests in flight, the most it may"),
+                        )),
+                    );
+                }
+            }
+        }
+        if to == Target::Master {
+            let handler = self.lock().master.get(&name).cloned();
+            let Some(handler) = handler else {
+                return self.answer(
+                    asker,
+                    Err(error(
+                        RequestErrorCode::NoSuchHandler,
+                        format!("the master has no handler {name:?}"),
+                    )),
+                );
+            };
+            let number = self.open(asker, 0, counted);
+            let router = self.clone();
+            tokio::spawn(async move {
+                let outcome = match tokio::time::timeout(timeout, handler(from, args)).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(message)) => Err(error(RequestErrorCode::HandlerFailed, message)),
+                    Err(_) => Err(error(
+                        RequestErrorCode::Timeout,
+                        format!(
+                            "the master's handler {name:?} did not answer within {} ms",
+                            timeout.as_millis()
+                        ),
+                    )),
+                };
+                router.complete(number, None, outcome);
+            });
+            return;
+        }
+        let targets = match self.resolve(&to, &name, from) {
+            Ok(targets) => targets,
+            Err(e) => return self.answer(asker, Err(e)),
+        };
+        if to == Target::All {
+            let mut table = self.lock();
+            table.next += 1;
+            let gathering = table.next;
+            table.gatherings.insert(
+                gathering,
+                Gathering {
+                    asker,
+                    waiting: targets.len(),
+                    results: Vec::with_capacity(targets.len()),
+                },
+            );
+            drop(table);
+            for (id, handle) in targets {
+                self.forward(
+                    Asker::Gather(gathering),
+                    counted,
+                    from,
+                    id,
+                    handle,
+                    &name,
+                    &args,
+                    timeout,
+                );
+            }
+        } else if let Some((id, handle)) = targets.into_iter().next() {
+            self.forward(asker, counted, from, id, handle, &name, &args, timeout);
+        }
+    }
+
+    /// The workers `to` means for handler `name`, asked by `from` (excluded from `any` and `all`).
+    fn resolve(&self, to: &Target, name: &str, from: WorkerId) -> Result<Vec<(WorkerId, WorkerHandle)>, RequestError> {
+        let live = self.live_workers();
+        let table = self.lock();
+        let handles = |id: WorkerId| table.handlers.get(&id).is_some_and(|h| h.contains(name));
+        match to {
+            Target::Worker(_) | Target::Name(_) => {
+                let found = live.into_iter().find(|(id, worker_name, _)| match to {
+                    Target::Worker(want) => id == want,
+                    Target::Name(want) => worker_name == want,
+                    _ => false,
+                });
+                let Some((id, _, handle)) = found else {
+                    return Err(error(RequestErrorCode::NoSuchTarget, format!("no live worker is {to}")));
+                };
+                if !handles(id) {
+                    return Err(error(
+                        RequestErrorCode::NoSuchHandler,
+                        format!("worker {id} has no handler {name:?}"),
+                    ));
+                }
+                Ok(vec![(id, handle)])
+            }
+            Target::Any | Target::All => {
+                let able: Vec<(WorkerId, WorkerHandle)> = live
+                    .into_iter()
+                    .filter(|(id, _, _)| *id != from && handles(*id))
+                    .map(|(id, _, h)| (id, h))
+                    .collect();
+                if able.is_empty() {
+                    return Err(error(
+                        RequestErrorCode::NoSuchHandler,
+                        format!("no live worker has a handler {name:?}"),
+                    ));
+                }
+                if *to == Target::All {
+                    return Ok(able);
+                }
+                drop(table);
+                let mut table = self.lock();
+                let pick = table.cursor % able.len();
+                table.cursor = table.cursor.wrapping_add(1);
+                Ok(able.into_iter().skip(pick).take(1).collect())
+            }
+            Target::Master => Ok(Vec::new()),
+        }
+    }
+
+    /// Opens a table entry; its number.
+    fn open(&self, asker: Asker, target: WorkerId, counted: Option<WorkerId>) -> u64 {
+        let mut table = self.lock();
+        table.next += 1;
+        let number = table.next;
+        if let Some(w) = counted {
+            *table.per_worker.entry(w).or_default() += 1;
+        }
+        table.pending.insert(number, Pending { asker, target, counted });
+        number
+    }
+
+    /// Sends the request to worker `id` and arms its timeout.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        self: &Arc<Self>,
+        asker: Asker,
+        counted: Option<WorkerId>,
+        from: WorkerId,
+        id: WorkerId,
+        handle: WorkerHandle,
+        name: &str,
+        args: &Value,
+        timeout: Duration,
+    ) {
+        let number = self.open(asker, id, counted);
+        let frame = MasterFrame::Request {
+            id: number,
+            from,
+            name: name.to_string(),
+            args: args.clone(),
+        };
+        let router = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle.send_frame(&frame).await {
+                router.complete(number, None, Err(error(RequestErrorCode::TargetGone, e.to_string())));
+                return;
+            }
+            tokio::time::sleep(timeout).await;
+            router.complete(
+                number,
+                None,
+                Err(error(
+                    RequestErrorCode::Timeout,
+                    format!("worker {id} did not answer within {} ms", timeout.as_millis()),
+                )),
+            );
+        });
+    }
+
+    /// A worker's `response` frame: the answer to entry `number`, if that worker was asked.
+    pub(crate) fn worker_response(
+        &self,
+        id: WorkerId,
+        number: u64,
+        result: Option<Value>,
+        failure: Option<RequestError>,
+    ) {
+        let outcome = match failure {
+            Some(e) => Err(e),
+            None => Ok(result.unwrap_or(Value::Null)),
+        };
+        self.complete(number, Some(id), outcome);
+    }
+
+    /// Ends entry `number` (if it is still open, and `responder`, when given, is its target) and
+    /// hands `outcome` to its asker.
+    fn complete(&self, number: u64, responder: Option<WorkerId>, outcome: Result<Value, RequestError>) {
+        let mut table = self.lock();
+        let Some(entry) = table.pending.get(&number) else {
+            return; // already answered, timed out, or never ours: a late answer is dropped
+        };
+        if responder.is_some_and(|r| r != entry.target) {
+            tracing::debug!(
+                number,
+                ?responder,
+                "a response from a worker that was not asked, ignored"
+            );
+            return;
+        }
+        let Some(entry) = table.pending.remove(&number) else {
+            return;
+        };
+        if let Some(w) = entry.counted {
+            if let Some(n) = table.per_worker.get_mut(&w) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    table.per_worker.remove(&w);
+                }
+            }
+        }
+        let target = entry.target;
+        let asker = match entry.asker {
+            Asker::Gather(gathering) => {
+                let Some(g) = table.gatherings.get_mut(&gathering) else {
+                    return;
+                };
+                g.results.push(match outcome {
+                    Ok(result) => json!({ "worker": target, "result": result }),
+                    Err(e) => json!({ "worker": target, "error": e }),
+                });
+                g.waiting = g.waiting.saturating_sub(1);
+                if g.waiting > 0 {
+                    return;
+                }
+                let Some(g) = table.gatherings.remove(&gathering) else {
+                    return;
+                };
+                drop(table);
+                let mut results = g.results;
+                results.sort_by_key(|r| r["worker"].as_u64());
+                return self.answer(g.asker, Ok(Value::Array(results)));
+            }
+            asker => asker,
+        };
+        drop(table);
+        self.answer(asker, outcome);
+    }
+
+    /// Hands an answer to whoever asked.
+    fn answer(&self, asker: Asker, outcome: Result<Value, RequestError>) {
+        match asker {
+            Asker::User(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Asker::Worker { id, request } => {
+                let (result, error) = match outcome {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(e)),
+                };
+                self.write_to(
+                    id,
+                    MasterFrame::Response {
+                        id: request,
+                        result,
+                        error,
+                    },
+                );
+            }
+            Asker::Gather(gathering) => {
+                // Only `complete` makes gathering parts; an answer before one is open cannot be.
+                tracing::debug!(gathering, "an answer for a gathering that is not open");
+            }
+        }
+    }
+
+    /// Writes `frame` to worker `id` if it is still there (a worker that asked and then left has
+    /// nobody to tell).
+    fn write_to(&self, id: WorkerId, frame: MasterFrame) {
+        let handle = self
+            .live_workers()
+            .into_iter()
+            .find(|(w, _, _)| *w == id)
+            .map(|(_, _, h)| h);
+        if let Some(handle) = handle {
+            tokio::spawn(async move {
+                if let Err(e) = handle.send_frame(&frame).await {
+                    tracing::debug!(id, error = %e, "an answer could not be written");
+                }
+            });
+        }
+    }
+
+    /// A worker's `send` frame: `data` to the workers `to` means; acknowledged by `sent`.
+    pub(crate) fn worker_send(self: &Arc<Self>, from: WorkerId, number: u64, to: Target, data: Value) {
+        let targets: Result<Vec<(WorkerId, WorkerHandle)>, RequestError> = match &to {
+            Target::Master => Err(error(
+                RequestErrorCode::BadRequest,
+                "a message to the master is a `message` frame, not a `send`",
+            )),
+            _ => {
+                let live = self.live_workers();
+                let chosen: Vec<(WorkerId, WorkerHandle)> = match &to {
+                    Target::Worker(want) => live
+                        .into_iter()
+                        .filter(|(id, _, _)| id == want)
+                        .map(|(i, _, h)| (i, h))
+                        .collect(),
+                    Target::Name(want) => live
+                        .into_iter()
+                        .filter(|(_, n, _)| n == want)
+                        .map(|(i, _, h)| (i, h))
+                        .collect(),
+                    _ => {
+                        let others: Vec<_> = live
+                            .into_iter()
+                            .filter(|(id, _, _)| *id != from)
+                            .map(|(i, _, h)| (i, h))
+                            .collect();
+                        if to == Target::Any && !others.is_empty() {
+                            let mut table = self.lock();
+                            let pick = table.cursor % others.len();
+                            table.cursor = table.cursor.wrapping_add(1);
+                            others.into_iter().skip(pick).take(1).collect()
+                        } else {
+                            others
+                        }
+                    }
+                };
+                if chosen.is_empty() {
+                    Err(error(RequestErrorCode::NoSuchTarget, format!("no live worker is {to}")))
+                } else {
+                    Ok(chosen)
+                }
+            }
+        };
+        let router = self.clone();
+        tokio::spawn(async move {
+            let outcome = match targets {
+                Err(e) => Err(e),
+                Ok(targets) => {
+                    let frame = MasterFrame::Message { data, from: Some(from) };
+                    let writes = targets.iter().map(|(_, h)| h.send_frame(&frame));
+                    let results = futures_util::future::join_all(writes).await;
+                    let reached = results.iter().filter(|r| r.is_ok()).count() as u64;
+                    match results.into_iter().find_map(Result::err) {
+                        Some(e) if reached == 0 => Err(error(RequestErrorCode::TargetGone, e.to_string())),
+                        _ => Ok(reached),
+                    }
+                }
+            };
+            let (count, error) = match outcome {
+                Ok(n) => (Some(n), None),
+                Err(e) => (None, Some(e)),
+            };
+            router.write_to(
+                from,
+                MasterFrame::Sent {
+                    id: number,
+                    count,
+                    error,
+                },
+            );
+        });
+    }
+
+    /// Worker `id`'s process is gone: its handlers with it; what it was asked fails
+    /// (`target_gone`); what it asked is answered to nobody.
+    pub(crate) fn worker_gone(&self, id: WorkerId) {
+        let orphaned: Vec<u64> = {
+            let mut table = self.lock();
+            table.handlers.remove(&id);
+            table
+                .pending
+                .iter()
+                .filter(|(_, p)| p.target == id)
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        for number in orphaned {
+            self.complete(
+                number,
+                None,
+                Err(error(
+                    RequestErrorCode::TargetGone,
+                    format!("worker {id} exited before it answered"),
+                )),
+            );
+        }
+    }
+}
