@@ -107,6 +107,16 @@ pub enum BusEvent {
         /// The payload.
         data: Value,
     },
+    /// A change in the master's store under one of this worker's watches
+    /// ([`BusSender::store_watch`]): `value` is `null` when the path was deleted or expired.
+    StoreChanged {
+        /// The watch.
+        watch: u64,
+        /// The path that changed.
+        path: String,
+        /// Its new value.
+        value: Value,
+    },
     /// A request for one of the handlers this worker declared ([`BusSender::set_handlers`]):
     /// answer it with [`IncomingRequest::reply`] (an unanswered request times out at its sender).
     Request(IncomingRequest),
@@ -308,6 +318,65 @@ impl BusSender {
         };
         let count = self.call(frame, request::DEFAULT_REQUEST_TIMEOUT).await?;
         Ok(count.as_u64().unwrap_or(0))
+    }
+
+    /// The value at `path` in the master's store (`null`: none). See [`crate::store`].
+    pub async fn store_get(&self, path: &str) -> Result<Value, RequestError> {
+        self.store("get", serde_json::json!({ "path": path })).await
+    }
+
+    /// Puts `value` at `path` in the master's store, for `ttl` if given.
+    pub async fn store_set<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), RequestError> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| RequestError::new(RequestErrorCode::BadRequest, format!("value: {e}")))?;
+        let ttl_ms = ttl.map(|t| t.as_millis().max(1) as u64);
+        self.store(
+            "set",
+            serde_json::json!({ "path": path, "value": value, "ttl_ms": ttl_ms }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes the value at `path`; whether there was one.
+    pub async fn store_delete(&self, path: &str) -> Result<bool, RequestError> {
+        let removed = self.store("delete", serde_json::json!({ "path": path })).await?;
+        Ok(removed.as_bool().unwrap_or(false))
+    }
+
+    /// Puts `value` at `path` only if the value there is `expected` (`null`: absent); whether it did.
+    pub async fn store_compare_and_set(
+        &self,
+        path: &str,
+        expected: &Value,
+        value: &Value,
+    ) -> Result<bool, RequestError> {
+        let args = serde_json::json!({ "path": path, "expected": expected, "value": value });
+        Ok(self.store("cas", args).await?.as_bool().unwrap_or(false))
+    }
+
+    /// The keys directly below `path` (`""`: the top level).
+    pub async fn store_keys(&self, path: &str) -> Result<Vec<String>, RequestError> {
+        let keys = self.store("keys", serde_json::json!({ "path": path })).await?;
+        Ok(serde_json::from_value(keys).unwrap_or_default())
+    }
+
+    /// Watches `path`: each change at, below or above it comes as [`BusEvent::StoreChanged`] with
+    /// the returned watch number, in the order the changes were made.
+    pub async fn store_watch(&self, path: &str) -> Result<u64, RequestError> {
+        let answer = self.store("watch", serde_json::json!({ "path": path })).await?;
+        Ok(answer["watch"].as_u64().unwrap_or(0))
+    }
+
+    async fn store(&self, op: &str, args: Value) -> Result<Value, RequestError> {
+        let name = format!("drover.store.{op}");
+        self.request(Target::Master, &name, &args, request::DEFAULT_REQUEST_TIMEOUT)
+            .await
     }
 
     /// Sends the frame `make(id)` and waits for the answer to `id`, at most `timeout` (and a
@@ -723,6 +792,9 @@ impl Router {
             Ok(MasterFrame::Response { id, result, error }) => {
                 self.answer(id, error.map_or_else(|| Ok(result.unwrap_or(Value::Null)), Err));
                 Routed::Done
+            }
+            Ok(MasterFrame::Changed { watch, path, value }) => {
+                Routed::Event(BusEvent::StoreChanged { watch, path, value })
             }
             Ok(MasterFrame::Sent { id, count, error }) => {
                 self.answer(id, error.map_or_else(|| Ok(Value::from(count.unwrap_or(0))), Err));

@@ -102,6 +102,7 @@ pub mod protocol;
 pub mod request;
 pub mod signals;
 pub mod status;
+pub mod store;
 
 // The crate's README (its crates.io page) is compiled and checked as a doc test.
 #[cfg(doctest)]

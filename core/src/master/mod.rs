@@ -345,6 +345,22 @@ impl Master {
             .await
     }
 
+    /// The master's shared store (see [`crate::store`]): one of `get`, `set`, `delete`, `cas`,
+    /// `keys` with their arguments (`path`, `value`, `expected`, `ttl_ms`), as workers call it with
+    /// requests to `drover.store.*`; watchers are told of what changes.
+    ///
+    /// ```no_run
+    /// # async fn run(master: drover::Master) -> Result<(), drover::request::RequestError> {
+    /// use serde_json::json;
+    /// master.store("set", json!({"path": "config.mode", "value": "fast"}))?;
+    /// assert_eq!(master.store("get", json!({"path": "config"}))?, json!({"mode": "fast"}));
+    /// # Ok(()) }
+    /// ```
+    pub fn store(&self, op: &str, args: serde_json::Value) -> Result<serde_json::Value, crate::request::RequestError> {
+        let name = format!("{}{op}", router::STORE_PREFIX);
+        self.inner.router.store_request(0, &name, args)
+    }
+
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then
     /// SIGTERM and SIGKILL to the process group of any worker that does not comply. Cancels a
     /// running start, rescale, restart or reload. Returns when every worker is reaped. Calling it

@@ -24,7 +24,16 @@ use crate::request::{
     self, check_handler_name, RequestError, RequestErrorCode, Target, MAX_HANDLERS, MAX_PENDING_PER_WORKER,
     MAX_PENDING_REQUESTS,
 };
+use crate::store::{is_within, Store, StoreError, StoreLimits};
 use crate::WorkerId;
+
+/// The names of the master's built-in storage handlers start with this (PROTOCOL.md §5.6); no
+/// user handler may take a `drover.` name.
+pub const STORE_PREFIX: &str = "drover.store.";
+/// Watches one worker may hold on the store.
+pub const MAX_WATCHES_PER_WORKER: usize = 64;
+/// Watches on one master's store in all.
+pub const MAX_WATCHES: usize = 4096;
 
 /// A handler of the master's: called with the asking worker's id (0: the master's user) and the
 /// arguments; resolves with the result or a message saying why it failed.
@@ -79,10 +88,26 @@ struct Table {
     cursor: usize,
 }
 
+/// A worker's watch on the store: changes at or below (or above) `path` go to it.
+struct Watch {
+    worker: WorkerId,
+    path: String,
+}
+
+/// The store and who watches it.
+struct Shared {
+    store: Store,
+    next_watch: u64,
+    watches: HashMap<u64, Watch>,
+    /// Whether the task that expires values on time runs.
+    sweeping: bool,
+}
+
 /// The master's switchboard; one per master, shared with every worker's actor.
 pub(crate) struct Router {
     inner: Weak<Inner>,
     table: Mutex<Table>,
+    shared: Mutex<Shared>,
 }
 
 impl std::fmt::Debug for Router {
@@ -100,6 +125,12 @@ impl Router {
         Router {
             inner,
             table: Mutex::new(Table::default()),
+            shared: Mutex::new(Shared {
+                store: Store::new(StoreLimits::default()),
+                next_watch: 0,
+                watches: HashMap::new(),
+                sweeping: false,
+            }),
         }
     }
 
@@ -124,6 +155,12 @@ impl Router {
     /// Registers (or replaces) a handler of the master's.
     pub(crate) fn set_master_handler(&self, name: &str, handler: MasterHandler) -> Result<(), RequestError> {
         check_handler_name(name)?;
+        if name.starts_with("drover.") {
+            return Err(error(
+                RequestErrorCode::BadRequest,
+                format!("{name:?}: names starting with \"drover.\" are the master's built-in handlers"),
+            ));
+        }
         let mut table = self.lock();
         if !table.master.contains_key(name) && table.master.len() >= MAX_HANDLERS {
             return Err(error(
@@ -221,6 +258,10 @@ impl Router {
                     );
                 }
             }
+        }
+        if to == Target::Master && name.starts_with(STORE_PREFIX) {
+            let outcome = self.store_request(from, &name, args);
+            return self.answer(asker, outcome);
         }
         if to == Target::Master {
             let handler = self.lock().master.get(&name).cloned();
@@ -366,8 +407,9 @@ impl Router {
             args: args.clone(),
         };
         let router = self.clone();
+        let sent = handle.send_frame(&frame);
         tokio::spawn(async move {
-            if let Err(e) = handle.send_frame(&frame).await {
+            if let Err(e) = sent.await {
                 router.complete(number, None, Err(error(RequestErrorCode::TargetGone, e.to_string())));
                 return;
             }
@@ -488,8 +530,9 @@ impl Router {
             .find(|(w, _, _)| *w == id)
             .map(|(_, _, h)| h);
         if let Some(handle) = handle {
+            let sent = handle.send_frame(&frame);
             tokio::spawn(async move {
-                if let Err(e) = handle.send_frame(&frame).await {
+                if let Err(e) = sent.await {
                     tracing::debug!(id, error = %e, "an answer could not be written");
                 }
             });
@@ -539,13 +582,17 @@ impl Router {
                 }
             }
         };
+        // Queued now, in the order the sender's frames came: two messages from one worker to
+        // another arrive in the order they were sent.
+        let writes = targets.map(|targets| {
+            let frame = MasterFrame::Message { data, from: Some(from) };
+            targets.iter().map(|(_, h)| h.send_frame(&frame)).collect::<Vec<_>>()
+        });
         let router = self.clone();
         tokio::spawn(async move {
-            let outcome = match targets {
+            let outcome = match writes {
                 Err(e) => Err(e),
-                Ok(targets) => {
-                    let frame = MasterFrame::Message { data, from: Some(from) };
-                    let writes = targets.iter().map(|(_, h)| h.send_frame(&frame));
+                Ok(writes) => {
                     let results = futures_util::future::join_all(writes).await;
                     let reached = results.iter().filter(|r| r.is_ok()).count() as u64;
                     match results.into_iter().find_map(Result::err) {
@@ -569,9 +616,169 @@ impl Router {
         });
     }
 
+    fn lock_shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One of the built-in `drover.store.*` handlers, for worker `from` (0: the master's user).
+    /// Arguments: `path`, and `value`, `expected`, `ttl_ms` as the operation needs.
+    pub(crate) fn store_request(
+        self: &Arc<Self>,
+        from: WorkerId,
+        name: &str,
+        args: Value,
+    ) -> Result<Value, RequestError> {
+        let path = args.get("path").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ttl = match args.get("ttl_ms") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(Duration::from_millis(v.as_u64().filter(|ms| *ms > 0).ok_or_else(
+                || {
+                    error(
+                        RequestErrorCode::BadRequest,
+                        format!("`ttl_ms` must be a positive integer, got {v}"),
+                    )
+                },
+            )?)),
+        };
+        let value = || args.get("value").cloned().unwrap_or(Value::Null);
+        let refused = |e: StoreError| {
+            let code = match e {
+                StoreError::Full { .. } | StoreError::TooManyExpiring { .. } => RequestErrorCode::Overloaded,
+                _ => RequestErrorCode::BadRequest,
+            };
+            error(code, e.to_string())
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let op = &name[STORE_PREFIX.len()..];
+        let mut shared = self.lock_shared();
+        let expired = shared.store.expire(now);
+        let (result, changed) = match op {
+            "get" => (shared.store.get(&path, now).unwrap_or(Value::Null), None),
+            "keys" => (json!(shared.store.keys(&path, now)), None),
+            "set" => {
+                shared.store.set(&path, value(), ttl, now).map_err(refused)?;
+                (json!(true), Some(value()))
+            }
+            "delete" => {
+                let removed = shared.store.delete(&path, now).map_err(refused)?;
+                (json!(removed), removed.then_some(Value::Null))
+            }
+            "cas" => {
+                let expected = args.get("expected").cloned().unwrap_or(Value::Null);
+                let swapped = shared
+                    .store
+                    .compare_and_set(&path, &expected, value(), ttl, now)
+                    .map_err(refused)?;
+                (json!(swapped), swapped.then(value))
+            }
+            "watch" => {
+                if from == 0 {
+                    return Err(error(
+                        RequestErrorCode::BadRequest,
+                        "the master's user reads the store directly",
+                    ));
+                }
+                let held = shared.watches.values().filter(|w| w.worker == from).count();
+                if held >= MAX_WATCHES_PER_WORKER || shared.watches.len() >= MAX_WATCHES {
+                    return Err(error(
+                        RequestErrorCode::Overloaded,
+                        format!("at most {MAX_WATCHES_PER_WORKER} watches per worker and {MAX_WATCHES} per master"),
+                    ));
+                }
+                shared.next_watch += 1;
+                let watch = shared.next_watch;
+                shared.watches.insert(
+                    watch,
+                    Watch {
+                        worker: from,
+                        path: path.clone(),
+                    },
+                );
+                (json!({ "watch": watch }), None)
+            }
+            "unwatch" => {
+                let watch = args.get("watch").and_then(Value::as_u64).unwrap_or(0);
+                let mine = shared.watches.get(&watch).is_some_and(|w| w.worker == from);
+                if mine {
+                    shared.watches.remove(&watch);
+                }
+                (json!(mine), None)
+            }
+            _ => {
+                return Err(error(
+                    RequestErrorCode::NoSuchHandler,
+                    format!("the master has no handler {name:?} (get, set, delete, cas, keys, watch, unwatch)"),
+                ))
+            }
+        };
+        if ttl.is_some() && !shared.sweeping {
+            shared.sweeping = true;
+            self.sweep_on_time();
+        }
+        // Told in the order the changes were made: queued under the same lock.
+        let mut changes: Vec<(String, Value)> = expired.into_iter().map(|p| (p, Value::Null)).collect();
+        if let Some(v) = changed {
+            changes.push((path, v));
+        }
+        self.notify(&shared, &changes);
+        Ok(result)
+    }
+
+    /// Tells each watcher of a changed path: `changed` frames, queued in order.
+    fn notify(&self, shared: &Shared, changes: &[(String, Value)]) {
+        if changes.is_empty() || shared.watches.is_empty() {
+            return;
+        }
+        let live = self.live_workers();
+        for (path, value) in changes {
+            for (watch, w) in &shared.watches {
+                if !(is_within(path, &w.path) || is_within(&w.path, path)) {
+                    continue;
+                }
+                let Some((_, _, handle)) = live.iter().find(|(id, _, _)| *id == w.worker) else {
+                    continue;
+                };
+                let frame = MasterFrame::Changed {
+                    watch: *watch,
+                    path: path.clone(),
+                    value: value.clone(),
+                };
+                let sent = handle.send_frame(&frame);
+                let worker = w.worker;
+                tokio::spawn(async move {
+                    if let Err(e) = sent.await {
+                        tracing::debug!(worker, error = %e, "a store change could not be told");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Expires values on time (not only at the next operation), so watchers hear of it: every
+    /// second while the master lives.
+    fn sweep_on_time(self: &Arc<Self>) {
+        let router = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(router) = router.upgrade() else { return };
+                if router.inner.upgrade().is_none() {
+                    return;
+                }
+                let now = tokio::time::Instant::now().into_std();
+                let shared = &mut *router.lock_shared();
+                let expired: Vec<(String, Value)> =
+                    shared.store.expire(now).into_iter().map(|p| (p, Value::Null)).collect();
+                router.notify(shared, &expired);
+            }
+        });
+    }
+
     /// Worker `id`'s process is gone: its handlers with it; what it was asked fails
     /// (`target_gone`); what it asked is answered to nobody.
     pub(crate) fn worker_gone(&self, id: WorkerId) {
+        self.lock_shared().watches.retain(|_, w| w.worker != id);
         let orphaned: Vec<u64> = {
             let mut table = self.lock();
             table.handlers.remove(&id);

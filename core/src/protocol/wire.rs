@@ -189,6 +189,15 @@ pub enum MasterFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<RequestError>,
     },
+    /// A change in the master's store under one of this worker's watches (PROTOCOL.md §5.6).
+    Changed {
+        /// The watch (the number `drover.store.watch` answered).
+        watch: u64,
+        /// The path that changed.
+        path: String,
+        /// Its new value; `null` when it was deleted or expired.
+        value: Value,
+    },
     /// The answer to `listen`. Without `error`, the socket's fd rides along with this frame's first
     /// byte as `SCM_RIGHTS` ancillary data.
     Listener {

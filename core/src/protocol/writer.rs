@@ -182,11 +182,27 @@ impl FrameWriter {
 
     /// Writes a frame and resolves once its bytes are handed to the kernel.
     pub async fn write(&self, bytes: Vec<u8>, kind: FrameKind, fd: Option<Arc<OwnedFd>>) -> Result<(), WriteFailure> {
-        match self.submit(bytes, kind, fd, true) {
-            Submitted::Done(result) => result,
-            Submitted::Queued(rx) => rx
-                .await
-                .unwrap_or_else(|_| Err(WriteFailure::Io(IoFailure::other("channel closed")))),
+        self.queue(bytes, kind, fd).await
+    }
+
+    /// Queues a frame **now**, in the order of the calls (not of the polls, as [`FrameWriter::write`]
+    /// does), and returns a future of its outcome: for frames from one synchronous sequence of
+    /// decisions that must reach the peer in that order (the master's routing), whichever task
+    /// then awaits them.
+    pub fn queue(
+        &self,
+        bytes: Vec<u8>,
+        kind: FrameKind,
+        fd: Option<Arc<OwnedFd>>,
+    ) -> impl std::future::Future<Output = Result<(), WriteFailure>> + Send + 'static {
+        let submitted = self.submit(bytes, kind, fd, true);
+        async move {
+            match submitted {
+                Submitted::Done(result) => result,
+                Submitted::Queued(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| Err(WriteFailure::Io(IoFailure::other("channel closed")))),
+            }
         }
     }
 

@@ -33,7 +33,7 @@
 //! (exits 3 without answering). Messages `request` (`to`, `name`, `args`, `timeout_ms`: makes the
 //! request, replies `{"response": result}` or `{"request_error": error}`) and `send-to` (`to`,
 //! `data`: replies `{"sent": count}` or `{"send_error": error}`); a message from another worker is
-//! reported as `{"from": id, "got": data}`.
+//! reported as `{"from": id, "got": data}`, a change under a store watch as `{"changed": {...}}`.
 //!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
@@ -162,6 +162,11 @@ async fn run() {
             }
             BusEvent::WorkerMessage { from, data } => {
                 let _ = bus.send_message(&json!({ "from": from, "got": data })).await;
+            }
+            BusEvent::StoreChanged { watch, path, value } => {
+                let _ = bus
+                    .send_message(&json!({ "changed": { "watch": watch, "path": path, "value": value } }))
+                    .await;
             }
             BusEvent::Closed(_) => std::process::exit(0),
             other => eprintln!("drover-test-worker: a command it does not know: {other:?}"),

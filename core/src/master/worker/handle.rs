@@ -161,36 +161,50 @@ impl WorkerHandle {
     }
 
     pub(crate) async fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), SendError> {
-        self.write_with(&self.user_writer, bytes).await
+        self.queue_with(&self.user_writer, bytes).await
     }
 
-    /// Writes `bytes` with `writer` (one of this worker's channels) if the worker is alive.
-    async fn write_with(&self, writer: &FrameWriter, bytes: Vec<u8>) -> Result<(), SendError> {
-        if !self.info.borrow().is_alive() {
-            return Err(SendError::Gone { id: self.id });
-        }
-        match writer.write(bytes, FrameKind::Plain, None).await {
-            Ok(()) => Ok(()),
-            Err(WriteFailure::Io(failure)) => Err(SendError::Write {
-                id: self.id,
-                errno: failure.errno,
-                error: failure.message,
-            }),
-            Err(WriteFailure::Quitting) => Err(SendError::Quitting { id: self.id }),
-            Err(WriteFailure::Full { queued, limit }) => Err(SendError::Backlogged {
-                id: self.id,
-                queued,
-                limit,
-            }),
+    /// Queues `bytes` on `writer` (one of this worker's channels) now, if the worker is alive;
+    /// the future resolves once they are written.
+    fn queue_with(
+        &self,
+        writer: &FrameWriter,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send + 'static {
+        let id = self.id;
+        let queued = self
+            .info
+            .borrow()
+            .is_alive()
+            .then(|| writer.queue(bytes, FrameKind::Plain, None));
+        async move {
+            let Some(queued) = queued else {
+                return Err(SendError::Gone { id });
+            };
+            match queued.await {
+                Ok(()) => Ok(()),
+                Err(WriteFailure::Io(failure)) => Err(SendError::Write {
+                    id,
+                    errno: failure.errno,
+                    error: failure.message,
+                }),
+                Err(WriteFailure::Quitting) => Err(SendError::Quitting { id }),
+                Err(WriteFailure::Full { queued, limit }) => Err(SendError::Backlogged { id, queued, limit }),
+            }
         }
     }
 
-    /// Writes a routed frame (a request, an answer, a message from another worker) to the
-    /// worker's MessageBus channel, within the same backlog bound as user messages.
-    pub(crate) async fn send_frame(&self, frame: &protocol::MasterFrame) -> Result<(), SendError> {
-        let bytes =
-            encode_frame(frame, self.max_frame_bytes).map_err(|error| SendError::Encode { id: self.id, error })?;
-        self.write_with(&self.bus_writer, bytes).await
+    /// Queues a routed frame (a request, an answer, a message from another worker) on the
+    /// worker's MessageBus channel **now**, so that frames routed in one order reach the worker in
+    /// that order, within the same backlog bound as user messages; resolves once written.
+    pub(crate) fn send_frame(
+        &self,
+        frame: &protocol::MasterFrame,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send + 'static {
+        let encoded =
+            encode_frame(frame, self.max_frame_bytes).map_err(|error| SendError::Encode { id: self.id, error });
+        let queued = encoded.map(|bytes| self.queue_with(&self.bus_writer, bytes));
+        async move { queued?.await }
     }
 
     /// Waits until the worker reports STARTED, fails, or exits; returns the snapshot at that moment.

@@ -1,0 +1,214 @@
+//! The master's shared store (PROTOCOL.md §5.6) from real workers: paths, compare-and-set, time to
+//! live, watches told in order, bounds; and across languages.
+
+use drover::{Event, Events, Master, MasterConfig};
+use drover_tests::{next_matching, test_config};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn config(count: usize) -> MasterConfig {
+    test_config("store", count)
+}
+
+/// The master's events, with the store changes workers reported kept aside while waiting for
+/// answers (they race with the answers: nothing read may be lost).
+struct Probe {
+    events: Events,
+    changes: std::collections::VecDeque<(u64, Value)>,
+}
+
+impl Probe {
+    /// Has worker `id` call `drover.store.OP` with `args`; its answer (`{"response": ...}` or
+    /// `{"request_error": ...}`).
+    async fn store(&mut self, master: &Master, id: u64, op: &str, args: Value) -> Value {
+        let name = format!("drover.store.{op}");
+        master
+            .send(
+                id,
+                &json!({"cmd": "request", "to": "master", "name": name, "args": args}),
+            )
+            .await
+            .unwrap();
+        let changes = &mut self.changes;
+        next_matching(&mut self.events, |e| match e {
+            Event::Message { id: from, data, .. } => {
+                if let Some(change) = data.get("changed") {
+                    changes.push_back((*from, change.clone()));
+                    return None;
+                }
+                if *from != id {
+                    return None;
+                }
+                ["response", "request_error"]
+                    .iter()
+                    .find(|k| data.get(**k).is_some())
+                    .map(|k| json!({ *k: data[*k].clone() }))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next change worker `id` reported.
+    async fn next_change(&mut self, id: u64) -> Value {
+        if let Some(at) = self.changes.iter().position(|(from, _)| *from == id) {
+            return self.changes.remove(at).map(|(_, c)| c).unwrap_or_default();
+        }
+        next_matching(&mut self.events, |e| match e {
+            Event::Message { id: from, data, .. } if *from == id => data.get("changed").cloned(),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn probe(master: &Master) -> Probe {
+    Probe {
+        events: master.events(),
+        changes: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_order() {
+    let master = Master::new(config(2)).unwrap();
+    let mut p = probe(&master);
+    master.start().await.unwrap();
+
+    // Worker 2 watches `users`; worker 1 writes.
+    let watch = p.store(&master, 2, "watch", json!({"path": "users"})).await;
+    let watch = watch["response"]["watch"].as_u64().expect("a watch number");
+    let set = p
+        .store(&master, 1, "set", json!({"path": "users.42", "value": {"name": "ada"}}))
+        .await;
+    assert_eq!(set, json!({"response": true}));
+    p.store(&master, 1, "set", json!({"path": "users.43.name", "value": "grace"}))
+        .await;
+    p.store(&master, 1, "delete", json!({"path": "users.42"})).await;
+    p.store(&master, 1, "set", json!({"path": "other", "value": 1})).await;
+    for (path, value) in [
+        ("users.42", json!({"name": "ada"})),
+        ("users.43.name", json!("grace")),
+        ("users.42", Value::Null),
+    ] {
+        assert_eq!(
+            p.next_change(2).await,
+            json!({"watch": watch, "path": path, "value": value})
+        );
+    }
+
+    // Reads from the other worker and from the master's user.
+    let got = p.store(&master, 2, "get", json!({"path": "users.43.name"})).await;
+    assert_eq!(got, json!({"response": "grace"}));
+    let keys = p.store(&master, 2, "keys", json!({"path": ""})).await;
+    assert_eq!(keys, json!({"response": ["other", "users"]}));
+    assert_eq!(
+        master.store("get", json!({"path": "users"})).unwrap(),
+        json!({"43": {"name": "grace"}})
+    );
+    // `other` is neither below nor above `users`: not told (the reads above came after it).
+    assert!(p.changes.iter().all(|(from, _)| *from != 2), "{:?}", p.changes);
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_has_one_winner_and_values_expire_on_time() {
+    let master = Master::new(config(2)).unwrap();
+    let mut p = probe(&master);
+    master.start().await.unwrap();
+    let mut winners = 0;
+    for id in [1, 2] {
+        let cas = p
+            .store(
+                &master,
+                id,
+                "cas",
+                json!({"path": "lock", "expected": null, "value": id}),
+            )
+            .await;
+        winners += usize::from(cas == json!({"response": true}));
+    }
+    assert_eq!(winners, 1);
+
+    // A value with a time to live goes on time, and its watcher hears of it (no other write needed).
+    let watch = p.store(&master, 2, "watch", json!({"path": "session"})).await;
+    assert!(watch["response"]["watch"].is_u64(), "{watch}");
+    p.store(
+        &master,
+        1,
+        "set",
+        json!({"path": "session.abc", "value": 1, "ttl_ms": 300}),
+    )
+    .await;
+    assert_eq!(p.next_change(2).await["value"], json!(1));
+    let gone = p.next_change(2).await;
+    assert_eq!(
+        (gone["path"].clone(), gone["value"].clone()),
+        (json!("session.abc"), Value::Null)
+    );
+    assert_eq!(
+        master.store("get", json!({"path": "session.abc"})).unwrap(),
+        Value::Null
+    );
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_and_too_many_watches_are_refused_by_name() {
+    let master = Master::new(config(1)).unwrap();
+    let mut p = probe(&master);
+    master.start().await.unwrap();
+    let deep = vec!["x"; 40].join(".");
+    let refused = p.store(&master, 1, "set", json!({"path": deep, "value": 1})).await;
+    assert_eq!(refused["request_error"]["code"], "bad_request", "{refused}");
+    assert!(refused["request_error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("40 segments, at most 32"));
+    let refused = p
+        .store(&master, 1, "set", json!({"path": "a", "value": 1, "ttl_ms": -5}))
+        .await;
+    assert_eq!(refused["request_error"]["code"], "bad_request", "{refused}");
+    for i in 0..64 {
+        let ok = p.store(&master, 1, "watch", json!({"path": format!("w{i}")})).await;
+        assert!(ok["response"]["watch"].is_u64(), "{ok}");
+    }
+    let refused = p.store(&master, 1, "watch", json!({"path": "one.more"})).await;
+    assert_eq!(refused["request_error"]["code"], "overloaded", "{refused}");
+    // The master's user may not take a built-in name.
+    let err = master
+        .handle("drover.store.get", |_, _| async { Ok(Value::Null) })
+        .unwrap_err();
+    assert!(err.message.contains("built-in"), "{err}");
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_reads_what_a_rust_worker_stored() {
+    let script = format!(
+        "if [ \"$DROVER_WORKER_ID\" = 1 ]; then exec python3 {}/../examples/python/worker.py; else exec {}; fi",
+        env!("CARGO_MANIFEST_DIR"),
+        drover_tests::test_worker().display()
+    );
+    let mut config = MasterConfig::program("sh").arg("-c").arg(script).count(2).name("mixed");
+    config.timeouts.start = Duration::from_secs(20);
+    let master = Master::new(config).unwrap();
+    let mut p = probe(&master);
+    master.start().await.unwrap();
+    p.store(
+        &master,
+        2,
+        "set",
+        json!({"path": "greeting.text", "value": "hello from Rust"}),
+    )
+    .await;
+    let ask = json!({"to": "master", "name": "drover.store.get", "args": {"path": "greeting"}});
+    master.send(1, &json!({ "ask": ask })).await.unwrap();
+    let got = next_matching(&mut p.events, |e| match e {
+        Event::Message { id: 1, data, .. } => data.get("answer").cloned(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, json!({"text": "hello from Rust"}));
+    master.graceful_shutdown().await.unwrap();
+}
