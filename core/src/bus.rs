@@ -373,6 +373,48 @@ impl BusSender {
         Ok(answer["watch"].as_u64().unwrap_or(0))
     }
 
+    /// The value of `key` in the cache every worker of the master shares, loading it with
+    /// `loader` when nobody has: of all the callers that miss the key at once, in any worker,
+    /// exactly one runs its loader and the others wait for its value (single flight). A failing
+    /// loader fails every waiter with its message, and the next call loads again. With `ttl`, the
+    /// value is loaded again that long after it was filled.
+    pub async fn cache_get_or_load<F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Value, RequestError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Value, String>>,
+    {
+        let args = serde_json::json!({ "key": key });
+        let answer = self.cache("get_or_load", args).await?;
+        if let Some(value) = answer.get("value") {
+            return Ok(value.clone());
+        }
+        let token = answer["load"].as_u64().unwrap_or(0);
+        match loader().await {
+            Ok(value) => {
+                let ttl_ms = ttl.map(|t| t.as_millis().max(1) as u64);
+                let args = serde_json::json!({ "key": key, "token": token, "value": value, "ttl_ms": ttl_ms });
+                self.cache("fill", args).await?;
+                Ok(value)
+            }
+            Err(message) => {
+                let args = serde_json::json!({ "key": key, "token": token, "message": message });
+                self.cache("fail", args).await?;
+                Err(RequestError::new(RequestErrorCode::HandlerFailed, message))
+            }
+        }
+    }
+
+    async fn cache(&self, op: &str, args: Value) -> Result<Value, RequestError> {
+        let name = format!("drover.cache.{op}");
+        self.request(Target::Master, &name, &args, request::MAX_REQUEST_TIMEOUT)
+            .await
+    }
+
     async fn store(&self, op: &str, args: Value) -> Result<Value, RequestError> {
         let name = format!("drover.store.{op}");
         self.request(Target::Master, &name, &args, request::DEFAULT_REQUEST_TIMEOUT)

@@ -212,3 +212,68 @@ async fn a_python_worker_reads_what_a_rust_worker_stored() {
     assert_eq!(got, json!({"text": "hello from Rust"}));
     master.graceful_shutdown().await.unwrap();
 }
+
+/// Runs `cmd` (a `cache` command) in every worker at once; each worker's report.
+async fn cache_everywhere(master: &Master, p: &mut Probe, cmd: Value) -> Vec<Value> {
+    let ids: Vec<u64> = master.workers().iter().map(|w| w.id).collect();
+    for id in &ids {
+        master.send(*id, &cmd).await.unwrap();
+    }
+    let mut reports = Vec::new();
+    while reports.len() < ids.len() {
+        let report = next_matching(&mut p.events, |e| match e {
+            Event::Message { data, .. } => data.get("cache").cloned(),
+            _ => None,
+        })
+        .await;
+        reports.push(report);
+    }
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_load_runs_one_loader_for_a_hundred_callers_in_four_workers() {
+    let master = Master::new(config(4)).unwrap();
+    let mut p = probe(&master);
+    master.start().await.unwrap();
+
+    // 4 workers x 25 concurrent callers: one loader in all, every caller gets its value.
+    let reports = cache_everywhere(
+        &master,
+        &mut p,
+        json!({"cmd": "cache", "key": "users", "n": 25, "ms": 300}),
+    )
+    .await;
+    let loads: u64 = reports.iter().map(|r| r["loads"].as_u64().unwrap()).sum();
+    assert_eq!(loads, 1, "{reports:?}");
+    let values: Vec<&Value> = reports.iter().flat_map(|r| r["values"].as_array().unwrap()).collect();
+    assert_eq!(values.len(), 100, "{reports:?}");
+    assert!(values.iter().all(|v| *v == values[0]), "one value for all: {reports:?}");
+
+    // A failing loader fails every waiter with its message, and the next call loads again.
+    let reports = cache_everywhere(
+        &master,
+        &mut p,
+        json!({"cmd": "cache", "key": "flaky", "n": 25, "ms": 300, "fail": true}),
+    )
+    .await;
+    let errors: Vec<&Value> = reports.iter().flat_map(|r| r["errors"].as_array().unwrap()).collect();
+    assert_eq!(errors.len(), 100, "{reports:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"] == "handler_failed" && e["message"] == "boom"),
+        "{errors:?}"
+    );
+    let loads_before: u64 = reports.iter().map(|r| r["loads"].as_u64().unwrap()).sum();
+    assert_eq!(loads_before, 2, "one load of users, one of flaky: {reports:?}");
+    let reports = cache_everywhere(
+        &master,
+        &mut p,
+        json!({"cmd": "cache", "key": "flaky", "n": 1, "ms": 10}),
+    )
+    .await;
+    let loads_after: u64 = reports.iter().map(|r| r["loads"].as_u64().unwrap()).sum();
+    assert_eq!(loads_after, 3, "the next call after a failure loads again: {reports:?}");
+    master.graceful_shutdown().await.unwrap();
+}

@@ -30,6 +30,16 @@ use crate::WorkerId;
 /// The names of the master's built-in storage handlers start with this (PROTOCOL.md §5.6); no
 /// user handler may take a `drover.` name.
 pub const STORE_PREFIX: &str = "drover.store.";
+/// The names of the master's built-in single-flight cache handlers start with this (§5.7).
+pub const CACHE_PREFIX: &str = "drover.cache.";
+/// Entries (loaded or loading) one master's cache holds.
+pub const MAX_CACHE_ENTRIES: usize = 100_000;
+/// Bytes of JSON one master's cache holds.
+pub const MAX_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Callers waiting for one key's load.
+pub const MAX_CACHE_WAITERS: usize = 4096;
+/// How long a loader has to fill or fail its key unless it says otherwise.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Watches one worker may hold on the store.
 pub const MAX_WATCHES_PER_WORKER: usize = 64;
 /// Watches on one master's store in all.
@@ -94,9 +104,28 @@ struct Watch {
     path: String,
 }
 
-/// The store and who watches it.
+/// One key of the single-flight cache.
+enum CacheEntry {
+    /// Loaded: the value, its size, until when it is good.
+    Ready {
+        value: Value,
+        bytes: usize,
+        until: Option<std::time::Instant>,
+    },
+    /// One caller (`loader`) is loading it under `token`; the others wait.
+    Loading {
+        token: u64,
+        loader: WorkerId,
+        waiters: Vec<Asker>,
+    },
+}
+
+/// The store, who watches it, and the cache.
 struct Shared {
     store: Store,
+    cache: HashMap<String, CacheEntry>,
+    cache_bytes: usize,
+    next_token: u64,
     next_watch: u64,
     watches: HashMap<u64, Watch>,
     /// Whether the task that expires values on time runs.
@@ -127,6 +156,9 @@ impl Router {
             table: Mutex::new(Table::default()),
             shared: Mutex::new(Shared {
                 store: Store::new(StoreLimits::default()),
+                cache: HashMap::new(),
+                cache_bytes: 0,
+                next_token: 0,
                 next_watch: 0,
                 watches: HashMap::new(),
                 sweeping: false,
@@ -262,6 +294,9 @@ impl Router {
         if to == Target::Master && name.starts_with(STORE_PREFIX) {
             let outcome = self.store_request(from, &name, args);
             return self.answer(asker, outcome);
+        }
+        if to == Target::Master && name.starts_with(CACHE_PREFIX) {
+            return self.cache_request(asker, from, &name, args);
         }
         if to == Target::Master {
             let handler = self.lock().master.get(&name).cloned();
@@ -775,10 +810,225 @@ impl Router {
         });
     }
 
+    /// One of the built-in `drover.cache.*` handlers (PROTOCOL.md §5.7): a cache every worker
+    /// shares, where of all the callers that miss a key at once exactly one loads it.
+    fn cache_request(self: &Arc<Self>, asker: Asker, from: WorkerId, name: &str, args: Value) {
+        let key = args.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+        let op = &name[CACHE_PREFIX.len()..];
+        if key.is_empty() || key.len() > 1024 {
+            return self.answer(
+                asker,
+                Err(error(
+                    RequestErrorCode::BadRequest,
+                    "`key` must be a string of 1 to 1024 bytes",
+                )),
+            );
+        }
+        let millis = |field: &str| match args.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|ms| *ms > 0)
+                .map(|ms| Some(Duration::from_millis(ms).min(request::MAX_REQUEST_TIMEOUT.saturating_mul(6))))
+                .ok_or_else(|| {
+                    error(
+                        RequestErrorCode::BadRequest,
+                        format!("`{field}` must be a positive integer, got {v}"),
+                    )
+                }),
+        };
+        let token = args.get("token").and_then(Value::as_u64).unwrap_or(0);
+        match op {
+            "get_or_load" => {
+                let load_timeout = match millis("load_timeout_ms") {
+                    Ok(t) => t.unwrap_or(DEFAULT_LOAD_TIMEOUT),
+                    Err(e) => return self.answer(asker, Err(e)),
+                };
+                let now = std::time::Instant::now();
+                let mut shared = self.lock_shared();
+                let shared = &mut *shared;
+                if let Some(CacheEntry::Ready {
+                    until: Some(until),
+                    bytes,
+                    ..
+                }) = shared.cache.get(&key)
+                {
+                    if *until <= now {
+                        shared.cache_bytes = shared.cache_bytes.saturating_sub(*bytes);
+                        shared.cache.remove(&key);
+                    }
+                }
+                match shared.cache.get_mut(&key) {
+                    Some(CacheEntry::Ready { value, .. }) => {
+                        let value = value.clone();
+                        self.answer(asker, Ok(json!({ "value": value })));
+                    }
+                    Some(CacheEntry::Loading { waiters, .. }) => {
+                        if waiters.len() >= MAX_CACHE_WAITERS {
+                            return self.answer(
+                                asker,
+                                Err(error(
+                                    RequestErrorCode::Overloaded,
+                                    format!("{MAX_CACHE_WAITERS} callers already wait for {key:?}"),
+                                )),
+                            );
+                        }
+                        waiters.push(asker);
+                    }
+                    None => {
+                        if shared.cache.len() >= MAX_CACHE_ENTRIES {
+                            return self.answer(
+                                asker,
+                                Err(error(
+                                    RequestErrorCode::Overloaded,
+                                    format!("the cache holds {MAX_CACHE_ENTRIES} keys, the most it may"),
+                                )),
+                            );
+                        }
+                        shared.next_token += 1;
+                        let token = shared.next_token;
+                        shared.cache.insert(
+                            key.clone(),
+                            CacheEntry::Loading {
+                                token,
+                                loader: from,
+                                waiters: Vec::new(),
+                            },
+                        );
+                        // A loader that never fills nor fails does not hold its waiters for ever.
+                        let router = Arc::downgrade(self);
+                        let timed_out = key.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(load_timeout).await;
+                            if let Some(router) = router.upgrade() {
+                                let message = format!(
+                                    "the loader of {timed_out:?} did not fill it within {} ms",
+                                    load_timeout.as_millis()
+                                );
+                                router.end_load(&timed_out, token, Err(error(RequestErrorCode::Timeout, message)));
+                            }
+                        });
+                        self.answer(asker, Ok(json!({ "load": token })));
+                    }
+                }
+            }
+            "fill" => {
+                let ttl = match millis("ttl_ms") {
+                    Ok(t) => t,
+                    Err(e) => return self.answer(asker, Err(e)),
+                };
+                let value = args.get("value").cloned().unwrap_or(Value::Null);
+                let bytes = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0) + key.len();
+                if self.lock_shared().cache_bytes + bytes > MAX_CACHE_BYTES {
+                    let e = error(
+                        RequestErrorCode::Overloaded,
+                        format!("the cache would hold more than {MAX_CACHE_BYTES} bytes"),
+                    );
+                    self.end_load(&key, token, Err(e.clone()));
+                    return self.answer(asker, Err(e));
+                }
+                let until = ttl.map(|t| std::time::Instant::now() + t);
+                let filled = self.end_load(&key, token, Ok((value, bytes, until)));
+                self.answer(asker, Ok(json!(filled)));
+            }
+            "fail" => {
+                let message = args
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the loader failed")
+                    .to_string();
+                let failed = self.end_load(&key, token, Err(error(RequestErrorCode::HandlerFailed, message)));
+                self.answer(asker, Ok(json!(failed)));
+            }
+            "delete" => {
+                let mut shared = self.lock_shared();
+                let removed = match shared.cache.get(&key) {
+                    Some(CacheEntry::Ready { bytes, .. }) => {
+                        let bytes = *bytes;
+                        shared.cache_bytes = shared.cache_bytes.saturating_sub(bytes);
+                        shared.cache.remove(&key);
+                        true
+                    }
+                    _ => false,
+                };
+                drop(shared);
+                self.answer(asker, Ok(json!(removed)));
+            }
+            _ => self.answer(
+                asker,
+                Err(error(
+                    RequestErrorCode::NoSuchHandler,
+                    format!("the master has no handler {name:?} (get_or_load, fill, fail, delete)"),
+                )),
+            ),
+        }
+    }
+
+    /// Ends the load of `key` under `token` (if it is still that load): `Ok` stores the value and
+    /// hands it to every waiter; `Err` fails them all and forgets the key, so the next caller
+    /// loads again. Whether it was that load.
+    fn end_load(
+        &self,
+        key: &str,
+        token: u64,
+        outcome: Result<(Value, usize, Option<std::time::Instant>), RequestError>,
+    ) -> bool {
+        let waiters = {
+            let mut shared = self.lock_shared();
+            match shared.cache.get(key) {
+                Some(CacheEntry::Loading { token: t, .. }) if *t == token => {}
+                _ => return false,
+            }
+            let Some(CacheEntry::Loading { waiters, .. }) = shared.cache.remove(key) else {
+                return false;
+            };
+            if let Ok((value, bytes, until)) = &outcome {
+                shared.cache_bytes += bytes;
+                shared.cache.insert(
+                    key.to_string(),
+                    CacheEntry::Ready {
+                        value: value.clone(),
+                        bytes: *bytes,
+                        until: *until,
+                    },
+                );
+            }
+            waiters
+        };
+        for waiter in waiters {
+            let answer = match &outcome {
+                Ok((value, _, _)) => Ok(json!({ "value": value })),
+                Err(e) => Err(e.clone()),
+            };
+            self.answer(waiter, answer);
+        }
+        true
+    }
+
     /// Worker `id`'s process is gone: its handlers with it; what it was asked fails
     /// (`target_gone`); what it asked is answered to nobody.
     pub(crate) fn worker_gone(&self, id: WorkerId) {
         self.lock_shared().watches.retain(|_, w| w.worker != id);
+        // Its loads will never be filled: their waiters fail now, and the next caller loads.
+        let abandoned: Vec<(String, u64)> = self
+            .lock_shared()
+            .cache
+            .iter()
+            .filter_map(|(key, e)| match e {
+                CacheEntry::Loading { token, loader, .. } if *loader == id => Some((key.clone(), *token)),
+                _ => None,
+            })
+            .collect();
+        for (key, token) in abandoned {
+            self.end_load(
+                &key,
+                token,
+                Err(error(
+                    RequestErrorCode::TargetGone,
+                    format!("the loader of {key:?} (worker {id}) exited before it filled it"),
+                )),
+            );
+        }
         let orphaned: Vec<u64> = {
             let mut table = self.lock();
             table.handlers.remove(&id);

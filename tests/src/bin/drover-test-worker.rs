@@ -200,6 +200,9 @@ fn read_on_poll_thread(mut reader: CommandReader) -> tokio::sync::mpsc::Unbounde
     rx
 }
 
+/// How many cache loaders this worker ran.
+static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How many `ignore` messages came.
 static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -302,6 +305,45 @@ async fn handle(bus: &MessageBus, msg: Value) {
                     },
                 };
                 let _ = sender.send_message(&reply).await;
+            });
+        }
+        "cache" => {
+            // `n` concurrent callers of the shared cache for `key`; each loader (if this worker
+            // gets to run one) counts itself, sleeps `ms` and returns its worker id, or fails.
+            let key = msg.get("key").and_then(Value::as_str).unwrap_or("k").to_string();
+            let n = msg.get("n").and_then(Value::as_u64).unwrap_or(1);
+            let ms = msg.get("ms").and_then(Value::as_u64).unwrap_or(100);
+            let fail = msg.get("fail").and_then(Value::as_bool).unwrap_or(false);
+            let id = bus.meta().id;
+            let sender = bus.sender();
+            tokio::spawn(async move {
+                let mut calls = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let (sender, key) = (sender.clone(), key.clone());
+                    calls.spawn(async move {
+                        sender
+                            .cache_get_or_load(&key, None, || async move {
+                                LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                                if fail {
+                                    Err("boom".to_string())
+                                } else {
+                                    Ok(json!({ "loaded_by": id }))
+                                }
+                            })
+                            .await
+                    });
+                }
+                let results: Vec<_> = calls.join_all().await;
+                let values: Vec<Value> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+                let errors: Vec<Value> = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().err().map(|e| json!(e)))
+                    .collect();
+                let loads = LOADS.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = sender
+                    .send_message(&json!({ "cache": { "values": values, "errors": errors, "loads": loads } }))
+                    .await;
             });
         }
         "send-to" => {
