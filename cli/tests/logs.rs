@@ -290,8 +290,10 @@ fn the_log_file_rotates_by_size_and_keeps_a_bounded_number_of_files() {
 fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
     let (terminal, pts) = open_pty();
     let dir = tempfile::tempdir().unwrap();
-    // Workers that talk while the start is under way: lines interleave with the progress.
-    let program = sh_worker("echo hello-$DROVER_WORKER_ID");
+    // Workers that talk while the start is under way, and start 400 ms apart: the progress line is
+    // on the screen when the next lines come.
+    let program =
+        sh_worker("echo hello-$DROVER_WORKER_ID; export DROVER_TEST_MODE=start-after-ms:$((DROVER_WORKER_ID * 400))");
     let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
     args.extend(program.iter().map(String::as_str));
     let child = KillOnDrop(
@@ -299,7 +301,6 @@ fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
             .args(&args)
             .current_dir(dir.path())
             .env("DROVER_TIMESTAMPS", "never")
-            .env("DROVER_TEST_MODE", "start-after-ms:300")
             .stdout(Stdio::from(pts.try_clone().unwrap()))
             .stderr(Stdio::from(pts))
             .spawn()
@@ -441,4 +442,54 @@ fn read_terminal(terminal: &std::fs::File, until: &str) -> String {
         }
     }
     String::from_utf8_lossy(&screen).into_owned()
+}
+
+#[test]
+fn a_follower_that_falls_behind_is_skipped_ahead_and_told_how_many_lines_it_missed() {
+    let program = sh_worker("true");
+    let drover = web(&[], &program);
+    drover.wait_ready();
+    let mut follower = KillOnDrop(
+        Command::new(drover_bin())
+            .args(["logs", "-f", "--lines", "1", "--socket"])
+            .arg(&drover.socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(follower.0.stdout.take().unwrap());
+    rx.recv_timeout(DEADLINE).expect("the follower is connected");
+    // The follower stops reading (its process stopped) while 20,000 lines come: far more than its
+    // socket buffer and its 1024-line backlog hold.
+    let pid = follower.0.id() as i32;
+    // SAFETY: SIGSTOP and SIGCONT to our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"burst","n":20000}"#]);
+    // (A full event queue may drop some of them: what counts is that many came.)
+    assert!(
+        eventually(|| drover.count_lines("message: {\"seq\":") >= 8000),
+        "{} lines of the burst",
+        drover.count_lines("message: {\"seq\":")
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let skipped = expect_line(&rx, "line(s) skipped: this `drover logs -f` read too slowly");
+    let missed: u64 = skipped
+        .strip_prefix("drover: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{skipped:?}"));
+    assert!(missed > 0, "{skipped}");
+    // Then it follows on: a line written after the burst reaches it.
+    let end = Instant::now() + DEADLINE;
+    'echoed: loop {
+        drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"echo","data":"after"}"#]);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("\"after\"") {
+                break 'echoed;
+            }
+        }
+        assert!(Instant::now() < end, "the follower followed no further");
+    }
+    drover.ctl_ok(&["stop"]);
 }
