@@ -196,8 +196,10 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
         stat
     };
     let dir = tempfile::tempdir().unwrap();
-    let program = sh_worker("echo to-stdout; echo to-stderr >&2");
-    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "1", "--name", "web", "--"];
+    // Worker 1 writes a line to each stream; worker 2 fails before it starts, a second later.
+    let program =
+        sh_worker("if [ \"$DROVER_WORKER_ID\" = 2 ]; then sleep 1; exit 3; fi; echo to-stdout; echo to-stderr >&2");
+    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "2", "--name", "web", "--"];
     args.extend(program.iter().map(String::as_str));
     let child = Command::new(drover_bin())
         .args(&args)
@@ -205,16 +207,17 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
         .env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))
         .env_remove("DROVER_TIMESTAMPS")
         .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(writer.try_clone().unwrap()))
+        .stderr(Stdio::from(writer))
         .spawn()
         .unwrap();
     let child = KillOnDrop(child);
     let rx = lines_of(reader);
-    // Every line up to the worker's two (the order of its two streams is not defined).
+    // Every line until drover exits (the order of its two streams is not defined).
     let mut lines = Vec::new();
     let end = Instant::now() + DEADLINE;
-    while !(lines.iter().any(|l: &String| l.contains("to-stderr")) && lines.iter().any(|l| l.contains("to-stdout"))) {
+    let seen = |lines: &[String], needle: &str| lines.iter().any(|l| l.contains(needle));
+    while !(seen(&lines, "every worker is stopped") && seen(&lines, "did not start")) {
         let left = end
             .checked_duration_since(Instant::now())
             .unwrap_or_else(|| panic!("{lines:#?}"));
@@ -233,6 +236,11 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
     );
     let contained = find("workers are contained");
     assert!(contained.starts_with("<6>drover: "), "{contained:?}");
+    // Failures are errors, on stdout (an unasked failing exit) and stderr (drover's own).
+    let exit = find("exited with code 3");
+    assert!(exit.starts_with("<3>[web 2 pid "), "{exit:?}");
+    let error = find("group web did not start");
+    assert!(error.starts_with("<3>drover: group web did not start"), "{error:?}");
     // SAFETY: SIGTERM to our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
 }
