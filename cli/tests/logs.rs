@@ -302,18 +302,7 @@ fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
     // on the screen when the next lines come.
     let program =
         sh_worker("echo hello-$DROVER_WORKER_ID; export DROVER_TEST_MODE=start-after-ms:$((DROVER_WORKER_ID * 400))");
-    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
-    args.extend(program.iter().map(String::as_str));
-    let child = KillOnDrop(
-        Command::new(drover_bin())
-            .args(&args)
-            .current_dir(dir.path())
-            .env("DROVER_TIMESTAMPS", "never")
-            .stdout(Stdio::from(pts.try_clone().unwrap()))
-            .stderr(Stdio::from(pts))
-            .spawn()
-            .unwrap(),
-    );
+    let child = three_on_a_terminal(&dir, &program, pts);
     let text = read_terminal(&terminal, "every group is STARTED");
     assert!(
         text.contains("every group is STARTED"),
@@ -396,18 +385,7 @@ fn a_failed_start_takes_its_progress_line_away_and_its_error_is_not_glued_to_it(
     let dir = tempfile::tempdir().unwrap();
     // Workers 1 and 2 start; worker 3 dies before it does, a second later: the start fails.
     let program = sh_worker("if [ \"$DROVER_WORKER_ID\" = 3 ]; then sleep 1; exit 7; fi");
-    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
-    args.extend(program.iter().map(String::as_str));
-    let mut child = KillOnDrop(
-        Command::new(drover_bin())
-            .args(&args)
-            .current_dir(dir.path())
-            .env("DROVER_TIMESTAMPS", "never")
-            .stdout(Stdio::from(pts.try_clone().unwrap()))
-            .stderr(Stdio::from(pts))
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = three_on_a_terminal(&dir, &program, pts);
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(1), "the start failed");
     let text = read_terminal(&terminal, "exiting");
@@ -424,6 +402,22 @@ fn a_failed_start_takes_its_progress_line_away_and_its_error_is_not_glued_to_it(
         !text[error..].contains("starting: "),
         "no progress redrawn after the start failed: {text:?}"
     );
+}
+
+/// `drover run -n 3 --name web -- PROGRAM` in `dir`, its stdout and stderr on the terminal `pts`.
+fn three_on_a_terminal(dir: &tempfile::TempDir, program: &[String], pts: std::os::fd::OwnedFd) -> KillOnDrop {
+    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
+    args.extend(program.iter().map(String::as_str));
+    KillOnDrop(
+        Command::new(drover_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("DROVER_TIMESTAMPS", "never")
+            .stdout(Stdio::from(pts.try_clone().unwrap()))
+            .stderr(Stdio::from(pts))
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// What the terminal shows until `until` appears (or drover closed its side).
