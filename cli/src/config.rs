@@ -17,7 +17,7 @@
 //! toml's span; a value core refuses (`count = 0`) is mapped back to the line of that key in the
 //! group's table (or of the table itself when the key is missing).
 
-use drover::{ConfigError, MasterConfig, MasterOptions};
+use drover::{ConfigError, MasterConfig, MasterOptions, RestartPolicy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,24 @@ pub struct Plan {
     pub socket: Option<PathBuf>,
     pub http: Option<String>,
     pub log_format: LogFormat,
+    pub on_group_failure: OnGroupFailure,
+    /// `nodePreload` / `--node-preload`: `auto` (unset), `off` or a path ([`crate::node_preload`]).
+    pub node_preload: Option<String>,
+    /// What drover could not set up but runs without (logged at start).
+    pub warnings: Vec<String>,
+}
+
+/// What `drover run` does when a group fails for good: it gave up restarting (FAILED), or every
+/// worker exited and none is being restarted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnGroupFailure {
+    /// Shut every group down and exit with status 3 (so that systemd's `Restart=on-failure`
+    /// or a container's restart policy acts).
+    #[default]
+    Exit,
+    /// Keep running the other groups; `status` and `/metrics` say the group is FAILED.
+    Keep,
 }
 
 /// Why the configuration cannot be used. Nothing has been started.
@@ -85,6 +103,8 @@ struct File {
     socket: Option<String>,
     http: Option<String>,
     log_format: Option<LogFormat>,
+    on_group_failure: Option<OnGroupFailure>,
+    node_preload: Option<String>,
     #[serde(default)]
     groups: BTreeMap<String, MasterOptions>,
 }
@@ -98,7 +118,7 @@ struct Spans {
 
 /// The plan for `drover run` from its arguments (and the file they name).
 pub fn plan(args: &RunArgs) -> Result<Plan, PlanError> {
-    match &args.config {
+    let mut plan = match &args.config {
         Some(file) => {
             let mut plan = from_file(file)?;
             if args.socket.socket.is_some() {
@@ -110,10 +130,18 @@ pub fn plan(args: &RunArgs) -> Result<Plan, PlanError> {
             if let Some(format) = args.log_format {
                 plan.log_format = format;
             }
-            Ok(plan)
+            if let Some(action) = args.on_group_failure {
+                plan.on_group_failure = action;
+            }
+            if args.node_preload.is_some() {
+                plan.node_preload = args.node_preload.clone();
+            }
+            plan
         }
-        None => from_command_line(args),
-    }
+        None => from_command_line(args)?,
+    };
+    crate::node_preload::apply_to_plan(&mut plan)?;
+    Ok(plan)
 }
 
 fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
@@ -170,11 +198,17 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         socket: args.socket.socket.clone(),
         http: args.http.clone(),
         log_format: args.log_format.unwrap_or_default(),
+        on_group_failure: args.on_group_failure.unwrap_or_default(),
+        node_preload: args.node_preload.clone(),
+        warnings: Vec::new(),
     })
 }
 
-/// Core's validation, plus what the command needs of every group: captured output.
-fn into_config(options: MasterOptions) -> Result<MasterConfig, ConfigError> {
+/// Core's validation, plus what the command needs of every group: captured output, and restarts
+/// on failure unless the group says otherwise (a supervisor that leaves a crashed worker dead
+/// hides the failure).
+fn into_config(mut options: MasterOptions) -> Result<MasterConfig, ConfigError> {
+    options.restart.get_or_insert(RestartPolicy::OnFailure);
     let mut config = options.into_config()?;
     config.capture_output = true;
     Ok(config)
@@ -251,12 +285,16 @@ pub fn from_str(file: &str, text: &str) -> Result<Plan, PlanError> {
             config,
         });
     }
-    Ok(Plan {
+    let plan = Plan {
         groups,
         socket: parsed.socket.map(PathBuf::from),
         http: parsed.http,
         log_format: parsed.log_format.unwrap_or_default(),
-    })
+        on_group_failure: parsed.on_group_failure.unwrap_or_default(),
+        node_preload: parsed.node_preload,
+        warnings: Vec::new(),
+    };
+    Ok(plan)
 }
 
 /// The option a core error is about: every [`ConfigError`] message names it first, in backticks.
