@@ -47,7 +47,9 @@ impl Setting {
                         "--node-preload / nodePreload: {path:?} is not a file (give the drover package's preload.js, `auto` or `off`)"
                     )));
                 }
-                Ok(Setting::Path(std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf())))
+                // Canonical: the preload takes itself out of NODE_OPTIONS by its own real path.
+                let path = std::fs::canonicalize(file).or_else(|_| std::path::absolute(file));
+                Ok(Setting::Path(path.unwrap_or_else(|_| file.to_path_buf())))
             }
         }
     }

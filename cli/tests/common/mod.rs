@@ -272,7 +272,7 @@ impl Drover {
 
     /// Asks worker `id` of `group` (the test worker) to spawn a child of its own; returns its pid.
     pub fn spawn_grandchild(&self, group: &str, id: u64) -> u32 {
-        self.ctl_ok(&["send", group, &id.to_string(), r#"{"cmd":"spawn-grandchild"}"#]);
+        self.ctl_ok(&["send", group, &format!("id:{id}"), r#"{"cmd":"spawn-grandchild"}"#]);
         let line = self.wait_line("message: {\"grandchild\":");
         line.rsplit(':')
             .next()
