@@ -834,14 +834,18 @@ mod tests {
                 Just(Request::Status),
                 proptest::option::of(any::<String>()).prop_map(|group| Request::Reload { group }),
                 (any::<String>(), any::<i64>()).prop_map(|(group, count)| Request::Scale { group, count }),
-                (any::<String>(), proptest::option::of(any::<u64>().prop_map(WorkerRef::Id)))
+                (
+                    any::<String>(),
+                    proptest::option::of(any::<u64>().prop_map(WorkerRef::Id))
+                )
                     .prop_map(|(group, worker)| Request::Restart { group, worker }),
-                (any::<String>(), proptest::option::of(any::<u32>()), json(false))
-                    .prop_map(|(group, id, data)| Request::Send {
+                (any::<String>(), proptest::option::of(any::<u32>()), json(false)).prop_map(|(group, id, data)| {
+                    Request::Send {
                         group,
                         worker: id.map(WorkerRef::Instance),
-                        data
-                    }),
+                        data,
+                    }
+                }),
                 (any::<bool>(), proptest::option::of(any::<String>()))
                     .prop_map(|(hard, group)| Request::Stop { hard, group }),
                 any::<String>().prop_map(|group| Request::Start { group }),
@@ -921,7 +925,7 @@ mod tests {
         };
         let table = client::table(&report);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("GROUP  ID  PID   STATUS"), "{table}");
+        assert!(lines[0].starts_with("GROUP  INSTANCE  ID  PID   STATUS"), "{table}");
         assert!(
             lines[1].contains("4121")
                 && lines[1].contains("1m15s")

@@ -71,7 +71,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything, with the masters' current state.
-    /// Whether `group` failed for good (beside a FAILED status, which core's status says).
+    /// Whether `group` is left with no worker and none coming (a group that gave up says so with
+    /// its FAILED status).
     pub fn set_group_failed(&self, group: &str, failed: bool) {
         let mut set = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         if failed {
@@ -124,7 +125,12 @@ impl Metrics {
             let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
             for (name, master) in masters {
                 let is_failed = master.status() == drover::MasterStatus::Failed || failed.contains(name);
-                let _ = writeln!(out, "drover_group_failed{{group=\"{}\"}} {}", esc(name), u8::from(is_failed));
+                let _ = writeln!(
+                    out,
+                    "drover_group_failed{{group=\"{}\"}} {}",
+                    esc(name),
+                    u8::from(is_failed)
+                );
             }
         }
         header(

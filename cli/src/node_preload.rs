@@ -121,9 +121,7 @@ fn add(config: &mut MasterConfig, preload: &Path) {
         .cloned()
         .or_else(|| std::env::var("NODE_OPTIONS").ok())
         .unwrap_or_default();
-    config
-        .env
-        .insert("NODE_OPTIONS".into(), with_require(&own, preload));
+    config.env.insert("NODE_OPTIONS".into(), with_require(&own, preload));
     let ready = if config.ready == ReadySource::Message {
         "listen"
     } else {

@@ -327,7 +327,6 @@ impl Shared {
     /// A group failed for good: it gave up restarting, or it has no worker left and none coming.
     /// Said loudly; with `--on-group-failure exit`, the run ends with [`GROUP_FAILED`].
     fn group_failed(self: &Arc<Self>, group: &str, why: &str) {
-        self.metrics.set_group_failed(group, true);
         if self.stopping() {
             return;
         }
@@ -588,7 +587,10 @@ impl Shared {
                     },
                 }
             }
-            Request::Stop { hard, group: Some(group) } => {
+            Request::Stop {
+                hard,
+                group: Some(group),
+            } => {
                 let master = match self.group(&group) {
                     Ok(m) => m.clone(),
                     Err(e) => return Response::failed(e),
@@ -599,7 +601,8 @@ impl Shared {
                     id: None,
                     pid: None,
                 };
-                self.log.event(who, "stopping", "stopping the group (drover start to start it again)");
+                self.log
+                    .event(who, "stopping", "stopping the group (drover start to start it again)");
                 let result = if hard {
                     master.hard_shutdown().await
                 } else {
@@ -634,7 +637,7 @@ impl Shared {
                     pid: None,
                 };
                 self.log.event(who, "starting", &format!("starting {count} worker(s)"));
-                match master.start().await {
+                match master.start_again().await {
                     Ok(()) => Response::done(format!("{group}: {count} worker(s) STARTED")),
                     Err(e) => Response::failed(format!("{group}: start: {e}")),
                 }
@@ -798,18 +801,16 @@ fn watch_failure(shared: &Arc<Shared>, group: &str, event: &Event) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(group.to_string());
+            // A FAILED status says a group gave up; this is the other way to fail for good.
+            shared.metrics.set_group_failed(group, true);
             shared.group_failed(group, "no worker left: every worker exited and none is being restarted");
         }
         Event::Status {
             to: WorkerStatus::Started,
             ..
         } => {
-            let was = shared
-                .emptied
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(group);
-            if was || shared.group(group).is_ok_and(|m| m.status() == MasterStatus::Started) {
+            let was = shared.emptied.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
+            if was {
                 shared.metrics.set_group_failed(group, false);
             }
         }

@@ -8,6 +8,15 @@ use drover_tests::pid_is_running;
 use serde_json::Value;
 use std::time::Duration;
 
+/// `drover run -c drover.toml` with `config` as the file, `{w}` in it standing for the test
+/// worker's path.
+fn run_config(config: &str) -> Drover {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config.replace("{w}", &test_worker().display().to_string());
+    write(dir.path(), "drover.toml", &text);
+    Drover::start_in(dir, &["-c", "drover.toml"], &[])
+}
+
 fn run_args<'a>(head: &[&'a str], program: &'a [String]) -> Vec<&'a str> {
     let mut args: Vec<&str> = head.to_vec();
     args.push("--");
@@ -38,7 +47,12 @@ fn at_instance(status: &Value, group: &str, instance: u64) -> (u64, u32, u64) {
 }
 
 fn instances(status: &Value, group: &str) -> Vec<u64> {
-    let g = status["groups"].as_array().unwrap().iter().find(|g| g["name"] == group).unwrap();
+    let g = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == group)
+        .unwrap();
     let mut out: Vec<u64> = g["workers"]
         .as_array()
         .unwrap()
@@ -48,13 +62,6 @@ fn instances(status: &Value, group: &str) -> Vec<u64> {
         .collect();
     out.sort();
     out
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 #[test]
@@ -89,7 +96,10 @@ fn a_killed_worker_is_restarted_by_default_and_keeps_its_instance_across_restart
     let (new_id, before, _) = at_instance(&status, "web", 1);
     assert!(new_id > 3, "a new generation has new ids: {status}");
     let out = drover.ctl_ok(&["restart", "web", "1"]);
-    assert!(out.starts_with(&format!("web: restarted instance 1 (id {new_id}, pid")), "{out}");
+    assert!(
+        out.starts_with(&format!("web: restarted instance 1 (id {new_id}, pid")),
+        "{out}"
+    );
     let (same_id, after, restarts) = at_instance(&drover.status(), "web", 1);
     assert_eq!((same_id, restarts), (new_id, 1));
     assert_ne!(after, before);
@@ -134,14 +144,10 @@ fn a_group_left_without_workers_ends_the_run_with_status_3() {
 
 #[test]
 fn a_group_that_gives_up_restarting_ends_the_run_with_status_3() {
-    let dir = tempfile::tempdir().unwrap();
     // Ready at once, then crashes: restarted until the budget (1 restart in a minute) is spent.
-    write(
-        dir.path(),
-        "drover.toml",
+    let mut drover = run_config(
         "[groups.crashy]\nprogram = \"sh\"\nargs = [\"-c\", \"exit 7\"]\ncount = 1\nready = \"spawn\"\nrestartDelay = 10\nmaxRestarts = 1\nmaxRestartsWindow = 60000\n",
     );
-    let mut drover = Drover::start_in(dir, &["-c", "drover.toml"], &[]);
     drover.wait_line("[crashy] drover: gave up restarting");
     let status = drover.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(3), "{}", drover.transcript());
@@ -150,17 +156,9 @@ fn a_group_that_gives_up_restarting_ends_the_run_with_status_3() {
 
 #[test]
 fn with_keep_a_failed_group_is_reported_failed_while_the_others_run_and_a_restart_revives_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let worker = test_worker();
-    write(
-        dir.path(),
-        "drover.toml",
-        &format!(
-            "onGroupFailure = \"keep\"\nhttp = \"127.0.0.1:0\"\n[groups.web]\nprogram = \"{w}\"\ncount = 2\n[groups.job]\nprogram = \"{w}\"\ncount = 1\nrestart = \"never\"\n",
-            w = worker.display()
-        ),
+    let mut drover = run_config(
+        "onGroupFailure = \"keep\"\nhttp = \"127.0.0.1:0\"\n[groups.web]\nprogram = \"{w}\"\ncount = 2\n[groups.job]\nprogram = \"{w}\"\ncount = 1\nrestart = \"never\"\n",
     );
-    let mut drover = Drover::start_in(dir, &["-c", "drover.toml"], &[]);
     let addr = drover.http_addr();
     drover.wait_ready();
     let (_, job_pid, _) = at_instance(&drover.status(), "job", 0);
@@ -195,24 +193,18 @@ fn with_keep_a_failed_group_is_reported_failed_while_the_others_run_and_a_restar
 
 #[test]
 fn one_group_is_stopped_started_and_restarted_while_the_others_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let worker = test_worker();
-    write(
-        dir.path(),
-        "drover.toml",
-        &format!(
-            "[groups.api]\nprogram = \"{w}\"\ncount = 2\n[groups.web]\nprogram = \"{w}\"\ncount = 3\n",
-            w = worker.display()
-        ),
-    );
-    let mut drover = Drover::start_in(dir, &["-c", "drover.toml"], &[]);
+    let mut drover =
+        run_config("[groups.api]\nprogram = \"{w}\"\ncount = 2\n[groups.web]\nprogram = \"{w}\"\ncount = 3\n");
     drover.wait_ready();
     let api = drover.worker_pids("api");
     let web = drover.worker_pids("web");
 
     // stop GROUP: that group's workers end; drover and the other group go on.
     let out = drover.ctl_ok(&["stop", "api"]);
-    assert!(out.starts_with("api: stopped (graceful): 2 worker process(es)"), "{out}");
+    assert!(
+        out.starts_with("api: stopped (graceful): 2 worker process(es)"),
+        "{out}"
+    );
     assert!(api.iter().all(|p| !pid_is_running(*p)));
     assert_eq!(drover.worker_pids("web"), web);
     let table = drover.ctl_ok(&["status"]);
@@ -233,7 +225,10 @@ fn one_group_is_stopped_started_and_restarted_while_the_others_run() {
     // restart GROUP: every worker of the group replaced, one after the other; the other group
     // untouched.
     let out = drover.ctl_ok(&["restart", "web"]);
-    assert!(out.contains("instance 0") && out.contains("instance 1") && out.contains("instance 2"), "{out}");
+    assert!(
+        out.contains("instance 0") && out.contains("instance 1") && out.contains("instance 2"),
+        "{out}"
+    );
     let web_again = drover.worker_pids("web");
     assert_eq!(web_again.len(), 3);
     assert!(web_again.iter().all(|p| !web.contains(p)), "{web:?} -> {web_again:?}");

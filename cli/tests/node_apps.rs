@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn package_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("bindings-node")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("bindings-node")
 }
 
 /// The Express app, after checking that what it needs was installed and built.
@@ -33,7 +35,11 @@ fn express_app() -> String {
             path.display()
         );
     }
-    package.join("test-support").join("express-app.js").display().to_string()
+    package
+        .join("test-support")
+        .join("express-app.js")
+        .display()
+        .to_string()
 }
 
 /// A port nothing listens on now.
@@ -66,10 +72,7 @@ async fn an_unmodified_express_app_shares_its_port_and_reloads_without_failing_a
     // The app's own NODE_OPTIONS: kept, with drover's preload after it.
     let drover = Drover::start_with(
         &["-n", "4", "--name", "web", "--", "node", &app],
-        &[
-            ("PORT", &port_text),
-            ("NODE_OPTIONS", "--max-old-space-size=96"),
-        ],
+        &[("PORT", &port_text), ("NODE_OPTIONS", "--max-old-space-size=96")],
         no_extra_certs,
     );
     // Ready when listening: start() resolved for all 4, each counted when its server listened.
@@ -87,7 +90,10 @@ async fn an_unmodified_express_app_shares_its_port_and_reloads_without_failing_a
         assert_eq!(info["nodeOptions"], "--max-old-space-size=96", "{info}");
         assert_eq!(info["instance"], info["droverInstance"], "{info}");
         let limit = info["maxOldSpace"].as_u64().unwrap();
-        assert!(limit < 200 * 1024 * 1024, "the app's own --max-old-space-size=96 applies: {info}");
+        assert!(
+            limit < 200 * 1024 * 1024,
+            "the app's own --max-old-space-size=96 applies: {info}"
+        );
         instances.insert(info["instance"].as_str().unwrap().to_string());
         seen.insert(info["pid"].as_u64().unwrap() as u32);
         if seen.len() >= 2 && instances.len() >= 2 {
@@ -132,7 +138,10 @@ async fn an_unmodified_express_app_shares_its_port_and_reloads_without_failing_a
     tally.assert_nothing_lost();
     let after = drover.worker_pids("web");
     assert_eq!(after.len(), 4);
-    assert!(after.iter().all(|p| !pids.contains(p)), "a new generation: {pids:?} -> {after:?}");
+    assert!(
+        after.iter().all(|p| !pids.contains(p)),
+        "a new generation: {pids:?} -> {after:?}"
+    );
     assert!(
         tally.by_pid.keys().any(|p| after.contains(p)),
         "the new generation served: {:?}",
@@ -140,7 +149,9 @@ async fn an_unmodified_express_app_shares_its_port_and_reloads_without_failing_a
     );
     // The old generation drained and exited as asked, not by a signal.
     for pid in &pids {
-        drover.wait_line(&format!("pid {pid}] drover: exited: exited with code 0 in status SHUTTED_DOWN, as asked"));
+        drover.wait_line(&format!(
+            "pid {pid}] drover: exited: exited with code 0 in status SHUTTED_DOWN, as asked"
+        ));
     }
 
     let mut drover = drover;
@@ -174,7 +185,9 @@ fn a_pm2_app_is_ready_on_process_send_ready_and_shares_its_port() {
     drover.ctl_ok(&["stop"]);
     assert!(drover.wait_exit(Duration::from_secs(20)).success());
     for pid in pids {
-        drover.wait_line(&format!("pid {pid}] drover: exited: exited with code 0 in status SHUTTED_DOWN, as asked"));
+        drover.wait_line(&format!(
+            "pid {pid}] drover: exited: exited with code 0 in status SHUTTED_DOWN, as asked"
+        ));
     }
 }
 
@@ -201,5 +214,6 @@ fn without_the_preload_a_second_worker_cannot_listen_and_the_run_says_why() {
         .output()
         .expect("drover runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-preload / nodePreload: \"/nonexistent/preload.js\" is not a file"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--node-preload / nodePreload: \"/nonexistent/preload.js\" is not a file"));
 }

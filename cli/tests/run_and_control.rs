@@ -89,7 +89,10 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     let out = drover.ctl(&["restart", "web", "99"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("web: no instance 99 (instances: 0 (id 1), 1 (id 2))"), "{stderr}");
+    assert!(
+        stderr.contains("web: no instance 99 (instances: 0 (id 1), 1 (id 2))"),
+        "{stderr}"
+    );
     let out = drover.ctl(&["restart", "web", "id:99"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("web: no worker id 99"));

@@ -407,6 +407,14 @@ pub fn limit_fds(cmd: &mut Command, soft: u64, hard: u64) {
     }
 }
 
+/// The value of `series` (name and labels, exactly) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
 /// Polls `cond` (for what no event announces: another process's death) until `DEADLINE`.
 pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + DEADLINE;

@@ -43,7 +43,10 @@ use crate::WorkerId;
 
 /// A lifecycle operation, as the handles ask for it.
 pub(super) enum Op {
-    Start,
+    /// `from`: the statuses it may start from.
+    Start {
+        from: &'static [MasterStatus],
+    },
     RestartWorker {
         id: WorkerId,
     },
@@ -67,7 +70,7 @@ impl Op {
     /// The operation's name, as errors say it.
     pub(super) fn name(&self) -> &'static str {
         match self {
-            Op::Start => "start",
+            Op::Start { .. } => "start",
             Op::RestartWorker { .. } => "restart_worker",
             Op::Rescale { .. } => "rescale",
             Op::Reload { .. } => "graceful_reload",
@@ -250,7 +253,7 @@ impl Arbiter {
         let name = op.name();
         let inner = self.inner.clone();
         let (kind, future): (Kind, BoxFuture<'static, Result<(), Error>>) = match op {
-            Op::Start => (Kind::Other, Box::pin(async move { inner.start().await })),
+            Op::Start { from } => (Kind::Other, Box::pin(async move { inner.start(from).await })),
             Op::RestartWorker { id } => (Kind::Other, Box::pin(async move { inner.restart_worker(id).await })),
             Op::Rescale { count } => (Kind::Other, Box::pin(async move { inner.rescale(count).await })),
             Op::Reload { config } => (

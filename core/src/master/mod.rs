@@ -87,6 +87,11 @@ impl std::fmt::Debug for Master {
     }
 }
 
+/// The statuses [`Master::start`] starts from.
+const START_FROM: &[MasterStatus] = &[MasterStatus::Initialized, MasterStatus::Stopped];
+/// The statuses [`Master::start_again`] starts from.
+const START_AGAIN_FROM: &[MasterStatus] = &[MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown];
+
 /// The longest [`Master::broadcast`] waits for workers to take a message.
 pub const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -208,14 +213,25 @@ impl Master {
     ///
     /// If one exits, fails, or misses the start timeout, every worker this call spawned is ended
     /// and reaped, and the error names that worker and why. The master is then `Stopped` and
-    /// `start()` may be tried again. A master that was shut down may be started again too (the
-    /// `drover` command's `stop GROUP`, then `start GROUP`): its declared sockets are bound anew.
+    /// `start()` may be tried again. A master that was shut down stays so: see
+    /// [`Master::start_again`].
     pub async fn start(&self) -> Result<(), Error> {
+        self.start_from(START_FROM).await
+    }
+
+    /// [`Master::start`], for a master that was shut down as well: it starts anew, with fresh
+    /// workers in places `0..count` and its declared sockets bound again. For a host that stops
+    /// and starts one group of several (the `drover` command's `stop GROUP`, `start GROUP`); the
+    /// C and Node faces keep a shutdown final.
+    pub async fn start_again(&self) -> Result<(), Error> {
+        self.start_from(START_AGAIN_FROM).await
+    }
+
+    async fn start_from(&self, from: &'static [MasterStatus]) -> Result<(), Error> {
         // At once, as the other operations do: a caller with a deadline (the C face's timeout)
         // learns of a wrong state now, not when the loop gets to the request.
-        self.inner
-            .require("start", &[MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown])?;
-        self.submit(Op::Start).await
+        self.inner.require("start", from)?;
+        self.submit(Op::Start { from }).await
     }
 
     /// Replaces worker `id`'s process: the running one is ended gracefully (if it still runs), a

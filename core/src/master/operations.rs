@@ -229,9 +229,9 @@ impl Inner {
         lock(&self.slots).keys().copied().collect()
     }
 
-    /// [`crate::Master::start`].
-    pub(super) async fn start(&self) -> Result<(), Error> {
-        self.require("start", &[MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown])?;
+    /// [`crate::Master::start`], from the statuses `from` (`start_again` adds `ShutDown`).
+    pub(super) async fn start(&self, from: &[MasterStatus]) -> Result<(), Error> {
+        self.require("start", from)?;
         let previous = self.status();
         self.set_status(MasterStatus::Starting);
         let config = self.config();

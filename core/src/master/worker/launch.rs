@@ -105,7 +105,10 @@ impl LaunchPlan {
         }
         if config.runs_node() {
             // PM2's name for the same index: Node apps (and modules such as `config`) read it.
-            env.push((protocol::env::NODE_APP_INSTANCE.into(), spec.instance.to_string().into()));
+            env.push((
+                protocol::env::NODE_APP_INSTANCE.into(),
+                spec.instance.to_string().into(),
+            ));
         }
         if !config.busy_poll.is_zero() {
             env.push((
