@@ -240,6 +240,9 @@ const contenders = {
                 // has no restartDelay): `drover run -c FILE`.
                 const config = path.join(WORK, `${label}.toml`);
                 fs.writeFileSync(config, [
+                    // The app's own PM2 handlers ('shutdown' → its drain), as before the preload
+                    // existed: drover-cli-app is the contender with it.
+                    'nodePreload = "off"',
                     '[groups.bench]',
                     `program = ${JSON.stringify(process.execPath)}`,
                     `args = [${JSON.stringify(path.join(HERE, 'app.js'))}]`,

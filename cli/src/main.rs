@@ -52,7 +52,7 @@ enum Command {
     /// Run a group (`-- PROGRAM ARGS...`) or the groups of a config file (`-c drover.toml`) in the
     /// foreground until a signal or `drover stop`.
     Run(RunArgs),
-    /// Show every worker: group, id, pid, status, uptime, restarts, RSS, CPU.
+    /// Show every worker: group, instance, id, pid, status, uptime, restarts, RSS, CPU.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]

@@ -402,6 +402,12 @@ impl Shared {
         let name = drover::signal_name(signal);
         let policy = SignalPolicy::default();
         let mut tasks = Vec::new();
+        // A group stopped on its own (`drover stop GROUP`) ignores the signal, but the run still
+        // ends on a shutdown signal when every group was stopped that way.
+        let all_down = self.groups.iter().all(|(_, m)| m.status() == MasterStatus::ShutDown);
+        if all_down && policy.action(signal, MasterStatus::Started) == SignalAction::GracefulShutdown {
+            self.begin_stopping(&format!("{name}: graceful"));
+        }
         for (group, master) in &self.groups {
             let action = policy.action(signal, master.status());
             match action {

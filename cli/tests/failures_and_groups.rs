@@ -241,3 +241,21 @@ fn one_group_is_stopped_started_and_restarted_while_the_others_run() {
     assert!(drover.wait_exit(Duration::from_secs(15)).success());
     assert!(web_again.iter().all(|p| !pid_is_running(*p)));
 }
+
+#[test]
+fn with_every_group_stopped_on_its_own_drover_waits_and_a_sigterm_still_ends_it() {
+    let mut drover =
+        run_config("[groups.api]\nprogram = \"{w}\"\ncount = 1\n[groups.web]\nprogram = \"{w}\"\ncount = 1\n");
+    drover.wait_ready();
+    drover.ctl_ok(&["stop", "api"]);
+    drover.ctl_ok(&["stop", "web"]);
+    // Nothing runs, but a group may be started again: drover waits.
+    let table = drover.ctl_ok(&["status"]);
+    assert!(
+        table.contains("api: SHUT_DOWN") && table.contains("web: SHUT_DOWN"),
+        "{table}"
+    );
+    drover.signal(libc::SIGTERM);
+    let status = drover.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", drover.transcript());
+}
