@@ -56,6 +56,18 @@ test('under a drover master an unmodified Express app shares its port, is ready 
     const seen = new Set();
     for (let i = 0; i < 200 && seen.size < 2; i++) seen.add(Number(await httpGet(port)));
     assert.deepEqual([...seen].sort(), [...pids].sort(), 'both workers answer on the one port');
+    // Each knows its place: NODE_APP_INSTANCE (a Node program) = DROVER_INSTANCE = getWorkers().
+    const places = new Map(master.getWorkers().map((w) => [w.pid, w.instance]));
+    assert.deepEqual([...places.values()].sort(), [0, 1]);
+    const told = new Map();
+    for (let i = 0; i < 200 && told.size < 2; i++) {
+        const env = JSON.parse(await httpGet(port, '/env'));
+        told.set(env.pid, env);
+    }
+    for (const [pid, env] of told) {
+        assert.equal(env.instance, String(places.get(pid)), JSON.stringify(env));
+        assert.equal(env.droverInstance, env.instance);
+    }
     await master.gracefulShutdown();
     await waitGone(pids);
 });
