@@ -100,9 +100,10 @@ fn candidates(cwd: Option<&Path>) -> Vec<PathBuf> {
         .and_then(|exe| std::fs::canonicalize(exe).ok())
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
     {
-        out.push(dir.join("..").join("lib").join(&package));
+        let up = dir.parent().unwrap_or(&dir);
+        out.push(up.join("lib").join(&package));
         out.push(dir.join(&package));
-        out.push(dir.join("..").join("..").join("bindings-node").join(PRELOAD_FILE));
+        out.push(up.parent().unwrap_or(up).join("bindings-node").join(PRELOAD_FILE));
     }
     out
 }

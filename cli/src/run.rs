@@ -58,6 +58,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
     };
     if args.check {
+        for warning in &plan.warnings {
+            eprintln!("drover: warning: {warning}");
+        }
         for group in &plan.groups {
             let c = &group.config;
             println!("{}: {} worker(s) of {}", group.name, c.count, c.program.display());
