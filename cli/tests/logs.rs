@@ -108,14 +108,14 @@ fn drover_logs_prints_the_recent_lines_of_a_group_and_follows_new_ones() {
     // Once the follower is connected, every new line reaches it: ask until one does.
     let end = Instant::now() + DEADLINE;
     let got = loop {
-        drover.ctl_ok(&["send", "web", "2", r#"{"cmd":"echo","data":"followed"}"#]);
+        drover.ctl_ok(&["send", "web", "id:2", r#"{"cmd":"echo","data":"followed"}"#]);
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             break line;
         }
         assert!(Instant::now() < end, "the follower printed nothing");
     };
     assert!(got.contains("[web 2 pid") && got.contains("followed"), "{got}");
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":0}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"exit","code":0}"#]);
     expect_line(&rx, "[web 1 pid");
     assert!(follower.0.try_wait().unwrap().is_none(), "-f keeps following");
     drover.ctl_ok(&["stop"]);
@@ -166,7 +166,7 @@ fn plain_lines_carry_a_timestamp_and_json_lines_a_level_and_exit_fields() {
     assert_eq!(err["level"], "error", "stderr lines are errors");
     assert_eq!(err["stream"], "stderr");
     let pid = err["pid"].as_u64().unwrap();
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":3}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"exit","code":3}"#]);
     let exit = json("\"event\":\"exited\"");
     assert_eq!(exit["level"], "error", "{exit}");
     assert_eq!(exit["pid"], pid);
@@ -466,7 +466,7 @@ fn a_follower_that_falls_behind_is_skipped_ahead_and_told_how_many_lines_it_miss
     let pid = follower.0.id() as i32;
     // SAFETY: SIGSTOP and SIGCONT to our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"burst","n":20000}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"burst","n":20000}"#]);
     // (A full event queue may drop some of them: what counts is that many came.)
     assert!(
         eventually(|| drover.count_lines("message: {\"seq\":") >= 8000),
@@ -485,7 +485,7 @@ fn a_follower_that_falls_behind_is_skipped_ahead_and_told_how_many_lines_it_miss
     // Then it follows on: a line written after the burst reaches it.
     let end = Instant::now() + DEADLINE;
     'echoed: loop {
-        drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"echo","data":"after"}"#]);
+        drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"echo","data":"after"}"#]);
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             if line.contains("\"after\"") {
                 break 'echoed;
