@@ -185,6 +185,12 @@ export interface HeldListener {
 
 export interface WorkerDetails {
     id: number;
+    /**
+     * The place the worker fills in its group, 0..count-1 (`DROVER_INSTANCE` in its environment,
+     * `NODE_APP_INSTANCE` too for Node programs): kept by a restarted worker, taken again by a
+     * reload's new generation, where ids grow.
+     */
+    instance: number;
     pid: number;
     status: WorkerStatus;
     statusName: keyof typeof WorkerStatuses;

@@ -702,6 +702,10 @@ typedef struct drover_worker_info {
  */
 typedef struct drover_listener {
   /**
+   * The `listener_size` the caller passed to `drover_master_listeners()`: set by drover.
+   */
+  size_t size;
+  /**
    * The address as it was declared or asked for, e.g. "127.0.0.1:0" (normalised: a bare port
    * reads "[::]:8080", a Unix path "unix:/run/web.sock"). Owned by the list.
    */
@@ -1160,10 +1164,14 @@ void drover_worker_list_free(struct drover_worker_info *workers, size_t count);
  * bound by `drover_master_start()`) and the ones its workers asked for (`drover_bus_listen()`),
  * in the order they were bound. They stay open until the master shuts down.
  *
- * On success `*out_listeners` receives an array of `*out_count` entries, owned by the caller and
- * freed with `drover_listener_list_free(listeners, count)` (NULL when there are none).
+ * `listener_size` is `sizeof(drover_listener)`: the array's entries are that size, so indexing it
+ * stays right when a later drover adds fields. On success `*out_listeners` receives an array of
+ * `*out_count` entries, owned by the caller and freed with `drover_listener_list_free(listeners,
+ * count)` (NULL when there are none). DROVER_RESULT_INVALID_ARGUMENT for a `listener_size`
+ * smaller than this ABI version's struct.
  */
 drover_result drover_master_listeners(const struct drover_master *master,
+                                      size_t listener_size,
                                       struct drover_listener **out_listeners,
                                       size_t *out_count);
 

@@ -187,6 +187,21 @@ class Events {
 
 // ---- contenders ---------------------------------------------------------------------------------
 
+/** What the two `drover` command contenders share: the pid, `drover reload`, SIGTERM to stop. */
+function droverCommand(child, socket, env, label) {
+    return {
+        supervisorPid: () => child().pid,
+        async reload() {
+            return run(DROVER_BIN, ['reload', '--socket', socket], env, `${label}-reload`, 30000);
+        },
+        async stop() {
+            process.kill(child().pid, 'SIGTERM');
+            await Promise.race([child().exited, sleep(20000)]);
+            killGroup(child().pid, 'SIGKILL');
+        },
+    };
+}
+
 const contenders = {
     // (a) a Node master using require('drover')
     drover: (env, label) => {
@@ -225,6 +240,9 @@ const contenders = {
                 // has no restartDelay): `drover run -c FILE`.
                 const config = path.join(WORK, `${label}.toml`);
                 fs.writeFileSync(config, [
+                    // The app's own PM2 handlers ('shutdown' → its drain), as before the preload
+                    // existed: drover-cli-app is the contender with it.
+                    'nodePreload = "off"',
                     '[groups.bench]',
                     `program = ${JSON.stringify(process.execPath)}`,
                     `args = [${JSON.stringify(path.join(HERE, 'app.js'))}]`,
@@ -239,15 +257,27 @@ const contenders = {
                 child = start(DROVER_BIN, ['run', '-c', config, '--socket', socket], env, label);
                 return null;
             },
-            supervisorPid: () => child.pid,
-            async reload() {
-                return run(DROVER_BIN, ['reload', '--socket', socket], env, `${label}-reload`, 30000);
+            ...droverCommand(() => child, socket, env, label),
+        };
+    },
+    // The unmodified app under the drover command, as a PM2 user runs it: `drover run -n 4
+    // --ready node-ipc -- node app.js`, every other option drover's default. No listen declared and
+    // no drover code in the app: the app calls `server.listen(PORT)` and `process.send('ready')`;
+    // drover's preload (NODE_OPTIONS=--require, bindings-node/preload.js) gives every worker the
+    // master's socket for that port and drains its keep-alive connections when it is stopped (the
+    // app's own 'shutdown' handler, server.close(), is not reached).
+    'drover-cli-app': (env0, label) => {
+        const env = { BENCH_STOP: 'close', ...env0 };
+        let child;
+        const socket = path.join(WORK, `${label}.sock`);
+        return {
+            name: 'unmodified app under the drover command (preload)',
+            async start() {
+                child = start(DROVER_BIN, ['run', '-n', String(WORKERS), '--name', 'bench', '--ready', 'node-ipc',
+                    '--socket', socket, '--', process.execPath, path.join(HERE, 'app.js')], env, label);
+                return null;
             },
-            async stop() {
-                process.kill(child.pid, 'SIGTERM');
-                await Promise.race([child.exited, sleep(20000)]);
-                killGroup(child.pid, 'SIGKILL');
-            },
+            ...droverCommand(() => child, socket, env, label),
         };
     },
     // (b) PM2 cluster mode, a fresh daemon (private PM2_HOME) per run

@@ -66,6 +66,9 @@ if [ -z "${CONTENDERS:-}" ]; then
     if [ -x "$ROOT/target/release/drover" ] && "$ROOT/target/release/drover" run --help 2>/dev/null | grep -q -- '--ready'; then
         CONTENDERS="$CONTENDERS,drover-cli"
     fi
+    if [ -x "$ROOT/target/release/drover" ] && "$ROOT/target/release/drover" run --help 2>/dev/null | grep -q -- '--node-preload'; then
+        CONTENDERS="$CONTENDERS,drover-cli-app"
+    fi
 fi
 export CONTENDERS
 

@@ -19,6 +19,9 @@ const { isLoaded } = require('./builtins');
 
 const kPending = Symbol('drover.listen.pending');
 let bus = null;
+// Every server this process listened on since the bus took listen over: the preload drains them
+// when the master stops the worker (preload.js). Removed once closed.
+const servers = new Set();
 // node:net's own listen, once taken over. node:net is not loaded here: a worker that never
 // listens should not pay for it (1.6-1.8 MiB resident with Node 20; bench/node/bench.js).
 let originalListen = null;
@@ -127,6 +130,10 @@ function masterAddress(host, port, callback) {
 function listen(...args) {
     if (!bus) return originalListen.apply(this, args);
     require('./drain').track(this);
+    if (!servers.has(this)) {
+        servers.add(this);
+        this.once('close', () => servers.delete(this));
+    }
     if (this._handle) return originalListen.apply(this, args); // Node throws ERR_SERVER_ALREADY_LISTEN
     if (this[kPending]) throw alreadyListening();
     const request = tcpRequest(args);
@@ -199,4 +206,9 @@ function listenFds() {
     return Array.from({ length: count }, (_, i) => ({ fd: 3 + i, name: names[i] || `listen${i}` }));
 }
 
-module.exports = { install, listenFds, tcpRequest };
+/** The servers listened on through the bus's take-over that are not closed yet. */
+function listenedServers() {
+    return [...servers];
+}
+
+module.exports = { install, listenFds, tcpRequest, listenedServers };

@@ -117,10 +117,11 @@ class Master extends EventEmitter {
         return this._workers().map((w) => w.status);
     }
 
-    /** Every worker in detail: id, pid, status, statusName, startedAt, restarts, ... */
+    /** Every worker in detail: id, instance, pid, status, statusName, startedAt, restarts, ... */
     getWorkers() {
         return this._workers().map((w) => ({
             id: w.id,
+            instance: w.instance,
             pid: w.pid,
             status: w.status,
             statusName: w.statusName,

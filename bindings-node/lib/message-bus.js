@@ -222,4 +222,9 @@ class MessageBus extends EventEmitter {
     }
 }
 
-module.exports = { MessageBus };
+/** Whether this process created its MessageBus (its channel can be owned once). */
+function busCreated() {
+    return created;
+}
+
+module.exports = { MessageBus, busCreated };

@@ -48,6 +48,7 @@ fn millis_since_epoch(t: SystemTime) -> f64 {
 fn worker_json(w: &WorkerInfo) -> Value {
     json!({
         "id": w.id,
+        "instance": w.instance,
         "pid": w.pid,
         "status": w.status.code(),
         "statusName": w.status.name(),

@@ -61,11 +61,11 @@ async function waitGone(pids, timeoutMs = 10000) {
     }
 }
 
-/** GET / on 127.0.0.1:`port` over a fresh connection; resolves with the body. */
-function httpGet(port) {
+/** GET `path` (default /) on 127.0.0.1:`port` over a fresh connection; resolves with the body. */
+function httpGet(port, path = '/') {
     return new Promise((resolve, reject) => {
         require('node:http')
-            .get({ host: '127.0.0.1', port, agent: false }, (res) => {
+            .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
                 let body = '';
                 res.on('data', (d) => { body += d; });
                 res.on('end', () => resolve(body));

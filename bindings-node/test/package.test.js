@@ -3,7 +3,8 @@
 // drover as a new user installs it: the packages `npm run pack` makes (`drover` and this platform's
 // prebuilt package, each by `npm pack`), installed from their tarballs into an empty directory,
 // offline, with no cargo on PATH; then required, imported as ESM, type-checked with `tsc --strict`,
-// used to supervise a worker that requires it too, and run as `npx drover --version`.
+// used to supervise a worker that requires it too, and run as `npx drover --version`; and installed
+// with `npm install -g`, which gives the `drover` command.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
@@ -156,6 +157,11 @@ test(`the packed packages install offline into an empty directory and work witho
 
         // The command, through npx and the package's bin shim.
         assert.equal(run('npx', ['--no', '--', 'drover', '--version'], { cwd: consumer, env }).trim(), `drover ${version}`);
+
+        // `npm install -g drover`, as a PM2 user would (into a prefix of its own): a `drover` command.
+        const global = path.join(dir, 'global');
+        run('npm', ['install', '--global', '--prefix', global, '--offline', '--no-audit', '--no-fund', ...tarballs], { cwd: dir, env });
+        assert.equal(run(path.join(global, 'bin', 'drover'), ['--version'], { env }).trim(), `drover ${version}`);
     } finally {
         fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -64,8 +64,9 @@ async function run(): Promise<void> {
     const statuses: WorkerStatus[] = master.getWorkersStatuses();
     const first = master.getWorkers()[0];
     const started: Date | null = first.startedAt;
+    const place: number = first.instance;
     const status: number = master.getStatus();
-    console.log(statuses, started, first.pid, status === Master.STATUS_STARTED, master.getStatusName());
+    console.log(statuses, started, place, first.pid, status === Master.STATUS_STARTED, master.getStatusName());
     const delta: number = await master.rescale(8);
     const restarted: boolean = await master.restartWorkerById(first.id);
     console.log(delta, restarted, master.getConfig().count);

@@ -22,7 +22,7 @@
 //! span; a key of the wrong type or a value core refuses (`count = 0`) is mapped back to the line of
 //! that key in the group's table (or of the table itself when the key is missing).
 
-use drover::{ConfigError, MasterConfig, MasterOptions};
+use drover::{ConfigError, MasterConfig, MasterOptions, RestartPolicy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,13 +54,34 @@ pub struct Plan {
     pub ignored: Vec<String>,
     /// The file the groups came from, read again at each reload.
     pub source: Option<Source>,
+    pub on_group_failure: OnGroupFailure,
+    /// `nodePreload` / `--node-preload`: `auto` (unset), `off` or a path ([`crate::node_preload`]).
+    pub node_preload: Option<String>,
+    /// What drover could not set up but runs without (logged at start).
+    pub warnings: Vec<String>,
 }
 
-/// A config file and the `--env` it is read with.
+/// What `drover run` does when a group fails for good: it gave up restarting (FAILED), or every
+/// worker exited and none is being restarted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnGroupFailure {
+    /// Shut every group down and exit with status 3 (so that systemd's `Restart=on-failure`
+    /// or a container's restart policy acts).
+    #[default]
+    Exit,
+    /// Keep running the other groups; `status` and `/metrics` say the group is FAILED.
+    Keep,
+}
+
+/// A config file and what the command line says over it: read again, the same way, at each reload.
 #[derive(Clone, Debug)]
 pub struct Source {
     pub path: PathBuf,
+    /// `--env NAME`.
     pub env: Option<String>,
+    /// `--node-preload`, over the file's `nodePreload`.
+    pub node_preload: Option<String>,
 }
 
 /// One group as a file gives it, before validation: core's options as JSON, plus the keys that
@@ -132,6 +153,8 @@ struct File {
     socket: Option<String>,
     http: Option<String>,
     log_format: Option<LogFormat>,
+    on_group_failure: Option<OnGroupFailure>,
+    node_preload: Option<String>,
     #[serde(default)]
     groups: BTreeMap<String, toml::Table>,
 }
@@ -145,11 +168,12 @@ struct Spans {
 
 /// The plan for `drover run` from its arguments (and the file they name).
 pub fn plan(args: &RunArgs) -> Result<Plan, PlanError> {
-    match &args.config {
+    let plan = match &args.config {
         Some(file) => {
             let mut plan = from_file(&Source {
                 path: file.clone(),
                 env: args.env.clone(),
+                node_preload: args.node_preload.clone(),
             })?;
             if args.socket.socket.is_some() {
                 plan.socket = args.socket.socket.clone();
@@ -160,10 +184,18 @@ pub fn plan(args: &RunArgs) -> Result<Plan, PlanError> {
             if let Some(format) = args.log_format {
                 plan.log_format = format;
             }
-            Ok(plan)
+            if let Some(action) = args.on_group_failure {
+                plan.on_group_failure = action;
+            }
+            plan
         }
-        None => from_command_line(args),
-    }
+        None => {
+            let mut plan = from_command_line(args)?;
+            crate::node_preload::apply_to_plan(&mut plan)?;
+            plan
+        }
+    };
+    Ok(plan)
 }
 
 fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
@@ -222,34 +254,45 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         socket: args.socket.socket.clone(),
         http: args.http.clone(),
         log_format: args.log_format.unwrap_or_default(),
+        on_group_failure: args.on_group_failure.unwrap_or_default(),
+        node_preload: args.node_preload.clone(),
+        warnings: Vec::new(),
         ignored: Vec::new(),
         source: None,
     })
 }
 
-/// Core's validation, plus what the command needs of every group: captured output.
-fn into_config(options: MasterOptions) -> Result<MasterConfig, ConfigError> {
+/// Core's validation, plus what the command needs of every group: captured output, and restarts
+/// on failure unless the group says otherwise (a supervisor that leaves a crashed worker dead
+/// hides the failure).
+fn into_config(mut options: MasterOptions) -> Result<MasterConfig, ConfigError> {
+    options.restart.get_or_insert(RestartPolicy::OnFailure);
     let mut config = options.into_config()?;
     config.capture_output = true;
     Ok(config)
 }
 
-/// Reads and validates a config file: a drover.toml, or a PM2 ecosystem file.
+/// Reads and validates a config file (a drover.toml, or a PM2 ecosystem file), with the Node
+/// preload added to the groups that run Node: at start and at each reload alike.
 pub fn from_file(source: &Source) -> Result<Plan, PlanError> {
     let path = &source.path;
     let file = path.display().to_string();
-    if crate::pm2::is_ecosystem(path) {
+    let mut plan = if crate::pm2::is_ecosystem(path) {
         let (groups, ignored) = crate::pm2::groups(path)?;
         let mut plan = validate_groups(&file, groups, source.env.as_deref(), |_| String::new())?;
         plan.ignored = ignored;
-        plan.source = Some(source.clone());
-        return Ok(plan);
+        plan
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read {
+            file: file.clone(),
+            error,
+        })?;
+        from_toml(&file, &text, source.env.as_deref())?
+    };
+    if source.node_preload.is_some() {
+        plan.node_preload = source.node_preload.clone();
     }
-    let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read {
-        file: file.clone(),
-        error,
-    })?;
-    let mut plan = from_toml(&file, &text, source.env.as_deref())?;
+    crate::node_preload::apply_to_plan(&mut plan)?;
     plan.source = Some(source.clone());
     Ok(plan)
 }
@@ -327,6 +370,8 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
         socket: parsed.socket.map(PathBuf::from),
         http: parsed.http,
         log_format: parsed.log_format.unwrap_or_default(),
+        on_group_failure: parsed.on_group_failure.unwrap_or_default(),
+        node_preload: parsed.node_preload,
         ..plan
     })
 }
@@ -412,14 +457,18 @@ fn validate_groups(
             cron_restart,
         });
     }
-    Ok(Plan {
+    let plan = Plan {
         groups,
         socket: None,
         http: None,
         log_format: LogFormat::default(),
+        on_group_failure: OnGroupFailure::default(),
+        node_preload: None,
+        warnings: Vec::new(),
         ignored: Vec::new(),
         source: None,
-    })
+    };
+    Ok(plan)
 }
 
 /// `env_NAME` over `env`: the set's variables win.

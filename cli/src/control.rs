@@ -39,17 +39,22 @@ pub enum Request {
         group: String,
         count: i64,
     },
+    /// One worker of the group, or (with none) every worker, one after the other.
     Restart {
         group: String,
-        id: u64,
+        worker: Option<WorkerRef>,
     },
     Send {
         group: String,
-        id: Option<u64>,
+        worker: Option<WorkerRef>,
         data: Value,
     },
+    /// With a group: shut that group down (drover keeps running); without: everything, and
+    /// `drover run` exits.
     Stop {
         hard: bool,
+        #[serde(default)]
+        group: Option<String>,
     },
     /// The last `lines` log lines (of `group`), then, with `follow`, every new one.
     Logs {
@@ -58,6 +63,43 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// Start a group that was stopped (`drover stop GROUP`).
+    Start {
+        group: String,
+    },
+}
+
+/// How a command names one worker: by its instance index (`1`: the second worker of the group,
+/// whichever process fills that place now, across restarts and reloads), or by its id (`id:7`:
+/// one worker, which a reload replaces by another id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerRef {
+    Instance(u32),
+    Id(u64),
+}
+
+impl std::str::FromStr for WorkerRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WorkerRef, String> {
+        let bad = || {
+            format!("worker {text:?}: expected an instance index (0, 1, ...) or `id:N` (a worker id, as `drover status` shows)")
+        };
+        match text.strip_prefix("id:") {
+            Some(id) => id.parse().map(WorkerRef::Id).map_err(|_| bad()),
+            None => text.parse().map(WorkerRef::Instance).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerRef::Instance(i) => write!(f, "instance {i}"),
+            WorkerRef::Id(id) => write!(f, "worker id {id}"),
+        }
+    }
 }
 
 /// The answer, once the operation is done.
@@ -116,6 +158,10 @@ pub struct GroupReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkerReport {
     pub id: u64,
+    /// The place the worker fills in its group, `0..count` (`DROVER_INSTANCE`): what
+    /// `drover restart GROUP N` names.
+    #[serde(default)]
+    pub instance: u32,
     pub pid: u32,
     /// The worker's status: FAILED once its process exited from STARTED or before (as in every
     /// face: Node, C, Rust); `exit` says how it ended.
@@ -742,19 +788,19 @@ pub mod client {
         }
     }
 
-    /// `drover send GROUP [ID] JSON`.
+    /// `drover send GROUP [WORKER] JSON`.
     pub fn send(socket: &SocketArg, group: String, args: &[String]) -> ExitCode {
-        let (id, json) = match args {
+        let (worker, json) = match args {
             [json] => (None, json),
-            [id, json] => match id.parse::<u64>() {
-                Ok(id) => (Some(id), json),
-                Err(_) => {
-                    eprintln!("drover: send: worker id {id:?} is not a number");
+            [worker, json] => match worker.parse::<WorkerRef>() {
+                Ok(worker) => (Some(worker), json),
+                Err(error) => {
+                    eprintln!("drover: send: {error}");
                     return ExitCode::from(UNREACHABLE);
                 }
             },
             _ => {
-                eprintln!("drover: send: expected GROUP [ID] JSON");
+                eprintln!("drover: send: expected GROUP [WORKER] JSON");
                 return ExitCode::from(UNREACHABLE);
             }
         };
@@ -765,7 +811,7 @@ pub mod client {
                 return ExitCode::from(UNREACHABLE);
             }
         };
-        request(socket, Request::Send { group, id, data })
+        request(socket, Request::Send { group, worker, data })
     }
 
     /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.
@@ -861,8 +907,9 @@ pub mod client {
 
     /// The status as an aligned table.
     pub fn table(report: &StatusReport) -> String {
-        let mut rows: Vec<[String; 8]> = vec![[
+        let mut rows: Vec<[String; 9]> = vec![[
             "GROUP".into(),
+            "INSTANCE".into(),
             "ID".into(),
             "PID".into(),
             "STATUS".into(),
@@ -875,6 +922,7 @@ pub mod client {
             for w in &g.workers {
                 rows.push([
                     g.name.clone(),
+                    w.instance.to_string(),
                     w.id.to_string(),
                     w.pid.to_string(),
                     w.status.clone(),
@@ -885,7 +933,7 @@ pub mod client {
                 ]);
             }
         }
-        let widths: Vec<usize> = (0..8)
+        let widths: Vec<usize> = (0..9)
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
@@ -1058,10 +1106,21 @@ mod tests {
                 Just(Request::Status),
                 proptest::option::of(any::<String>()).prop_map(|group| Request::Reload { group }),
                 (any::<String>(), any::<i64>()).prop_map(|(group, count)| Request::Scale { group, count }),
-                (any::<String>(), any::<u64>()).prop_map(|(group, id)| Request::Restart { group, id }),
-                (any::<String>(), proptest::option::of(any::<u64>()), json(false))
-                    .prop_map(|(group, id, data)| Request::Send { group, id, data }),
-                any::<bool>().prop_map(|hard| Request::Stop { hard }),
+                (
+                    any::<String>(),
+                    proptest::option::of(any::<u64>().prop_map(WorkerRef::Id))
+                )
+                    .prop_map(|(group, worker)| Request::Restart { group, worker }),
+                (any::<String>(), proptest::option::of(any::<u32>()), json(false)).prop_map(|(group, id, data)| {
+                    Request::Send {
+                        group,
+                        worker: id.map(WorkerRef::Instance),
+                        data,
+                    }
+                }),
+                (any::<bool>(), proptest::option::of(any::<String>()))
+                    .prop_map(|(hard, group)| Request::Stop { hard, group }),
+                any::<String>().prop_map(|group| Request::Start { group }),
             ]
         }
 
@@ -1138,7 +1197,7 @@ mod tests {
         };
         let table = client::table(&report);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("GROUP  ID  PID   STATUS"), "{table}");
+        assert!(lines[0].starts_with("GROUP  INSTANCE  ID  PID   STATUS"), "{table}");
         assert!(
             lines[1].contains("4121")
                 && lines[1].contains("1m15s")

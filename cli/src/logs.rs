@@ -257,6 +257,8 @@ pub struct Log {
     timestamps: bool,
     /// stdout is the journal: lines start with their priority.
     journal: bool,
+    /// stderr is the journal: errors start with `<3>`.
+    journal_errors: bool,
 }
 
 /// Whose line it is.
@@ -288,18 +290,17 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Whether `$JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd) names this process's stdout: then the
-/// journal reads it (systemd.exec(5)); a stdout redirected elsewhere keeps the variable but is no
+/// Whether `$JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd) names the stream `fd`: then the
+/// journal reads it (systemd.exec(5)); a stream redirected elsewhere keeps the variable but is no
 /// longer the journal.
-pub fn stdout_is_journal() -> bool {
-    use std::os::fd::AsRawFd;
+fn is_journal(fd: std::os::fd::RawFd) -> bool {
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
     let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
         return false;
     };
-    let Ok(stat) = nix::sys::stat::fstat(std::io::stdout().as_raw_fd()) else {
+    let Ok(stat) = nix::sys::stat::fstat(fd) else {
         return false;
     };
     dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
@@ -331,7 +332,9 @@ impl Log {
             }
             None => None,
         };
-        let journal = stdout_is_journal();
+        use std::os::fd::AsRawFd;
+        let journal = is_journal(std::io::stdout().as_raw_fd());
+        let journal_errors = is_journal(std::io::stderr().as_raw_fd());
         // Each thread holds its stream's lock for good: nothing else in the process writes there
         // behind its back (the standard library's exit-time flush only tries the lock).
         let out = Printer::start("drover-log", || std::io::stdout().lock(), QUEUE_LINES);
@@ -358,6 +361,7 @@ impl Log {
                 Timestamps::Auto => !journal,
             },
             journal,
+            journal_errors,
         })
     }
 
@@ -416,7 +420,7 @@ impl Log {
         if let Some(file) = &self.file {
             file.push(format!("{line}\n"));
         }
-        let prefix = if self.journal { "<3>" } else { "" };
+        let prefix = if self.journal_errors { "<3>" } else { "" };
         let printer = if self.errors_via_stdout { &self.out } else { &self.err };
         printer.push(format!("{prefix}{line}\n"));
     }

@@ -11,6 +11,7 @@
 //!   `drover logs` reads; `log_file.rs`: `--log-file` with rotation by size.
 //! - `usage.rs`: workers' CPU as a recent rate. `watchdog.rs`: systemd's watchdog.
 //! - `completions.rs`: shell completions and the man page, from this file's clap definitions.
+//! - `node_preload.rs`: unmodified Node apps (the npm package's preload in `NODE_OPTIONS`).
 //! - `fdlimit.rs`: raising the soft open-file limit at start.
 //! - `notify.rs`: systemd's `sd_notify`. `reaper.rs`: orphan reaping as PID 1. `procinfo.rs`: `/proc`.
 
@@ -26,6 +27,7 @@ mod log_file;
 mod log_ring;
 mod logs;
 mod metrics;
+mod node_preload;
 mod notify;
 mod pm2;
 mod procinfo;
@@ -61,7 +63,7 @@ enum Command {
     /// Run a group (`-- PROGRAM ARGS...`) or the groups of a config file (`-c drover.toml`) in the
     /// foreground until a signal or `drover stop`.
     Run(Box<RunArgs>),
-    /// Show every worker: group, id, pid, status, uptime, restarts, RSS, CPU.
+    /// Show every worker: group, instance, id, pid, status, uptime, restarts, RSS, CPU.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -86,21 +88,22 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Replace one worker's process.
+    /// Replace one worker's process, or every worker of GROUP one after the other.
     Restart {
         /// The group.
         group: String,
-        /// The worker's id.
-        id: u64,
+        /// The worker: its instance index (`1`: the group's second worker, across reloads) or
+        /// `id:N` (a worker id); every worker of the group when left out.
+        worker: Option<control::WorkerRef>,
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Send a JSON message to one worker (ID) or to every worker of GROUP.
+    /// Send a JSON message to one worker or to every worker of GROUP.
     Send {
         /// The group.
         group: String,
-        /// `[ID] JSON`: the worker's id (optional) and the message.
-        #[arg(num_args = 1..=2, value_names = ["ID", "JSON"], required = true)]
+        /// `[WORKER] JSON`: the worker (an instance index, or `id:N`; optional) and the message.
+        #[arg(num_args = 1..=2, value_names = ["WORKER", "JSON"], required = true)]
         args: Vec<String>,
         #[command(flatten)]
         socket: SocketArg,
@@ -126,11 +129,21 @@ enum Command {
     },
     /// Print drover's man page (roff): `drover man > /usr/local/share/man/man1/drover.1`.
     Man,
-    /// Shut every group down (gracefully, or with SIGKILL with --hard) and end `drover run`.
+    /// Shut every group down and end `drover run`; or only GROUP (drover keeps running; `drover
+    /// start GROUP` starts it again).
     Stop {
+        /// Only this group.
+        group: Option<String>,
         /// SIGKILL every worker's process group instead of asking them to stop.
         #[arg(long)]
         hard: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Start GROUP again after `drover stop GROUP`.
+    Start {
+        /// The group.
+        group: String,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -164,6 +177,15 @@ pub struct RunArgs {
     /// READY=1), node-ipc (process.send('ready')), spawn (as soon as it runs).
     #[arg(long, value_name = "SOURCE")]
     pub ready: Option<String>,
+    /// When a group fails for good (it gave up restarting, or every worker exited and none is
+    /// restarted): `exit` (default) shuts everything down and exits with status 3; `keep` keeps
+    /// the other groups running (`status` and `/metrics` say FAILED).
+    #[arg(long, value_name = "ACTION")]
+    pub on_group_failure: Option<config::OnGroupFailure>,
+    /// Whether a Node program gets drover's preload (`NODE_OPTIONS=--require`): `auto` (default:
+    /// when the program is node), `off`, or the path of the preload file to use.
+    #[arg(long, value_name = "auto|off|PATH")]
+    pub node_preload: Option<String>,
     /// Serve /health and /metrics on this address, e.g. 127.0.0.1:9091.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
@@ -222,8 +244,8 @@ fn main() -> ExitCode {
         Command::Scale { group, count, socket } => {
             control::client::request(&socket, control::Request::Scale { group, count })
         }
-        Command::Restart { group, id, socket } => {
-            control::client::request(&socket, control::Request::Restart { group, id })
+        Command::Restart { group, worker, socket } => {
+            control::client::request(&socket, control::Request::Restart { group, worker })
         }
         Command::Send { group, args, socket } => control::client::send(&socket, group, &args),
         Command::Logs {
@@ -234,6 +256,9 @@ fn main() -> ExitCode {
         } => control::client::logs(&socket, group, lines, follow),
         Command::Completions { shell } => completions::print_completions(shell),
         Command::Man => completions::print_man_page(),
-        Command::Stop { hard, socket } => control::client::request(&socket, control::Request::Stop { hard }),
+        Command::Stop { group, hard, socket } => {
+            control::client::request(&socket, control::Request::Stop { hard, group })
+        }
+        Command::Start { group, socket } => control::client::request(&socket, control::Request::Start { group }),
     }
 }

@@ -86,6 +86,8 @@ pub struct Metrics {
     groups: Mutex<BTreeMap<String, GroupCounters>>,
     /// Log lines lost, by group (core's output channel) and by the printer (`""`).
     dropped: Mutex<BTreeMap<String, u64>>,
+    /// Groups that failed for good with core's status still STARTED: no worker left, none coming.
+    failed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Metrics {
@@ -156,6 +158,17 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything, with the masters' current state.
+    /// Whether `group` is left with no worker and none coming (a group that gave up says so with
+    /// its FAILED status).
+    pub fn set_group_failed(&self, group: &str, failed: bool) {
+        let mut set = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            set.insert(group.to_string());
+        } else {
+            set.remove(group);
+        }
+    }
+
     pub fn render(&self, masters: &[(String, Master)]) -> String {
         let mut out = String::new();
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,6 +195,8 @@ impl Metrics {
         for (name, master) in masters {
             let workers = master.workers();
             for status in WorkerStatus::ALL {
+                // A FAILED worker counts until it is replaced, process gone or not: a group whose
+                // workers failed and were left says so.
                 let n = workers
                     .iter()
                     .filter(|w| w.status == status && (w.is_alive() || status == WorkerStatus::Failed))
@@ -219,6 +234,24 @@ impl Metrics {
                 esc(name),
                 master.config().count
             );
+        }
+        header(
+            &mut out,
+            "drover_group_failed",
+            "gauge",
+            "1 when a group failed for good: it gave up restarting (FAILED), or no worker is left and none is coming.",
+        );
+        {
+            let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, master) in masters {
+                let is_failed = master.status() == drover::MasterStatus::Failed || failed.contains(name);
+                let _ = writeln!(
+                    out,
+                    "drover_group_failed{{group=\"{}\"}} {}",
+                    esc(name),
+                    u8::from(is_failed)
+                );
+            }
         }
         header(
             &mut out,

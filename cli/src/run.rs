@@ -6,15 +6,15 @@
 //! logs what happens.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use drover::signals::SignalStream;
 use drover::{Event, Events, Master, MasterStatus, OutputLines, SignalAction, SignalPolicy, Subject, WorkerStatus};
 
-use crate::config::{self, Plan};
-use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerReport};
+use crate::config::{self, OnGroupFailure, Plan};
+use crate::control::{self, GroupReport, Request, Response, StatusReport, WorkerRef, WorkerReport};
 use crate::logs::{Log, LogOptions, Who};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -23,6 +23,10 @@ use crate::{fdlimit, http, procinfo, reaper, usage, watchdog, RunArgs};
 
 /// Exit code for a configuration drover refuses (nothing was started).
 const BAD_CONFIG: u8 = 2;
+
+/// Exit code when a group failed for good and `--on-group-failure exit` (the default) ended the
+/// run: it gave up restarting, or every worker exited and none is being restarted.
+pub const GROUP_FAILED: u8 = 3;
 
 /// What the control socket, the HTTP endpoint, the signal handler and the event forwarders share.
 pub struct Shared {
@@ -37,6 +41,14 @@ pub struct Shared {
     /// Control requests hold a read guard while they run; the exit waits for them to answer.
     pub in_flight: tokio::sync::RwLock<()>,
     stopping: AtomicBool,
+    /// What a group that fails for good does to the run.
+    on_group_failure: OnGroupFailure,
+    /// The run's exit code once a group failed for good (0: none did).
+    failure_code: AtomicU8,
+    /// Groups whose every worker exited with none being restarted, until one starts again.
+    emptied: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Poked when the run may be over: a group's status changed, or the run began stopping.
+    maybe_finished: tokio::sync::Notify,
     /// Per group, the long operation under way (from the event stream): its name and how many
     /// workers reported STARTED since it began.
     progress: std::sync::Mutex<std::collections::HashMap<String, (&'static str, usize)>>,
@@ -53,6 +65,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
     };
     if args.check {
+        for warning in &plan.warnings {
+            eprintln!("drover: warning: {warning}");
+        }
         for group in &plan.groups {
             let c = &group.config;
             println!("{}: {} worker(s) of {}", group.name, c.count, c.program.display());
@@ -173,9 +188,25 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         notify: Notifier::from_env(log.clone()),
         in_flight: tokio::sync::RwLock::new(()),
         stopping: AtomicBool::new(false),
+        on_group_failure: plan.on_group_failure,
+        failure_code: AtomicU8::new(0),
+        emptied: Default::default(),
+        maybe_finished: tokio::sync::Notify::new(),
         progress: Default::default(),
         cpu: CpuRates::default(),
     });
+    for warning in &plan.warnings {
+        log.info("warning", warning);
+    }
+    for (_, master) in &shared.groups {
+        let mut status = master.watch_status();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                shared.maybe_finished.notify_one();
+            }
+        });
+    }
     for (name, events, output) in feeds {
         tokio::spawn(forward(shared.clone(), name, events, output));
     }
@@ -282,12 +313,18 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         }
     }
 
-    let masters: Vec<Master> = shared.groups.iter().map(|(_, m)| m.clone()).collect();
+    // Until every group is shut down *and* the run is stopping: a group stopped on its own
+    // (`drover stop GROUP`) may be started again.
+    // Core's dispatch: a task per signal, so that a second SIGINT can harden a graceful shutdown.
     let on_signal = {
         let shared = shared.clone();
         move |signal| shared.clone().on_signal(signal)
     };
-    drover::signals::dispatch_until_shut_down(&mut signals, &masters, on_signal).await;
+    drover::signals::dispatch_until(&mut signals, shared.clone().until_finished(), on_signal).await;
+    let failure = shared.failure_code.load(Ordering::Relaxed);
+    if failure != 0 {
+        code = ExitCode::from(failure);
+    }
 
     // Let answers in flight (a `drover stop` waiting for this) go out, then the log.
     let _ = tokio::time::timeout(Duration::from_secs(3), shared.in_flight.write()).await;
@@ -351,7 +388,72 @@ impl Shared {
         if !self.stopping.swap(true, Ordering::Relaxed) {
             self.notify.stopping();
         }
+        self.maybe_finished.notify_one();
         self.log.info("stopping", &format!("shutting down ({how})"));
+    }
+
+    /// Resolves once the run is stopping and every group is shut down.
+    async fn until_finished(self: Arc<Self>) {
+        loop {
+            let all_down = self.groups.iter().all(|(_, m)| m.status() == MasterStatus::ShutDown);
+            if self.stopping() && all_down {
+                return;
+            }
+            self.maybe_finished.notified().await;
+        }
+    }
+
+    /// A group failed for good: it gave up restarting, or it has no worker left and none coming.
+    /// Said loudly; with `--on-group-failure exit`, the run ends with [`GROUP_FAILED`].
+    fn group_failed(self: &Arc<Self>, group: &str, why: &str) {
+        if self.stopping() {
+            return;
+        }
+        match self.on_group_failure {
+            OnGroupFailure::Exit => {
+                self.log.error(&format!(
+                    "group {group} FAILED ({why}): shutting everything down, exit status {GROUP_FAILED} (--on-group-failure keep to keep the other groups running)"
+                ));
+                self.failure_code.store(GROUP_FAILED, Ordering::Relaxed);
+                let shared = self.clone();
+                tokio::spawn(async move { shared.shutdown(false).await });
+            }
+            OnGroupFailure::Keep => {
+                self.log.error(&format!(
+                    "group {group} FAILED ({why}); the other groups keep running (--on-group-failure keep)"
+                ));
+            }
+        }
+    }
+
+    /// The group's status as `drover status` shows it: FAILED as well when no worker is left
+    /// and none is coming (core's status stays STARTED: nothing was given up).
+    fn group_status(&self, name: &str, master: &Master) -> String {
+        let status = master.status();
+        let emptied = self.emptied.lock().unwrap_or_else(|p| p.into_inner()).contains(name);
+        if status == MasterStatus::Started && emptied {
+            MasterStatus::Failed.to_string()
+        } else {
+            status.to_string()
+        }
+    }
+
+    /// The worker `worker` names in `master`.
+    fn resolve(master: &Master, group: &str, worker: WorkerRef) -> Result<u64, String> {
+        let found = match worker {
+            WorkerRef::Instance(i) => master.worker_at(i),
+            WorkerRef::Id(id) => master.worker(id),
+        };
+        found.map(|w| w.id).ok_or_else(|| {
+            let mut places: Vec<String> = master
+                .workers()
+                .iter()
+                .map(|w| format!("{} (id {})", w.instance, w.id))
+                .collect();
+            places.sort();
+            places.dedup();
+            format!("{group}: no {worker} (instances: {})", places.join(", "))
+        })
     }
 
     /// Shuts every group down, concurrently; returns when every worker is reaped.
@@ -380,6 +482,12 @@ impl Shared {
         let policy = SignalPolicy::default();
         let mut tasks = Vec::new();
         let mut reloads = Vec::new();
+        // A group stopped on its own (`drover stop GROUP`) ignores the signal, but the run still
+        // ends on a shutdown signal when every group was stopped that way.
+        let all_down = self.groups.iter().all(|(_, m)| m.status() == MasterStatus::ShutDown);
+        if all_down && policy.action(signal, MasterStatus::Started) == SignalAction::GracefulShutdown {
+            self.begin_stopping(&format!("{name}: graceful"));
+        }
         for (group, master) in &self.groups {
             let action = policy.action(signal, master.status());
             match action {
@@ -620,22 +728,42 @@ impl Shared {
                     Err(e) => Response::failed(format!("{group}: scale to {n}: {e}")),
                 }
             }
-            Request::Restart { group, id } => {
+            Request::Restart { group, worker } => {
                 let master = match self.group(&group) {
                     Ok(m) => m,
                     Err(e) => return Response::failed(e),
                 };
-                match master.restart_worker(id).await {
-                    Ok(()) => {
-                        let pid = master.worker(id).map(|w| w.pid).unwrap_or(0);
-                        Response::done(format!("{group}: worker {id} restarted (pid {pid})"))
+                let ids = match worker {
+                    Some(worker) => match Self::resolve(master, &group, worker) {
+                        Ok(id) => vec![id],
+                        Err(e) => return Response::failed(e),
+                    },
+                    // Every worker, one after the other, in instance order: the others serve
+                    // meanwhile.
+                    None => {
+                        let mut workers = master.workers();
+                        workers.sort_by_key(|w| (w.instance, w.id));
+                        workers.into_iter().map(|w| w.id).collect()
                     }
-                    Err(e) => Response::failed(format!("{group}: restart worker {id}: {e}")),
+                };
+                let mut restarted = Vec::new();
+                for id in ids {
+                    if let Err(e) = master.restart_worker(id).await {
+                        return Response::failed(format!("{group}: restart worker {id}: {e}"));
+                    }
+                    if let Some(w) = master.worker(id) {
+                        restarted.push(format!("instance {} (id {}, pid {})", w.instance, w.id, w.pid));
+                    }
                 }
+                Response::done(format!("{group}: restarted {}", restarted.join(", ")))
             }
-            Request::Send { group, id, data } => {
+            Request::Send { group, worker, data } => {
                 let master = match self.group(&group) {
                     Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                let id = match worker.map(|w| Self::resolve(master, &group, w)).transpose() {
+                    Ok(id) => id,
                     Err(e) => return Response::failed(e),
                 };
                 match id {
@@ -667,7 +795,62 @@ impl Shared {
                     ..Response::default()
                 }
             }
-            Request::Stop { hard } => {
+            Request::Stop {
+                hard,
+                group: Some(group),
+            } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m.clone(),
+                    Err(e) => return Response::failed(e),
+                };
+                let exits = master.workers().iter().filter(|w| w.is_alive()).count();
+                let who = Who {
+                    group: &group,
+                    id: None,
+                    pid: None,
+                };
+                self.log
+                    .event(who, "stopping", "stopping the group (drover start to start it again)");
+                let result = if hard {
+                    master.hard_shutdown().await
+                } else {
+                    master.graceful_shutdown().await
+                };
+                match result {
+                    Ok(()) => Response::done(format!(
+                        "{group}: stopped ({}): {exits} worker process(es) ended and reaped",
+                        if hard { "hard" } else { "graceful" }
+                    )),
+                    Err(e) => Response::failed(format!("{group}: stop: {e}")),
+                }
+            }
+            Request::Start { group } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m.clone(),
+                    Err(e) => return Response::failed(e),
+                };
+                if self.stopping() {
+                    return Response::failed("drover is shutting down");
+                }
+                if !master.status().is_idle() {
+                    return Response::failed(format!(
+                        "{group} is {}: nothing to start (drover restart {group} replaces its workers)",
+                        master.status()
+                    ));
+                }
+                let count = master.config().count;
+                let who = Who {
+                    group: &group,
+                    id: None,
+                    pid: None,
+                };
+                self.log.event(who, "starting", &format!("starting {count} worker(s)"));
+                match master.start_again().await {
+                    Ok(()) => Response::done(format!("{group}: {count} worker(s) STARTED")),
+                    Err(e) => Response::failed(format!("{group}: start: {e}")),
+                }
+            }
+            Request::Stop { hard, group: None } => {
                 let exits: usize = self
                     .groups
                     .iter()
@@ -703,6 +886,7 @@ impl Shared {
                         let cpu = alive.then(|| procinfo::cpu_seconds(w.pid)).flatten();
                         WorkerReport {
                             id: w.id,
+                            instance: w.instance,
                             pid: w.pid,
                             status: w.status.to_string(),
                             uptime_secs: uptime,
@@ -717,7 +901,7 @@ impl Shared {
                     .collect();
                 GroupReport {
                     name: name.clone(),
-                    status: master.status().to_string(),
+                    status: self.group_status(name, master),
                     count: master.config().count,
                     started: workers
                         .iter()
@@ -742,7 +926,10 @@ async fn forward(shared: Arc<Shared>, group: String, mut events: Events, mut out
     while events_open || output_open {
         tokio::select! {
             event = events.recv(), if events_open => match event {
-                Some(event) => on_event(&shared, &group, event),
+                Some(event) => {
+                    watch_failure(&shared, &group, &event);
+                    on_event(&shared, &group, event);
+                }
                 None => events_open = false,
             },
             line = output.recv(), if output_open => match line {
@@ -806,6 +993,36 @@ fn progress(shared: &Shared, group: &str, event: &Event) {
                     "progress",
                     &line,
                 );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Follows whether the group failed for good (core's events say when), and acts on it.
+fn watch_failure(shared: &Arc<Shared>, group: &str, event: &Event) {
+    match event {
+        Event::GaveUp { restarts, window } => shared.group_failed(
+            group,
+            &format!("gave up restarting: more than {restarts} restarts within {window:?}"),
+        ),
+        Event::NoWorkerLeft => {
+            shared
+                .emptied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(group.to_string());
+            // A FAILED status says a group gave up; this is the other way to fail for good.
+            shared.metrics.set_group_failed(group, true);
+            shared.group_failed(group, "no worker left: every worker exited and none is being restarted");
+        }
+        Event::Status {
+            to: WorkerStatus::Started,
+            ..
+        } => {
+            let was = shared.emptied.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
+            if was {
+                shared.metrics.set_group_failed(group, false);
             }
         }
         _ => {}

@@ -108,14 +108,14 @@ fn drover_logs_prints_the_recent_lines_of_a_group_and_follows_new_ones() {
     // Once the follower is connected, every new line reaches it: ask until one does.
     let end = Instant::now() + DEADLINE;
     let got = loop {
-        drover.ctl_ok(&["send", "web", "2", r#"{"cmd":"echo","data":"followed"}"#]);
+        drover.ctl_ok(&["send", "web", "id:2", r#"{"cmd":"echo","data":"followed"}"#]);
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             break line;
         }
         assert!(Instant::now() < end, "the follower printed nothing");
     };
     assert!(got.contains("[web 2 pid") && got.contains("followed"), "{got}");
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":0}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"exit","code":0}"#]);
     expect_line(&rx, "[web 1 pid");
     assert!(follower.0.try_wait().unwrap().is_none(), "-f keeps following");
     drover.ctl_ok(&["stop"]);
@@ -166,7 +166,7 @@ fn plain_lines_carry_a_timestamp_and_json_lines_a_level_and_exit_fields() {
     assert_eq!(err["level"], "error", "stderr lines are errors");
     assert_eq!(err["stream"], "stderr");
     let pid = err["pid"].as_u64().unwrap();
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":3}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"exit","code":3}"#]);
     let exit = json("\"event\":\"exited\"");
     assert_eq!(exit["level"], "error", "{exit}");
     assert_eq!(exit["pid"], pid);
@@ -196,8 +196,10 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
         stat
     };
     let dir = tempfile::tempdir().unwrap();
-    let program = sh_worker("echo to-stdout; echo to-stderr >&2");
-    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "1", "--name", "web", "--"];
+    // Worker 1 writes a line to each stream; worker 2 fails before it starts, a second later.
+    let program =
+        sh_worker("if [ \"$DROVER_WORKER_ID\" = 2 ]; then sleep 1; exit 3; fi; echo to-stdout; echo to-stderr >&2");
+    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "2", "--name", "web", "--"];
     args.extend(program.iter().map(String::as_str));
     let child = Command::new(drover_bin())
         .args(&args)
@@ -205,16 +207,17 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
         .env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))
         .env_remove("DROVER_TIMESTAMPS")
         .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(writer.try_clone().unwrap()))
+        .stderr(Stdio::from(writer))
         .spawn()
         .unwrap();
     let child = KillOnDrop(child);
     let rx = lines_of(reader);
-    // Every line up to the worker's two (the order of its two streams is not defined).
+    // Every line until drover exits (the order of its two streams is not defined).
     let mut lines = Vec::new();
     let end = Instant::now() + DEADLINE;
-    while !(lines.iter().any(|l: &String| l.contains("to-stderr")) && lines.iter().any(|l| l.contains("to-stdout"))) {
+    let seen = |lines: &[String], needle: &str| lines.iter().any(|l| l.contains(needle));
+    while !(seen(&lines, "every worker is stopped") && seen(&lines, "did not start")) {
         let left = end
             .checked_duration_since(Instant::now())
             .unwrap_or_else(|| panic!("{lines:#?}"));
@@ -233,6 +236,11 @@ fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
     );
     let contained = find("workers are contained");
     assert!(contained.starts_with("<6>drover: "), "{contained:?}");
+    // Failures are errors, on stdout (an unasked failing exit) and stderr (drover's own).
+    let exit = find("exited with code 3");
+    assert!(exit.starts_with("<3>[web 2 pid "), "{exit:?}");
+    let error = find("group web did not start");
+    assert!(error.starts_with("<3>drover: group web did not start"), "{error:?}");
     // SAFETY: SIGTERM to our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
 }
@@ -290,21 +298,11 @@ fn the_log_file_rotates_by_size_and_keeps_a_bounded_number_of_files() {
 fn on_a_terminal_the_progress_line_is_erased_before_any_other_line() {
     let (terminal, pts) = open_pty();
     let dir = tempfile::tempdir().unwrap();
-    // Workers that talk while the start is under way: lines interleave with the progress.
-    let program = sh_worker("echo hello-$DROVER_WORKER_ID");
-    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
-    args.extend(program.iter().map(String::as_str));
-    let child = KillOnDrop(
-        Command::new(drover_bin())
-            .args(&args)
-            .current_dir(dir.path())
-            .env("DROVER_TIMESTAMPS", "never")
-            .env("DROVER_TEST_MODE", "start-after-ms:300")
-            .stdout(Stdio::from(pts.try_clone().unwrap()))
-            .stderr(Stdio::from(pts))
-            .spawn()
-            .unwrap(),
-    );
+    // Workers that talk while the start is under way, and start 400 ms apart: the progress line is
+    // on the screen when the next lines come.
+    let program =
+        sh_worker("echo hello-$DROVER_WORKER_ID; export DROVER_TEST_MODE=start-after-ms:$((DROVER_WORKER_ID * 400))");
+    let child = three_on_a_terminal(&dir, &program, pts);
     let text = read_terminal(&terminal, "every group is STARTED");
     assert!(
         text.contains("every group is STARTED"),
@@ -387,18 +385,7 @@ fn a_failed_start_takes_its_progress_line_away_and_its_error_is_not_glued_to_it(
     let dir = tempfile::tempdir().unwrap();
     // Workers 1 and 2 start; worker 3 dies before it does, a second later: the start fails.
     let program = sh_worker("if [ \"$DROVER_WORKER_ID\" = 3 ]; then sleep 1; exit 7; fi");
-    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
-    args.extend(program.iter().map(String::as_str));
-    let mut child = KillOnDrop(
-        Command::new(drover_bin())
-            .args(&args)
-            .current_dir(dir.path())
-            .env("DROVER_TIMESTAMPS", "never")
-            .stdout(Stdio::from(pts.try_clone().unwrap()))
-            .stderr(Stdio::from(pts))
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = three_on_a_terminal(&dir, &program, pts);
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(1), "the start failed");
     let text = read_terminal(&terminal, "exiting");
@@ -415,6 +402,22 @@ fn a_failed_start_takes_its_progress_line_away_and_its_error_is_not_glued_to_it(
         !text[error..].contains("starting: "),
         "no progress redrawn after the start failed: {text:?}"
     );
+}
+
+/// `drover run -n 3 --name web -- PROGRAM` in `dir`, its stdout and stderr on the terminal `pts`.
+fn three_on_a_terminal(dir: &tempfile::TempDir, program: &[String], pts: std::os::fd::OwnedFd) -> KillOnDrop {
+    let mut args = vec!["run", "--socket", "ctl.sock", "-n", "3", "--name", "web", "--"];
+    args.extend(program.iter().map(String::as_str));
+    KillOnDrop(
+        Command::new(drover_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("DROVER_TIMESTAMPS", "never")
+            .stdout(Stdio::from(pts.try_clone().unwrap()))
+            .stderr(Stdio::from(pts))
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// What the terminal shows until `until` appears (or drover closed its side).
@@ -441,4 +444,54 @@ fn read_terminal(terminal: &std::fs::File, until: &str) -> String {
         }
     }
     String::from_utf8_lossy(&screen).into_owned()
+}
+
+#[test]
+fn a_follower_that_falls_behind_is_skipped_ahead_and_told_how_many_lines_it_missed() {
+    let program = sh_worker("true");
+    let drover = web(&[], &program);
+    drover.wait_ready();
+    let mut follower = KillOnDrop(
+        Command::new(drover_bin())
+            .args(["logs", "-f", "--lines", "1", "--socket"])
+            .arg(&drover.socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(follower.0.stdout.take().unwrap());
+    rx.recv_timeout(DEADLINE).expect("the follower is connected");
+    // The follower stops reading (its process stopped) while 20,000 lines come: far more than its
+    // socket buffer and its 1024-line backlog hold.
+    let pid = follower.0.id() as i32;
+    // SAFETY: SIGSTOP and SIGCONT to our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"burst","n":20000}"#]);
+    // (A full event queue may drop some of them: what counts is that many came.)
+    assert!(
+        eventually(|| drover.count_lines("message: {\"seq\":") >= 8000),
+        "{} lines of the burst",
+        drover.count_lines("message: {\"seq\":")
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let skipped = expect_line(&rx, "line(s) skipped: this `drover logs -f` read too slowly");
+    let missed: u64 = skipped
+        .strip_prefix("drover: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{skipped:?}"));
+    assert!(missed > 0, "{skipped}");
+    // Then it follows on: a line written after the burst reaches it.
+    let end = Instant::now() + DEADLINE;
+    'echoed: loop {
+        drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"echo","data":"after"}"#]);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("\"after\"") {
+                break 'echoed;
+            }
+        }
+        assert!(Instant::now() < end, "the follower followed no further");
+    }
+    drover.ctl_ok(&["stop"]);
 }

@@ -205,7 +205,12 @@ fn metrics_parse_strictly_and_cover_drover_each_worker_restarts_and_durations() 
         l.starts_with("[web 1 pid") && l.ends_with("drover: started") && !l.contains(&format!("pid {}]", first[0]))
     });
     drover.ctl_ok(&["reload"]);
-    let m = scrape(&addr);
+    // The events of the reload's last moments may still be on their way to the counters.
+    let mut m = scrape(&addr);
+    eventually(|| {
+        m = scrape(&addr);
+        m.get(r#"drover_worker_start_duration_seconds_count{group="web"}"#) == Some(&5.0)
+    });
 
     assert_eq!(
         value(

@@ -9,13 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
 #[test]
 fn health_flips_503_to_200_and_metrics_count_what_happened() {
     let worker = test_worker();
@@ -54,9 +47,9 @@ fn health_flips_503_to_200_and_metrics_count_what_happened() {
     assert_eq!(http_get(&addr, "/nope").0, 404);
 
     // A message each way, then a crash that the restart policy answers.
-    drover.ctl_ok(&["send", "web", "2", r#"{"cmd":"echo"}"#]);
+    drover.ctl_ok(&["send", "web", "id:2", r#"{"cmd":"echo"}"#]);
     drover.wait_line("message: {\"echo\"");
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":3}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"exit","code":3}"#]);
     drover.wait_line("[web 1] drover: restarting in");
     let (code, body) = http_get(&addr, "/health");
     assert_eq!(code, 503, "one worker is down: {body}");
@@ -182,7 +175,7 @@ fn a_subreaper_drover_reaps_orphans_without_stealing_workers_exits() {
     let grandchild = drover.spawn_grandchild("web", 1);
 
     // The worker leaves: its child is orphaned, adopted by drover and killed with the group.
-    drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"exit","code":4}"#]);
+    drover.ctl_ok(&["send", "web", "id:1", r#"{"cmd":"exit","code":4}"#]);
     // Core still saw the worker's own exit: the reaper did not steal it.
     drover.wait_line(&format!(
         "[web 1 pid {}] drover: exited: exited with code 4 in status STARTED, unasked",

@@ -36,19 +36,19 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        ["GROUP", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "RSS", "CPU"],
+        ["GROUP", "INSTANCE", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "RSS", "CPU"],
         "{table}"
     );
     for (i, pid) in pids.iter().enumerate() {
         let row: Vec<&str> = lines[i + 1].split_whitespace().collect();
         assert_eq!(
-            row[..4],
-            ["web", &(i + 1).to_string(), &pid.to_string(), "STARTED"],
+            row[..5],
+            ["web", &i.to_string(), &(i + 1).to_string(), &pid.to_string(), "STARTED"],
             "{table}"
         );
-        assert_eq!(row[5], "0", "{table}");
-        assert!(row[6].ends_with('M'), "RSS in MiB: {table}");
-        assert!(row[7].ends_with('%'), "CPU percent: {table}");
+        assert_eq!(row[6], "0", "{table}");
+        assert!(row[7].ends_with('M'), "RSS in MiB: {table}");
+        assert!(row[8].ends_with('%'), "CPU percent: {table}");
     }
     assert!(table.contains("web: STARTED (2/2 STARTED)"), "{table}");
 
@@ -59,8 +59,9 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     assert!(w["rss_bytes"].as_u64().unwrap() > 0, "{status}");
     assert!(w["cpu_seconds"].as_f64().is_some(), "{status}");
 
-    // send to one worker: the test worker echoes, drover logs the worker's message.
-    let out = drover.ctl_ok(&["send", "web", "1", r#"{"cmd":"echo","n":7}"#]);
+    // send to one worker (instance 0: the first): the test worker echoes, drover logs the
+    // worker's message.
+    let out = drover.ctl_ok(&["send", "web", "0", r#"{"cmd":"echo","n":7}"#]);
     assert_eq!(out.trim(), "sent to web worker 1");
     drover.wait_line(&format!(
         "[web 1 pid {}] drover: message: {{\"echo\":{{\"cmd\":\"echo\",\"n\":7}}}}",
@@ -71,9 +72,9 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     assert_eq!(out.trim(), "sent to 2 worker(s) of web");
     drover.wait_line(&format!("message: {{\"pid\":{}}}", pids[1]));
 
-    // restart one worker: a new process under the same id.
-    let out = drover.ctl_ok(&["restart", "web", "1"]);
-    assert!(out.starts_with("web: worker 1 restarted"), "{out}");
+    // restart one worker: a new process under the same id, in the same place.
+    let out = drover.ctl_ok(&["restart", "web", "0"]);
+    assert!(out.starts_with("web: restarted instance 0 (id 1, pid"), "{out}");
     let after = drover.worker_pids("web");
     assert_ne!(after[0], pids[0]);
     assert_eq!(after[1], pids[1]);
@@ -87,7 +88,17 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     // Unknown worker: non-zero, with the reason.
     let out = drover.ctl(&["restart", "web", "99"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no worker with id 99"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("web: no instance 99 (instances: 0 (id 1), 1 (id 2))"),
+        "{stderr}"
+    );
+    let out = drover.ctl(&["restart", "web", "id:99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("web: no worker id 99"));
+    let out = drover.ctl(&["restart", "web", "first"]);
+    assert_eq!(out.status.code(), Some(2), "refused by the command line");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected an instance index"));
     let out = drover.ctl(&["scale", "api", "2"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no group \"api\""));

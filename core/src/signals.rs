@@ -130,16 +130,27 @@ pub async fn all_shut_down(masters: &[Master]) {
 /// Hands every signal from `signals` to `on_signal` until every master in `masters` is shut
 /// down. Each future `on_signal` gives runs as its own task, so that a second SIGINT can harden
 /// a graceful shutdown that is still running.
-pub async fn dispatch_until_shut_down<F, Fut>(signals: &mut SignalStream, masters: &[Master], mut on_signal: F)
+pub async fn dispatch_until_shut_down<F, Fut>(signals: &mut SignalStream, masters: &[Master], on_signal: F)
 where
     F: FnMut(i32) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let down = all_shut_down(masters);
-    tokio::pin!(down);
+    dispatch_until(signals, all_shut_down(masters), on_signal).await
+}
+
+/// Hands every signal from `signals` to `on_signal` until `done` resolves: for a host whose end
+/// is more than its masters being shut down (the `drover` command: a group stopped on its own may
+/// be started again). Each future `on_signal` gives runs as its own task.
+pub async fn dispatch_until<D, F, Fut>(signals: &mut SignalStream, done: D, mut on_signal: F)
+where
+    D: std::future::Future<Output = ()>,
+    F: FnMut(i32) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(done);
     loop {
         tokio::select! {
-            _ = &mut down => return,
+            _ = &mut done => return,
             signal = signals.recv() => {
                 tokio::spawn(on_signal(signal));
             }

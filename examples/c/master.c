@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
     TRY(drover_master_start(master, 30000));
     drover_listener *listeners = NULL;
     size_t listening = 0;
-    TRY(drover_master_listeners(master, &listeners, &listening));
+    TRY(drover_master_listeners(master, sizeof(drover_listener), &listeners, &listening));
     for (size_t i = 0; i < listening; i++) printf("listening on %s\n", listeners[i].local);
     drover_listener_list_free(listeners, listening);
     drover_worker_info *workers = NULL;

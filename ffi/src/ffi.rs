@@ -160,6 +160,49 @@ impl<T: SizedStruct> SizedOut<T> {
     }
 }
 
+/// An array for the caller of `items` (made only once the size is checked and the array
+/// allocated, so an error leaks none of the strings they may own), each entry `element_size` bytes (the caller's
+/// `sizeof(T)`, so its indexing stays right when a later drover adds fields) with its `size` field
+/// set to it: allocated with calloc (fields the library does not know read 0), freed with `free`.
+/// NULL for no items. DROVER_RESULT_INVALID_ARGUMENT when `element_size` is below `T::MIN_SIZE`.
+pub(crate) fn sized_array<T: SizedStruct>(
+    items: impl ExactSizeIterator<Item = T>,
+    element_size: usize,
+    name: &str,
+) -> Result<*mut T, Failure> {
+    if element_size < T::MIN_SIZE {
+        return Err(Failure::new(
+            drover_result::InvalidArgument,
+            format!(
+                "`{name}` is {element_size}: pass sizeof({c}) ({min} or more)",
+                c = T::C_NAME,
+                min = T::MIN_SIZE
+            ),
+        ));
+    }
+    if items.len() == 0 {
+        return Ok(std::ptr::null_mut());
+    }
+    let count = items.len();
+    // SAFETY: calloc has no preconditions; its result is checked for NULL.
+    let array = unsafe { libc::calloc(count, element_size) }.cast::<u8>();
+    if array.is_null() {
+        return Err(Failure::new(
+            drover_result::Os,
+            format!("cannot allocate {count} entries of {element_size} bytes"),
+        ));
+    }
+    for (i, item) in items.take(count).enumerate() {
+        // SAFETY: entry `i` is inside the `count * element_size` bytes just allocated.
+        let entry = unsafe { array.add(i * element_size) }.cast::<T>();
+        // SAFETY: the entry's leading `size` field is inside the allocation; each entry says its
+        // size, as a caller-allocated struct does.
+        unsafe { entry.cast::<usize>().write_unaligned(element_size) };
+        SizedOut::new(entry, name)?.write(item);
+    }
+    Ok(array.cast::<T>())
+}
+
 /// The live objects of one opaque type `H`, each an `Arc<T>` keyed by its handle's address.
 ///
 /// A handle is a heap allocation of `H` that is never read: its address is the key. Looking a

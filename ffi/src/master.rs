@@ -18,8 +18,8 @@ use tokio::runtime::Runtime;
 use crate::config::{self, drover_config};
 use crate::error::{drover_result, Failure};
 use crate::ffi::{
-    clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry, SizedOut,
-    SizedStruct,
+    clear_event, ffi_body, new_runtime, owned_c_string, sized_array, timeout_from_ms, try_obj, try_out, try_str,
+    Registry, SizedOut, SizedStruct,
 };
 use crate::mailbox::{Mailbox, Source};
 
@@ -551,40 +551,9 @@ pub extern "C" fn drover_master_workers(
         let state = try_obj!(MASTERS, master);
         let out_workers = try_out!(out_workers);
         let out_count = try_out!(out_count);
-        if info_size < <drover_worker_info as SizedStruct>::MIN_SIZE {
-            return Err(Failure::new(
-                drover_result::InvalidArgument,
-                format!(
-                    "`info_size` is {info_size}: pass sizeof(drover_worker_info) ({} or more)",
-                    <drover_worker_info as SizedStruct>::MIN_SIZE
-                ),
-            ));
-        }
         let workers = state.master.workers();
+        let ptr = sized_array(workers.iter().map(info_to_c), info_size, "info_size")?;
         let count = workers.len();
-        let ptr = if count == 0 {
-            std::ptr::null_mut()
-        } else {
-            // calloc, so fields past this version's struct read 0, and `drover_worker_list_free`
-            // needs no layout to free it.
-            // SAFETY: calloc has no preconditions; its result is checked for NULL.
-            let array = unsafe { libc::calloc(count, info_size) }.cast::<u8>();
-            if array.is_null() {
-                return Err(Failure::new(
-                    drover_result::Os,
-                    format!("cannot allocate {count} worker entries of {info_size} bytes"),
-                ));
-            }
-            for (i, info) in workers.iter().enumerate() {
-                // SAFETY: entry `i` is inside the `count * info_size` bytes just allocated.
-                let entry = unsafe { array.add(i * info_size) }.cast::<drover_worker_info>();
-                // SAFETY: the entry's leading `size` field is inside the allocation; each entry
-                // says its size, as a caller-allocated struct does.
-                unsafe { entry.cast::<usize>().write_unaligned(info_size) };
-                SizedOut::new(entry, "workers[i]")?.write(info_to_c(info));
-            }
-            array.cast::<drover_worker_info>()
-        };
         out_workers.write(ptr);
         out_count.write(count);
         Ok(())
@@ -598,7 +567,7 @@ pub extern "C" fn drover_master_workers(
 /// `workers` is NULL or an array returned by `drover_master_workers()`, not freed before.
 #[no_mangle]
 pub unsafe extern "C" fn drover_worker_list_free(workers: *mut drover_worker_info, count: usize) {
-    let _ = count;
+    let _ = count; // kept for symmetry with drover_listener_list_free: free() needs no count
     if workers.is_null() {
         return;
     }
@@ -611,6 +580,8 @@ pub unsafe extern "C" fn drover_worker_list_free(workers: *mut drover_worker_inf
 #[repr(C)]
 #[derive(Debug)]
 pub struct drover_listener {
+    /// The `listener_size` the caller passed to `drover_master_listeners()`: set by drover.
+    pub size: usize,
     /// The address as it was declared or asked for, e.g. "127.0.0.1:0" (normalised: a bare port
     /// reads "[::]:8080", a Unix path "unix:/run/web.sock"). Owned by the list.
     pub address: *mut c_char,
@@ -623,11 +594,15 @@ pub struct drover_listener {
 /// bound by `drover_master_start()`) and the ones its workers asked for (`drover_bus_listen()`),
 /// in the order they were bound. They stay open until the master shuts down.
 ///
-/// On success `*out_listeners` receives an array of `*out_count` entries, owned by the caller and
-/// freed with `drover_listener_list_free(listeners, count)` (NULL when there are none).
+/// `listener_size` is `sizeof(drover_listener)`: the array's entries are that size, so indexing it
+/// stays right when a later drover adds fields. On success `*out_listeners` receives an array of
+/// `*out_count` entries, owned by the caller and freed with `drover_listener_list_free(listeners,
+/// count)` (NULL when there are none). DROVER_RESULT_INVALID_ARGUMENT for a `listener_size`
+/// smaller than this ABI version's struct.
 #[no_mangle]
 pub extern "C" fn drover_master_listeners(
     master: *const drover_master,
+    listener_size: usize,
     out_listeners: *mut *mut drover_listener,
     out_count: *mut usize,
 ) -> drover_result {
@@ -635,23 +610,15 @@ pub extern "C" fn drover_master_listeners(
         let state = try_obj!(MASTERS, master);
         let out_listeners = try_out!(out_listeners);
         let out_count = try_out!(out_count);
-        let list: Box<[drover_listener]> = state
-            .master
-            .listeners()
-            .iter()
-            .map(|(address, local)| drover_listener {
-                address: owned_c_string(address),
-                local: owned_c_string(local),
-            })
-            .collect();
-        let count = list.len();
-        let ptr = if count == 0 {
-            std::ptr::null_mut()
-        } else {
-            Box::into_raw(list).cast::<drover_listener>()
-        };
+        let listeners = state.master.listeners();
+        let entries = listeners.iter().map(|(address, local)| drover_listener {
+            size: std::mem::size_of::<drover_listener>(),
+            address: owned_c_string(address),
+            local: owned_c_string(local),
+        });
+        let ptr = sized_array(entries, listener_size, "listener_size")?;
         out_listeners.write(ptr);
-        out_count.write(count);
+        out_count.write(listeners.len());
         Ok(())
     })
 }
@@ -664,22 +631,26 @@ pub extern "C" fn drover_master_listeners(
 /// not freed before.
 #[no_mangle]
 pub unsafe extern "C" fn drover_listener_list_free(listeners: *mut drover_listener, count: usize) {
-    if listeners.is_null() || count == 0 {
+    if listeners.is_null() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        let slice = std::ptr::slice_from_raw_parts_mut(listeners, count);
-        // SAFETY: per this function's contract, the array came from `Box::into_raw` of a boxed
-        // slice of exactly `count` entries and is freed once; each string in it came from
-        // `CString::into_raw` and is owned by the array.
-        let list = unsafe { Box::from_raw(slice) };
-        for listener in list.iter() {
-            for s in [listener.address, listener.local] {
-                if !s.is_null() {
-                    // SAFETY: as above: an owned string of the list, freed once.
-                    drop(unsafe { std::ffi::CString::from_raw(s) });
+        let base = listeners.cast::<u8>();
+        // SAFETY: per this function's contract, the array came from `drover_master_listeners`
+        // (`sized_array`): `count` entries, each of the `size` its first entry records, each
+        // holding two owned strings from `CString::into_raw`; all freed once, here.
+        unsafe {
+            let stride = base.cast::<usize>().read_unaligned();
+            for i in 0..count {
+                let entry = base.add(i * stride).cast::<drover_listener>();
+                for field in [std::ptr::addr_of!((*entry).address), std::ptr::addr_of!((*entry).local)] {
+                    let s = field.read_unaligned();
+                    if !s.is_null() {
+                        drop(std::ffi::CString::from_raw(s));
+                    }
                 }
             }
+            libc::free(listeners.cast());
         }
     });
 }
@@ -896,6 +867,12 @@ pub unsafe extern "C" fn drover_event_clear(event: *mut drover_event) {
 unsafe impl SizedStruct for drover_event {
     const C_NAME: &'static str = "drover_event";
     const MIN_SIZE: usize = std::mem::size_of::<drover_event>();
+}
+
+// SAFETY: as above.
+unsafe impl SizedStruct for drover_listener {
+    const C_NAME: &'static str = "drover_listener";
+    const MIN_SIZE: usize = std::mem::size_of::<drover_listener>();
 }
 
 // SAFETY: as above.

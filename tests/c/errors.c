@@ -130,10 +130,12 @@ static void master_errors(void) {
     CHECK_ERR(drover_master_event_fd(master, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_fd` is NULL");
     CHECK_ERR(drover_master_next_event(master, 0, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_event` is NULL");
 
-    CHECK_ERR(drover_master_listeners(master, NULL, &count), DROVER_RESULT_NULL_ARGUMENT, "`out_listeners` is NULL");
+    CHECK_ERR(drover_master_listeners(master, sizeof(drover_listener), NULL, &count), DROVER_RESULT_NULL_ARGUMENT, "`out_listeners` is NULL");
     drover_listener *listeners = NULL;
-    CHECK_ERR(drover_master_listeners(master, &listeners, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_count` is NULL");
-    CHECK_ERR(drover_master_listeners(NULL, &listeners, &count), DROVER_RESULT_NULL_ARGUMENT, "`master` is NULL");
+    CHECK_ERR(drover_master_listeners(master, sizeof(drover_listener), &listeners, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_count` is NULL");
+    CHECK_ERR(drover_master_listeners(NULL, sizeof(drover_listener), &listeners, &count), DROVER_RESULT_NULL_ARGUMENT, "`master` is NULL");
+    CHECK_ERR(drover_master_listeners(master, 8, &listeners, &count), DROVER_RESULT_INVALID_ARGUMENT,
+              "`listener_size` is 8: pass sizeof(drover_listener)");
 
     /* No event before start: a timeout, in about the time asked. */
     drover_event event = {.size = sizeof(drover_event)};

@@ -102,6 +102,34 @@ static drover_worker_info *workers(drover_master *master, size_t *count) {
     return list;
 }
 
+/* A program built against a newer header, whose structs have a field this library does not know,
+ * gets entries of its own size: the fields it shares with this library where it expects them,
+ * the newer one zeroed in arrays drover allocates and left alone in structs it passes. */
+struct newer_worker_info {
+    drover_worker_info info;
+    uint64_t added_later;
+};
+
+static void check_a_newer_header(drover_master *master, uint64_t id, uint32_t pid) {
+    struct newer_worker_info *list = NULL;
+    size_t count = 0;
+    CHECK_OK(drover_master_workers(master, sizeof(struct newer_worker_info), (drover_worker_info **)&list, &count));
+    CHECK(count == 3);
+    for (size_t i = 0; i < count; i++) {
+        CHECK(list[i].info.size == sizeof(struct newer_worker_info));
+        CHECK(list[i].info.id >= 1 && list[i].info.status == DROVER_WORKER_STATUS_STARTED && list[i].added_later == 0);
+    }
+    CHECK(list[0].info.id == id && list[0].info.pid == pid);
+    drover_worker_list_free((drover_worker_info *)list, count);
+
+    struct newer_worker_info one;
+    memset(&one, 0xAB, sizeof one);
+    one.info.size = sizeof one;
+    CHECK_OK(drover_master_get_worker(master, id, &one.info));
+    CHECK(one.info.size == sizeof one && one.info.id == id && one.info.pid == pid);
+    CHECK(one.added_later == 0xABABABABABABABABull);
+}
+
 static void check_all_started(drover_master *master, size_t expected) {
     size_t count = 0;
     drover_worker_info *list = workers(master, &count);
@@ -214,6 +242,7 @@ static void test_rust_workers(void) {
         pids[i] = list[i].pid;
     }
     drover_worker_list_free(list, count);
+    check_a_newer_header(master, ids[0], pids[0]);
     drover_worker_info one = {.size = sizeof(drover_worker_info)};
     CHECK_OK(drover_master_get_worker(master, ids[1], &one));
     CHECK(one.pid == pids[1] && one.id == ids[1] && one.restarts == 0 && one.generation == 0);
@@ -291,7 +320,7 @@ static void test_rust_workers(void) {
 static char *declared_socket(drover_master *master) {
     drover_listener *listeners = NULL;
     size_t count = 0;
-    CHECK_OK(drover_master_listeners(master, &listeners, &count));
+    CHECK_OK(drover_master_listeners(master, sizeof(drover_listener), &listeners, &count));
     CHECK(count == 1 && listeners != NULL);
     CHECK(strcmp(listeners[0].address, "127.0.0.1:0") == 0);
     CHECK(strncmp(listeners[0].local, "127.0.0.1:", 10) == 0 && atoi(listeners[0].local + 10) > 0);
@@ -310,7 +339,7 @@ static void test_c_workers(const char *mode) {
     CHECK_OK(drover_config_free(config));
     drover_listener *none = (drover_listener *)&none;
     size_t none_count = 1;
-    CHECK_OK(drover_master_listeners(master, &none, &none_count)); /* nothing bound before start */
+    CHECK_OK(drover_master_listeners(master, sizeof(drover_listener), &none, &none_count)); /* nothing bound before start */
     CHECK(none == NULL && none_count == 0);
     CHECK_OK(drover_master_start(master, DEADLINE_MS));
     check_all_started(master, 2);

@@ -275,7 +275,7 @@ impl Drover {
 
     /// Asks worker `id` of `group` (the test worker) to spawn a child of its own; returns its pid.
     pub fn spawn_grandchild(&self, group: &str, id: u64) -> u32 {
-        self.ctl_ok(&["send", group, &id.to_string(), r#"{"cmd":"spawn-grandchild"}"#]);
+        self.ctl_ok(&["send", group, &format!("id:{id}"), r#"{"cmd":"spawn-grandchild"}"#]);
         let line = self.wait_line("message: {\"grandchild\":");
         line.rsplit(':')
             .next()
@@ -408,6 +408,14 @@ pub fn limit_fds(cmd: &mut Command, soft: u64, hard: u64) {
             }
         });
     }
+}
+
+/// The value of `series` (name and labels, exactly) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 /// Polls `cond` (for what no event announces: another process's death) until `DEADLINE`.

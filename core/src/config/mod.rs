@@ -266,6 +266,27 @@ impl MasterConfig {
         config
     }
 
+    /// Whether the program is Node.js: its file name is `node` or `nodejs` (or `node` and a
+    /// version, `node20`, `node-20.1`), as `script` runs. Such workers also get
+    /// `NODE_APP_INSTANCE` (PROTOCOL.md §2.2); the `drover` command adds its preload to them.
+    ///
+    /// ```
+    /// use drover::MasterConfig;
+    /// assert!(MasterConfig::script("app.js").runs_node());
+    /// assert!(MasterConfig::program("/usr/bin/nodejs").runs_node());
+    /// assert!(!MasterConfig::program("nodemon").runs_node());
+    /// ```
+    pub fn runs_node(&self) -> bool {
+        let Some(name) = self.program.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        match name.strip_prefix("node") {
+            Some("js") => true,
+            Some(version) => version.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-'),
+            None => false,
+        }
+    }
+
     /// Appends an argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> MasterConfig {
         self.args.push(arg.into());

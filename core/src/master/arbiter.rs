@@ -43,7 +43,10 @@ use crate::WorkerId;
 
 /// A lifecycle operation, as the handles ask for it.
 pub(super) enum Op {
-    Start,
+    /// `from`: the statuses it may start from.
+    Start {
+        from: &'static [MasterStatus],
+    },
     RestartWorker {
         id: WorkerId,
     },
@@ -67,7 +70,7 @@ impl Op {
     /// The operation's name, as errors say it.
     pub(super) fn name(&self) -> &'static str {
         match self {
-            Op::Start => "start",
+            Op::Start { .. } => "start",
             Op::RestartWorker { .. } => "restart_worker",
             Op::Rescale { .. } => "rescale",
             Op::Reload { .. } => "graceful_reload",
@@ -146,6 +149,8 @@ struct Arbiter {
     restart_log: RestartLog,
     restarting: FuturesUnordered<BoxFuture<'static, (WorkerId, Restarted)>>,
     next_recycle: Option<Instant>,
+    /// [`Event::NoWorkerLeft`] was emitted and no worker has run since.
+    emptied: bool,
 }
 
 /// Starts the loop of the master whose shared state is `inner`.
@@ -161,6 +166,7 @@ pub(super) fn spawn(inner: Arc<Inner>, commands: mpsc::UnboundedReceiver<Command
         restart_log: RestartLog::default(),
         restarting: FuturesUnordered::new(),
         next_recycle: None,
+        emptied: false,
     };
     tokio::spawn(arbiter.run());
 }
@@ -184,9 +190,18 @@ impl Arbiter {
                     // Every handle is gone.
                     None => break,
                 },
-                Some(exit) = self.exits.recv() => self.on_exit(exit),
-                result = outcome(&mut self.running) => self.on_operation_done(result),
-                Some((id, restarted)) = self.restarting.next() => self.on_restarted(id, restarted),
+                Some(exit) = self.exits.recv() => {
+                    self.on_exit(exit);
+                    self.check_emptied();
+                }
+                result = outcome(&mut self.running) => {
+                    self.on_operation_done(result);
+                    self.check_emptied();
+                }
+                Some((id, restarted)) = self.restarting.next() => {
+                    self.on_restarted(id, restarted);
+                    self.check_emptied();
+                }
                 _ = sleep_until(backoff_over.unwrap_or_else(Instant::now).into()), if backoff_over.is_some() => {
                     self.on_backoff_over()
                 }
@@ -238,7 +253,7 @@ impl Arbiter {
         let name = op.name();
         let inner = self.inner.clone();
         let (kind, future): (Kind, BoxFuture<'static, Result<(), Error>>) = match op {
-            Op::Start => (Kind::Other, Box::pin(async move { inner.start().await })),
+            Op::Start { from } => (Kind::Other, Box::pin(async move { inner.start(from).await })),
             Op::RestartWorker { id } => (Kind::Other, Box::pin(async move { inner.restart_worker(id).await })),
             Op::Rescale { count } => (Kind::Other, Box::pin(async move { inner.rescale(count).await })),
             Op::Reload { config } => (
@@ -320,6 +335,25 @@ impl Arbiter {
             ExitDecision::Restart => self.schedule_restart(exit.id, exit.pid),
             ExitDecision::AfterOperation => worker.restart = Restart::Deferred { dead: exit.pid },
             ExitDecision::Leave => {}
+        }
+    }
+
+    /// Tells, once, when a STARTED group has no process left and none coming: every worker
+    /// exited, the policy restarts none, and no operation is under way that would start one.
+    fn check_emptied(&mut self) {
+        let alive = lock(&self.inner.slots).values().any(|s| s.handle.info().is_alive());
+        if alive {
+            self.emptied = false;
+            return;
+        }
+        let quiet = self.running.is_none()
+            && self.queue.is_empty()
+            && self.workers.values().all(|w| w.restart == Restart::Idle)
+            && self.inner.status() == MasterStatus::Started;
+        if quiet && !self.emptied {
+            self.emptied = true;
+            tracing::warn!(name = %self.inner.config().name, "no worker left");
+            self.inner.events.emit(Event::NoWorkerLeft);
         }
     }
 
@@ -526,7 +560,11 @@ async fn restart(
     restarts: u32,
     generation: u64,
 ) -> Restarted {
-    let Ok(handle) = inner.spawn(config, id, restarts, generation).await else {
+    // The replacement fills the dead process's place.
+    let Some(instance) = inner.instance_of(id) else {
+        return Restarted::Moot;
+    };
+    let Ok(handle) = inner.spawn(config, id, instance, restarts, generation).await else {
         return Restarted::Failed { dead };
     };
     if !inner.install(id, &handle, Some(dead), restarts, generation, config) {

@@ -170,6 +170,12 @@ pub enum Event {
         /// The window.
         window: Duration,
     },
+    /// Every worker's process has exited and none is being restarted (the restart policy left
+    /// them, no operation is under way): the group serves nothing until an operation (a restart,
+    /// rescale or reload) starts workers again. Emitted once each time the group empties. The
+    /// master's status is unchanged (a group that gave up is FAILED and says so with
+    /// [`Event::GaveUp`] instead).
+    NoWorkerLeft,
     /// The master's own status changed.
     MasterStatus {
         /// The previous status.
@@ -522,6 +528,7 @@ impl Event {
             Event::Restarting { .. } => "restarting",
             Event::Recycling { .. } => "recycling",
             Event::GaveUp { .. } => "gave_up",
+            Event::NoWorkerLeft => "no_worker_left",
             Event::MasterStatus { .. } => "master_status",
             Event::Dropped { .. } => "dropped",
         }
@@ -539,7 +546,9 @@ impl Event {
             Event::Exit(exit) => worker(exit.id, Some(exit.pid)),
             Event::Failed { id, pid, .. } => worker(*id, *pid),
             Event::Restarting { id, .. } | Event::Recycling { id, .. } => worker(*id, None),
-            Event::GaveUp { .. } | Event::MasterStatus { .. } | Event::Dropped { .. } => Subject::Master,
+            Event::GaveUp { .. } | Event::NoWorkerLeft | Event::MasterStatus { .. } | Event::Dropped { .. } => {
+                Subject::Master
+            }
         }
     }
 
@@ -608,6 +617,7 @@ impl Event {
                 "idle": to.is_idle(),
             }),
             Event::Dropped { count } => json!({ "v": v, "event": event, "count": count }),
+            Event::NoWorkerLeft => json!({ "v": v, "event": event }),
         }
     }
 
@@ -683,6 +693,10 @@ impl std::fmt::Display for Summary<'_> {
                     "{count} events dropped: the event queue was full (its reader fell behind)"
                 )
             }
+            Event::NoWorkerLeft => write!(
+                f,
+                "no worker left: every worker exited and none is being restarted (restart policy)"
+            ),
         }
     }
 }

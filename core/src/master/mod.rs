@@ -46,6 +46,8 @@ use worker::{WorkerHandle, WorkerInfo};
 /// One worker id and the process currently behind it.
 struct Slot {
     handle: WorkerHandle,
+    /// The place the worker fills in its group (`WorkerInfo::instance`), kept by its restarts.
+    instance: u32,
     restarts: u32,
     generation: u64,
     /// The config the process runs (during a reload, the old and the new generation differ).
@@ -91,6 +93,11 @@ impl std::fmt::Debug for Master {
             .finish()
     }
 }
+
+/// The statuses [`Master::start`] starts from.
+const START_FROM: &[MasterStatus] = &[MasterStatus::Initialized, MasterStatus::Stopped];
+/// The statuses [`Master::start_again`] starts from.
+const START_AGAIN_FROM: &[MasterStatus] = &[MasterStatus::Initialized, MasterStatus::Stopped, MasterStatus::ShutDown];
 
 /// The longest [`Master::broadcast`] waits for workers to take a message.
 pub const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -189,6 +196,21 @@ impl Master {
         lock(&self.inner.slots).get(&id).map(|s| s.handle.info())
     }
 
+    /// The worker that fills instance `instance` (`0..count`): the way to name "the second
+    /// worker" that survives restarts and reloads, where ids do not. During a reload, when an old
+    /// and a new worker share the index, the newer one; a worker an operation is retiring never.
+    pub fn worker_at(&self, instance: u32) -> Option<WorkerInfo> {
+        lock(&self.inner.slots)
+            .values()
+            .filter(|s| s.instance == instance && !s.retiring)
+            .map(|s| {
+                let mut info = s.handle.info();
+                info.restarts = s.restarts;
+                info
+            })
+            .max_by_key(|info| (info.generation, info.id))
+    }
+
     /// The listening sockets this master holds: (address asked for, address bound), e.g.
     /// `("127.0.0.1:0", "127.0.0.1:41234")`.
     pub fn listeners(&self) -> Vec<(String, String)> {
@@ -199,13 +221,25 @@ impl Master {
     ///
     /// If one exits, fails, or misses the start timeout, every worker this call spawned is ended
     /// and reaped, and the error names that worker and why. The master is then `Stopped` and
-    /// `start()` may be tried again.
+    /// `start()` may be tried again. A master that was shut down stays so: see
+    /// [`Master::start_again`].
     pub async fn start(&self) -> Result<(), Error> {
+        self.start_from(START_FROM).await
+    }
+
+    /// [`Master::start`], for a master that was shut down as well: it starts anew, with fresh
+    /// workers in places `0..count` and its declared sockets bound again. For a host that stops
+    /// and starts one group of several (the `drover` command's `stop GROUP`, `start GROUP`); the
+    /// C and Node faces keep a shutdown final.
+    pub async fn start_again(&self) -> Result<(), Error> {
+        self.start_from(START_AGAIN_FROM).await
+    }
+
+    async fn start_from(&self, from: &'static [MasterStatus]) -> Result<(), Error> {
         // At once, as the other operations do: a caller with a deadline (the C face's timeout)
         // learns of a wrong state now, not when the loop gets to the request.
-        self.inner
-            .require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
-        self.submit(Op::Start).await
+        self.inner.require("start", from)?;
+        self.submit(Op::Start { from }).await
     }
 
     /// Replaces worker `id`'s process: the running one is ended gracefully (if it still runs), a

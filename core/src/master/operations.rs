@@ -22,6 +22,24 @@ use crate::error::{Error, StartFailure};
 use crate::status::{MasterStatus, WorkerStatus};
 use crate::WorkerId;
 
+/// Where a new worker goes: its id and the instance index it fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place {
+    pub id: WorkerId,
+    pub instance: u32,
+}
+
+/// The ids of `places`.
+pub(super) fn ids_of(places: &[Place]) -> Vec<WorkerId> {
+    places.iter().map(|p| p.id).collect()
+}
+
+/// The instance indexes of a group of `count` workers: `0..count` (at most
+/// [`crate::config::MAX_WORKERS`], so it fits).
+pub(super) fn instance_count(count: usize) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
 impl Inner {
     /// The declared sockets of `config`, bound now if they are not yet, in declaration order.
     fn declared_sockets(&self, config: &MasterConfig) -> Result<Vec<(String, Arc<std::os::fd::OwnedFd>)>, Error> {
@@ -42,12 +60,14 @@ impl Inner {
         &self,
         config: &Arc<MasterConfig>,
         id: WorkerId,
+        instance: u32,
         restarts: u32,
         generation: u64,
     ) -> Result<WorkerHandle, Error> {
         let inherited = self.declared_sockets(config)?;
         let spec = WorkerSpec {
             id,
+            instance,
             restarts,
             generation,
             config: config.clone(),
@@ -87,6 +107,7 @@ impl Inner {
             (None, None) => {
                 let slot = Slot {
                     handle: handle.clone(),
+                    instance: handle.info().instance,
                     restarts,
                     generation,
                     config: config.clone(),
@@ -111,12 +132,12 @@ impl Inner {
     async fn start_one(
         &self,
         config: &Arc<MasterConfig>,
-        id: WorkerId,
+        Place { id, instance }: Place,
         restarts: u32,
         generation: u64,
         replaces: Option<u32>,
     ) -> Result<(), Error> {
-        let handle = self.spawn(config, id, restarts, generation).await?;
+        let handle = self.spawn(config, id, instance, restarts, generation).await?;
         if !self.install(id, &handle, replaces, restarts, generation, config) {
             handle.kill();
             handle.wait_exit().await;
@@ -138,19 +159,44 @@ impl Inner {
         })
     }
 
-    /// Starts new workers `ids` concurrently; the first failure wins (the others keep their slots).
+    /// Starts new workers at `places` concurrently; the first failure wins (the others keep
+    /// their slots).
     pub(super) async fn start_many(
         &self,
         config: &Arc<MasterConfig>,
-        ids: &[WorkerId],
+        places: &[Place],
         generation: u64,
     ) -> Result<(), Error> {
-        let starts = ids.iter().map(|&id| self.start_one(config, id, 0, generation, None));
+        let starts = places
+            .iter()
+            .map(|&place| self.start_one(config, place, 0, generation, None));
         futures_util::future::try_join_all(starts).await.map(|_| ())
     }
 
-    pub(super) fn new_ids(&self, n: usize) -> Vec<WorkerId> {
-        (0..n).map(|_| self.next_id.fetch_add(1, Ordering::Relaxed)).collect()
+    /// New workers, one per instance index in `instances`, each under a new id.
+    pub(super) fn new_places(&self, instances: impl IntoIterator<Item = u32>) -> Vec<Place> {
+        instances
+            .into_iter()
+            .map(|instance| Place {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                instance,
+            })
+            .collect()
+    }
+
+    /// The `n` lowest instance indexes no worker fills (retiring workers' count as free).
+    pub(super) fn free_instances(&self, n: usize) -> Vec<u32> {
+        let taken: std::collections::BTreeSet<u32> = lock(&self.slots)
+            .values()
+            .filter(|s| !s.retiring)
+            .map(|s| s.instance)
+            .collect();
+        (0u32..).filter(|i| !taken.contains(i)).take(n).collect()
+    }
+
+    /// The instance index of worker `id`, if it is in the table.
+    pub(super) fn instance_of(&self, id: WorkerId) -> Option<u32> {
+        lock(&self.slots).get(&id).map(|s| s.instance)
     }
 
     /// Ends the given workers gracefully (or kills them), concurrently, and removes them from the
@@ -184,9 +230,9 @@ impl Inner {
         lock(&self.slots).keys().copied().collect()
     }
 
-    /// [`crate::Master::start`].
-    pub(super) async fn start(&self) -> Result<(), Error> {
-        self.require("start", &[MasterStatus::Initialized, MasterStatus::Stopped])?;
+    /// [`crate::Master::start`], from the statuses `from` (`start_again` adds `ShutDown`).
+    pub(super) async fn start(&self, from: &[MasterStatus]) -> Result<(), Error> {
+        self.require("start", from)?;
         let previous = self.status();
         self.set_status(MasterStatus::Starting);
         let config = self.config();
@@ -196,9 +242,9 @@ impl Inner {
             self.set_status(previous);
             return Err(err);
         }
-        let ids = self.new_ids(config.count);
+        let places = self.new_places(0..instance_count(config.count));
         let generation = self.generation.load(Ordering::Relaxed);
-        match self.start_many(&config, &ids, generation).await {
+        match self.start_many(&config, &places, generation).await {
             Ok(()) => {
                 self.set_status(MasterStatus::Started);
                 Ok(())
@@ -215,14 +261,21 @@ impl Inner {
     /// [`crate::Master::restart_worker`].
     pub(super) async fn restart_worker(&self, id: WorkerId) -> Result<(), Error> {
         self.require("restart_worker", &[MasterStatus::Started])?;
-        let (handle, restarts, generation, config) = {
+        let (handle, instance, restarts, generation, config) = {
             let slots = lock(&self.slots);
             let slot = slots.get(&id).ok_or(Error::UnknownWorker { id })?;
-            (slot.handle.clone(), slot.restarts, slot.generation, slot.config.clone())
+            (
+                slot.handle.clone(),
+                slot.instance,
+                slot.restarts,
+                slot.generation,
+                slot.config.clone(),
+            )
         };
         handle.retire();
         let old = handle.wait_exit().await;
-        self.start_one(&config, id, restarts + 1, generation, Some(old.pid))
+        let place = Place { id, instance };
+        self.start_one(&config, place, restarts + 1, generation, Some(old.pid))
             .await
     }
 
@@ -232,18 +285,20 @@ impl Inner {
         let config = self.config();
         let current: Vec<WorkerInfo> = self.workers();
         if count > current.len() {
-            let ids = self.new_ids(count - current.len());
+            let places = self.new_places(self.free_instances(count - current.len()));
             let generation = self.generation.load(Ordering::Relaxed);
-            if let Err(err) = self.start_many(&config, &ids, generation).await {
-                self.retire(&ids, false).await;
+            if let Err(err) = self.start_many(&config, &places, generation).await {
+                self.retire(&ids_of(&places), false).await;
                 return Err(err);
             }
         } else if count < current.len() {
             let mut victims = current;
-            // Dead and failed workers first, then the newest.
+            // Dead and failed workers first, then the highest instances (so that the others
+            // keep filling 0..count).
             victims.sort_by_key(|w| {
                 (
                     w.is_alive() && w.status != WorkerStatus::Failed,
+                    std::cmp::Reverse(w.instance),
                     std::cmp::Reverse(w.id),
                 )
             });
@@ -282,13 +337,17 @@ impl Inner {
             return Ok(());
         }
         let config = self.config();
-        let successor = self.new_ids(1);
+        let Some(instance) = self.instance_of(victim) else {
+            return Ok(());
+        };
+        // The successor fills the victim's place.
+        let successor = self.new_places([instance]);
         let generation = self.generation.load(Ordering::Relaxed);
         match self.start_many(&config, &successor, generation).await {
             Ok(()) => self.retire(&[victim], false).await,
             Err(err) => {
                 tracing::warn!(error = %err, id = victim, "recycling: the successor did not start; keeping the worker");
-                self.retire(&successor, false).await;
+                self.retire(&ids_of(&successor), false).await;
             }
         }
         Ok(())

@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::arbiter::Op;
+use super::operations::{ids_of, instance_count, Place};
 use super::{Inner, Master};
 use crate::config::MasterConfig;
 use crate::error::Error;
@@ -87,9 +88,10 @@ impl Inner {
         old: &[WorkerId],
         generation: u64,
     ) -> Result<(), Error> {
-        let new = self.new_ids(config.count);
+        // The new generation fills 0..count beside the old one.
+        let new = self.new_places(0..instance_count(config.count));
         if let Err(err) = self.start_many(config, &new, generation).await {
-            self.retire(&new, false).await;
+            self.retire(&ids_of(&new), false).await;
             return Err(err);
         }
         self.retire(old, false).await;
@@ -104,18 +106,21 @@ impl Inner {
         generation: u64,
         batch: usize,
     ) -> Result<(), Error> {
+        // Old workers go in instance order, so that each batch replaces the places it fills.
         let mut remaining_old: Vec<WorkerId> = old.to_vec();
+        remaining_old.sort_by_key(|&id| (self.instance_of(id), id));
         let mut retired_old = 0usize;
-        let mut started_new: Vec<WorkerId> = Vec::new();
+        let mut started_new: Vec<Place> = Vec::new();
         while started_new.len() < config.count {
             let n = batch.min(config.count - started_new.len());
-            let ids = self.new_ids(n);
-            if let Err(err) = self.start_many(config, &ids, generation).await {
-                self.retire(&ids, false).await;
+            let first = instance_count(started_new.len());
+            let places = self.new_places(first..first.saturating_add(instance_count(n)));
+            if let Err(err) = self.start_many(config, &places, generation).await {
+                self.retire(&ids_of(&places), false).await;
                 self.roll_back(old_config, &started_new, retired_old).await;
                 return Err(err);
             }
-            started_new.extend(&ids);
+            started_new.extend(&places);
             let victims: Vec<WorkerId> = remaining_old.drain(..n.min(remaining_old.len())).collect();
             retired_old += victims.len();
             self.retire(&victims, false).await;
@@ -124,24 +129,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Puts back `count` workers on the old config, one before each new worker is ended.
-    async fn roll_back(&self, old_config: &Arc<MasterConfig>, new: &[WorkerId], count: usize) {
+    /// Puts back `count` workers on the old config, one before each new worker is ended (in the
+    /// place that one filled).
+    async fn roll_back(&self, old_config: &Arc<MasterConfig>, new: &[Place], count: usize) {
         let generation = self.generation.load(Ordering::Relaxed).saturating_sub(1);
         let mut new = new.iter();
-        for _ in 0..count {
-            let id = self.new_ids(1);
-            if let Err(err) = self.start_many(old_config, &id, generation).await {
+        for i in 0..count {
+            let instance = new.clone().next().map_or(instance_count(i), |p| p.instance);
+            let place = self.new_places([instance]);
+            if let Err(err) = self.start_many(old_config, &place, generation).await {
                 // The old release no longer starts either: keep the new worker rather than drop capacity.
                 tracing::warn!(error = %err, "rollback could not start a worker on the old config");
-                self.retire(&id, false).await;
+                self.retire(&ids_of(&place), false).await;
                 let _kept = new.next();
                 continue;
             }
-            if let Some(&victim) = new.next() {
-                self.retire(&[victim], false).await;
+            if let Some(victim) = new.next() {
+                self.retire(&[victim.id], false).await;
             }
         }
-        let rest: Vec<WorkerId> = new.copied().collect();
+        let rest: Vec<WorkerId> = new.map(|p| p.id).collect();
         self.retire(&rest, false).await;
     }
 }

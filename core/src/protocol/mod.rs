@@ -36,6 +36,10 @@ pub mod env {
     pub const MAX_FRAME_BYTES: &str = "DROVER_MAX_FRAME_BYTES";
     /// The master's name (its group).
     pub const GROUP: &str = "DROVER_GROUP";
+    /// The worker's instance index in its group, `0..count`, kept by a replacement (§2.2).
+    pub const INSTANCE: &str = "DROVER_INSTANCE";
+    /// The same index under PM2's name, for Node programs only (§2.2).
+    pub const NODE_APP_INSTANCE: &str = "NODE_APP_INSTANCE";
     /// Optional: how long, in microseconds, the master asks the worker to busy-poll after traffic
     /// before its event loop sleeps (`crate::busy_poll`). Set only when the master busy-polls.
     pub const BUSY_POLL_US: &str = "DROVER_BUSY_POLL_US";

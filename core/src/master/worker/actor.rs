@@ -126,6 +126,7 @@ fn outbound_limit(max_frame_bytes: usize) -> usize {
 /// What [`wire`] builds an actor from: a spawned process and the master's ends of its channels.
 pub(super) struct Launched<C> {
     pub id: WorkerId,
+    pub instance: u32,
     pub restarts: u32,
     pub generation: u64,
     pub config: Arc<MasterConfig>,
@@ -144,6 +145,7 @@ pub(super) struct Launched<C> {
 pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (WorkerHandle, WorkerActor<C>) {
     let Launched {
         id,
+        instance,
         restarts,
         generation,
         config,
@@ -159,6 +161,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let info = WorkerInfo {
         id,
+        instance,
         pid,
         status: WorkerStatus::Initialized,
         spawned_at: SystemTime::now(),

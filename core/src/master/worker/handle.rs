@@ -18,6 +18,11 @@ use crate::WorkerId;
 pub struct WorkerInfo {
     /// The worker's id: stable across restarts of the worker, never reused by its master.
     pub id: WorkerId,
+    /// The worker's instance index within its group, `0..count`: the place it fills, given to
+    /// the process as `DROVER_INSTANCE` (and `NODE_APP_INSTANCE` for Node). A restarted or
+    /// recycled worker keeps it; a reload's new generation takes `0..count` again. Unlike the id,
+    /// it names "the second worker" across reloads.
+    pub instance: u32,
     /// The current process's pid.
     pub pid: u32,
     /// The last status; FAILED once the process has exited from INITIALIZED, STARTING or STARTED

@@ -31,6 +31,8 @@ use crate::WorkerId;
 #[derive(Clone)]
 pub(crate) struct WorkerSpec {
     pub id: WorkerId,
+    /// The place the worker fills in its group, `0..count` (`DROVER_INSTANCE`).
+    pub instance: u32,
     pub restarts: u32,
     pub generation: u64,
     pub config: Arc<MasterConfig>,
@@ -96,11 +98,19 @@ impl LaunchPlan {
         for (key, value) in [
             (protocol::env::IPC_FD, ipc_fd.to_string()),
             (protocol::env::WORKER_ID, spec.id.to_string()),
+            (protocol::env::INSTANCE, spec.instance.to_string()),
             (protocol::env::PROTOCOL_VERSION, protocol::PROTOCOL_VERSION.to_string()),
             (protocol::env::MAX_FRAME_BYTES, config.max_frame_bytes.to_string()),
             (protocol::env::GROUP, config.name.clone()),
         ] {
             env.push((key.into(), value.into()));
+        }
+        if config.runs_node() {
+            // PM2's name for the same index: Node apps (and modules such as `config`) read it.
+            env.push((
+                protocol::env::NODE_APP_INSTANCE.into(),
+                spec.instance.to_string().into(),
+            ));
         }
         if !config.busy_poll.is_zero() {
             env.push((
@@ -160,6 +170,7 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     }
     let launched = Launched {
         id: spec.id,
+        instance: spec.instance,
         restarts: spec.restarts,
         generation: spec.generation,
         config,

@@ -86,6 +86,7 @@ fn launch_with(
     let events = hub.subscribe();
     let launched = Launched {
         id: 1,
+        instance: 0,
         restarts: 0,
         generation: 0,
         config,
