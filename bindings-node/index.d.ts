@@ -166,6 +166,8 @@ export interface MasterOptions {
      * fails `start()` with a ListenError. Workers that call `server.listen(PORT)` need none of this.
      */
     listen?: string[];
+    /** Worker names by instance index: the worker in place `i` is `names[i]` (else `<group>-<id>`). */
+    names?: string[];
     /**
      * How the master learns a worker is ready: 'message' (the MessageBus's sendStarted, default),
      * 'notify' (systemd's READY=1 on NOTIFY_SOCKET), 'node-ipc' (a PM2-style app's
@@ -191,6 +193,12 @@ export interface WorkerDetails {
      * reload's new generation, where ids grow.
      */
     instance: number;
+    /** Its name: the one configured for its instance (`names`), else `<group>-<id>`. */
+    name: string;
+    /** The application status the worker published (e.g. 'IDLE', 'PROCESSING'), if any. */
+    appStatus: string | null;
+    /** The counters the worker published, by name. */
+    counters: Record<string, number>;
     pid: number;
     status: WorkerStatus;
     statusName: keyof typeof WorkerStatuses;

@@ -122,6 +122,9 @@ class Master extends EventEmitter {
         return this._workers().map((w) => ({
             id: w.id,
             instance: w.instance,
+            name: w.name,
+            appStatus: w.appStatus == null ? null : w.appStatus,
+            counters: w.counters || {},
             pid: w.pid,
             status: w.status,
             statusName: w.statusName,

@@ -49,6 +49,9 @@ fn worker_json(w: &WorkerInfo) -> Value {
     json!({
         "id": w.id,
         "instance": w.instance,
+        "name": w.name,
+        "appStatus": w.app_status,
+        "counters": w.counters,
         "pid": w.pid,
         "status": w.status.code(),
         "statusName": w.status.name(),

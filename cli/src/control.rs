@@ -176,6 +176,15 @@ pub struct WorkerReport {
     pub cpu_percent: Option<f64>,
     /// How the process ended, if it has.
     pub exit: Option<String>,
+    /// The worker's name (configured by instance, else `GROUP-ID`).
+    #[serde(default)]
+    pub name: String,
+    /// The application status it published (clusterfy's IDLE / PROCESSING), if any.
+    #[serde(default)]
+    pub app_status: Option<String>,
+    /// The counters it published.
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, f64>,
 }
 
 /// The socket of a drover run as a system service (root's default; where `drover status` of any
@@ -907,7 +916,7 @@ pub mod client {
 
     /// The status as an aligned table.
     pub fn table(report: &StatusReport) -> String {
-        let mut rows: Vec<[String; 9]> = vec![[
+        let mut rows: Vec<[String; 10]> = vec![[
             "GROUP".into(),
             "INSTANCE".into(),
             "ID".into(),
@@ -917,6 +926,7 @@ pub mod client {
             "RESTARTS".into(),
             "RSS".into(),
             "CPU".into(),
+            "APP".into(),
         ]];
         for g in &report.groups {
             for w in &g.workers {
@@ -930,10 +940,11 @@ pub mod client {
                     w.restarts.to_string(),
                     w.rss_bytes.map(bytes).unwrap_or_else(|| "-".into()),
                     w.cpu_percent.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into()),
+                    app_column(w),
                 ]);
             }
         }
-        let widths: Vec<usize> = (0..9)
+        let widths: Vec<usize> = (0..10)
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
@@ -949,6 +960,17 @@ pub mod client {
             ));
         }
         out
+    }
+
+    /// The application status and counters a worker published: `PROCESSING jobs=3 queue=12`.
+    fn app_column(w: &WorkerReport) -> String {
+        let mut parts: Vec<String> = w.app_status.iter().cloned().collect();
+        parts.extend(w.counters.iter().map(|(k, v)| format!("{k}={v}")));
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(" ")
+        }
     }
 
     fn duration(secs: f64) -> String {
@@ -1191,6 +1213,8 @@ mod tests {
                     uptime_secs: 75.0,
                     rss_bytes: Some(3 * 1024 * 1024),
                     cpu_percent: Some(1.25),
+                    app_status: Some("PROCESSING".into()),
+                    counters: [("jobs".to_string(), 3.0)].into(),
                     ..WorkerReport::default()
                 }],
             }],
@@ -1202,7 +1226,8 @@ mod tests {
             lines[1].contains("4121")
                 && lines[1].contains("1m15s")
                 && lines[1].contains("3.0M")
-                && lines[1].contains("1.2%"),
+                && lines[1].contains("1.2%")
+                && lines[1].ends_with("PROCESSING jobs=3"),
             "{table}"
         );
         assert_eq!(lines[2], "web: STARTED (1/1 STARTED)");

@@ -8,7 +8,8 @@
 //! `drover_worker_recycles_total{reason}` (age, memory), `drover_worker_exits_total`,
 //! `drover_reloads_total{outcome}`, `drover_worker_start_duration_seconds` (spawn to STARTED) and
 //! `drover_reload_duration_seconds` histograms, `drover_worker_resident_memory_bytes{id}`,
-//! `drover_worker_cpu_seconds_total{id}`, IPC and heartbeat counters; `drover_build_info`,
+//! `drover_worker_cpu_seconds_total{id}`, `drover_worker_app_status{instance,status}` and
+//! `drover_worker_app_counter{instance,counter}` (what workers publish), IPC and heartbeat counters; `drover_build_info`,
 //! `drover_log_lines_dropped_total`, and the standard `process_*` series of drover itself.
 
 use std::collections::BTreeMap;
@@ -23,8 +24,8 @@ use crate::procinfo;
 /// The buckets of the duration histograms, seconds: a worker ready at once to a slow reload.
 const DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
-/// Restart reasons: how the worker had exited.
-const EXIT_KINDS: [&str; 3] = ["NormalExit", "AbnormalExit", "ExternalSignal"];
+/// Restart reasons: how the worker had exited (core's names of the exit kinds).
+const EXIT_KINDS: [&str; 3] = drover::ExitReason::KIND_NAMES;
 
 /// The most workers whose last exit is remembered per group, to label their restart (a bound:
 /// ids grow across reloads).
@@ -449,6 +450,40 @@ fn render_workers(out: &mut String, masters: &[(String, Master)]) {
                 "drover_worker_cpu_seconds_total{{group=\"{}\",id=\"{}\"}} {cpu}",
                 esc(group),
                 w.id
+            );
+        }
+    }
+    header(
+        out,
+        "drover_worker_app_status",
+        "gauge",
+        "1 for the application status each live worker published (IDLE, PROCESSING...).",
+    );
+    for (group, w) in &live {
+        if let Some(status) = &w.app_status {
+            let _ = writeln!(
+                out,
+                "drover_worker_app_status{{group=\"{}\",instance=\"{}\",status=\"{}\"}} 1",
+                esc(group),
+                w.instance,
+                esc(status)
+            );
+        }
+    }
+    header(
+        out,
+        "drover_worker_app_counter",
+        "gauge",
+        "The counters each live worker published, by name.",
+    );
+    for (group, w) in &live {
+        for (name, value) in &w.counters {
+            let _ = writeln!(
+                out,
+                "drover_worker_app_counter{{group=\"{}\",instance=\"{}\",counter=\"{}\"}} {value}",
+                esc(group),
+                w.instance,
+                esc(name)
             );
         }
     }

@@ -896,6 +896,9 @@ impl Shared {
                             cpu_seconds: cpu,
                             cpu_percent: alive.then(|| rates.get(&w.pid).copied()).flatten(),
                             exit: w.exit.map(|e| e.reason.to_string()),
+                            name: w.name,
+                            app_status: w.app_status,
+                            counters: w.counters,
                         }
                     })
                     .collect();

@@ -36,7 +36,7 @@ fn run_captures_output_and_status_send_restart_scale_reload_stop_work() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        ["GROUP", "INSTANCE", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "RSS", "CPU"],
+        ["GROUP", "INSTANCE", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "RSS", "CPU", "APP"],
         "{table}"
     );
     for (i, pid) in pids.iter().enumerate() {

@@ -273,6 +273,21 @@ impl BusSender {
         }
     }
 
+    /// Publishes this worker's application-level status (`IDLE`, `PROCESSING`...: at most 64
+    /// bytes) and counters (at most 32), shown beside its lifecycle status by the master
+    /// (`Master::workers`, `drover status`, `/metrics`). Each call replaces the previous ones.
+    pub async fn set_app_status(
+        &self,
+        status: Option<&str>,
+        counters: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), BusError> {
+        self.send_frame(&WorkerFrame::AppStatus {
+            status: status.map(str::to_string),
+            counters: counters.clone(),
+        })
+        .await
+    }
+
     /// Declares the handlers this worker answers requests for (replacing those declared before):
     /// requests for them come as [`BusEvent::Request`]. At most [`request::MAX_HANDLERS`] names.
     pub async fn set_handlers(&self, names: &[&str]) -> Result<(), BusError> {

@@ -753,6 +753,7 @@ async fn a_command_that_came_with_the_welcome_reaches_a_host_that_reads_first_th
             worker: WorkerMeta {
                 id: 1,
                 name: "fake-1".into(),
+                instance: 0,
                 group: "fake".into(),
                 config: Value::Null,
                 max_frame_bytes: 1 << 20,

@@ -207,3 +207,66 @@ async fn a_worker_flooding_requests_is_refused_past_its_bound_and_the_others_are
     assert_eq!(who, json!({"id": 2}));
     master.graceful_shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_workers_are_addressed_by_name_and_publish_an_application_status() {
+    let mut c = config(3);
+    c.names = vec!["email".into(), "search".into()];
+    let master = Master::new(c).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let names: Vec<String> = master.workers().iter().map(|w| w.name.clone()).collect();
+    assert_eq!(
+        names,
+        ["email", "search", "requests-3"],
+        "by instance; the others by group and id"
+    );
+    let who = master
+        .request(Target::Name("search".into()), "whoami", &(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(who, json!({"id": 2}));
+
+    // An application status and counters, beside the lifecycle status.
+    let cmd = json!({"cmd": "app-status", "status": "PROCESSING", "counters": {"jobs": 3, "queue": 12.5}});
+    let sent = ask(&master, &mut events, 1, cmd, &["app_status_sent"]).await;
+    assert_eq!(sent, json!({"app_status_sent": true}));
+    assert!(
+        drover_tests::eventually(Duration::from_secs(20), || master
+            .worker(1)
+            .unwrap()
+            .app_status
+            .as_deref()
+            == Some("PROCESSING"))
+        .await
+    );
+    let w = master.worker(1).unwrap();
+    assert_eq!(w.counters.get("jobs"), Some(&3.0));
+    assert_eq!(w.counters.get("queue"), Some(&12.5));
+
+    // Past its bounds it is a protocol error, and (onProtocolError: fail) the worker is failed.
+    let cmd = json!({"cmd": "app-status", "status": "x".repeat(65)});
+    master.send(3, &cmd).await.unwrap();
+    let error = next_matching(&mut events, |e| match e {
+        Event::ProtocolError { id: 3, error, .. } => Some(error.to_string()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        error.contains("app_status: `status` must be at most 64 bytes"),
+        "{error}"
+    );
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[test]
+fn worker_names_are_checked() {
+    let mut c = config(2);
+    c.names = vec!["email".into(), "email".into()];
+    let err = c.validate().unwrap_err().to_string();
+    assert_eq!(err, "`names`: \"email\" is given twice");
+    let mut c = config(2);
+    c.names = vec!["has space".into()];
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("1 to 64 letters"), "{err}");
+}

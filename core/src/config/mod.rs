@@ -74,6 +74,10 @@ pub enum ReloadKind {
 pub struct MasterConfig {
     /// The master's name: its group name in logs, events and worker metadata.
     pub name: String,
+    /// Names of the workers by instance index (clusterfy's named workers): the worker filling
+    /// place `i` is called `names[i]`, the others `<group>-<id>`. A request or message may address
+    /// a worker by name (`name:email`). Each 1–64 bytes of letters, digits, `-`, `_`, `.`; unique.
+    pub names: Vec<String>,
     /// The program to run, resolved to a path at validation.
     pub program: PathBuf,
     /// Its arguments.
@@ -233,6 +237,7 @@ impl MasterConfig {
     pub fn program(program: impl Into<PathBuf>) -> MasterConfig {
         MasterConfig {
             name: String::new(),
+            names: Vec::new(),
             program: program.into(),
             args: Vec::new(),
             count: default_count(),
@@ -417,6 +422,33 @@ impl MasterConfig {
                     "{config_bytes} bytes of JSON do not fit in a frame of maxFrameBytes {} (with {WELCOME_OVERHEAD} bytes for the welcome)",
                     self.max_frame_bytes
                 ),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &self.names {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    field: "names",
+                    message: format!("{name:?}: 1 to 64 letters, digits, '-', '_' or '.'"),
+                });
+            }
+            if !seen.insert(name) {
+                return Err(ConfigError::Invalid {
+                    field: "names",
+                    message: format!("{name:?} is given twice"),
+                });
+            }
+        }
+        if self.names.len() > MAX_WORKERS {
+            return Err(ConfigError::TooLarge {
+                field: "names",
+                value: self.names.len().to_string(),
+                max: MAX_WORKERS.to_string(),
             });
         }
         if self.name.len() > 200 {
@@ -630,6 +662,9 @@ pub struct MasterOptions {
     /// Addresses to listen on, passed to every worker (`ADDR` or `NAME=ADDR`).
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Worker names by instance index ([`MasterConfig::names`]).
+    #[serde(default)]
+    pub names: Vec<String>,
     /// `message` (default), `notify`, `node-ipc` or `spawn`.
     pub ready: Option<ReadySource>,
 }
@@ -744,6 +779,7 @@ impl MasterOptions {
         config.cwd = self.cwd.map(PathBuf::from);
         config.name = self.name.unwrap_or_default();
         config.user_config = self.config;
+        config.names = self.names;
         let t = &mut config.timeouts;
         for (field, value, slot) in [
             ("startTimeout", self.start_timeout, &mut t.start),

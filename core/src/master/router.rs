@@ -170,17 +170,18 @@ impl Router {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The live workers, with their names (`<group>-<id>`, as the welcome says).
+    /// The live workers, with their names (as their welcome says).
     fn live_workers(&self) -> Vec<(WorkerId, String, WorkerHandle)> {
         let Some(inner) = self.inner.upgrade() else {
             return Vec::new();
         };
-        let group = inner.config().name.clone();
         let slots = super::lock(&inner.slots);
         slots
             .iter()
-            .filter(|(_, s)| s.handle.info().is_alive())
-            .map(|(id, s)| (*id, format!("{group}-{id}"), s.handle.clone()))
+            .filter_map(|(id, s)| {
+                let info = s.handle.info();
+                info.is_alive().then(|| (*id, info.name, s.handle.clone()))
+            })
             .collect()
     }
 

@@ -94,6 +94,16 @@ pub enum WorkerFrame {
         /// The payload.
         data: Value,
     },
+    /// The worker's application-level status (clusterfy's IDLE / PROCESSING) and counters, shown
+    /// beside its lifecycle status (PROTOCOL.md §5.8).
+    AppStatus {
+        /// A short word, at most 64 bytes; absent or `null` clears it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// Named numbers, at most 32, names at most 64 bytes; replaces the previous set.
+        #[serde(default)]
+        counters: std::collections::BTreeMap<String, f64>,
+    },
     /// A frame type this build does not know; ignored.
     #[serde(other)]
     Unknown,
@@ -114,8 +124,11 @@ impl WorkerFrame {
 pub struct WorkerMeta {
     /// The worker's id.
     pub id: u64,
-    /// The worker's name: `<group>-<id>`.
+    /// The worker's name: its configured name (by instance index), else `<group>-<id>`.
     pub name: String,
+    /// The worker's instance index in its group, `0..count` (as `DROVER_INSTANCE`).
+    #[serde(default)]
+    pub instance: u32,
     /// The master's name.
     pub group: String,
     /// The user config from the master's config, verbatim (`null` when none).

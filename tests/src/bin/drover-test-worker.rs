@@ -307,6 +307,15 @@ async fn handle(bus: &MessageBus, msg: Value) {
                 let _ = sender.send_message(&reply).await;
             });
         }
+        "app-status" => {
+            let status = msg.get("status").and_then(Value::as_str);
+            let counters: std::collections::BTreeMap<String, f64> = msg
+                .get("counters")
+                .and_then(|c| serde_json::from_value(c.clone()).ok())
+                .unwrap_or_default();
+            let sent = bus.sender().set_app_status(status, &counters).await;
+            let _ = bus.send_message(&json!({ "app_status_sent": sent.is_ok() })).await;
+        }
         "cache" => {
             // `n` concurrent callers of the shared cache for `key`; each loader (if this worker
             // gets to run one) counts itself, sleeps `ms` and returns its worker id, or fails.

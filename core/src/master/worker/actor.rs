@@ -159,9 +159,15 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
     } = launched;
     let pid = child.pid();
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let name = config
+        .names
+        .get(instance as usize)
+        .cloned()
+        .unwrap_or_else(|| format!("{}-{id}", config.name));
     let info = WorkerInfo {
         id,
         instance,
+        name,
         pid,
         status: WorkerStatus::Initialized,
         spawned_at: SystemTime::now(),
@@ -171,6 +177,8 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         rss_bytes: None,
         failure: None,
         exit: None,
+        app_status: None,
+        counters: Default::default(),
     };
     let (info_tx, info_rx) = watch::channel(info);
     let outbound = outbound_limit(config.max_frame_bytes);
@@ -612,6 +620,36 @@ impl<C: Child> WorkerActor<C> {
                 self.on_listen(request, &address);
                 Ok(())
             }
+            WorkerFrame::AppStatus { status, counters } => {
+                let bad = |why: String| ProtocolError::Malformed {
+                    reason: format!("app_status: {why}"),
+                    excerpt: excerpt_type(line),
+                };
+                if status
+                    .as_ref()
+                    .is_some_and(|s| s.len() > 64 || s.chars().any(char::is_control))
+                {
+                    return Err(bad(
+                        "`status` must be at most 64 bytes without control characters".into()
+                    ));
+                }
+                if counters.len() > 32 {
+                    return Err(bad(format!("{} counters, at most 32", counters.len())));
+                }
+                if let Some((name, _)) = counters
+                    .iter()
+                    .find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite())
+                {
+                    return Err(bad(format!(
+                        "counter {name:?}: a name of 1 to 64 bytes and a finite number"
+                    )));
+                }
+                self.info.send_modify(|i| {
+                    i.app_status = status;
+                    i.counters = counters;
+                });
+                Ok(())
+            }
             WorkerFrame::Handlers { names } => {
                 if let Some(router) = &self.router {
                     if let Err(why) = router.set_worker_handlers(self.id, names) {
@@ -807,9 +845,14 @@ impl<C: Child> WorkerActor<C> {
         }
         self.conversation = Conversation::Open;
         let config = &self.config;
+        let (name, instance) = {
+            let info = self.info.borrow();
+            (info.name.clone(), info.instance)
+        };
         let worker = WorkerMeta {
             id: self.id,
-            name: format!("{}-{}", config.name, self.id),
+            name,
+            instance,
             group: config.name.clone(),
             config: config.user_config.clone(),
             max_frame_bytes: config.max_frame_bytes,

@@ -23,6 +23,9 @@ pub struct WorkerInfo {
     /// recycled worker keeps it; a reload's new generation takes `0..count` again. Unlike the id,
     /// it names "the second worker" across reloads.
     pub instance: u32,
+    /// The worker's name: its configured name ([`crate::MasterConfig::names`]), else
+    /// `<group>-<id>`.
+    pub name: String,
     /// The current process's pid.
     pub pid: u32,
     /// The last status; FAILED once the process has exited from INITIALIZED, STARTING or STARTED
@@ -42,6 +45,10 @@ pub struct WorkerInfo {
     pub failure: Option<WorkerFailure>,
     /// How the process ended, once it has.
     pub exit: Option<WorkerExit>,
+    /// The application-level status the worker last published (e.g. `IDLE`, `PROCESSING`).
+    pub app_status: Option<String>,
+    /// The counters the worker last published, by name.
+    pub counters: std::collections::BTreeMap<String, f64>,
 }
 
 impl WorkerInfo {
