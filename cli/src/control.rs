@@ -32,6 +32,8 @@ const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     Status,
+    /// Every worker's status functions, gathered (`drover status --app`).
+    AppStatus,
     Reload {
         group: Option<String>,
     },
@@ -115,6 +117,9 @@ pub struct Response {
     /// Log lines (`logs`): the tail first, then, when following, one answer per batch of new lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<Vec<String>>,
+    /// The gathered status functions (`status --app`): group → worker id → name → value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -884,7 +889,30 @@ pub mod client {
     }
 
     /// `drover status [--json]`.
-    pub fn status(socket: &SocketArg, json: bool) -> ExitCode {
+    pub fn status(socket: &SocketArg, json: bool, app: bool) -> ExitCode {
+        if app {
+            return match exchange(socket, &Request::AppStatus) {
+                Ok(Response {
+                    ok: true,
+                    app: Some(app),
+                    ..
+                }) => {
+                    println!("{}", serde_json::to_string_pretty(&app).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(Response { error, .. }) => {
+                    eprintln!(
+                        "drover: {}",
+                        error.unwrap_or_else(|| "no statuses in the answer".into())
+                    );
+                    ExitCode::FAILURE
+                }
+                Err((code, error)) => {
+                    eprintln!("drover: {error}");
+                    ExitCode::from(code)
+                }
+            };
+        }
         let report = match exchange(socket, &Request::Status) {
             Ok(Response {
                 ok: true,

@@ -75,7 +75,7 @@ pub async fn serve(addr: &str, shared: Arc<Shared>) -> std::io::Result<SocketAdd
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &shared)) }
+                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &shared).await) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -90,7 +90,7 @@ pub async fn serve(addr: &str, shared: Arc<Shared>) -> std::io::Result<SocketAdd
     Ok(local)
 }
 
-fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -130,10 +130,15 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(&shared.groups),
         ),
+        "/status/app" => text(
+            StatusCode::OK,
+            "application/json",
+            shared.app_statuses().await.to_string() + "\n",
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /livez, /readyz or /metrics\n".into(),
+            "not found: try /livez, /readyz, /metrics or /status/app\n".into(),
         ),
     }
 }

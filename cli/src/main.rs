@@ -68,6 +68,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Gather and print every worker's status functions (the handlers named `status.NAME`
+        /// they declared), as JSON by group and worker id.
+        #[arg(long)]
+        app: bool,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -239,7 +243,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::main(*args),
-        Command::Status { json, socket } => control::client::status(&socket, json),
+        Command::Status { json, app, socket } => control::client::status(&socket, json, app),
         Command::Reload { group, socket } => control::client::request(&socket, control::Request::Reload { group }),
         Command::Scale { group, count, socket } => {
             control::client::request(&socket, control::Request::Scale { group, count })

@@ -21,6 +21,9 @@ use crate::notify::Notifier;
 use crate::usage::CpuRates;
 use crate::{fdlimit, http, procinfo, reaper, usage, watchdog, RunArgs};
 
+/// How long `drover status --app` and `/status/app` wait for the workers' status functions.
+const APP_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Exit code for a configuration drover refuses (nothing was started).
 const BAD_CONFIG: u8 = 2;
 
@@ -671,12 +674,27 @@ impl Shared {
         result
     }
 
+    /// Every group's gathered status functions (cluster2's status registry), by group, then worker
+    /// id, then status name: for `drover status --app` and `/status/app`.
+    pub async fn app_statuses(&self) -> serde_json::Value {
+        let gathers = self.groups.iter().map(|(name, master)| {
+            let (name, master) = (name.clone(), master.clone());
+            async move { (name, master.gather_statuses(APP_STATUS_TIMEOUT).await) }
+        });
+        serde_json::Value::Object(futures_join_all(gathers).await.into_iter().collect())
+    }
+
     /// Runs a control request to its end.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Response {
         match request {
             Request::Status => Response {
                 ok: true,
                 status: Some(self.status_report().await),
+                ..Response::default()
+            },
+            Request::AppStatus => Response {
+                ok: true,
+                app: Some(self.app_statuses().await),
                 ..Response::default()
             },
             Request::Reload { group } => {

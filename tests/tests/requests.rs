@@ -270,3 +270,19 @@ fn worker_names_are_checked() {
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("1 to 64 letters"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_gathers_every_workers_status_functions() {
+    let c = test_config("statuses", 2).env("DROVER_TEST_HANDLERS", "status.id,status.flaky,echo");
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap();
+    let statuses = master.gather_statuses(Duration::from_secs(20)).await;
+    assert_eq!(
+        statuses,
+        json!({
+            "1": {"id": {"id": 1}, "flaky": true},
+            "2": {"id": {"id": 2}, "flaky": {"error": {"code": "handler_failed", "message": "flaky"}}},
+        })
+    );
+    master.graceful_shutdown().await.unwrap();
+}

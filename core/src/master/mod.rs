@@ -379,6 +379,45 @@ impl Master {
             .await
     }
 
+    /// Gathers every worker's status functions (cluster2's status registry): each handler a worker
+    /// declared under a name starting with `status.` is called on every live worker that has it,
+    /// concurrently, within `timeout`. The answer is by worker id, then by status name (without
+    /// the prefix): `{"1": {"memory": {...}, "queue": 12}, "2": {"memory": {"error": {...}}}}`.
+    /// A worker that fails or does not answer in time has its error in its place.
+    pub async fn gather_statuses(&self, timeout: Duration) -> serde_json::Value {
+        let names = self.inner.router.status_functions();
+        let calls = names.iter().map(|name| {
+            let name = name.clone();
+            async move {
+                let answer = self
+                    .request(crate::request::Target::All, &name, &serde_json::Value::Null, timeout)
+                    .await;
+                (name, answer)
+            }
+        });
+        let mut by_worker = serde_json::Map::new();
+        for (name, answer) in futures_util::future::join_all(calls).await {
+            let short = name.trim_start_matches(router::STATUS_PREFIX).to_string();
+            let Ok(serde_json::Value::Array(parts)) = answer else {
+                continue;
+            };
+            for part in parts {
+                let worker = part["worker"].to_string();
+                let value = match part.get("result") {
+                    Some(result) => result.clone(),
+                    None => serde_json::json!({ "error": part.get("error").cloned().unwrap_or_default() }),
+                };
+                if let serde_json::Value::Object(map) = by_worker
+                    .entry(worker)
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                {
+                    map.insert(short.clone(), value);
+                }
+            }
+        }
+        serde_json::Value::Object(by_worker)
+    }
+
     /// The master's shared store (see [`crate::store`]): one of `get`, `set`, `delete`, `cas`,
     /// `keys` with their arguments (`path`, `value`, `expected`, `ttl_ms`), as workers call it with
     /// requests to `drover.store.*`; watchers are told of what changes.

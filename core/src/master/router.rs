@@ -40,6 +40,9 @@ pub const MAX_CACHE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CACHE_WAITERS: usize = 4096;
 /// How long a loader has to fill or fail its key unless it says otherwise.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Handlers named with this prefix are *status functions* (cluster2's status registry): the
+/// master gathers them all with [`crate::Master::gather_statuses`].
+pub const STATUS_PREFIX: &str = "status.";
 /// Watches one worker may hold on the store.
 pub const MAX_WATCHES_PER_WORKER: usize = 64;
 /// Watches on one master's store in all.
@@ -203,6 +206,19 @@ impl Router {
         }
         table.master.insert(name.to_string(), handler);
         Ok(())
+    }
+
+    /// The status functions the live workers declared (handlers named `status.NAME`), sorted.
+    pub(crate) fn status_functions(&self) -> Vec<String> {
+        let live: std::collections::BTreeSet<WorkerId> = self.live_workers().into_iter().map(|(id, _, _)| id).collect();
+        let table = self.lock();
+        let names: std::collections::BTreeSet<String> = table
+            .handlers
+            .iter()
+            .filter(|(id, _)| live.contains(id))
+            .flat_map(|(_, names)| names.iter().filter(|n| n.starts_with(STATUS_PREFIX)).cloned())
+            .collect();
+        names.into_iter().collect()
     }
 
     /// A worker's `handlers` frame. Refused whole (and said why) when a name is bad or there are

@@ -390,6 +390,9 @@ async fn answer(id: u64, request: drover::bus::IncomingRequest) {
             Ok(json!({ "slept_ms": ms }))
         }
         "never" => return,
+        "status.id" => Ok(json!({ "id": id })),
+        "status.flaky" if id == 2 => Err("flaky".to_string()),
+        "status.flaky" => Ok(json!(true)),
         "exit" => std::process::exit(3),
         other => Err(format!("no handler {other}")),
     };
