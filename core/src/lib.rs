@@ -134,7 +134,7 @@ pub use master::output::{OutputLine, OutputLines, OutputStream};
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::spawn::rss_bytes;
 pub use master::worker::{SendError, WorkerInfo};
-pub use master::{BroadcastReport, Master, BROADCAST_TIMEOUT};
+pub use master::{BroadcastReport, Master, RecyclePredicate, BROADCAST_TIMEOUT};
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 pub use protocol::ProtocolError;
 pub use signals::{SignalAction, SignalPolicy};

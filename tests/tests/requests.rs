@@ -286,3 +286,40 @@ async fn the_master_gathers_every_workers_status_functions() {
     );
     master.graceful_shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycle_predicate_replaces_the_worker_whose_published_statistics_it_dislikes() {
+    let mut c = config(2);
+    c.recycle.check_interval = Duration::from_millis(100);
+    let master = Master::new(c).unwrap();
+    master.recycle_when(|w| {
+        let leak = w.counters.get("leak").copied().unwrap_or(0.0);
+        (leak > 10.0).then(|| format!("leak {leak}"))
+    });
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let before = master.worker(1).unwrap().pid;
+    let other = master.worker(2).unwrap().pid;
+
+    let cmd = json!({"cmd": "app-status", "counters": {"leak": 50}});
+    master.send(1, &cmd).await.unwrap();
+    let reason = next_matching(&mut events, |e| match e {
+        Event::Recycling { id: 1, reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, "the recycle predicate: leak 50");
+    // Its successor fills its place (instance 0), made before it was stopped.
+    assert!(
+        drover_tests::eventually(Duration::from_secs(20), || {
+            master.workers().iter().any(|w| {
+                w.instance == 0 && w.is_alive() && w.pid != before && w.status == drover::WorkerStatus::Started
+            })
+        })
+        .await
+    );
+    assert!(drover_tests::eventually(Duration::from_secs(20), || !pid_is_running(before)).await);
+    assert_eq!(master.worker(2).unwrap().pid, other, "the other worker is left alone");
+    assert_eq!(master.workers().iter().filter(|w| w.is_alive()).count(), 2);
+    master.graceful_shutdown().await.unwrap();
+}

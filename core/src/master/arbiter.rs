@@ -495,12 +495,18 @@ impl Arbiter {
     /// Sets the recycling tick from the STARTED workers' ages (recycling off: no tick).
     fn schedule_recycle(&mut self) {
         let recycle = self.inner.config().recycle;
-        if recycle.max_age.is_none() && recycle.max_rss_bytes.is_none() {
+        let predicate = lock(&self.inner.recycle_predicate).is_some();
+        if recycle.max_age.is_none() && recycle.max_rss_bytes.is_none() && !predicate {
             self.next_recycle = None;
             return;
         }
         let ages: Vec<Duration> = self.candidates(false).iter().map(|c| c.age).collect();
-        self.next_recycle = policy::next_recycle_check(&recycle, &ages).map(|wait| Instant::now() + wait);
+        let mut next = policy::next_recycle_check(&recycle, &ages);
+        if predicate {
+            // The user's predicate is asked at every memory check interval.
+            next = Some(next.map_or(recycle.check_interval, |n| n.min(recycle.check_interval)));
+        }
+        self.next_recycle = next.map(|wait| Instant::now() + wait);
     }
 
     /// The STARTED, live workers that no operation is retiring, with their ages (and, if `rss`,
@@ -524,6 +530,25 @@ impl Arbiter {
             .collect()
     }
 
+    /// The oldest candidate the user's predicate ([`crate::Master::recycle_when`]) wants replaced.
+    fn predicate_victim(&self, candidates: &[RecycleCandidate]) -> Option<(WorkerId, String)> {
+        let predicate = lock(&self.inner.recycle_predicate).clone()?;
+        let mut by_age: Vec<&RecycleCandidate> = candidates.iter().collect();
+        by_age.sort_by_key(|c| std::cmp::Reverse(c.age));
+        by_age.into_iter().find_map(|c| {
+            let info = lock(&self.inner.slots).get(&c.id).map(|s| s.handle.info())?;
+            // The user's code: a panic in it is the user's bug, but must not end the loop.
+            let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| predicate(&info)));
+            match verdict {
+                Ok(reason) => reason.map(|r| (c.id, format!("the recycle predicate: {r}"))),
+                Err(_) => {
+                    tracing::error!(id = c.id, "the recycle predicate panicked; the worker is kept");
+                    None
+                }
+            }
+        })
+    }
+
     /// Queues the recycling of one worker past its limit, if the master serves and nothing else
     /// runs (after an operation, the tick is set again).
     fn on_recycle_tick(&mut self) {
@@ -536,7 +561,8 @@ impl Arbiter {
         }
         let recycle = self.inner.config().recycle;
         let candidates = self.candidates(recycle.max_rss_bytes.is_some());
-        match policy::recycle_victim(&recycle, &candidates) {
+        let victim = policy::recycle_victim(&recycle, &candidates).or_else(|| self.predicate_victim(&candidates));
+        match victim {
             Some((victim, reason)) => {
                 self.inner.events.emit(Event::Recycling { id: victim, reason });
                 self.queue.push_back(Queued {

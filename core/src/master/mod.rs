@@ -71,7 +71,14 @@ struct Inner {
     host: Mutex<Option<Arc<dyn host_reads::ChannelHost>>>,
     /// Requests between the master and its workers, and messages between workers.
     router: Arc<router::Router>,
+    /// The user's recycling decision ([`Master::recycle_when`]).
+    recycle_predicate: Mutex<Option<RecyclePredicate>>,
 }
+
+/// A user's recycling decision: given a STARTED worker's snapshot (uptime from `started_at`,
+/// resident memory from its heartbeats, the application status and counters it publishes), the
+/// reason to replace it, or `None`.
+pub type RecyclePredicate = Arc<dyn Fn(&WorkerInfo) -> Option<String> + Send + Sync>;
 
 /// A group of identical worker processes under supervision.
 ///
@@ -124,6 +131,7 @@ impl Master {
         let (status, _) = watch::channel(MasterStatus::Initialized);
         let inner = Arc::new_cyclic(|weak| Inner {
             router: Arc::new(router::Router::new(weak.clone())),
+            recycle_predicate: Mutex::new(None),
             config: Mutex::new(Arc::new(config)),
             slots: Mutex::new(BTreeMap::new()),
             status,
@@ -377,6 +385,25 @@ impl Master {
             .router
             .user_request(to, name.to_string(), args, timeout)
             .await
+    }
+
+    /// Has the master recycle (replace make-before-break, one at a time, as `maxAge` does) each
+    /// STARTED worker for which `predicate` gives a reason. It is asked at every recycling check
+    /// ([`crate::Recycle::check_interval`], default 5 s) with the worker's snapshot: uptime,
+    /// resident memory (from heartbeats), and the application status and counters the worker
+    /// publishes (event-loop lag, GC counts, queue length... whatever it reports). Takes effect
+    /// from the next start or operation; replaces a predicate set before.
+    ///
+    /// ```no_run
+    /// # fn run(master: &drover::Master) {
+    /// master.recycle_when(|w| {
+    ///     let lag = w.counters.get("event_loop_lag_ms").copied().unwrap_or(0.0);
+    ///     (lag > 500.0).then(|| format!("event-loop lag {lag} ms"))
+    /// });
+    /// # }
+    /// ```
+    pub fn recycle_when(&self, predicate: impl Fn(&WorkerInfo) -> Option<String> + Send + Sync + 'static) {
+        *lock(&self.inner.recycle_predicate) = Some(Arc::new(predicate));
     }
 
     /// Gathers every worker's status functions (cluster2's status registry): each handler a worker
