@@ -1,0 +1,119 @@
+//! Routing and shared-state latency (issue 18): from a Rust worker, a shared-store get
+//! (worker → master → worker) and a request to another worker's handler
+//! (worker → master → worker → master → worker), against a Redis GET from the same worker (the peer
+//! one would otherwise use for shared state), in the same run.
+//!
+//! ```sh
+//! cargo build --workspace --release
+//! target/release/drover-bench-routing [N]     # N samples each (default 20000)
+//! ```
+//!
+//! Redis: `redis-server` from PATH is started on a free port for the run (skipped, and said so,
+//! when it is not installed: `apt-get install redis-server`).
+
+use drover::{Event, Master, MasterConfig};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bench_worker() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.with_file_name("drover-bench-worker")
+}
+
+/// Starts `redis-server` on a free port with `bench.key` set; its address, or why not.
+fn start_redis() -> Result<(std::process::Child, String), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
+    let address = format!("127.0.0.1:{port}");
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(&address) {
+            use std::io::{Read, Write};
+            let value = "x".repeat(64);
+            let set = format!("*3\r\n$3\r\nSET\r\n$9\r\nbench.key\r\n${}\r\n{value}\r\n", value.len());
+            let mut ok = [0u8; 5];
+            if s.write_all(set.as_bytes()).is_ok() && s.read_exact(&mut ok).is_ok() {
+                return Ok((child, address));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err("redis-server did not answer".into())
+}
+
+fn main() {
+    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let redis = start_redis();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drover-bench-routing: {e}");
+            std::process::exit(1);
+        }
+    };
+    let redis_address = redis.as_ref().ok().map(|(_, a)| a.clone());
+    let result = runtime.block_on(async move {
+        let master =
+            Master::new(MasterConfig::program(bench_worker()).count(2).name("bench")).map_err(|e| e.to_string())?;
+        let mut events = master.events();
+        master.start().await.map_err(|e| e.to_string())?;
+        master
+            .store("set", json!({"path": "bench.key", "value": "x".repeat(64)}))
+            .map_err(|e| e.to_string())?;
+        master
+            .send(1, &json!({"cmd": "routing", "n": n, "redis": redis_address}))
+            .await
+            .map_err(|e| e.to_string())?;
+        let report = loop {
+            match tokio::time::timeout(Duration::from_secs(600), events.recv()).await {
+                Ok(Some(Event::Message { data, .. })) if data.get("routing").is_some() => {
+                    break data["routing"].clone()
+                }
+                Ok(Some(_)) => {}
+                _ => return Err("no report from the worker".to_string()),
+            }
+        };
+        master.graceful_shutdown().await.map_err(|e| e.to_string())?;
+        Ok::<Value, String>(report)
+    });
+    if let Ok((mut child, _)) = redis {
+        let _ = child.kill();
+        let _ = child.wait();
+    } else if let Err(why) = &redis {
+        println!("(Redis skipped: {why})");
+    }
+    match result {
+        Ok(report) => {
+            println!("{n} samples each, sequential, from a Rust worker (p50 / p99 µs):\n");
+            println!("| operation | p50 µs | p99 µs |\n| --- | --- | --- |");
+            for (name, label) in [
+                ("store_get", "drover shared-store get (worker → master → worker)"),
+                (
+                    "request_worker_to_worker",
+                    "drover request to another worker's handler (round trip)",
+                ),
+                ("redis_get", "Redis GET over TCP (same worker, same run)"),
+            ] {
+                if let Some(r) = report.get(name) {
+                    println!("| {label} | {} | {} |", r["p50_us"], r["p99_us"]);
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("drover-bench-routing: {e}");
+            std::process::exit(1);
+        }
+    }
+}
