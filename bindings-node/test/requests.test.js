@@ -108,6 +108,26 @@ test('a Node master calls Rust workers by id, name, any and all, and gets typed 
         assert.equal(await master.request('master', 'double', 2), 4, 'the master still answers');
     });
 
+    await t.test('past 4096 requests in flight, the next are refused at once with overloaded; the rest answer', async () => {
+        const held = [];
+        master.handle('held', (n) => new Promise((resolve) => held.push(() => resolve(n))));
+        const calls = [];
+        for (let i = 0; i < 4096 + 4; i++) {
+            calls.push(master.request('master', 'held', i, { timeout: 60000 }).then((r) => ({ r }), (e) => ({ e })));
+        }
+        const refused = await Promise.all(calls.slice(4096));
+        for (const { e } of refused) {
+            assert.ok(e instanceof RequestError, `refused: ${e}`);
+            assert.equal(e.code, 'overloaded');
+        }
+        const deadline = Date.now() + 20000;
+        while (held.length < 4096 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        assert.equal(held.length, 4096, 'every request in the bound reached the JS handler');
+        for (const release of held) release();
+        const answered = await Promise.all(calls.slice(0, 4096));
+        assert.deepEqual(answered.map((a) => a.r), [...Array(4096).keys()]);
+    });
+
     await t.test('wrong types are TypeErrors naming the argument; bad names RequestErrors', async () => {
         await assert.rejects(master.request(null, 'echo'), (e) => e instanceof TypeError && /target/.test(e.message));
         await assert.rejects(master.request('everyone', 'echo'), (e) => e instanceof TypeError && /"everyone"/.test(e.message));
