@@ -457,18 +457,11 @@ impl NativeBus {
         args: String,
         timeout_ms: Option<f64>,
     ) -> napi::Result<PromiseRaw<'env, String>> {
-        let what = "MessageBus.request";
-        let target = request::parse_target(&target, what)?;
-        let args = request::parse_json(&args, "MessageBus.request(args)")?;
-        let timeout = request::timeout(timeout_ms, what)?;
+        let (target, args, timeout) = request::parse_call("MessageBus.request", &target, &args, timeout_ms)?;
         let shared = self.shared.clone();
         env.spawn_future(crate::guard(async move {
             let sender = shared.ready_sender(&format!("request {name:?}")).await?;
-            sender
-                .request(target, &name, &args, timeout)
-                .await
-                .map(|result| result.to_string())
-                .map_err(|e| request::from_core(&e))
+            request::outcome(sender.request(target, &name, &args, timeout).await)
         }))
     }
 

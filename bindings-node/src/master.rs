@@ -369,17 +369,10 @@ impl NativeMaster {
         args: String,
         timeout_ms: Option<f64>,
     ) -> napi::Result<PromiseRaw<'env, String>> {
-        let what = "Master.request";
-        let target = request::parse_target(&target, what)?;
-        let args = request::parse_json(&args, "Master.request(args)")?;
-        let timeout = request::timeout(timeout_ms, what)?;
+        let (target, args, timeout) = request::parse_call("Master.request", &target, &args, timeout_ms)?;
         let master = self.master.clone();
         env.spawn_future(crate::guard(async move {
-            master
-                .request(target, &name, &args, timeout)
-                .await
-                .map(|result| result.to_string())
-                .map_err(|e| request::from_core(&e))
+            request::outcome(master.request(target, &name, &args, timeout).await)
         }))
     }
 

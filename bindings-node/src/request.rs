@@ -44,6 +44,26 @@ pub(crate) fn timeout(ms: Option<f64>, what: &str) -> napi::Result<Duration> {
     }
 }
 
+/// A request's target, arguments (JSON text) and timeout from JS, checked; `face` names the
+/// method in errors (e.g. `"Master.request"`).
+pub(crate) fn parse_call(
+    face: &str,
+    target: &str,
+    args: &str,
+    timeout_ms: Option<f64>,
+) -> napi::Result<(Target, Value, Duration)> {
+    Ok((
+        parse_target(target, face)?,
+        parse_json(args, &format!("{face}(args)"))?,
+        timeout(timeout_ms, face)?,
+    ))
+}
+
+/// A request's outcome for JS: the result's JSON text, or the tagged `RequestError`.
+pub(crate) fn outcome(result: Result<Value, RequestError>) -> napi::Result<String> {
+    result.map(|value| value.to_string()).map_err(|e| from_core(&e))
+}
+
 /// Core's code as its wire string (`"no_such_handler"`...).
 fn code_text(code: RequestErrorCode) -> Value {
     serde_json::to_value(code).unwrap_or_else(|_| Value::String("unknown".into()))
