@@ -104,13 +104,15 @@ impl Shared {
             Outbound::Status(s) => Some(*s),
             _ => None,
         };
-        let heartbeat = matches!(out, Outbound::Heartbeat);
-        let handlers = matches!(out, Outbound::Handlers(_));
-        let operation = move || match (status, heartbeat, handlers) {
-            (Some(s), _, _) => format!("send status {s}"),
-            (None, true, _) => "send heartbeat".to_string(),
-            (None, false, true) => "declare handlers".to_string(),
-            (None, false, false) => "send message".to_string(),
+        let label = match &out {
+            Outbound::Status(_) => "send status",
+            Outbound::Message(_) => "send message",
+            Outbound::Heartbeat => "send heartbeat",
+            Outbound::Handlers(_) => "declare handlers",
+        };
+        let operation = move || match status {
+            Some(s) => format!("{label} {s}"),
+            None => label.to_string(),
         };
         let fut = async move {
             match out {
