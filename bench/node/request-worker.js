@@ -3,19 +3,10 @@
 // The worker side of bench/node/requests.js: answers `echo` requests and pings, and on command
 // times its own requests (to the master's JS handler, to another worker) and reports them.
 const { MessageBus } = require('../../bindings-node');
+const { timed } = require('./timing');
 
 const mb = new MessageBus();
 mb.handle('echo', (args) => args);
-
-async function timed(n, once) {
-    const ns = [];
-    for (let i = 0; i < n; i++) {
-        const t0 = process.hrtime.bigint();
-        await once(i);
-        ns.push(Number(process.hrtime.bigint() - t0));
-    }
-    return ns;
-}
 
 mb.on('message', async (msg) => {
     if (msg.cmd === 'ping') {

@@ -9,6 +9,7 @@
 // Usage: node bench/node/requests.js [rounds]   (DROVER_NODE_ADDON picks a release addon)
 const path = require('node:path');
 const { MasterFactory } = require('../../bindings-node');
+const { timed } = require('./timing');
 
 const ROUNDS = Number(process.argv[2] || 5000);
 const WARMUP = 1000;
@@ -17,16 +18,6 @@ function summary(name, ns) {
     const us = ns.map((v) => v / 1000).sort((a, b) => a - b);
     const at = (p) => us[Math.min(us.length - 1, Math.floor((p / 100) * us.length))].toFixed(1);
     return { name, p50_us: +at(50), p99_us: +at(99), rounds: us.length };
-}
-
-async function timed(n, once) {
-    const ns = [];
-    for (let i = 0; i < n; i++) {
-        const t0 = process.hrtime.bigint();
-        await once(i);
-        ns.push(Number(process.hrtime.bigint() - t0));
-    }
-    return ns;
 }
 
 async function main() {
