@@ -276,6 +276,18 @@ export declare class Master extends EventEmitter<MasterEvents> {
     handleSignal(signal: NodeJS.Signals | number): Promise<'Reload' | 'GracefulShutdown' | 'HardShutdown' | 'Ignore'>;
     send(id: number, message: unknown): Promise<void>;
     broadcast(message: unknown): Promise<number>;
+    /**
+     * Registers (or replaces) handler `name` for requests to `'master'`, from workers or from
+     * `request('master', ...)` (then `fromWorkerId` is 0). The result (or the promise's value) is
+     * the answer, as JSON; a throw or a rejection is the asker's RequestError `'handler_failed'`
+     * with its message. Throws TypeError for a wrong type, RequestError for a bad name.
+     */
+    handle(name: string, handler: RequestHandler): this;
+    /**
+     * Calls handler `name` of `target` with `args`; resolves with its result (for `'all'`, a list
+     * of {@link GatheredResult}), or rejects with a RequestError carrying its `code`.
+     */
+    request<T = any>(target: RequestTarget, name: string, args?: unknown, options?: RequestOptions): Promise<T>;
     /** Every listening socket the master holds (declared, or asked for by workers). */
     /** (Not `listeners()`: that is EventEmitter's.) */
     getListeningSockets(): HeldListener[];
@@ -294,12 +306,46 @@ export interface WorkerMeta {
     heartbeat_ms?: number;
 }
 
+/**
+ * Where a request or a worker-to-worker message goes: `'master'`, `'worker:ID'`, `'name:NAME'`,
+ * `'any'` (one worker that declared the handler, in turn), `'all'` (every one, the asker
+ * excepted), a worker id, `{ worker: ID }` or `{ name: NAME }`.
+ */
+export type RequestTarget = 'master' | 'any' | 'all' | `worker:${number}` | `name:${string}` | number | { worker: number } | { name: string };
+
+/** A request handler: its arguments and the asking worker's id (0: the master). */
+export type RequestHandler = (args: any, from: number) => unknown;
+
+export interface RequestOptions {
+    /** Milliseconds to wait for the answer (default 30 000, at most 600 000): then `'timeout'`. */
+    timeout?: number;
+}
+
+/** Core's codes of a failed request (a newer version may add codes). */
+export type RequestErrorCode =
+    | 'no_such_handler'
+    | 'no_such_target'
+    | 'timeout'
+    | 'target_gone'
+    | 'handler_failed'
+    | 'overloaded'
+    | 'bad_request'
+    | 'master_gone'
+    | 'unknown';
+
+/** One worker's answer to a request to `'all'`. */
+export type GatheredResult =
+    | { worker: number; result: any }
+    | { worker: number; error: { code: RequestErrorCode; message: string } };
+
 /** A MessageBus's events and their listener arguments. */
 export interface MessageBusEvents {
     stop: [];
     quit: [];
     close: [];
     message: [message: any];
+    /** A message another worker sent with `sendTo`, and that worker's id. */
+    'worker-message': [data: any, fromWorkerId: number];
     connected: [meta: WorkerMeta];
     /** The master closed the channel (with the protocol error, if that is why). */
     disconnect: [error: MessageBusError | null];
@@ -350,6 +396,19 @@ export declare class MessageBus extends EventEmitter<MessageBusEvents> {
     sendStopped(callback?: unknown): Promise<void>;
     sendShuttedDown(callback?: unknown): Promise<void>;
     sendMessage(message: unknown): Promise<void>;
+    /**
+     * Registers (or replaces) handler `name` and declares this worker's handlers to the master.
+     * `from` is the asking worker's id (0: the master). The result (or the promise's value) is the
+     * answer; a throw or a rejection is the asker's RequestError `'handler_failed'`.
+     */
+    handle(name: string, handler: RequestHandler): this;
+    /** Calls handler `name` of `target`, routed by the master; rejects with a RequestError. */
+    request<T = any>(target: RequestTarget, name: string, args?: unknown, options?: RequestOptions): Promise<T>;
+    /**
+     * Sends `data` to other workers (their `'worker-message'` event); resolves with how many it
+     * was written to, rejects with a RequestError (`'no_such_target'` for an unknown or dead one).
+     */
+    sendTo(target: RequestTarget, data: unknown): Promise<number>;
     flush(): Promise<void>;
     /** Flushes and closes; the bus no longer keeps the process alive. Idempotent. */
     close(): Promise<void>;
@@ -430,6 +489,10 @@ export declare class WorkerFailedError extends DroverError {
 export declare class NotAWorkerError extends InvalidClusterContextError {}
 export declare class MessageBusError extends DroverError {}
 /** The master could not bind a socket; Node's fields of a failed listen. */
+/** A request or a `sendTo` failed; `code` says how (the message is the handler's own for `'handler_failed'`). */
+export declare class RequestError extends DroverError {
+    code: RequestErrorCode;
+}
 export declare class ListenError extends DroverError {
     /** e.g. 'EADDRINUSE', 'EACCES'. */
     code?: string;

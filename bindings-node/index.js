@@ -22,6 +22,7 @@ const {
     NotAWorkerError,
     MessageBusError,
     ListenError,
+    RequestError,
 } = require('./lib/errors');
 
 const ExitReasons = {
@@ -71,4 +72,5 @@ module.exports = {
     NotAWorkerError,
     MessageBusError,
     ListenError,
+    RequestError,
 };

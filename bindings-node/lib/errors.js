@@ -51,6 +51,12 @@ class MessageBusError extends DroverError {}
  * `errno` (negative), `syscall` ('listen'), `address` (as the master bound it: 'host:port').
  */
 class ListenError extends DroverError {}
+/**
+ * A request (`request()`, `sendTo()`) failed. `code` is core's code: 'no_such_handler',
+ * 'no_such_target', 'timeout', 'target_gone', 'handler_failed' (the message is the handler's),
+ * 'overloaded', 'bad_request', 'master_gone' (or a newer one: compare codes, not messages).
+ */
+class RequestError extends DroverError {}
 
 const classes = {
     DroverError,
@@ -69,6 +75,7 @@ const classes = {
     NotAWorkerError,
     MessageBusError,
     ListenError,
+    RequestError,
 };
 
 // napi's own argument-conversion failures: a wrong JS type.

@@ -10,6 +10,7 @@ const { toJson } = require('./json');
 const compat = require('./compat');
 const signals = require('./signals');
 const { WorkerStatuses } = require('./statuses');
+const requests = require('./requests');
 
 // Statuses in which an operation is under way that ends by itself (in STARTED, STOPPED or FAILED).
 const BUSY = new Set(['STARTING', 'RELOADING']);
@@ -68,6 +69,8 @@ class Master extends EventEmitter {
         // Whether the master supervises no process (core's idle statuses, told by each
         // master_status event): it then does not keep Node's loop alive. Created INITIALIZED: idle.
         this._idle = true;
+        // The JS handlers of requests (handle()), by name.
+        this._handlers = new Map();
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
         const self = new WeakRef(this);
         const onEvent = (text) => {
@@ -265,6 +268,33 @@ class Master extends EventEmitter {
         return this._call(() => this._native.broadcast(toJson(message)));
     }
 
+    /**
+     * Registers (or replaces) handler `name`, called with (args, fromWorkerId) for every request
+     * to 'master' (from a worker, or `request('master', ...)` here, when fromWorkerId is 0). Its
+     * result (or the value of the promise it returns) is the answer, as JSON; a thrown error or a
+     * rejected promise is the asker's RequestError 'handler_failed' with its message. Throws
+     * TypeError for a wrong type, RequestError for a bad name (empty, > 128 bytes, control
+     * characters) or a 257th handler. Returns the master.
+     */
+    handle(name, handler) {
+        requests.checkHandler(name, handler, 'Master.handle(name, handler)');
+        errors.call(() => this._native.handle(name));
+        this._handlers.set(name, handler);
+        return this;
+    }
+
+    /**
+     * Calls handler `name` of `target` with `args` (JSON): 'master' (this master's handle()),
+     * 'worker:ID' (or a number, or { worker: ID }), 'name:NAME' (or { name }), 'any' (one worker
+     * that declared it, in turn) or 'all' (every one: resolves with a list of { worker, result }
+     * or { worker, error: { code, message } }). Resolves with the result; rejects with a
+     * RequestError whose `code` is 'no_such_handler', 'no_such_target', 'timeout' (options.timeout
+     * ms, default 30 000, at most 600 000), 'target_gone', 'handler_failed', 'overloaded'...
+     */
+    request(target, name, args, options) {
+        return requests.request(this._native, 'Master.request(target, name, args, options)', target, name, args, options);
+    }
+
     // Resolves once the master is neither starting nor reloading (a worker that died meanwhile is
     // then either part of a failed start, gone with a reload, or in a STARTED master's table).
     _settled() {
@@ -392,6 +422,9 @@ class Master extends EventEmitter {
                 break;
             case 'gave_up':
                 this.emit('gave-up', { restarts: e.restarts, windowMs: e.window_ms });
+                break;
+            case 'request':
+                requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));
                 break;
             case 'flush': {
                 const resolve = this._flushes.get(e.id);

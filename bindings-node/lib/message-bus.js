@@ -9,6 +9,7 @@ const { EventEmitter } = require('node:events');
 const errors = require('./errors');
 const { WorkerStatuses } = require('./statuses');
 const { toJson } = require('./json');
+const requests = require('./requests');
 
 let created = false;
 
@@ -56,6 +57,8 @@ class MessageBus extends EventEmitter {
         // from STARTED until the master's stop or quit: a SIGTERM after those is the master's own
         // escalation, and a worker that never started is ended by it at once. The app's own
         // listeners are kept (1.0 removed them).
+        // The handlers of requests (handle()), by name.
+        this._handlers = new Map();
         this._ignoreSignals = options.ignoreSignals !== false;
         this._signalsIgnored = false;
         if (options.sharedListen !== false) {
@@ -79,6 +82,45 @@ class MessageBus extends EventEmitter {
         return this._native.listen(text).catch((e) => {
             throw errors.fromNative(e);
         });
+    }
+
+    /**
+     * Registers (or replaces) handler `name` and declares this worker's handlers to the master
+     * (all of them, each time). Called with (args, from) for every request to this worker (from:
+     * the asking worker's id, 0 for the master); its result (or its promise's value) is the answer,
+     * as JSON; a thrown error or a rejected promise is the asker's RequestError 'handler_failed'
+     * with its message. Throws TypeError for a wrong type, RequestError for a bad name or a 257th
+     * handler. Returns the bus.
+     */
+    handle(name, handler) {
+        requests.checkHandler(name, handler, 'MessageBus.handle(name, handler)');
+        const names = [...new Set([...this._handlers.keys(), name])];
+        errors.call(() => this._native.setHandlers(names));
+        this._handlers.set(name, handler);
+        return this;
+    }
+
+    /**
+     * Calls handler `name` of `target` with `args` (JSON), routed by the master: 'master' (its
+     * handle()), 'worker:ID' (or a number, or { worker: ID }), 'name:NAME' (or { name }), 'any'
+     * (one worker that declared it, in turn) or 'all' (every other one: resolves with a list of
+     * { worker, result } or { worker, error: { code, message } }). Resolves with the result;
+     * rejects with a RequestError whose `code` is 'no_such_handler', 'no_such_target', 'timeout'
+     * (options.timeout ms, default 30 000, at most 600 000), 'target_gone', 'handler_failed'...
+     */
+    request(target, name, args, options) {
+        return requests.request(this._native, 'MessageBus.request(target, name, args, options)', target, name, args, options);
+    }
+
+    /**
+     * Sends `data` (JSON) to other workers, routed by the master: 'worker:ID' (or a number, or
+     * { worker }), 'name:NAME' (or { name }), 'any' or 'all' (every other worker). They get it as
+     * a 'worker-message' event (data, fromWorkerId). Resolves with how many it was written to;
+     * rejects with a RequestError ('no_such_target' for an unknown or dead worker: never dropped
+     * silently).
+     */
+    sendTo(target, data) {
+        return requests.sendTo(this._native, 'MessageBus.sendTo(target, data)', target, data);
     }
 
     /**
@@ -204,6 +246,12 @@ class MessageBus extends EventEmitter {
                 break;
             case 'message':
                 this.emit('message', e.data);
+                break;
+            case 'worker-message':
+                this.emit('worker-message', e.data, e.from);
+                break;
+            case 'request':
+                requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));
                 break;
             case 'error':
                 if (this.listenerCount('error') > 0) {

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::error;
 use crate::js_call::JsCallback;
+use crate::request::{self, WorkerCalls};
 use crate::uv::ReadWatch;
 
 /// The JS callback that receives the bus's events, as JSON text: referenced, not callee-handled.
@@ -50,6 +51,8 @@ enum Outbound {
     Status(WorkerStatus),
     Message(Box<RawValue>),
     Heartbeat,
+    /// The names of the handlers this worker answers (the full set).
+    Handlers(Vec<String>),
 }
 
 enum Conn {
@@ -101,17 +104,25 @@ impl Shared {
             Outbound::Status(s) => Some(*s),
             _ => None,
         };
-        let heartbeat = matches!(out, Outbound::Heartbeat);
-        let operation = move || match (status, heartbeat) {
-            (Some(s), _) => format!("send status {s}"),
-            (None, true) => "send heartbeat".to_string(),
-            (None, false) => "send message".to_string(),
+        let label = match &out {
+            Outbound::Status(_) => "send status",
+            Outbound::Message(_) => "send message",
+            Outbound::Heartbeat => "send heartbeat",
+            Outbound::Handlers(_) => "declare handlers",
+        };
+        let operation = move || match status {
+            Some(s) => format!("{label} {s}"),
+            None => label.to_string(),
         };
         let fut = async move {
             match out {
                 Outbound::Status(s) => sender.send_status(s).await,
                 Outbound::Message(data) => sender.send_message(&*data).await,
                 Outbound::Heartbeat => sender.send_heartbeat(uptime).await,
+                Outbound::Handlers(names) => {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    sender.set_handlers(&names).await
+                }
             }
         };
         match crate::start_now(fut) {
@@ -168,6 +179,21 @@ impl Shared {
             }
             settled.await;
         }
+    }
+
+    /// The sender once the handshake is over, or a `MessageBusError` saying why there is none
+    /// (`what`: what could not be done, e.g. "ask the master to listen on :80").
+    async fn ready_sender(&self, what: &str) -> napi::Result<BusSender> {
+        self.handshake_over().await;
+        let why = match &*self.conn() {
+            Conn::Ready(sender) => return Ok(sender.clone()),
+            Conn::Failed(why) => format!("the MessageBus could not connect: {why}"),
+            Conn::Closed | Conn::Connecting(_) => "the MessageBus is closed".to_string(),
+        };
+        Err(error::tagged(json!({
+            "name": "MessageBusError",
+            "message": format!("cannot {what}: {why}"),
+        })))
     }
 
     /// Resolves when every send handed to core so far has been written (or failed).
@@ -231,16 +257,19 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// A master's command as the JSON text the JS layer parses.
-fn command_text(command: Command<'_>) -> String {
+/// A master's command as the JSON text the JS layer parses (none: nothing for JS). A request
+/// waits in `calls` until JS answers it.
+fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
     let event = match command {
         // The hot path: the payload's text as the master wrote it, into the event's text.
-        Command::Message(data) => return format!(r#"{{"event":"message","data":{}}}"#, data.get()),
+        Command::Message(data) => return Some(format!(r#"{{"event":"message","data":{}}}"#, data.get())),
         Command::Event(event) => event,
         // A kind newer than this addon: the JS layer passes unknown events over.
-        _ => return json!({ "event": "unknown" }).to_string(),
+        _ => return Some(json!({ "event": "unknown" }).to_string()),
     };
-    match event {
+    let event = match event {
+        BusEvent::Request(incoming) => return calls.take(incoming),
+        BusEvent::WorkerMessage { from, data } => json!({ "event": "worker-message", "from": from, "data": data }),
         BusEvent::Stop => json!({ "event": "stop" }),
         BusEvent::Quit => json!({ "event": "quit" }),
         BusEvent::Message(data) => json!({ "event": "message", "data": data }),
@@ -249,8 +278,8 @@ fn command_text(command: Command<'_>) -> String {
             "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
         }),
         _ => json!({ "event": "unknown" }),
-    }
-    .to_string()
+    };
+    Some(event.to_string())
 }
 
 /// On the JS thread, when the handshake is over: gives JavaScript the `connected` event, then the
@@ -263,11 +292,14 @@ fn read_on_js_thread(
     connected: &str,
     mut reader: CommandReader,
     callback: JsCallback,
+    calls: WorkerCalls,
 ) -> napi::Result<()> {
     callback.call_with_str(connected);
     let deliver = move |reader: &mut CommandReader| {
         reader.read_ready(&mut |event| {
-            callback.call_with_str(&command_text(event));
+            if let Some(text) = command_text(event, &calls) {
+                callback.call_with_str(&text);
+            }
         })
     };
     if !deliver(&mut reader) {
@@ -291,6 +323,8 @@ pub struct ListeningSocket {
 #[napi]
 pub struct NativeBus {
     shared: Arc<Shared>,
+    /// Requests for this worker's handlers that JS has yet to answer.
+    calls: WorkerCalls,
 }
 
 #[napi]
@@ -307,6 +341,8 @@ impl NativeBus {
             "drover.MessageBus",
             false,
         )?);
+        let calls = WorkerCalls::default();
+        let reading_calls = calls.clone();
         let events: EventFn = on_event
             .build_threadsafe_function::<FromRuntime>()
             .callee_handled::<false>()
@@ -314,7 +350,8 @@ impl NativeBus {
                 FromRuntime::Event(text) => Ok(Some(text)),
                 // `connected` and what follows go through the callback: `null` to JavaScript here.
                 FromRuntime::Connected { event, reader } => match callback.take() {
-                    Some(callback) => match read_on_js_thread(raw_env, &event, reader, callback) {
+                    Some(callback) => match read_on_js_thread(raw_env, &event, reader, callback, reading_calls.clone())
+                    {
                         Ok(()) => Ok(None),
                         Err(e) => {
                             let error = json!({ "name": "MessageBusError", "message": format!(
@@ -335,7 +372,7 @@ impl NativeBus {
             connected_at: Instant::now(),
         });
         napi::bindgen_prelude::spawn(run(shared.clone()));
-        Ok(NativeBus { shared })
+        Ok(NativeBus { shared, calls })
     }
 
     /// Reports a status by its protocol number (3 STARTED, 5 STOPPED, 7 SHUTTED_DOWN...).
@@ -368,22 +405,9 @@ impl NativeBus {
     pub fn listen<'env>(&self, env: &'env Env, address: String) -> napi::Result<PromiseRaw<'env, ListeningSocket>> {
         let shared = self.shared.clone();
         env.spawn_future(crate::guard(async move {
-            shared.handshake_over().await;
-            let sender = match &*shared.conn() {
-                Conn::Ready(sender) => sender.clone(),
-                Conn::Failed(why) => {
-                    return Err(error::tagged(json!({
-                        "name": "MessageBusError",
-                        "message": format!("cannot ask the master to listen on {address}: the MessageBus could not connect: {why}"),
-                    })))
-                }
-                Conn::Closed | Conn::Connecting(_) => {
-                    return Err(error::tagged(json!({
-                        "name": "MessageBusError",
-                        "message": format!("cannot ask the master to listen on {address}: the MessageBus is closed"),
-                    })))
-                }
-            };
+            let sender = shared
+                .ready_sender(&format!("ask the master to listen on {address}"))
+                .await?;
             let listening = sender
                 .listen(&address)
                 .await
@@ -392,6 +416,71 @@ impl NativeBus {
                 fd: listening.fd.into_raw_fd(),
                 local: listening.local,
             })
+        }))
+    }
+
+    /// Declares the handlers this worker answers (the full set, replacing the last one): requests
+    /// for them come as `{ event: "request", id, from, name, args }` events. A bad name, or too
+    /// many, throws a `RequestError`.
+    #[napi(catch_unwind)]
+    pub fn set_handlers(&self, names: Vec<String>) -> napi::Result<()> {
+        request::check_names(&names)?;
+        self.shared.send(Outbound::Handlers(names))
+    }
+
+    /// JavaScript's answer to request `id`: `ok` with the result's JSON text, or the failure's
+    /// message. False if the request no longer waits (answered already).
+    #[napi(catch_unwind)]
+    pub fn respond(&self, id: f64, ok: bool, text: String) -> napi::Result<bool> {
+        let id = request::positive_integer(id, "a request id")?;
+        let Some(incoming) = self.calls.answered(id) else {
+            return Ok(false);
+        };
+        let shared = self.shared.clone();
+        let reply = async move {
+            if let Err(e) = incoming.reply(request::answer_from_js(ok, text)).await {
+                shared.report("answer a request", &e);
+            }
+        };
+        if let Err(rest) = crate::start_now(reply) {
+            napi::bindgen_prelude::spawn(rest);
+        }
+        Ok(true)
+    }
+
+    /// Calls handler `name` of `target` (the master, a worker, any or all) with `args` (JSON
+    /// text); resolves with the result's JSON text, or rejects with a `RequestError`.
+    #[napi(catch_unwind)]
+    pub fn request<'env>(
+        &self,
+        env: &'env Env,
+        target: String,
+        name: String,
+        args: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let (target, args, timeout) = request::parse_call("MessageBus.request", &target, &args, timeout_ms)?;
+        let shared = self.shared.clone();
+        env.spawn_future(crate::guard(async move {
+            let sender = shared.ready_sender(&format!("request {name:?}")).await?;
+            request::outcome(sender.request(target, &name, &args, timeout).await)
+        }))
+    }
+
+    /// Sends `data` (JSON text) to other workers (`target`: a worker, a name, any or all);
+    /// resolves with how many it was written to, or rejects with a `RequestError`.
+    #[napi(catch_unwind)]
+    pub fn send_to<'env>(&self, env: &'env Env, target: String, data: String) -> napi::Result<PromiseRaw<'env, f64>> {
+        let target = request::parse_target(&target, "MessageBus.sendTo")?;
+        let data = request::parse_json(&data, "MessageBus.sendTo(data)")?;
+        let shared = self.shared.clone();
+        env.spawn_future(crate::guard(async move {
+            let sender = shared.ready_sender("send to a worker").await?;
+            sender
+                .send_to(target, &data)
+                .await
+                .map(|count| count as f64)
+                .map_err(|e| request::from_core(&e))
         }))
     }
 

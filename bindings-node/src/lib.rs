@@ -28,6 +28,7 @@ pub mod error;
 pub mod host;
 pub mod js_call;
 pub mod master;
+mod request;
 pub mod uv;
 
 use futures_util::FutureExt;

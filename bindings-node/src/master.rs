@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error;
 use crate::host::{JsThreadReader, QueueToJs, ToJs};
 use crate::js_call::JsCallback;
+use crate::request::{self, MasterCalls};
 
 /// The JS callback that receives a master's events, each as JSON text (`JSON.parse` in V8 is
 /// cheaper than building the object through N-API calls): unreferenced at creation, not
@@ -34,6 +35,8 @@ type EventFn = ThreadsafeFunction<ToJs, Unknown<'static>, Option<String>, Status
 pub struct NativeMaster {
     master: Master,
     events: Arc<EventFn>,
+    /// The requests the JS handlers are answering.
+    calls: MasterCalls,
     /// Keeps `events` subscribed to the master; dropped with this object.
     _subscription: Subscription,
 }
@@ -110,13 +113,7 @@ fn parse_options(options: &str) -> napi::Result<drover::MasterConfig> {
 
 /// A worker id from JS: a positive integer.
 fn worker_id(id: f64) -> napi::Result<u64> {
-    if id.is_finite() && id >= 1.0 && id.fract() == 0.0 && id <= 9_007_199_254_740_991.0 {
-        Ok(id as u64)
-    } else {
-        Err(error::type_error(format!(
-            "a worker id is a positive integer, got {id}"
-        )))
-    }
+    request::positive_integer(id, "a worker id")
 }
 
 #[napi]
@@ -155,6 +152,7 @@ impl NativeMaster {
         Ok(NativeMaster {
             master,
             events,
+            calls: MasterCalls::default(),
             _subscription: subscription,
         })
     }
@@ -328,6 +326,60 @@ impl NativeMaster {
         ))
     }
 
+    /// Registers (or replaces) handler `name`: core calls it for requests to the master, and it
+    /// hands each to JavaScript as a `{ event: "request", id, name, from, args }` event, then
+    /// waits for [`NativeMaster::respond`] with that `id`. A bad name, or one too many, throws a
+    /// `RequestError`.
+    #[napi(catch_unwind)]
+    pub fn handle(&self, name: String) -> napi::Result<()> {
+        let calls = self.calls.clone();
+        let to_js = self.events.clone();
+        let handler_name = name.clone();
+        self.master
+            .handle(&name, move |from, args| {
+                let calls = calls.clone();
+                let to_js = to_js.clone();
+                let name = handler_name.clone();
+                async move {
+                    let waiting = calls.open()?;
+                    let event =
+                        json!({ "event": "request", "id": waiting.id(), "name": name, "from": from, "args": args });
+                    if to_js.call(ToJs::Event(event.to_string()), ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok
+                    {
+                        return Err("the JavaScript master is gone".to_string());
+                    }
+                    waiting.answer().await
+                }
+            })
+            .map_err(|e| request::from_core(&e))
+    }
+
+    /// JavaScript's answer to request `id` of a handler: `ok` with the result's JSON text, or
+    /// the failure's message. False if the request no longer waits (it timed out).
+    #[napi(catch_unwind)]
+    pub fn respond(&self, id: f64, ok: bool, text: String) -> napi::Result<bool> {
+        let id = request::positive_integer(id, "a request id")?;
+        Ok(self.calls.respond(id, request::answer_from_js(ok, text)))
+    }
+
+    /// Calls handler `name` of `target` with `args` (JSON text); resolves with the result's JSON
+    /// text, or rejects with a `RequestError` carrying core's code.
+    #[napi(catch_unwind)]
+    pub fn request<'env>(
+        &self,
+        env: &'env Env,
+        target: String,
+        name: String,
+        args: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let (target, args, timeout) = request::parse_call("Master.request", &target, &args, timeout_ms)?;
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            request::outcome(master.request(target, &name, &args, timeout).await)
+        }))
+    }
+
     /// Sends `data` (JSON text) to every running worker; resolves with how many it was written to.
     #[napi(catch_unwind)]
     pub fn broadcast<'env>(&self, env: &'env Env, data: String) -> napi::Result<PromiseRaw<'env, u32>> {
@@ -340,6 +392,13 @@ impl NativeMaster {
         env.spawn_future(crate::guard(async move {
             rest.await.map(|n| n as u32).map_err(|e| error::from_core(&e))
         }))
+    }
+}
+
+impl Drop for NativeMaster {
+    /// Requests the JS handlers were answering fail now (nobody is left to answer them).
+    fn drop(&mut self) {
+        self.calls.close();
     }
 }
 

@@ -4,6 +4,7 @@ import {
     InappropriateConditionError,
     InvalidConfigurationError,
     ListenError,
+    RequestError,
     Master,
     MasterFactory,
     MessageBus,
@@ -15,6 +16,8 @@ import {
     type AnyExitReason,
     type MasterStatus,
     type WorkerStatus,
+    type GatheredResult,
+    type RequestTarget,
 } from '..';
 import * as net from 'node:net';
 import * as http from 'node:http';
@@ -119,3 +122,24 @@ MasterFactory.create({ script: 'a.js', ready: 'whenever' });
 MasterFactory.create({ script: 'a.js', count: '4' });
 // @ts-expect-error: unknown event payloads are typed
 master.on('worker-exit', (reason: string) => reason);
+
+// Requests and worker-to-worker messages.
+async function requests(master: Master, mb: MessageBus): Promise<void> {
+    master.handle('sum', (args: number[], from: number) => args.reduce((a, b) => a + b, from)).handle('ping', async () => 'pong');
+    const sum: number = await master.request<number>('worker:1', 'sum', [1, 2], { timeout: 1000 });
+    const all: GatheredResult[] = await master.request<GatheredResult[]>('all', 'status');
+    for (const r of all) console.log(r.worker, 'result' in r ? r.result : r.error.code);
+    const target: RequestTarget = { name: 'web-2' };
+    await master.request(target, 'x').catch((e) => {
+        if (e instanceof RequestError && e.code === 'timeout') console.log(sum, e.message);
+    });
+    mb.handle('resize', async (args: { width: number }) => args.width * 2);
+    const count: number = await mb.sendTo('all', { hello: 1 });
+    mb.on('worker-message', (data, from: number) => console.log(data, from, count));
+    await mb.request(3, 'resize', { width: 10 });
+    // @ts-expect-error: a target is a string, a number or { worker } / { name }
+    await mb.request(true, 'resize');
+    // @ts-expect-error: the timeout is a number
+    await master.request('any', 'x', null, { timeout: '1s' });
+}
+void requests;

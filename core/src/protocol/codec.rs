@@ -276,6 +276,10 @@ struct RawMessageShape<'a> {
     kind: std::borrow::Cow<'a, str>,
     #[serde(borrow, default, deserialize_with = "present_raw")]
     data: Option<&'a RawValue>,
+    /// Set on a message another worker sent (§5.5): not a plain message, so it is left to the
+    /// full decoder, which keeps the sender (a fast path taking it would lose who sent it).
+    #[serde(default)]
+    from: Option<serde::de::IgnoredAny>,
 }
 
 /// As [`present`], for a payload kept as text.
@@ -292,9 +296,11 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de Raw
 /// only to encode it again as text costs more than the rest of the frame's way through the core.
 pub fn message_text(line: &str) -> Option<&RawValue> {
     match from_frame_text::<RawMessageShape>(line) {
-        Ok(RawMessageShape { kind, data: Some(data) }) if kind == "message" && decodable(data.get()).is_ok() => {
-            Some(data)
-        }
+        Ok(RawMessageShape {
+            kind,
+            data: Some(data),
+            from: None,
+        }) if kind == "message" && decodable(data.get()).is_ok() => Some(data),
         _ => None,
     }
 }
@@ -489,6 +495,8 @@ mod tests {
             r#"{"type":"message","data":"#,
             r#"{"type":"status","status":3}"#,
             r#"["message"]"#,
+            // From another worker: the full decoder keeps `from`.
+            r#"{"type":"message","data":1,"from":2}"#,
         ] {
             assert_eq!(decode_worker_frame(line), decode::<WorkerFrame>(line), "{line}");
         }
