@@ -51,6 +51,18 @@ pub enum Request {
     Stop {
         hard: bool,
     },
+    /// `drover request`: calls handler `name` of `target` (PROTOCOL.md §5.5) in `group`.
+    #[serde(rename = "request")]
+    CallHandler {
+        group: String,
+        target: String,
+        name: String,
+        #[serde(default)]
+        args: Value,
+        /// Milliseconds; none: the core's default.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
     /// The last `lines` log lines (of `group`), then, with `follow`, every new one.
     Logs {
         group: Option<String>,
@@ -73,6 +85,9 @@ pub struct Response {
     /// Log lines (`logs`): the tail first, then, when following, one answer per batch of new lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<Vec<String>>,
+    /// A request's result (`request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
 }
 
 impl Response {
@@ -768,6 +783,55 @@ pub mod client {
         request(socket, Request::Send { group, id, data })
     }
 
+    /// `drover request GROUP TARGET NAME [ARGS_JSON] [--timeout DURATION]`: prints the result as
+    /// JSON; a failed request is exit 1 with "CODE: message" (the request error's code).
+    pub fn handler_request(
+        socket: &SocketArg,
+        group: String,
+        target: String,
+        name: String,
+        args: Option<&str>,
+        timeout: Option<std::time::Duration>,
+    ) -> ExitCode {
+        if let Err(error) = target.parse::<drover::request::Target>() {
+            eprintln!("drover: request: {error}");
+            return ExitCode::from(UNREACHABLE);
+        }
+        let args: Value = match args.map(serde_json::from_str).transpose() {
+            Ok(args) => args.unwrap_or(Value::Null),
+            Err(error) => {
+                eprintln!("drover: request: the arguments are not JSON: {error}");
+                return ExitCode::from(UNREACHABLE);
+            }
+        };
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
+        let request = Request::CallHandler {
+            group,
+            target,
+            name,
+            args,
+            timeout_ms,
+        };
+        match exchange(socket, &request) {
+            Ok(Response {
+                ok: true,
+                result: Some(result),
+                ..
+            }) => {
+                println!("{result}");
+                ExitCode::SUCCESS
+            }
+            Ok(Response { error, .. }) => {
+                eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
+                ExitCode::FAILURE
+            }
+            Err((code, error)) => {
+                eprintln!("drover: {error}");
+                ExitCode::from(code)
+            }
+        }
+    }
+
     /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.
     pub fn logs(socket: &SocketArg, group: Option<String>, lines: usize, follow: bool) -> ExitCode {
         let request = Request::Logs { group, lines, follow };
@@ -1039,6 +1103,7 @@ mod tests {
                     Just("restart"),
                     Just("send"),
                     Just("stop"),
+                    Just("request"),
                 ]
                 .prop_map(Value::from),
                 any::<String>().prop_map(Value::String),
@@ -1062,6 +1127,20 @@ mod tests {
                 (any::<String>(), proptest::option::of(any::<u64>()), json(false))
                     .prop_map(|(group, id, data)| Request::Send { group, id, data }),
                 any::<bool>().prop_map(|hard| Request::Stop { hard }),
+                (
+                    any::<String>(),
+                    any::<String>(),
+                    any::<String>(),
+                    json(false),
+                    proptest::option::of(any::<u64>())
+                )
+                    .prop_map(|(group, target, name, args, timeout_ms)| Request::CallHandler {
+                        group,
+                        target,
+                        name,
+                        args,
+                        timeout_ms
+                    }),
             ]
         }
 
