@@ -1420,8 +1420,8 @@ drover_result drover_bus_set_handlers(const struct drover_bus *bus,
  * Answers the request `request_id` of a DROVER_BUS_EVENT_KIND_REQUEST event: with
  * `error_message` if it is not NULL (the asker gets DROVER_RESULT_HANDLER_FAILED with these
  * words), otherwise with `result_json` (JSON text, copied; NULL is `null`). Returns once the
- * answer is written to the channel. At most 4,096 requests wait for an answer at once (more are
- * refused for the program: their askers get `handler_failed`).
+ * answer is written to the channel. At most 4,096 requests wait for an answer at once: past it
+ * the oldest is given up (its asker, if still waiting, gets `handler_failed` saying so).
  * DROVER_RESULT_NO_SUCH_REQUEST if none waits under that number (answered already);
  * DROVER_RESULT_INVALID_ARGUMENT if `result_json` is not JSON; DROVER_RESULT_MASTER_GONE.
  */

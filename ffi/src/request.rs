@@ -26,9 +26,9 @@ use crate::error::{drover_result, Failure};
 use crate::ffi::{ffi_body, owned_c_string, try_obj, try_out, try_str};
 use crate::master::{drover_event, drover_event_kind, drover_master, MasterItem, MASTERS};
 
-/// Requests a C master or a C worker holds unanswered at once; past it a new request is refused
-/// at once (its asker gets `handler_failed` saying so). The same bound as a master's requests in
-/// flight: more cannot be waiting anyway.
+/// Requests a C master or a C worker holds unanswered at once: past it a master's program refuses
+/// a new one (its asker gets `handler_failed` saying so), a worker gives up its oldest. The same
+/// bound as a master's requests in flight, so no live asker is refused or given up for it.
 pub const MAX_UNANSWERED: usize = request::MAX_PENDING_REQUESTS;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -255,21 +255,22 @@ pub(crate) struct Unanswered {
 }
 
 impl Unanswered {
-    /// Keeps `request` for its answer and gives its event; a request past [`MAX_UNANSWERED`] is
-    /// refused (answered `handler_failed` at once) and the program gets an empty event, which it
-    /// skips as any kind it does not know.
+    /// Keeps `request` for its answer and gives its event. Past [`MAX_UNANSWERED`] the oldest
+    /// unanswered request is given up (answered `handler_failed` saying so, which its asker,
+    /// most likely gone by its timeout already, may still read): a program that leaves requests
+    /// unanswered keeps serving new ones.
     pub(crate) fn hand_to_c(&self, runtime: &Runtime, request: IncomingRequest) -> drover_bus_event {
         let mut waiting = lock(&self.waiting);
         if waiting.len() >= MAX_UNANSWERED {
-            // No asker waits longer than the longest timeout: those entries are dead.
-            waiting.retain(|_, (since, _)| since.elapsed() < request::MAX_REQUEST_TIMEOUT);
-        }
-        if waiting.len() >= MAX_UNANSWERED {
-            let refusal = format!("the worker has {MAX_UNANSWERED} requests unanswered (at most {MAX_UNANSWERED})");
-            runtime.spawn(async move {
-                let _ = request.reply(Err(refusal)).await;
-            });
-            return empty_bus_event(drover_bus_event_kind::None);
+            let oldest = waiting.iter().min_by_key(|(_, (since, _))| *since).map(|(id, _)| *id);
+            if let Some((_, (_, given_up))) = oldest.and_then(|id| waiting.remove_entry(&id)) {
+                let why = format!(
+                    "the worker left {MAX_UNANSWERED} newer requests unanswered and gave this one up"
+                );
+                runtime.spawn(async move {
+                    let _ = given_up.reply(Err(why)).await;
+                });
+            }
         }
         let mut event = empty_bus_event(drover_bus_event_kind::Request);
         event.request_id = request.id;
@@ -320,8 +321,8 @@ pub extern "C" fn drover_bus_set_handlers(
 /// Answers the request `request_id` of a DROVER_BUS_EVENT_KIND_REQUEST event: with
 /// `error_message` if it is not NULL (the asker gets DROVER_RESULT_HANDLER_FAILED with these
 /// words), otherwise with `result_json` (JSON text, copied; NULL is `null`). Returns once the
-/// answer is written to the channel. At most 4,096 requests wait for an answer at once (more are
-/// refused for the program: their askers get `handler_failed`).
+/// answer is written to the channel. At most 4,096 requests wait for an answer at once: past it
+/// the oldest is given up (its asker, if still waiting, gets `handler_failed` saying so).
 /// DROVER_RESULT_NO_SUCH_REQUEST if none waits under that number (answered already);
 /// DROVER_RESULT_INVALID_ARGUMENT if `result_json` is not JSON; DROVER_RESULT_MASTER_GONE.
 #[no_mangle]
