@@ -1,5 +1,5 @@
-//! The control socket: how `drover status`, `reload`, `scale`, `restart`, `send` and `stop` reach a
-//! running `drover run`.
+//! The control socket: how `drover status`, `reload`, `scale`, `restart`, `send`, `request` and
+//! `stop` reach a running `drover run`.
 //!
 //! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else the first of
 //! [`candidates`]: `$RUNTIME_DIRECTORY/drover.sock` (what systemd sets for a unit with
@@ -737,10 +737,19 @@ pub mod client {
         }
     }
 
-    /// Runs one request; prints the outcome; non-zero with the reason on failure.
+    /// Runs one request; prints the outcome (a handler's result as JSON); non-zero with the
+    /// reason on failure.
     pub fn request(socket: &SocketArg, request: Request) -> ExitCode {
         match exchange(socket, &request) {
-            Ok(Response { ok: true, message, .. }) => {
+            Ok(Response {
+                ok: true,
+                message,
+                result,
+                ..
+            }) => {
+                if let Some(result) = result {
+                    println!("{result}");
+                }
                 if let Some(message) = message {
                     println!("{message}");
                 }
@@ -812,24 +821,7 @@ pub mod client {
             args,
             timeout_ms,
         };
-        match exchange(socket, &request) {
-            Ok(Response {
-                ok: true,
-                result: Some(result),
-                ..
-            }) => {
-                println!("{result}");
-                ExitCode::SUCCESS
-            }
-            Ok(Response { error, .. }) => {
-                eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
-                ExitCode::FAILURE
-            }
-            Err((code, error)) => {
-                eprintln!("drover: {error}");
-                ExitCode::from(code)
-            }
-        }
+        self::request(socket, request)
     }
 
     /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.

@@ -72,6 +72,55 @@ fn request_timeout(timeout_ms: i64) -> Duration {
     request::timeout_of(u64::try_from(timeout_ms).ok())
 }
 
+/// A request's arguments from C, checked: each error names its parameter.
+struct CallFromC {
+    target: Target,
+    name: String,
+    args: Value,
+    timeout: Duration,
+}
+
+impl CallFromC {
+    fn new(
+        target: *const c_char,
+        name: *const c_char,
+        args_json: *const c_char,
+        timeout_ms: i64,
+    ) -> Result<CallFromC, Failure> {
+        Ok(CallFromC {
+            target: target_from_c(target)?,
+            name: try_str!(name).to_string(),
+            args: json_or_null(args_json, "args_json")?,
+            timeout: request_timeout(timeout_ms),
+        })
+    }
+}
+
+/// What asks: a master or a worker's bus.
+trait Asker: Send + 'static {
+    fn ask(self, call: CallFromC) -> impl std::future::Future<Output = Result<Value, request::RequestError>> + Send;
+}
+
+impl Asker for drover_core::Master {
+    async fn ask(self, call: CallFromC) -> Result<Value, request::RequestError> {
+        self.request(call.target, &call.name, &call.args, call.timeout).await
+    }
+}
+
+impl Asker for drover_core::BusSender {
+    async fn ask(self, call: CallFromC) -> Result<Value, request::RequestError> {
+        self.request(call.target, &call.name, &call.args, call.timeout).await
+    }
+}
+
+impl CallFromC {
+    /// Asks and waits on `runtime`; writes the result to `*out_result_json` (if not NULL).
+    fn run(self, runtime: &Runtime, asker: impl Asker, out_result_json: *mut *mut c_char) -> Result<(), Failure> {
+        let result = runtime.block_on(asker.ask(self))?;
+        write_result(out_result_json, &result)
+    }
+}
+
 fn write_result(out_result_json: *mut *mut c_char, result: &Value) -> Result<(), Failure> {
     if !out_result_json.is_null() {
         try_out!(out_result_json).write(owned_c_string(&result.to_string()));
@@ -238,13 +287,8 @@ pub extern "C" fn drover_master_request(
 ) -> drover_result {
     ffi_body!({
         let state = try_obj!(MASTERS, master);
-        let target = target_from_c(target)?;
-        let name = try_str!(name);
-        let args = json_or_null(args_json, "args_json")?;
-        let result = state
-            .runtime
-            .block_on(state.master.request(target, name, &args, request_timeout(timeout_ms)))?;
-        write_result(out_result_json, &result)
+        let call = CallFromC::new(target, name, args_json, timeout_ms)?;
+        call.run(&state.runtime, state.master.clone(), out_result_json)
     })
 }
 
@@ -264,9 +308,7 @@ impl Unanswered {
         if waiting.len() >= MAX_UNANSWERED {
             let oldest = waiting.iter().min_by_key(|(_, (since, _))| *since).map(|(id, _)| *id);
             if let Some((_, (_, given_up))) = oldest.and_then(|id| waiting.remove_entry(&id)) {
-                let why = format!(
-                    "the worker left {MAX_UNANSWERED} newer requests unanswered and gave this one up"
-                );
+                let why = format!("the worker left {MAX_UNANSWERED} newer requests unanswered and gave this one up");
                 runtime.spawn(async move {
                     let _ = given_up.reply(Err(why)).await;
                 });
@@ -361,13 +403,8 @@ pub extern "C" fn drover_bus_request(
 ) -> drover_result {
     ffi_body!({
         let state = try_obj!(BUSES, bus);
-        let target = target_from_c(target)?;
-        let name = try_str!(name);
-        let args = json_or_null(args_json, "args_json")?;
-        let result = state
-            .runtime
-            .block_on(state.sender.request(target, name, &args, request_timeout(timeout_ms)))?;
-        write_result(out_result_json, &result)
+        let call = CallFromC::new(target, name, args_json, timeout_ms)?;
+        call.run(&state.runtime, state.sender.clone(), out_result_json)
     })
 }
 

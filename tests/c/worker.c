@@ -80,18 +80,26 @@ static int exit_status = 0;
 /* The socket from the last successful {"cmd":"listen"}, -1 before. */
 static int listen_fd = -1;
 
-/* Copies the string value of "key" in the JSON text `data` (no escapes inside) into `out`. */
-static int json_string(const char *data, const char *key, char *out, size_t size) {
+/* Where the value of "key" in the JSON text `data` starts (just past `"key":` and `then`), or NULL. */
+static const char *value_of(const char *data, const char *key, const char *then) {
     char pattern[64];
-    snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+    snprintf(pattern, sizeof pattern, "\"%s\":%s", key, then);
     const char *start = strstr(data, pattern);
-    if (start == NULL) return 0;
-    start += strlen(pattern);
-    const char *end = strchr(start, '"');
+    return start == NULL ? NULL : start + strlen(pattern);
+}
+
+/* Copies [start, end) into `out` as a string; 0 if it does not fit. */
+static int copy_span(const char *start, const char *end, char *out, size_t size) {
     if (end == NULL || (size_t)(end - start) >= size) return 0;
     memcpy(out, start, (size_t)(end - start));
     out[end - start] = '\0';
     return 1;
+}
+
+/* Copies the string value of "key" in the JSON text `data` (no escapes inside) into `out`. */
+static int json_string(const char *data, const char *key, char *out, size_t size) {
+    const char *start = value_of(data, key, "\"");
+    return start != NULL && copy_span(start, strchr(start, '"'), out, size);
 }
 
 /* `text` as a JSON string (quotes and backslashes escaped, control characters dropped). */
@@ -108,11 +116,8 @@ static void json_quote(const char *text, char *out, size_t size) {
 
 /* Copies the raw JSON value of "key" in `data` (an object, list, string or scalar) into `out`. */
 static int json_value(const char *data, const char *key, char *out, size_t size) {
-    char pattern[64];
-    snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    const char *start = strstr(data, pattern);
+    const char *start = value_of(data, key, "");
     if (start == NULL) return 0;
-    start += strlen(pattern);
     const char *end = start;
     int depth = 0, in_string = 0;
     for (; *end != '\0'; end++) {
@@ -130,10 +135,7 @@ static int json_value(const char *data, const char *key, char *out, size_t size)
             break;
         }
     }
-    if ((size_t)(end - start) >= size) return 0;
-    memcpy(out, start, (size_t)(end - start));
-    out[end - start] = '\0';
-    return 1;
+    return copy_span(start, end, out, size);
 }
 
 /* {"<key>":"<result name>","message":<last error>} for a failed call. */
