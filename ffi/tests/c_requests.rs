@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use drover_core::request::{RequestErrorCode, Target};
-use drover_core::{Event, Master, MasterConfig, Timeouts};
-use drover_tests::c::{program as c_program, show, workspace, Linkage};
-use drover_tests::{next_matching, test_worker};
+use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts};
+use drover_tests::c::{program as c_program, show, valgrind, workspace, Linkage};
+use drover_tests::{next_exit, next_matching, test_worker};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -66,12 +66,7 @@ fn three_languages() -> MasterConfig {
         .name("three-languages")
         .env("C_WORKER_HANDLERS", "1")
         .env("DROVER_TEST_HANDLERS", "whoami");
-    config.timeouts = Timeouts {
-        start: LONG,
-        stop: Duration::from_secs(3),
-        quit: Duration::from_secs(3),
-        kill: Duration::from_secs(1),
-    };
+    config.timeouts = quick_timeouts();
     config
 }
 
@@ -155,4 +150,73 @@ async fn a_c_worker_answers_a_rust_master_and_a_rust_worker_and_calls_the_python
     assert_eq!(reply_of(&mut events, 2, "sent").await, json!({"sent": 1}));
 
     master.graceful_shutdown().await.expect("shutdown");
+}
+
+fn quick_timeouts() -> Timeouts {
+    Timeouts {
+        start: Duration::from_secs(30),
+        stop: Duration::from_secs(5),
+        quit: Duration::from_secs(5),
+        kill: Duration::from_secs(1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_workers_serving_and_making_requests_are_clean_under_valgrind() {
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-requests");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let mut config = MasterConfig::program("valgrind")
+        .args(valgrind().get_args().map(|a| a.to_os_string()))
+        .arg(format!("--log-file={}/worker-%p.log", logs.display()))
+        .arg(c_program("worker", Linkage::Static))
+        .env("C_WORKER_HANDLERS", "1")
+        .count(2);
+    config.timeouts = quick_timeouts();
+    let master = Master::new(config).expect("valid config");
+    let mut events = master.events();
+    master.start().await.expect("the C workers start under valgrind");
+
+    for (name, want) in [
+        ("c-echo", Ok(json!({"c_echo": [1]}))),
+        ("c-whoami", Ok(json!({"id": 1}))),
+        ("c-fail", Err("C failed on purpose".to_string())),
+    ] {
+        let got = master.request(Target::Worker(1), name, &json!([1]), LONG).await;
+        assert_eq!(got.map_err(|e| e.message), want, "{name}");
+    }
+    master
+        .send(2, &json!({"cmd": "request", "to": "worker:1", "name": "c-whoami"}))
+        .await
+        .expect("send");
+    assert_eq!(
+        reply_of(&mut events, 2, "response").await,
+        json!({"response": {"id": 1}})
+    );
+    master
+        .send(1, &json!({"cmd": "send-to", "to": "all", "data": [true]}))
+        .await
+        .expect("send");
+    assert_eq!(reply_of(&mut events, 2, "got").await, json!({"from": 1, "got": [true]}));
+
+    master.graceful_shutdown().await.expect("shutdown");
+    let logs_text = || -> String {
+        std::fs::read_dir(&logs)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for _ in [1, 2] {
+        // valgrind exits with 99 on any error: a clean exit 0 after the shutdown is a clean run.
+        let exit = next_exit(&mut events).await;
+        assert_eq!(
+            exit.reason,
+            ExitReason::NormalExit { code: 0 },
+            "valgrind reported:\n{}",
+            logs_text()
+        );
+    }
 }

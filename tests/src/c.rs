@@ -126,6 +126,24 @@ pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
     exe
 }
 
+/// valgrind memcheck, failing on any error, on definite or possible leaks, and on invalid access.
+pub fn valgrind() -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--leak-check=full",
+        "--error-exitcode=99",
+        "--errors-for-leak-kinds=definite,possible",
+        "--show-leak-kinds=definite,possible",
+        "--track-fds=no",
+        "--quiet",
+    ]);
+    cmd.arg(format!(
+        "--suppressions={}",
+        workspace().join("tests/c/valgrind.supp").display()
+    ));
+    cmd
+}
+
 /// A finished program's status, stdout and stderr, for an assertion's message.
 pub fn show(output: &std::process::Output) -> String {
     format!(
