@@ -16,6 +16,12 @@ struct wanted {
     const char *needle;
 };
 
+/* Whether `event` is as `want` says. */
+static int is(const drover_event *event, struct wanted want) {
+    return event->kind == want.kind && (want.id == 0 || event->worker_id == want.id) && event->data != NULL &&
+           strstr(event->data, want.needle) != NULL;
+}
+
 /* Reads events (passing over others) until one is as `want` says; it is left in *out. */
 static void wait_for(drover_master *master, struct wanted want, drover_event *out) {
     for (;;) {
@@ -23,8 +29,7 @@ static void wait_for(drover_master *master, struct wanted want, drover_event *ou
         drover_result r = drover_master_next_event(master, DEADLINE_MS, &event);
         if (r == DROVER_RESULT_TIMEOUT) FAIL("no event with \"%s\" within %d ms", want.needle, DEADLINE_MS);
         CHECK_OK(r);
-        if (event.kind == want.kind && (want.id == 0 || event.worker_id == want.id) && event.data != NULL &&
-            strstr(event.data, want.needle) != NULL) {
+        if (is(&event, want)) {
             *out = event;
             return;
         }
@@ -38,6 +43,24 @@ static void wait_message(drover_master *master, uint64_t id, const char *needle)
     drover_event event = {.size = sizeof(drover_event)};
     wait_for(master, (struct wanted){DROVER_EVENT_KIND_MESSAGE, id, needle}, &event);
     drover_event_clear(&event);
+}
+
+/* Waits for two events that come in either order (answers of two workers). */
+static void wait_both(drover_master *master, struct wanted a, struct wanted b) {
+    int seen_a = 0, seen_b = 0;
+    while (!seen_a || !seen_b) {
+        drover_event event = {.size = sizeof(drover_event)};
+        drover_result r = drover_master_next_event(master, DEADLINE_MS, &event);
+        if (r == DROVER_RESULT_TIMEOUT) FAIL("no \"%s\" and \"%s\" within %d ms", a.needle, b.needle, DEADLINE_MS);
+        CHECK_OK(r);
+        if (!seen_a && is(&event, a))
+            seen_a = 1;
+        else if (!seen_b && is(&event, b))
+            seen_b = 1;
+        else
+            fprintf(stderr, "  (passed over: %s: %s)\n", event.text, event.data ? event.data : "");
+        drover_event_clear(&event);
+    }
 }
 
 /* The request must succeed with exactly `want` as its result. */
@@ -143,8 +166,8 @@ int main(int argc, char **argv) {
     CHECK_OK(drover_master_send(master, 1, "{\"cmd\":\"request\",\"to\":\"worker:2\",\"name\":\"c-whoami\"}"));
     wait_message(master, 1, "{\"response\":{\"id\":2}}");
     CHECK_OK(drover_master_send(master, 2, "{\"cmd\":\"send-to\",\"to\":\"worker:1\",\"data\":{\"hi\":[1]}}"));
-    wait_message(master, 1, "{\"from\":2,\"got\":{\"hi\":[1]}}");
-    wait_message(master, 2, "{\"sent\":1}");
+    wait_both(master, (struct wanted){DROVER_EVENT_KIND_MESSAGE, 1, "{\"from\":2,\"got\":{\"hi\":[1]}}"},
+              (struct wanted){DROVER_EVENT_KIND_MESSAGE, 2, "{\"sent\":1}"});
     CHECK_OK(drover_master_send(master, 1, "{\"cmd\":\"send-to\",\"to\":\"worker:2\",\"data\":\"hello C\"}"));
     wait_message(master, 2, "{\"from\":1,\"got\":\"hello C\"}");
     CHECK_OK(drover_master_send(master, 2, "{\"cmd\":\"send-to\",\"to\":\"worker:99\",\"data\":1}"));
