@@ -64,6 +64,8 @@
  */
 #define DROVER_ABI_VERSION 0
 
+
+
 /**
  * The result of every fallible drover function.
  *
@@ -149,6 +151,35 @@ enum drover_result
    */
   DROVER_RESULT_LISTEN_FAILED = 109,
   /**
+   * A request named a handler its target does not have (for "any"/"all": no live worker
+   * declared it).
+   */
+  DROVER_RESULT_NO_SUCH_HANDLER = 110,
+  /**
+   * A request or a message named a worker (by id or name) that does not exist.
+   */
+  DROVER_RESULT_NO_SUCH_TARGET = 111,
+  /**
+   * The target of a request exited (or stopped reading) before it answered.
+   */
+  DROVER_RESULT_TARGET_GONE = 112,
+  /**
+   * The handler ran and failed: `drover_last_error()` is its own message.
+   */
+  DROVER_RESULT_HANDLER_FAILED = 113,
+  /**
+   * Too many requests in flight (the asker's, the master's, or the C program's unanswered ones).
+   */
+  DROVER_RESULT_OVERLOADED = 114,
+  /**
+   * No request waits for an answer under that id: answered already, or its asker gave up.
+   */
+  DROVER_RESULT_NO_SUCH_REQUEST = 115,
+  /**
+   * A request failed for a reason this library does not know (a newer peer's code).
+   */
+  DROVER_RESULT_REQUEST_FAILED = 116,
+  /**
    * This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
    */
   DROVER_RESULT_NOT_A_WORKER = 200,
@@ -210,6 +241,18 @@ enum drover_bus_event_kind
    * Nothing follows; a worker usually exits.
    */
   DROVER_BUS_EVENT_KIND_CLOSED = 4,
+  /**
+   * A request for a handler this worker declared with `drover_bus_set_handlers()`:
+   * `request_id` names it, `name` is the handler, `from` the asking worker (0: the master),
+   * `data` the arguments as JSON. Answer it with `drover_bus_respond()`; one left unanswered
+   * fails at its asker with a timeout.
+   */
+  DROVER_BUS_EVENT_KIND_REQUEST = 5,
+  /**
+   * A message another worker sent to this one (`drover_bus_send_to()`), routed by the
+   * master: `from` is the sender's id, `data` the message as JSON.
+   */
+  DROVER_BUS_EVENT_KIND_WORKER_MESSAGE = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -396,6 +439,13 @@ enum drover_event_kind
    * messages, heartbeats and protocol errors are ever dropped for room.
    */
   DROVER_EVENT_KIND_DROPPED = 11,
+  /**
+   * A request for a handler the program registered with `drover_master_handle()`:
+   * `request_id` names it, `name` is the handler, `worker_id` the asking worker (0: this
+   * program itself, through `drover_master_request()`), `data` the arguments as JSON. Answer it
+   * with `drover_master_respond()`; one left unanswered fails at its asker with a timeout.
+   */
+  DROVER_EVENT_KIND_REQUEST = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -602,6 +652,19 @@ typedef struct drover_bus_event {
    * NULL for other kinds. Owned by the event.
    */
   char *text;
+  /**
+   * REQUEST: the number to answer it under, with `drover_bus_respond()`. (Added in 0.2, as
+   * `from` and `name`: a program compiled with an older header declares no handlers.)
+   */
+  uint64_t request_id;
+  /**
+   * REQUEST, WORKER_MESSAGE: the asking or sending worker's id (0: the master).
+   */
+  uint64_t from;
+  /**
+   * REQUEST: the handler's name. NULL for other kinds. Owned by the event.
+   */
+  char *name;
 } drover_bus_event;
 
 /**
@@ -785,6 +848,15 @@ typedef struct drover_event {
    * Owned by the event.
    */
   char *json;
+  /**
+   * REQUEST: the number to answer it under, with `drover_master_respond()`. (Added in 0.2:
+   * a program compiled with an older header has no such field and gets no REQUEST events.)
+   */
+  uint64_t request_id;
+  /**
+   * REQUEST: the handler's name. NULL for other kinds. Owned by the event.
+   */
+  char *name;
 } drover_event;
 
 #ifdef __cplusplus
@@ -1294,6 +1366,108 @@ drover_result drover_master_event_fd(const struct drover_master *master, int *ou
  * `drover_master_next_event()` and not cleared since.
  */
 void drover_event_clear(struct drover_event *event);
+
+/**
+ * Registers (or replaces) the program's handler `name` on the master: workers call it with a
+ * request to "master" (and the program itself with `drover_master_request()`). Each request
+ * comes as a DROVER_EVENT_KIND_REQUEST event, read with `drover_master_next_event()`, and is
+ * answered with `drover_master_respond()`. At most 4,096 requests wait for an answer at once
+ * (more are refused: their askers get DROVER_RESULT_HANDLER_FAILED saying so); one not answered
+ * within its asker's timeout fails there with DROVER_RESULT_TIMEOUT.
+ * DROVER_RESULT_INVALID_ARGUMENT for a bad name (1 to 128 bytes, no control characters) or
+ * past 256 handlers.
+ */
+drover_result drover_master_handle(struct drover_master *master, const char *name);
+
+/**
+ * Answers the request `request_id` of a DROVER_EVENT_KIND_REQUEST event: with `error_message`
+ * if it is not NULL (the asker gets DROVER_RESULT_HANDLER_FAILED with these words), otherwise
+ * with `result_json` (JSON text, copied; NULL is `null`).
+ * DROVER_RESULT_NO_SUCH_REQUEST if no request waits under that number (answered already, or its
+ * asker timed out); DROVER_RESULT_INVALID_ARGUMENT if `result_json` is not JSON.
+ */
+drover_result drover_master_respond(struct drover_master *master,
+                                    uint64_t request_id,
+                                    const char *result_json,
+                                    const char *error_message);
+
+/**
+ * Calls handler `name` of `target` with `args_json` (JSON text, copied; NULL is `null`) and
+ * waits for its answer, at most `timeout_ms` milliseconds (negative: the default, 30 s; at most
+ * 600 s). `target` is "master" (this master's own handlers, see `drover_master_handle()`; the
+ * program must then read its events on another thread), "worker:ID", "name:NAME", "any" (one
+ * worker that declared the handler, in turn) or "all" (every one; the result is a JSON list of
+ * `{"worker": ID, "result": ...}` and `{"worker": ID, "error": {"code", "message"}}`).
+ *
+ * On success `*out_result_json` (may be NULL) receives the result as JSON text, owned by the
+ * caller and freed with `drover_string_free()`. Every failure has its own code, and
+ * `drover_last_error()` says what happened: DROVER_RESULT_NO_SUCH_HANDLER,
+ * DROVER_RESULT_NO_SUCH_TARGET, DROVER_RESULT_TIMEOUT, DROVER_RESULT_TARGET_GONE,
+ * DROVER_RESULT_HANDLER_FAILED (the message is the handler's own), DROVER_RESULT_OVERLOADED,
+ * DROVER_RESULT_INVALID_ARGUMENT (bad target, name or JSON).
+ */
+drover_result drover_master_request(struct drover_master *master,
+                                    const char *target,
+                                    const char *name,
+                                    const char *args_json,
+                                    int64_t timeout_ms,
+                                    char **out_result_json);
+
+/**
+ * Declares the handlers this worker answers (replacing those declared before): `names` is an
+ * array of `count` handler names (1 to 128 bytes each, no control characters; at most 256).
+ * Requests for them come as DROVER_BUS_EVENT_KIND_REQUEST events, answered with
+ * `drover_bus_respond()`. `count` 0 (with `names` NULL or not) declares none.
+ * DROVER_RESULT_INVALID_ARGUMENT names a bad name; DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_set_handlers(const struct drover_bus *bus,
+                                      const char *const *names,
+                                      size_t count);
+
+/**
+ * Answers the request `request_id` of a DROVER_BUS_EVENT_KIND_REQUEST event: with
+ * `error_message` if it is not NULL (the asker gets DROVER_RESULT_HANDLER_FAILED with these
+ * words), otherwise with `result_json` (JSON text, copied; NULL is `null`). Returns once the
+ * answer is written to the channel. At most 4,096 requests wait for an answer at once: past it
+ * the oldest is given up (its asker, if still waiting, gets `handler_failed` saying so).
+ * DROVER_RESULT_NO_SUCH_REQUEST if none waits under that number (answered already);
+ * DROVER_RESULT_INVALID_ARGUMENT if `result_json` is not JSON; DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_respond(const struct drover_bus *bus,
+                                 uint64_t request_id,
+                                 const char *result_json,
+                                 const char *error_message);
+
+/**
+ * Calls handler `name` of `target` with `args_json` (JSON text, copied; NULL is `null`) and
+ * waits for its answer, at most `timeout_ms` milliseconds (negative: the default, 30 s; at most
+ * 600 s). The master routes it: `target` is "master", "worker:ID", "name:NAME", "any" or "all"
+ * (every other worker that declared it; a JSON list of per-worker results and errors), as for
+ * `drover_master_request()`, with the same result codes, and DROVER_RESULT_MASTER_GONE.
+ * On success `*out_result_json` (may be NULL) receives the result as JSON text, owned by the
+ * caller and freed with `drover_string_free()`. Each worker has at most 256 requests in flight
+ * (DROVER_RESULT_OVERLOADED past it).
+ */
+drover_result drover_bus_request(const struct drover_bus *bus,
+                                 const char *target,
+                                 const char *name,
+                                 const char *args_json,
+                                 int64_t timeout_ms,
+                                 char **out_result_json);
+
+/**
+ * Sends `json` (a message as JSON text, copied) to other workers, routed by the master: `target`
+ * is "worker:ID", "name:NAME", "any" (one live worker) or "all" (every live worker but this
+ * one). They get it as a DROVER_BUS_EVENT_KIND_WORKER_MESSAGE event (`from` is this worker's
+ * id); a Node worker as a `'worker-message'`. Returns once the master wrote it; `*out_count`
+ * (may be NULL) receives to how many workers. Never dropped silently: an unknown or dead worker
+ * is DROVER_RESULT_NO_SUCH_TARGET, no live worker for "any" likewise; "master" is
+ * DROVER_RESULT_INVALID_ARGUMENT (use `drover_bus_send_message()`); DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_send_to(const struct drover_bus *bus,
+                                 const char *target,
+                                 const char *json,
+                                 uint64_t *out_count);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,5 +1,5 @@
-//! The control socket: how `drover status`, `reload`, `scale`, `restart`, `send` and `stop` reach a
-//! running `drover run`.
+//! The control socket: how `drover status`, `reload`, `scale`, `restart`, `send`, `request` and
+//! `stop` reach a running `drover run`.
 //!
 //! A Unix stream socket, created mode 0600, at `--socket`/`$DROVER_SOCKET`, else the first of
 //! [`candidates`]: `$RUNTIME_DIRECTORY/drover.sock` (what systemd sets for a unit with
@@ -57,6 +57,18 @@ pub enum Request {
         hard: bool,
         #[serde(default)]
         group: Option<String>,
+    },
+    /// `drover request`: calls handler `name` of `target` (PROTOCOL.md §5.5) in `group`.
+    #[serde(rename = "request")]
+    CallHandler {
+        group: String,
+        target: String,
+        name: String,
+        #[serde(default)]
+        args: Value,
+        /// Milliseconds; none: the core's default.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
     /// The last `lines` log lines (of `group`), then, with `follow`, every new one.
     Logs {
@@ -120,6 +132,9 @@ pub struct Response {
     /// The gathered status functions (`status --app`): group → worker id → name → value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<serde_json::Value>,
+    /// A request's result (`request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
 }
 
 impl Response {
@@ -782,10 +797,19 @@ pub mod client {
         }
     }
 
-    /// Runs one request; prints the outcome; non-zero with the reason on failure.
+    /// Runs one request; prints the outcome (a handler's result as JSON); non-zero with the
+    /// reason on failure.
     pub fn request(socket: &SocketArg, request: Request) -> ExitCode {
         match exchange(socket, &request) {
-            Ok(Response { ok: true, message, .. }) => {
+            Ok(Response {
+                ok: true,
+                message,
+                result,
+                ..
+            }) => {
+                if let Some(result) = result {
+                    println!("{result}");
+                }
                 if let Some(message) = message {
                     println!("{message}");
                 }
@@ -826,6 +850,38 @@ pub mod client {
             }
         };
         request(socket, Request::Send { group, worker, data })
+    }
+
+    /// `drover request GROUP TARGET NAME [ARGS_JSON] [--timeout DURATION]`: prints the result as
+    /// JSON; a failed request is exit 1 with "CODE: message" (the request error's code).
+    pub fn handler_request(
+        socket: &SocketArg,
+        group: String,
+        target: String,
+        name: String,
+        args: Option<&str>,
+        timeout: Option<std::time::Duration>,
+    ) -> ExitCode {
+        if let Err(error) = target.parse::<drover::request::Target>() {
+            eprintln!("drover: request: {error}");
+            return ExitCode::from(UNREACHABLE);
+        }
+        let args: Value = match args.map(serde_json::from_str).transpose() {
+            Ok(args) => args.unwrap_or(Value::Null),
+            Err(error) => {
+                eprintln!("drover: request: the arguments are not JSON: {error}");
+                return ExitCode::from(UNREACHABLE);
+            }
+        };
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
+        let request = Request::CallHandler {
+            group,
+            target,
+            name,
+            args,
+            timeout_ms,
+        };
+        self::request(socket, request)
     }
 
     /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.
@@ -1137,6 +1193,7 @@ mod tests {
                     Just("restart"),
                     Just("send"),
                     Just("stop"),
+                    Just("request"),
                 ]
                 .prop_map(Value::from),
                 any::<String>().prop_map(Value::String),
@@ -1171,6 +1228,20 @@ mod tests {
                 (any::<bool>(), proptest::option::of(any::<String>()))
                     .prop_map(|(hard, group)| Request::Stop { hard, group }),
                 any::<String>().prop_map(|group| Request::Start { group }),
+                (
+                    any::<String>(),
+                    any::<String>(),
+                    any::<String>(),
+                    json(false),
+                    proptest::option::of(any::<u64>())
+                )
+                    .prop_map(|(group, target, name, args, timeout_ms)| Request::CallHandler {
+                        group,
+                        target,
+                        name,
+                        args,
+                        timeout_ms
+                    }),
             ]
         }
 

@@ -112,6 +112,25 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Call handler NAME of TARGET in GROUP (PROTOCOL.md §5.5) and print its result as JSON; a
+    /// failed request exits 1 with "CODE: message" (no_such_handler, no_such_target, timeout,
+    /// target_gone, handler_failed, overloaded, bad_request).
+    Request {
+        /// The group.
+        group: String,
+        /// `worker:ID`, `name:NAME`, `any` (one worker that declared the handler, in turn) or
+        /// `all` (every one; a list of per-worker results and errors).
+        target: String,
+        /// The handler's name.
+        name: String,
+        /// The arguments, as JSON (default: null).
+        args: Option<String>,
+        /// How long to wait for the answer, e.g. 500ms, 10s (default 30s, at most 10min).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Print the recent log (of GROUP, or of every group and drover itself) from the running
     /// drover's memory; with -f, keep printing new lines.
     Logs {
@@ -252,6 +271,14 @@ fn main() -> ExitCode {
             control::client::request(&socket, control::Request::Restart { group, worker })
         }
         Command::Send { group, args, socket } => control::client::send(&socket, group, &args),
+        Command::Request {
+            group,
+            target,
+            name,
+            args,
+            timeout,
+            socket,
+        } => control::client::handler_request(&socket, group, target, name, args.as_deref(), timeout),
         Command::Logs {
             group,
             follow,

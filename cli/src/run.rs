@@ -801,6 +801,31 @@ impl Shared {
                     },
                 }
             }
+            Request::CallHandler {
+                group,
+                target,
+                name,
+                args,
+                timeout_ms,
+            } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                let target = match target.parse() {
+                    Ok(target) => target,
+                    Err(e) => return Response::failed(format!("bad_request: {e}")),
+                };
+                let timeout = drover::request::timeout_of(timeout_ms);
+                match master.request(target, &name, &args, timeout).await {
+                    Ok(result) => Response {
+                        ok: true,
+                        result: Some(result),
+                        ..Response::default()
+                    },
+                    Err(e) => Response::failed(format!("{}: {}", request_error_code(&e), e.message)),
+                }
+            }
             Request::Logs { group, lines, .. } => {
                 if let Some(name) = &group {
                     if let Err(e) = self.group(name) {
@@ -1244,4 +1269,12 @@ fn strategy(reload: drover::ReloadStrategy) -> String {
         drover::ReloadStrategy::AllAtOnce => "all at once".into(),
         drover::ReloadStrategy::Rolling { batch } => format!("rolling, {batch} at a time"),
     }
+}
+
+/// A request error's code as the wire spells it (e.g. `no_such_handler`).
+fn request_error_code(error: &drover::request::RequestError) -> String {
+    serde_json::to_value(error.code)
+        .ok()
+        .and_then(|code| code.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
 }

@@ -111,6 +111,11 @@ int main(int argc, char **argv) {
         printf("worker %llu pid %u %s\n", (unsigned long long)workers[i].id, workers[i].pid,
                drover_worker_status_name(workers[i].status));
     drover_worker_list_free(workers, count);
+    /* Every worker answers its "stats" handler: a request to "all" gathers the answers. */
+    char *stats = NULL;
+    TRY(drover_master_request(master, "all", "stats", NULL, 10000, &stats));
+    printf("stats: %s\n", stats);
+    drover_string_free(stats);
     size_t sent = 0;
     TRY(drover_master_broadcast(master, "{\"hello\":\"from the master\"}", &sent));
     printf("started %zu workers\n", count);

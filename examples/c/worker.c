@@ -24,6 +24,10 @@
  *    10000) passes (it then closes what is left).
  * QUIT: it reports SHUTTED_DOWN and exits. Messages from the master are echoed back.
  *
+ * It declares one request handler, "stats": any worker, the master's program
+ * (`drover_master_request(master, "any", "stats", NULL, 1000, &json)`) or `drover request GROUP
+ * any stats` asks it, and it answers {"id":..,"pid":..,"connections":..,"draining":..}.
+ *
  * One thread, one poll() loop over drover's bus fd, the listening socket and the connections. */
 #include <errno.h>
 #include <fcntl.h>
@@ -323,6 +327,8 @@ int main(void) {
     drover_bus_worker_id(bus, &worker_id);
     int listener = listening_socket(bus);
     long idle_grace = env_ms("IDLE_GRACE_MS", 500), drain_timeout = env_ms("DRAIN_TIMEOUT_MS", 10000);
+    const char *handlers[] = {"stats"};
+    if ((r = drover_bus_set_handlers(bus, handlers, 1)) != DROVER_RESULT_OK) die("drover_bus_set_handlers", r);
     if ((r = drover_bus_send_started(bus)) != DROVER_RESULT_OK) die("drover_bus_send_started", r);
 
     int bus_fd = -1;
@@ -373,6 +379,17 @@ int main(void) {
                     drover_bus_send_message(bus, reply);
                     break;
                 }
+                case DROVER_BUS_EVENT_KIND_REQUEST: {
+                    /* Only "stats" was declared: the master sends no other name here. */
+                    char result[256];
+                    snprintf(result, sizeof result, "{\"id\":%llu,\"pid\":%ld,\"connections\":%zu,\"draining\":%s}",
+                             (unsigned long long)worker_id, (long)getpid(), nconns, draining ? "true" : "false");
+                    drover_bus_respond(bus, event.request_id, result, NULL);
+                    break;
+                }
+                case DROVER_BUS_EVENT_KIND_WORKER_MESSAGE:
+                case DROVER_BUS_EVENT_KIND_NONE:
+                    break; /* nothing to do with messages from other workers; NONE: a kind to skip */
                 default: /* CLOSED: the master is gone */
                     done = 1;
                 }

@@ -47,6 +47,14 @@ pub enum drover_bus_event_kind {
     /// The channel is closed: the master is gone (or broke the protocol; `text` then says how).
     /// Nothing follows; a worker usually exits.
     Closed = 4,
+    /// A request for a handler this worker declared with `drover_bus_set_handlers()`:
+    /// `request_id` names it, `name` is the handler, `from` the asking worker (0: the master),
+    /// `data` the arguments as JSON. Answer it with `drover_bus_respond()`; one left unanswered
+    /// fails at its asker with a timeout.
+    Request = 5,
+    /// A message another worker sent to this one (`drover_bus_send_to()`), routed by the
+    /// master: `from` is the sender's id, `data` the message as JSON.
+    WorkerMessage = 6,
 }
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
@@ -67,14 +75,23 @@ pub struct drover_bus_event {
     /// CLOSED: the protocol error that closed the channel, NULL if the master just went away.
     /// NULL for other kinds. Owned by the event.
     pub text: *mut c_char,
+    /// REQUEST: the number to answer it under, with `drover_bus_respond()`. (Added in 0.2, as
+    /// `from` and `name`: a program compiled with an older header declares no handlers.)
+    pub request_id: u64,
+    /// REQUEST, WORKER_MESSAGE: the asking or sending worker's id (0: the master).
+    pub from: u64,
+    /// REQUEST: the handler's name. NULL for other kinds. Owned by the event.
+    pub name: *mut c_char,
 }
 
 pub(crate) struct BusState {
-    sender: BusSender,
+    pub(crate) sender: BusSender,
     meta: WorkerMeta,
     events: Arc<Mailbox<BusEvent>>,
+    /// Requests handed to the program, waiting for `drover_bus_respond()`.
+    pub(crate) unanswered: crate::request::Unanswered,
     /// Declared last: the reader and writer tasks end with it, closing the channel.
-    runtime: Runtime,
+    pub(crate) runtime: Runtime,
 }
 
 impl Drop for BusState {
@@ -120,6 +137,7 @@ pub extern "C" fn drover_bus_open(out_bus: *mut *mut drover_bus) -> drover_resul
             sender,
             meta,
             events,
+            unanswered: crate::request::Unanswered::default(),
             runtime,
         }));
         Ok(())
@@ -265,30 +283,47 @@ pub extern "C" fn drover_bus_next_event(
     out_event: *mut drover_bus_event,
 ) -> drover_result {
     ffi_body!({
-        let events = try_obj!(BUSES, bus).events.clone();
+        let state = try_obj!(BUSES, bus);
         let out = SizedOut::new(out_event, "out_event")?;
-        let event = events.next_for_c(
+        let event = state.events.next_for_c(
             timeout_ms,
             "nothing from the master",
             "the channel to the master is closed",
         )?;
-        out.write(bus_event_to_c(event));
+        let c_event = match event {
+            BusEvent::Request(request) => state.unanswered.hand_to_c(&state.runtime, request),
+            event => bus_event_to_c(event),
+        };
+        out.write_owning(c_event, |e| [&mut e.data, &mut e.text, &mut e.name]);
         Ok(())
     })
 }
 
-fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
-    let mut c = drover_bus_event {
+/// An event of `kind` with every other field empty.
+pub(crate) fn empty_bus_event(kind: drover_bus_event_kind) -> drover_bus_event {
+    drover_bus_event {
         size: std::mem::size_of::<drover_bus_event>(),
-        kind: drover_bus_event_kind::None,
+        kind,
         data: std::ptr::null_mut(),
         text: std::ptr::null_mut(),
-    };
+        request_id: 0,
+        from: 0,
+        name: std::ptr::null_mut(),
+    }
+}
+
+fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
+    let mut c = empty_bus_event(drover_bus_event_kind::None);
     match event {
         BusEvent::Stop => c.kind = drover_bus_event_kind::Stop,
         BusEvent::Quit => c.kind = drover_bus_event_kind::Quit,
         BusEvent::Message(data) => {
             c.kind = drover_bus_event_kind::Message;
+            c.data = owned_c_string(&data.to_string());
+        }
+        BusEvent::WorkerMessage { from, data } => {
+            c.kind = drover_bus_event_kind::WorkerMessage;
+            c.from = from;
             c.data = owned_c_string(&data.to_string());
         }
         BusEvent::Closed(error) => {
@@ -351,15 +386,22 @@ pub extern "C" fn drover_bus_meta_json(bus: *const drover_bus, out_json: *mut *m
 pub unsafe extern "C" fn drover_bus_event_clear(event: *mut drover_bus_event) {
     let strings = |e: *mut drover_bus_event| {
         // SAFETY: field addresses of the live event `clear_event` was given; nothing is read.
-        unsafe { [std::ptr::addr_of_mut!((*e).data), std::ptr::addr_of_mut!((*e).text)] }
+        unsafe {
+            [
+                std::ptr::addr_of_mut!((*e).data),
+                std::ptr::addr_of_mut!((*e).text),
+                std::ptr::addr_of_mut!((*e).name),
+            ]
+        }
     };
-    // SAFETY: this function's contract is `clear_event`'s, and `data` and `text` are the event's
-    // owned strings.
+    // SAFETY: this function's contract is `clear_event`'s, and `data`, `text` and `name` are the
+    // event's owned strings.
     unsafe { clear_event(event, strings) }
 }
 
 // SAFETY: `#[repr(C)]`, starts with `size: usize`, valid all-zero, no drop glue.
 unsafe impl SizedStruct for drover_bus_event {
     const C_NAME: &'static str = "drover_bus_event";
-    const MIN_SIZE: usize = std::mem::size_of::<drover_bus_event>();
+    // Programs built before requests (0.1) end at `text`.
+    const MIN_SIZE: usize = std::mem::offset_of!(drover_bus_event, request_id);
 }

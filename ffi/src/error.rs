@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 
+use drover_core::request::{RequestError, RequestErrorCode};
 use drover_core::{BusError, ConfigError, Error};
 
 /// The result of every fallible drover function.
@@ -53,6 +54,21 @@ pub enum drover_result {
     Closed = 108,
     /// A listening socket could not be bound (address in use, permission), or no socket came back.
     ListenFailed = 109,
+    /// A request named a handler its target does not have (for "any"/"all": no live worker
+    /// declared it).
+    NoSuchHandler = 110,
+    /// A request or a message named a worker (by id or name) that does not exist.
+    NoSuchTarget = 111,
+    /// The target of a request exited (or stopped reading) before it answered.
+    TargetGone = 112,
+    /// The handler ran and failed: `drover_last_error()` is its own message.
+    HandlerFailed = 113,
+    /// Too many requests in flight (the asker's, the master's, or the C program's unanswered ones).
+    Overloaded = 114,
+    /// No request waits for an answer under that id: answered already, or its asker gave up.
+    NoSuchRequest = 115,
+    /// A request failed for a reason this library does not know (a newer peer's code).
+    RequestFailed = 116,
     /// This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
     NotAWorker = 200,
     /// The bus of this process was opened already (the channel can be owned once).
@@ -87,6 +103,13 @@ impl drover_result {
             drover_result::ReloadRolledBack => c"DROVER_RESULT_RELOAD_ROLLED_BACK",
             drover_result::Closed => c"DROVER_RESULT_CLOSED",
             drover_result::ListenFailed => c"DROVER_RESULT_LISTEN_FAILED",
+            drover_result::NoSuchHandler => c"DROVER_RESULT_NO_SUCH_HANDLER",
+            drover_result::NoSuchTarget => c"DROVER_RESULT_NO_SUCH_TARGET",
+            drover_result::TargetGone => c"DROVER_RESULT_TARGET_GONE",
+            drover_result::HandlerFailed => c"DROVER_RESULT_HANDLER_FAILED",
+            drover_result::Overloaded => c"DROVER_RESULT_OVERLOADED",
+            drover_result::NoSuchRequest => c"DROVER_RESULT_NO_SUCH_REQUEST",
+            drover_result::RequestFailed => c"DROVER_RESULT_REQUEST_FAILED",
             drover_result::NotAWorker => c"DROVER_RESULT_NOT_A_WORKER",
             drover_result::AlreadyConnected => c"DROVER_RESULT_ALREADY_CONNECTED",
             drover_result::Protocol => c"DROVER_RESULT_PROTOCOL",
@@ -97,7 +120,7 @@ impl drover_result {
     }
 
     /// Every code, for the names table and its test.
-    pub(crate) const ALL: [drover_result; 23] = [
+    pub(crate) const ALL: [drover_result; 30] = [
         drover_result::Ok,
         drover_result::NullArgument,
         drover_result::InvalidUtf8,
@@ -115,6 +138,13 @@ impl drover_result {
         drover_result::ReloadRolledBack,
         drover_result::Closed,
         drover_result::ListenFailed,
+        drover_result::NoSuchHandler,
+        drover_result::NoSuchTarget,
+        drover_result::TargetGone,
+        drover_result::HandlerFailed,
+        drover_result::Overloaded,
+        drover_result::NoSuchRequest,
+        drover_result::RequestFailed,
         drover_result::NotAWorker,
         drover_result::AlreadyConnected,
         drover_result::Protocol,
@@ -180,6 +210,25 @@ impl From<BusError> for Failure {
             BusError::Listen(_) => drover_result::ListenFailed,
         };
         Failure::new(code, err.to_string())
+    }
+}
+
+/// A failed request: its code as a result code (a malformed request is an invalid argument, a
+/// timeout DROVER_RESULT_TIMEOUT), and its message as it is (a failed handler's own words).
+impl From<RequestError> for Failure {
+    fn from(err: RequestError) -> Failure {
+        let code = match err.code {
+            RequestErrorCode::NoSuchHandler => drover_result::NoSuchHandler,
+            RequestErrorCode::NoSuchTarget => drover_result::NoSuchTarget,
+            RequestErrorCode::Timeout => drover_result::Timeout,
+            RequestErrorCode::TargetGone => drover_result::TargetGone,
+            RequestErrorCode::HandlerFailed => drover_result::HandlerFailed,
+            RequestErrorCode::Overloaded => drover_result::Overloaded,
+            RequestErrorCode::BadRequest => drover_result::InvalidArgument,
+            RequestErrorCode::MasterGone => drover_result::MasterGone,
+            _ => drover_result::RequestFailed,
+        };
+        Failure::new(code, err.message)
     }
 }
 

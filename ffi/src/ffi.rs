@@ -158,6 +158,26 @@ impl<T: SizedStruct> SizedOut<T> {
             std::ptr::copy_nonoverlapping(source.add(skip), self.ptr.cast::<u8>().add(skip), bytes - skip);
         }
     }
+
+    /// As [`SizedOut::write`], for a value owning the strings `strings` names: those past the
+    /// caller's `size` (a program built with an older header) are freed instead of leaked.
+    pub(crate) fn write_owning<const N: usize>(
+        self,
+        mut value: T,
+        strings: impl FnOnce(&mut T) -> [&mut *mut c_char; N],
+    ) {
+        let base = std::ptr::from_ref::<T>(&value) as usize;
+        let size = self.size;
+        for field in strings(&mut value) {
+            let offset = std::ptr::from_ref::<*mut c_char>(field) as usize - base;
+            if offset + std::mem::size_of::<*mut c_char>() > size && !field.is_null() {
+                // SAFETY: the value's owned strings come from `CString::into_raw`; nulled after.
+                drop(unsafe { CString::from_raw(*field) });
+                *field = std::ptr::null_mut();
+            }
+        }
+        self.write(value);
+    }
 }
 
 /// An array for the caller of `items` (made only once the size is checked and the array
@@ -320,6 +340,10 @@ pub(crate) unsafe fn clear_event<E: SizedStruct, const N: usize>(
                 return;
             }
             for field in fields(event) {
+                // A field the caller's (older, smaller) struct does not have holds nothing.
+                if field as usize - event as usize + std::mem::size_of::<*mut c_char>() > size {
+                    continue;
+                }
                 let s = field.read();
                 if !s.is_null() {
                     drop(CString::from_raw(s));

@@ -12,6 +12,7 @@
 //! - [`config`]: `drover_config`, a master's options (core's `MasterOptions`) built from C.
 //! - [`master`]: `drover_master`, its events and worker snapshots.
 //! - [`bus`]: `drover_bus`, a C worker's MessageBus.
+//! - [`request`]: requests, handlers and worker-to-worker messages, for masters and buses.
 //!
 //! ## Conventions (the header repeats them)
 //! Every fallible function returns a `drover_result`; on failure `drover_last_error()` says what
@@ -40,6 +41,7 @@ pub mod error;
 mod ffi;
 mod mailbox;
 pub mod master;
+pub mod request;
 
 use std::ffi::c_char;
 

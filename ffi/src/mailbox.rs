@@ -150,7 +150,7 @@ impl<T> Mailbox<T> {
     }
 
     /// Adds an item once fewer than [`MAILBOX_CAPACITY`] wait (dropped if the mailbox is closed).
-    async fn push_when_room(&self, item: T) {
+    pub(crate) async fn push_when_room(&self, item: T) {
         loop {
             {
                 let state = self.lock();

@@ -144,6 +144,11 @@ pub enum drover_event_kind {
     /// here, in their place in the stream; `text` and `json` (`count`) say how many. Only
     /// messages, heartbeats and protocol errors are ever dropped for room.
     Dropped = 11,
+    /// A request for a handler the program registered with `drover_master_handle()`:
+    /// `request_id` names it, `name` is the handler, `worker_id` the asking worker (0: this
+    /// program itself, through `drover_master_request()`), `data` the arguments as JSON. Answer it
+    /// with `drover_master_respond()`; one left unanswered fails at its asker with a timeout.
+    Request = 12,
 }
 
 /// What `drover_master_handle_signal()` did.
@@ -260,13 +265,26 @@ pub struct drover_event {
     /// this struct; `"v"` is the form's version, durations are milliseconds, e.g. `delay_ms`).
     /// Owned by the event.
     pub json: *mut c_char,
+    /// REQUEST: the number to answer it under, with `drover_master_respond()`. (Added in 0.2:
+    /// a program compiled with an older header has no such field and gets no REQUEST events.)
+    pub request_id: u64,
+    /// REQUEST: the handler's name. NULL for other kinds. Owned by the event.
+    pub name: *mut c_char,
+}
+
+/// What waits in a master's mailbox: its events, and requests for the program's handlers.
+pub(crate) enum MasterItem {
+    Event(Event),
+    Request(crate::request::PendingRequest),
 }
 
 pub(crate) struct MasterState {
-    master: Master,
-    events: Arc<Mailbox<Event>>,
+    pub(crate) master: Master,
+    pub(crate) events: Arc<Mailbox<MasterItem>>,
+    /// Requests for the program's handlers, waiting for `drover_master_respond()`.
+    pub(crate) answers: crate::request::Answers,
     /// Declared last: dropped after the master, once every worker is reaped.
-    runtime: Runtime,
+    pub(crate) runtime: Runtime,
 }
 
 impl Drop for MasterState {
@@ -283,10 +301,10 @@ pub(crate) static MASTERS: Registry<drover_master, MasterState> = Registry::new(
 
 /// Every event of the master, until the master is gone.
 impl Source for Events {
-    type Item = Event;
+    type Item = MasterItem;
 
-    fn next(&mut self) -> impl std::future::Future<Output = Option<Event>> + Send {
-        self.recv()
+    async fn next(&mut self) -> Option<MasterItem> {
+        self.recv().await.map(MasterItem::Event)
     }
 }
 
@@ -315,7 +333,7 @@ fn millis_since_epoch(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-const NO_EXIT: drover_exit = drover_exit {
+pub(crate) const NO_EXIT: drover_exit = drover_exit {
     kind: drover_exit_kind::None,
     code: 0,
     signal: 0,
@@ -380,6 +398,8 @@ fn event_to_c(event: &Event) -> drover_event {
         data: std::ptr::null_mut(),
         text: std::ptr::null_mut(),
         json: std::ptr::null_mut(),
+        request_id: 0,
+        name: std::ptr::null_mut(),
     };
     if let Subject::Worker { id, pid } = event.subject() {
         (out.worker_id, out.pid) = (id, pid.unwrap_or(0));
@@ -461,6 +481,7 @@ pub extern "C" fn drover_master_new(
         out.write(MASTERS.insert(MasterState {
             master,
             events,
+            answers: crate::request::Answers::default(),
             runtime,
         }));
         Ok(())
@@ -820,8 +841,11 @@ pub extern "C" fn drover_master_next_event(
     ffi_body!({
         let events = try_obj!(MASTERS, master).events.clone();
         let out = SizedOut::new(out_event, "out_event")?;
-        let event = events.next_for_c(timeout_ms, "no event", "the master's event stream is closed")?;
-        out.write(event_to_c(&event));
+        let c_event = match events.next_for_c(timeout_ms, "no event", "the master's event stream is closed")? {
+            MasterItem::Event(event) => event_to_c(&event),
+            MasterItem::Request(request) => request.to_c_event(),
+        };
+        out.write_owning(c_event, |e| [&mut e.data, &mut e.text, &mut e.json, &mut e.name]);
         Ok(())
     })
 }
@@ -855,18 +879,20 @@ pub unsafe extern "C" fn drover_event_clear(event: *mut drover_event) {
                 std::ptr::addr_of_mut!((*e).data),
                 std::ptr::addr_of_mut!((*e).text),
                 std::ptr::addr_of_mut!((*e).json),
+                std::ptr::addr_of_mut!((*e).name),
             ]
         }
     };
-    // SAFETY: this function's contract is `clear_event`'s, and `data`, `text` and `json` are the
-    // event's owned strings.
+    // SAFETY: this function's contract is `clear_event`'s, and `data`, `text`, `json` and `name`
+    // are the event's owned strings.
     unsafe { clear_event(event, strings) }
 }
 
 // SAFETY: both are `#[repr(C)]`, start with `size: usize`, are valid all-zero, have no drop glue.
 unsafe impl SizedStruct for drover_event {
     const C_NAME: &'static str = "drover_event";
-    const MIN_SIZE: usize = std::mem::size_of::<drover_event>();
+    // Programs built before requests (0.1) end at `json`.
+    const MIN_SIZE: usize = std::mem::offset_of!(drover_event, request_id);
 }
 
 // SAFETY: as above.

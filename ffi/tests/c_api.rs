@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
-use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, show, workspace, Linkage};
+use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, show, valgrind, Linkage};
 use drover_tests::{ask, next_exit_of, next_matching, next_message_from, pid_is_running, test_worker};
 use serde_json::json;
 
@@ -16,24 +16,6 @@ fn run(mut cmd: Command) -> Output {
     let output = cmd.output().expect("the C test program runs");
     assert!(output.status.success(), "the C test program failed:\n{}", show(&output));
     output
-}
-
-/// valgrind memcheck, failing on any error, on definite or possible leaks, and on invalid access.
-fn valgrind() -> Command {
-    let mut cmd = Command::new("valgrind");
-    cmd.args([
-        "--leak-check=full",
-        "--error-exitcode=99",
-        "--errors-for-leak-kinds=definite,possible",
-        "--show-leak-kinds=definite,possible",
-        "--track-fds=no",
-        "--quiet",
-    ]);
-    cmd.arg(format!(
-        "--suppressions={}",
-        workspace().join("tests/c/valgrind.supp").display()
-    ));
-    cmd
 }
 
 fn master_program(linkage: Linkage) -> Command {

@@ -74,7 +74,7 @@ fn compile(compiler: &str, std: &str, ext: &str) {
         &source,
         "#include \"drover.h\"\n#include \"drover.h\"\n\
          int main(void) {\n\
-           drover_event event = {sizeof(drover_event), DROVER_EVENT_KIND_NONE, 0, 0, 0, 0, {DROVER_EXIT_KIND_NONE, 0, 0, 0, 0, 0}, 0, 0, 0, NULL, NULL, NULL};\n\
+           drover_event event = {sizeof(drover_event), DROVER_EVENT_KIND_NONE, 0, 0, 0, 0, {DROVER_EXIT_KIND_NONE, 0, 0, 0, 0, 0}, 0, 0, 0, NULL, NULL, NULL, 0, NULL};\n\
            drover_result r = DROVER_RESULT_OK;\n\
            (void)event;\n\
            return (int)r + DROVER_VERSION_MAJOR * 0 + (int)drover_abi_version() * 0 + DROVER_ABI_VERSION * 0;\n\

@@ -126,6 +126,24 @@ pub fn compile(source: &str, linkage: Linkage) -> PathBuf {
     exe
 }
 
+/// valgrind memcheck, failing on any error, on definite or possible leaks, and on invalid access.
+pub fn valgrind() -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--leak-check=full",
+        "--error-exitcode=99",
+        "--errors-for-leak-kinds=definite,possible",
+        "--show-leak-kinds=definite,possible",
+        "--track-fds=no",
+        "--quiet",
+    ]);
+    cmd.arg(format!(
+        "--suppressions={}",
+        workspace().join("tests/c/valgrind.supp").display()
+    ));
+    cmd
+}
+
 /// A finished program's status, stdout and stderr, for an assertion's message.
 pub fn show(output: &std::process::Output) -> String {
     format!(
@@ -167,6 +185,14 @@ pub fn serve_and_stop_c_example(master: &Path, worker: &Path) {
         seen.iter().any(|l| *l == format!("listening on 127.0.0.1:{port}")),
         "{seen:?}"
     );
+    // The master asked every worker's "stats" handler, before "started 2 workers".
+    let stats = seen.iter().find_map(|l| l.strip_prefix("stats: ")).unwrap_or_default();
+    let stats: serde_json::Value = serde_json::from_str(stats).unwrap_or_default();
+    let answered: Vec<bool> = stats
+        .as_array()
+        .map(|all| all.iter().map(|one| one["result"]["pid"].as_u64().is_some()).collect())
+        .unwrap_or_default();
+    assert_eq!(answered, [true, true], "{seen:?}");
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a worker accepts");
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
     let mut response = String::new();
