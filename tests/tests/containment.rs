@@ -193,3 +193,34 @@ fn a_master_that_exits_mid_cleanup_leaves_no_cgroup_behind() {
         .unwrap_or_default();
     assert!(gone, "{} is left, with worker cgroups {left:?}", base.display());
 }
+
+/// A worker that is itself a supervisor makes cgroups inside its own (its `drover.<pid>`), which
+/// its guardian cannot remove (the worker's `cgroup.kill` ended it too): when the worker is reaped
+/// its master removes them, deepest first, and the worker's cgroup with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_cgroup_is_removed_with_the_cgroups_a_nested_supervisor_made_in_it() {
+    let Containment::Cgroup(own) = drover::containment() else {
+        eprintln!("no cgroup containment here: nothing to nest");
+        return;
+    };
+    let master = drover::Master::new(drover_tests::test_config("nested", 1)).expect("config");
+    let mut events = master.events();
+    master.start().await.expect("start");
+    let pid = master.worker(1).expect("worker 1").pid;
+    let worker_cgroup = own.join(pid.to_string());
+    // What a nested master leaves: drover.<its pid>/<its worker's pid>, empty of processes.
+    let nested = worker_cgroup.join("drover.4242").join("4243");
+    std::fs::create_dir_all(&nested).expect("a nested cgroup");
+    master
+        .send(1, &serde_json::json!({"cmd": "exit", "code": 0}))
+        .await
+        .expect("send");
+    drover_tests::next_exit(&mut events).await;
+    assert!(
+        eventually(Duration::from_secs(10), || !worker_cgroup.exists()).await,
+        "{} is left (with {:?})",
+        worker_cgroup.display(),
+        std::fs::read_dir(&worker_cgroup).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    master.graceful_shutdown().await.expect("shutdown");
+}

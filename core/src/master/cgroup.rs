@@ -188,8 +188,27 @@ impl JoinPlan {
     }
 }
 
-/// Kills everything left in worker `pid`'s cgroup, then removes the cgroup. Called when the worker
-/// has been reaped.
+/// Removes the cgroup `dir` and the cgroups below it, deepest first (at most 16 levels): a worker
+/// that is itself a supervisor (a `drover run`, a Node master) made its own `drover.<pid>` inside
+/// its cgroup, whose guardian `cgroup.kill` ended with it, so nothing else removes it; a cgroup
+/// with children cannot be removed.
+fn remove_tree(dir: &std::path::Path) -> io::Result<()> {
+    fn remove(dir: &std::path::Path, depth: usize) -> io::Result<()> {
+        if depth < 16 {
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    // A child still busy fails its parent's removal below, which is retried.
+                    let _ = remove(&entry.path(), depth + 1);
+                }
+            }
+        }
+        std::fs::remove_dir(dir)
+    }
+    remove(dir, 0)
+}
+
+/// Kills everything left in worker `pid`'s cgroup, then removes the cgroup (and any below it).
+/// Called when the worker has been reaped.
 pub(super) fn kill_and_remove(pid: u32) {
     let Ok(base) = base() else { return };
     let dir = base.join(pid.to_string());
@@ -197,7 +216,7 @@ pub(super) fn kill_and_remove(pid: u32) {
         // No such cgroup: the worker never joined one (or it is gone already).
         return;
     }
-    if std::fs::remove_dir(&dir).is_ok() {
+    if remove_tree(&dir).is_ok() {
         return;
     }
     // cgroup.kill is asynchronous: the cgroup stays busy until its last process has died. Remove
@@ -207,7 +226,7 @@ pub(super) fn kill_and_remove(pid: u32) {
         .spawn(move || {
             for _ in 0..500 {
                 std::thread::sleep(std::time::Duration::from_millis(10));
-                if std::fs::remove_dir(&dir).is_ok() {
+                if remove_tree(&dir).is_ok() {
                     return;
                 }
             }
