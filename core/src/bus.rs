@@ -219,10 +219,8 @@ impl IncomingRequest {
     /// Answers the request: `Ok(result)`, or `Err(message)` for a failed handler (the sender gets
     /// [`RequestErrorCode::HandlerFailed`] with the message).
     pub async fn reply(self, result: Result<Value, String>) -> Result<(), BusError> {
-        let (result, error) = match result {
-            Ok(value) => (Some(value), None),
-            Err(message) => (None, Some(RequestError::new(RequestErrorCode::HandlerFailed, message))),
-        };
+        let failed = |message| RequestError::new(RequestErrorCode::HandlerFailed, message);
+        let (result, error) = request::split(result.map_err(failed));
         self.sender
             .send_frame(&WorkerFrame::Response {
                 id: self.id,

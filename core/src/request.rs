@@ -156,6 +156,14 @@ impl RequestError {
     }
 }
 
+/// An outcome as the wire carries it: `result` or `error`, one of the two members present.
+pub fn split<T>(outcome: Result<T, RequestError>) -> (Option<T>, Option<RequestError>) {
+    match outcome {
+        Ok(value) => (Some(value), None),
+        Err(error) => (None, Some(error)),
+    }
+}
+
 /// Checks a handler name: 1..=[`MAX_HANDLER_NAME`] bytes, no control characters.
 pub fn check_handler_name(name: &str) -> Result<(), RequestError> {
     if name.is_empty() || name.len() > MAX_HANDLER_NAME || name.chars().any(char::is_control) {

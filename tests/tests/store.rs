@@ -106,8 +106,15 @@ async fn workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_ord
         master.store("get", json!({"path": "users"})).unwrap(),
         json!({"43": {"name": "grace"}})
     );
-    // `other` is neither below nor above `users`: not told (the reads above came after it).
-    assert!(p.changes.iter().all(|(from, _)| *from != 2), "{:?}", p.changes);
+    // `other` is neither below nor above `users`: not told. Changes are told in order, so the
+    // next change worker 2 hears of, made after `other`, is the one under `users`.
+    p.store(&master, 1, "set", json!({"path": "users.44", "value": 44}))
+        .await;
+    assert_eq!(
+        p.next_change(2).await,
+        json!({"watch": watch, "path": "users.44", "value": 44}),
+        "a change outside the watch was told"
+    );
     master.graceful_shutdown().await.unwrap();
 }
 

@@ -417,13 +417,21 @@ impl Router {
                     return Ok(able);
                 }
                 drop(table);
-                let mut table = self.lock();
-                let pick = table.cursor % able.len();
-                table.cursor = table.cursor.wrapping_add(1);
-                Ok(able.into_iter().skip(pick).take(1).collect())
+                Ok(self.in_turn(able))
             }
             Target::Master => Ok(Vec::new()),
         }
+    }
+
+    /// The one of `candidates` whose turn it is (`any`): one cursor for requests and messages.
+    fn in_turn<T>(&self, candidates: Vec<T>) -> Vec<T> {
+        if candidates.is_empty() {
+            return candidates;
+        }
+        let mut table = self.lock();
+        let pick = table.cursor % candidates.len();
+        table.cursor = table.cursor.wrapping_add(1);
+        candidates.into_iter().skip(pick).take(1).collect()
     }
 
     /// Opens a table entry; its number.
@@ -553,10 +561,7 @@ impl Router {
                 let _ = tx.send(outcome);
             }
             Asker::Worker { id, request } => {
-                let (result, error) = match outcome {
-                    Ok(v) => (Some(v), None),
-                    Err(e) => (None, Some(e)),
-                };
+                let (result, error) = request::split(outcome);
                 self.write_to(
                     id,
                     MasterFrame::Response {
@@ -617,11 +622,8 @@ impl Router {
                             .filter(|(id, _, _)| *id != from)
                             .map(|(i, _, h)| (i, h))
                             .collect();
-                        if to == Target::Any && !others.is_empty() {
-                            let mut table = self.lock();
-                            let pick = table.cursor % others.len();
-                            table.cursor = table.cursor.wrapping_add(1);
-                            others.into_iter().skip(pick).take(1).collect()
+                        if to == Target::Any {
+                            self.in_turn(others)
                         } else {
                             others
                         }
@@ -653,10 +655,7 @@ impl Router {
                     }
                 }
             };
-            let (count, error) = match outcome {
-                Ok(n) => (Some(n), None),
-                Err(e) => (None, Some(e)),
-            };
+            let (count, error) = request::split(outcome);
             router.write_to(
                 from,
                 MasterFrame::Sent {
