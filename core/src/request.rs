@@ -131,6 +131,8 @@ pub enum RequestErrorCode {
     BadRequest,
     /// The master is gone, or shutting the channel.
     MasterGone,
+    /// The store could not make a write durable (its disk refused it): nothing was changed.
+    Unavailable,
     /// A code this build does not know (from a newer peer).
     #[serde(other)]
     Unknown,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::listen::ListenSpec;
 use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
+use crate::store::persist::{FsyncPolicy, PersistConfig, PersistError, MAX_COMPACT_LOG_BYTES, MIN_COMPACT_LOG_BYTES};
 
 mod units;
 pub use units::{Bytes, Millis};
@@ -120,6 +121,16 @@ pub struct MasterConfig {
     /// wake-up; zero (the default) never spins. Passed to workers in `DROVER_BUSY_POLL_US`; at most
     /// [`crate::busy_poll::MAX_WINDOW`]. Costs up to this much CPU per burst of traffic, none when idle.
     pub busy_poll: Duration,
+    /// The shared store's options (PROTOCOL.md §5.6): by default in memory only.
+    pub store: StoreConfig,
+}
+
+/// How the master keeps its shared store ([`MasterConfig::store`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreConfig {
+    /// Persist it in a directory (snapshot and append-only log), so that a restarted master
+    /// finds it again; `None` (the default): memory only.
+    pub persist: Option<PersistConfig>,
 }
 
 /// Every deadline of a worker's life.
@@ -230,6 +241,10 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The store's directory cannot be used: another master holds it, it cannot be read or
+    /// written, or a file in it is damaged (named, with the offset).
+    #[error("`store.persistDir`: {0}")]
+    StorePersistence(#[from] PersistError),
 }
 
 impl MasterConfig {
@@ -260,6 +275,7 @@ impl MasterConfig {
             },
             capture_output: false,
             busy_poll: Duration::ZERO,
+            store: StoreConfig::default(),
         }
     }
 
@@ -352,6 +368,12 @@ impl MasterConfig {
         self
     }
 
+    /// Persists the shared store in `persist.dir` (see [`StoreConfig::persist`]).
+    pub fn persist_store(mut self, persist: PersistConfig) -> MasterConfig {
+        self.store.persist = Some(persist);
+        self
+    }
+
     /// Sets the restart policy.
     pub fn restart(mut self, restart: RestartPolicy) -> MasterConfig {
         self.restart = restart;
@@ -388,6 +410,23 @@ impl MasterConfig {
             }
         }
         self.check_durations()?;
+        if let Some(persist) = &self.store.persist {
+            if persist.dir.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "store.persistDir",
+                    message: "must name a directory".into(),
+                });
+            }
+            if !(MIN_COMPACT_LOG_BYTES..=MAX_COMPACT_LOG_BYTES).contains(&persist.compact_log_bytes) {
+                return Err(ConfigError::Invalid {
+                    field: "store.compactLogBytes",
+                    message: format!(
+                        "must be {MIN_COMPACT_LOG_BYTES} to {MAX_COMPACT_LOG_BYTES}, got {}",
+                        persist.compact_log_bytes
+                    ),
+                });
+            }
+        }
         if self.max_frame_bytes > MAX_FRAME_BYTES_LIMIT {
             return Err(ConfigError::TooLarge {
                 field: "maxFrameBytes",
@@ -667,6 +706,43 @@ pub struct MasterOptions {
     pub names: Vec<String>,
     /// `message` (default), `notify`, `node-ipc` or `spawn`.
     pub ready: Option<ReadySource>,
+    /// The shared store's options ([`StoreOptions`]).
+    pub store: Option<StoreOptions>,
+}
+
+/// The `store` option ([`MasterConfig::store`]): `{"persistDir": "/var/lib/app/store", "fsync":
+/// "always"}` (in drover.toml, a `[groups.NAME.store]` table).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreOptions {
+    /// Persist the store in this directory (relative: to the master's working directory).
+    pub persist_dir: Option<String>,
+    /// `always` (default), `everysec` or `never` ([`FsyncPolicy`]).
+    pub fsync: Option<FsyncPolicy>,
+    /// Compact the log into a new snapshot past this many bytes (a [`Bytes`]; default 16 MiB).
+    pub compact_log_bytes: Option<Bytes>,
+}
+
+impl StoreOptions {
+    fn into_config(self) -> Result<StoreConfig, ConfigError> {
+        let Some(dir) = self.persist_dir else {
+            if self.fsync.is_some() || self.compact_log_bytes.is_some() {
+                return Err(ConfigError::Invalid {
+                    field: "store",
+                    message: "`fsync` and `compactLogBytes` need `persistDir`".into(),
+                });
+            }
+            return Ok(StoreConfig::default());
+        };
+        let mut persist = PersistConfig::new(dir);
+        if let Some(fsync) = self.fsync {
+            persist.fsync = fsync;
+        }
+        if let Some(Bytes(v)) = self.compact_log_bytes {
+            persist.compact_log_bytes = u64::try_from(v).unwrap_or(0);
+        }
+        Ok(StoreConfig { persist: Some(persist) })
+    }
 }
 
 /// Converts a millisecond option to a duration, naming the field when it is not a positive finite
@@ -885,6 +961,9 @@ impl MasterOptions {
         }
         if let Some(v) = self.memory_check_interval {
             config.recycle.check_interval = millis("memoryCheckInterval", v)?;
+        }
+        if let Some(store) = self.store {
+            config.store = store.into_config()?;
         }
         config.validate()
     }

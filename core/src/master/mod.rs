@@ -128,9 +128,10 @@ impl Master {
     /// Must be called within a tokio runtime (the master's loop and the workers are tokio tasks).
     pub fn new(config: MasterConfig) -> Result<Master, ConfigError> {
         let config = config.validate()?;
+        let store = router::Router::open_store(&config.store)?;
         let (status, _) = watch::channel(MasterStatus::Initialized);
         let inner = Arc::new_cyclic(|weak| Inner {
-            router: Arc::new(router::Router::new(weak.clone())),
+            router: Arc::new(router::Router::new(weak.clone(), store)),
             recycle_predicate: Mutex::new(None),
             config: Mutex::new(Arc::new(config)),
             slots: Mutex::new(BTreeMap::new()),
@@ -141,6 +142,7 @@ impl Master {
             listeners: Arc::default(),
             host: Mutex::new(None),
         });
+        inner.router.flush_every_second();
         let (commands, receiver) = mpsc::unbounded_channel();
         arbiter::spawn(inner.clone(), receiver);
         Ok(Master { inner, commands })

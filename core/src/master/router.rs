@@ -19,11 +19,13 @@ use tokio::sync::oneshot;
 
 use super::worker::WorkerHandle;
 use super::Inner;
+use crate::config::StoreConfig;
 use crate::protocol::MasterFrame;
 use crate::request::{
     self, check_handler_name, RequestError, RequestErrorCode, Target, MAX_HANDLERS, MAX_PENDING_PER_WORKER,
     MAX_PENDING_REQUESTS,
 };
+use crate::store::persist::{FsyncPolicy, PersistError, Persistence};
 use crate::store::{is_within, Store, StoreError, StoreLimits};
 use crate::WorkerId;
 
@@ -126,6 +128,8 @@ enum CacheEntry {
 /// The store, who watches it, and the cache.
 struct Shared {
     store: Store,
+    /// Where the store's writes are logged, when it is persisted.
+    persist: Option<Persistence>,
     cache: HashMap<String, CacheEntry>,
     cache_bytes: usize,
     next_token: u64,
@@ -153,12 +157,13 @@ fn error(code: RequestErrorCode, message: impl Into<String>) -> RequestError {
 }
 
 impl Router {
-    pub(super) fn new(inner: Weak<Inner>) -> Router {
+    pub(super) fn new(inner: Weak<Inner>, (store, persist): (Store, Option<Persistence>)) -> Router {
         Router {
             inner,
             table: Mutex::new(Table::default()),
             shared: Mutex::new(Shared {
-                store: Store::new(StoreLimits::default()),
+                store,
+                persist,
                 cache: HashMap::new(),
                 cache_bytes: 0,
                 next_token: 0,
@@ -167,6 +172,45 @@ impl Router {
                 sweeping: false,
             }),
         }
+    }
+
+    /// The store `config` asks for: empty, or loaded from its directory (locked from now on).
+    pub(super) fn open_store(config: &StoreConfig) -> Result<(Store, Option<Persistence>), PersistError> {
+        let mut store = Store::new(StoreLimits::default());
+        let persist = match &config.persist {
+            Some(p) => Some(Persistence::open(p, &mut store)?),
+            None => None,
+        };
+        Ok((store, persist))
+    }
+
+    /// With [`FsyncPolicy::Everysec`]: flushes the store's log once a second when it was written,
+    /// outside the store's lock (an fsync may take long; the store's operations do not wait).
+    pub(super) fn flush_every_second(self: &Arc<Self>) {
+        let everysec = self
+            .lock_shared()
+            .persist
+            .as_ref()
+            .is_some_and(|p| p.fsync_policy() == FsyncPolicy::Everysec);
+        if !everysec {
+            return;
+        }
+        let router = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(router) = router.upgrade() else { return };
+                let dirty = router.lock_shared().persist.as_mut().and_then(Persistence::take_dirty);
+                drop(router);
+                if let Some(log) = dirty {
+                    let flushed = tokio::task::spawn_blocking(move || log.sync_data()).await;
+                    if let Ok(Err(e)) = flushed {
+                        tracing::warn!(error = %e, "the store log could not be flushed");
+                    }
+                }
+            }
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -702,7 +746,11 @@ impl Router {
         let now = tokio::time::Instant::now().into_std();
         let op = &name[STORE_PREFIX.len()..];
         let mut shared = self.lock_shared();
+        let shared = &mut *shared;
         let expired = shared.store.expire(now);
+        // What a write replaced, to put back if it cannot be made durable.
+        let before =
+            (shared.persist.is_some() && matches!(op, "set" | "delete" | "cas")).then(|| shared.store.get(&path, now));
         let (result, changed) = match op {
             "get" => (shared.store.get(&path, now).unwrap_or(Value::Null), None),
             "keys" => (json!(shared.store.keys(&path, now)), None),
@@ -762,16 +810,39 @@ impl Router {
                 ))
             }
         };
+        // Told in the order the changes were made: queued under the same lock.
+        let mut changes: Vec<(String, Value)> = expired.into_iter().map(|p| (p, Value::Null)).collect();
+        if let (Some(v), Some(persist)) = (&changed, shared.persist.as_mut()) {
+            let logged = if op == "delete" {
+                persist.record_delete(&path, &shared.store)
+            } else {
+                persist.record_set(&path, v, ttl, &shared.store)
+            };
+            if let Err(e) = logged {
+                // Not durable, so not done: the value before goes back (without its time to live,
+                // if it had one), and the write is answered as failed.
+                let undone = match before.flatten() {
+                    Some(old) => shared.store.set(&path, old, None, now),
+                    None => shared.store.delete(&path, now).map(drop),
+                };
+                if let Err(undo) = undone {
+                    tracing::error!(path, error = %undo, "a write the store's disk refused could not be undone");
+                }
+                self.notify(shared, &changes);
+                return Err(error(
+                    RequestErrorCode::Unavailable,
+                    format!("the store could not make the write durable: {e}"),
+                ));
+            }
+        }
         if ttl.is_some() && !shared.sweeping {
             shared.sweeping = true;
             self.sweep_on_time();
         }
-        // Told in the order the changes were made: queued under the same lock.
-        let mut changes: Vec<(String, Value)> = expired.into_iter().map(|p| (p, Value::Null)).collect();
         if let Some(v) = changed {
             changes.push((path, v));
         }
-        self.notify(&shared, &changes);
+        self.notify(shared, &changes);
         Ok(result)
     }
 

@@ -25,6 +25,8 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+pub mod persist;
+
 /// The bounds of one store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
@@ -123,6 +125,16 @@ impl Store {
     /// The bytes the store holds, as JSON.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The whole tree, as it is (values past their time included until the next [`Store::expire`]).
+    pub fn tree(&self) -> &Map<String, Value> {
+        &self.root
+    }
+
+    /// The paths with a time to live, and when each expires, soonest first.
+    pub fn expiring(&self) -> impl Iterator<Item = (&str, Instant)> {
+        self.by_time.iter().map(|(when, path)| (path.as_str(), *when))
     }
 
     fn segments<'p>(&self, path: &'p str, need_key: bool) -> Result<Vec<&'p str>, StoreError> {
