@@ -130,6 +130,17 @@ export interface MasterOptions {
      * none while idle.
      */
     busyPollUs?: number;
+    /**
+     * The shared store (PROTOCOL.md §5.6). `persistDir`: keep it in this directory (snapshot and
+     * append-only log) so a restarted master finds it again; `fsync`: when a write reaches the
+     * disk (default 'always': before it is acknowledged); `compactLogBytes`: compact the log past
+     * this size (default 16 MiB).
+     */
+    store?: {
+        persistDir?: string;
+        fsync?: 'always' | 'everysec' | 'never';
+        compactLogBytes?: Size;
+    };
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
     /** ms before the first automatic restart (restart policy other than 'never'). */

@@ -494,6 +494,8 @@ fn field_of(error: &ConfigError) -> String {
     message
         .split('`')
         .nth(1)
+        // `store.persistDir` is the key `store` of the group's table.
+        .and_then(|f| f.split('.').next())
         .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric()))
         .unwrap_or("program")
         .to_string()

@@ -1040,6 +1040,42 @@ mod tests {
     }
 
     #[test]
+    fn the_store_option_persists_in_a_directory_with_a_named_fsync_policy() {
+        let c = options(
+            json!({"program": "sh", "store": {"persistDir": "/tmp/s", "fsync": "everysec", "compactLogBytes": "1MiB"}}),
+        )
+        .unwrap();
+        let persist = c.store.persist.expect("persisted");
+        assert_eq!(persist.dir, PathBuf::from("/tmp/s"));
+        assert_eq!(persist.fsync, FsyncPolicy::Everysec);
+        assert_eq!(persist.compact_log_bytes, 1024 * 1024);
+        let c = options(json!({"program": "sh", "store": {"persistDir": "/tmp/s"}})).unwrap();
+        assert_eq!(
+            c.store.persist.map(|p| p.fsync),
+            Some(FsyncPolicy::Always),
+            "always by default"
+        );
+        assert_eq!(options(json!({"program": "sh"})).unwrap().store, StoreConfig::default());
+        for (bad, field) in [
+            (json!({"fsync": "never"}), "store"),
+            (json!({"persistDir": ""}), "store.persistDir"),
+            (
+                json!({"persistDir": "/tmp/s", "compactLogBytes": 10}),
+                "store.compactLogBytes",
+            ),
+        ] {
+            let err = options(json!({"program": "sh", "store": bad})).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { field: f, .. } if f == field),
+                "{bad}: {err}"
+            );
+        }
+        assert!(
+            serde_json::from_value::<MasterOptions>(json!({"program": "sh", "store": {"fsync": "sometimes"}})).is_err()
+        );
+    }
+
+    #[test]
     fn the_reload_strategy_is_a_typed_option() {
         let c = options(json!({"program": "sh", "reloadStrategy": "rolling", "reloadBatch": 2})).unwrap();
         assert_eq!(c.reload, ReloadStrategy::Rolling { batch: 2 });

@@ -5,7 +5,10 @@
 //! `ignore-stop` (ignores stop, quit and SIGTERM), `no-hello` (writes a status without hello),
 //! `crash-after-start:<code>`, `crash-after-ms:<ms>` (exit 1 that long after STARTED),
 //! `start-after-ms:<ms>`, `notify` (readiness through NOTIFY_SOCKET, on command),
-//! `message-after-start:<n>` (sends `{"after_start": i}` for i in 0..n right after STARTED).
+//! `message-after-start:<n>` (sends `{"after_start": i}` for i in 0..n right after STARTED),
+//! `store-writer` (after STARTED, sets `w<id>.k<i>` to `i` in the master's store for i = 0, 1...
+//! one after the other, and prints `acked w<id>.k<i> <i>` to stdout as each is acknowledged, until
+//! a write fails or the master goes).
 //!
 //! With `DROVER_TEST_SETUID=<uid>` it drops its privileges to that uid first (as a worker that
 //! started as root and gave them up would).
@@ -125,6 +128,9 @@ async fn run() {
         for i in 0..arg {
             bus.send_message(&json!({ "after_start": i })).await.expect("send");
         }
+    }
+    if mode == "store-writer" {
+        tokio::spawn(write_store(bus.sender(), bus.meta().id));
     }
     if mode == "crash-after-start" {
         std::process::exit(arg as i32);
@@ -559,6 +565,26 @@ fn raw(mut bytes: &[u8]) {
             }
             std::io::ErrorKind::Interrupted => {}
             _ => return,
+        }
+    }
+}
+
+/// The `store-writer` mode: acknowledged writes, each told on stdout once acknowledged (one
+/// `write` per line, so that several workers' lines do not mix on a shared pipe).
+async fn write_store(bus: drover::BusSender, id: u64) {
+    for i in 0u64.. {
+        let path = format!("w{id}.k{i}");
+        if let Err(e) = bus.store_set(&path, &i, None).await {
+            eprintln!("drover-test-worker: store write {path}: {e}");
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(format!("acked {path} {i}\n").as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return;
         }
     }
 }
