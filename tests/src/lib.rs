@@ -208,3 +208,115 @@ pub fn spawn_test_master_with(count: usize, more: &[&str]) -> (std::process::Chi
     assert_eq!(all.len(), 2 * count, "{line}");
     (child, all)
 }
+
+/// A `redis-server` of a test's own, on a free port, saving nothing, stopped when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING; `None`, after a loud SKIP line naming why,
+    /// when `redis-server` is not installed (`scripts/test.sh` installs it where it can).
+    pub fn start() -> Option<RedisServer> {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!(
+                "SKIP: the Redis backend's tests did not run: `redis-server` is not installed \
+                 (apt-get install redis-server; scripts/test.sh does it when root)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("drover-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = RedisServer { child: None, port, dir };
+        server.restart();
+        Some(server)
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops the server (SIGKILL) and waits for it: the port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: it saves nothing) and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let mut pong = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() && &pong == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where a test's master keeps its store: in itself, or in a Redis server.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// The default.
+    Embedded,
+    /// This server's URL, under this prefix.
+    Redis {
+        /// `redis://...`.
+        url: String,
+        /// The keys' prefix.
+        prefix: String,
+    },
+}
+
+impl StoreBackend {
+    /// `config` with its store here.
+    pub fn apply(&self, mut config: drover::MasterConfig) -> drover::MasterConfig {
+        if let StoreBackend::Redis { url, prefix } = self {
+            config.store.redis = Some(drover::store::redis::RedisConfig {
+                url: url.clone(),
+                prefix: prefix.clone(),
+            });
+        }
+        config
+    }
+}

@@ -1,8 +1,10 @@
 //! The master's shared store (PROTOCOL.md §5.6) from real workers: paths, compare-and-set, time to
-//! live, watches told in order, bounds; and across languages.
+//! live, watches told in order, bounds; and across languages. Every test runs twice: with the
+//! store embedded in the master (`embedded::`) and kept in a Redis server of its own (`redis::`,
+//! skipped with a loud SKIP line when `redis-server` is not installed).
 
 use drover::{Event, Events, Master, MasterConfig};
-use drover_tests::{next_matching, test_config};
+use drover_tests::{next_matching, test_config, RedisServer, StoreBackend};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -69,9 +71,8 @@ fn probe(master: &Master) -> Probe {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_order() {
-    let master = Master::new(config(2)).unwrap();
+async fn workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_order(backend: StoreBackend) {
+    let master = Master::new(backend.apply(config(2))).unwrap();
     let mut p = probe(&master);
     master.start().await.unwrap();
 
@@ -118,9 +119,8 @@ async fn workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_ord
     master.graceful_shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compare_and_set_has_one_winner_and_values_expire_on_time() {
-    let master = Master::new(config(2)).unwrap();
+async fn compare_and_set_has_one_winner_and_values_expire_on_time(backend: StoreBackend) {
+    let master = Master::new(backend.apply(config(2))).unwrap();
     let mut p = probe(&master);
     master.start().await.unwrap();
     let mut winners = 0;
@@ -160,9 +160,8 @@ async fn compare_and_set_has_one_winner_and_values_expire_on_time() {
     master.graceful_shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_paths_and_too_many_watches_are_refused_by_name() {
-    let master = Master::new(config(1)).unwrap();
+async fn bad_paths_and_too_many_watches_are_refused_by_name(backend: StoreBackend) {
+    let master = Master::new(backend.apply(config(1))).unwrap();
     let mut p = probe(&master);
     master.start().await.unwrap();
     let deep = vec!["x"; 40].join(".");
@@ -190,8 +189,7 @@ async fn bad_paths_and_too_many_watches_are_refused_by_name() {
     master.graceful_shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_worker_reads_what_a_rust_worker_stored() {
+async fn a_python_worker_reads_what_a_rust_worker_stored(backend: StoreBackend) {
     let script = format!(
         "if [ \"$DROVER_WORKER_ID\" = 1 ]; then exec python3 {}/../examples/python/worker.py; else exec {}; fi",
         env!("CARGO_MANIFEST_DIR"),
@@ -199,7 +197,7 @@ async fn a_python_worker_reads_what_a_rust_worker_stored() {
     );
     let mut config = MasterConfig::program("sh").arg("-c").arg(script).count(2).name("mixed");
     config.timeouts.start = Duration::from_secs(20);
-    let master = Master::new(config).unwrap();
+    let master = Master::new(backend.apply(config)).unwrap();
     let mut p = probe(&master);
     master.start().await.unwrap();
     p.store(
@@ -238,9 +236,8 @@ async fn cache_everywhere(master: &Master, p: &mut Probe, cmd: Value) -> Vec<Val
     reports
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_or_load_runs_one_loader_for_a_hundred_callers_in_four_workers() {
-    let master = Master::new(config(4)).unwrap();
+async fn get_or_load_runs_one_loader_for_a_hundred_callers_in_four_workers(backend: StoreBackend) {
+    let master = Master::new(backend.apply(config(4))).unwrap();
     let mut p = probe(&master);
     master.start().await.unwrap();
 
@@ -284,3 +281,38 @@ async fn get_or_load_runs_one_loader_for_a_hundred_callers_in_four_workers() {
     assert_eq!(loads_after, 3, "the next call after a failure loads again: {reports:?}");
     master.graceful_shutdown().await.unwrap();
 }
+
+/// Each test, once per backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::StoreBackend::Embedded).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(server) = super::RedisServer::start() else { return };
+                    let backend = super::StoreBackend::Redis {
+                        url: server.url(),
+                        prefix: "drover:store-test:".into(),
+                    };
+                    super::$name(backend).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_order,
+    compare_and_set_has_one_winner_and_values_expire_on_time,
+    bad_paths_and_too_many_watches_are_refused_by_name,
+    a_python_worker_reads_what_a_rust_worker_stored,
+    get_or_load_runs_one_loader_for_a_hundred_callers_in_four_workers
+);

@@ -15,6 +15,7 @@ use crate::listen::ListenSpec;
 use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 use crate::store::persist::{FsyncPolicy, PersistConfig, PersistError, MAX_COMPACT_LOG_BYTES, MIN_COMPACT_LOG_BYTES};
+use crate::store::redis::RedisConfig;
 
 mod units;
 pub use units::{Bytes, Millis};
@@ -131,6 +132,9 @@ pub struct StoreConfig {
     /// Persist it in a directory (snapshot and append-only log), so that a restarted master
     /// finds it again; `None` (the default): memory only.
     pub persist: Option<PersistConfig>,
+    /// Keep it in Redis instead (PROTOCOL.md §5.6, "Redis backend"): the masters with the same
+    /// server and prefix share one store and one cache. Not with `persist` (Redis keeps it).
+    pub redis: Option<RedisConfig>,
 }
 
 /// Every deadline of a worker's life.
@@ -410,6 +414,23 @@ impl MasterConfig {
             }
         }
         self.check_durations()?;
+        if let Some(redis) = &mut self.store.redis {
+            if self.store.persist.is_some() {
+                return Err(ConfigError::Invalid {
+                    field: "store.persistDir",
+                    message: "is for the embedded store; the redis backend is kept by Redis".into(),
+                });
+            }
+            if let Err(e) = ::redis::Client::open(redis.url.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "store.url",
+                    message: format!("{:?}: {e}", redis.url),
+                });
+            }
+            if redis.prefix.is_empty() {
+                redis.prefix = format!("drover:{}:", self.name);
+            }
+        }
         if let Some(persist) = &self.store.persist {
             if persist.dir.as_os_str().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -715,6 +736,12 @@ pub struct MasterOptions {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StoreOptions {
+    /// `embedded` (default: in the master) or `redis`.
+    pub backend: Option<StoreBackendKind>,
+    /// With `backend: "redis"`: the server, `redis://host:port/db`.
+    pub url: Option<String>,
+    /// With `backend: "redis"`: put before every key and channel (default `drover:NAME:`).
+    pub prefix: Option<String>,
     /// Persist the store in this directory (relative: to the master's working directory).
     pub persist_dir: Option<String>,
     /// `always` (default), `everysec` or `never` ([`FsyncPolicy`]).
@@ -723,8 +750,45 @@ pub struct StoreOptions {
     pub compact_log_bytes: Option<Bytes>,
 }
 
+/// Where the store is kept ([`StoreOptions::backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackendKind {
+    /// In the master (default), optionally persisted.
+    Embedded,
+    /// In a Redis server several masters share.
+    Redis,
+}
+
 impl StoreOptions {
     fn into_config(self) -> Result<StoreConfig, ConfigError> {
+        if self.backend == Some(StoreBackendKind::Redis) {
+            let Some(url) = self.url else {
+                return Err(ConfigError::Invalid {
+                    field: "store.url",
+                    message: "the redis backend needs a `url`".into(),
+                });
+            };
+            if self.persist_dir.is_some() || self.fsync.is_some() || self.compact_log_bytes.is_some() {
+                return Err(ConfigError::Invalid {
+                    field: "store",
+                    message: "`persistDir`, `fsync` and `compactLogBytes` are for the embedded backend".into(),
+                });
+            }
+            return Ok(StoreConfig {
+                persist: None,
+                redis: Some(RedisConfig {
+                    url,
+                    prefix: self.prefix.unwrap_or_default(),
+                }),
+            });
+        }
+        if self.url.is_some() || self.prefix.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "store",
+                message: "`url` and `prefix` need `backend: \"redis\"`".into(),
+            });
+        }
         let Some(dir) = self.persist_dir else {
             if self.fsync.is_some() || self.compact_log_bytes.is_some() {
                 return Err(ConfigError::Invalid {
@@ -741,7 +805,10 @@ impl StoreOptions {
         if let Some(Bytes(v)) = self.compact_log_bytes {
             persist.compact_log_bytes = u64::try_from(v).unwrap_or(0);
         }
-        Ok(StoreConfig { persist: Some(persist) })
+        Ok(StoreConfig {
+            persist: Some(persist),
+            redis: None,
+        })
     }
 }
 

@@ -142,7 +142,7 @@ impl Master {
             listeners: Arc::default(),
             host: Mutex::new(None),
         });
-        inner.router.flush_every_second();
+        inner.router.start_background();
         let (commands, receiver) = mpsc::unbounded_channel();
         arbiter::spawn(inner.clone(), receiver);
         Ok(Master { inner, commands })
@@ -459,8 +459,51 @@ impl Master {
     /// # Ok(()) }
     /// ```
     pub fn store(&self, op: &str, args: serde_json::Value) -> Result<serde_json::Value, crate::request::RequestError> {
-        let name = format!("{}{op}", router::STORE_PREFIX);
-        self.inner.router.store_request(0, &name, args)
+        let Some(remote) = self.inner.router.remote() else {
+            let name = format!("{}{op}", router::STORE_PREFIX);
+            return self.inner.router.store_request(0, &name, args);
+        };
+        // Redis answers asynchronously: wait here, as a synchronous call does, without stalling
+        // the runtime (a current-thread runtime cannot wait for itself: `store_async` there).
+        let call = Self::remote_store(remote.clone(), op.to_string(), args);
+        match tokio::runtime::Handle::try_current() {
+            Ok(here) if here.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| here.block_on(call))
+            }
+            Ok(_) => Err(crate::request::RequestError::new(
+                crate::request::RequestErrorCode::BadRequest,
+                "with the redis backend, Master::store cannot wait inside a current-thread runtime: use Master::store_async",
+            )),
+            Err(_) => remote.runtime().block_on(call),
+        }
+    }
+
+    /// [`Master::store`] without blocking: what a caller inside an async runtime uses with the
+    /// Redis backend (with the embedded one, it answers at once).
+    pub async fn store_async(
+        &self,
+        op: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, crate::request::RequestError> {
+        match self.inner.router.remote() {
+            Some(remote) => Self::remote_store(remote, op.to_string(), args).await,
+            None => self.store(op, args),
+        }
+    }
+
+    async fn remote_store(
+        remote: std::sync::Arc<crate::store::redis::RedisStore>,
+        op: String,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, crate::request::RequestError> {
+        if matches!(op.as_str(), "watch" | "unwatch") {
+            return Err(crate::request::RequestError::new(
+                crate::request::RequestErrorCode::BadRequest,
+                "the master's user reads the store directly",
+            ));
+        }
+        let (path, ttl) = router::store_args(&args)?;
+        remote.store(&op, &path, &args, ttl).await
     }
 
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then

@@ -25,7 +25,8 @@ use crate::request::{
     self, check_handler_name, RequestError, RequestErrorCode, Target, MAX_HANDLERS, MAX_PENDING_PER_WORKER,
     MAX_PENDING_REQUESTS,
 };
-use crate::store::persist::{FsyncPolicy, PersistError, Persistence};
+use crate::store::persist::{FsyncPolicy, Persistence};
+use crate::store::redis::RedisStore;
 use crate::store::{is_within, Store, StoreError, StoreLimits};
 use crate::WorkerId;
 
@@ -139,11 +140,30 @@ struct Shared {
     sweeping: bool,
 }
 
+/// The callers of a Redis-backed cache that wait for another's load, and the loads this
+/// master's workers hold.
+#[derive(Default)]
+struct RemoteCache {
+    waiters: HashMap<String, Vec<Asker>>,
+    /// Token → key and the worker loading it (failed for it if it exits first).
+    loads: HashMap<u64, (String, WorkerId)>,
+}
+
+/// The store a master opens ([`crate::MasterConfig::store`]).
+pub(crate) struct OpenStore {
+    store: Store,
+    persist: Option<Persistence>,
+    remote: Option<Arc<RedisStore>>,
+}
+
 /// The master's switchboard; one per master, shared with every worker's actor.
 pub(crate) struct Router {
     inner: Weak<Inner>,
     table: Mutex<Table>,
     shared: Mutex<Shared>,
+    /// The Redis backend, when the store is kept there (watches stay here).
+    remote: Option<Arc<RedisStore>>,
+    remote_cache: Mutex<RemoteCache>,
 }
 
 impl std::fmt::Debug for Router {
@@ -157,9 +177,12 @@ fn error(code: RequestErrorCode, message: impl Into<String>) -> RequestError {
 }
 
 impl Router {
-    pub(super) fn new(inner: Weak<Inner>, (store, persist): (Store, Option<Persistence>)) -> Router {
+    pub(super) fn new(inner: Weak<Inner>, open: OpenStore) -> Router {
+        let OpenStore { store, persist, remote } = open;
         Router {
             inner,
+            remote,
+            remote_cache: Mutex::new(RemoteCache::default()),
             table: Mutex::new(Table::default()),
             shared: Mutex::new(Shared {
                 store,
@@ -175,18 +198,72 @@ impl Router {
     }
 
     /// The store `config` asks for: empty, or loaded from its directory (locked from now on).
-    pub(super) fn open_store(config: &StoreConfig) -> Result<(Store, Option<Persistence>), PersistError> {
+    /// Must be called within a tokio runtime (a Redis backend's connection lives there).
+    pub(super) fn open_store(config: &StoreConfig) -> Result<OpenStore, crate::ConfigError> {
         let mut store = Store::new(StoreLimits::default());
         let persist = match &config.persist {
             Some(p) => Some(Persistence::open(p, &mut store)?),
             None => None,
         };
-        Ok((store, persist))
+        let remote = match &config.redis {
+            Some(r) => Some(Arc::new(RedisStore::new(r).map_err(|e| {
+                crate::ConfigError::Invalid {
+                    field: "store.url",
+                    message: format!("{:?}: {e}", r.url),
+                }
+            })?)),
+            None => None,
+        };
+        Ok(OpenStore { store, persist, remote })
+    }
+
+    /// The Redis backend, if the store is kept there.
+    pub(crate) fn remote(&self) -> Option<Arc<RedisStore>> {
+        self.remote.clone()
+    }
+
+    /// The tasks the store needs besides requests: the log's flushes once a second
+    /// ([`FsyncPolicy::Everysec`]); with Redis, the subscription to its changes and cache fills,
+    /// and the sweep of what is past its time.
+    pub(super) fn start_background(self: &Arc<Self>) {
+        self.flush_every_second();
+        let Some(remote) = self.remote.clone() else { return };
+        let alive = {
+            let router = Arc::downgrade(self);
+            move || router.upgrade().is_some_and(|r| r.inner.upgrade().is_some())
+        };
+        let on_changes = {
+            let router = Arc::downgrade(self);
+            move |changes: Vec<(String, Value)>| {
+                if let Some(router) = router.upgrade() {
+                    let shared = router.lock_shared();
+                    router.notify(&shared, &changes);
+                }
+            }
+        };
+        let on_cache = {
+            let router = Arc::downgrade(self);
+            move |key: String, outcome: Result<Value, RequestError>| {
+                if let Some(router) = router.upgrade() {
+                    router.remote_load_ended(&key, outcome);
+                }
+            }
+        };
+        tokio::spawn(remote.subscribe(alive.clone(), on_changes, on_cache));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while alive() {
+                tick.tick().await;
+                if let Err(e) = remote.sweep().await {
+                    tracing::debug!(error = %e, "the store's Redis could not be swept");
+                }
+            }
+        });
     }
 
     /// With [`FsyncPolicy::Everysec`]: flushes the store's log once a second when it was written,
     /// outside the store's lock (an fsync may take long; the store's operations do not wait).
-    pub(super) fn flush_every_second(self: &Arc<Self>) {
+    fn flush_every_second(self: &Arc<Self>) {
         let everysec = self
             .lock_shared()
             .persist
@@ -353,10 +430,26 @@ impl Router {
             }
         }
         if to == Target::Master && name.starts_with(STORE_PREFIX) {
+            let op = &name[STORE_PREFIX.len()..];
+            if let (Some(remote), false) = (self.remote.clone(), matches!(op, "watch" | "unwatch")) {
+                let op = op.to_string();
+                let router = self.clone();
+                tokio::spawn(async move {
+                    let outcome = match store_args(&args) {
+                        Ok((path, ttl)) => remote.store(&op, &path, &args, ttl).await,
+                        Err(e) => Err(e),
+                    };
+                    router.answer(asker, outcome);
+                });
+                return;
+            }
             let outcome = self.store_request(from, &name, args);
             return self.answer(asker, outcome);
         }
         if to == Target::Master && name.starts_with(CACHE_PREFIX) {
+            if let Some(remote) = self.remote.clone() {
+                return self.remote_cache_request(remote, asker, from, &name, args);
+            }
             return self.cache_request(asker, from, &name, args);
         }
         if to == Target::Master {
@@ -723,18 +816,7 @@ impl Router {
         name: &str,
         args: Value,
     ) -> Result<Value, RequestError> {
-        let path = args.get("path").and_then(Value::as_str).unwrap_or_default().to_string();
-        let ttl = match args.get("ttl_ms") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(Duration::from_millis(v.as_u64().filter(|ms| *ms > 0).ok_or_else(
-                || {
-                    error(
-                        RequestErrorCode::BadRequest,
-                        format!("`ttl_ms` must be a positive integer, got {v}"),
-                    )
-                },
-            )?)),
-        };
+        let (path, ttl) = store_args(&args)?;
         let value = || args.get("value").cloned().unwrap_or(Value::Null);
         let refused = |e: StoreError| {
             let code = match e {
@@ -1096,6 +1178,33 @@ impl Router {
     /// (`target_gone`); what it asked is answered to nobody.
     pub(crate) fn worker_gone(&self, id: WorkerId) {
         self.lock_shared().watches.retain(|_, w| w.worker != id);
+        if let Some(remote) = self.remote.clone() {
+            let abandoned: Vec<(u64, String)> = {
+                let mut rc = self.lock_remote_cache();
+                let tokens: Vec<u64> = rc
+                    .loads
+                    .iter()
+                    .filter(|(_, (_, w))| *w == id)
+                    .map(|(t, _)| *t)
+                    .collect();
+                tokens
+                    .into_iter()
+                    .filter_map(|t| rc.loads.remove(&t).map(|(key, _)| (t, key)))
+                    .collect()
+            };
+            for (token, key) in abandoned {
+                let remote = remote.clone();
+                tokio::spawn(async move {
+                    let gone = error(
+                        RequestErrorCode::TargetGone,
+                        format!("the loader of {key:?} (worker {id}) exited before it filled it"),
+                    );
+                    if let Err(e) = remote.cache_fail(&key, token, &gone).await {
+                        tracing::debug!(error = %e, "an abandoned load could not be failed in Redis");
+                    }
+                });
+            }
+        }
         // Its loads will never be filled: their waiters fail now, and the next caller loads.
         let abandoned: Vec<(String, u64)> = self
             .lock_shared()
@@ -1135,6 +1244,187 @@ impl Router {
                     format!("worker {id} exited before it answered"),
                 )),
             );
+        }
+    }
+}
+
+/// A store request's `path` and `ttl_ms`.
+pub(crate) fn store_args(args: &Value) -> Result<(String, Option<Duration>), RequestError> {
+    let path = args.get("path").and_then(Value::as_str).unwrap_or_default().to_string();
+    let ttl = match args.get("ttl_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Duration::from_millis(v.as_u64().filter(|ms| *ms > 0).ok_or_else(
+            || {
+                error(
+                    RequestErrorCode::BadRequest,
+                    format!("`ttl_ms` must be a positive integer, got {v}"),
+                )
+            },
+        )?)),
+    };
+    Ok((path, ttl))
+}
+
+/// The cache kept in Redis (PROTOCOL.md §5.7 with the Redis backend): the same operations; the
+/// waiting is here, per master.
+impl Router {
+    fn lock_remote_cache(&self) -> MutexGuard<'_, RemoteCache> {
+        self.remote_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remote_cache_request(
+        self: &Arc<Self>,
+        remote: Arc<RedisStore>,
+        asker: Asker,
+        from: WorkerId,
+        name: &str,
+        args: Value,
+    ) {
+        let key = args.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+        let op = name[CACHE_PREFIX.len()..].to_string();
+        if key.is_empty() || key.len() > 1024 {
+            return self.answer(
+                asker,
+                Err(error(
+                    RequestErrorCode::BadRequest,
+                    "`key` must be a string of 1 to 1024 bytes",
+                )),
+            );
+        }
+        let millis = |field: &str| match args.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|ms| *ms > 0)
+                .map(|ms| Some(Duration::from_millis(ms).min(request::MAX_REQUEST_TIMEOUT.saturating_mul(6))))
+                .ok_or_else(|| {
+                    error(
+                        RequestErrorCode::BadRequest,
+                        format!("`{field}` must be a positive integer, got {v}"),
+                    )
+                }),
+        };
+        let token = args.get("token").and_then(Value::as_u64).unwrap_or(0);
+        let router = self.clone();
+        match op.as_str() {
+            "get_or_load" => {
+                let load_timeout = match millis("load_timeout_ms") {
+                    Ok(t) => t.unwrap_or(DEFAULT_LOAD_TIMEOUT),
+                    Err(e) => return self.answer(asker, Err(e)),
+                };
+                tokio::spawn(async move {
+                    match remote.cache_get_or_load(&key, load_timeout).await {
+                        Ok(Some(answer)) => {
+                            if let Some(token) = answer.get("load").and_then(Value::as_u64) {
+                                router.lock_remote_cache().loads.insert(token, (key, from));
+                            }
+                            router.answer(asker, Ok(answer));
+                        }
+                        Ok(None) => router.wait_for_remote_load(remote, key, asker, load_timeout),
+                        Err(e) => router.answer(asker, Err(e)),
+                    }
+                });
+            }
+            "fill" => {
+                let ttl = match millis("ttl_ms") {
+                    Ok(t) => t,
+                    Err(e) => return self.answer(asker, Err(e)),
+                };
+                let value = args.get("value").cloned().unwrap_or(Value::Null);
+                tokio::spawn(async move {
+                    let filled = remote.cache_fill(&key, token, &value, ttl).await;
+                    router.lock_remote_cache().loads.remove(&token);
+                    router.answer(asker, filled.map(|f| json!(f)));
+                });
+            }
+            "fail" => {
+                let message = args
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the loader failed")
+                    .to_string();
+                tokio::spawn(async move {
+                    let failed = remote
+                        .cache_fail(&key, token, &error(RequestErrorCode::HandlerFailed, message))
+                        .await;
+                    router.lock_remote_cache().loads.remove(&token);
+                    router.answer(asker, failed.map(|f| json!(f)));
+                });
+            }
+            "delete" => {
+                tokio::spawn(async move {
+                    let removed = remote.cache_delete(&key).await;
+                    router.answer(asker, removed.map(|r| json!(r)));
+                });
+            }
+            _ => self.answer(
+                asker,
+                Err(error(
+                    RequestErrorCode::NoSuchHandler,
+                    format!("the master has no handler {name:?} (get_or_load, fill, fail, delete)"),
+                )),
+            ),
+        }
+    }
+
+    /// Queues `asker` for another caller's load of `key`; the first waiter of this master
+    /// starts a task that looks at the key every [`crate::store::redis::CACHE_POLL`] (a published
+    /// outcome answers sooner), until the load ends or `load_timeout` passed.
+    fn wait_for_remote_load(
+        self: &Arc<Self>,
+        remote: Arc<RedisStore>,
+        key: String,
+        asker: Asker,
+        load_timeout: Duration,
+    ) {
+        {
+            let mut rc = self.lock_remote_cache();
+            let waiting = rc.waiters.entry(key.clone()).or_default();
+            if waiting.len() >= MAX_CACHE_WAITERS {
+                drop(rc);
+                return self.answer(
+                    asker,
+                    Err(error(
+                        RequestErrorCode::Overloaded,
+                        format!("{MAX_CACHE_WAITERS} callers already wait for {key:?}"),
+                    )),
+                );
+            }
+            waiting.push(asker);
+            if waiting.len() > 1 {
+                return;
+            }
+        }
+        let router = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + load_timeout;
+            loop {
+                tokio::time::sleep(crate::store::redis::CACHE_POLL).await;
+                let Some(router) = router.upgrade() else { return };
+                if !router.lock_remote_cache().waiters.contains_key(&key) {
+                    return;
+                }
+                match remote.cache_poll(&key).await {
+                    Ok(Some(outcome)) => return router.remote_load_ended(&key, outcome),
+                    Ok(None) | Err(_) if tokio::time::Instant::now() < give_up => {}
+                    Ok(None) | Err(_) => {
+                        let message = format!("the load of {key:?} did not end within {} ms", load_timeout.as_millis());
+                        return router.remote_load_ended(&key, Err(error(RequestErrorCode::Timeout, message)));
+                    }
+                }
+            }
+        });
+    }
+
+    /// A load of `key` ended (told by Redis, or seen by a waiter's poll): every waiter here hears.
+    fn remote_load_ended(&self, key: &str, outcome: Result<Value, RequestError>) {
+        let waiters = self.lock_remote_cache().waiters.remove(key).unwrap_or_default();
+        for waiter in waiters {
+            let answer = match &outcome {
+                Ok(value) => Ok(json!({ "value": value })),
+                Err(e) => Err(e.clone()),
+            };
+            self.answer(waiter, answer);
         }
     }
 }

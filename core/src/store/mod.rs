@@ -26,6 +26,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 pub mod persist;
+pub mod redis;
 
 /// The bounds of one store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +126,12 @@ impl Store {
     /// The bytes the store holds, as JSON.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Checks `path` against this store's bounds, as a write (`need_key`) or a read (`""` allowed)
+    /// would.
+    pub fn check_path(&self, path: &str, need_key: bool) -> Result<(), StoreError> {
+        self.segments(path, need_key).map(drop)
     }
 
     /// The whole tree, as it is (values past their time included until the next [`Store::expire`]).
