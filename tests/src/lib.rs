@@ -248,6 +248,21 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Sends one command (RESP, over a connection of its own) and returns the first line of the
+    /// answer, e.g. `+OK`.
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(request.as_bytes()).expect("redis takes a command");
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).expect("redis answers");
+        line.trim_end().to_string()
+    }
+
     /// Stops the server (SIGKILL) and waits for it: the port refuses connections.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -443,6 +443,17 @@ impl Router {
                 });
                 return;
             }
+            if let (Some(remote), "watch") = (self.remote.clone(), op) {
+                let router = self.clone();
+                tokio::spawn(async move {
+                    let outcome = match remote.wait_subscribed().await {
+                        Ok(()) => router.store_request(from, &name, args),
+                        Err(e) => Err(e),
+                    };
+                    router.answer(asker, outcome);
+                });
+                return;
+            }
             let outcome = self.store_request(from, &name, args);
             return self.answer(asker, outcome);
         }

@@ -159,6 +159,8 @@ pub struct RedisStore {
     fail: Script,
     /// The runtime the connection lives in, for the master's synchronous `store`.
     runtime: tokio::runtime::Handle,
+    /// Whether the subscription to the changes is up (a watch waits for it).
+    subscribed: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -189,6 +191,7 @@ impl RedisStore {
             fill: Script::new(FILL),
             fail: Script::new(FAIL),
             runtime: tokio::runtime::Handle::current(),
+            subscribed: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -199,6 +202,18 @@ impl RedisStore {
 
     fn key(&self, what: &str) -> String {
         format!("{}{what}", self.prefix)
+    }
+
+    /// Waits until this master hears the published changes (at most [`REDIS_RESPONSE_TIMEOUT`],
+    /// then `unavailable`): a watch answered after this hears every change committed later
+    /// while the subscription holds.
+    pub async fn wait_subscribed(&self) -> Result<(), RequestError> {
+        let mut up = self.subscribed.subscribe();
+        let waited = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT, async { up.wait_for(|up| *up).await.is_ok() }).await;
+        match waited {
+            Ok(true) => Ok(()),
+            _ => Err(unavailable("not subscribed to its changes")),
+        }
     }
 
     /// The channel store changes are published on.
@@ -306,12 +321,14 @@ impl RedisStore {
                         changed: swapped.then(value),
                     }
                 }
-                _ => return Err(RequestError::new(
-                    RequestErrorCode::NoSuchHandler,
-                    format!(
+                _ => {
+                    return Err(RequestError::new(
+                        RequestErrorCode::NoSuchHandler,
+                        format!(
                         "the master has no handler \"drover.store.{op}\" (get, set, delete, cas, keys, watch, unwatch)"
                     ),
-                )),
+                    ))
+                }
             };
             if outcome.changed.is_none() && expired.is_empty() {
                 return Ok(outcome.result);
@@ -588,6 +605,7 @@ impl RedisStore {
                     }
                 };
                 let mut stream = pubsub.into_on_message();
+                me.subscribed.send_replace(true);
                 loop {
                     // Looks up now and then whether the master is still there.
                     let msg = match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
@@ -620,6 +638,7 @@ impl RedisStore {
                         on_cache(key.to_string(), outcome);
                     }
                 }
+                me.subscribed.send_replace(false);
                 tracing::warn!("the store's Redis: the subscription was lost; subscribing again (changes made meanwhile are not told)");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
