@@ -137,6 +137,10 @@ export interface MasterOptions {
      * this size (default 16 MiB).
      */
     store?: {
+        /** 'embedded' (default) or 'redis' (with `url`, and `prefix`, default `drover:NAME:`). */
+        backend?: 'embedded' | 'redis';
+        url?: string;
+        prefix?: string;
         persistDir?: string;
         fsync?: 'always' | 'everysec' | 'never';
         compactLogBytes?: Size;

@@ -9,6 +9,20 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The store's Redis backend is tested against a redis-server each test starts on its own port
+# (tests/tests/store.rs, store_redis.rs). Installed here when we can; without it those tests print
+# a SKIP line saying so.
+if ! command -v redis-server >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        step "apt-get install redis-server (the store's Redis backend tests)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        # A Debian install starts the system service; the tests use their own servers.
+        (systemctl disable --now redis-server || service redis-server stop) >/dev/null 2>&1 || true
+    else
+        echo "SKIP (Redis backend): redis-server is not installed and cannot be (not root, or no apt-get)" >&2
+    fi
+fi
+
 if [[ -z "${SKIP_LINT:-}" ]]; then
     step "cargo fmt --check"
     cargo fmt --all -- --check
