@@ -1,7 +1,8 @@
 //! Routing and shared-state latency (issue 18): from a Rust worker, a shared-store get
 //! (worker → master → worker) and a request to another worker's handler
 //! (worker → master → worker → master → worker), against a Redis GET from the same worker (the peer
-//! one would otherwise use for shared state), in the same run.
+//! one would otherwise use for shared state), in the same run; then the same store get with the
+//! store kept in that Redis (the Redis backend: worker → master → Redis → master → worker).
 //!
 //! ```sh
 //! cargo build --workspace --release
@@ -49,6 +50,30 @@ fn start_redis() -> Result<(std::process::Child, String), String> {
     Err("redis-server did not answer".into())
 }
 
+/// Runs one master of `config`, has its worker 1 time `n` of each operation; its report.
+async fn run(config: MasterConfig, n: u64, redis_address: Option<String>) -> Result<Value, String> {
+    let master = Master::new(config).map_err(|e| e.to_string())?;
+    let mut events = master.events();
+    master.start().await.map_err(|e| e.to_string())?;
+    master
+        .store_async("set", json!({"path": "bench.key", "value": "x".repeat(64)}))
+        .await
+        .map_err(|e| e.to_string())?;
+    master
+        .send(1, &json!({"cmd": "routing", "n": n, "redis": redis_address}))
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = loop {
+        match tokio::time::timeout(Duration::from_secs(600), events.recv()).await {
+            Ok(Some(Event::Message { data, .. })) if data.get("routing").is_some() => break data["routing"].clone(),
+            Ok(Some(_)) => {}
+            _ => return Err("no report from the worker".to_string()),
+        }
+    };
+    master.graceful_shutdown().await.map_err(|e| e.to_string())?;
+    Ok::<Value, String>(report)
+}
+
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let redis = start_redis();
@@ -64,29 +89,16 @@ fn main() {
         }
     };
     let redis_address = redis.as_ref().ok().map(|(_, a)| a.clone());
-    let result = runtime.block_on(async move {
-        let master =
-            Master::new(MasterConfig::program(bench_worker()).count(2).name("bench")).map_err(|e| e.to_string())?;
-        let mut events = master.events();
-        master.start().await.map_err(|e| e.to_string())?;
-        master
-            .store("set", json!({"path": "bench.key", "value": "x".repeat(64)}))
-            .map_err(|e| e.to_string())?;
-        master
-            .send(1, &json!({"cmd": "routing", "n": n, "redis": redis_address}))
-            .await
-            .map_err(|e| e.to_string())?;
-        let report = loop {
-            match tokio::time::timeout(Duration::from_secs(600), events.recv()).await {
-                Ok(Some(Event::Message { data, .. })) if data.get("routing").is_some() => {
-                    break data["routing"].clone()
-                }
-                Ok(Some(_)) => {}
-                _ => return Err("no report from the worker".to_string()),
-            }
-        };
-        master.graceful_shutdown().await.map_err(|e| e.to_string())?;
-        Ok::<Value, String>(report)
+    let embedded = MasterConfig::program(bench_worker()).count(2).name("bench");
+    let result = runtime.block_on(run(embedded, n, redis_address.clone()));
+    // The same get with the store kept in Redis.
+    let on_redis = redis_address.as_ref().map(|address| {
+        let mut config = MasterConfig::program(bench_worker()).count(2).name("bench-redis");
+        config.store.redis = Some(drover::store::redis::RedisConfig {
+            url: format!("redis://{address}/0"),
+            prefix: "drover:bench:".into(),
+        });
+        runtime.block_on(run(config, n, None))
     });
     if let Ok((mut child, _)) = redis {
         let _ = child.kill();
@@ -109,6 +121,17 @@ fn main() {
                 if let Some(r) = report.get(name) {
                     println!("| {label} | {} | {} |", r["p50_us"], r["p99_us"]);
                 }
+            }
+            match on_redis {
+                Some(Ok(report)) => {
+                    let r = &report["store_get"];
+                    println!(
+                        "| drover shared-store get, Redis backend (worker → master → Redis → master → worker) | {} | {} |",
+                        r["p50_us"], r["p99_us"]
+                    );
+                }
+                Some(Err(e)) => eprintln!("drover-bench-routing: the Redis backend's run: {e}"),
+                None => {}
             }
         }
         Err(e) => {
