@@ -581,6 +581,28 @@ mod tests {
     }
 
     #[test]
+    fn a_store_table_persists_or_selects_redis_and_its_errors_point_at_it() {
+        let plan = from_str(
+            "f",
+            "[groups.web]\nprogram = \"sh\"\n[groups.web.store]\npersistDir = \"/var/lib/web\"\nfsync = \"everysec\"\n",
+        )
+        .expect("valid");
+        let persist = plan.groups[0].config.store.persist.clone().expect("persisted");
+        assert_eq!(persist.dir, std::path::PathBuf::from("/var/lib/web"));
+        assert_eq!(persist.fsync, drover::store::persist::FsyncPolicy::Everysec);
+        let plan = from_str(
+            "f",
+            "[groups.web]\nprogram = \"sh\"\nstore = { backend = \"redis\", url = \"redis://127.0.0.1:6379/0\" }\n",
+        )
+        .expect("valid");
+        let redis = plan.groups[0].config.store.redis.clone().expect("redis");
+        assert_eq!(redis.prefix, "drover:web:", "the group's own prefix by default");
+        let msg = error("[groups.web]\nprogram = \"sh\"\n\nstore = { persistDir = \"/x\", compactLogBytes = 1 }\n");
+        assert!(msg.starts_with("drover.toml:4: [groups.web] `store`:"), "{msg}");
+        assert!(msg.contains("store.compactLogBytes"), "{msg}");
+    }
+
+    #[test]
     fn more_groups_than_the_bound_are_refused() {
         let text: String = (0..=MAX_GROUPS)
             .map(|i| format!("[groups.g{i}]\nprogram = \"sh\"\n"))
