@@ -39,6 +39,20 @@ fn persisted(dir: &Path) -> drover::MasterConfig {
     test_config("store-reopened", 1).persist_store(PersistConfig::new(dir))
 }
 
+/// A master on `dir` once the one before it let go: a dropped master's loop ends (and its store
+/// is closed, unlocking the directory) a moment after its last handle is gone.
+fn reopen(dir: &Path) -> Result<Master, ConfigError> {
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    loop {
+        match Master::new(persisted(dir)) {
+            Err(ConfigError::StorePersistence(PersistError::Locked { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The log file of the directory's current generation.
 fn log_file(dir: &Path) -> PathBuf {
     let logs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -106,7 +120,7 @@ fn acknowledged_writes_survive_a_killed_master(fsync: &str) {
     let mut torn = whole.clone();
     torn.extend_from_slice(b"0badf00d {\"op\":\"set\",\"path\":\"w1.k");
     std::fs::write(&log, torn).unwrap();
-    let master = Master::new(persisted(dir.path())).expect("a torn last record is cut off");
+    let master = reopen(dir.path()).expect("a torn last record is cut off");
     let (path, value) = seen.last().unwrap();
     assert_eq!(master.store("get", json!({ "path": path })).unwrap(), json!(value));
     drop(master);
@@ -121,7 +135,7 @@ fn acknowledged_writes_survive_a_killed_master(fsync: &str) {
     let second = whole.iter().position(|b| *b == b'\n').unwrap() + 1;
     damaged[second + 12] ^= 0x20;
     std::fs::write(&log, damaged).unwrap();
-    let err = Master::new(persisted(dir.path())).unwrap_err();
+    let err = reopen(dir.path()).unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(&err, ConfigError::StorePersistence(PersistError::Corrupt { offset, .. }) if *offset == second as u64),
@@ -167,7 +181,7 @@ async fn the_masters_user_and_ttls_persist_and_expired_values_stay_gone() {
         master.store("delete", json!({"path": "nothing"})).unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let master = Master::new(persisted(dir.path())).unwrap();
+    let master = reopen(dir.path()).unwrap();
     assert_eq!(
         master.store("get", json!({"path": ""})).unwrap(),
         json!({"config": {"mode": "green"}, "session": {"a": 1}})

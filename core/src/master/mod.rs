@@ -492,7 +492,7 @@ impl Master {
     }
 
     async fn remote_store(
-        remote: std::sync::Arc<crate::store::redis::RedisStore>,
+        remote: std::sync::Arc<dyn crate::store::backend::StoreBackend>,
         op: String,
         args: serde_json::Value,
     ) -> Result<serde_json::Value, crate::request::RequestError> {

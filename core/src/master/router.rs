@@ -25,6 +25,7 @@ use crate::request::{
     self, check_handler_name, RequestError, RequestErrorCode, Target, MAX_HANDLERS, MAX_PENDING_PER_WORKER,
     MAX_PENDING_REQUESTS,
 };
+use crate::store::backend::StoreBackend;
 use crate::store::persist::{FsyncPolicy, Persistence};
 use crate::store::redis::RedisStore;
 use crate::store::{is_within, Store, StoreError, StoreLimits};
@@ -153,7 +154,7 @@ struct RemoteCache {
 pub(crate) struct OpenStore {
     store: Store,
     persist: Option<Persistence>,
-    remote: Option<Arc<RedisStore>>,
+    remote: Option<Arc<dyn StoreBackend>>,
 }
 
 /// The master's switchboard; one per master, shared with every worker's actor.
@@ -162,7 +163,7 @@ pub(crate) struct Router {
     table: Mutex<Table>,
     shared: Mutex<Shared>,
     /// The Redis backend, when the store is kept there (watches stay here).
-    remote: Option<Arc<RedisStore>>,
+    remote: Option<Arc<dyn StoreBackend>>,
     remote_cache: Mutex<RemoteCache>,
 }
 
@@ -205,7 +206,7 @@ impl Router {
             Some(p) => Some(Persistence::open(p, &mut store)?),
             None => None,
         };
-        let remote = match &config.redis {
+        let remote: Option<Arc<dyn StoreBackend>> = match &config.redis {
             Some(r) => Some(Arc::new(RedisStore::new(r).map_err(|e| {
                 crate::ConfigError::Invalid {
                     field: "store.url",
@@ -218,7 +219,7 @@ impl Router {
     }
 
     /// The Redis backend, if the store is kept there.
-    pub(crate) fn remote(&self) -> Option<Arc<RedisStore>> {
+    pub(crate) fn remote(&self) -> Option<Arc<dyn StoreBackend>> {
         self.remote.clone()
     }
 
@@ -249,7 +250,11 @@ impl Router {
                 }
             }
         };
-        tokio::spawn(remote.subscribe(alive.clone(), on_changes, on_cache));
+        tokio::spawn(
+            remote
+                .clone()
+                .subscribe(Box::new(alive.clone()), Box::new(on_changes), Box::new(on_cache)),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             while alive() {
@@ -1285,7 +1290,7 @@ impl Router {
 
     fn remote_cache_request(
         self: &Arc<Self>,
-        remote: Arc<RedisStore>,
+        remote: Arc<dyn StoreBackend>,
         asker: Asker,
         from: WorkerId,
         name: &str,
@@ -1383,7 +1388,7 @@ impl Router {
     /// outcome answers sooner), until the load ends or `load_timeout` passed.
     fn wait_for_remote_load(
         self: &Arc<Self>,
-        remote: Arc<RedisStore>,
+        remote: Arc<dyn StoreBackend>,
         key: String,
         asker: Asker,
         load_timeout: Duration,

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+pub mod backend;
 pub mod persist;
 pub mod redis;
 

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
+use super::backend::{CacheOutcome, Changes, StoreBackend};
 use super::{Store, StoreError, StoreLimits};
 use crate::request::{RequestError, RequestErrorCode};
 
@@ -54,12 +55,6 @@ pub struct RedisConfig {
     /// a store: masters with the same prefix share one. Default `drover:NAME:`.
     pub prefix: String,
 }
-
-/// What a change published on `PREFIX changes` says: the paths changed, in order.
-pub type Changes = Vec<(String, Value)>;
-
-/// What a waiting cache caller is told: the value, or the load's failure.
-pub type CacheOutcome = Result<Value, RequestError>;
 
 fn unavailable(e: impl std::fmt::Display) -> RequestError {
     RequestError::new(
@@ -193,11 +188,6 @@ impl RedisStore {
             runtime: tokio::runtime::Handle::current(),
             subscribed: tokio::sync::watch::Sender::new(false),
         })
-    }
-
-    /// The runtime this backend's connection lives in.
-    pub fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.runtime
     }
 
     fn key(&self, what: &str) -> String {
@@ -643,5 +633,73 @@ impl RedisStore {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
+    }
+}
+
+impl StoreBackend for RedisStore {
+    fn store<'a>(
+        &'a self,
+        op: &'a str,
+        path: &'a str,
+        args: &'a Value,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Value, RequestError>> {
+        Box::pin(RedisStore::store(self, op, path, args, ttl))
+    }
+
+    fn wait_subscribed(&self) -> BoxFuture<'_, Result<(), RequestError>> {
+        Box::pin(RedisStore::wait_subscribed(self))
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<(), RequestError>> {
+        Box::pin(RedisStore::sweep(self))
+    }
+
+    fn cache_get_or_load<'a>(
+        &'a self,
+        key: &'a str,
+        load_timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<Value>, RequestError>> {
+        Box::pin(RedisStore::cache_get_or_load(self, key, load_timeout))
+    }
+
+    fn cache_poll<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<CacheOutcome>, RequestError>> {
+        Box::pin(RedisStore::cache_poll(self, key))
+    }
+
+    fn cache_fill<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        value: &'a Value,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool, RequestError>> {
+        Box::pin(RedisStore::cache_fill(self, key, token, value, ttl))
+    }
+
+    fn cache_fail<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        error: &'a RequestError,
+    ) -> BoxFuture<'a, Result<bool, RequestError>> {
+        Box::pin(RedisStore::cache_fail(self, key, token, error))
+    }
+
+    fn cache_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, RequestError>> {
+        Box::pin(RedisStore::cache_delete(self, key))
+    }
+
+    fn subscribe(
+        self: Arc<Self>,
+        alive: Box<dyn Fn() -> bool + Send>,
+        on_changes: Box<dyn Fn(Changes) + Send>,
+        on_cache: Box<dyn Fn(String, CacheOutcome) + Send>,
+    ) -> BoxFuture<'static, ()> {
+        RedisStore::subscribe(&self, alive, on_changes, on_cache)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 }
