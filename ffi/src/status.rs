@@ -163,7 +163,11 @@ pub extern "C" fn drover_bus_set_status_function(
 ) -> drover_result {
     ffi_body!({
         let state = try_obj!(BUSES, bus);
-        let handler = format!("{STATUS_FUNCTION_PREFIX}{}", try_str!(name));
+        let short = try_str!(name);
+        if short.is_empty() {
+            return Err(Failure::new(drover_result::InvalidArgument, "`name` is empty"));
+        }
+        let handler = format!("{STATUS_FUNCTION_PREFIX}{short}");
         request::check_handler_name(&handler)
             .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`name`: {}", e.message)))?;
         let declared = state.declared.clone();
