@@ -128,6 +128,19 @@ static void check_bus_errors(drover_bus *bus) {
     CHECK_ERR(drover_bus_set_status_function(bus, NULL, status_c, NULL), DROVER_RESULT_NULL_ARGUMENT,
               "`name` is NULL");
     CHECK(result == NULL);
+    /* Handlers and status functions are at most 256 together: past it, nothing is sent. */
+    static char many[256][8];
+    const char *many_names[256];
+    for (int i = 0; i < 256; i++) {
+        snprintf(many[i], sizeof many[i], "h%d", i);
+        many_names[i] = many[i];
+    }
+    CHECK_OK(drover_bus_set_handlers(bus, many_names, 256));
+    CHECK_ERR(drover_bus_set_status_function(bus, "one-more", status_null, NULL), DROVER_RESULT_INVALID_ARGUMENT,
+              "257 handlers and status functions together: at most 256");
+    CHECK_OK(drover_bus_set_handlers(bus, NULL, 0));
+    CHECK_OK(drover_bus_set_status_function(bus, "one-more", status_null, NULL));
+    CHECK_OK(drover_bus_set_status_function(bus, "one-more", NULL, NULL));
     drover_bus_event unsized = {0};
     CHECK_ERR(drover_bus_next_event(bus, 0, &unsized), DROVER_RESULT_INVALID_ARGUMENT,
               "`out_event->size` is 0: set it to sizeof(drover_bus_event)");
