@@ -33,7 +33,10 @@
  *   them: drover_string_free() for owned strings, drover_event_clear() and
  *   drover_bus_event_clear() for the strings of events; static strings are never freed.
  * - Timeouts are milliseconds: 0 does not wait, a negative timeout waits for ever.
- * - drover never calls into your code (no callbacks) and never installs signal handlers.
+ * - drover never installs signal handlers, and calls into your code only through the three
+ *   callbacks you give it: a cache loader (drover_cache_loader, on the calling thread), a
+ *   status function (drover_status_fn, on a drover thread) and a recycle predicate
+ *   (drover_recycle_predicate, on a drover thread); their comments say what they may do.
  *   Events wait in a queue until your thread takes them (drover_master_next_event,
  *   drover_bus_next_event) or polls their fd (drover_master_event_fd, drover_bus_event_fd).
  *   Functions may be called from any thread; a free must not race with other calls on the
