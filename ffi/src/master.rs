@@ -946,6 +946,25 @@ mod tests {
     }
 
     #[test]
+    fn names_and_statuses_are_nul_terminated_and_cut_at_a_character_boundary() {
+        let name: [c_char; 8] = fixed_c_string("web-1");
+        let read = |a: &[c_char]| {
+            // SAFETY: `fixed_c_string` always leaves a NUL within the array.
+            unsafe { std::ffi::CStr::from_ptr(a.as_ptr()) }
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(read(&name), "web-1");
+        let cut: [c_char; 8] = fixed_c_string("abcdéfgh");
+        assert_eq!(read(&cut), "abcdéf", "7 bytes fit: é whole");
+        let cut: [c_char; 6] = fixed_c_string("abcdéf");
+        assert_eq!(read(&cut), "abcd", "é does not fit in the 5th byte");
+        let empty: [c_char; 4] = fixed_c_string("");
+        assert_eq!(read(&empty), "");
+    }
+
+    #[test]
     fn a_spawn_reaches_c_as_a_status_event_to_initialized() {
         let e = event_to_c(&Event::Spawned { id: 2, pid: 7 });
         assert_eq!(e.size, std::mem::size_of::<drover_event>());

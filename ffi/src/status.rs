@@ -46,45 +46,65 @@ type StatusFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_char;
 /// (`drover_bus_set_handlers()`) and its status functions, which drover answers by calling them.
 #[derive(Default)]
 pub(crate) struct Declared {
+    /// Held while a change is told to the master, so that changes reach it in their order.
+    order: Mutex<()>,
+    /// Held only briefly: the bus's reader looks status functions up here, and must never wait
+    /// for a change being told (the bus's one thread would then wait for itself).
     state: Mutex<DeclaredState>,
 }
 
-#[derive(Default)]
-struct DeclaredState {
+#[derive(Default, Clone)]
+pub(crate) struct DeclaredState {
     handlers: Vec<String>,
     /// By handler name (`status.` and the function's name).
     statuses: BTreeMap<String, (StatusFn, UserData)>,
 }
 
-impl Declared {
-    /// Replaces the handlers the program answers itself and tells the master the whole list.
-    pub(crate) fn set_handlers(&self, bus: &crate::bus::BusState, handlers: Vec<String>) -> Result<(), Failure> {
-        let mut state = lock(&self.state);
-        let previous = std::mem::replace(&mut state.handlers, handlers);
-        // On failure the master keeps the previous list: so does this.
-        self.declare(bus, &mut state).inspect_err(|_| state.handlers = previous)
+impl DeclaredState {
+    fn names(&self) -> BTreeSet<String> {
+        self.handlers.iter().chain(self.statuses.keys()).cloned().collect()
     }
+}
 
-    /// Sends the whole list (the lock held, so two changes reach the master in their order).
-    fn declare(&self, bus: &crate::bus::BusState, state: &mut DeclaredState) -> Result<(), Failure> {
-        let names: BTreeSet<&str> = state
-            .handlers
-            .iter()
-            .map(String::as_str)
-            .chain(state.statuses.keys().map(String::as_str))
-            .collect();
-        if names.len() > request::MAX_HANDLERS {
-            return Err(Failure::new(
+impl Declared {
+    /// Applies `edit` and tells the master the whole list; if the list is refused (past
+    /// [`request::MAX_HANDLERS`]) or cannot be sent, the previous one is kept, as the master keeps it.
+    pub(crate) fn update(
+        &self,
+        bus: &crate::bus::BusState,
+        edit: impl FnOnce(&mut DeclaredState),
+    ) -> Result<(), Failure> {
+        let _order = lock(&self.order);
+        let (previous, names) = {
+            let mut state = lock(&self.state);
+            let previous = state.clone();
+            edit(&mut state);
+            (previous, state.names())
+        };
+        let told = if names.len() > request::MAX_HANDLERS {
+            Err(Failure::new(
                 drover_result::InvalidArgument,
                 format!(
                     "{} handlers and status functions together: at most {}",
                     names.len(),
                     request::MAX_HANDLERS
                 ),
-            ));
+            ))
+        } else {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            bus.runtime
+                .block_on(bus.sender.set_handlers(&names))
+                .map_err(Failure::from)
+        };
+        if told.is_err() {
+            *lock(&self.state) = previous;
         }
-        let names: Vec<&str> = names.into_iter().collect();
-        Ok(bus.runtime.block_on(bus.sender.set_handlers(&names))?)
+        told
+    }
+
+    /// Replaces the handlers the program answers itself.
+    pub(crate) fn set_handlers(&self, bus: &crate::bus::BusState, handlers: Vec<String>) -> Result<(), Failure> {
+        self.update(bus, |state| state.handlers = handlers)
     }
 
     fn status_function(&self, handler: &str) -> Option<(StatusFn, UserData)> {
@@ -171,16 +191,13 @@ pub extern "C" fn drover_bus_set_status_function(
         request::check_handler_name(&handler)
             .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`name`: {}", e.message)))?;
         let declared = state.declared.clone();
-        let mut names = lock(&declared.state);
-        let previous = match function {
-            Some(function) => names.statuses.insert(handler.clone(), (function, UserData(user))),
-            None => names.statuses.remove(&handler),
-        };
-        declared.declare(&state, &mut names).inspect_err(|_| {
-            match previous {
-                Some(previous) => names.statuses.insert(handler.clone(), previous),
-                None => names.statuses.remove(&handler),
-            };
+        declared.update(&state, |declared| match function {
+            Some(function) => {
+                declared.statuses.insert(handler, (function, UserData(user)));
+            }
+            None => {
+                declared.statuses.remove(&handler);
+            }
         })
     })
 }

@@ -415,3 +415,25 @@ pub extern "C" fn drover_master_store_keys(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_of_zero_or_less_is_none() {
+        assert_eq!(ttl_from_ms(0), None);
+        assert_eq!(ttl_from_ms(-5), None);
+        assert_eq!(ttl_from_ms(250), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn a_required_json_value_names_its_parameter() {
+        let err = json_value(std::ptr::null(), "value_json").unwrap_err();
+        assert_eq!(err.code, drover_result::NullArgument);
+        assert!(err.message.contains("`value_json` is NULL"));
+        let err = json_value(c"{x".as_ptr(), "value_json").unwrap_err();
+        assert_eq!(err.code, drover_result::InvalidArgument);
+        assert_eq!(json_value(c"[1]".as_ptr(), "v").unwrap(), json!([1]));
+    }
+}
