@@ -901,7 +901,8 @@ typedef struct drover_event {
  * Called on a thread of drover's (not the program's), whenever the master gathers statuses,
  * possibly while the program's own threads run, and possibly concurrently with other status
  * functions: whatever it reads must be safe to read from there. It must not call
- * `drover_bus_*` functions (the bus may be waiting for it).
+ * `drover_bus_*` functions (the bus may be waiting for it). `user` must stay valid until the
+ * function is replaced or removed, or the bus freed.
  */
 typedef char *(*drover_status_fn)(void *user, const char *name);
 
@@ -967,7 +968,8 @@ typedef struct drover_worker_stats {
  * check (every `memoryCheckInterval`, 5 s unless set with `drover_config_set_json()`), oldest
  * first, until one is chosen: one worker is replaced at a time. It must not call
  * `drover_master_*` functions of this master, and must be safe to call while the program's own
- * threads run.
+ * threads run. `user` must stay valid until the predicate is replaced or removed, or the master
+ * freed.
  */
 typedef bool (*drover_recycle_predicate)(void *user,
                                          const struct drover_worker_stats *stats,
@@ -980,8 +982,9 @@ typedef bool (*drover_recycle_predicate)(void *user,
  * Returns the value as JSON text allocated with `malloc()` (drover frees it with `free()`), or
  * NULL when loading failed, then with `*out_error` set to a message allocated with `malloc()`
  * (or left NULL: "the loader failed"). Called on the thread that called
- * `drover_bus_cache_get_or_load()`, outside drover's runtime: it may call drover itself.
- * `user` is the pointer given with it; `key` is valid during the call.
+ * `drover_bus_cache_get_or_load()`, outside drover's runtime: it may call drover itself (read
+ * the store, make requests), except to get the same key, which would wait for this very load
+ * until its timeout. `user` is the pointer given with it; `key` is valid during the call.
  */
 typedef char *(*drover_cache_loader)(void *user, const char *key, char **out_error);
 

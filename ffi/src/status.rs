@@ -37,7 +37,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Called on a thread of drover's (not the program's), whenever the master gathers statuses,
 /// possibly while the program's own threads run, and possibly concurrently with other status
 /// functions: whatever it reads must be safe to read from there. It must not call
-/// `drover_bus_*` functions (the bus may be waiting for it).
+/// `drover_bus_*` functions (the bus may be waiting for it). `user` must stay valid until the
+/// function is replaced or removed, or the bus freed.
 pub type drover_status_fn = Option<unsafe extern "C" fn(user: *mut c_void, name: *const c_char) -> *mut c_char>;
 
 type StatusFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_char;
@@ -296,7 +297,8 @@ pub struct drover_worker_stats {
 /// check (every `memoryCheckInterval`, 5 s unless set with `drover_config_set_json()`), oldest
 /// first, until one is chosen: one worker is replaced at a time. It must not call
 /// `drover_master_*` functions of this master, and must be safe to call while the program's own
-/// threads run.
+/// threads run. `user` must stay valid until the predicate is replaced or removed, or the master
+/// freed.
 pub type drover_recycle_predicate = Option<
     unsafe extern "C" fn(
         user: *mut c_void,

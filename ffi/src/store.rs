@@ -192,8 +192,9 @@ pub extern "C" fn drover_bus_store_unwatch(bus: *const drover_bus, watch: u64, o
 /// Returns the value as JSON text allocated with `malloc()` (drover frees it with `free()`), or
 /// NULL when loading failed, then with `*out_error` set to a message allocated with `malloc()`
 /// (or left NULL: "the loader failed"). Called on the thread that called
-/// `drover_bus_cache_get_or_load()`, outside drover's runtime: it may call drover itself.
-/// `user` is the pointer given with it; `key` is valid during the call.
+/// `drover_bus_cache_get_or_load()`, outside drover's runtime: it may call drover itself (read
+/// the store, make requests), except to get the same key, which would wait for this very load
+/// until its timeout. `user` is the pointer given with it; `key` is valid during the call.
 pub type drover_cache_loader =
     Option<unsafe extern "C" fn(user: *mut c_void, key: *const c_char, out_error: *mut *mut c_char) -> *mut c_char>;
 
