@@ -953,9 +953,14 @@ typedef struct drover_worker_stats {
   const char *app_status;
   /**
    * The counters it published, as a JSON object ("{}" if none): whatever the worker reports
-   * (CPU time, event-loop lag, GC counts, queue length...).
+   * (event-loop lag, GC counts, queue length...).
    */
   const char *counters_json;
+  /**
+   * The CPU time (user and system) its process has used since it was spawned, milliseconds,
+   * from `/proc`; 0 if unknown.
+   */
+  uint64_t cpu_ms;
 } drover_worker_stats;
 
 /**
@@ -1662,8 +1667,8 @@ drover_result drover_master_gather_statuses(const struct drover_master *master,
 /**
  * Sets the master's recycle predicate (replacing one set before; NULL removes it): at each
  * recycling check, `predicate(user, stats, reason, reason_size)` is asked about each STARTED
- * worker (its uptime, resident memory, restarts, and the application status and counters it
- * publishes) and the master replaces, make-before-break, the first for which it returns true,
+ * worker (its uptime, resident memory from its last heartbeat, CPU time, restarts, and the
+ * application status and counters it publishes) and the master replaces, make-before-break, the first for which it returns true,
  * with a DROVER_EVENT_KIND_RECYCLING event giving the reason. Takes effect from the next start
  * or operation: set it before `drover_master_start()`. See `drover_recycle_predicate` for the
  * thread it runs on.

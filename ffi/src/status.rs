@@ -284,8 +284,11 @@ pub struct drover_worker_stats {
     /// The application status it published (`drover_bus_set_app_status()`); NULL if none.
     pub app_status: *const c_char,
     /// The counters it published, as a JSON object ("{}" if none): whatever the worker reports
-    /// (CPU time, event-loop lag, GC counts, queue length...).
+    /// (event-loop lag, GC counts, queue length...).
     pub counters_json: *const c_char,
+    /// The CPU time (user and system) its process has used since it was spawned, milliseconds,
+    /// from `/proc`; 0 if unknown.
+    pub cpu_ms: u64,
 }
 
 /// A recycle predicate: returns true to have the master replace this worker, make-before-break
@@ -335,6 +338,7 @@ fn ask_predicate(
         name: name.as_ptr(),
         app_status: app_status.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
         counters_json: counters.as_ptr(),
+        cpu_ms: drover_core::cpu_seconds(info.pid).map_or(0, |s| (s * 1000.0) as u64),
     };
     let mut reason = [0 as c_char; REASON_BYTES];
     // SAFETY: the program's function with the documented signature; `stats` and its strings and
@@ -356,8 +360,8 @@ fn ask_predicate(
 
 /// Sets the master's recycle predicate (replacing one set before; NULL removes it): at each
 /// recycling check, `predicate(user, stats, reason, reason_size)` is asked about each STARTED
-/// worker (its uptime, resident memory, restarts, and the application status and counters it
-/// publishes) and the master replaces, make-before-break, the first for which it returns true,
+/// worker (its uptime, resident memory from its last heartbeat, CPU time, restarts, and the
+/// application status and counters it publishes) and the master replaces, make-before-break, the first for which it returns true,
 /// with a DROVER_EVENT_KIND_RECYCLING event giving the reason. Takes effect from the next start
 /// or operation: set it before `drover_master_start()`. See `drover_recycle_predicate` for the
 /// thread it runs on.

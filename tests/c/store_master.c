@@ -96,6 +96,8 @@ struct recycle {
     atomic_int chosen;
     uint64_t target;
     atomic_int asked;
+    /* The most CPU time a worker was seen to have used. */
+    atomic_ullong max_cpu_ms;
 };
 
 static bool recycle_when(void *user, const drover_worker_stats *stats, char *reason, size_t reason_size) {
@@ -108,10 +110,15 @@ static bool recycle_when(void *user, const drover_worker_stats *stats, char *rea
         exit(1);
     }
     if (!atomic_load(&r->armed) || stats->id != r->target || atomic_load(&r->chosen)) return false;
+    unsigned long long cpu = stats->cpu_ms, seen = atomic_load(&r->max_cpu_ms);
+    while (cpu > seen && !atomic_compare_exchange_weak(&r->max_cpu_ms, &seen, cpu)) {
+    }
+    /* Past its thresholds: a second up, a MiB resident (from its heartbeats). */
     if (stats->uptime_ms < 1000 || stats->rss_bytes < 1024 * 1024) return false;
     atomic_store(&r->chosen, 1);
-    snprintf(reason, reason_size, "uptime %llu ms and rss %llu bytes over the limits", (unsigned long long)stats->uptime_ms,
-             (unsigned long long)stats->rss_bytes);
+    snprintf(reason, reason_size, "uptime %llu ms, rss %llu bytes, cpu %llu ms: over the limits",
+             (unsigned long long)stats->uptime_ms, (unsigned long long)stats->rss_bytes,
+             (unsigned long long)stats->cpu_ms);
     return true;
 }
 
@@ -296,6 +303,7 @@ static void recycles(drover_master *master, struct recycle *r) {
     for (size_t i = 0; i < count; i++) alive += workers[i].alive;
     drover_worker_list_free(workers, count);
     CHECK(alive == WORKERS);
+    CHECK(atomic_load(&r->max_cpu_ms) > 0); /* the workers' CPU time is read (they all did work) */
     fprintf(stderr, "ok: a C recycle predicate replaces a worker make-before-break\n");
 }
 
