@@ -241,6 +241,10 @@ static void cache(drover_master *master) {
     send(master, 3, "{\"cmd\":\"cache\",\"key\":\"flaky\",\"callers\":5}");
     wait_message(master, 3, "\"cache\":\"flaky\"", data, sizeof data);
     CHECK(int_of(data, "ok") == 5 && int_of(data, "loads") == 1);
+    /* A loader answering text that is not JSON fails its call, named as such. */
+    send(master, 4, "{\"cmd\":\"cache-garbage\"}");
+    wait_message(master, 4, "\"garbage\"", data, sizeof data);
+    CHECK(strstr(data, "DROVER_RESULT_INVALID_ARGUMENT") != NULL && strstr(data, "not valid JSON") != NULL);
     fprintf(stderr, "ok: get_or_load loads once for 100 callers in 4 C workers, and a failed load is retried\n");
 }
 
@@ -256,6 +260,8 @@ static void statuses(drover_master *master) {
     }
     CHECK(strstr(gathered, "\"null\":{\"error\":{\"code\":\"handler_failed\",\"message\":\"the status function "
                            "\\\"null\\\" returned NULL\"}}") != NULL);
+    CHECK(strstr(gathered, "\"text\":{\"error\":{\"code\":\"handler_failed\",\"message\":\"the status function "
+                           "\\\"text\\\" returned text that is not JSON") != NULL);
     CHECK(strstr(gathered, "gone") == NULL);
     drover_string_free(gathered);
 

@@ -30,8 +30,10 @@
  * failure's last error or "">}.
  * {"cmd":"app-status","status":S,"counters":C} publishes them and answers {"app_status":S} (or
  * {"app_status_error":...}); {"cmd":"names"} answers {"name":N,"instance":I,"group":G}.
- * With C_WORKER_STATUS set it registers the status functions "c" ({"id":<id>,"pid":<pid>}) and
- * "null" (which cannot say: returns NULL).
+ * {"cmd":"cache-garbage"} loads the key "garbage" with a loader answering text that is not JSON
+ * and answers {"garbage":<result name>,"message":<last error>}.
+ * With C_WORKER_STATUS set it registers the status functions "c" ({"id":<id>,"pid":<pid>}),
+ * "null" (which cannot say: returns NULL) and "text" (which answers text that is not JSON).
  *
  * Before reporting STARTED it checks the bus's error paths; a failed check exits with 90. */
 #include <poll.h>
@@ -58,6 +60,21 @@ static char *status_null(void *user, const char *name) {
     (void)user;
     (void)name;
     return NULL;
+}
+
+/* The status function "text": answers text that is not JSON. */
+static char *status_text(void *user, const char *name) {
+    (void)user;
+    (void)name;
+    return strdup("{not json");
+}
+
+/* A loader that answers text that is not JSON. */
+static char *load_garbage(void *user, const char *key, char **out_error) {
+    (void)user;
+    (void)key;
+    (void)out_error;
+    return strdup("{oops");
 }
 
 static void check_bus_errors(drover_bus *bus) {
@@ -437,6 +454,11 @@ static int answer(drover_bus *bus, const char *data) {
         CHECK(json_value(data, "watch", watch, sizeof watch));
         CHECK_OK(drover_bus_store_unwatch(bus, strtoull(watch, NULL, 10), &ended));
         snprintf(reply, sizeof reply, "{\"unwatched\":%s}", ended ? "true" : "false");
+    } else if (strstr(data, "\"cmd\":\"cache-garbage\"") != NULL) {
+        char *value = NULL;
+        drover_result r = drover_bus_cache_get_or_load(bus, "garbage", 0, load_garbage, NULL, &value);
+        CHECK(r != DROVER_RESULT_OK && value == NULL);
+        failure_reply("garbage", r, reply, sizeof reply);
     } else if (strstr(data, "\"cmd\":\"cache\"") != NULL) {
         cache(bus, data, reply, sizeof reply);
     } else if (strstr(data, "\"cmd\":\"app-status\"") != NULL) {
@@ -509,6 +531,7 @@ int main(void) {
     if (getenv("C_WORKER_STATUS") != NULL) {
         CHECK_OK(drover_bus_set_status_function(bus, "c", status_c, &my_id));
         CHECK_OK(drover_bus_set_status_function(bus, "null", status_null, NULL));
+        CHECK_OK(drover_bus_set_status_function(bus, "text", status_text, NULL));
         CHECK_OK(drover_bus_set_status_function(bus, "gone", status_null, NULL));
         CHECK_OK(drover_bus_set_status_function(bus, "gone", NULL, NULL)); /* removed again */
     }
