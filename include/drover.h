@@ -33,7 +33,10 @@
  *   them: drover_string_free() for owned strings, drover_event_clear() and
  *   drover_bus_event_clear() for the strings of events; static strings are never freed.
  * - Timeouts are milliseconds: 0 does not wait, a negative timeout waits for ever.
- * - drover never calls into your code (no callbacks) and never installs signal handlers.
+ * - drover never installs signal handlers, and calls into your code only through the three
+ *   callbacks you give it: a cache loader (drover_cache_loader, on the calling thread), a
+ *   status function (drover_status_fn, on a drover thread) and a recycle predicate
+ *   (drover_recycle_predicate, on a drover thread); their comments say what they may do.
  *   Events wait in a queue until your thread takes them (drover_master_next_event,
  *   drover_bus_next_event) or polls their fd (drover_master_event_fd, drover_bus_event_fd).
  *   Functions may be called from any thread; a free must not race with other calls on the
@@ -253,6 +256,13 @@ enum drover_bus_event_kind
    * master: `from` is the sender's id, `data` the message as JSON.
    */
   DROVER_BUS_EVENT_KIND_WORKER_MESSAGE = 6,
+  /**
+   * A change in the master's store under one of this worker's watches
+   * (`drover_bus_store_watch()`), told in the order the changes were made: `watch` is the
+   * watch, `path` the path that changed, `data` its new value as JSON ("null": deleted or
+   * expired).
+   */
+  DROVER_BUS_EVENT_KIND_STORE_CHANGED = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -665,6 +675,15 @@ typedef struct drover_bus_event {
    * REQUEST: the handler's name. NULL for other kinds. Owned by the event.
    */
   char *name;
+  /**
+   * STORE_CHANGED: the watch (from `drover_bus_store_watch()`). (Added in 0.3, as `path`: a
+   * program compiled with an older header watches nothing.)
+   */
+  uint64_t watch;
+  /**
+   * STORE_CHANGED: the path that changed. NULL for other kinds. Owned by the event.
+   */
+  char *path;
 } drover_bus_event;
 
 /**
@@ -758,6 +777,20 @@ typedef struct drover_worker_info {
    * How it ended, once it has (`exit.kind` is DROVER_EXIT_KIND_NONE while it runs).
    */
   struct drover_exit exit;
+  /**
+   * Its instance index in the group, 0..count (`DROVER_INSTANCE`): the place it fills, kept by
+   * a restarted or recycled worker. (Added in 0.3, with `name` and `app_status`.)
+   */
+  uint32_t instance;
+  /**
+   * Its name, NUL-terminated: its configured name, else "<group>-<id>" (always fits).
+   */
+  char name[256];
+  /**
+   * The application status it last published (`drover_bus_set_app_status()`, at most 64
+   * bytes), NUL-terminated; "" if none. Its counters: `drover_master_worker_counters_json()`.
+   */
+  char app_status[65];
 } drover_worker_info;
 
 /**
@@ -858,6 +891,107 @@ typedef struct drover_event {
    */
   char *name;
 } drover_event;
+
+/**
+ * A status function: returns what it reports about the worker as JSON text allocated with
+ * `malloc()` (drover frees it with `free()`), or NULL when it cannot say (the master then
+ * shows an error in its place). `name` is the function's name as registered (e.g. "memory"),
+ * valid during the call; `user` is the pointer given with it.
+ *
+ * Called on a thread of drover's (not the program's), whenever the master gathers statuses,
+ * possibly while the program's own threads run, and possibly concurrently with other status
+ * functions: whatever it reads must be safe to read from there. It must not call
+ * `drover_bus_*` functions (the bus may be waiting for it). `user` must stay valid until the
+ * function is replaced or removed, or the bus freed.
+ */
+typedef char *(*drover_status_fn)(void *user, const char *name);
+
+/**
+ * What the recycle predicate sees of one STARTED worker, at one recycling check. The strings are
+ * drover's, valid during the call only.
+ */
+typedef struct drover_worker_stats {
+  /**
+   * `sizeof(drover_worker_stats)` as this library knows it: fields past it are not there.
+   */
+  size_t size;
+  /**
+   * The worker's id.
+   */
+  uint64_t id;
+  /**
+   * Its process.
+   */
+  uint32_t pid;
+  /**
+   * Its instance index in the group, 0..count.
+   */
+  uint32_t instance;
+  /**
+   * How long since it reported STARTED, milliseconds.
+   */
+  uint64_t uptime_ms;
+  /**
+   * Resident memory from its last heartbeat or memory check, bytes; 0 if unknown.
+   */
+  uint64_t rss_bytes;
+  /**
+   * How many times it was restarted.
+   */
+  uint32_t restarts;
+  /**
+   * The reload generation it belongs to.
+   */
+  uint64_t generation;
+  /**
+   * Its name (configured, or "<group>-<id>").
+   */
+  const char *name;
+  /**
+   * The application status it published (`drover_bus_set_app_status()`); NULL if none.
+   */
+  const char *app_status;
+  /**
+   * The counters it published, as a JSON object ("{}" if none): whatever the worker reports
+   * (event-loop lag, GC counts, queue length...).
+   */
+  const char *counters_json;
+  /**
+   * The CPU time (user and system) its process has used since it was spawned, milliseconds,
+   * from `/proc`; 0 if unknown.
+   */
+  uint64_t cpu_ms;
+} drover_worker_stats;
+
+/**
+ * A recycle predicate: returns true to have the master replace this worker, make-before-break
+ * (a new process is started and reports STARTED before this one is stopped), optionally
+ * writing why into `reason` (`reason_size` bytes, NUL-terminated; it is in the
+ * DROVER_EVENT_KIND_RECYCLING event's text). `user` is the pointer given with it.
+ *
+ * Called on a thread of drover's (not the program's), once per STARTED worker at each recycling
+ * check (every `memoryCheckInterval`, 5 s unless set with `drover_config_set_json()`), oldest
+ * first, until one is chosen: one worker is replaced at a time. It must not call
+ * `drover_master_*` functions of this master, and must be safe to call while the program's own
+ * threads run. `user` must stay valid until the predicate is replaced or removed, or the master
+ * freed.
+ */
+typedef bool (*drover_recycle_predicate)(void *user,
+                                         const struct drover_worker_stats *stats,
+                                         char *reason,
+                                         size_t reason_size);
+
+/**
+ * A cache loader: computes the value of `key` for `drover_bus_cache_get_or_load()`.
+ *
+ * Returns the value as JSON text allocated with `malloc()` (drover frees it with `free()`), or
+ * NULL when loading failed, then with `*out_error` set to a message allocated with `malloc()`
+ * (or left NULL: "the loader failed"). Called on the thread that called
+ * `drover_bus_cache_get_or_load()`, outside drover's runtime: it may call drover itself (read
+ * the store, make requests), except to get the same key, which would wait for this very load
+ * until its timeout. `user` is the pointer given with it; `key` is valid during the call.
+ */
+typedef char *(*drover_cache_loader)(void *user, const char *key, char **out_error);
 
 #ifdef __cplusplus
 extern "C" {
@@ -1017,8 +1151,27 @@ drover_result drover_bus_event_fd(const struct drover_bus *bus, int *out_fd);
 drover_result drover_bus_worker_id(const struct drover_bus *bus, uint64_t *out_id);
 
 /**
+ * Writes this worker's name to `*out_name`: its configured name (by instance index), else
+ * "<group>-<id>"; requests and messages may address it as "name:NAME". The string is owned by the
+ * caller and freed with `drover_string_free()`.
+ */
+drover_result drover_bus_worker_name(const struct drover_bus *bus, char **out_name);
+
+/**
+ * Writes this worker's instance index in its group (0..count, as `DROVER_INSTANCE`) to
+ * `*out_instance`: the place it fills, kept by a restarted or recycled worker.
+ */
+drover_result drover_bus_worker_instance(const struct drover_bus *bus, uint32_t *out_instance);
+
+/**
+ * Writes the name of this worker's group (its master's name) to `*out_group`, owned by the
+ * caller and freed with `drover_string_free()`.
+ */
+drover_result drover_bus_worker_group(const struct drover_bus *bus, char **out_group);
+
+/**
  * Writes to `*out_json` what the master said about this worker, as a JSON object: `id`, `name`,
- * `group`, `config` (the master's user config, `drover_config_set_user_config_json()`),
+ * `instance`, `group`, `config` (the master's user config, `drover_config_set_user_config_json()`),
  * `max_frame_bytes`, and `heartbeat_ms` when heartbeats are asked for. The string is owned by the
  * caller and freed with `drover_string_free()`.
  */
@@ -1417,7 +1570,8 @@ drover_result drover_master_request(struct drover_master *master,
  * Declares the handlers this worker answers (replacing those declared before): `names` is an
  * array of `count` handler names (1 to 128 bytes each, no control characters; at most 256).
  * Requests for them come as DROVER_BUS_EVENT_KIND_REQUEST events, answered with
- * `drover_bus_respond()`. `count` 0 (with `names` NULL or not) declares none.
+ * `drover_bus_respond()`. `count` 0 (with `names` NULL or not) declares none. The status
+ * functions of `drover_bus_set_status_function()` stay declared beside them (at most 256 in all).
  * DROVER_RESULT_INVALID_ARGUMENT names a bad name; DROVER_RESULT_MASTER_GONE.
  */
 drover_result drover_bus_set_handlers(const struct drover_bus *bus,
@@ -1468,6 +1622,205 @@ drover_result drover_bus_send_to(const struct drover_bus *bus,
                                  const char *target,
                                  const char *json,
                                  uint64_t *out_count);
+
+/**
+ * Registers (or replaces) this worker's status function `name` (cluster2's status registry):
+ * when the master gathers statuses (`drover_master_gather_statuses()`, `drover status --app`),
+ * drover calls `function(user, name)` and hands the master its JSON. `function` NULL removes
+ * it. `name` is 1 to 121 bytes without control characters (it is declared to the master as the
+ * handler "status.NAME"); status functions and the handlers of `drover_bus_set_handlers()` are
+ * at most 256 together. DROVER_RESULT_INVALID_ARGUMENT for a bad name or past that bound;
+ * DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_set_status_function(const struct drover_bus *bus,
+                                             const char *name,
+                                             drover_status_fn function,
+                                             void *user);
+
+/**
+ * Publishes this worker's application status (clusterfy's "IDLE" / "PROCESSING": at most 64
+ * bytes without control characters; NULL clears it) and counters (`counters_json`: a JSON
+ * object of at most 32 finite numbers, names of 1 to 64 bytes, e.g. `{"jobs":3,"queue":12}`;
+ * NULL: none), shown beside its lifecycle status by the master (`drover_worker_info`'s
+ * `app_status`, `drover_master_worker_counters_json()`, `drover status`, `/metrics`) and seen by
+ * its recycle predicate. Each call replaces the previous status and counters. Returns once
+ * written to the channel. DROVER_RESULT_INVALID_ARGUMENT naming what is wrong (nothing is sent);
+ * DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_set_app_status(const struct drover_bus *bus,
+                                        const char *status,
+                                        const char *counters_json);
+
+/**
+ * Gathers every worker's status functions: each one registered on a live worker is called,
+ * concurrently, within `timeout_ms` milliseconds (negative: 30 s; at most 600 s). On success
+ * `*out_json` receives a JSON object by worker id, then by function name:
+ * `{"1": {"memory": {...}, "queue": 12}, "2": {"memory": {"error": {"code": "timeout",
+ * "message": "..."}}}}` (a function that failed or did not answer in time has its error in its
+ * place; `{}` when no worker has any), owned by the caller and freed with
+ * `drover_string_free()`. Blocks the calling thread until then.
+ */
+drover_result drover_master_gather_statuses(const struct drover_master *master,
+                                            int64_t timeout_ms,
+                                            char **out_json);
+
+/**
+ * Sets the master's recycle predicate (replacing one set before; NULL removes it): at each
+ * recycling check, `predicate(user, stats, reason, reason_size)` is asked about each STARTED
+ * worker (its uptime, resident memory from its last heartbeat, CPU time, restarts, and the
+ * application status and counters it publishes) and the master replaces, make-before-break, the first for which it returns true,
+ * with a DROVER_EVENT_KIND_RECYCLING event giving the reason. Takes effect from the next start
+ * or operation: set it before `drover_master_start()`. See `drover_recycle_predicate` for the
+ * thread it runs on.
+ */
+drover_result drover_master_recycle_when(const struct drover_master *master,
+                                         drover_recycle_predicate predicate,
+                                         void *user);
+
+/**
+ * The counters worker `id` last published (`drover_bus_set_app_status()`), as a JSON object
+ * (`{}` if none): on success `*out_json` receives it, owned by the caller and freed with
+ * `drover_string_free()`. DROVER_RESULT_UNKNOWN_WORKER if no worker has this id.
+ */
+drover_result drover_master_worker_counters_json(const struct drover_master *master,
+                                                 uint64_t id,
+                                                 char **out_json);
+
+/**
+ * The value at `path` (a dot path, e.g. "users.42.name"; "" is the whole tree) in the master's
+ * store. On success `*out_value_json` receives it as JSON text ("null" when there is none),
+ * owned by the caller and freed with `drover_string_free()`. DROVER_RESULT_INVALID_ARGUMENT for
+ * a bad path (more than 32 segments, an empty one, one over 256 bytes); DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_store_get(const struct drover_bus *bus,
+                                   const char *path,
+                                   char **out_value_json);
+
+/**
+ * Puts `value_json` (JSON text, copied) at `path` in the master's store, creating the objects
+ * above it, for `ttl_ms` milliseconds (0 or negative: until deleted or overwritten; a write
+ * without a time to live clears the expiry of that path and of everything below it). Watchers of
+ * the path, of a path below it or of one above it are told, in the order of the writes.
+ * Returns once the master stored it. DROVER_RESULT_INVALID_ARGUMENT for a bad path, for text
+ * that is not JSON, or for writing below a value that is not an object;
+ * DROVER_RESULT_OVERLOADED past the store's bounds (64 MiB of JSON, 100,000 expiring paths);
+ * DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_store_set(const struct drover_bus *bus,
+                                   const char *path,
+                                   const char *value_json,
+                                   int64_t ttl_ms);
+
+/**
+ * Removes the value at `path` (and everything below it). On success `*out_removed` (may be
+ * NULL) says whether there was one. Errors as `drover_bus_store_get()`.
+ */
+drover_result drover_bus_store_delete(const struct drover_bus *bus,
+                                      const char *path,
+                                      bool *out_removed);
+
+/**
+ * Compare-and-set: puts `value_json` at `path` only if the value there equals `expected_json`
+ * (NULL or "null": only if there is none), in one step no other writer can come between. On
+ * success `*out_swapped` (may be NULL) says whether it was set. Errors as
+ * `drover_bus_store_set()`.
+ */
+drover_result drover_bus_store_cas(const struct drover_bus *bus,
+                                   const char *path,
+                                   const char *expected_json,
+                                   const char *value_json,
+                                   bool *out_swapped);
+
+/**
+ * The keys directly below `path` ("" for the top level), sorted: on success `*out_keys_json`
+ * receives a JSON array of strings ("[]" for none), owned by the caller and freed with
+ * `drover_string_free()`. Errors as `drover_bus_store_get()`.
+ */
+drover_result drover_bus_store_keys(const struct drover_bus *bus,
+                                    const char *path,
+                                    char **out_keys_json);
+
+/**
+ * Watches `path`: from now on, each change at, below or above it (a write, a delete, an expiry)
+ * comes as a DROVER_BUS_EVENT_KIND_STORE_CHANGED event, in the order the changes were made:
+ * `watch` is the number written to `*out_watch`, `path` the path that changed, `data` its new
+ * value as JSON ("null" when deleted or expired). At most 64 watches per worker and 4,096 per
+ * master (DROVER_RESULT_OVERLOADED past them); they end with `drover_bus_store_unwatch()` or the
+ * worker's process. DROVER_RESULT_INVALID_ARGUMENT for a bad path; DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_store_watch(const struct drover_bus *bus,
+                                     const char *path,
+                                     uint64_t *out_watch);
+
+/**
+ * Ends the watch `watch` (from `drover_bus_store_watch()`): no change is told under it after
+ * this returns. On success `*out_ended` (may be NULL) says whether it was one of this worker's
+ * watches (false for an unknown or ended one). DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_store_unwatch(const struct drover_bus *bus,
+                                       uint64_t watch,
+                                       bool *out_ended);
+
+/**
+ * The value of `key` (1 to 1,024 bytes) in the cache every worker of the master shares, loaded
+ * with `loader` when no one has loaded it: of all the callers that miss the key at once, in any
+ * worker, exactly one runs its loader and the others wait for its value (single flight). With
+ * `ttl_ms` > 0 the value is loaded again that long after it was filled.
+ *
+ * On success `*out_value_json` receives the value as JSON text, owned by the caller and freed
+ * with `drover_string_free()`. A loader that fails fails this call and every caller waiting for
+ * it with DROVER_RESULT_HANDLER_FAILED and its message, and the key is forgotten: the next call
+ * loads again; a loader that returns text that is not JSON fails them the same way, and this
+ * call with DROVER_RESULT_INVALID_ARGUMENT. A loader must answer within 30 s (its waiters get
+ * DROVER_RESULT_TIMEOUT otherwise). DROVER_RESULT_NULL_ARGUMENT for a NULL `loader`;
+ * DROVER_RESULT_INVALID_ARGUMENT for a bad key; DROVER_RESULT_OVERLOADED past the cache's bounds
+ * (100,000 keys, 64 MiB, 4,096 callers waiting on one key); DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_cache_get_or_load(const struct drover_bus *bus,
+                                           const char *key,
+                                           int64_t ttl_ms,
+                                           drover_cache_loader loader,
+                                           void *user,
+                                           char **out_value_json);
+
+/**
+ * The master's own program reads its store: as `drover_bus_store_get()`, without a round trip.
+ */
+drover_result drover_master_store_get(const struct drover_master *master,
+                                      const char *path,
+                                      char **out_value_json);
+
+/**
+ * The master's own program writes its store: as `drover_bus_store_set()` (the workers watching
+ * are told).
+ */
+drover_result drover_master_store_set(const struct drover_master *master,
+                                      const char *path,
+                                      const char *value_json,
+                                      int64_t ttl_ms);
+
+/**
+ * As `drover_bus_store_delete()`, for the master's own program.
+ */
+drover_result drover_master_store_delete(const struct drover_master *master,
+                                         const char *path,
+                                         bool *out_removed);
+
+/**
+ * As `drover_bus_store_cas()`, for the master's own program.
+ */
+drover_result drover_master_store_cas(const struct drover_master *master,
+                                      const char *path,
+                                      const char *expected_json,
+                                      const char *value_json,
+                                      bool *out_swapped);
+
+/**
+ * As `drover_bus_store_keys()`, for the master's own program.
+ */
+drover_result drover_master_store_keys(const struct drover_master *master,
+                                       const char *path,
+                                       char **out_keys_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -83,6 +83,31 @@ pub enum Request {
     },
 }
 
+/// What `drover store` does: one of the master's `drover.store.*` handlers (PROTOCOL.md §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreOp {
+    /// The value at the path (null: none).
+    Get,
+    /// Put a value at the path.
+    Set,
+    /// Remove the value at the path.
+    Delete,
+    /// The keys directly below the path.
+    Keys,
+}
+
+impl StoreOp {
+    /// The handler's name after `drover.store.`.
+    fn handler(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Set => "set",
+            StoreOp::Delete => "delete",
+            StoreOp::Keys => "keys",
+        }
+    }
+}
+
 /// How a command names one worker: by its instance index (`1`: the second worker of the group,
 /// whichever process fills that place now, across restarts and reloads), or by its id (`id:7`:
 /// one worker, which a reload replaces by another id).
@@ -880,6 +905,45 @@ pub mod client {
             name,
             args,
             timeout_ms,
+        };
+        self::request(socket, request)
+    }
+
+    /// `drover store GROUP get|set|delete|keys PATH [VALUE] [--ttl D]`: a request to the master's
+    /// built-in store handlers, as `drover request GROUP master drover.store.OP` would make it.
+    pub fn store(
+        socket: &SocketArg,
+        group: String,
+        op: StoreOp,
+        path: String,
+        value: Option<&str>,
+        ttl: Option<std::time::Duration>,
+    ) -> ExitCode {
+        let usage = |why: &str| {
+            eprintln!("drover: store: {why}");
+            ExitCode::from(UNREACHABLE)
+        };
+        let mut args = serde_json::json!({ "path": path });
+        match (op, value) {
+            (StoreOp::Set, None) => return usage("`set` needs a VALUE (JSON)"),
+            (StoreOp::Set, Some(value)) => match serde_json::from_str::<Value>(value) {
+                Ok(value) => args["value"] = value,
+                Err(error) => return usage(&format!("the VALUE is not JSON: {error}")),
+            },
+            (_, Some(_)) => return usage("only `set` takes a VALUE"),
+            (_, None) => {}
+        }
+        match (op, ttl) {
+            (StoreOp::Set, Some(ttl)) => args["ttl_ms"] = serde_json::json!(ttl.as_millis().max(1) as u64),
+            (_, Some(_)) => return usage("only `set` takes --ttl"),
+            (_, None) => {}
+        }
+        let request = Request::CallHandler {
+            group,
+            target: "master".to_string(),
+            name: format!("drover.store.{}", op.handler()),
+            args,
+            timeout_ms: None,
         };
         self::request(socket, request)
     }

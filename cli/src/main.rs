@@ -131,6 +131,25 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Read or write the shared store of GROUP's master (PROTOCOL.md §5.6) by dot path
+    /// (`users.42.name`; "" is the whole tree) and print the answer as JSON: `get` the value
+    /// (null: none), `set` it to VALUE (JSON), `delete` it (whether there was one), list the
+    /// `keys` below it. A refused operation exits 1 with "CODE: message" (bad_request, overloaded).
+    Store {
+        /// The group.
+        group: String,
+        /// What to do.
+        op: control::StoreOp,
+        /// The dot path.
+        path: String,
+        /// For `set`: the value, as JSON.
+        value: Option<String>,
+        /// For `set`: remove the value this long after, e.g. 500ms, 1h.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        ttl: Option<std::time::Duration>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Print the recent log (of GROUP, or of every group and drover itself) from the running
     /// drover's memory; with -f, keep printing new lines.
     Logs {
@@ -279,6 +298,14 @@ fn main() -> ExitCode {
             timeout,
             socket,
         } => control::client::handler_request(&socket, group, target, name, args.as_deref(), timeout),
+        Command::Store {
+            group,
+            op,
+            path,
+            value,
+            ttl,
+            socket,
+        } => control::client::store(&socket, group, op, path, value.as_deref(), ttl),
         Command::Logs {
             group,
             follow,

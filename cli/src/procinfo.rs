@@ -1,24 +1,11 @@
-//! What `/proc` says about a process's CPU time (its resident memory: `drover::rss_bytes`), and
-//! drover's own `process_*` metrics (the names every Prometheus client library exports).
+//! What `/proc` says about processes (their CPU time and resident memory are core's:
+//! `drover::cpu_seconds`, `drover::rss_bytes`), and drover's own `process_*` metrics.
 
 use std::fmt::Write;
 
-/// User plus system CPU time `pid` has used, seconds.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks())
-}
-
-/// utime + stime (fields 14 and 15) from a `/proc/<pid>/stat` line. The command name, in
-/// parentheses, may contain spaces and parentheses: fields are counted after the last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): field n is at index n - 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
+/// User plus system CPU time a process has used, seconds: core's, as the recycle predicates of
+/// every face see it.
+pub use drover::cpu_seconds;
 
 /// Fields of a `/proc/<pid>/stat` line after the command name: field n is at index n - 3.
 fn stat_fields(stat: &str) -> Vec<&str> {
@@ -45,7 +32,7 @@ pub fn render_process_metrics(out: &mut String) {
         "process_cpu_seconds_total",
         "counter",
         "Total user and system CPU time spent in seconds.",
-        parse_cpu_ticks(&stat).map(|t| t as f64 / ticks),
+        cpu_seconds(std::process::id()),
     );
     series(
         "process_resident_memory_bytes",
@@ -130,9 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_fields_are_counted_after_the_command_name() {
-        let stat = "4121 (my (odd) prog) S 1 4121 4121 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 50";
-        assert_eq!(parse_cpu_ticks(stat), Some(300));
+    fn drovers_own_cpu_time_and_memory_are_read() {
         assert!(cpu_seconds(std::process::id()).is_some());
         assert!(drover::rss_bytes(std::process::id()).is_some_and(|b| b > 0));
     }

@@ -386,6 +386,12 @@ impl BusSender {
         Ok(answer["watch"].as_u64().unwrap_or(0))
     }
 
+    /// Ends the watch `watch` ([`BusSender::store_watch`]); whether it was this worker's.
+    pub async fn store_unwatch(&self, watch: u64) -> Result<bool, RequestError> {
+        let ended = self.store("unwatch", serde_json::json!({ "watch": watch })).await?;
+        Ok(ended.as_bool().unwrap_or(false))
+    }
+
     /// The value of `key` in the cache every worker of the master shares, loading it with
     /// `loader` when nobody has: of all the callers that miss the key at once, in any worker,
     /// exactly one runs its loader and the others wait for its value (single flight). A failing

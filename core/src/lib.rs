@@ -132,7 +132,7 @@ pub use master::host_reads::{CaughtUp, ChannelHost, DirectMessage, WorkerChannel
 pub use master::output::{OutputLine, OutputLines, OutputStream};
 #[doc(hidden)]
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
-pub use master::spawn::rss_bytes;
+pub use master::spawn::{cpu_seconds, rss_bytes};
 pub use master::worker::{SendError, WorkerInfo};
 pub use master::{BroadcastReport, Master, RecyclePredicate, BROADCAST_TIMEOUT};
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};

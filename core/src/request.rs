@@ -39,6 +39,10 @@ pub const MAX_HANDLERS: usize = 256;
 /// The longest handler name, in bytes.
 pub const MAX_HANDLER_NAME: usize = 128;
 
+/// The start of the name of a worker's status function (PROTOCOL.md §5.8): a handler named
+/// `status.memory` is the status function `memory`, which [`crate::Master::gather_statuses`] calls.
+pub const STATUS_FUNCTION_PREFIX: &str = "status.";
+
 /// Where a request or a worker-to-worker message goes. On the wire, a string: `"master"`,
 /// `"worker:ID"`, `"name:NAME"`, `"any"` (one worker that handles the request, round-robin) or
 /// `"all"` (every other worker that handles it; the results gathered).

@@ -8,7 +8,8 @@
  * stays open while workers are restarted and reloaded, so no client is refused; with worker.c
  * draining its keep-alive connections, no request is lost either.
  *
- * Starts the workers, prints where it listens and their statuses, says hello to them, then runs
+ * Starts the workers, prints where it listens, their statuses, what they put in the master's store
+ * and what their status functions say, says hello to them, then runs
  * one poll() loop over drover's event fd and a signalfd: events are printed as they come; SIGHUP
  * reloads the workers (a new generation, make-before-break), SIGUSR2 restarts one worker (each
  * in turn), SIGTERM or SIGINT shuts them down gracefully (a second SIGINT, hard). drover installs
@@ -116,6 +117,14 @@ int main(int argc, char **argv) {
     TRY(drover_master_request(master, "all", "stats", NULL, 10000, &stats));
     printf("stats: %s\n", stats);
     drover_string_free(stats);
+    /* What the workers shared: their pids in the master's store, and their status functions. */
+    char *shared = NULL;
+    TRY(drover_master_store_get(master, "workers", &shared));
+    printf("store: %s\n", shared);
+    drover_string_free(shared);
+    TRY(drover_master_gather_statuses(master, 10000, &shared));
+    printf("statuses: %s\n", shared);
+    drover_string_free(shared);
     size_t sent = 0;
     TRY(drover_master_broadcast(master, "{\"hello\":\"from the master\"}", &sent));
     printf("started %zu workers\n", count);

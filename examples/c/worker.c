@@ -28,10 +28,18 @@
  * (`drover_master_request(master, "any", "stats", NULL, 1000, &json)`) or `drover request GROUP
  * any stats` asks it, and it answers {"id":..,"pid":..,"connections":..,"draining":..}.
  *
- * One thread, one poll() loop over drover's bus fd, the listening socket and the connections. */
+ * It shares what it is with the group through the master: its pid in the master's store
+ * ("workers.<id>", which master.c and `drover store GROUP get workers` read), an application
+ * status ("SERVING", then "DRAINING", with its connection count) beside its lifecycle status, and a
+ * status function "http" that the master gathers (`drover_master_gather_statuses()`, `drover
+ * status --app`).
+ *
+ * One thread, one poll() loop over drover's bus fd, the listening socket and the connections;
+ * drover calls the status function on a thread of its own, which reads two atomics. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +79,28 @@ struct conn {
 static struct conn *conns[MAX_CONNS];
 static size_t nconns;
 static uint64_t worker_id;
+/* What the status function reports: written by the loop, read on drover's thread. */
+static atomic_size_t published_connections;
+static atomic_int published_draining;
+
+/* The status function "http": JSON allocated with malloc, which drover frees. */
+static char *http_status(void *user, const char *name) {
+    (void)user;
+    (void)name;
+    char *json = malloc(96);
+    if (json != NULL)
+        snprintf(json, 96, "{\"connections\":%zu,\"draining\":%s}", atomic_load(&published_connections),
+                 atomic_load(&published_draining) ? "true" : "false");
+    return json; /* NULL: the master shows an error in its place */
+}
+
+/* The application status beside the lifecycle status, with the connection count. */
+static void publish(drover_bus *bus, const char *status) {
+    char counters[64];
+    snprintf(counters, sizeof counters, "{\"connections\":%zu}", nconns);
+    drover_result r = drover_bus_set_app_status(bus, status, counters);
+    if (r != DROVER_RESULT_OK) fprintf(stderr, "worker: app status: %s\n", drover_last_error());
+}
 
 static long long now_ms(void) {
     struct timespec ts;
@@ -329,6 +359,13 @@ int main(void) {
     long idle_grace = env_ms("IDLE_GRACE_MS", 500), drain_timeout = env_ms("DRAIN_TIMEOUT_MS", 10000);
     const char *handlers[] = {"stats"};
     if ((r = drover_bus_set_handlers(bus, handlers, 1)) != DROVER_RESULT_OK) die("drover_bus_set_handlers", r);
+    if ((r = drover_bus_set_status_function(bus, "http", http_status, NULL)) != DROVER_RESULT_OK)
+        die("drover_bus_set_status_function", r);
+    char path[64], pid[32];
+    snprintf(path, sizeof path, "workers.%llu", (unsigned long long)worker_id);
+    snprintf(pid, sizeof pid, "{\"pid\":%ld}", (long)getpid());
+    if ((r = drover_bus_store_set(bus, path, pid, 0)) != DROVER_RESULT_OK) die("drover_bus_store_set", r);
+    publish(bus, "SERVING");
     if ((r = drover_bus_send_started(bus)) != DROVER_RESULT_OK) die("drover_bus_send_started", r);
 
     int bus_fd = -1;
@@ -363,6 +400,8 @@ int main(void) {
                 case DROVER_BUS_EVENT_KIND_STOP:
                     if (!draining) {
                         draining = 1;
+                        atomic_store(&published_draining, 1);
+                        publish(bus, "DRAINING");
                         drain_start = now_ms();
                         drained = nconns;
                         close(listener); /* our copy only: the master keeps the socket and its queue */
@@ -415,6 +454,7 @@ int main(void) {
         for (size_t i = 0; i < nconns; i++)
             if (conns[i]->fd >= 0 && conns[i]->lingering && now >= conns[i]->linger_until) close_conn(conns[i]);
         compact();
+        atomic_store(&published_connections, nconns);
 
         if (draining && !stopped) {
             int timed_out = now - drain_start >= drain_timeout;

@@ -18,7 +18,7 @@ use crate::ffi::{
     clear_event, ffi_body, new_runtime, owned_c_string, timeout_from_ms, try_obj, try_out, try_str, Registry, SizedOut,
     SizedStruct,
 };
-use crate::mailbox::{Mailbox, Source};
+use crate::mailbox::Mailbox;
 
 /// A worker's connection to its master, over the channel the master gave this process. Underneath:
 /// drover's `MessageBus`, with one runtime thread.
@@ -55,6 +55,11 @@ pub enum drover_bus_event_kind {
     /// A message another worker sent to this one (`drover_bus_send_to()`), routed by the
     /// master: `from` is the sender's id, `data` the message as JSON.
     WorkerMessage = 6,
+    /// A change in the master's store under one of this worker's watches
+    /// (`drover_bus_store_watch()`), told in the order the changes were made: `watch` is the
+    /// watch, `path` the path that changed, `data` its new value as JSON ("null": deleted or
+    /// expired).
+    StoreChanged = 7,
 }
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
@@ -82,6 +87,11 @@ pub struct drover_bus_event {
     pub from: u64,
     /// REQUEST: the handler's name. NULL for other kinds. Owned by the event.
     pub name: *mut c_char,
+    /// STORE_CHANGED: the watch (from `drover_bus_store_watch()`). (Added in 0.3, as `path`: a
+    /// program compiled with an older header watches nothing.)
+    pub watch: u64,
+    /// STORE_CHANGED: the path that changed. NULL for other kinds. Owned by the event.
+    pub path: *mut c_char,
 }
 
 pub(crate) struct BusState {
@@ -90,6 +100,8 @@ pub(crate) struct BusState {
     events: Arc<Mailbox<BusEvent>>,
     /// Requests handed to the program, waiting for `drover_bus_respond()`.
     pub(crate) unanswered: crate::request::Unanswered,
+    /// The handlers declared to the master: the program's and its status functions.
+    pub(crate) declared: Arc<crate::status::Declared>,
     /// Declared last: the reader and writer tasks end with it, closing the channel.
     pub(crate) runtime: Runtime,
 }
@@ -101,19 +113,6 @@ impl Drop for BusState {
 }
 
 pub(crate) static BUSES: Registry<drover_bus, BusState> = Registry::new("drover_bus");
-
-/// The bus's commands and messages, up to and including CLOSED.
-impl Source for MessageBus {
-    type Item = BusEvent;
-
-    fn next(&mut self) -> impl std::future::Future<Output = Option<BusEvent>> + Send {
-        self.recv()
-    }
-
-    fn is_last(event: &BusEvent) -> bool {
-        matches!(event, BusEvent::Closed(_))
-    }
-}
 
 /// Opens the bus of this process: finds the channel the master gave it (`DROVER_IPC_FD`), makes
 /// it close-on-exec, and does the hello/welcome handshake. Call it once, early; then report
@@ -132,12 +131,20 @@ pub extern "C" fn drover_bus_open(out_bus: *mut *mut drover_bus) -> drover_resul
         let bus = runtime.block_on(MessageBus::connect())?;
         let sender = bus.sender();
         let meta = bus.meta().clone();
-        events.feed(&runtime, bus);
+        let declared = Arc::new(crate::status::Declared::default());
+        events.feed(
+            &runtime,
+            crate::status::BusSource {
+                bus,
+                declared: declared.clone(),
+            },
+        );
         out.write(BUSES.insert(BusState {
             sender,
             meta,
             events,
             unanswered: crate::request::Unanswered::default(),
+            declared,
             runtime,
         }));
         Ok(())
@@ -294,7 +301,7 @@ pub extern "C" fn drover_bus_next_event(
             BusEvent::Request(request) => state.unanswered.hand_to_c(&state.runtime, request),
             event => bus_event_to_c(event),
         };
-        out.write_owning(c_event, |e| [&mut e.data, &mut e.text, &mut e.name]);
+        out.write_owning(c_event, |e| [&mut e.data, &mut e.text, &mut e.name, &mut e.path]);
         Ok(())
     })
 }
@@ -309,6 +316,8 @@ pub(crate) fn empty_bus_event(kind: drover_bus_event_kind) -> drover_bus_event {
         request_id: 0,
         from: 0,
         name: std::ptr::null_mut(),
+        watch: 0,
+        path: std::ptr::null_mut(),
     }
 }
 
@@ -325,6 +334,12 @@ fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
             c.kind = drover_bus_event_kind::WorkerMessage;
             c.from = from;
             c.data = owned_c_string(&data.to_string());
+        }
+        BusEvent::StoreChanged { watch, path, value } => {
+            c.kind = drover_bus_event_kind::StoreChanged;
+            c.watch = watch;
+            c.path = owned_c_string(&path);
+            c.data = owned_c_string(&value.to_string());
         }
         BusEvent::Closed(error) => {
             c.kind = drover_bus_event_kind::Closed;
@@ -360,8 +375,42 @@ pub extern "C" fn drover_bus_worker_id(bus: *const drover_bus, out_id: *mut u64)
     })
 }
 
+/// Writes this worker's name to `*out_name`: its configured name (by instance index), else
+/// "<group>-<id>"; requests and messages may address it as "name:NAME". The string is owned by the
+/// caller and freed with `drover_string_free()`.
+#[no_mangle]
+pub extern "C" fn drover_bus_worker_name(bus: *const drover_bus, out_name: *mut *mut c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        try_out!(out_name).write(owned_c_string(&state.meta.name));
+        Ok(())
+    })
+}
+
+/// Writes this worker's instance index in its group (0..count, as `DROVER_INSTANCE`) to
+/// `*out_instance`: the place it fills, kept by a restarted or recycled worker.
+#[no_mangle]
+pub extern "C" fn drover_bus_worker_instance(bus: *const drover_bus, out_instance: *mut u32) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        try_out!(out_instance).write(state.meta.instance);
+        Ok(())
+    })
+}
+
+/// Writes the name of this worker's group (its master's name) to `*out_group`, owned by the
+/// caller and freed with `drover_string_free()`.
+#[no_mangle]
+pub extern "C" fn drover_bus_worker_group(bus: *const drover_bus, out_group: *mut *mut c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        try_out!(out_group).write(owned_c_string(&state.meta.group));
+        Ok(())
+    })
+}
+
 /// Writes to `*out_json` what the master said about this worker, as a JSON object: `id`, `name`,
-/// `group`, `config` (the master's user config, `drover_config_set_user_config_json()`),
+/// `instance`, `group`, `config` (the master's user config, `drover_config_set_user_config_json()`),
 /// `max_frame_bytes`, and `heartbeat_ms` when heartbeats are asked for. The string is owned by the
 /// caller and freed with `drover_string_free()`.
 #[no_mangle]
@@ -391,11 +440,12 @@ pub unsafe extern "C" fn drover_bus_event_clear(event: *mut drover_bus_event) {
                 std::ptr::addr_of_mut!((*e).data),
                 std::ptr::addr_of_mut!((*e).text),
                 std::ptr::addr_of_mut!((*e).name),
+                std::ptr::addr_of_mut!((*e).path),
             ]
         }
     };
-    // SAFETY: this function's contract is `clear_event`'s, and `data`, `text` and `name` are the
-    // event's owned strings.
+    // SAFETY: this function's contract is `clear_event`'s, and `data`, `text`, `name` and `path`
+    // are the event's owned strings.
     unsafe { clear_event(event, strings) }
 }
 

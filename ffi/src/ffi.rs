@@ -356,6 +356,35 @@ pub(crate) unsafe fn clear_event<E: SizedStruct, const N: usize>(
     }));
 }
 
+/// The `void *user` a C program registers with a callback, handed back to it on every call.
+///
+/// drover never reads it; the header says on which thread each callback runs, and the program
+/// makes what `user` points to safe to use there (that is what lets it cross threads here).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UserData(pub(crate) *mut std::ffi::c_void);
+
+// SAFETY: an opaque pointer drover only passes back to the C code that registered it, whose
+// documented contract is to make it usable from the callback's thread.
+unsafe impl Send for UserData {}
+// SAFETY: as above; drover never dereferences it.
+unsafe impl Sync for UserData {}
+
+/// Takes a string a C callback allocated with `malloc` (NULL: none): copied, then freed with
+/// `free`. Invalid UTF-8 is replaced, never trusted.
+///
+/// # Safety
+/// `s` is NULL or a NUL-terminated string from `malloc` that nothing else frees.
+pub(crate) unsafe fn take_malloced(s: *mut c_char) -> Option<String> {
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and NUL-terminated per this function's contract.
+    let text = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
+    // SAFETY: from `malloc`, freed once, here.
+    unsafe { libc::free(s.cast()) };
+    Some(text)
+}
+
 /// Converts a millisecond timeout from C: negative waits forever.
 pub(crate) fn timeout_from_ms(timeout_ms: i64) -> Option<std::time::Duration> {
     u64::try_from(timeout_ms).ok().map(std::time::Duration::from_millis)

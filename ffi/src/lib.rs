@@ -13,6 +13,8 @@
 //! - [`master`]: `drover_master`, its events and worker snapshots.
 //! - [`bus`]: `drover_bus`, a C worker's MessageBus.
 //! - [`request`]: requests, handlers and worker-to-worker messages, for masters and buses.
+//! - [`store`]: the master's shared store and single-flight cache, for buses and masters.
+//! - [`status`]: application status, status functions, their gathering, the recycle predicate.
 //!
 //! ## Conventions (the header repeats them)
 //! Every fallible function returns a `drover_result`; on failure `drover_last_error()` says what
@@ -22,9 +24,11 @@
 //! passed in are copied; strings handed out say who frees them. No panic crosses into C.
 //!
 //! ## Threads
-//! drover calls no C code: there are no callbacks. Each master runs two runtime threads
-//! (`drover-master`), each bus one (`drover-bus`), plus one process-wide `drover-spawner` thread
-//! that forks every worker. Events wait in a queue until the program takes them on its own thread
+//! drover calls C code only where a C program gives it a callback: a cache loader (run on the
+//! calling thread), a status function (on a bus thread) and a recycle predicate (on a master
+//! thread); each callback's type says where it runs and what it may not do. Each master runs
+//! two runtime threads (`drover-master`), each bus one (`drover-bus`), plus one process-wide
+//! `drover-spawner` thread that forks every worker. Events wait in a queue until the program takes them on its own thread
 //! with `drover_master_next_event()` / `drover_bus_next_event()`, or learns of them by polling
 //! the fd from `drover_master_event_fd()` / `drover_bus_event_fd()`.
 
@@ -42,6 +46,8 @@ mod ffi;
 mod mailbox;
 pub mod master;
 pub mod request;
+pub mod status;
+pub mod store;
 
 use std::ffi::c_char;
 

@@ -221,6 +221,14 @@ pub struct drover_worker_info {
     pub rss_bytes: u64,
     /// How it ended, once it has (`exit.kind` is DROVER_EXIT_KIND_NONE while it runs).
     pub exit: drover_exit,
+    /// Its instance index in the group, 0..count (`DROVER_INSTANCE`): the place it fills, kept by
+    /// a restarted or recycled worker. (Added in 0.3, with `name` and `app_status`.)
+    pub instance: u32,
+    /// Its name, NUL-terminated: its configured name, else "<group>-<id>" (always fits).
+    pub name: [c_char; 256],
+    /// The application status it last published (`drover_bus_set_app_status()`, at most 64
+    /// bytes), NUL-terminated; "" if none. Its counters: `drover_master_worker_counters_json()`.
+    pub app_status: [c_char; 65],
 }
 
 /// One event of a master, filled in by `drover_master_next_event()`.
@@ -374,7 +382,25 @@ fn info_to_c(info: &WorkerInfo) -> drover_worker_info {
         started_at_ms: info.started_at.map_or(0, millis_since_epoch),
         rss_bytes: info.rss_bytes.unwrap_or(0),
         exit: info.exit.as_ref().map_or(NO_EXIT, exit_to_c),
+        instance: info.instance,
+        name: fixed_c_string(&info.name),
+        app_status: fixed_c_string(info.app_status.as_deref().unwrap_or("")),
     }
+}
+
+/// `text` in a NUL-terminated array, cut at a character boundary if it does not fit (core's
+/// bounds make the names and statuses fit: a group name of at most 200 bytes, a status of 64).
+fn fixed_c_string<const N: usize>(text: &str) -> [c_char; N] {
+    let mut out = [0 as c_char; N];
+    let mut end = text.len().min(N - 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    for (slot, byte) in out.iter_mut().zip(text.as_bytes()[..end].iter()) {
+        // NUL cannot be in a name or a status (no control characters); it would only cut it.
+        *slot = *byte as c_char;
+    }
+    out
 }
 
 fn ms(d: Duration) -> u64 {
@@ -904,7 +930,8 @@ unsafe impl SizedStruct for drover_listener {
 // SAFETY: as above.
 unsafe impl SizedStruct for drover_worker_info {
     const C_NAME: &'static str = "drover_worker_info";
-    const MIN_SIZE: usize = std::mem::size_of::<drover_worker_info>();
+    // Programs built before names and application statuses (0.2) end at `exit`.
+    const MIN_SIZE: usize = std::mem::offset_of!(drover_worker_info, instance);
 }
 
 #[cfg(test)]
@@ -916,6 +943,25 @@ mod tests {
         for s in MasterStatus::ALL {
             assert_eq!(master_status_code(s) as u32, u32::from(s.code()));
         }
+    }
+
+    #[test]
+    fn names_and_statuses_are_nul_terminated_and_cut_at_a_character_boundary() {
+        let name: [c_char; 8] = fixed_c_string("web-1");
+        let read = |a: &[c_char]| {
+            // SAFETY: `fixed_c_string` always leaves a NUL within the array.
+            unsafe { std::ffi::CStr::from_ptr(a.as_ptr()) }
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(read(&name), "web-1");
+        let cut: [c_char; 8] = fixed_c_string("abcdéfgh");
+        assert_eq!(read(&cut), "abcdéf", "7 bytes fit: é whole");
+        let cut: [c_char; 6] = fixed_c_string("abcdéf");
+        assert_eq!(read(&cut), "abcd", "é does not fit in the 5th byte");
+        let empty: [c_char; 4] = fixed_c_string("");
+        assert_eq!(read(&empty), "");
     }
 
     #[test]

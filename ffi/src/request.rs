@@ -2,7 +2,7 @@
 //! a master's and a worker's `request`, their handlers, served in C's polling style, and
 //! `drover_bus_send_to`.
 //!
-//! drover calls no C code, so a handler is not a callback: a request for one arrives as an event
+//! A handler is not a callback (C decides when it answers): a request for one arrives as an event
 //! (DROVER_EVENT_KIND_REQUEST on a master, DROVER_BUS_EVENT_KIND_REQUEST on a bus) that the
 //! program answers, when it likes, with `drover_master_respond()` / `drover_bus_respond()` under
 //! the event's `request_id`. Requests waiting for an answer are kept in a bounded map
@@ -45,7 +45,7 @@ fn answer_from_c(result_json: *const c_char, error_message: *const c_char) -> Re
 }
 
 /// A JSON argument from C: NULL is `null`; text that is not JSON is an error naming the parameter.
-fn json_or_null(json: *const c_char, parameter: &str) -> Result<Value, Failure> {
+pub(crate) fn json_or_null(json: *const c_char, parameter: &str) -> Result<Value, Failure> {
     if json.is_null() {
         return Ok(Value::Null);
     }
@@ -327,7 +327,8 @@ impl Unanswered {
 /// Declares the handlers this worker answers (replacing those declared before): `names` is an
 /// array of `count` handler names (1 to 128 bytes each, no control characters; at most 256).
 /// Requests for them come as DROVER_BUS_EVENT_KIND_REQUEST events, answered with
-/// `drover_bus_respond()`. `count` 0 (with `names` NULL or not) declares none.
+/// `drover_bus_respond()`. `count` 0 (with `names` NULL or not) declares none. The status
+/// functions of `drover_bus_set_status_function()` stay declared beside them (at most 256 in all).
 /// DROVER_RESULT_INVALID_ARGUMENT names a bad name; DROVER_RESULT_MASTER_GONE.
 #[no_mangle]
 pub extern "C" fn drover_bus_set_handlers(
@@ -356,7 +357,8 @@ pub extern "C" fn drover_bus_set_handlers(
                 .map_err(|e| Failure::new(drover_result::InvalidArgument, format!("`names[{i}]`: {}", e.message)))?;
             declared.push(name);
         }
-        Ok(state.runtime.block_on(state.sender.set_handlers(&declared))?)
+        let declared = declared.into_iter().map(str::to_string).collect();
+        state.declared.clone().set_handlers(&state, declared)
     })
 }
 

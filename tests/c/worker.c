@@ -18,14 +18,64 @@
  * name>,"message":<last error>}; a message from another worker is reported as
  * {"from":<id>,"got":<data>}.
  *
+ * The master's store and cache (drover_bus_store_* and drover_bus_cache_get_or_load):
+ * {"cmd":"store-set","path":P,"value":V[,"ttl_ms":T]} answers {"stored":P} or {"store_error":<result
+ * name>,"message":<last error>}; {"cmd":"store-get","path":P} answers {"got":<value>};
+ * {"cmd":"watch","path":P} answers {"watching":<watch>}, and each change is reported as
+ * {"changed":{"watch":W,"path":P,"value":V}}; {"cmd":"unwatch","watch":W} answers {"unwatched":<bool>};
+ * {"cmd":"cache","key":K,"callers":N[,"fail":true]} makes N threads call get_or_load(K) at once with a
+ * loader that counts its runs, takes 500 ms and answers {"loaded_by":<pid>} (or fails with "C loader
+ * failed on purpose"), and answers {"cache":K,"ok":<successes>,"failed":<failures>,"loads":<loader
+ * runs>,"same":<whether every success got the same value>,"value":<a value or null>,"error":<a
+ * failure's last error or "">}.
+ * {"cmd":"app-status","status":S,"counters":C} publishes them and answers {"app_status":S} (or
+ * {"app_status_error":...}); {"cmd":"names"} answers {"name":N,"instance":I,"group":G}.
+ * {"cmd":"cache-garbage"} loads the key "garbage" with a loader answering text that is not JSON
+ * and answers {"garbage":<result name>,"message":<last error>}.
+ * With C_WORKER_STATUS set it registers the status functions "c" ({"id":<id>,"pid":<pid>}),
+ * "null" (which cannot say: returns NULL) and "text" (which answers text that is not JSON).
+ *
  * Before reporting STARTED it checks the bus's error paths; a failed check exits with 90. */
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
+
+/* The status function "c": this worker's id and pid (malloc'd, as drover frees it). */
+static char *status_c(void *user, const char *name) {
+    CHECK(strcmp(name, "c") == 0);
+    /* The id was read before: a status function must not call the bus. */
+    uint64_t id = *(const uint64_t *)user;
+    char *json = malloc(64);
+    snprintf(json, 64, "{\"id\":%llu,\"pid\":%ld}", (unsigned long long)id, (long)getpid());
+    return json;
+}
+
+/* The status function "null": it cannot say. */
+static char *status_null(void *user, const char *name) {
+    (void)user;
+    (void)name;
+    return NULL;
+}
+
+/* The status function "text": answers text that is not JSON. */
+static char *status_text(void *user, const char *name) {
+    (void)user;
+    (void)name;
+    return strdup("{not json");
+}
+
+/* A loader that answers text that is not JSON. */
+static char *load_garbage(void *user, const char *key, char **out_error) {
+    (void)user;
+    (void)key;
+    (void)out_error;
+    return strdup("{oops");
+}
 
 static void check_bus_errors(drover_bus *bus) {
     drover_bus *again = NULL;
@@ -69,6 +119,45 @@ static void check_bus_errors(drover_bus *bus) {
     CHECK(result == NULL);
     CHECK_ERR(drover_bus_respond(bus, 12345, "1", NULL), DROVER_RESULT_NO_SUCH_REQUEST, "no request 12345");
     CHECK_ERR(drover_bus_send_to(bus, "worker:0", "1", NULL), DROVER_RESULT_INVALID_ARGUMENT, "positive integer");
+    /* The store, the cache, statuses: each bad argument is named, nothing is sent. */
+    CHECK_ERR(drover_bus_store_get(bus, NULL, &result), DROVER_RESULT_NULL_ARGUMENT, "`path` is NULL");
+    CHECK_ERR(drover_bus_store_get(bus, "a", NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_value_json` is NULL");
+    CHECK_ERR(drover_bus_store_get(bus, "a.\xff", &result), DROVER_RESULT_INVALID_UTF8, "`path` is not valid UTF-8");
+    CHECK_ERR(drover_bus_store_set(bus, "a", "{bad", 0), DROVER_RESULT_INVALID_ARGUMENT,
+              "`value_json` is not valid JSON");
+    CHECK_ERR(drover_bus_store_set(bus, "a", NULL, 0), DROVER_RESULT_NULL_ARGUMENT, "`value_json` is NULL");
+    CHECK_ERR(drover_bus_store_cas(bus, "a", "[", "1", NULL), DROVER_RESULT_INVALID_ARGUMENT,
+              "`expected_json` is not valid JSON");
+    CHECK_ERR(drover_bus_store_keys(bus, "a", NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_keys_json` is NULL");
+    CHECK_ERR(drover_bus_store_watch(bus, "a", NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_watch` is NULL");
+    CHECK_ERR(drover_bus_cache_get_or_load(bus, "k", 0, NULL, NULL, &result), DROVER_RESULT_NULL_ARGUMENT,
+              "`loader` is NULL");
+    CHECK_ERR(drover_bus_set_app_status(bus, "BUSY", "{\"jobs\":\"many\"}"), DROVER_RESULT_INVALID_ARGUMENT,
+              "`counters_json` must be a JSON object of numbers");
+    CHECK_ERR(drover_bus_set_app_status(bus, "BUSY", "[1]"), DROVER_RESULT_INVALID_ARGUMENT,
+              "`counters_json` must be a JSON object of numbers");
+    CHECK_ERR(drover_bus_set_app_status(bus, "0123456789012345678901234567890123456789012345678901234567890123456789",
+                                        NULL),
+              DROVER_RESULT_INVALID_ARGUMENT, "at most 64 bytes");
+    CHECK_ERR(drover_bus_set_app_status(bus, "A\nB", NULL), DROVER_RESULT_INVALID_ARGUMENT, "control characters");
+    CHECK_ERR(drover_bus_set_app_status(bus, "\xff", NULL), DROVER_RESULT_INVALID_UTF8, "`status`");
+    CHECK_ERR(drover_bus_set_status_function(bus, "", status_c, NULL), DROVER_RESULT_INVALID_ARGUMENT, "`name`");
+    CHECK_ERR(drover_bus_set_status_function(bus, NULL, status_c, NULL), DROVER_RESULT_NULL_ARGUMENT,
+              "`name` is NULL");
+    CHECK(result == NULL);
+    /* Handlers and status functions are at most 256 together: past it, nothing is sent. */
+    static char many[256][8];
+    const char *many_names[256];
+    for (int i = 0; i < 256; i++) {
+        snprintf(many[i], sizeof many[i], "h%d", i);
+        many_names[i] = many[i];
+    }
+    CHECK_OK(drover_bus_set_handlers(bus, many_names, 256));
+    CHECK_ERR(drover_bus_set_status_function(bus, "one-more", status_null, NULL), DROVER_RESULT_INVALID_ARGUMENT,
+              "257 handlers and status functions together: at most 256");
+    CHECK_OK(drover_bus_set_handlers(bus, NULL, 0));
+    CHECK_OK(drover_bus_set_status_function(bus, "one-more", status_null, NULL));
+    CHECK_OK(drover_bus_set_status_function(bus, "one-more", NULL, NULL));
     drover_bus_event unsized = {0};
     CHECK_ERR(drover_bus_next_event(bus, 0, &unsized), DROVER_RESULT_INVALID_ARGUMENT,
               "`out_event->size` is 0: set it to sizeof(drover_bus_event)");
@@ -224,6 +313,114 @@ static void accept_one(char *reply, size_t size) {
     snprintf(reply, size, "{\"accepted\":%s}", pid);
 }
 
+static void store_set(drover_bus *bus, const char *data, char *reply, size_t size) {
+    char path[256], value[2048], ttl[32] = "0";
+    CHECK(json_string(data, "path", path, sizeof path) && json_value(data, "value", value, sizeof value));
+    json_value(data, "ttl_ms", ttl, sizeof ttl);
+    drover_result r = drover_bus_store_set(bus, path, value, atoll(ttl));
+    if (r != DROVER_RESULT_OK) {
+        failure_reply("store_error", r, reply, size);
+        return;
+    }
+    snprintf(reply, size, "{\"stored\":\"%s\"}", path);
+}
+
+static void store_get(drover_bus *bus, const char *data, char *reply, size_t size) {
+    char path[256], *value = NULL;
+    CHECK(json_string(data, "path", path, sizeof path));
+    CHECK_OK(drover_bus_store_get(bus, path, &value));
+    snprintf(reply, size, "{\"got\":%s}", value);
+    drover_string_free(value);
+}
+
+/* One round of {"cmd":"cache"}: what its callers share. */
+struct cache_round {
+    drover_bus *bus;
+    const char *key;
+    int fail;
+    pthread_mutex_t lock;
+    int loads, ok, failed, same;
+    char value[256], error[512];
+};
+
+/* The loader: counts its runs, takes 500 ms (so that the other callers come while it loads). */
+static char *load(void *user, const char *key, char **out_error) {
+    struct cache_round *round = user;
+    CHECK(strcmp(key, round->key) == 0);
+    pthread_mutex_lock(&round->lock);
+    round->loads++;
+    pthread_mutex_unlock(&round->lock);
+    usleep(500 * 1000);
+    if (round->fail) {
+        *out_error = strdup("C loader failed on purpose");
+        return NULL;
+    }
+    char *json = malloc(64);
+    snprintf(json, 64, "{\"loaded_by\":%ld}", (long)getpid());
+    return json;
+}
+
+static void *cache_caller(void *arg) {
+    struct cache_round *round = arg;
+    char *value = NULL;
+    drover_result r = drover_bus_cache_get_or_load(round->bus, round->key, 0, load, round, &value);
+    pthread_mutex_lock(&round->lock);
+    if (r == DROVER_RESULT_OK) {
+        if (round->ok++ == 0)
+            snprintf(round->value, sizeof round->value, "%s", value);
+        else if (strcmp(round->value, value) != 0)
+            round->same = 0;
+        drover_string_free(value);
+    } else {
+        CHECK(value == NULL);
+        round->failed++;
+        failure_reply("result", r, round->error, sizeof round->error);
+    }
+    pthread_mutex_unlock(&round->lock);
+    return NULL;
+}
+
+static void cache(drover_bus *bus, const char *data, char *reply, size_t size) {
+    char key[256], callers[16];
+    CHECK(json_string(data, "key", key, sizeof key) && json_value(data, "callers", callers, sizeof callers));
+    int n = atoi(callers);
+    CHECK(n > 0 && n <= 64);
+    struct cache_round round = {.bus = bus, .key = key, .fail = strstr(data, "\"fail\":true") != NULL, .same = 1};
+    pthread_mutex_init(&round.lock, NULL);
+    pthread_t threads[64];
+    for (int i = 0; i < n; i++) CHECK(pthread_create(&threads[i], NULL, cache_caller, &round) == 0);
+    for (int i = 0; i < n; i++) CHECK(pthread_join(threads[i], NULL) == 0);
+    pthread_mutex_destroy(&round.lock);
+    char error[600];
+    json_quote(round.error, error, sizeof error);
+    snprintf(reply, size, "{\"cache\":\"%s\",\"ok\":%d,\"failed\":%d,\"loads\":%d,\"same\":%s,\"value\":%s,\"error\":%s}",
+             key, round.ok, round.failed, round.loads, round.same ? "true" : "false", round.ok ? round.value : "null",
+             error);
+}
+
+static void app_status(drover_bus *bus, const char *data, char *reply, size_t size) {
+    char status[128], counters[1024] = "null";
+    CHECK(json_string(data, "status", status, sizeof status));
+    json_value(data, "counters", counters, sizeof counters);
+    drover_result r = drover_bus_set_app_status(bus, status, strcmp(counters, "null") == 0 ? NULL : counters);
+    if (r != DROVER_RESULT_OK) {
+        failure_reply("app_status_error", r, reply, size);
+        return;
+    }
+    snprintf(reply, size, "{\"app_status\":\"%s\"}", status);
+}
+
+static void names(drover_bus *bus, char *reply, size_t size) {
+    char *name = NULL, *group = NULL;
+    uint32_t instance = 99;
+    CHECK_OK(drover_bus_worker_name(bus, &name));
+    CHECK_OK(drover_bus_worker_group(bus, &group));
+    CHECK_OK(drover_bus_worker_instance(bus, &instance));
+    snprintf(reply, size, "{\"name\":\"%s\",\"instance\":%u,\"group\":\"%s\"}", name, instance, group);
+    drover_string_free(name);
+    drover_string_free(group);
+}
+
 /* Answers a message; returns 0 when it asked the worker to exit. */
 static int answer(drover_bus *bus, const char *data) {
     char reply[4096];
@@ -241,6 +438,33 @@ static int answer(drover_bus *bus, const char *data) {
         make_request(bus, data, reply, sizeof reply);
     } else if (strstr(data, "\"cmd\":\"send-to\"") != NULL) {
         send_to(bus, data, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"store-set\"") != NULL) {
+        store_set(bus, data, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"store-get\"") != NULL) {
+        store_get(bus, data, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"watch\"") != NULL) {
+        char path[256];
+        uint64_t watch = 0;
+        CHECK(json_string(data, "path", path, sizeof path));
+        CHECK_OK(drover_bus_store_watch(bus, path, &watch));
+        snprintf(reply, sizeof reply, "{\"watching\":%llu}", (unsigned long long)watch);
+    } else if (strstr(data, "\"cmd\":\"unwatch\"") != NULL) {
+        char watch[32];
+        bool ended = false;
+        CHECK(json_value(data, "watch", watch, sizeof watch));
+        CHECK_OK(drover_bus_store_unwatch(bus, strtoull(watch, NULL, 10), &ended));
+        snprintf(reply, sizeof reply, "{\"unwatched\":%s}", ended ? "true" : "false");
+    } else if (strstr(data, "\"cmd\":\"cache-garbage\"") != NULL) {
+        char *value = NULL;
+        drover_result r = drover_bus_cache_get_or_load(bus, "garbage", 0, load_garbage, NULL, &value);
+        CHECK(r != DROVER_RESULT_OK && value == NULL);
+        failure_reply("garbage", r, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"cache\"") != NULL) {
+        cache(bus, data, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"app-status\"") != NULL) {
+        app_status(bus, data, reply, sizeof reply);
+    } else if (strstr(data, "\"cmd\":\"names\"") != NULL) {
+        names(bus, reply, sizeof reply);
     } else if (strstr(data, "\"cmd\":\"meta\"") != NULL) {
         char *meta = NULL;
         CHECK_OK(drover_bus_meta_json(bus, &meta));
@@ -273,6 +497,14 @@ static int handle(drover_bus *bus, drover_bus_event *event) {
         CHECK_OK(drover_bus_send_message(bus, reply));
         return 1;
     }
+    case DROVER_BUS_EVENT_KIND_STORE_CHANGED: {
+        char reply[4096];
+        CHECK(event->path != NULL && event->data != NULL && event->watch > 0);
+        snprintf(reply, sizeof reply, "{\"changed\":{\"watch\":%llu,\"path\":\"%s\",\"value\":%s}}",
+                 (unsigned long long)event->watch, event->path, event->data);
+        CHECK_OK(drover_bus_send_message(bus, reply));
+        return 1;
+    }
     case DROVER_BUS_EVENT_KIND_CLOSED:
         return 0;
     default:
@@ -293,6 +525,15 @@ int main(void) {
     if (getenv("C_WORKER_HANDLERS") != NULL) {
         const char *handlers[] = {"c-echo", "c-fail", "c-whoami"};
         CHECK_OK(drover_bus_set_handlers(bus, handlers, 3));
+    }
+    static uint64_t my_id = 0;
+    CHECK_OK(drover_bus_worker_id(bus, &my_id));
+    if (getenv("C_WORKER_STATUS") != NULL) {
+        CHECK_OK(drover_bus_set_status_function(bus, "c", status_c, &my_id));
+        CHECK_OK(drover_bus_set_status_function(bus, "null", status_null, NULL));
+        CHECK_OK(drover_bus_set_status_function(bus, "text", status_text, NULL));
+        CHECK_OK(drover_bus_set_status_function(bus, "gone", status_null, NULL));
+        CHECK_OK(drover_bus_set_status_function(bus, "gone", NULL, NULL)); /* removed again */
     }
     CHECK_OK(drover_bus_send_started(bus));
 

@@ -193,6 +193,17 @@ pub fn serve_and_stop_c_example(master: &Path, worker: &Path) {
         .map(|all| all.iter().map(|one| one["result"]["pid"].as_u64().is_some()).collect())
         .unwrap_or_default();
     assert_eq!(answered, [true, true], "{seen:?}");
+    // Each worker stored its pid in the master's store, and answered its status function.
+    let of = |prefix: &str| -> serde_json::Value {
+        let line = seen.iter().find_map(|l| l.strip_prefix(prefix)).unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_default()
+    };
+    let store = of("store: ");
+    let statuses = of("statuses: ");
+    for id in ["1", "2"] {
+        assert!(store[id]["pid"].is_u64(), "{seen:?}");
+        assert_eq!(statuses[id]["http"]["draining"], false, "{seen:?}");
+    }
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a worker accepts");
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
     let mut response = String::new();

@@ -46,7 +46,7 @@ pub const MAX_CACHE_WAITERS: usize = 4096;
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Handlers named with this prefix are *status functions* (cluster2's status registry): the
 /// master gathers them all with [`crate::Master::gather_statuses`].
-pub const STATUS_PREFIX: &str = "status.";
+pub const STATUS_PREFIX: &str = crate::request::STATUS_FUNCTION_PREFIX;
 /// Watches one worker may hold on the store.
 pub const MAX_WATCHES_PER_WORKER: usize = 64;
 /// Watches on one master's store in all.

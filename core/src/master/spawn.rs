@@ -495,6 +495,40 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(pages * u64::try_from(page).unwrap_or(4096))
 }
 
+/// User plus system CPU time process `pid` has used, seconds, from `/proc/<pid>/stat` (`None` if
+/// it is gone).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf is always safe to call.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    parse_cpu_ticks(&stat).map(|used| used as f64 / ticks)
+}
+
+/// utime + stime (fields 14 and 15) from a `/proc/<pid>/stat` line. The command name, in
+/// parentheses, may contain spaces and parentheses: fields are counted after the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is at index n - 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_fields_are_counted_after_the_command_name() {
+        let stat = "4121 (my (odd) prog) S 1 4121 4121 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 50";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert_eq!(cpu_seconds(u32::MAX), None);
+    }
+}
+
 /// A process that is not one, for the actor's unit tests: it records the signals it is sent (with
 /// the paused clock's time) and exits when SIGKILL comes, when SIGTERM comes if it obeys that, or
 /// when the test says.

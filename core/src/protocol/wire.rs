@@ -119,6 +119,50 @@ impl WorkerFrame {
     }
 }
 
+/// The most bytes of an `app_status` frame's `status` (PROTOCOL.md §5.8).
+pub const MAX_APP_STATUS_BYTES: usize = 64;
+/// The most counters in an `app_status` frame.
+pub const MAX_APP_COUNTERS: usize = 32;
+/// The most bytes of a counter's name.
+pub const MAX_APP_COUNTER_NAME: usize = 64;
+
+/// Checks an `app_status` frame's contents against PROTOCOL.md §5.8, as the master does (a frame
+/// past them is a protocol error there): a worker calls it before sending, so a bad status is an
+/// error for its caller, not the end of the worker.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use drover::protocol::wire::check_app_status;
+///
+/// let counters = BTreeMap::from([("jobs".to_string(), 3.0)]);
+/// assert!(check_app_status(Some("PROCESSING"), &counters).is_ok());
+/// assert!(check_app_status(Some("a\nb"), &counters).is_err());
+/// let nan = BTreeMap::from([("lag".to_string(), f64::NAN)]);
+/// assert!(check_app_status(None, &nan).unwrap_err().contains("\"lag\""));
+/// ```
+pub fn check_app_status(
+    status: Option<&str>,
+    counters: &std::collections::BTreeMap<String, f64>,
+) -> Result<(), String> {
+    if status.is_some_and(|s| s.len() > MAX_APP_STATUS_BYTES || s.chars().any(char::is_control)) {
+        return Err(format!(
+            "`status` must be at most {MAX_APP_STATUS_BYTES} bytes without control characters"
+        ));
+    }
+    if counters.len() > MAX_APP_COUNTERS {
+        return Err(format!("{} counters, at most {MAX_APP_COUNTERS}", counters.len()));
+    }
+    if let Some((name, _)) = counters
+        .iter()
+        .find(|(n, v)| n.is_empty() || n.len() > MAX_APP_COUNTER_NAME || !v.is_finite())
+    {
+        return Err(format!(
+            "counter {name:?}: a name of 1 to {MAX_APP_COUNTER_NAME} bytes and a finite number"
+        ));
+    }
+    Ok(())
+}
+
 /// What the master tells a worker about itself in its `welcome`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerMeta {

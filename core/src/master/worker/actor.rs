@@ -621,28 +621,11 @@ impl<C: Child> WorkerActor<C> {
                 Ok(())
             }
             WorkerFrame::AppStatus { status, counters } => {
-                let bad = |why: String| ProtocolError::Malformed {
-                    reason: format!("app_status: {why}"),
-                    excerpt: excerpt_type(line),
-                };
-                if status
-                    .as_ref()
-                    .is_some_and(|s| s.len() > 64 || s.chars().any(char::is_control))
-                {
-                    return Err(bad(
-                        "`status` must be at most 64 bytes without control characters".into()
-                    ));
-                }
-                if counters.len() > 32 {
-                    return Err(bad(format!("{} counters, at most 32", counters.len())));
-                }
-                if let Some((name, _)) = counters
-                    .iter()
-                    .find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite())
-                {
-                    return Err(bad(format!(
-                        "counter {name:?}: a name of 1 to 64 bytes and a finite number"
-                    )));
+                if let Err(why) = crate::protocol::wire::check_app_status(status.as_deref(), &counters) {
+                    return Err(ProtocolError::Malformed {
+                        reason: format!("app_status: {why}"),
+                        excerpt: excerpt_type(line),
+                    });
                 }
                 self.info.send_modify(|i| {
                     i.app_status = status;
