@@ -21,6 +21,7 @@ use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,7 +51,10 @@ enum FromRuntime {
 enum Outbound {
     Status(WorkerStatus),
     Message(Box<RawValue>),
-    Heartbeat,
+    /// A heartbeat, with the runtime statistics the JS layer measured.
+    Heartbeat(BTreeMap<String, f64>),
+    /// The application status and counters (`setAppStatus`).
+    AppStatus(Option<String>, BTreeMap<String, f64>),
     /// The names of the handlers this worker answers (the full set).
     Handlers(Vec<String>),
 }
@@ -107,7 +111,8 @@ impl Shared {
         let label = match &out {
             Outbound::Status(_) => "send status",
             Outbound::Message(_) => "send message",
-            Outbound::Heartbeat => "send heartbeat",
+            Outbound::Heartbeat(_) => "send heartbeat",
+            Outbound::AppStatus(..) => "send app status",
             Outbound::Handlers(_) => "declare handlers",
         };
         let operation = move || match status {
@@ -118,7 +123,8 @@ impl Shared {
             match out {
                 Outbound::Status(s) => sender.send_status(s).await,
                 Outbound::Message(data) => sender.send_message(&*data).await,
-                Outbound::Heartbeat => sender.send_heartbeat(uptime).await,
+                Outbound::Heartbeat(stats) => sender.send_heartbeat_with_stats(uptime, &stats).await,
+                Outbound::AppStatus(status, counters) => sender.set_app_status(status.as_deref(), &counters).await,
                 Outbound::Handlers(names) => {
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     sender.set_handlers(&names).await
@@ -270,6 +276,9 @@ fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
     let event = match event {
         BusEvent::Request(incoming) => return calls.take(incoming),
         BusEvent::WorkerMessage { from, data } => json!({ "event": "worker-message", "from": from, "data": data }),
+        BusEvent::StoreChanged { watch, path, value } => {
+            json!({ "event": "store-changed", "watch": watch, "path": path, "value": value })
+        }
         BusEvent::Stop => json!({ "event": "stop" }),
         BusEvent::Quit => json!({ "event": "quit" }),
         BusEvent::Message(data) => json!({ "event": "message", "data": data }),
@@ -307,6 +316,11 @@ fn read_on_js_thread(
     }
     let fd = reader.fd();
     ReadWatch::start(env, fd, false, Box::new(move || deliver(&mut reader))).map(|_| ())
+}
+
+/// An object of numbers from its JSON text, or a `TypeError` naming `what`.
+fn numbers(text: &str, what: &str) -> napi::Result<BTreeMap<String, f64>> {
+    serde_json::from_str(text).map_err(|e| error::type_error(format!("{what}: an object of numbers is expected: {e}")))
 }
 
 /// A listening socket the master handed over. `fd` now belongs to JavaScript: Node's
@@ -392,10 +406,23 @@ impl NativeBus {
         self.shared.send(Outbound::Message(data))
     }
 
-    /// Sends a heartbeat (with this process's resident memory and uptime).
+    /// Sends a heartbeat (with this process's resident memory and uptime), carrying `stats`: the
+    /// JSON text of an object of numbers (event-loop lag, GC counts), none if absent.
     #[napi(catch_unwind)]
-    pub fn heartbeat(&self) -> napi::Result<()> {
-        self.shared.send(Outbound::Heartbeat)
+    pub fn heartbeat(&self, stats: Option<String>) -> napi::Result<()> {
+        let stats = match stats {
+            Some(text) => numbers(&text, "MessageBus heartbeat stats")?,
+            None => BTreeMap::new(),
+        };
+        self.shared.send(Outbound::Heartbeat(stats))
+    }
+
+    /// Publishes the application status (`null`: none) and counters (the JSON text of an object
+    /// of finite numbers), replacing the last ones; the JS layer checked their bounds.
+    #[napi(catch_unwind)]
+    pub fn set_app_status(&self, status: Option<String>, counters: String) -> napi::Result<()> {
+        let counters = numbers(&counters, "MessageBus.setAppStatus(status, counters)")?;
+        self.shared.send(Outbound::AppStatus(status, counters))
     }
 
     /// Asks the master for its listening socket on `address` (`host:port`, `[v6]:port`, `port`,

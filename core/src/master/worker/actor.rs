@@ -30,6 +30,7 @@ use crate::master::spawn::Child;
 use crate::protocol::channel::{ChannelRead, ChannelWrite};
 use crate::protocol::codec::Frame;
 use crate::protocol::writer::{FrameKind, FrameWriter};
+use crate::protocol::wire::MAX_HEARTBEAT_STATS;
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
 use crate::WorkerId;
@@ -179,6 +180,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         exit: None,
         app_status: None,
         counters: Default::default(),
+        stats: Default::default(),
     };
     let (info_tx, info_rx) = watch::channel(info);
     let outbound = outbound_limit(config.max_frame_bytes);
@@ -612,7 +614,25 @@ impl<C: Child> WorkerActor<C> {
                 });
                 Ok(())
             }
-            WorkerFrame::Heartbeat { rss_bytes, .. } => {
+            WorkerFrame::Heartbeat { rss_bytes, stats, .. } => {
+                if stats.len() > MAX_HEARTBEAT_STATS {
+                    return Err(ProtocolError::Malformed {
+                        reason: format!("heartbeat: {} stats, at most {MAX_HEARTBEAT_STATS}", stats.len()),
+                        excerpt: excerpt_type(line),
+                    });
+                }
+                if let Some((name, _)) = stats
+                    .iter()
+                    .find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite())
+                {
+                    return Err(ProtocolError::Malformed {
+                        reason: format!("heartbeat: stat {name:?}: a name of 1 to 64 bytes and a finite number"),
+                        excerpt: excerpt_type(line),
+                    });
+                }
+                if !stats.is_empty() {
+                    self.info.send_modify(|i| i.stats = stats);
+                }
                 self.on_heartbeat(rss_bytes);
                 Ok(())
             }

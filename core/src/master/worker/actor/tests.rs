@@ -381,6 +381,7 @@ async fn a_worker_silent_past_its_heartbeat_interval_and_tolerance_is_failed_as_
     let beat = WorkerFrame::Heartbeat {
         rss_bytes: Some(1),
         uptime_ms: None,
+        stats: Default::default(),
     };
     worker.say(&beat).await;
     let failed = worker.event(|e| matches!(e, Event::Failed { .. })).await;
