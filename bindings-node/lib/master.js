@@ -73,6 +73,9 @@ class Master extends EventEmitter {
         // The JS handlers of requests (handle()), by name.
         this._handlers = new Map();
         this._recyclePredicate = null;
+        // Worker id -> the pid the predicate condemned: judged no more (a later calm heartbeat
+        // must not take back a replacement the master may be about to start).
+        this._condemned = new Map();
         /**
          * The shared store workers reach with `mb.store` (PROTOCOL.md §5.6), read and written
          * directly: get, set, delete, cas, keys (watch is a worker's; here, read on demand).
@@ -160,8 +163,9 @@ class Master extends EventEmitter {
      * the worker's heartbeats (so `heartbeatInterval` must be set), with `stats` the heartbeat's
      * statistics (a Node worker's `event_loop_lag_ms`, `event_loop_lag_p99_ms`,
      * `event_loop_lag_max_ms` over the last interval, `gc_count`, `gc_ms` since it started; plus
-     * `rss_bytes`) and `worker` as getWorkers() gives it. The master acts on the last verdict at
-     * its next check (`memoryCheckInterval`, default 5 s). A throwing predicate keeps the worker
+     * `rss_bytes`) and `worker` as getWorkers() gives it. Once it asks for a replacement, that
+     * process is not asked again: the master replaces it at its next check (`memoryCheckInterval`,
+     * default 5 s). A throwing predicate keeps the worker
      * (its error is emitted as 'error'). Replaces a predicate set before; returns the master.
      */
     recycleWhen(predicate) {
@@ -176,7 +180,7 @@ class Master extends EventEmitter {
     // Asks the recycle predicate about worker `id` after its heartbeat, and hands core its verdict.
     _judge(id) {
         const w = errors.call(() => this._native.worker(id));
-        if (!w || !w.alive || w.pid == null) return;
+        if (!w || !w.alive || w.pid == null || this._condemned.get(id) === w.pid) return;
         let reason = null;
         try {
             const verdict = this._recyclePredicate({ ...w.stats, rss_bytes: w.rssBytes }, details(w));
@@ -185,6 +189,7 @@ class Master extends EventEmitter {
         } catch (e) {
             this._emitError(e, id);
         }
+        if (reason !== null) this._condemned.set(id, w.pid);
         errors.call(() => this._native.setRecycleVerdict(id, w.pid, reason));
     }
 
@@ -433,6 +438,7 @@ class Master extends EventEmitter {
                 break;
             case 'exit':
                 if (this._recyclePredicate && e.pid != null) {
+                    this._condemned.delete(e.id);
                     errors.call(() => this._native.setRecycleVerdict(e.id, e.pid, null));
                 }
                 this.emit('worker-exit', exitReasons.fromNative(e.reason, e.requested), e.id, {
