@@ -177,13 +177,16 @@ class Master extends EventEmitter {
         return this;
     }
 
-    // Asks the recycle predicate about worker `id` after its heartbeat, and hands core its verdict.
-    _judge(id) {
+    // Asks the recycle predicate about heartbeat `e`'s worker, with its stats, and hands core its
+    // verdict (the worker's snapshot may already hold a later heartbeat's stats).
+    _judge(e) {
+        const { id } = e;
         const w = errors.call(() => this._native.worker(id));
         if (!w || !w.alive || w.pid == null || this._condemned.get(id) === w.pid) return;
         let reason = null;
         try {
-            const verdict = this._recyclePredicate({ ...w.stats, rss_bytes: w.rssBytes }, details(w));
+            const stats = { ...(e.stats || {}), rss_bytes: e.rss_bytes == null ? w.rssBytes : e.rss_bytes };
+            const verdict = this._recyclePredicate(stats, details(w));
             if (typeof verdict === 'string' && verdict !== '') reason = verdict;
             else if (verdict) reason = 'the recycle predicate';
         } catch (e) {
@@ -467,8 +470,8 @@ class Master extends EventEmitter {
                 break;
             }
             case 'heartbeat':
-                if (this._recyclePredicate) this._judge(e.id);
-                this.emit('heartbeat', e.id, { pid: e.pid, rssBytes: e.rss_bytes });
+                if (this._recyclePredicate) this._judge(e);
+                this.emit('heartbeat', e.id, { pid: e.pid, rssBytes: e.rss_bytes, stats: e.stats || {} });
                 break;
             case 'restarting':
                 this.emit('worker-restarting', e.id, { delayMs: e.delay_ms, restarts: e.restarts });

@@ -287,14 +287,18 @@ class MessageBus extends EventEmitter {
                     // From the JS loop, so a blocked loop is seen as hung. Unref'd: it keeps nothing alive.
                     // Each carries the loop's lag and the GCs (PROTOCOL.md §5.1 `stats`).
                     this._stats = runtimeStats.start();
-                    const beat = () => {
+                    const send = () => {
+                        if (!this._stats) return;
                         try {
-                            this._native.heartbeat(JSON.stringify(this._stats.take()));
+                            this._native.heartbeat(JSON.stringify(this._stats.take(e.meta.heartbeat_ms)));
                         } catch {
                             this._stopHeartbeat();
                         }
                     };
-                    beat();
+                    // After this loop turn's timers: a loop that was blocked has the delay
+                    // histogram's timer due too, and it must record the block before it is read.
+                    const beat = () => setImmediate(send);
+                    send();
                     this._heartbeat = setInterval(beat, e.meta.heartbeat_ms);
                     this._heartbeat.unref();
                 }

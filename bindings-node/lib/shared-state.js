@@ -212,4 +212,4 @@ async function builtin(native, name, args, timeoutMs) {
     }
 }
 
-module.exports = { Store, Cache, builtin };
+module.exports = { Store, Cache, builtin, MAX_EARLY_CHANGES };

@@ -242,7 +242,11 @@ impl NativeMaster {
     /// Gathers every worker's status functions within `timeout_ms` (none: core's default request
     /// timeout); resolves with the JSON text of `{ workerId: { name: value } }`.
     #[napi(catch_unwind)]
-    pub fn gather_statuses<'env>(&self, env: &'env Env, timeout_ms: Option<f64>) -> napi::Result<PromiseRaw<'env, String>> {
+    pub fn gather_statuses<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
         let timeout = request::timeout(timeout_ms, "Master.gatherStatuses(options)")?;
         let master = self.master.clone();
         env.spawn_future(crate::guard(async move {

@@ -36,6 +36,8 @@ function typeErrors() {
         () => mb.setAppStatus('OK', { jobs: 'three' }),
         () => mb.registerStatus('x', 'not a function'),
     ];
+    const tooMany = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`c${i}`, i]));
+    attempts.push(() => mb.setAppStatus('x'.repeat(65)), () => mb.setAppStatus('OK', tooMany));
     const thrown = attempts.map((attempt) => {
         try {
             attempt();

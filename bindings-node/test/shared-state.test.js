@@ -7,6 +7,8 @@ const assert = require('node:assert/strict');
 const { MasterFactory, RequestError, WorkerStatuses } = require('..');
 const { fixture, waitFor } = require('../test-support/helpers');
 
+const { Store, MAX_EARLY_CHANGES } = require('../lib/shared-state');
+
 const stateWorker = fixture('state-worker.js');
 const DEADLINE = 30000;
 
@@ -142,6 +144,8 @@ test('store, cache, app status and status registry from Node workers and the mas
             /setAppStatus\(status, counters\): status must be/,
             /setAppStatus\(status, counters\): counter "jobs" must be a finite number/,
             /registerStatus\(name, fn\): fn must be a function/,
+            /status must be at most 64 bytes/,
+            /33 counters, at most 32/,
             /store\.get\(path\): path must be a string/,
             /options\.ttl must be a number/,
             /value must be JSON-serializable/,
@@ -152,13 +156,35 @@ test('store, cache, app status and status registry from Node workers and the mas
         assert.equal(errs.length, expected.length);
         errs.forEach((e, i) => {
             assert.ok(e, `attempt ${i} failed`);
-            assert.equal(e.name, 'TypeError', e.message);
+            assert.equal(e.name, i === 3 || i === 4 ? 'RangeError' : 'TypeError', e.message);
             assert.match(e.message, expected[i]);
         });
         await assert.rejects(master.store.set(1, 2), TypeError);
         assert.throws(() => master.recycleWhen('lag > 5'), /recycleWhen\(predicate\): predicate must be a function/);
         await assert.rejects(master.gatherStatuses({ timeout: -1 }), TypeError);
     });
+});
+
+test('changes read before their watch() resolves are kept for it, at most MAX_EARLY_CHANGES, the oldest dropped', async () => {
+    let answer;
+    const store = new Store((op) => {
+        assert.equal(op, 'watch');
+        return new Promise((resolve) => {
+            answer = resolve;
+        });
+    }, 'Test');
+    const heard = [];
+    const watching = store.watch('a', (value, path) => heard.push([path, value]));
+    const extra = 5;
+    for (let i = 0; i < MAX_EARLY_CHANGES + extra; i++) store._changed({ watch: 7, path: 'a.b', value: i });
+    store._changed({ watch: 8, path: 'a', value: 'not ours' });
+    answer({ watch: 7 });
+    assert.equal(await watching, 7);
+    assert.equal(heard.length, MAX_EARLY_CHANGES - 1, 'past the bound the oldest went, the other watch\'s one included');
+    assert.deepEqual(heard[0], ['a.b', extra + 1]);
+    assert.deepEqual(heard.at(-1), ['a.b', MAX_EARLY_CHANGES + extra - 1]);
+    store._changed({ watch: 7, path: 'a.c', value: 'later' });
+    assert.deepEqual(heard.at(-1), ['a.c', 'later'], 'then told at once');
 });
 
 test('a recycle predicate on event-loop lag replaces a Node worker that blocks its loop, make-before-break', async (t) => {
@@ -184,7 +210,10 @@ test('a recycle predicate on event-loop lag replaces a Node worker that blocks i
 
     const recycling = waitFor(master, 'worker-recycling', () => true, DEADLINE);
     await run(master, 1, { cmd: 'block', ms: 1500 });
-    const [victim, reason] = await recycling;
+    const [victim, reason] = await recycling.catch((e) => {
+        const lags = seen.filter((s) => s.id === 1).map((s) => s.stats.event_loop_lag_max_ms);
+        throw new Error(`${e.message}; worker 1's max lags: ${lags.slice(-40).join(' ')}`);
+    });
     assert.equal(victim, 1);
     assert.match(reason, /event-loop lag \d+(\.\d+)? ms/);
     await waitFor(master, 'worker-exit', (_r, id) => id === 1, DEADLINE);

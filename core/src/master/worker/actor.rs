@@ -29,8 +29,8 @@ use crate::master::router::Router;
 use crate::master::spawn::Child;
 use crate::protocol::channel::{ChannelRead, ChannelWrite};
 use crate::protocol::codec::Frame;
-use crate::protocol::writer::{FrameKind, FrameWriter};
 use crate::protocol::wire::MAX_HEARTBEAT_STATS;
+use crate::protocol::writer::{FrameKind, FrameWriter};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
 use crate::WorkerId;
@@ -631,9 +631,9 @@ impl<C: Child> WorkerActor<C> {
                     });
                 }
                 if !stats.is_empty() {
-                    self.info.send_modify(|i| i.stats = stats);
+                    self.info.send_modify(|i| i.stats = stats.clone());
                 }
-                self.on_heartbeat(rss_bytes);
+                self.on_heartbeat(rss_bytes, stats);
                 Ok(())
             }
             WorkerFrame::Listen { request, address } => {
@@ -714,7 +714,7 @@ impl<C: Child> WorkerActor<C> {
     }
 
     /// A heartbeat (a `heartbeat` frame, or `WATCHDOG=1`) pushes the hung deadline back.
-    fn on_heartbeat(&mut self, rss_bytes: Option<u64>) {
+    fn on_heartbeat(&mut self, rss_bytes: Option<u64>, stats: std::collections::BTreeMap<String, f64>) {
         if let Some(hb) = self.config.heartbeat {
             if let Lifecycle::Running { hung_at: Some(_) } = self.lifecycle {
                 self.lifecycle = Lifecycle::Running {
@@ -729,6 +729,7 @@ impl<C: Child> WorkerActor<C> {
             id: self.id,
             pid: self.pid,
             rss_bytes,
+            stats,
         });
     }
 
@@ -798,7 +799,7 @@ impl<C: Child> WorkerActor<C> {
                 ("READY", "1") => self.on_status(WorkerStatus::Started),
                 ("STOPPING", "1") if self.status == WorkerStatus::Started => self.on_status(WorkerStatus::Stopping),
                 ("WATCHDOG", "1") => {
-                    self.on_heartbeat(None);
+                    self.on_heartbeat(None, Default::default());
                     Ok(())
                 }
                 ("STATUS", text) => {
