@@ -74,7 +74,12 @@ fn worker_frame() -> impl Strategy<Value = WorkerFrame> {
         json_value().prop_map(|data| WorkerFrame::Message { data }),
         (
             proptest::option::of(any::<u64>()),
-            proptest::collection::btree_map("[a-z_]{1,16}", -1e9f64..1e9, 0..4)
+            // Eighths: exact in JSON's decimal text (serde_json's default float parsing may round others).
+            proptest::collection::btree_map(
+                "[a-z_]{1,16}",
+                (-1_000_000i32..1_000_000).prop_map(|n| f64::from(n) / 8.0),
+                0..4
+            )
         )
             .prop_map(|(rss_bytes, stats)| WorkerFrame::Heartbeat {
                 rss_bytes,
