@@ -68,6 +68,9 @@ class MessageBus extends EventEmitter {
         // listeners are kept (1.0 removed them).
         // The handlers of requests (handle()), by name.
         this._handlers = new Map();
+        // This worker's requests under way (requestNow), by their number.
+        this._calls = new Map();
+        this._callNumber = 0;
         /** The master's shared store (PROTOCOL.md §5.6): get, set, delete, cas, keys, watch, unwatch. */
         this.store = new Store((op, args) => builtin(this._native, `drover.store.${op}`, args), 'MessageBus');
         /** The cache every worker of the master shares, with single-flight getOrLoad (PROTOCOL.md §5.7). */
@@ -122,7 +125,36 @@ class MessageBus extends EventEmitter {
      * (options.timeout ms, default 30 000, at most 600 000), 'target_gone', 'handler_failed'...
      */
     request(target, name, args, options) {
-        return requests.request(this._native, 'MessageBus.request(target, name, args, options)', target, name, args, options);
+        const what = 'MessageBus.request(target, name, args, options)';
+        let call;
+        try {
+            call = requests.checkCall(what, target, name, args, options);
+        } catch (e) {
+            return Promise.reject(e);
+        }
+        // Settled on the JS thread by the read that brings the answer (a 'settled' event).
+        const number = ++this._callNumber;
+        let now;
+        try {
+            now = errors.call(() => this._native.requestNow(number, call.target, name, call.json, call.timeout));
+        } catch (e) {
+            return Promise.reject(errors.fromNative(e));
+        }
+        if (now === '') {
+            // Not connected yet: the runtime's path waits for the handshake.
+            return requests.request(this._native, what, target, name, args, options);
+        }
+        const settled = new Promise((resolve, reject) => this._calls.set(number, { resolve, reject }));
+        if (now != null) this._settle(JSON.parse(now));
+        return settled;
+    }
+
+    _settle(e) {
+        const call = this._calls.get(e.call);
+        if (!call) return;
+        this._calls.delete(e.call);
+        if (e.error) call.reject(errors.fromDescription(e.error));
+        else call.resolve(e.result);
     }
 
     /**
@@ -320,6 +352,9 @@ class MessageBus extends EventEmitter {
                 break;
             case 'message':
                 this.emit('message', e.data);
+                break;
+            case 'settled':
+                this._settle(e);
                 break;
             case 'store-changed':
                 this.store._changed(e);

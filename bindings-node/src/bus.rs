@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use crate::error;
 use crate::js_call::JsCallback;
-use crate::request::{self, WorkerCalls};
+use crate::request::{self, JsThreadCalls, WorkerCalls};
 use crate::uv::ReadWatch;
 
 /// The JS callback that receives the bus's events, as JSON text: referenced, not callee-handled.
@@ -302,14 +302,20 @@ fn read_on_js_thread(
     mut reader: CommandReader,
     callback: JsCallback,
     calls: WorkerCalls,
+    answers: JsThreadCalls,
 ) -> napi::Result<()> {
     callback.call_with_str(connected);
     let deliver = move |reader: &mut CommandReader| {
-        reader.read_ready(&mut |event| {
+        let open = reader.read_ready(&mut |event| {
             if let Some(text) = command_text(event, &calls) {
                 callback.call_with_str(&text);
             }
-        })
+        });
+        // The answers this read brought (or, the channel over, every request's failure).
+        for settled in answers.poll_ready() {
+            callback.call_with_str(&settled);
+        }
+        open
     };
     if !deliver(&mut reader) {
         return Ok(());
@@ -339,6 +345,8 @@ pub struct NativeBus {
     shared: Arc<Shared>,
     /// Requests for this worker's handlers that JS has yet to answer.
     calls: WorkerCalls,
+    /// This worker's requests under way, settled on the JS thread.
+    answers: JsThreadCalls,
 }
 
 #[napi]
@@ -357,6 +365,8 @@ impl NativeBus {
         )?);
         let calls = WorkerCalls::default();
         let reading_calls = calls.clone();
+        let answers = JsThreadCalls::default();
+        let reading_answers = answers.clone();
         let events: EventFn = on_event
             .build_threadsafe_function::<FromRuntime>()
             .callee_handled::<false>()
@@ -364,7 +374,14 @@ impl NativeBus {
                 FromRuntime::Event(text) => Ok(Some(text)),
                 // `connected` and what follows go through the callback: `null` to JavaScript here.
                 FromRuntime::Connected { event, reader } => match callback.take() {
-                    Some(callback) => match read_on_js_thread(raw_env, &event, reader, callback, reading_calls.clone())
+                    Some(callback) => match read_on_js_thread(
+                        raw_env,
+                        &event,
+                        reader,
+                        callback,
+                        reading_calls.clone(),
+                        reading_answers.clone(),
+                    )
                     {
                         Ok(()) => Ok(None),
                         Err(e) => {
@@ -386,7 +403,7 @@ impl NativeBus {
             connected_at: Instant::now(),
         });
         napi::bindgen_prelude::spawn(run(shared.clone()));
-        Ok(NativeBus { shared, calls })
+        Ok(NativeBus { shared, calls, answers })
     }
 
     /// Reports a status by its protocol number (3 STARTED, 5 STOPPED, 7 SHUTTED_DOWN...).
@@ -492,6 +509,42 @@ impl NativeBus {
             let sender = shared.ready_sender(&format!("request {name:?}")).await?;
             request::outcome(sender.request(target, &name, &args, timeout).await)
         }))
+    }
+
+    /// Calls handler `name` of `target` with `args` (JSON text) as [`NativeBus::request`] does,
+    /// but settles on the JS thread: the outcome is the `{ event: "settled", call, result | error }`
+    /// event of the bus's callback, delivered on the loop turn that read the answer (see
+    /// [`JsThreadCalls`]). Returns that event's text if the request ended at once (refused),
+    /// `null` if it is under way, and `""` while the bus is not connected (use `request` then).
+    #[napi(catch_unwind)]
+    pub fn request_now(
+        &self,
+        call: f64,
+        target: String,
+        name: String,
+        args: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<Option<String>> {
+        let call = request::positive_integer(call, "a call number")?;
+        let (target, args, timeout) = request::parse_call("MessageBus.request", &target, &args, timeout_ms)?;
+        let sender = match &*self.shared.conn() {
+            Conn::Ready(sender) => sender.clone(),
+            _ => return Ok(Some(String::new())),
+        };
+        let answer = async move { sender.request(target, &name, &args, timeout).await };
+        match crate::start_now(answer) {
+            Ok(outcome) => Ok(Some(request::settled_text(call, outcome))),
+            Err(rest) => {
+                let shared = self.shared.clone();
+                let emit = move |text: String| {
+                    shared
+                        .events
+                        .call(FromRuntime::Event(text), ThreadsafeFunctionCallMode::NonBlocking);
+                };
+                self.answers.add(call, rest, timeout, emit);
+                Ok(None)
+            }
+        }
     }
 
     /// Sends `data` (JSON text) to other workers (`target`: a worker, a name, any or all);
