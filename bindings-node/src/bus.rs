@@ -381,8 +381,7 @@ impl NativeBus {
                         callback,
                         reading_calls.clone(),
                         reading_answers.clone(),
-                    )
-                    {
+                    ) {
                         Ok(()) => Ok(None),
                         Err(e) => {
                             let error = json!({ "name": "MessageBusError", "message": format!(

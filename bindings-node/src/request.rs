@@ -308,15 +308,15 @@ impl JsThreadCalls {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut settled = Vec::new();
         napi::bindgen_prelude::within_runtime_if_available(|| {
-            table.calls.retain(|call, in_flight| {
-                match in_flight.answer.as_mut().poll(&mut cx) {
+            table
+                .calls
+                .retain(|call, in_flight| match in_flight.answer.as_mut().poll(&mut cx) {
                     std::task::Poll::Ready(outcome) => {
                         settled.push(settled_text(*call, outcome));
                         false
                     }
                     std::task::Poll::Pending => true,
-                }
-            });
+                });
         });
         settled
     }
