@@ -80,15 +80,9 @@ class Master extends EventEmitter {
          * The shared store workers reach with `mb.store` (PROTOCOL.md §5.6), read and written
          * directly: get, set, delete, cas, keys (watch is a worker's; here, read on demand).
          */
-        this.store = new Store(async (op, args) => {
-            if (op === 'watch' || op === 'unwatch') {
-                throw Object.assign(
-                    new errors.RequestError(`Master.store.${op}: the master's user reads the store directly; watches are for workers`),
-                    { code: 'bad_request' },
-                );
-            }
-            return JSON.parse(errors.call(() => this._native.store(op, toJson(args))));
-        }, 'Master');
+        // Made outside this constructor: a closure here that captured `this` would put the
+        // master in the context the event callback (held by the addon) shares, and keep it alive.
+        this.store = masterStore(this);
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
         const self = new WeakRef(this);
         const onEvent = (text) => {
@@ -499,6 +493,19 @@ class Master extends EventEmitter {
                 this.emit('event', e);
         }
     }
+}
+
+/** The master's own view of the shared store: reads and writes, no watches. */
+function masterStore(master) {
+    return new Store(async (op, args) => {
+        if (op === 'watch' || op === 'unwatch') {
+            throw Object.assign(
+                new errors.RequestError(`Master.store.${op}: the master's user reads the store directly; watches are for workers`),
+                { code: 'bad_request' },
+            );
+        }
+        return JSON.parse(errors.call(() => master._native.store(op, toJson(args))));
+    }, 'Master');
 }
 
 /** A worker's details as getWorkers() gives them, from the addon's snapshot. */
