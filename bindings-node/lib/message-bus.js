@@ -10,7 +10,7 @@ const errors = require('./errors');
 const { WorkerStatuses } = require('./statuses');
 const { toJson } = require('./json');
 const requests = require('./requests');
-const { Store, Cache, builtin } = require('./shared-state');
+const { Store, Cache } = require('./shared-state');
 const runtimeStats = require('./runtime-stats');
 
 /** The longest application status, bytes, and the most counters (PROTOCOL.md §5.8). */
@@ -72,9 +72,9 @@ class MessageBus extends EventEmitter {
         this._calls = new Map();
         this._callNumber = 0;
         /** The master's shared store (PROTOCOL.md §5.6): get, set, delete, cas, keys, watch, unwatch. */
-        this.store = new Store((op, args) => builtin(this._native, `drover.store.${op}`, args), 'MessageBus');
+        this.store = new Store((op, args) => this._request('master', `drover.store.${op}`, toJson(args)), 'MessageBus');
         /** The cache every worker of the master shares, with single-flight getOrLoad (PROTOCOL.md §5.7). */
-        this.cache = new Cache((op, args) => builtin(this._native, `drover.cache.${op}`, args, CACHE_WAIT_MS));
+        this.cache = new Cache((op, args) => this._request('master', `drover.cache.${op}`, toJson(args), CACHE_WAIT_MS));
         this._ignoreSignals = options.ignoreSignals !== false;
         this._signalsIgnored = false;
         if (options.sharedListen !== false) {
@@ -132,17 +132,26 @@ class MessageBus extends EventEmitter {
         } catch (e) {
             return Promise.reject(e);
         }
-        // Settled on the JS thread by the read that brings the answer (a 'settled' event).
+        return this._request(call.target, name, call.json, call.timeout);
+    }
+
+    // A request in core's form (target text, JSON text of the arguments, timeout ms or
+    // undefined), settled on the JS thread by the read that brings its answer (a 'settled'
+    // event). Before the handshake is over, the runtime's path waits for it instead.
+    _request(target, name, json, timeout) {
         const number = ++this._callNumber;
         let now;
         try {
-            now = errors.call(() => this._native.requestNow(number, call.target, name, call.json, call.timeout));
+            now = errors.call(() => this._native.requestNow(number, target, name, json, timeout));
         } catch (e) {
             return Promise.reject(errors.fromNative(e));
         }
         if (now === '') {
-            // Not connected yet: the runtime's path waits for the handshake.
-            return requests.request(this._native, what, target, name, args, options);
+            return Promise.resolve()
+                .then(() => errors.call(() => this._native.request(target, name, json, timeout)))
+                .then(JSON.parse, (e) => {
+                    throw errors.fromNative(e);
+                });
         }
         const settled = new Promise((resolve, reject) => this._calls.set(number, { resolve, reject }));
         if (now != null) this._settle(JSON.parse(now));

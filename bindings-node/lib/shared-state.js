@@ -6,7 +6,6 @@
 // handler. `call(op, args)` is the side's way there: a worker's request to 'master', or the
 // master's own `Master::store`.
 
-const errors = require('./errors');
 const { toJson } = require('./json');
 
 /** Changes told before the watch's number is known here, kept for it (PROTOCOL.md: at most 64 watches a worker). */
@@ -202,14 +201,4 @@ class Cache {
     }
 }
 
-/** A request to the master's built-in handler `name` through `native.request`, parsed. */
-async function builtin(native, name, args, timeoutMs) {
-    try {
-        const text = await errors.call(() => native.request('master', name, toJson(args), timeoutMs));
-        return JSON.parse(text);
-    } catch (e) {
-        throw errors.fromNative(e);
-    }
-}
-
-module.exports = { Store, Cache, builtin, MAX_EARLY_CHANGES };
+module.exports = { Store, Cache, MAX_EARLY_CHANGES };
