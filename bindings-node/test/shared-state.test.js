@@ -5,7 +5,10 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { MasterFactory, RequestError, WorkerStatuses } = require('..');
-const { fixture, waitFor } = require('../test-support/helpers');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { fixture, waitFor, spawnNode } = require('../test-support/helpers');
 
 const { Store, MAX_EARLY_CHANGES } = require('../lib/shared-state');
 
@@ -225,4 +228,29 @@ test('a recycle predicate on event-loop lag replaces a Node worker that blocks i
     const ids = master.getWorkers().filter((w) => w.alive).map((w) => w.id).sort();
     assert.deepEqual(ids.length, 2);
     assert.ok(!ids.includes(1));
+});
+
+test("a worker's request to a master that never answers (stopped) still ends, with 'timeout'", async (t) => {
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'drover-stuck-')), 'outcome.json');
+    const run = spawnNode([fixture('stuck-master.js')], { env: { STUCK_OUT: out } });
+    t.after(() => {
+        run.child.kill('SIGCONT');
+        run.child.kill('SIGKILL'); // its worker goes with it (PDEATHSIG)
+    });
+    const until = Date.now() + DEADLINE;
+    while (!/started \d+ \d+/.test(run.out())) {
+        assert.ok(Date.now() < until, `the master started: ${run.out()} ${run.err()}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const [, masterPid, workerPid] = run.out().match(/started (\d+) (\d+)/).map(Number);
+    process.kill(masterPid, 'SIGSTOP');
+    process.kill(workerPid, 'SIGUSR2');
+    while (!fs.existsSync(out) || fs.readFileSync(out, 'utf8') === '') {
+        assert.ok(Date.now() < until, 'the request ended within the deadline');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const outcome = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.equal(outcome.name, 'RequestError', JSON.stringify(outcome));
+    assert.equal(outcome.code, 'timeout', JSON.stringify(outcome));
+    assert.ok(outcome.ms >= 300, `not before its timeout: ${outcome.ms} ms`);
 });
