@@ -7,7 +7,8 @@
 // { changed: { path, value } }), load ({ key, n, ms, fail }: n concurrent getOrLoad calls whose
 // loader reports { loading }, waits ms and returns `from-<id>` or fails; ok: each outcome),
 // app-status ({ status, counters }), block ({ ms }: busy-waits, blocking the event loop),
-// type-errors (ok: the TypeErrors of calls with wrong argument types).
+// flood ({ n, name }: n requests at once to the master's handler; ok: 'ok' or the error code of
+// each), type-errors (ok: the TypeErrors of calls with wrong argument types).
 const { MessageBus } = require('..');
 
 const mb = new MessageBus();
@@ -70,6 +71,12 @@ async function run(msg) {
             const until = Date.now() + msg.ms;
             while (Date.now() < until);
             return true;
+        }
+        case 'flood': {
+            // n requests at once to the master's handler msg.name: how each ended.
+            const calls = Array.from({ length: msg.n }, (_, i) => mb.request('master', msg.name, i));
+            const outcomes = await Promise.allSettled(calls);
+            return outcomes.map((o) => (o.status === 'fulfilled' ? 'ok' : o.reason.code));
         }
         case 'type-errors':
             return typeErrors();

@@ -141,6 +141,15 @@ test('store, cache, app status and status registry from Node workers and the mas
         }
     });
 
+    await t.test("past 256 of a worker's requests in flight, the next are refused at once; the others answer", async () => {
+        // The worker issues all 300 in one tick, before it can read any answer: 256 are in flight.
+        master.handle('index', (i) => i);
+        const flood = run(master, 2, { cmd: 'flood', n: 300, name: 'index' });
+        const outcomes = await flood;
+        assert.equal(outcomes.filter((o) => o === 'ok').length, 256);
+        assert.equal(outcomes.filter((o) => o === 'overloaded').length, 44);
+    });
+
     await t.test('wrong argument types are TypeErrors naming the argument', async () => {
         const errs = await run(master, 1, { cmd: 'type-errors' });
         const expected = [
