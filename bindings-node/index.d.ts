@@ -382,7 +382,8 @@ export declare class Master extends EventEmitter<MasterEvents> {
     /**
      * Replaces (make-before-break, one at a time) each STARTED worker `predicate` condemns; asked
      * at each of its heartbeats (set `heartbeatInterval`), acted on at the next check
-     * (`memoryCheckInterval`). Throws TypeError for a non-function.
+     * (`memoryCheckInterval`). Set it before `start()` (it takes effect from the next start or
+     * operation). Throws TypeError for a non-function.
      */
     recycleWhen(predicate: RecyclePredicate): this;
 }

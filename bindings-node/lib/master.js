@@ -159,8 +159,9 @@ class Master extends EventEmitter {
      * `event_loop_lag_max_ms` over the last interval, `gc_count`, `gc_ms` since it started; plus
      * `rss_bytes`) and `worker` as getWorkers() gives it. Once it asks for a replacement, that
      * process is not asked again: the master replaces it at its next check (`memoryCheckInterval`,
-     * default 5 s). A throwing predicate keeps the worker
-     * (its error is emitted as 'error'). Replaces a predicate set before; returns the master.
+     * default 5 s). A throwing predicate keeps the worker (its error is emitted as 'error'). Set
+     * it before start(): as core's, it takes effect from the next start or operation. Replaces a
+     * predicate set before; returns the master.
      */
     recycleWhen(predicate) {
         if (typeof predicate !== 'function') {
