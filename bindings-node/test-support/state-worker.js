@@ -4,8 +4,9 @@
 // status registry (PROTOCOL.md §5.6–5.8), for test/shared-state.test.js. Every command message
 // ({ seq, cmd, ... }) is answered by { seq, ok } or { seq, error: { name, code, message } }.
 // Commands: store ({ op, args }: mb.store[op](...args)), watch ({ path }: each change comes as
-// { changed: { path, value } }), load ({ key, n, ms, fail }: n concurrent getOrLoad calls whose
-// loader reports { loading }, waits ms and returns `from-<id>` or fails; ok: each outcome),
+// { changed: { path, value } }), load ({ key, n, ms, fail, gated }: n concurrent getOrLoad calls,
+// then { issued }; their loader reports { loading }, waits ms (gated: for the master's
+// { release: key }) and returns `from-<id>` or fails; ok: each outcome),
 // app-status ({ status, counters }), block ({ ms }: busy-waits, blocking the event loop),
 // flood ({ n, name }: n requests at once to the master's handler; ok: 'ok' or the error code of
 // each), type-errors (ok: the TypeErrors of calls with wrong argument types).
@@ -19,14 +20,23 @@ const describe = (e) => ({ name: e.name, code: e.code, message: e.message });
 mb.registerStatus('whoami', () => ({ id }));
 mb.registerStatus('later', async () => ({ pending: id * 10 }));
 
-async function load({ key, n, ms, fail }) {
+// Loads under way, waiting for the master's { release: key } (a gated load).
+const gates = new Map();
+mb.on('message', (msg) => {
+    if (msg && msg.release && gates.has(msg.release)) gates.get(msg.release)();
+});
+
+async function load({ key, n, ms, fail, gated }) {
     const loader = async () => {
         mb.sendMessage({ loading: key, by: id });
-        await new Promise((resolve) => setTimeout(resolve, ms));
+        if (gated) await new Promise((resolve) => gates.set(key, resolve));
+        else await new Promise((resolve) => setTimeout(resolve, ms));
         if (fail) throw new Error(`load of ${key} failed in ${id}`);
         return `from-${id}`;
     };
     const calls = Array.from({ length: n }, () => mb.cache.getOrLoad(key, loader, { ttl: 60000 }));
+    // Written to the channel before this message: the master has them once it reads it.
+    mb.sendMessage({ issued: key, by: id });
     const outcomes = await Promise.allSettled(calls);
     return outcomes.map((o) => (o.status === 'fulfilled' ? { value: o.value } : { error: describe(o.reason) }));
 }

@@ -100,7 +100,26 @@ test('store, cache, app status and status registry from Node workers and the mas
         master.on('message', counting);
         t.after(() => master.off('message', counting));
         const ids = [1, 2, 3, 4];
-        const ok = await Promise.all(ids.map((id) => run(master, id, { cmd: 'load', key: 'k1', n: 25, ms: 300 })));
+        // Every worker's 25 calls reach the master before the load ends: the loader waits for a
+        // release, sent once each worker said it issued its calls and one of them is loading.
+        const gatedLoad = (key, fail) => {
+            const issued = new Set();
+            let loading = false;
+            const release = new Promise((resolve) => {
+                const listener = (m, from) => {
+                    if (m && m.issued === key) issued.add(from);
+                    if (m && m.loading === key) loading = true;
+                    if (issued.size === ids.length && loading) {
+                        master.off('message', listener);
+                        resolve();
+                    }
+                };
+                master.on('message', listener);
+            }).then(() => master.broadcast({ release: key }));
+            const runs = Promise.all(ids.map((id) => run(master, id, { cmd: 'load', key, n: 25, fail, gated: true })));
+            return Promise.all([runs, release]).then(([outcomes]) => outcomes);
+        };
+        const ok = await gatedLoad('k1', false);
         const values = ok.flat();
         assert.equal(values.length, 100);
         assert.equal(loads, 1, 'the loader ran once');
@@ -109,7 +128,7 @@ test('store, cache, app status and status registry from Node workers and the mas
         for (const v of values) assert.deepEqual(v, { value });
 
         loads = 0;
-        const failed = (await Promise.all(ids.map((id) => run(master, id, { cmd: 'load', key: 'k2', n: 25, ms: 300, fail: true })))).flat();
+        const failed = (await gatedLoad('k2', true)).flat();
         assert.equal(loads, 1, 'the failing loader ran once');
         assert.equal(failed.length, 100);
         for (const f of failed) {
