@@ -505,7 +505,11 @@ function masterStore(master) {
                 { code: 'bad_request' },
             );
         }
-        return JSON.parse(errors.call(() => master._native.store(op, toJson(args))));
+        try {
+            return JSON.parse(await errors.call(() => master._native.store(op, toJson(args))));
+        } catch (e) {
+            throw errors.fromNative(e);
+        }
     }, 'Master');
 }
 

@@ -228,15 +228,15 @@ impl NativeMaster {
     }
 
     /// One operation on the master's store (`get`, `set`, `delete`, `cas`, `keys`) with its
-    /// arguments' JSON text; the result's JSON text, or a `RequestError` (`bad_request`,
-    /// `overloaded`...).
+    /// arguments' JSON text; resolves with the result's JSON text, or rejects with a
+    /// `RequestError` (`bad_request`, `overloaded`...). On the runtime, not the JS thread: a
+    /// store kept elsewhere than in the master answers asynchronously, and a change tells the
+    /// watchers from tasks spawned there.
     #[napi(catch_unwind)]
-    pub fn store(&self, op: String, args: String) -> napi::Result<String> {
+    pub fn store<'env>(&self, env: &'env Env, op: String, args: String) -> napi::Result<PromiseRaw<'env, String>> {
         let args = request::parse_json(&args, "Master.store")?;
-        // A change tells the watchers from tasks spawned on the addon's runtime.
-        request::outcome(napi::bindgen_prelude::within_runtime_if_available(|| {
-            self.master.store(&op, args)
-        }))
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move { request::outcome(master.store(&op, args)) }))
     }
 
     /// Gathers every worker's status functions within `timeout_ms` (none: core's default request
