@@ -214,6 +214,11 @@ export interface WorkerDetails {
     appStatus: string | null;
     /** The counters the worker published, by name. */
     counters: Record<string, number>;
+    /**
+     * The runtime statistics of its last heartbeat that carried any (a Node worker's
+     * {@link NodeHeartbeatStats}); `{}` before one.
+     */
+    stats: Record<string, number>;
     pid: number;
     status: WorkerStatus;
     statusName: keyof typeof WorkerStatuses;
@@ -226,6 +231,81 @@ export interface WorkerDetails {
     failure: string | null;
     exitReason: AnyExitReason | null;
 }
+
+/** What a Node worker's heartbeats carry (PROTOCOL.md §5.1), by their wire names. */
+export interface NodeHeartbeatStats {
+    /** Mean event-loop lag over the last heartbeat interval, ms. */
+    event_loop_lag_ms: number;
+    /** Its 99th percentile, ms. */
+    event_loop_lag_p99_ms: number;
+    /** The longest lag over the interval, ms (a loop blocked for 1 s: about 1000). */
+    event_loop_lag_max_ms: number;
+    /** Garbage collections since the bus connected, and their total ms. */
+    gc_count: number;
+    gc_ms: number;
+}
+
+/**
+ * What a recycle predicate sees: the heartbeat's statistics (a Node worker's
+ * {@link NodeHeartbeatStats}; other workers send their own or none) and the resident memory.
+ */
+export type RecycleStats = Partial<NodeHeartbeatStats> & { rss_bytes: number | null; [name: string]: number | null | undefined };
+
+/** True or a reason (a string) to replace the worker; false / null / undefined to keep it. */
+export type RecyclePredicate = (stats: RecycleStats, worker: WorkerDetails) => boolean | string | null | undefined;
+
+/** Options of a store write. */
+export interface StoreSetOptions {
+    /** Milliseconds after which the value is removed (and its watchers told). */
+    ttl?: number;
+}
+
+/**
+ * The master's shared store (PROTOCOL.md §5.6): one JSON tree addressed by dot paths
+ * ('users.42.name'; '' is the whole tree). Wrong argument types reject with TypeError; refusals
+ * (bad path, past a bound) with RequestError ('bad_request', 'overloaded').
+ */
+export interface Store {
+    /** The value at `path`, or null. */
+    get<T = any>(path: string): Promise<T | null>;
+    set(path: string, value: unknown, options?: StoreSetOptions): Promise<void>;
+    /** Resolves with whether there was a value. */
+    delete(path: string): Promise<boolean>;
+    /** Sets `value` only if the value there equals `expected` (null: absent); resolves with whether it did. */
+    cas(path: string, expected: unknown, value: unknown, options?: StoreSetOptions): Promise<boolean>;
+    /** The keys directly below `path` ('' / absent: the top level), sorted. */
+    keys(path?: string): Promise<string[]>;
+    /**
+     * A worker's: `callback(value, path)` for each change at, below or above `path`, in order
+     * (value null: deleted or expired). Resolves with the watch's number. The master's rejects
+     * (RequestError 'bad_request'): its user reads the store directly.
+     */
+    watch(path: string, callback: (value: any, path: string) => void): Promise<number>;
+    /** Resolves with whether `watch` was this side's. */
+    unwatch(watch: number): Promise<boolean>;
+}
+
+/** Options of a cache load. */
+export interface CacheLoadOptions {
+    /** Milliseconds after which the value is loaded again. */
+    ttl?: number;
+}
+
+/** The cache every worker of a master shares (PROTOCOL.md §5.7). */
+export interface Cache {
+    /**
+     * The value of `key`, loaded with `loader()` when nobody has: of all callers missing it at
+     * once, in any worker, one runs its loader and the others wait for its value. A failing loader
+     * rejects every waiter (RequestError 'handler_failed'; its own caller gets its error) and the
+     * next call loads again.
+     */
+    getOrLoad<T = any>(key: string, loader: () => T | Promise<T>, options?: CacheLoadOptions): Promise<T>;
+    /** Removes `key`'s loaded value; resolves with whether there was one. */
+    delete(key: string): Promise<boolean>;
+}
+
+/** `gatherStatuses()`'s answer: by worker id, by status name, the value or `{ error }`. */
+export type GatheredStatuses = Record<string, Record<string, any>>;
 
 export interface ExitInfo {
     pid: number;
@@ -245,7 +325,8 @@ export interface MasterEvents {
     'worker-failed': [error: WorkerFailedError, workerId: number];
     /** Protocol errors and worker failures; emitted only while someone listens. */
     error: [error: ProtocolError | WorkerFailedError, workerId: number];
-    heartbeat: [workerId: number, info: { pid: number; rssBytes: number | null }];
+    /** `stats`: what the heartbeat carried (a Node worker's {@link NodeHeartbeatStats}), `{}` if nothing. */
+    heartbeat: [workerId: number, info: { pid: number; rssBytes: number | null; stats: Record<string, number> }];
     'worker-restarting': [workerId: number, info: { delayMs: number; restarts: number }];
     'worker-recycling': [workerId: number, reason: string];
     'gave-up': [info: { restarts: number; windowMs: number }];
@@ -306,6 +387,20 @@ export declare class Master extends EventEmitter<MasterEvents> {
     /** Every listening socket the master holds (declared, or asked for by workers). */
     /** (Not `listeners()`: that is EventEmitter's.) */
     getListeningSockets(): HeldListener[];
+    /** The shared store its workers reach with `mb.store`, read and written directly. */
+    readonly store: Store;
+    /**
+     * Calls every worker's status functions (`mb.registerStatus`) and gathers them; a worker that
+     * fails or does not answer within `options.timeout` ms has `{ error }` in its place.
+     */
+    gatherStatuses(options?: RequestOptions): Promise<GatheredStatuses>;
+    /**
+     * Replaces (make-before-break, one at a time) each STARTED worker `predicate` condemns; asked
+     * at each of its heartbeats (set `heartbeatInterval`), acted on at the next check
+     * (`memoryCheckInterval`). Set it before `start()` (it takes effect from the next start or
+     * operation). Throws TypeError for a non-function.
+     */
+    recycleWhen(predicate: RecyclePredicate): this;
 }
 
 export declare const MasterFactory: {
@@ -424,6 +519,21 @@ export declare class MessageBus extends EventEmitter<MessageBusEvents> {
      * was written to, rejects with a RequestError (`'no_such_target'` for an unknown or dead one).
      */
     sendTo(target: RequestTarget, data: unknown): Promise<number>;
+    /** The master's shared store (clusterfy's storage). */
+    readonly store: Store;
+    /** The cache every worker shares, with single-flight `getOrLoad` (cluster2's). */
+    readonly cache: Cache;
+    /**
+     * Registers status function `name` (cluster2's status registry) for the master's
+     * `gatherStatuses()`; declared as handler `status.<name>`.
+     */
+    registerStatus(name: string, fn: () => unknown): this;
+    /**
+     * Publishes the application status (null clears it; at most 64 bytes) and counters (at most
+     * 32), shown in the master's `getWorkers()`, `drover status` and /metrics. TypeError for a
+     * wrong type, RangeError past a bound.
+     */
+    setAppStatus(status: string | null, counters?: Record<string, number>): Promise<void>;
     flush(): Promise<void>;
     /** Flushes and closes; the bus no longer keeps the process alive. Idempotent. */
     close(): Promise<void>;

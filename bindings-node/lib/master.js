@@ -11,6 +11,7 @@ const compat = require('./compat');
 const signals = require('./signals');
 const { WorkerStatuses } = require('./statuses');
 const requests = require('./requests');
+const { Store } = require('./shared-state');
 
 // Statuses in which an operation is under way that ends by itself (in STARTED, STOPPED or FAILED).
 const BUSY = new Set(['STARTING', 'RELOADING']);
@@ -71,6 +72,17 @@ class Master extends EventEmitter {
         this._idle = true;
         // The JS handlers of requests (handle()), by name.
         this._handlers = new Map();
+        this._recyclePredicate = null;
+        // Worker id -> the pid the predicate condemned: judged no more (a later calm heartbeat
+        // must not take back a replacement the master may be about to start).
+        this._condemned = new Map();
+        /**
+         * The shared store workers reach with `mb.store` (PROTOCOL.md §5.6), read and written
+         * directly: get, set, delete, cas, keys (watch is a worker's; here, read on demand).
+         */
+        // Made outside this constructor: a closure here that captured `this` would put the
+        // master in the context the event callback (held by the addon) shares, and keep it alive.
+        this.store = masterStore(this);
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
         const self = new WeakRef(this);
         const onEvent = (text) => {
@@ -122,24 +134,61 @@ class Master extends EventEmitter {
 
     /** Every worker in detail: id, instance, pid, status, statusName, startedAt, restarts, ... */
     getWorkers() {
-        return this._workers().map((w) => ({
-            id: w.id,
-            instance: w.instance,
-            name: w.name,
-            appStatus: w.appStatus == null ? null : w.appStatus,
-            counters: w.counters || {},
-            pid: w.pid,
-            status: w.status,
-            statusName: w.statusName,
-            spawnedAt: new Date(w.spawnedAt),
-            startedAt: w.startedAt == null ? null : new Date(w.startedAt),
-            restarts: w.restarts,
-            generation: w.generation,
-            rssBytes: w.rssBytes == null ? null : w.rssBytes,
-            alive: w.alive,
-            failure: w.failure == null ? null : w.failure,
-            exitReason: w.exit ? exitReasons.fromNative(w.exit.reason, w.exit.requested) : null,
-        }));
+        return this._workers().map(details);
+    }
+
+    /**
+     * Asks every worker's status functions (their registerStatus()) and resolves with
+     * { workerId: { name: value | { error } } }; a worker that does not answer within
+     * options.timeout ms (default 30 000) has its error in its place.
+     */
+    async gatherStatuses(options) {
+        const timeout = requests.timeoutOf(options, 'Master.gatherStatuses(options)');
+        try {
+            return JSON.parse(await errors.call(() => this._native.gatherStatuses(timeout)));
+        } catch (e) {
+            throw errors.fromNative(e);
+        }
+    }
+
+    /**
+     * Recycles (replaces make-before-break, one at a time) each STARTED worker for which
+     * `predicate(stats, worker)` says so: true, or a string giving the reason. It runs at each of
+     * the worker's heartbeats (so `heartbeatInterval` must be set), with `stats` the heartbeat's
+     * statistics (a Node worker's `event_loop_lag_ms`, `event_loop_lag_p99_ms`,
+     * `event_loop_lag_max_ms` over the last interval, `gc_count`, `gc_ms` since it started; plus
+     * `rss_bytes`) and `worker` as getWorkers() gives it. Once it asks for a replacement, that
+     * process is not asked again: the master replaces it at its next check (`memoryCheckInterval`,
+     * default 5 s). A throwing predicate keeps the worker (its error is emitted as 'error'). Set
+     * it before start(): as core's, it takes effect from the next start or operation. Replaces a
+     * predicate set before; returns the master.
+     */
+    recycleWhen(predicate) {
+        if (typeof predicate !== 'function') {
+            throw new TypeError(`Master.recycleWhen(predicate): predicate must be a function, got ${predicate === null ? 'null' : typeof predicate}`);
+        }
+        if (!this._recyclePredicate) errors.call(() => this._native.enableRecyclePredicate());
+        this._recyclePredicate = predicate;
+        return this;
+    }
+
+    // Asks the recycle predicate about heartbeat `e`'s worker, with its stats, and hands core its
+    // verdict (the worker's snapshot may already hold a later heartbeat's stats).
+    _judge(e) {
+        const { id } = e;
+        const w = errors.call(() => this._native.worker(id));
+        if (!w || !w.alive || w.pid == null || this._condemned.get(id) === w.pid) return;
+        let reason = null;
+        try {
+            const stats = { ...(e.stats || {}), rss_bytes: e.rss_bytes == null ? w.rssBytes : e.rss_bytes };
+            const verdict = this._recyclePredicate(stats, details(w));
+            if (typeof verdict === 'string' && verdict !== '') reason = verdict;
+            else if (verdict) reason = 'the recycle predicate';
+        } catch (e) {
+            this._emitError(e, id);
+        }
+        if (reason !== null) this._condemned.set(id, w.pid);
+        errors.call(() => this._native.setRecycleVerdict(id, w.pid, reason));
     }
 
     _workers() {
@@ -386,6 +435,10 @@ class Master extends EventEmitter {
                 this.emit('message', e.data, e.id, e.pid);
                 break;
             case 'exit':
+                if (this._recyclePredicate && e.pid != null) {
+                    this._condemned.delete(e.id);
+                    errors.call(() => this._native.setRecycleVerdict(e.id, e.pid, null));
+                }
                 this.emit('worker-exit', exitReasons.fromNative(e.reason, e.requested), e.id, {
                     pid: e.pid,
                     requested: e.requested,
@@ -412,7 +465,8 @@ class Master extends EventEmitter {
                 break;
             }
             case 'heartbeat':
-                this.emit('heartbeat', e.id, { pid: e.pid, rssBytes: e.rss_bytes });
+                if (this._recyclePredicate) this._judge(e);
+                this.emit('heartbeat', e.id, { pid: e.pid, rssBytes: e.rss_bytes, stats: e.stats || {} });
                 break;
             case 'restarting':
                 this.emit('worker-restarting', e.id, { delayMs: e.delay_ms, restarts: e.restarts });
@@ -440,6 +494,46 @@ class Master extends EventEmitter {
                 this.emit('event', e);
         }
     }
+}
+
+/** The master's own view of the shared store: reads and writes, no watches. */
+function masterStore(master) {
+    return new Store(async (op, args) => {
+        if (op === 'watch' || op === 'unwatch') {
+            throw Object.assign(
+                new errors.RequestError(`Master.store.${op}: the master's user reads the store directly; watches are for workers`),
+                { code: 'bad_request' },
+            );
+        }
+        try {
+            return JSON.parse(await errors.call(() => master._native.store(op, toJson(args))));
+        } catch (e) {
+            throw errors.fromNative(e);
+        }
+    }, 'Master');
+}
+
+/** A worker's details as getWorkers() gives them, from the addon's snapshot. */
+function details(w) {
+    return {
+        id: w.id,
+        instance: w.instance,
+        name: w.name,
+        appStatus: w.appStatus == null ? null : w.appStatus,
+        counters: w.counters || {},
+        stats: w.stats || {},
+        pid: w.pid,
+        status: w.status,
+        statusName: w.statusName,
+        spawnedAt: new Date(w.spawnedAt),
+        startedAt: w.startedAt == null ? null : new Date(w.startedAt),
+        restarts: w.restarts,
+        generation: w.generation,
+        rssBytes: w.rssBytes == null ? null : w.rssBytes,
+        alive: w.alive,
+        failure: w.failure == null ? null : w.failure,
+        exitReason: w.exit ? exitReasons.fromNative(w.exit.reason, w.exit.requested) : null,
+    };
 }
 
 function badType(what, expected, got) {

@@ -10,6 +10,14 @@ const errors = require('./errors');
 const { WorkerStatuses } = require('./statuses');
 const { toJson } = require('./json');
 const requests = require('./requests');
+const { Store, Cache } = require('./shared-state');
+const runtimeStats = require('./runtime-stats');
+
+/** The longest application status, bytes, and the most counters (PROTOCOL.md §5.8). */
+const MAX_APP_STATUS_BYTES = 64;
+const MAX_COUNTERS = 32;
+/** A cache load may take up to the longest request timeout (PROTOCOL.md §5.5). */
+const CACHE_WAIT_MS = 600000;
 
 let created = false;
 
@@ -39,6 +47,7 @@ class MessageBus extends EventEmitter {
         const { NativeBus } = require('./native');
         this.meta = null;
         this._heartbeat = null;
+        this._stats = null;
         this._closing = null;
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.
         // null: nothing for JavaScript (the addon delivered the event through its own call).
@@ -59,6 +68,13 @@ class MessageBus extends EventEmitter {
         // listeners are kept (1.0 removed them).
         // The handlers of requests (handle()), by name.
         this._handlers = new Map();
+        // This worker's requests under way (requestNow), by their number.
+        this._calls = new Map();
+        this._callNumber = 0;
+        /** The master's shared store (PROTOCOL.md §5.6): get, set, delete, cas, keys, watch, unwatch. */
+        this.store = new Store((op, args) => this._request('master', `drover.store.${op}`, toJson(args)), 'MessageBus');
+        /** The cache every worker of the master shares, with single-flight getOrLoad (PROTOCOL.md §5.7). */
+        this.cache = new Cache((op, args) => this._request('master', `drover.cache.${op}`, toJson(args), CACHE_WAIT_MS));
         this._ignoreSignals = options.ignoreSignals !== false;
         this._signalsIgnored = false;
         if (options.sharedListen !== false) {
@@ -109,7 +125,96 @@ class MessageBus extends EventEmitter {
      * (options.timeout ms, default 30 000, at most 600 000), 'target_gone', 'handler_failed'...
      */
     request(target, name, args, options) {
-        return requests.request(this._native, 'MessageBus.request(target, name, args, options)', target, name, args, options);
+        const what = 'MessageBus.request(target, name, args, options)';
+        let call;
+        try {
+            call = requests.checkCall(what, target, name, args, options);
+        } catch (e) {
+            return Promise.reject(e);
+        }
+        return this._request(call.target, name, call.json, call.timeout);
+    }
+
+    // A request in core's form (target text, JSON text of the arguments, timeout ms or
+    // undefined), settled on the JS thread by the read that brings its answer (a 'settled'
+    // event). Before the handshake is over, the runtime's path waits for it instead.
+    _request(target, name, json, timeout) {
+        const number = ++this._callNumber;
+        let now;
+        try {
+            now = errors.call(() => this._native.requestNow(number, target, name, json, timeout));
+        } catch (e) {
+            return Promise.reject(errors.fromNative(e));
+        }
+        if (now === '') {
+            return Promise.resolve()
+                .then(() => errors.call(() => this._native.request(target, name, json, timeout)))
+                .then(JSON.parse, (e) => {
+                    throw errors.fromNative(e);
+                });
+        }
+        const settled = new Promise((resolve, reject) => this._calls.set(number, { resolve, reject }));
+        if (now != null) this._settle(JSON.parse(now));
+        return settled;
+    }
+
+    _settle(e) {
+        const call = this._calls.get(e.call);
+        if (!call) return;
+        this._calls.delete(e.call);
+        if (e.error) call.reject(errors.fromDescription(e.error));
+        else call.resolve(e.result);
+    }
+
+    /**
+     * Registers status function `name` (cluster2's status registry): the master's
+     * gatherStatuses() calls `fn()` on every worker that has it and gathers the values (a promise's
+     * value; a throw is that worker's error). Declared as handler `status.<name>`. Returns the bus.
+     */
+    registerStatus(name, fn) {
+        const what = 'MessageBus.registerStatus(name, fn)';
+        if (typeof name !== 'string') {
+            throw new TypeError(`${what}: name must be a string, got ${name === null ? 'null' : typeof name}`);
+        }
+        if (typeof fn !== 'function') {
+            throw new TypeError(`${what}: fn must be a function, got ${fn === null ? 'null' : typeof fn}`);
+        }
+        return this.handle(`status.${name}`, () => fn());
+    }
+
+    /**
+     * Publishes this worker's application status (clusterfy's 'IDLE' / 'PROCESSING'; null clears
+     * it; at most 64 bytes) and counters ({ name: finite number }, at most 32, names of 1–64
+     * bytes), replacing the last ones: shown in the master's getWorkers() (appStatus, counters),
+     * `drover status` and /metrics. Resolves once written. Throws TypeError for a wrong type,
+     * RangeError past a bound.
+     */
+    setAppStatus(status, counters = {}) {
+        const what = 'MessageBus.setAppStatus(status, counters)';
+        if (status !== null && status !== undefined && typeof status !== 'string') {
+            throw new TypeError(`${what}: status must be a string or null, got ${typeof status}`);
+        }
+        if (typeof status === 'string' && (Buffer.byteLength(status) > MAX_APP_STATUS_BYTES || /[\u0000-\u001f\u007f-\u009f]/.test(status))) {
+            throw new RangeError(`${what}: status must be at most ${MAX_APP_STATUS_BYTES} bytes without control characters`);
+        }
+        if (counters === null || typeof counters !== 'object' || Array.isArray(counters)) {
+            throw new TypeError(`${what}: counters must be an object of numbers, got ${counters === null ? 'null' : Array.isArray(counters) ? 'array' : typeof counters}`);
+        }
+        const names = Object.keys(counters);
+        if (names.length > MAX_COUNTERS) {
+            throw new RangeError(`${what}: ${names.length} counters, at most ${MAX_COUNTERS}`);
+        }
+        for (const name of names) {
+            const value = counters[name];
+            if (typeof value !== 'number' || !Number.isFinite(value)) {
+                throw new TypeError(`${what}: counter ${JSON.stringify(name)} must be a finite number, got ${typeof value} ${String(value)}`);
+            }
+            if (name.length === 0 || Buffer.byteLength(name) > 64) {
+                throw new RangeError(`${what}: counter name ${JSON.stringify(name)} must be 1 to 64 bytes`);
+            }
+        }
+        errors.call(() => this._native.setAppStatus(status == null ? null : status, JSON.stringify(counters)));
+        return this._written();
     }
 
     /**
@@ -209,6 +314,10 @@ class MessageBus extends EventEmitter {
             clearInterval(this._heartbeat);
             this._heartbeat = null;
         }
+        if (this._stats) {
+            this._stats.stop();
+            this._stats = null;
+        }
     }
 
     _onEvent(e) {
@@ -217,14 +326,20 @@ class MessageBus extends EventEmitter {
                 this.meta = e.meta;
                 if (e.meta && e.meta.heartbeat_ms && !this._closing) {
                     // From the JS loop, so a blocked loop is seen as hung. Unref'd: it keeps nothing alive.
-                    const beat = () => {
+                    // Each carries the loop's lag and the GCs (PROTOCOL.md §5.1 `stats`).
+                    this._stats = runtimeStats.start();
+                    const send = () => {
+                        if (!this._stats) return;
                         try {
-                            this._native.heartbeat();
+                            this._native.heartbeat(JSON.stringify(this._stats.take(e.meta.heartbeat_ms)));
                         } catch {
                             this._stopHeartbeat();
                         }
                     };
-                    beat();
+                    // After this loop turn's timers: a loop that was blocked has the delay
+                    // histogram's timer due too, and it must record the block before it is read.
+                    const beat = () => setImmediate(send);
+                    send();
                     this._heartbeat = setInterval(beat, e.meta.heartbeat_ms);
                     this._heartbeat.unref();
                 }
@@ -246,6 +361,12 @@ class MessageBus extends EventEmitter {
                 break;
             case 'message':
                 this.emit('message', e.data);
+                break;
+            case 'settled':
+                this._settle(e);
+                break;
+            case 'store-changed':
+                this.store._changed(e);
                 break;
             case 'worker-message':
                 this.emit('worker-message', e.data, e.from);

@@ -84,6 +84,17 @@ async function request(native, what, target, name, args, options) {
     return JSON.parse(await settle(() => native.request(text, name, json, timeout)));
 }
 
+/**
+ * A request's arguments checked and in core's form: { target, json, timeout }. Throws TypeError
+ * naming `what`'s argument.
+ */
+function checkCall(what, target, name, args, options) {
+    const text = targetText(target, what);
+    checkName(name, what);
+    const timeout = timeoutOf(options, what);
+    return { target: text, json: jsonArg(args, what, 'args'), timeout };
+}
+
 /** The message a failed handler's asker gets. */
 function failureMessage(e) {
     if (e instanceof Error) return e.message;
@@ -125,4 +136,4 @@ async function sendTo(native, what, target, data) {
     return settle(() => native.sendTo(text, json));
 }
 
-module.exports = { targetText, timeoutOf, checkHandler, request, sendTo, answer };
+module.exports = { targetText, timeoutOf, checkHandler, checkCall, request, sendTo, answer };

@@ -21,6 +21,7 @@ use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +30,7 @@ use tokio::sync::Notify;
 
 use crate::error;
 use crate::js_call::JsCallback;
-use crate::request::{self, WorkerCalls};
+use crate::request::{self, JsThreadCalls, WorkerCalls};
 use crate::uv::ReadWatch;
 
 /// The JS callback that receives the bus's events, as JSON text: referenced, not callee-handled.
@@ -50,7 +51,10 @@ enum FromRuntime {
 enum Outbound {
     Status(WorkerStatus),
     Message(Box<RawValue>),
-    Heartbeat,
+    /// A heartbeat, with the runtime statistics the JS layer measured.
+    Heartbeat(BTreeMap<String, f64>),
+    /// The application status and counters (`setAppStatus`).
+    AppStatus(Option<String>, BTreeMap<String, f64>),
     /// The names of the handlers this worker answers (the full set).
     Handlers(Vec<String>),
 }
@@ -107,7 +111,8 @@ impl Shared {
         let label = match &out {
             Outbound::Status(_) => "send status",
             Outbound::Message(_) => "send message",
-            Outbound::Heartbeat => "send heartbeat",
+            Outbound::Heartbeat(_) => "send heartbeat",
+            Outbound::AppStatus(..) => "send app status",
             Outbound::Handlers(_) => "declare handlers",
         };
         let operation = move || match status {
@@ -118,7 +123,8 @@ impl Shared {
             match out {
                 Outbound::Status(s) => sender.send_status(s).await,
                 Outbound::Message(data) => sender.send_message(&*data).await,
-                Outbound::Heartbeat => sender.send_heartbeat(uptime).await,
+                Outbound::Heartbeat(stats) => sender.send_heartbeat_with_stats(uptime, &stats).await,
+                Outbound::AppStatus(status, counters) => sender.set_app_status(status.as_deref(), &counters).await,
                 Outbound::Handlers(names) => {
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     sender.set_handlers(&names).await
@@ -270,6 +276,9 @@ fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
     let event = match event {
         BusEvent::Request(incoming) => return calls.take(incoming),
         BusEvent::WorkerMessage { from, data } => json!({ "event": "worker-message", "from": from, "data": data }),
+        BusEvent::StoreChanged { watch, path, value } => {
+            json!({ "event": "store-changed", "watch": watch, "path": path, "value": value })
+        }
         BusEvent::Stop => json!({ "event": "stop" }),
         BusEvent::Quit => json!({ "event": "quit" }),
         BusEvent::Message(data) => json!({ "event": "message", "data": data }),
@@ -293,20 +302,31 @@ fn read_on_js_thread(
     mut reader: CommandReader,
     callback: JsCallback,
     calls: WorkerCalls,
+    answers: JsThreadCalls,
 ) -> napi::Result<()> {
     callback.call_with_str(connected);
     let deliver = move |reader: &mut CommandReader| {
-        reader.read_ready(&mut |event| {
+        let open = reader.read_ready(&mut |event| {
             if let Some(text) = command_text(event, &calls) {
                 callback.call_with_str(&text);
             }
-        })
+        });
+        // The answers this read brought (or, the channel over, every request's failure).
+        for settled in answers.poll_ready() {
+            callback.call_with_str(&settled);
+        }
+        open
     };
     if !deliver(&mut reader) {
         return Ok(());
     }
     let fd = reader.fd();
     ReadWatch::start(env, fd, false, Box::new(move || deliver(&mut reader))).map(|_| ())
+}
+
+/// An object of numbers from its JSON text, or a `TypeError` naming `what`.
+fn numbers(text: &str, what: &str) -> napi::Result<BTreeMap<String, f64>> {
+    serde_json::from_str(text).map_err(|e| error::type_error(format!("{what}: an object of numbers is expected: {e}")))
 }
 
 /// A listening socket the master handed over. `fd` now belongs to JavaScript: Node's
@@ -325,6 +345,8 @@ pub struct NativeBus {
     shared: Arc<Shared>,
     /// Requests for this worker's handlers that JS has yet to answer.
     calls: WorkerCalls,
+    /// This worker's requests under way, settled on the JS thread.
+    answers: JsThreadCalls,
 }
 
 #[napi]
@@ -343,6 +365,8 @@ impl NativeBus {
         )?);
         let calls = WorkerCalls::default();
         let reading_calls = calls.clone();
+        let answers = JsThreadCalls::default();
+        let reading_answers = answers.clone();
         let events: EventFn = on_event
             .build_threadsafe_function::<FromRuntime>()
             .callee_handled::<false>()
@@ -350,8 +374,14 @@ impl NativeBus {
                 FromRuntime::Event(text) => Ok(Some(text)),
                 // `connected` and what follows go through the callback: `null` to JavaScript here.
                 FromRuntime::Connected { event, reader } => match callback.take() {
-                    Some(callback) => match read_on_js_thread(raw_env, &event, reader, callback, reading_calls.clone())
-                    {
+                    Some(callback) => match read_on_js_thread(
+                        raw_env,
+                        &event,
+                        reader,
+                        callback,
+                        reading_calls.clone(),
+                        reading_answers.clone(),
+                    ) {
                         Ok(()) => Ok(None),
                         Err(e) => {
                             let error = json!({ "name": "MessageBusError", "message": format!(
@@ -372,7 +402,7 @@ impl NativeBus {
             connected_at: Instant::now(),
         });
         napi::bindgen_prelude::spawn(run(shared.clone()));
-        Ok(NativeBus { shared, calls })
+        Ok(NativeBus { shared, calls, answers })
     }
 
     /// Reports a status by its protocol number (3 STARTED, 5 STOPPED, 7 SHUTTED_DOWN...).
@@ -392,10 +422,23 @@ impl NativeBus {
         self.shared.send(Outbound::Message(data))
     }
 
-    /// Sends a heartbeat (with this process's resident memory and uptime).
+    /// Sends a heartbeat (with this process's resident memory and uptime), carrying `stats`: the
+    /// JSON text of an object of numbers (event-loop lag, GC counts), none if absent.
     #[napi(catch_unwind)]
-    pub fn heartbeat(&self) -> napi::Result<()> {
-        self.shared.send(Outbound::Heartbeat)
+    pub fn heartbeat(&self, stats: Option<String>) -> napi::Result<()> {
+        let stats = match stats {
+            Some(text) => numbers(&text, "MessageBus heartbeat stats")?,
+            None => BTreeMap::new(),
+        };
+        self.shared.send(Outbound::Heartbeat(stats))
+    }
+
+    /// Publishes the application status (`null`: none) and counters (the JSON text of an object
+    /// of finite numbers), replacing the last ones; the JS layer checked their bounds.
+    #[napi(catch_unwind)]
+    pub fn set_app_status(&self, status: Option<String>, counters: String) -> napi::Result<()> {
+        let counters = numbers(&counters, "MessageBus.setAppStatus(status, counters)")?;
+        self.shared.send(Outbound::AppStatus(status, counters))
     }
 
     /// Asks the master for its listening socket on `address` (`host:port`, `[v6]:port`, `port`,
@@ -465,6 +508,42 @@ impl NativeBus {
             let sender = shared.ready_sender(&format!("request {name:?}")).await?;
             request::outcome(sender.request(target, &name, &args, timeout).await)
         }))
+    }
+
+    /// Calls handler `name` of `target` with `args` (JSON text) as [`NativeBus::request`] does,
+    /// but settles on the JS thread: the outcome is the `{ event: "settled", call, result | error }`
+    /// event of the bus's callback, delivered on the loop turn that read the answer (see
+    /// [`JsThreadCalls`]). Returns that event's text if the request ended at once (refused),
+    /// `null` if it is under way, and `""` while the bus is not connected (use `request` then).
+    #[napi(catch_unwind)]
+    pub fn request_now(
+        &self,
+        call: f64,
+        target: String,
+        name: String,
+        args: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<Option<String>> {
+        let call = request::positive_integer(call, "a call number")?;
+        let (target, args, timeout) = request::parse_call("MessageBus.request", &target, &args, timeout_ms)?;
+        let sender = match &*self.shared.conn() {
+            Conn::Ready(sender) => sender.clone(),
+            _ => return Ok(Some(String::new())),
+        };
+        let answer = async move { sender.request(target, &name, &args, timeout).await };
+        match crate::start_now(answer) {
+            Ok(outcome) => Ok(Some(request::settled_text(call, outcome))),
+            Err(rest) => {
+                let shared = self.shared.clone();
+                let emit = move |text: String| {
+                    shared
+                        .events
+                        .call(FromRuntime::Event(text), ThreadsafeFunctionCallMode::NonBlocking);
+                };
+                self.answers.add(call, rest, timeout, emit);
+                Ok(None)
+            }
+        }
     }
 
     /// Sends `data` (JSON text) to other workers (`target`: a worker, a name, any or all);

@@ -37,6 +37,8 @@ pub struct NativeMaster {
     events: Arc<EventFn>,
     /// The requests the JS handlers are answering.
     calls: MasterCalls,
+    /// The JS recycle predicate's last verdicts, which core's predicate reads.
+    verdicts: Verdicts,
     /// Keeps `events` subscribed to the master; dropped with this object.
     _subscription: Subscription,
 }
@@ -55,6 +57,7 @@ fn worker_json(w: &WorkerInfo) -> Value {
         "name": w.name,
         "appStatus": w.app_status,
         "counters": w.counters,
+        "stats": w.stats,
         "pid": w.pid,
         "status": w.status.code(),
         "statusName": w.status.name(),
@@ -153,6 +156,7 @@ impl NativeMaster {
             master,
             events,
             calls: MasterCalls::default(),
+            verdicts: Verdicts::default(),
             _subscription: subscription,
         })
     }
@@ -215,6 +219,56 @@ impl NativeMaster {
     #[napi(catch_unwind)]
     pub fn workers(&self) -> Vec<Value> {
         self.master.workers().iter().map(worker_json).collect()
+    }
+
+    /// One worker, or `null` if the master has none of that id.
+    #[napi(catch_unwind)]
+    pub fn worker(&self, id: f64) -> napi::Result<Option<Value>> {
+        Ok(self.master.worker(worker_id(id)?).as_ref().map(worker_json))
+    }
+
+    /// One operation on the master's store (`get`, `set`, `delete`, `cas`, `keys`) with its
+    /// arguments' JSON text; resolves with the result's JSON text, or rejects with a
+    /// `RequestError` (`bad_request`, `overloaded`...). On the runtime, not the JS thread: a
+    /// store kept elsewhere than in the master answers asynchronously, and a change tells the
+    /// watchers from tasks spawned there.
+    #[napi(catch_unwind)]
+    pub fn store<'env>(&self, env: &'env Env, op: String, args: String) -> napi::Result<PromiseRaw<'env, String>> {
+        let args = request::parse_json(&args, "Master.store")?;
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move { request::outcome(master.store(&op, args)) }))
+    }
+
+    /// Gathers every worker's status functions within `timeout_ms` (none: core's default request
+    /// timeout); resolves with the JSON text of `{ workerId: { name: value } }`.
+    #[napi(catch_unwind)]
+    pub fn gather_statuses<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let timeout = request::timeout(timeout_ms, "Master.gatherStatuses(options)")?;
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            Ok(master.gather_statuses(timeout).await.to_string())
+        }))
+    }
+
+    /// Turns the JS recycle predicate on: from now on core recycles a worker whose last verdict
+    /// ([`NativeMaster::set_recycle_verdict`]) gave a reason. The JS layer asks its predicate at
+    /// each heartbeat, on the JS thread, and hands the verdict here; core's predicate only reads it.
+    #[napi(catch_unwind)]
+    pub fn enable_recycle_predicate(&self) {
+        let verdicts = self.verdicts.clone();
+        self.master.recycle_when(move |w| verdicts.reason(w.id, w.pid));
+    }
+
+    /// The JS recycle predicate's verdict on worker `id`'s process `pid`: a reason to replace it,
+    /// or none to keep it. A verdict applies to that process only (a replacement starts clean).
+    #[napi(catch_unwind)]
+    pub fn set_recycle_verdict(&self, id: f64, pid: u32, reason: Option<String>) -> napi::Result<()> {
+        self.verdicts.set(worker_id(id)?, pid, reason);
+        Ok(())
     }
 
     /// Every listening socket the master holds (declared or asked for by a worker), as
@@ -399,6 +453,32 @@ impl Drop for NativeMaster {
     /// Requests the JS handlers were answering fail now (nobody is left to answer them).
     fn drop(&mut self) {
         self.calls.close();
+    }
+}
+
+/// The JS recycle predicate's verdicts by worker id: the process it judged and the reason to
+/// replace it. One entry per worker the predicate wants gone, so bounded by the workers.
+#[derive(Clone, Default)]
+struct Verdicts(Arc<std::sync::Mutex<std::collections::HashMap<u64, (u32, String)>>>);
+
+impl Verdicts {
+    fn table(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (u32, String)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, id: u64, pid: u32, reason: Option<String>) {
+        match reason {
+            Some(reason) => self.table().insert(id, (pid, reason)),
+            None => self.table().remove(&id),
+        };
+    }
+
+    /// The reason to replace worker `id` if the verdict was on this process.
+    fn reason(&self, id: u64, pid: u32) -> Option<String> {
+        self.table()
+            .get(&id)
+            .filter(|(judged, _)| *judged == pid)
+            .map(|(_, reason)| reason.clone())
     }
 }
 

@@ -239,3 +239,116 @@ pub(crate) fn check_names(names: &[String]) -> napi::Result<()> {
     }
     Ok(())
 }
+
+/// A request's outcome as the event the JS layer settles call `call` with:
+/// `{"event":"settled","call":N,"result":...}` or `{..., "error":{RequestError}}`.
+pub(crate) fn settled_text(call: u64, outcome: Result<Value, RequestError>) -> String {
+    match outcome {
+        Ok(result) => format!(r#"{{"event":"settled","call":{call},"result":{result}}}"#),
+        Err(e) => json!({ "event": "settled", "call": call, "error": describe(&e) }).to_string(),
+    }
+}
+
+/// A worker's request under way, with when to stop waiting for the JS thread to see its answer.
+struct InFlight {
+    answer: crate::Boxed<Result<Value, RequestError>>,
+    /// Past it, the sweeper awaits the request on the runtime (its own timeout then ends it).
+    deadline: std::time::Instant,
+}
+
+#[derive(Default)]
+struct InFlightTable {
+    calls: HashMap<u64, InFlight>,
+    /// Whether the sweeper task runs.
+    sweeping: bool,
+}
+
+/// A worker's requests whose answers are settled on the JS thread.
+///
+/// The answer of a request is a `response` frame, which the JS thread reads itself
+/// ([`drover::CommandReader`]) and hands to the request's future. Awaiting that future on the
+/// runtime would cost two thread hand-offs per round trip (the reader wakes a runtime thread,
+/// which wakes the JS thread to settle the promise): about half of a Node worker's round trip.
+/// Instead the JS thread polls the requests under way right after each read
+/// ([`JsThreadCalls::poll_ready`]) and settles the answered ones then, in the same loop turn.
+///
+/// A request whose answer never comes (the master stuck) is not polled again by any read: a
+/// sweeper on the runtime, once a second, takes each one past its timeout and awaits it there,
+/// where its own timeout ends it. Bounded by core's [`drover::request::MAX_PENDING_PER_WORKER`]
+/// (core refuses more requests in flight).
+#[derive(Clone, Default)]
+pub(crate) struct JsThreadCalls(Arc<Mutex<InFlightTable>>);
+
+impl JsThreadCalls {
+    /// Keeps request `call`, whose first poll has sent it, until its answer is read; `emit` hands
+    /// a settled event to JavaScript from the runtime (for the sweeper's).
+    pub(crate) fn add(
+        &self,
+        call: u64,
+        answer: crate::Boxed<Result<Value, RequestError>>,
+        timeout: Duration,
+        emit: impl Fn(String) + Send + Sync + 'static,
+    ) {
+        let mut table = lock(&self.0);
+        // Past core's own timeout (the timeout, and a second for a stuck master) and then some.
+        let deadline = std::time::Instant::now() + timeout + Duration::from_secs(2);
+        table.calls.insert(call, InFlight { answer, deadline });
+        if !table.sweeping {
+            table.sweeping = true;
+            napi::bindgen_prelude::spawn(sweep(Arc::downgrade(&self.0), emit));
+        }
+    }
+
+    /// On the JS thread, after a read: the settled events of the requests answered by now.
+    pub(crate) fn poll_ready(&self) -> Vec<String> {
+        let mut table = lock(&self.0);
+        if table.calls.is_empty() {
+            return Vec::new();
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut settled = Vec::new();
+        napi::bindgen_prelude::within_runtime_if_available(|| {
+            table
+                .calls
+                .retain(|call, in_flight| match in_flight.answer.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(outcome) => {
+                        settled.push(settled_text(*call, outcome));
+                        false
+                    }
+                    std::task::Poll::Pending => true,
+                });
+        });
+        settled
+    }
+}
+
+/// Once a second while the bus lives: the requests past their deadline are awaited on the
+/// runtime, and their outcome handed to JavaScript through `emit`.
+async fn sweep(table: std::sync::Weak<Mutex<InFlightTable>>, emit: impl Fn(String) + Send + Sync + 'static) {
+    let emit = Arc::new(emit);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(table) = table.upgrade() else { return };
+        let now = std::time::Instant::now();
+        let late: Vec<(u64, InFlight)> = {
+            let mut table = lock(&table);
+            let calls: Vec<u64> = table
+                .calls
+                .iter()
+                .filter(|(_, f)| f.deadline <= now)
+                .map(|(call, _)| *call)
+                .collect();
+            calls
+                .into_iter()
+                .filter_map(|call| table.calls.remove(&call).map(|f| (call, f)))
+                .collect()
+        };
+        for (call, in_flight) in late {
+            let emit = emit.clone();
+            napi::bindgen_prelude::spawn(async move {
+                let outcome = in_flight.answer.await;
+                emit(settled_text(call, outcome));
+            });
+        }
+    }
+}

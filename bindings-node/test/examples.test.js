@@ -17,6 +17,7 @@ const examples = {
     'rescale.js': /rescaled to 4[\s\S]*rescaled to 1; worker ids left: 1\n/,
     'graceful-reload.js': /reloaded: 1:\d+ 2:\d+ -> 3:\d+ 4:\d+\n[1-9]\d+ requests served around the reload, 0 failed/,
     'single-instance.js': /worker 2 STARTED\nworker 1 exited/,
+    'shared-state.js': /answers: hello 42, hello 42, hello 42; loaded 1 time\(s\)\napp status: 1 DONE, 2 DONE, 3 DONE\nstatus functions: 1 2 3\n/,
     'requests.js': /worker 2: \{ askedBy: 0, by: 2, square: 49 \}\nany: \{ askedBy: 0, by: \d, square: 9 \}\nworker 9: no_such_target\nworker 1 says \{ 'from 3': 'total 18' \}\n/,
 };
 

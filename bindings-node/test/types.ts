@@ -18,6 +18,10 @@ import {
     type WorkerStatus,
     type GatheredResult,
     type RequestTarget,
+    type GatheredStatuses,
+    type RecycleStats,
+    type NodeHeartbeatStats,
+    type WorkerDetails,
 } from '..';
 import * as net from 'node:net';
 import * as http from 'node:http';
@@ -143,3 +147,31 @@ async function requests(master: Master, mb: MessageBus): Promise<void> {
     await master.request('any', 'x', null, { timeout: '1s' });
 }
 void requests;
+
+// Shared store, cache, application status, status registry, recycle predicate.
+async function sharedState(master: Master, mb: MessageBus): Promise<void> {
+    await mb.store.set('users.42', { name: 'ada' }, { ttl: 60000 });
+    const name: string | null = await mb.store.get<string>('users.42.name');
+    const swapped: boolean = await mb.store.cas('users.42.name', 'ada', 'grace');
+    const keys: string[] = await master.store.keys();
+    const watch: number = await mb.store.watch('users', (value, path: string) => console.log(value, path));
+    await mb.store.unwatch(watch);
+    await master.store.set('config.mode', 'fast');
+    const removed: boolean = await master.store.delete('config');
+    const value: number = await mb.cache.getOrLoad('answer', async () => 42, { ttl: 1000 });
+    mb.registerStatus('queue', () => ({ length: 3 }));
+    await mb.setAppStatus('PROCESSING', { jobs: 3 });
+    await mb.setAppStatus(null);
+    const statuses: GatheredStatuses = await master.gatherStatuses({ timeout: 5000 });
+    master.recycleWhen((stats: RecycleStats, worker: WorkerDetails) =>
+        (stats.event_loop_lag_max_ms ?? 0) > 500 ? `lag in ${worker.name}` : worker.stats.gc_ms > 1e4);
+    const lag: NodeHeartbeatStats['event_loop_lag_ms'] = 0;
+    console.log(name, swapped, keys, removed, value, statuses, lag);
+    // @ts-expect-error: a ttl is milliseconds
+    await mb.store.set('a', 1, { ttl: '1s' });
+    // @ts-expect-error: the loader is a function
+    await mb.cache.getOrLoad('k', 42);
+    // @ts-expect-error: counters are numbers
+    await mb.setAppStatus('IDLE', { jobs: 'three' });
+}
+void sharedState;

@@ -520,10 +520,24 @@ impl BusSender {
 
     /// Sends a heartbeat with this process's resident memory and the given uptime.
     pub async fn send_heartbeat(&self, uptime: Duration) -> Result<(), BusError> {
+        self.send_heartbeat_with_stats(uptime, &Default::default()).await
+    }
+
+    /// Sends a heartbeat with this process's resident memory, the given uptime and runtime
+    /// statistics (`event_loop_lag_ms`, `gc_count`...: at most
+    /// [`MAX_HEARTBEAT_STATS`](crate::protocol::wire::MAX_HEARTBEAT_STATS), names of 1 to 64
+    /// bytes, finite numbers; the master refuses a heartbeat past these as malformed). The master
+    /// keeps the last ones in [`crate::WorkerInfo::stats`], where a recycle predicate sees them.
+    pub async fn send_heartbeat_with_stats(
+        &self,
+        uptime: Duration,
+        stats: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), BusError> {
         let rss_bytes = crate::master::rss_of_self();
         self.send_frame(&WorkerFrame::Heartbeat {
             rss_bytes,
             uptime_ms: Some(uptime.as_millis() as u64),
+            stats: stats.clone(),
         })
         .await
     }

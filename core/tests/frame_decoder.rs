@@ -72,10 +72,20 @@ fn worker_frame() -> impl Strategy<Value = WorkerFrame> {
             .prop_map(|(version, pid)| WorkerFrame::Hello { version, pid }),
         (1u8..=8).prop_map(|n| WorkerFrame::status(WorkerStatus::try_from(n).expect("1..=8 are statuses"))),
         json_value().prop_map(|data| WorkerFrame::Message { data }),
-        proptest::option::of(any::<u64>()).prop_map(|rss_bytes| WorkerFrame::Heartbeat {
-            rss_bytes,
-            uptime_ms: None
-        }),
+        (
+            proptest::option::of(any::<u64>()),
+            // Eighths: exact in JSON's decimal text (serde_json's default float parsing may round others).
+            proptest::collection::btree_map(
+                "[a-z_]{1,16}",
+                (-1_000_000i32..1_000_000).prop_map(|n| f64::from(n) / 8.0),
+                0..4
+            )
+        )
+            .prop_map(|(rss_bytes, stats)| WorkerFrame::Heartbeat {
+                rss_bytes,
+                uptime_ms: None,
+                stats,
+            }),
         (any::<u64>(), any::<String>()).prop_map(|(request, address)| WorkerFrame::Listen { request, address }),
     ]
 }

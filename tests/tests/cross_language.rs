@@ -1,5 +1,6 @@
 //! The corners of the language matrix no other suite covers, with real processes: a Node master
-//! supervising C workers, and a C master supervising Node workers — one protocol.
+//! supervising C workers, a C master supervising Node workers, and a Node worker calling a C
+//! worker's handler (and the C worker calling the Node one's) — one protocol.
 //!
 //! Both masters (`tests/fixtures/node/master.js`, `tests/c/cross_master.c`) run the same scenario
 //! on two workers and report each outcome as a JSON line: every worker STARTED, a message round
@@ -14,9 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use drover::WorkerStatus;
+use drover::request::Target;
+use drover::{Event, Master, MasterConfig, WorkerStatus};
 use drover_tests::c::{program as c_program, workspace, Linkage};
-use drover_tests::{eventually, pid_is_running};
+use drover_tests::{eventually, next_matching, pid_is_running};
 use serde_json::{json, Value};
 
 /// How long a master may take for the whole scenario.
@@ -175,4 +177,90 @@ async fn a_c_master_supervises_node_workers() {
     let mut cmd = Command::new(c_program("cross_master", Linkage::Shared));
     cmd.arg("node").arg(worker).env_remove("NODE_EXTRA_CA_CERTS");
     assert_scenario(&run_master(cmd)).await;
+}
+
+/// Worker `id`'s next message carrying `key`.
+async fn reply_of(events: &mut drover::Events, id: u64, key: &str) -> Value {
+    let wait = next_matching(events, |e| match e {
+        Event::Message { id: from, data, .. } if *from == id && data.get(key).is_some() => Some(data.clone()),
+        _ => None,
+    });
+    tokio::time::timeout(MASTER_DEADLINE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {key:?} from worker {id} within {MASTER_DEADLINE:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_worker_calls_a_c_workers_handler_and_the_c_worker_calls_the_node_one() {
+    // Worker 1 is a Node worker (test-support/request-worker.js), worker 2 the C test worker with
+    // its handlers: one master, one program choosing by DROVER_WORKER_ID.
+    let node_worker = node_package().join("test-support").join("request-worker.js");
+    let script = format!(
+        // Without NODE_EXTRA_CA_CERTS, which slows each Node start (see `node()`).
+        "case \"$DROVER_WORKER_ID\" in 1) exec env -u NODE_EXTRA_CA_CERTS node {};; *) exec {};; esac",
+        node_worker.display(),
+        c_program("worker", Linkage::Shared).display()
+    );
+    let config = MasterConfig::program("sh")
+        .arg("-c")
+        .arg(script)
+        .count(2)
+        .name("node-and-c")
+        .env("C_WORKER_HANDLERS", "1");
+    let master = Master::new(config).expect("the config is valid");
+    let mut events = master.events();
+    master.start().await.expect("both workers report STARTED");
+
+    // The Node worker calls the C worker's handlers, by id and by name.
+    let ask = |to: &str, name: &str, args: Value| json!({"cmd": "request", "to": to, "name": name, "args": args});
+    master
+        .send(1, &ask("worker:2", "c-echo", json!({"ü": [1, 2]})))
+        .await
+        .expect("send");
+    assert_eq!(
+        reply_of(&mut events, 1, "response").await,
+        json!({"response": {"c_echo": {"ü": [1, 2]}}})
+    );
+    master
+        .send(1, &ask("name:node-and-c-2", "c-whoami", Value::Null))
+        .await
+        .expect("send");
+    assert_eq!(
+        reply_of(&mut events, 1, "response").await,
+        json!({"response": {"id": 2}})
+    );
+
+    // The C handler's failure and a handler the C worker lacks reach the Node worker typed.
+    master
+        .send(1, &ask("worker:2", "c-fail", Value::Null))
+        .await
+        .expect("send");
+    let failed = reply_of(&mut events, 1, "request_error").await;
+    assert_eq!(failed["request_error"]["code"], "handler_failed", "{failed}");
+    assert_eq!(failed["request_error"]["message"], "C failed on purpose", "{failed}");
+    assert_eq!(failed["request_error"]["isRequestError"], true, "{failed}");
+    master
+        .send(1, &ask("worker:2", "whoami", Value::Null))
+        .await
+        .expect("send");
+    let missing = reply_of(&mut events, 1, "request_error").await;
+    assert_eq!(missing["request_error"]["code"], "no_such_handler", "{missing}");
+
+    // And back: the C worker calls the Node worker's handler.
+    master
+        .send(2, &json!({"cmd": "request", "to": "worker:1", "name": "whoami"}))
+        .await
+        .expect("send");
+    assert_eq!(
+        reply_of(&mut events, 2, "response").await,
+        json!({"response": {"id": 1, "lang": "node", "asker": 2}})
+    );
+    // The master's own request to the Node worker, for good measure: the same handler.
+    let answer = master
+        .request(Target::Worker(1), "echo", &json!([1]), MASTER_DEADLINE)
+        .await
+        .expect("the Node worker answers");
+    assert_eq!(answer, json!([1]));
+
+    master.graceful_shutdown().await.expect("shutdown");
 }

@@ -146,6 +146,9 @@ pub enum Event {
         pid: u32,
         /// Its resident memory, if it said.
         rss_bytes: Option<u64>,
+        /// The runtime statistics the heartbeat carried (PROTOCOL.md §5.1; empty: none), as
+        /// sent: a predicate judging each heartbeat sees each one's, not only the last.
+        stats: std::collections::BTreeMap<String, f64>,
     },
     /// The master is restarting a worker that exited, after `delay`.
     Restarting {
@@ -599,8 +602,13 @@ impl Event {
                 "failure": failure.to_json(),
                 "message": failure.to_string(),
             }),
-            Event::Heartbeat { id, pid, rss_bytes } => {
-                json!({ "v": v, "event": event, "id": id, "pid": pid, "rss_bytes": rss_bytes })
+            Event::Heartbeat {
+                id,
+                pid,
+                rss_bytes,
+                stats,
+            } => {
+                json!({ "v": v, "event": event, "id": id, "pid": pid, "rss_bytes": rss_bytes, "stats": stats })
             }
             Event::Restarting { id, delay, restarts } => {
                 json!({ "v": v, "event": event, "id": id, "delay_ms": millis(*delay), "restarts": restarts })

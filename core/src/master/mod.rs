@@ -392,14 +392,15 @@ impl Master {
     /// Has the master recycle (replace make-before-break, one at a time, as `maxAge` does) each
     /// STARTED worker for which `predicate` gives a reason. It is asked at every recycling check
     /// ([`crate::Recycle::check_interval`], default 5 s) with the worker's snapshot: uptime,
-    /// resident memory (from heartbeats), and the application status and counters the worker
-    /// publishes (event-loop lag, GC counts, queue length... whatever it reports). Takes effect
-    /// from the next start or operation; replaces a predicate set before.
+    /// resident memory and runtime statistics (from heartbeats: [`WorkerInfo::stats`], e.g. a
+    /// Node worker's event-loop lag and GC counts), and the application status and counters the
+    /// worker publishes (queue length... whatever it reports). Takes effect from the next start
+    /// or operation; replaces a predicate set before.
     ///
     /// ```no_run
     /// # fn run(master: &drover::Master) {
     /// master.recycle_when(|w| {
-    ///     let lag = w.counters.get("event_loop_lag_ms").copied().unwrap_or(0.0);
+    ///     let lag = w.stats.get("event_loop_lag_max_ms").copied().unwrap_or(0.0);
     ///     (lag > 500.0).then(|| format!("event-loop lag {lag} ms"))
     /// });
     /// # }

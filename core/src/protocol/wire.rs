@@ -9,6 +9,10 @@ use serde_json::Value;
 use crate::request::{RequestError, Target};
 use crate::status::WorkerStatus;
 
+/// The most statistics one `heartbeat` frame may carry (PROTOCOL.md §5.1); past it, or with a bad
+/// name or number, the frame is a `malformed` protocol error.
+pub const MAX_HEARTBEAT_STATS: usize = 32;
+
 /// A frame a worker sends to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -44,6 +48,10 @@ pub enum WorkerFrame {
         /// Milliseconds since the worker's MessageBus connected.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         uptime_ms: Option<u64>,
+        /// Runtime statistics by name (a Node worker's event-loop lag and GC counts...): at most
+        /// [`MAX_HEARTBEAT_STATS`], names of 1 to 64 bytes, finite numbers. Absent: none.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        stats: std::collections::BTreeMap<String, f64>,
     },
     /// Asks the master for a listening socket on `address` (see `docs/PROTOCOL.md`, "Listening
     /// sockets"); answered by a `listener` frame carrying the same `request`.

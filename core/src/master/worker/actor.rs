@@ -29,6 +29,7 @@ use crate::master::router::Router;
 use crate::master::spawn::Child;
 use crate::protocol::channel::{ChannelRead, ChannelWrite};
 use crate::protocol::codec::Frame;
+use crate::protocol::wire::MAX_HEARTBEAT_STATS;
 use crate::protocol::writer::{FrameKind, FrameWriter};
 use crate::protocol::{self, encode_frame, FrameCodec, MasterFrame, ProtocolError, WorkerFrame, WorkerMeta};
 use crate::status::WorkerStatus;
@@ -179,6 +180,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         exit: None,
         app_status: None,
         counters: Default::default(),
+        stats: Default::default(),
     };
     let (info_tx, info_rx) = watch::channel(info);
     let outbound = outbound_limit(config.max_frame_bytes);
@@ -612,8 +614,26 @@ impl<C: Child> WorkerActor<C> {
                 });
                 Ok(())
             }
-            WorkerFrame::Heartbeat { rss_bytes, .. } => {
-                self.on_heartbeat(rss_bytes);
+            WorkerFrame::Heartbeat { rss_bytes, stats, .. } => {
+                if stats.len() > MAX_HEARTBEAT_STATS {
+                    return Err(ProtocolError::Malformed {
+                        reason: format!("heartbeat: {} stats, at most {MAX_HEARTBEAT_STATS}", stats.len()),
+                        excerpt: excerpt_type(line),
+                    });
+                }
+                if let Some((name, _)) = stats
+                    .iter()
+                    .find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite())
+                {
+                    return Err(ProtocolError::Malformed {
+                        reason: format!("heartbeat: stat {name:?}: a name of 1 to 64 bytes and a finite number"),
+                        excerpt: excerpt_type(line),
+                    });
+                }
+                if !stats.is_empty() {
+                    self.info.send_modify(|i| i.stats = stats.clone());
+                }
+                self.on_heartbeat(rss_bytes, stats);
                 Ok(())
             }
             WorkerFrame::Listen { request, address } => {
@@ -677,7 +697,7 @@ impl<C: Child> WorkerActor<C> {
     }
 
     /// A heartbeat (a `heartbeat` frame, or `WATCHDOG=1`) pushes the hung deadline back.
-    fn on_heartbeat(&mut self, rss_bytes: Option<u64>) {
+    fn on_heartbeat(&mut self, rss_bytes: Option<u64>, stats: std::collections::BTreeMap<String, f64>) {
         if let Some(hb) = self.config.heartbeat {
             if let Lifecycle::Running { hung_at: Some(_) } = self.lifecycle {
                 self.lifecycle = Lifecycle::Running {
@@ -692,6 +712,7 @@ impl<C: Child> WorkerActor<C> {
             id: self.id,
             pid: self.pid,
             rss_bytes,
+            stats,
         });
     }
 
@@ -761,7 +782,7 @@ impl<C: Child> WorkerActor<C> {
                 ("READY", "1") => self.on_status(WorkerStatus::Started),
                 ("STOPPING", "1") if self.status == WorkerStatus::Started => self.on_status(WorkerStatus::Stopping),
                 ("WATCHDOG", "1") => {
-                    self.on_heartbeat(None);
+                    self.on_heartbeat(None, Default::default());
                     Ok(())
                 }
                 ("STATUS", text) => {

@@ -49,6 +49,10 @@ pub struct WorkerInfo {
     pub app_status: Option<String>,
     /// The counters the worker last published, by name.
     pub counters: std::collections::BTreeMap<String, f64>,
+    /// The runtime statistics of the worker's last heartbeat that carried any, by name: a Node
+    /// worker's `event_loop_lag_ms`, `event_loop_lag_max_ms`, `gc_count`, `gc_ms`... (PROTOCOL.md
+    /// §5.1). What a recycle predicate ([`crate::Master::recycle_when`]) usually looks at.
+    pub stats: std::collections::BTreeMap<String, f64>,
 }
 
 impl WorkerInfo {

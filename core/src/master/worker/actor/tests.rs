@@ -381,6 +381,7 @@ async fn a_worker_silent_past_its_heartbeat_interval_and_tolerance_is_failed_as_
     let beat = WorkerFrame::Heartbeat {
         rss_bytes: Some(1),
         uptime_ms: None,
+        stats: Default::default(),
     };
     worker.say(&beat).await;
     let failed = worker.event(|e| matches!(e, Event::Failed { .. })).await;
@@ -488,4 +489,56 @@ async fn the_actor_reports_each_forwarded_frame_handled_after_its_events() {
         "hello opens the channel to messages; STARTED is reported handled after its event"
     );
     assert_eq!(direct, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeats_stats_are_kept_and_one_past_their_bound_is_malformed() {
+    let heartbeat = Heartbeat {
+        interval: Duration::from_secs(2),
+        tolerance: Duration::from_secs(1),
+    };
+    let mut worker = launch(config(ReadySource::Message, Some(heartbeat)), false);
+    worker.start().await;
+    let stats: std::collections::BTreeMap<String, f64> = [
+        ("event_loop_lag_max_ms".to_string(), 812.5),
+        ("gc_count".to_string(), 3.0),
+    ]
+    .into();
+    worker
+        .say(&WorkerFrame::Heartbeat {
+            rss_bytes: None,
+            uptime_ms: None,
+            stats: stats.clone(),
+        })
+        .await;
+    worker.event(|e| matches!(e, Event::Heartbeat { .. })).await;
+    assert_eq!(worker.handle.info().stats, stats);
+    // A heartbeat without stats keeps the last ones.
+    worker
+        .say(&WorkerFrame::Heartbeat {
+            rss_bytes: None,
+            uptime_ms: None,
+            stats: Default::default(),
+        })
+        .await;
+    worker.event(|e| matches!(e, Event::Heartbeat { .. })).await;
+    assert_eq!(worker.handle.info().stats, stats);
+
+    let too_many = (0..=MAX_HEARTBEAT_STATS).map(|i| (format!("s{i}"), 1.0)).collect();
+    worker
+        .say(&WorkerFrame::Heartbeat {
+            rss_bytes: None,
+            uptime_ms: None,
+            stats: too_many,
+        })
+        .await;
+    worker.event(|e| matches!(e, Event::ProtocolError { .. })).await;
+    worker.exit().await;
+    assert!(matches!(
+        worker.handle.info().failure,
+        Some(WorkerFailure::Protocol {
+            error: ProtocolError::Malformed { .. }
+        })
+    ));
+    assert_eq!(worker.handle.info().stats, stats, "the refused frame changed nothing");
 }
