@@ -457,3 +457,44 @@ async fn a_round_robin_socket_hands_every_worker_its_share_of_connections_and_a_
     assert!(answered > 0);
     master.graceful_shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_reads_nothing_is_skipped_past_its_hand_off_bound_and_no_connection_is_lost() {
+    use tokio::io::AsyncReadExt;
+    let master = Master::new(config(2).balance(drover::Balance::RoundRobin)).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let workers = master.workers();
+    let mut addr = String::new();
+    for w in &workers {
+        addr = ask_to_listen(&master, &mut events, w.id, "127.0.0.1:0", "listening").await;
+    }
+    // Worker 0 reads nothing from its channel for 5 s: the connections handed to it fill its
+    // socket, then the master's hand-off bound; past that, round-robin skips it.
+    master
+        .send(workers[0].id, &json!({"cmd": "block", "ms": 5000}))
+        .await
+        .unwrap();
+    const CONNECTIONS: usize = 1500;
+    let mut streams = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        streams.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut share = std::collections::BTreeMap::<u32, usize>::new();
+    for mut stream in streams {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut line))
+            .await
+            .expect("every connection is answered within 30 s")
+            .expect("no connection is reset");
+        *share.entry(line.trim().parse().unwrap()).or_default() += 1;
+    }
+    let (blocked, reading) = (share[&workers[0].pid], share[&workers[1].pid]);
+    eprintln!("connections answered: {blocked} by the blocked worker, {reading} by the other");
+    assert_eq!(blocked + reading, CONNECTIONS);
+    assert!(
+        blocked > 0 && reading > 2 * blocked,
+        "the blocked worker got {blocked}, the other {reading}: it was not skipped"
+    );
+    master.graceful_shutdown().await.unwrap();
+}
