@@ -1086,6 +1086,24 @@ mod tests {
     }
 
     #[test]
+    fn balance_is_set_for_the_master_and_per_listener_and_a_bad_one_is_named() {
+        let c = options(
+            json!({"program": "sh", "balance": "sticky", "listen": ["127.0.0.1:0,balance=round-robin", "127.0.0.1:1"]}),
+        )
+        .unwrap();
+        assert_eq!(c.balance, Balance::Sticky);
+        assert_eq!(c.listen[0].balance, Some(Balance::RoundRobin));
+        assert_eq!(c.listen[1].balance, None, "follows the master's");
+        assert_eq!(MasterConfig::program("sh").balance, Balance::Shared, "the default");
+        let err = serde_json::from_value::<MasterOptions>(json!({"program": "sh", "balance": "fastest"})).unwrap_err();
+        assert!(err.to_string().contains("fastest"), "{err}");
+        let err = options(json!({"program": "sh", "listen": ["127.0.0.1:0,balance=fastest"]})).unwrap_err();
+        assert!(err.to_string().contains("not a balance"), "{err}");
+        let err = options(json!({"program": "sh", "listen": ["unix:/tmp/x.sock,balance=sticky"]})).unwrap_err();
+        assert!(err.to_string().contains("needs a TCP address"), "{err}");
+    }
+
+    #[test]
     fn unknown_options_are_refused() {
         let err = serde_json::from_value::<MasterOptions>(json!({"program": "sh", "cuont": 2})).unwrap_err();
         assert!(err.to_string().contains("cuont"), "{err}");
