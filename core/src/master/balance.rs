@@ -2,7 +2,7 @@
 //! or `"sticky"`; PROTOCOL.md §5.3).
 //!
 //! A shared accept queue lets the kernel pick the worker, and Linux wakes the most recent waiter:
-//! under light or bursty load one worker takes far more than its share. A [`Balancer`] instead
+//! under light or bursty load one worker takes far more than its share. A `Balancer` instead
 //! accepts on the master's socket and writes each connection's fd to the chosen worker's channel
 //! as a `connection` frame (`SCM_RIGHTS`), as Node's `cluster` does with `SCHED_RR`.
 //!
@@ -15,7 +15,7 @@
 //! STARTED, the master stops accepting, and connections wait in the socket's backlog (the kernel's
 //! bound, `listen(2)`'s `somaxconn`) instead of being reset.
 //!
-//! **Sticky.** [`rendezvous_pick`]: each client address scores every live worker's instance index
+//! **Sticky.** [`rendezvous_order`]: each client address scores every live worker's instance index
 //! and goes to the highest score. A worker that goes moves only its own clients (each to its
 //! second choice); when a worker of that index is back, they return to it. Instance indexes, not
 //! ids or pids, so a restart or a reload keeps every client where it was.
