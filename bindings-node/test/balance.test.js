@@ -29,6 +29,15 @@ function getOnce(port) {
 function newConnectionLoad(port, clients) {
     const stats = { ok: 0, failed: [], perPid: new Map() };
     let stopped = false;
+    // Waiters for a number of answers (or the first failure), told after each answer.
+    let waiters = [];
+    const tell = () => {
+        waiters = waiters.filter((w) => {
+            const done = stats.ok >= w.target || stats.failed.length > 0;
+            if (done) w.resolve();
+            return !done;
+        });
+    };
     const loops = Array.from({ length: clients }, async () => {
         while (!stopped) {
             const answer = await getOnce(port);
@@ -37,13 +46,13 @@ function newConnectionLoad(port, clients) {
                 stats.ok++;
                 stats.perPid.set(answer.pid, (stats.perPid.get(answer.pid) || 0) + 1);
             }
+            tell();
         }
     });
-    const answered = async (n) => {
-        const target = stats.ok + n;
-        // Polled on the load's own progress: each turn awaits at least one answered request.
-        while (stats.ok < target && stats.failed.length === 0) await new Promise((r) => setImmediate(r));
-    };
+    const answered = (n) => new Promise((resolve) => {
+        waiters.push({ target: stats.ok + n, resolve });
+        tell();
+    });
     return {
         stats,
         answered,
