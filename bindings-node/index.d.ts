@@ -177,10 +177,19 @@ export interface MasterOptions {
     /**
      * Sockets the master binds before starting workers and passes to each one systemd-style (fds
      * 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; see `listenFds()`): 'host:port', '[v6]:port',
-     * a bare port (every interface), 'unix:/path', each optionally 'name=ADDR'. A bind failure
-     * fails `start()` with a ListenError. Workers that call `server.listen(PORT)` need none of this.
+     * a bare port (every interface), 'unix:/path', each optionally 'name=ADDR', and optionally
+     * followed by ',balance=MODE' (see `balance`). A bind failure fails `start()` with a
+     * ListenError. Workers that call `server.listen(PORT)` need none of this.
      */
     listen?: string[];
+    /**
+     * Who takes the connections of the sockets workers ask for (`server.listen(PORT)`) and of
+     * declared ones that do not say: 'shared' (default: every worker accepts, the kernel picks;
+     * no cost in the master), 'round-robin' (the master accepts and hands each connection to the
+     * next ready worker: an even share, as Node cluster's SCHED_RR), 'sticky' (the master hands
+     * each client address to the same worker, for long-polling sessions).
+     */
+    balance?: 'shared' | 'round-robin' | 'sticky';
     /** Worker names by instance index: the worker in place `i` is `names[i]` (else `<group>-<id>`). */
     names?: string[];
     /**
@@ -456,6 +465,12 @@ export interface MessageBusEvents {
     message: [message: any];
     /** A message another worker sent with `sendTo`, and that worker's id. */
     'worker-message': [data: any, fromWorkerId: number];
+    /**
+     * A connection the master accepted on a balanced socket this process asked for with
+     * `mb.listen()` itself (a server that listened through `server.listen(PORT)` gets its own
+     * connections as 'connection' events instead). The fd is yours: `new net.Socket({ fd })`.
+     */
+    connection: [fd: number, info: { listener: string; remote: string | null }];
     connected: [meta: WorkerMeta];
     /** The master closed the channel (with the protocol error, if that is why). */
     disconnect: [error: MessageBusError | null];
@@ -483,6 +498,11 @@ export interface ListeningSocket {
     fd: number;
     /** The address it is bound to, e.g. '[::]:8080'. */
     local: string;
+    /**
+     * 'round-robin' or 'sticky' when the master accepts the connections itself: do not accept
+     * on `fd` (close it); they come as the bus's 'connection' events.
+     */
+    balance: string | null;
 }
 
 export declare class MessageBus extends EventEmitter<MessageBusEvents> {

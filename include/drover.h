@@ -263,6 +263,16 @@ enum drover_bus_event_kind
    * expired).
    */
   DROVER_BUS_EVENT_KIND_STORE_CHANGED = 7,
+  /**
+   * A connection the master accepted on a balanced socket (the master's `balance` is
+   * `round-robin` or `sticky`) that this worker asked for with `drover_bus_listen()`, handed to
+   * this worker to serve: `fd` is the connected socket, the program's from here (close it when
+   * done; `drover_bus_event_clear()` does not); `data` the socket's bound address (the
+   * `out_local` of `drover_bus_listen()`); `text` the client's address (NULL for a Unix
+   * socket). (Added in 0.3 with `fd`: a program compiled with an older header gets none; such
+   * connections are closed.)
+   */
+  DROVER_BUS_EVENT_KIND_CONNECTION = 8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -684,6 +694,10 @@ typedef struct drover_bus_event {
    * STORE_CHANGED: the path that changed. NULL for other kinds. Owned by the event.
    */
   char *path;
+  /**
+   * CONNECTION: the connected socket, owned by the program; -1 for other kinds.
+   */
+  int fd;
 } drover_bus_event;
 
 /**
@@ -1115,6 +1129,11 @@ drover_result drover_bus_send_message(const struct drover_bus *bus, const char *
  * if you accept after poll(), since another worker may take the connection first.
  * `*out_local` (may be NULL) receives the bound address, e.g. "127.0.0.1:41234", owned by the
  * caller and freed with `drover_string_free()`.
+ *
+ * When the master balances the socket's connections itself (its config's `balance` is
+ * `round-robin` or `sticky`, or the declared `listen` spec says so), do not accept on `*out_fd`
+ * (close it): the connections this worker is to serve come as DROVER_BUS_EVENT_KIND_CONNECTION
+ * events.
  * DROVER_RESULT_INVALID_ARGUMENT if `address` is no address; DROVER_RESULT_LISTEN_FAILED if
  * the master cannot bind it, with a message naming the address and the errno (e.g.
  * "cannot listen on 127.0.0.1:8080: Address already in use (os error 98) (EADDRINUSE)"); the

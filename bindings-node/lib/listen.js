@@ -170,13 +170,19 @@ function listen(...args) {
             fail(lookupError);
             return;
         }
-        bus.listen(address).then(({ fd }) => {
+        bus.listen(address).then(({ fd, local, balance }) => {
             server.off('close', onClose);
             if (!current()) {
                 fs.close(fd, () => {});
                 return;
             }
             server[kPending] = null;
+            if (balance) {
+                // The master accepts; this worker must not: it serves what is handed to it.
+                fs.close(fd, () => {});
+                listenBalanced(server, local, request.backlog);
+                return;
+            }
             try {
                 // Node's own listen on the received fd: it emits 'listening' (and calls the callback).
                 if (request.backlog) originalListen.call(server, { fd }, request.backlog);
@@ -191,6 +197,88 @@ function listen(...args) {
         });
     });
     return this;
+}
+
+// Servers listening on a socket whose connections the master accepts (balance round-robin or
+// sticky), by the socket's bound address (the `listener` of each `connection` event).
+const balanced = new Map();
+
+/** `[::]:8080` or `127.0.0.1:8080` as getsockname's `{ address, family, port }`. */
+function sockname(local) {
+    const colon = local.lastIndexOf(':');
+    let address = local.slice(0, colon);
+    const v6 = address.startsWith('[');
+    if (v6) address = address.slice(1, -1);
+    return { address, family: v6 ? 'IPv6' : 'IPv4', port: Number(local.slice(colon + 1)) };
+}
+
+/**
+ * Makes `server` listen without a socket of its own, as Node's cluster does for its round-robin
+ * workers: a stand-in handle answers `address()` and `close()`, and Node's own listen machinery
+ * (`_listen2`, which cluster relies on too) emits 'listening'. Connections come from `connection`.
+ */
+function listenBalanced(server, local, backlog) {
+    const name = sockname(local);
+    const handle = {
+        listen: () => 0,
+        getsockname: (out) => {
+            Object.assign(out, name);
+            return 0;
+        },
+        close: (cb) => {
+            if (balanced.get(local) === server) balanced.delete(local);
+            if (typeof cb === 'function') process.nextTick(cb);
+        },
+        ref: () => {},
+        unref: () => {},
+    };
+    balanced.set(local, server);
+    server._handle = handle;
+    server._listen2(name.address, name.port, name.family === 'IPv6' ? 6 : 4, backlog);
+}
+
+/**
+ * A `connection` event from the master: the server listening on its socket gets it as a
+ * 'connection' of its own (what Node's accept would have done: the connection count, `noDelay`,
+ * `keepAlive`, `maxConnections`); with no such server, the bus emits it as
+ * `'connection', fd, { listener, remote }` for an app that called `mb.listen` itself, and with
+ * nobody to take it the connection is closed.
+ */
+function connection(messageBus, e) {
+    const server = balanced.get(e.listener);
+    if (!server) {
+        if (messageBus.listenerCount('connection') > 0) {
+            messageBus.emit('connection', e.fd, { listener: e.listener, remote: e.remote });
+        } else {
+            fs.close(e.fd, () => {});
+        }
+        return;
+    }
+    if (server.maxConnections != null && server._connections >= server.maxConnections) {
+        fs.close(e.fd, () => {});
+        return;
+    }
+    const net = require('node:net');
+    let socket;
+    try {
+        socket = new net.Socket({
+            fd: e.fd,
+            readable: true,
+            writable: true,
+            allowHalfOpen: server.allowHalfOpen,
+            pauseOnCreate: server.pauseOnConnect,
+        });
+    } catch (err) {
+        fs.close(e.fd, () => {});
+        process.nextTick(() => server.emit('error', err));
+        return;
+    }
+    if (server.noDelay) socket.setNoDelay(true);
+    if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay);
+    server._connections++;
+    socket.server = server;
+    socket._server = server;
+    server.emit('connection', socket);
 }
 
 /**
@@ -211,4 +299,4 @@ function listenedServers() {
     return [...servers];
 }
 
-module.exports = { install, listenFds, tcpRequest, listenedServers };
+module.exports = { install, listenFds, tcpRequest, listenedServers, connection };

@@ -371,6 +371,10 @@ class MessageBus extends EventEmitter {
             case 'worker-message':
                 this.emit('worker-message', e.data, e.from);
                 break;
+            case 'connection':
+                // A connection the master accepted on a balanced socket (round-robin, sticky).
+                require('./listen').connection(this, e);
+                break;
             case 'request':
                 requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));
                 break;

@@ -282,6 +282,16 @@ fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
         BusEvent::Stop => json!({ "event": "stop" }),
         BusEvent::Quit => json!({ "event": "quit" }),
         BusEvent::Message(data) => json!({ "event": "message", "data": data }),
+        // The fd belongs to JavaScript from here (lib/listen.js makes a net.Socket of it).
+        BusEvent::Connection(conn) => match conn.take_fd() {
+            Some(fd) => json!({
+                "event": "connection",
+                "fd": fd.into_raw_fd(),
+                "listener": conn.listener,
+                "remote": conn.remote,
+            }),
+            None => return None,
+        },
         BusEvent::Closed(why) => json!({
             "event": "closed",
             "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
@@ -337,6 +347,9 @@ pub struct ListeningSocket {
     pub fd: i32,
     /// The address it is bound to (the real port, for port 0), e.g. `[::]:8080`.
     pub local: String,
+    /// `"round-robin"` or `"sticky"` when the master accepts the connections itself and hands
+    /// them over as `connection` events: do not accept on `fd`.
+    pub balance: Option<String>,
 }
 
 /// A worker's connection to its master. Use the `MessageBus` class of the `drover` package.
@@ -458,6 +471,7 @@ impl NativeBus {
             Ok(ListeningSocket {
                 fd: listening.fd.into_raw_fd(),
                 local: listening.local,
+                balance: listening.balance.map(|b| b.as_str().to_string()),
             })
         }))
     }

@@ -116,8 +116,18 @@ function httpWorker(): void {
     server.listen(8080, mb.sendStarted);
     mb.listen('127.0.0.1:9090').then(({ fd, local }) => net.createServer().listen({ fd }, () => console.log(local)));
     for (const { fd, name } of listenFds()) console.log(fd, name);
+    // A balanced socket asked for directly: its connections come as the bus's events.
+    mb.listen('127.0.0.1:9091').then(({ balance }) => console.log(balance));
+    mb.on('connection', (fd, { listener, remote }) => {
+        const socket = new net.Socket({ fd, readable: true, writable: true });
+        socket.end(`${listener} ${remote ?? ''}`);
+    });
 }
 httpWorker();
+
+MasterFactory.create({ script: 'a.js', balance: 'round-robin', listen: ['127.0.0.1:80,balance=sticky'] });
+// @ts-expect-error: balance is one of three modes
+MasterFactory.create({ script: 'a.js', balance: 'fastest' });
 
 // @ts-expect-error: ready is one of four sources
 MasterFactory.create({ script: 'a.js', ready: 'whenever' });

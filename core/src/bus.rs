@@ -120,6 +120,9 @@ pub enum BusEvent {
     /// A request for one of the handlers this worker declared ([`BusSender::set_handlers`]):
     /// answer it with [`IncomingRequest::reply`] (an unanswered request times out at its sender).
     Request(IncomingRequest),
+    /// A connection on a socket whose connections the master accepts itself (`round-robin`,
+    /// `sticky`; [`BusSender::listen`]), handed to this worker to serve.
+    Connection(HandedConnection),
     /// The channel is closed: the master is gone (or broke the protocol, then the error says how).
     /// Nothing follows; a worker usually shuts down.
     Closed(Option<ProtocolError>),
@@ -241,6 +244,34 @@ pub struct Listening {
     pub fd: OwnedFd,
     /// The address it is bound to (the real port, for port 0).
     pub local: String,
+    /// `Some` when the master accepts the socket's connections itself (`round-robin`, `sticky`):
+    /// do not accept on `fd` (close it, or keep it for its address); the connections come as
+    /// [`BusEvent::Connection`]s whose `listener` is `local`.
+    pub balance: Option<crate::listen::Balance>,
+}
+
+/// A connection the master accepted and handed to this worker ([`BusEvent::Connection`]).
+#[derive(Debug, Clone)]
+pub struct HandedConnection {
+    /// The connected socket; take it with [`HandedConnection::take_fd`].
+    fd: Arc<Mutex<Option<OwnedFd>>>,
+    /// The socket it came in on: the `local` of [`Listening`].
+    pub listener: String,
+    /// The client's address, for TCP.
+    pub remote: Option<String>,
+}
+
+impl HandedConnection {
+    /// The connected socket, once (a clone of the event shares it: the first take wins).
+    pub fn take_fd(&self) -> Option<OwnedFd> {
+        lock(&self.fd).take()
+    }
+}
+
+impl PartialEq for HandedConnection {
+    fn eq(&self, other: &HandedConnection) -> bool {
+        Arc::ptr_eq(&self.fd, &other.fd)
+    }
 }
 
 impl BusSender {
@@ -876,12 +907,24 @@ impl Router {
                 Routed::Done
             }
             Ok(MasterFrame::Error { code, message }) => Routed::End(ProtocolError::Refused { code, message }),
+            Ok(MasterFrame::Connection { listener, remote }) => match lock(&self.fds).pop_front() {
+                Some(fd) => Routed::Event(BusEvent::Connection(HandedConnection {
+                    fd: Arc::new(Mutex::new(Some(fd))),
+                    listener,
+                    remote,
+                })),
+                None => {
+                    tracing::debug!("a connection frame carried no socket; ignored");
+                    Routed::Done
+                }
+            },
             Ok(MasterFrame::Listener {
                 request,
                 local,
                 error,
                 errno,
                 address,
+                balance,
             }) => {
                 // The address is filled in by `listen`, which knows what it asked for, when the
                 // master did not say.
@@ -898,6 +941,7 @@ impl Router {
                         Some(fd) => Ok(Listening {
                             fd,
                             local: local.unwrap_or_default(),
+                            balance,
                         }),
                         None => refused("the master's answer carried no socket".into(), None),
                     },

@@ -112,14 +112,16 @@ struct ReadmeDoctests;
 /// A worker's id: unique within its master, never reused, stable across restarts of the worker.
 pub type WorkerId = u64;
 
-pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, ListenRefused, MessageBus};
+pub use bus::{
+    BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, HandedConnection, ListenRefused, MessageBus,
+};
 pub use config::{
     Bytes, ConfigError, Heartbeat, MasterConfig, MasterOptions, Millis, OnProtocolError, ReadySource, Recycle,
     ReloadKind, StoreBackendKind, StoreConfig, StoreOptions, Timeouts,
 };
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
-pub use listen::{errno_name, ListenAddr, ListenError, ListenSpec};
+pub use listen::{errno_name, Balance, ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
 pub use master::events::{
     message_json_text, Event, Events, Subject, Subscription, Summary, WorkerFailure, EVENT_JSON_VERSION,

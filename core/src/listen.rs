@@ -100,30 +100,110 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// A declared listening socket: an address and the name workers see in `LISTEN_FDNAMES`.
+/// Who takes a listening socket's connections (`balance`, per listener; PROTOCOL.md §5.3).
+///
+/// The default is [`Balance::Shared`]: the master stays out of the data path (no cost per
+/// connection, and a master that is busy or paused delays nobody), and programs written for
+/// systemd socket activation keep working. Its price is fairness: Linux wakes the most recent
+/// waiter, so under light and bursty load one worker takes more than its share
+/// (`docs/BENCHMARKS.md`). Choose [`Balance::RoundRobin`] for an even share, [`Balance::Sticky`]
+/// for clients that must come back to the same worker (long-polling sessions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Every worker accepts on a shared copy of the socket; the kernel picks.
+    #[default]
+    Shared,
+    /// The master accepts and hands each connection to the next STARTED worker in turn.
+    RoundRobin,
+    /// The master accepts and hands each connection to the STARTED worker that the client's
+    /// address hashes to (rendezvous hashing over the workers' instance indexes): a client comes
+    /// back to the same worker, and when a worker goes only its own clients move.
+    Sticky,
+}
+
+impl Balance {
+    /// Whether the master accepts the connections itself (and hands each to one worker).
+    pub fn master_accepts(self) -> bool {
+        self != Balance::Shared
+    }
+
+    /// The word used in configs and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Shared => "shared",
+            Balance::RoundRobin => "round-robin",
+            Balance::Sticky => "sticky",
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Balance {
+    type Err = ListenError;
+
+    /// `shared`, `round-robin` or `sticky`.
+    fn from_str(input: &str) -> Result<Balance, ListenError> {
+        match input {
+            "shared" => Ok(Balance::Shared),
+            "round-robin" => Ok(Balance::RoundRobin),
+            "sticky" => Ok(Balance::Sticky),
+            _ => Err(ListenError::Parse {
+                input: input.to_string(),
+                reason: "not a balance (shared, round-robin or sticky)".into(),
+            }),
+        }
+    }
+}
+
+/// A declared listening socket: an address, the name workers see in `LISTEN_FDNAMES`, and who
+/// takes its connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenSpec {
     /// The name (`LISTEN_FDNAMES`); defaults to `listen<index>`.
     pub name: Option<String>,
     /// The address.
     pub addr: ListenAddr,
+    /// Who takes its connections; `None` follows the master's `balance` (default shared).
+    pub balance: Option<Balance>,
 }
 
 impl FromStr for ListenSpec {
     type Err = ListenError;
 
-    /// `ADDR` or `NAME=ADDR`.
+    /// `ADDR` or `NAME=ADDR`, optionally followed by `,balance=MODE`:
+    ///
+    /// ```
+    /// use drover::listen::{Balance, ListenSpec};
+    /// let spec: ListenSpec = "web=127.0.0.1:8080,balance=round-robin".parse().unwrap();
+    /// assert_eq!(spec.name.as_deref(), Some("web"));
+    /// assert_eq!(spec.balance, Some(Balance::RoundRobin));
+    /// assert!("127.0.0.1:8080,balance=fastest".parse::<ListenSpec>().is_err());
+    /// ```
     fn from_str(input: &str) -> Result<ListenSpec, ListenError> {
-        match input.split_once('=') {
-            Some((name, addr)) if !name.is_empty() && !name.contains(':') && !name.contains('/') => Ok(ListenSpec {
-                name: Some(name.to_string()),
-                addr: addr.parse()?,
-            }),
-            _ => Ok(ListenSpec {
-                name: None,
-                addr: input.parse()?,
-            }),
+        let (input, balance) = match input.split_once(",balance=") {
+            Some((spec, mode)) => (spec, Some(mode.parse::<Balance>()?)),
+            None => (input, None),
+        };
+        let (name, addr) = match input.split_once('=') {
+            Some((name, addr)) if !name.is_empty() && !name.contains(':') && !name.contains('/') => {
+                (Some(name.to_string()), addr.parse::<ListenAddr>()?)
+            }
+            _ => (None, input.parse::<ListenAddr>()?),
+        };
+        if balance == Some(Balance::Sticky) && matches!(addr, ListenAddr::Unix(_)) {
+            return Err(ListenError::Parse {
+                input: input.to_string(),
+                reason: "sticky balance needs a TCP address (every client of a Unix socket has the same address)"
+                    .into(),
+            });
         }
+        Ok(ListenSpec { name, addr, balance })
     }
 }
 
@@ -222,8 +302,25 @@ pub(crate) struct Listener {
     pub(crate) addr: ListenAddr,
     pub(crate) local: String,
     pub(crate) fd: Arc<OwnedFd>,
+    /// Who takes its connections.
+    pub(crate) balance: Balance,
+    /// The master's accept loop, when it takes them ([`Balance::master_accepts`]).
+    pub(crate) balancer: Option<crate::master::balance::Balancer>,
     /// Removed when the socket closes (only for paths we bound ourselves).
     _unix_path: Option<UnixPath>,
+}
+
+impl Listener {
+    /// Starts the master's accept loop for a balanced socket.
+    fn balanced(mut self, balance: Balance) -> Result<Listener, ListenError> {
+        self.balance = balance;
+        if balance.master_accepts() {
+            let balancer = crate::master::balance::Balancer::start(&self.fd, &self.local, balance)
+                .map_err(|e| bind_error(&self.addr, e))?;
+            self.balancer = Some(balancer);
+        }
+        Ok(self)
+    }
 }
 
 /// A socket file the master made: its directory (held open) and its identity, so that exactly
@@ -289,8 +386,14 @@ pub(crate) struct Listeners {
 
 impl Listeners {
     /// The socket for `addr`, for `holder`: the one already held, one inherited from systemd, or
-    /// a new one. Refused past the bounds (module docs).
-    pub(crate) fn get_or_bind(&self, addr: &ListenAddr, holder: Holder) -> Result<Arc<Listener>, ListenError> {
+    /// a new one, whose connections are taken as `balance` says (a socket already held keeps its
+    /// own). Refused past the bounds (module docs).
+    pub(crate) fn get_or_bind(
+        &self,
+        addr: &ListenAddr,
+        holder: Holder,
+        balance: Balance,
+    ) -> Result<Arc<Listener>, ListenError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         release_lingering(&mut open, now);
@@ -319,10 +422,13 @@ impl Listeners {
                         addr: addr.clone(),
                         local: local_name(&fd),
                         fd: Arc::new(fd),
+                        balance: Balance::Shared,
+                        balancer: None,
                         _unix_path: None,
                     },
                     None => bind(addr)?,
-                };
+                }
+                .balanced(balance)?;
                 tracing::debug!(address = %addr, local = %listener.local, "listening");
                 open.push(Held {
                     listener: Arc::new(listener),
@@ -356,6 +462,9 @@ impl Listeners {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         for held in open.iter_mut() {
+            if let Some(balancer) = &held.listener.balancer {
+                balancer.leave(pid);
+            }
             if let Some(i) = held.holders.iter().position(|p| *p == pid) {
                 held.holders.swap_remove(i);
                 if held.holders.is_empty() && !held.declared {
@@ -453,6 +562,8 @@ fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
                 addr: addr.clone(),
                 local,
                 fd: Arc::new(listener.into()),
+                balance: Balance::Shared,
+                balancer: None,
                 _unix_path: None,
             })
         }
@@ -462,6 +573,8 @@ fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
                 addr: addr.clone(),
                 local: format!("unix:{}", path.display()),
                 fd: Arc::new(listener.into()),
+                balance: Balance::Shared,
+                balancer: None,
                 _unix_path: Some(unix_path),
             })
         }
@@ -589,15 +702,17 @@ mod tests {
     fn one_address_one_socket_and_bind_errors_say_why() {
         let set = Listeners::default();
         let a = set
-            .get_or_bind(&"127.0.0.1:0".parse().unwrap(), Holder::Declared)
+            .get_or_bind(&"127.0.0.1:0".parse().unwrap(), Holder::Declared, Balance::Shared)
             .unwrap();
         let b = set
-            .get_or_bind(&"127.0.0.1:0".parse().unwrap(), Holder::Declared)
+            .get_or_bind(&"127.0.0.1:0".parse().unwrap(), Holder::Declared, Balance::Shared)
             .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let taken: ListenAddr = a.local.parse().unwrap();
         let other = Listeners::default();
-        let err = other.get_or_bind(&taken, Holder::Declared).unwrap_err();
+        let err = other
+            .get_or_bind(&taken, Holder::Declared, Balance::Shared)
+            .unwrap_err();
         assert!(err.to_string().contains("EADDRINUSE"), "{err}");
         // The errno and the address are fields: no face reads them out of the words.
         assert_eq!(err.errno(), Some(nix::errno::Errno::EADDRINUSE as i32), "{err}");
@@ -605,7 +720,9 @@ mod tests {
         assert_eq!(errno_name(98), "EADDRINUSE");
         // A request for any address on that port reuses the held socket.
         let port = a.local.rsplit(':').next().unwrap().to_string();
-        let c = set.get_or_bind(&port.parse().unwrap(), Holder::Declared).unwrap();
+        let c = set
+            .get_or_bind(&port.parse().unwrap(), Holder::Declared, Balance::Shared)
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &c));
     }
 
@@ -625,19 +742,21 @@ mod tests {
                 .unwrap()
         };
         for i in 0..MAX_LISTENERS_PER_WORKER {
-            set.get_or_bind(&addr(i), Holder::Worker(worker)).unwrap();
+            set.get_or_bind(&addr(i), Holder::Worker(worker), Balance::Shared)
+                .unwrap();
         }
         let err = set
-            .get_or_bind(&addr(MAX_LISTENERS_PER_WORKER), Holder::Worker(worker))
+            .get_or_bind(&addr(MAX_LISTENERS_PER_WORKER), Holder::Worker(worker), Balance::Shared)
             .unwrap_err();
         assert!(matches!(err, ListenError::TooManyForWorker { limit: 64, .. }), "{err}");
         // Asking again for one it holds is no new socket.
-        set.get_or_bind(&addr(0), Holder::Worker(worker)).unwrap();
+        set.get_or_bind(&addr(0), Holder::Worker(worker), Balance::Shared)
+            .unwrap();
         for i in MAX_LISTENERS_PER_WORKER..MAX_LISTENERS_PER_MASTER {
-            set.get_or_bind(&addr(i), Holder::Declared).unwrap();
+            set.get_or_bind(&addr(i), Holder::Declared, Balance::Shared).unwrap();
         }
         let err = set
-            .get_or_bind(&addr(MAX_LISTENERS_PER_MASTER), Holder::Worker(other))
+            .get_or_bind(&addr(MAX_LISTENERS_PER_MASTER), Holder::Worker(other), Balance::Shared)
             .unwrap_err();
         assert!(matches!(err, ListenError::TooManyForMaster { limit: 256, .. }), "{err}");
         // The worker exits: its sockets linger, then close; the declared ones stay.
@@ -646,7 +765,7 @@ mod tests {
         let later = Instant::now() + LISTENER_LINGER;
         release_lingering(&mut set.open.lock().unwrap(), later);
         assert_eq!(set.list().len(), MAX_LISTENERS_PER_MASTER - MAX_LISTENERS_PER_WORKER);
-        set.get_or_bind(&addr(MAX_LISTENERS_PER_MASTER), Holder::Worker(other))
+        set.get_or_bind(&addr(MAX_LISTENERS_PER_MASTER), Holder::Worker(other), Balance::Shared)
             .unwrap();
         crate::master::pids::forget(worker);
         crate::master::pids::forget(other);
@@ -656,7 +775,7 @@ mod tests {
     fn a_unix_socket_path_is_removed_when_closed() {
         let path = std::env::temp_dir().join(format!("drover-listen-test-{}.sock", std::process::id()));
         let set = Listeners::default();
-        set.get_or_bind(&ListenAddr::Unix(path.clone()), Holder::Declared)
+        set.get_or_bind(&ListenAddr::Unix(path.clone()), Holder::Declared, Balance::Shared)
             .unwrap();
         assert!(path.exists());
         set.close_all();

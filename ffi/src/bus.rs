@@ -60,6 +60,14 @@ pub enum drover_bus_event_kind {
     /// watch, `path` the path that changed, `data` its new value as JSON ("null": deleted or
     /// expired).
     StoreChanged = 7,
+    /// A connection the master accepted on a balanced socket (the master's `balance` is
+    /// `round-robin` or `sticky`) that this worker asked for with `drover_bus_listen()`, handed to
+    /// this worker to serve: `fd` is the connected socket, the program's from here (close it when
+    /// done; `drover_bus_event_clear()` does not); `data` the socket's bound address (the
+    /// `out_local` of `drover_bus_listen()`); `text` the client's address (NULL for a Unix
+    /// socket). (Added in 0.3 with `fd`: a program compiled with an older header gets none; such
+    /// connections are closed.)
+    Connection = 8,
 }
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
@@ -92,6 +100,8 @@ pub struct drover_bus_event {
     pub watch: u64,
     /// STORE_CHANGED: the path that changed. NULL for other kinds. Owned by the event.
     pub path: *mut c_char,
+    /// CONNECTION: the connected socket, owned by the program; -1 for other kinds.
+    pub fd: c_int,
 }
 
 pub(crate) struct BusState {
@@ -235,6 +245,11 @@ pub extern "C" fn drover_bus_send_message(bus: *const drover_bus, json: *const c
 /// if you accept after poll(), since another worker may take the connection first.
 /// `*out_local` (may be NULL) receives the bound address, e.g. "127.0.0.1:41234", owned by the
 /// caller and freed with `drover_string_free()`.
+///
+/// When the master balances the socket's connections itself (its config's `balance` is
+/// `round-robin` or `sticky`, or the declared `listen` spec says so), do not accept on `*out_fd`
+/// (close it): the connections this worker is to serve come as DROVER_BUS_EVENT_KIND_CONNECTION
+/// events.
 /// DROVER_RESULT_INVALID_ARGUMENT if `address` is no address; DROVER_RESULT_LISTEN_FAILED if
 /// the master cannot bind it, with a message naming the address and the errno (e.g.
 /// "cannot listen on 127.0.0.1:8080: Address already in use (os error 98) (EADDRINUSE)"); the
@@ -297,8 +312,12 @@ pub extern "C" fn drover_bus_next_event(
             "nothing from the master",
             "the channel to the master is closed",
         )?;
+        let fd_field = (std::mem::offset_of!(drover_bus_event, fd), std::mem::size_of::<c_int>());
         let c_event = match event {
             BusEvent::Request(request) => state.unanswered.hand_to_c(&state.runtime, request),
+            // A program built before connections were handed over has nowhere to take the fd:
+            // the connection is closed (dropped here) and the program skips a NONE event.
+            BusEvent::Connection(_) if !out.has(fd_field.0, fd_field.1) => empty_bus_event(drover_bus_event_kind::None),
             event => bus_event_to_c(event),
         };
         out.write_owning(c_event, |e| [&mut e.data, &mut e.text, &mut e.name, &mut e.path]);
@@ -318,6 +337,7 @@ pub(crate) fn empty_bus_event(kind: drover_bus_event_kind) -> drover_bus_event {
         name: std::ptr::null_mut(),
         watch: 0,
         path: std::ptr::null_mut(),
+        fd: -1,
     }
 }
 
@@ -340,6 +360,14 @@ fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
             c.watch = watch;
             c.path = owned_c_string(&path);
             c.data = owned_c_string(&value.to_string());
+        }
+        BusEvent::Connection(conn) => {
+            if let Some(fd) = conn.take_fd() {
+                c.kind = drover_bus_event_kind::Connection;
+                c.fd = fd.into_raw_fd();
+                c.data = owned_c_string(&conn.listener);
+                c.text = conn.remote.as_deref().map_or(std::ptr::null_mut(), owned_c_string);
+            }
         }
         BusEvent::Closed(error) => {
             c.kind = drover_bus_event_kind::Closed;

@@ -161,6 +161,11 @@ impl<T: SizedStruct> SizedOut<T> {
 
     /// As [`SizedOut::write`], for a value owning the strings `strings` names: those past the
     /// caller's `size` (a program built with an older header) are freed instead of leaked.
+    /// Whether the caller's struct (its `size`) has the field at `offset` of `len` bytes.
+    pub(crate) fn has(&self, offset: usize, len: usize) -> bool {
+        offset + len <= self.size
+    }
+
     pub(crate) fn write_owning<const N: usize>(
         self,
         mut value: T,

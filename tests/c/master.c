@@ -5,11 +5,15 @@
  * Start, statuses, exit reasons after kill -9 / exit(0) / exit(3), restart by id, rescale,
  * messages both ways, reload, signals, graceful shutdown leaving no process, start failures and
  * timeouts, and events through both drover_master_next_event() and the pollable fd. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -392,6 +396,59 @@ static void test_c_workers(const char *mode) {
     CHECK_OK(drover_master_free(master));
 }
 
+/* One connection to "127.0.0.1:PORT" (`local`): the pid the worker that got it wrote, 0 on failure. */
+static unsigned ask_pid(const char *local) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strrchr(local, ':') + 1))};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char line[32] = {0};
+    unsigned pid = 0;
+    if (connect(fd, (struct sockaddr *)&to, sizeof to) == 0) {
+        struct timeval deadline = {.tv_sec = DEADLINE_MS / 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &deadline, sizeof deadline);
+        if (read(fd, line, sizeof line - 1) > 0) pid = (unsigned)strtoul(line, NULL, 10);
+    }
+    close(fd);
+    return pid;
+}
+
+/* A declared round-robin socket: the master accepts and hands each connection to the next C
+ * worker as a DROVER_BUS_EVENT_KIND_CONNECTION event; both workers get their turn. */
+static void test_c_workers_take_handed_connections(void) {
+    drover_config *config = config_for(c_worker, 2);
+    CHECK_OK(drover_config_add_listen(config, "127.0.0.1:0,balance=fastest")); /* checked at drover_master_new */
+    drover_master *bad = NULL;
+    CHECK_ERR(drover_master_new(config, &bad), DROVER_RESULT_INVALID_CONFIG, "not a balance");
+    CHECK_OK(drover_config_free(config));
+    config = config_for(c_worker, 2);
+    CHECK_OK(drover_config_add_listen(config, "127.0.0.1:0,balance=round-robin"));
+    drover_master *master = master_for(config);
+    CHECK_OK(drover_config_free(config));
+    CHECK_OK(drover_master_start(master, DEADLINE_MS));
+    check_all_started(master, 2);
+    char *local = declared_socket(master);
+    size_t count = 0;
+    drover_worker_info *list = workers(master, &count);
+    for (size_t i = 0; i < count; i++) {
+        drover_event event = {.size = sizeof(drover_event)};
+        CHECK_OK(drover_master_send(master, list[i].id, "{\"cmd\":\"listen\",\"address\":\"127.0.0.1:0\"}"));
+        wait_event(master, is_message_from, &list[i].id, &event);
+        CHECK(strstr(event.data, "\"local\"") != NULL);
+        drover_event_clear(&event);
+    }
+    size_t turns[2] = {0, 0};
+    for (int i = 0; i < 20; i++) {
+        unsigned pid = ask_pid(local);
+        for (size_t w = 0; w < 2; w++) turns[w] += pid == list[w].pid;
+    }
+    CHECK(turns[0] == 10 && turns[1] == 10);
+    drover_worker_list_free(list, count);
+    free(local);
+    CHECK_OK(drover_master_graceful_shutdown(master));
+    CHECK_OK(drover_master_free(master));
+}
+
 static void test_start_failures(void) {
     /* A worker that exits before STARTED: start fails, names the worker and the reason. */
     drover_config *config = config_for(c_worker, 2);
@@ -482,6 +539,8 @@ int main(int argc, char **argv) {
     test_c_workers("poll");
     test_c_workers("blocking");
     fprintf(stderr, "ok: a C master supervises C workers\n");
+    test_c_workers_take_handed_connections();
+    fprintf(stderr, "ok: C workers take the connections a round-robin socket hands them\n");
     test_start_failures();
     fprintf(stderr, "ok: start failures and start timeouts\n");
     test_a_master_freed_with_running_workers_kills_them();

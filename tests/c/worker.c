@@ -8,7 +8,8 @@
  * answers {"local":<bound address>,"ino":<the socket's inode>} (two workers holding the same
  * socket see the same inode) or {"error":<result name>,"message":<last error>};
  * {"cmd":"accept"} accepts one connection on that socket, writes its pid to it and closes it,
- * then answers {"accepted":<pid>}; anything else is echoed as {"echo":<message>}.
+ * then answers {"accepted":<pid>}; anything else is echoed as {"echo":<message>}. A connection
+ * the master hands over (a balanced socket: DROVER_BUS_EVENT_KIND_CONNECTION) gets its pid too.
  *
  * Requests (drover_bus_request and friends): with C_WORKER_HANDLERS set (any value) it declares
  * the handlers "c-echo" (answers {"c_echo":<args>}), "c-fail" (fails with "C failed on purpose")
@@ -503,6 +504,15 @@ static int handle(drover_bus *bus, drover_bus_event *event) {
         snprintf(reply, sizeof reply, "{\"changed\":{\"watch\":%llu,\"path\":\"%s\",\"value\":%s}}",
                  (unsigned long long)event->watch, event->path, event->data);
         CHECK_OK(drover_bus_send_message(bus, reply));
+        return 1;
+    }
+    case DROVER_BUS_EVENT_KIND_CONNECTION: {
+        /* A connection on a balanced socket: answered with our pid, as {"cmd":"accept"} does. */
+        CHECK(event->fd >= 0 && event->data != NULL && event->text != NULL);
+        char pid[32];
+        int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+        CHECK(write(event->fd, pid, (size_t)n) == n);
+        close(event->fd);
         return 1;
     }
     case DROVER_BUS_EVENT_KIND_CLOSED:

@@ -121,6 +121,7 @@ async fn a_unix_socket_path_is_removed_at_shutdown() {
     let master = Master::new(config(1).listen(ListenSpec {
         name: None,
         addr: drover::ListenAddr::Unix(path.clone()),
+        balance: None,
     }))
     .unwrap();
     master.start().await.unwrap();
@@ -409,5 +410,91 @@ async fn a_worker_running_as_another_user_cannot_ask_for_a_unix_socket_path() {
     assert!(!path.exists(), "the master created {} for the worker", path.display());
     // TCP is still served.
     ask_to_listen(&master, &mut events, id, "127.0.0.1:0", "listening").await;
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_robin_socket_hands_every_worker_its_share_of_connections_and_a_restart_drops_none() {
+    let master = Master::new(config(4).balance(drover::Balance::RoundRobin)).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let ids: Vec<u64> = master.workers().iter().map(|w| w.id).collect();
+    let mut addr = String::new();
+    for id in &ids {
+        addr = ask_to_listen(&master, &mut events, *id, "127.0.0.1:0", "listening").await;
+    }
+    assert_eq!(master.listeners().len(), 1, "one socket for every worker");
+    let mut share = std::collections::BTreeMap::<u32, usize>::new();
+    for _ in 0..400 {
+        *share.entry(ask_pid(addr.clone()).await.unwrap()).or_default() += 1;
+    }
+    let pids: BTreeSet<u32> = master.workers().iter().map(|w| w.pid).collect();
+    assert_eq!(
+        share.keys().copied().collect::<BTreeSet<_>>(),
+        pids,
+        "every worker got connections"
+    );
+    let (max, min) = (share.values().max().unwrap(), share.values().min().unwrap());
+    assert!(*max as f64 / *min as f64 <= 1.3, "{share:?}");
+
+    // A client loop while worker 0 is restarted: it stops getting connections before its `stop`,
+    // the others take them, and no connection is refused or reset.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drover_tests::ask_pid(&addr).map_err(|e| format!("after {answered} answers: {e}"))?;
+                answered += 1;
+            }
+            Ok::<usize, String>(answered)
+        })
+    };
+    master.restart_worker(ids[0]).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = client.await.unwrap().unwrap();
+    assert!(answered > 0);
+    master.graceful_shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_reads_nothing_is_skipped_past_its_hand_off_bound_and_no_connection_is_lost() {
+    use tokio::io::AsyncReadExt;
+    let master = Master::new(config(2).balance(drover::Balance::RoundRobin)).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let workers = master.workers();
+    let mut addr = String::new();
+    for w in &workers {
+        addr = ask_to_listen(&master, &mut events, w.id, "127.0.0.1:0", "listening").await;
+    }
+    // Worker 0 reads nothing from its channel for 5 s: the connections handed to it fill its
+    // socket, then the master's hand-off bound; past that, round-robin skips it.
+    master
+        .send(workers[0].id, &json!({"cmd": "block", "ms": 5000}))
+        .await
+        .unwrap();
+    const CONNECTIONS: usize = 1500;
+    let mut streams = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        streams.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut share = std::collections::BTreeMap::<u32, usize>::new();
+    for mut stream in streams {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut line))
+            .await
+            .expect("every connection is answered within 30 s")
+            .expect("no connection is reset");
+        *share.entry(line.trim().parse().unwrap()).or_default() += 1;
+    }
+    let (blocked, reading) = (share[&workers[0].pid], share[&workers[1].pid]);
+    eprintln!("connections answered: {blocked} by the blocked worker, {reading} by the other");
+    assert_eq!(blocked + reading, CONNECTIONS);
+    assert!(
+        blocked > 0 && reading > 2 * blocked,
+        "the blocked worker got {blocked}, the other {reading}: it was not skipped"
+    );
     master.graceful_shutdown().await.unwrap();
 }

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::listen::ListenSpec;
+use crate::listen::{Balance, ListenSpec};
 use crate::policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 use crate::store::persist::{FsyncPolicy, PersistConfig, PersistError, MAX_COMPACT_LOG_BYTES, MIN_COMPACT_LOG_BYTES};
@@ -112,6 +112,10 @@ pub struct MasterConfig {
     pub recycle: Recycle,
     /// Sockets bound before the workers start and passed to each (systemd-style, fds 3...).
     pub listen: Vec<ListenSpec>,
+    /// Who takes the connections of a socket whose spec does not say, and of the sockets workers
+    /// ask for (`listen` frame, Node's `server.listen`): [`Balance::Shared`] by default (see there
+    /// why).
+    pub balance: Balance,
     /// How readiness is reported.
     pub ready: ReadySource,
     /// Pipe the workers' stdout and stderr to the master, to be read line by line from
@@ -272,6 +276,7 @@ impl MasterConfig {
             reload: ReloadStrategy::default(),
             heartbeat: None,
             listen: Vec::new(),
+            balance: Balance::Shared,
             ready: ReadySource::Message,
             recycle: Recycle {
                 check_interval: Duration::from_secs(5),
@@ -357,6 +362,13 @@ impl MasterConfig {
     /// Adds a socket to listen on, e.g. `"0.0.0.0:8080"` or `"web=unix:/run/web.sock"`.
     pub fn listen(mut self, spec: ListenSpec) -> MasterConfig {
         self.listen.push(spec);
+        self
+    }
+
+    /// Who takes the connections of sockets whose spec does not say and of those workers ask
+    /// for: see [`Balance`].
+    pub fn balance(mut self, balance: Balance) -> MasterConfig {
+        self.balance = balance;
         self
     }
 
@@ -719,9 +731,13 @@ pub struct MasterOptions {
     pub max_memory_bytes: Option<Bytes>,
     /// Memory sampling interval ([`Millis`]).
     pub memory_check_interval: Option<Millis>,
-    /// Addresses to listen on, passed to every worker (`ADDR` or `NAME=ADDR`).
+    /// Addresses to listen on, passed to every worker (`ADDR` or `NAME=ADDR`, optionally
+    /// followed by `,balance=MODE`).
     #[serde(default)]
     pub listen: Vec<String>,
+    /// `shared` (default), `round-robin` or `sticky`: who takes the connections of sockets whose
+    /// spec does not say and of those workers ask for ([`MasterConfig::balance`]).
+    pub balance: Option<Balance>,
     /// Worker names by instance index ([`MasterConfig::names`]).
     #[serde(default)]
     pub names: Vec<String>,
@@ -915,6 +931,9 @@ impl MasterOptions {
                     message: e.to_string(),
                 })?;
             config.listen.push(parsed);
+        }
+        if let Some(balance) = self.balance {
+            config.balance = balance;
         }
         if let Some(ready) = self.ready {
             config.ready = ready;
@@ -1246,6 +1265,24 @@ mod tests {
         let mut c = MasterConfig::program("sh");
         c.timeouts.start = MAX_DURATION;
         assert!(c.validate().is_ok(), "the bound itself is accepted");
+    }
+
+    #[test]
+    fn balance_is_set_for_the_master_and_per_listener_and_a_bad_one_is_named() {
+        let c = options(
+            json!({"program": "sh", "balance": "sticky", "listen": ["127.0.0.1:0,balance=round-robin", "127.0.0.1:1"]}),
+        )
+        .unwrap();
+        assert_eq!(c.balance, Balance::Sticky);
+        assert_eq!(c.listen[0].balance, Some(Balance::RoundRobin));
+        assert_eq!(c.listen[1].balance, None, "follows the master's");
+        assert_eq!(MasterConfig::program("sh").balance, Balance::Shared, "the default");
+        let err = serde_json::from_value::<MasterOptions>(json!({"program": "sh", "balance": "fastest"})).unwrap_err();
+        assert!(err.to_string().contains("fastest"), "{err}");
+        let err = options(json!({"program": "sh", "listen": ["127.0.0.1:0,balance=fastest"]})).unwrap_err();
+        assert!(err.to_string().contains("not a balance"), "{err}");
+        let err = options(json!({"program": "sh", "listen": ["unix:/tmp/x.sock,balance=sticky"]})).unwrap_err();
+        assert!(err.to_string().contains("needs a TCP address"), "{err}");
     }
 
     #[test]

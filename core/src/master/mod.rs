@@ -11,6 +11,7 @@
 //! recycling policies (`crate::policy`) with its own backoff timers and recycling tick.
 
 mod arbiter;
+pub mod balance;
 pub mod cgroup;
 pub(crate) mod events;
 mod guardian;

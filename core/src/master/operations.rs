@@ -45,10 +45,16 @@ impl Inner {
     fn declared_sockets(&self, config: &MasterConfig) -> Result<Vec<(String, Arc<std::os::fd::OwnedFd>)>, Error> {
         let mut sockets = Vec::with_capacity(config.listen.len());
         for (i, spec) in config.listen.iter().enumerate() {
+            let balance = spec.balance.unwrap_or(config.balance);
             let listener = self
                 .listeners
-                .get_or_bind(&spec.addr, crate::listen::Holder::Declared)
+                .get_or_bind(&spec.addr, crate::listen::Holder::Declared, balance)
                 .map_err(Error::Listen)?;
+            if listener.balance.master_accepts() {
+                // The master accepts its connections: workers ask for it (`listen`) and get
+                // them one by one, never the socket at fd 3.. to accept on.
+                continue;
+            }
             let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
             sockets.push((name, listener.fd.clone()));
         }

@@ -281,6 +281,20 @@ pub enum MasterFrame {
         /// With `error`: the address refused, as the master normalised it (e.g. `[::]:8080`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
+        /// On success, when the master accepts the socket's connections itself (`round-robin`,
+        /// `sticky`): the worker must not accept on the fd; its connections come as
+        /// `connection` frames. Absent for a shared socket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        balance: Option<crate::listen::Balance>,
+    },
+    /// A connection the master accepted on a balanced socket, handed to this worker; its fd is
+    /// attached (`SCM_RIGHTS`) to the frame's first byte (PROTOCOL.md §5.3).
+    Connection {
+        /// The socket it came in on: the `local` of the `listener` answer.
+        listener: String,
+        /// The client's address, for TCP (`10.0.0.7:51234`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
     },
     /// The master refuses the worker (e.g. a version mismatch) and closes the channel.
     Error {

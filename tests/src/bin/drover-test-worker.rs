@@ -20,7 +20,8 @@
 //! `malformed`, `oversized`, `illegal`, `spawn-grandchild` (replies with the grandchild's pid),
 //! `block` (blocks its runtime for `ms`), `burst` with `n` (sends n messages), `pid`, `busy-poll`
 //! (replies its busy-poll window and `DROVER_BUSY_POLL_US`),
-//! `listen` with `address` (asks the master for a socket and serves on it; replies
+//! `listen` with `address` (asks the master for a socket and serves on it, or, on a balanced socket,
+//! answers the connections the master hands over; replies
 //! `{"listening": local}` or `{"listen_error": ..., "errno": ..., "refused": address}`), `notify-ready` (sends `READY=1` to
 //! `NOTIFY_SOCKET`).
 //!
@@ -174,6 +175,13 @@ async fn run() {
                     .send_message(&json!({ "changed": { "watch": watch, "path": path, "value": value } }))
                     .await;
             }
+            BusEvent::Connection(conn) => {
+                // Answered as `serve` answers: this process's pid.
+                if let Some(fd) = conn.take_fd() {
+                    let mut stream = std::net::TcpStream::from(fd);
+                    let _ = writeln!(stream, "{}", std::process::id());
+                }
+            }
             BusEvent::Closed(_) => std::process::exit(0),
             other => eprintln!("drover-test-worker: a command it does not know: {other:?}"),
         }
@@ -273,6 +281,10 @@ async fn handle(bus: &MessageBus, msg: Value) {
         "listen" => {
             let address = msg.get("address").and_then(Value::as_str).unwrap_or("127.0.0.1:0");
             match bus.listen(address).await {
+                // A balanced socket: the master accepts, connections come as BusEvent::Connection.
+                Ok(listening) if listening.balance.is_some() => {
+                    let _ = bus.send_message(&json!({ "listening": listening.local })).await;
+                }
                 Ok(listening) => {
                     serve(std::net::TcpListener::from(listening.fd));
                     let _ = bus.send_message(&json!({ "listening": listening.local })).await;

@@ -223,6 +223,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         notify,
         node_frames,
         node_writer,
+        handoffs: Arc::new(std::sync::Mutex::new(true)),
     };
     (handle, actor)
 }
@@ -256,6 +257,8 @@ pub(super) struct WorkerActor<C> {
     /// `ready: node-ipc`: the worker's Node IPC channel, both ways.
     node_frames: Option<FramedRead<ChannelRead, FrameCodec>>,
     node_writer: Option<FrameWriter>,
+    /// Whether the master's balancers may still hand this worker connections (balance.rs).
+    handoffs: crate::master::balance::HandoffGate,
 }
 
 /// Where the actor's frames come from.
@@ -557,7 +560,15 @@ impl<C: Child> WorkerActor<C> {
             MasterFrame::Quit => FrameKind::Closes,
             _ => FrameKind::Plain,
         };
+        let ends_service = matches!(frame, MasterFrame::Stop | MasterFrame::Quit);
         match encode_frame(&frame, usize::MAX) {
+            Ok(bytes) if ends_service => {
+                // Closed with the write, under the gate's lock: no handed connection can be
+                // queued after this frame (balance.rs).
+                let mut open = self.handoffs.lock().unwrap_or_else(|p| p.into_inner());
+                *open = false;
+                self.writer.post(bytes, kind, None);
+            }
             Ok(bytes) => self.writer.post(bytes, kind, None),
             Err(error) => tracing::error!(%error, "a control frame could not be encoded"),
         }
@@ -724,18 +735,30 @@ impl<C: Child> WorkerActor<C> {
         // request's number, so it may come after other frames.
         let (id, pid, address) = (self.id, self.pid, address.to_string());
         let (listeners, writer) = (self.listeners.clone(), self.writer.clone());
+        let balance = self.config.balance;
+        let subscriber = crate::master::balance::Subscriber {
+            pid,
+            instance: self.info.borrow().instance,
+            info: self.info.subscribe(),
+            writer: self.writer.clone(),
+            gate: self.handoffs.clone(),
+        };
         tokio::task::spawn_blocking(move || {
             let answer = address
                 .parse::<ListenAddr>()
-                .and_then(|addr| listeners.get_or_bind(&addr, Holder::Worker(pid)));
+                .and_then(|addr| listeners.get_or_bind(&addr, Holder::Worker(pid), balance));
             let (frame, fd) = match answer {
                 Ok(listener) => {
+                    if let Some(balancer) = &listener.balancer {
+                        balancer.join(subscriber);
+                    }
                     let frame = MasterFrame::Listener {
                         request,
                         local: Some(listener.local.clone()),
                         error: None,
                         errno: None,
                         address: None,
+                        balance: listener.balance.master_accepts().then_some(listener.balance),
                     };
                     (frame, Some(listener.fd.clone()))
                 }
@@ -748,6 +771,7 @@ impl<C: Child> WorkerActor<C> {
                             error: Some(error.to_string()),
                             errno: error.errno(),
                             address: Some(error.address().to_string()),
+                            balance: None,
                         },
                         None,
                     )
