@@ -81,6 +81,14 @@ pub enum Request {
     Start {
         group: String,
     },
+    /// Take a group out of rotation (ECV): `/readyz` and `/ecv` say so; its workers run on.
+    Down {
+        group: String,
+    },
+    /// Put a group marked down back in rotation (unless its ECV monitor judges it down).
+    Up {
+        group: String,
+    },
 }
 
 /// How a command names one worker: by its instance index (`1`: the second worker of the group,
@@ -172,7 +180,21 @@ pub struct GroupReport {
     pub count: usize,
     /// Workers alive and STARTED.
     pub started: usize,
+    /// Whether the group is in rotation (ECV: `drover down`/`up`, the monitor).
+    #[serde(default = "in_rotation_by_default")]
+    pub in_rotation: bool,
+    /// Why it is out of rotation, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_rotation: Option<String>,
     pub workers: Vec<WorkerReport>,
+    /// The last exits of the group's workers, newest last (at most
+    /// [`crate::run::RECENT_EXITS`]), e.g. `worker 2 (pid 4121) exited: killed by SIGKILL...`.
+    #[serde(default)]
+    pub recent_exits: Vec<String>,
+}
+
+fn in_rotation_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -1039,8 +1061,15 @@ pub mod client {
         }
         for g in &report.groups {
             out.push_str(&format!(
-                "{}: {} ({}/{} STARTED)\n",
-                g.name, g.status, g.started, g.count
+                "{}: {} ({}/{} STARTED){}\n",
+                g.name,
+                g.status,
+                g.started,
+                g.count,
+                match &g.out_of_rotation {
+                    Some(why) => format!(", OUT OF ROTATION: {why}"),
+                    None => String::new(),
+                }
             ));
         }
         out
