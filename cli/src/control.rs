@@ -1345,6 +1345,9 @@ mod tests {
                     counters: [("jobs".to_string(), 3.0)].into(),
                     ..WorkerReport::default()
                 }],
+                in_rotation: false,
+                out_of_rotation: Some("marked down by hand".into()),
+                recent_exits: Vec::new(),
             }],
         };
         let table = client::table(&report);
@@ -1358,6 +1361,9 @@ mod tests {
                 && lines[1].ends_with("PROCESSING jobs=3"),
             "{table}"
         );
-        assert_eq!(lines[2], "web: STARTED (1/1 STARTED)");
+        assert_eq!(
+            lines[2],
+            "web: STARTED (1/1 STARTED), OUT OF ROTATION: marked down by hand"
+        );
     }
 }

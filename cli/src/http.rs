@@ -251,34 +251,47 @@ fn presented(req: &Request<Incoming>) -> Presented {
     }
 }
 
-/// Whether a request may use the monitor: 401 without a token, 403 with a wrong one, and 403 for
-/// an action (`needs_header`) whose token came only in the cookie (a cross-site request carries
-/// the cookie, never the header).
-fn authorize(req: &Request<Incoming>, token: &str, needs_header: bool) -> Result<(), Answer> {
+/// Why the monitor refuses a request.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("unauthorized: the monitor needs its token (the {TOKEN_HEADER} header, or open /monitor?token=TOKEN)")]
+    NoToken,
+    #[error("forbidden: wrong monitor token")]
+    WrongToken,
+    #[error("forbidden: an action needs the token in the {TOKEN_HEADER} header, not only the cookie")]
+    CookieOnly,
+    #[error("payload too large: a request body is at most {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("bad body: {0}")]
+    BadBody(String),
+}
+
+impl Refused {
+    fn answer(&self) -> Answer {
+        let status = match self {
+            Refused::NoToken => StatusCode::UNAUTHORIZED,
+            Refused::WrongToken | Refused::CookieOnly => StatusCode::FORBIDDEN,
+            Refused::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refused::BadBody(_) => StatusCode::BAD_REQUEST,
+        };
+        text(status, "text/plain", format!("{self}\n"))
+    }
+}
+
+/// Whether a request may use the monitor: not without a token, nor with a wrong one, nor for an
+/// action (`needs_header`) whose token came only in the cookie (a cross-site request carries the
+/// cookie, never the header).
+fn authorize(req: &Request<Incoming>, token: &str, needs_header: bool) -> Result<(), Refused> {
     let (given, from_header) = match presented(req) {
         Presented::Header(given) => (given, true),
         Presented::Cookie(given) => (given, false),
-        Presented::Nothing => return Err(text(
-            StatusCode::UNAUTHORIZED,
-            "text/plain",
-            format!(
-                "unauthorized: the monitor needs its token (the {TOKEN_HEADER} header, or open /monitor?token=TOKEN)\n"
-            ),
-        )),
+        Presented::Nothing => return Err(Refused::NoToken),
     };
     if !same_token(&given, token) {
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "text/plain",
-            "forbidden: wrong monitor token\n".into(),
-        ));
+        return Err(Refused::WrongToken);
     }
     if needs_header && !from_header {
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "text/plain",
-            format!("forbidden: an action needs the token in the {TOKEN_HEADER} header, not only the cookie\n"),
-        ));
+        return Err(Refused::CookieOnly);
     }
     Ok(())
 }
@@ -319,7 +332,7 @@ async fn monitor(req: Request<Incoming>, shared: &Arc<Shared>, token: &str) -> A
                     .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
             }
             if let Err(refused) = authorize(&req, token, false) {
-                return refused;
+                return refused.answer();
             }
             // The page sends the token back in the header for its actions; only a page of this
             // origin can read it (the same-origin policy), which is what defeats a forged request.
@@ -341,17 +354,17 @@ async fn monitor(req: Request<Incoming>, shared: &Arc<Shared>, token: &str) -> A
         }
         (Method::GET, "/api/workers") => {
             if let Err(refused) = authorize(&req, token, false) {
-                return refused;
+                return refused.answer();
             }
             json(StatusCode::OK, &shared.status_report().await)
         }
         (Method::POST, "/api/action") => {
             if let Err(refused) = authorize(&req, token, true) {
-                return refused;
+                return refused.answer();
             }
             let body = match read_body(req).await {
                 Ok(body) => body,
-                Err(refused) => return refused,
+                Err(refused) => return refused.answer(),
             };
             let request = match crate::control::parse_request(&body) {
                 Ok(request) => request,
@@ -382,7 +395,7 @@ async fn monitor(req: Request<Incoming>, shared: &Arc<Shared>, token: &str) -> A
         }
         (Method::POST, path) if path.starts_with("/groups/") => {
             if let Err(refused) = authorize(&req, token, true) {
-                return refused;
+                return refused.answer();
             }
             let rest = &path["/groups/".len()..];
             let request = match rest.rsplit_once('/') {
@@ -435,19 +448,11 @@ async fn act(shared: &Arc<Shared>, request: ControlRequest) -> Answer {
     json(status, &response)
 }
 
-/// The request's body, at most [`MAX_BODY_BYTES`] (else 413).
-async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Answer> {
+/// The request's body, at most [`MAX_BODY_BYTES`].
+async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Refused> {
     match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(body) => Ok(body.to_bytes().to_vec()),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "text/plain",
-            format!("payload too large: a request body is at most {MAX_BODY_BYTES} bytes\n"),
-        )),
-        Err(error) => Err(text(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            format!("bad body: {error}\n"),
-        )),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Refused::TooLarge),
+        Err(error) => Err(Refused::BadBody(error.to_string())),
     }
 }
