@@ -38,7 +38,18 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 request; the status code and the body.
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    try_http(addr, method, path, headers, body).expect("connect")
+}
+
+/// [`http`], or the error connecting.
+fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -61,23 +72,30 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (code, body)
+    Ok((code, body))
 }
 
-/// Waits until GET `path` answers `code`; the last answer.
-fn wait_for(addr: &str, path: &str, code: u16) -> String {
+/// Waits until GET `path` answers `code` with a body that contains `needle`; the body.
+fn wait_for_body(addr: &str, path: &str, code: u16, needle: &str) -> String {
     let end = Instant::now() + WAIT;
     loop {
-        let (got, body) = http(addr, "GET", path, &[], "");
-        if got == code {
-            return body;
+        let answer = try_http(addr, "GET", path, &[], "");
+        if let Ok((got, body)) = &answer {
+            if *got == code && body.contains(needle) {
+                return body.clone();
+            }
         }
         assert!(
             Instant::now() < end,
-            "{path} still answers {got} ({body:?}), expected {code}"
+            "{path} still answers {answer:?}, expected {code} with {needle:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until GET `path` answers `code` (a server not listening yet is waited for too).
+fn wait_for(addr: &str, path: &str, code: u16) -> String {
+    wait_for_body(addr, path, code, "")
 }
 
 /// `drover run -c drover.toml` with one group `web` of the Node worker; `extra` goes in the group.
@@ -151,16 +169,13 @@ fn the_ecv_monitor_takes_a_group_out_while_its_health_url_fails_and_back_when_it
     let addr = drover.http_addr();
     let worker = format!("127.0.0.1:{port}");
     drover.wait_line("ECV monitor probes http://127.0.0.1:");
+    // Until the worker listens, the monitor's probes are refused: out of rotation meanwhile.
+    wait_for(&worker, "/health", 200);
     wait_for(&addr, "/readyz", 200);
 
     std::fs::write(&flag, "").unwrap();
-    let body = wait_for(&addr, "/readyz", 503);
-    assert!(
-        body.contains(&format!(
-            "web: out of rotation (monitor: http://127.0.0.1:{port}/health answered 503, expected 2xx)"
-        )),
-        "{body}"
-    );
+    let why = format!("web: out of rotation (monitor: http://127.0.0.1:{port}/health answered 503, expected 2xx)");
+    wait_for_body(&addr, "/readyz", 503, &why);
     assert_eq!(
         wait_for(&addr, "/ecv", 503).lines().next(),
         Some("status=OUT_OF_ROTATION")

@@ -350,10 +350,11 @@ impl EcvMonitor {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        // Ends with this probe: the connection future is dropped when the probe returns.
-        let connection = async move {
+        // Driven beside the request (it delivers the body after the head), and ended with the
+        // probe, even one cut short by its timeout.
+        let connection = AbortOnDrop(tokio::spawn(async move {
             let _ = connection.await;
-        };
+        }));
         let request = async {
             let path = self.url.path_and_query().map_or("/", |p| p.as_str());
             let request = hyper::Request::get(path)
@@ -410,10 +411,18 @@ impl EcvMonitor {
                 }
             }
         };
-        tokio::select! {
-            result = request => result,
-            () = connection => Err(unreachable("the connection closed before the answer".into())),
-        }
+        let result = request.await;
+        drop(connection);
+        result
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
