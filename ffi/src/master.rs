@@ -149,6 +149,10 @@ pub enum drover_event_kind {
     /// program itself, through `drover_master_request()`), `data` the arguments as JSON. Answer it
     /// with `drover_master_respond()`; one left unanswered fails at its asker with a timeout.
     Request = 12,
+    /// The group went out of rotation (`to` 0) or back in (`to` 1): `drover_master_mark_down()`,
+    /// `drover_master_mark_up()` or an ECV monitor; `text` says why, `json` has `manual` and
+    /// `monitor`. Its workers run on either way.
+    Rotation = 13,
 }
 
 /// What `drover_master_handle_signal()` did.
@@ -448,6 +452,10 @@ fn event_to_c(event: &Event) -> drover_event {
             drover_event_kind::MasterStatus
         }
         Event::Dropped { .. } => drover_event_kind::Dropped,
+        Event::Rotation(rotation) => {
+            out.to = u32::from(rotation.in_rotation());
+            drover_event_kind::Rotation
+        }
         // A kind newer than this mapping: NONE, with `text` and `json` still describing it.
         _ => drover_event_kind::None,
     };
@@ -737,6 +745,42 @@ pub extern "C" fn drover_master_graceful_reload(
             Some(config::snapshot(new_config, "new_config")?.into_config()?)
         };
         Ok(state.runtime.block_on(state.master.graceful_reload(new_config))?)
+    })
+}
+
+/// Takes the group out of rotation by hand (ECV): whatever answers a load balancer's health check
+/// for it (the `drover` command's `/readyz`, `/ecv`) says "out of rotation", while its workers
+/// keep running and serving. A DROVER_EVENT_KIND_ROTATION event says so if it changed anything.
+/// Lasts until `drover_master_mark_up`.
+#[no_mangle]
+pub extern "C" fn drover_master_mark_down(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        state.master.mark_down();
+        Ok(())
+    })
+}
+
+/// Lifts `drover_master_mark_down`: the group is in rotation again unless an ECV monitor judges
+/// it down.
+#[no_mangle]
+pub extern "C" fn drover_master_mark_up(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        state.master.mark_up();
+        Ok(())
+    })
+}
+
+/// Writes to `*out_in_rotation` whether the group is in rotation: marked down neither by hand
+/// nor by an ECV monitor.
+#[no_mangle]
+pub extern "C" fn drover_master_in_rotation(master: *const drover_master, out_in_rotation: *mut bool) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let out = try_out!(out_in_rotation);
+        out.write(state.master.in_rotation());
+        Ok(())
     })
 }
 

@@ -70,6 +70,10 @@ static int is_message_from(const drover_event *e, const void *id) {
     return e->kind == DROVER_EVENT_KIND_MESSAGE && e->worker_id == *(const uint64_t *)id;
 }
 
+static int is_rotation(const drover_event *e, const void *to) {
+    return e->kind == DROVER_EVENT_KIND_ROTATION && e->to == *(const uint32_t *)to;
+}
+
 static int is_master_status(const drover_event *e, const void *to) {
     return e->kind == DROVER_EVENT_KIND_MASTER_STATUS && e->to == *(const uint32_t *)to;
 }
@@ -217,6 +221,31 @@ static void check_messages_through_the_fd(drover_master *master, size_t count) {
     CHECK(!fd_readable(fd, 0));
 }
 
+/* ECV: marked down, the group is out of rotation (an event says so) and its workers run on. */
+static void check_mark_down_and_up(drover_master *master, size_t count) {
+    bool in_rotation = false;
+    CHECK_OK(drover_master_in_rotation(master, &in_rotation));
+    CHECK(in_rotation);
+    CHECK_OK(drover_master_mark_down(master));
+    CHECK_OK(drover_master_in_rotation(master, &in_rotation));
+    CHECK(!in_rotation);
+    uint32_t out = 0, in = 1;
+    drover_event event = {.size = sizeof(drover_event)};
+    wait_event(master, is_rotation, &out, &event);
+    CHECK(strstr(event.text, "marked down by hand") != NULL);
+    CHECK(strstr(event.json, "\"manual\":true") != NULL);
+    drover_event_clear(&event);
+    check_all_started(master, count);
+    CHECK_OK(drover_master_mark_up(master));
+    wait_event(master, is_rotation, &in, &event);
+    CHECK(strstr(event.text, "back in rotation") != NULL);
+    drover_event_clear(&event);
+    CHECK_OK(drover_master_in_rotation(master, &in_rotation));
+    CHECK(in_rotation);
+    CHECK(drover_master_mark_down(NULL) == DROVER_RESULT_NULL_ARGUMENT);
+    CHECK(drover_master_in_rotation(master, NULL) == DROVER_RESULT_NULL_ARGUMENT);
+}
+
 static void test_rust_workers(void) {
     drover_config *config = config_for(rust_worker, 3);
     drover_master *master = master_for(config);
@@ -255,6 +284,7 @@ static void test_rust_workers(void) {
     CHECK(strstr(event.json, "\"event\":\"message\"") != NULL);
     drover_event_clear(&event);
     check_messages_through_the_fd(master, 3);
+    check_mark_down_and_up(master, 3);
 
     /* Exit reasons: kill -9, exit(0), exit(3). */
     CHECK(kill((pid_t)pids[0], SIGKILL) == 0);
