@@ -234,8 +234,19 @@ export interface MasterEvents {
     'worker-restarting': [workerId: number, info: { delayMs: number; restarts: number }];
     'worker-recycling': [workerId: number, reason: string];
     'gave-up': [info: { restarts: number; windowMs: number }];
+    /** The group went out of rotation (ECV: markDown(), a monitor) or back in; its workers run on. */
+    rotation: [info: Rotation & { message: string | null }];
     /** An event of a newer core this layer does not know, as is. */
     event: [event: Record<string, unknown>];
+}
+
+/** Whether a group is in rotation (ECV), and each cause when it is not. */
+export interface Rotation {
+    inRotation: boolean;
+    /** Marked down by hand (markDown()) and not marked up since. */
+    manual: boolean;
+    /** The ECV monitor's last failure while it judges the group down. */
+    monitor: string | null;
 }
 
 export declare class Master extends EventEmitter<MasterEvents> {
@@ -276,6 +287,11 @@ export declare class Master extends EventEmitter<MasterEvents> {
     handleSignal(signal: NodeJS.Signals | number): Promise<'Reload' | 'GracefulShutdown' | 'HardShutdown' | 'Ignore'>;
     send(id: number, message: unknown): Promise<void>;
     broadcast(message: unknown): Promise<number>;
+    /** Takes the group out of rotation by hand (ECV): health checks say so; the workers run on. */
+    markDown(): void;
+    /** Lifts markDown(): in rotation again unless an ECV monitor judges the group down. */
+    markUp(): void;
+    getRotation(): Rotation;
     /**
      * Registers (or replaces) handler `name` for requests to `'master'`, from workers or from
      * `request('master', ...)` (then `fromWorkerId` is 0). The result (or the promise's value) is

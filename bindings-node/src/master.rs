@@ -211,6 +211,25 @@ impl NativeMaster {
         self.master.config().name.clone()
     }
 
+    /// Takes the group out of rotation by hand (ECV); its workers run on.
+    #[napi(catch_unwind)]
+    pub fn mark_down(&self) {
+        self.master.mark_down();
+    }
+
+    /// Lifts `markDown`: in rotation again unless an ECV monitor judges the group down.
+    #[napi(catch_unwind)]
+    pub fn mark_up(&self) {
+        self.master.mark_up();
+    }
+
+    /// `{ inRotation, manual, monitor }`: whether the group is in rotation, and each cause when not.
+    #[napi(catch_unwind)]
+    pub fn rotation(&self) -> Value {
+        let rotation = self.master.rotation();
+        json!({ "inRotation": rotation.in_rotation(), "manual": rotation.manual, "monitor": rotation.monitor })
+    }
+
     /// Every worker, by id.
     #[napi(catch_unwind)]
     pub fn workers(&self) -> Vec<Value> {

@@ -33,6 +33,23 @@ test('master operations', async (t) => {
         track(master);
     });
 
+    await t.test('markDown takes the group out of rotation, its workers running on; markUp brings it back', async () => {
+        assert.deepEqual(master.getRotation(), { inRotation: true, manual: false, monitor: null });
+        const pids = master.getWorkers().map((w) => w.pid);
+        const out = waitFor(master, 'rotation', (info) => !info.inRotation);
+        master.markDown();
+        const [info] = await out;
+        assert.equal(info.manual, true);
+        assert.equal(info.message, 'marked down by hand');
+        assert.deepEqual(master.getRotation(), { inRotation: false, manual: true, monitor: null });
+        assert.deepEqual(master.getWorkers().map((w) => w.pid), pids);
+        assert.ok(pids.every(isAlive));
+        const back = waitFor(master, 'rotation', (i) => i.inRotation);
+        master.markUp();
+        await back;
+        assert.equal(master.getRotation().inRotation, true);
+    });
+
     await t.test('env reaches the workers, numbers stringified', async () => {
         const reply = waitFor(master, 'message', (m, id) => id === 1 && m.env !== undefined);
         await master.send(1, { cmd: 'env', name: 'PORT' });

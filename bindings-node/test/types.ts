@@ -71,6 +71,15 @@ async function run(): Promise<void> {
     const status: number = master.getStatus();
     console.log(statuses, started, place, first.pid, status === Master.STATUS_STARTED, master.getStatusName());
     const delta: number = await master.rescale(8);
+    master.markDown();
+    master.markUp();
+    const rotation: boolean = master.getRotation().inRotation;
+    master.on('rotation', (info) => {
+        const why: string | null = info.message;
+        const monitor: string | null = info.monitor;
+        void [why, monitor, info.manual];
+    });
+    void rotation;
     const restarted: boolean = await master.restartWorkerById(first.id);
     console.log(delta, restarted, master.getConfig().count);
     await master.gracefulReload();
