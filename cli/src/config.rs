@@ -2,7 +2,7 @@
 //! by core ([`MasterOptions::into_config`]) before anything starts.
 //!
 //! ```toml
-//! http = "127.0.0.1:9091"      # optional: socket, http, logFormat
+//! http = "127.0.0.1:9091"      # optional: socket, http, logFormat, monitor, monitorToken, monitorPublic
 //!
 //! [groups.web]                 # the table key is the group's name
 //! program = "./server"         # or script = "app.js"
