@@ -45,7 +45,7 @@ pub struct Group {
     pub config: MasterConfig,
     /// When to reload the group (`cronRestart`), in local time.
     pub cron_restart: Option<croner::Cron>,
-    /// The ECV monitor (`ecv`), started with the group; read at start only.
+    /// The ECV monitor (`ecv`), started with the group; a reload that changes it replaces it.
     pub ecv: Option<drover::ecv::EcvMonitor>,
 }
 

@@ -62,8 +62,8 @@ pub struct Shared {
     cpu: CpuRates,
     /// Per group, its last [`RECENT_EXITS`] exits in words, newest last.
     recent_exits: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<String>>>,
-    /// The groups' ECV monitors, running while this lives.
-    _ecv: Vec<drover::EcvGuard>,
+    /// Each group's ECV monitor, running while it is here (replaced when a reload changes it).
+    ecv: std::sync::Mutex<std::collections::HashMap<String, (drover::ecv::EcvMonitor, drover::EcvGuard)>>,
     /// The monitor page's token; `None`: the monitor is off.
     pub monitor_token: Option<String>,
 }
@@ -178,7 +178,7 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     let mut feeds = Vec::new();
     let mut applied = std::collections::HashMap::new();
     let mut crons = Vec::new();
-    let mut ecv = Vec::new();
+    let mut ecv = std::collections::HashMap::new();
     for group in plan.groups {
         let master = match Master::new(group.config) {
             Ok(master) => master,
@@ -197,7 +197,8 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
                     monitor.failures_before_down()
                 ),
             );
-            ecv.push(master.monitor_ecv(monitor));
+            let guard = master.monitor_ecv(monitor.clone());
+            ecv.insert(group.name.clone(), (monitor, guard));
         }
         feeds.push((group.name.clone(), master.events(), master.output()));
         let (cron_tx, cron_rx) = tokio::sync::watch::channel(group.cron_restart);
@@ -229,7 +230,7 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         progress: Default::default(),
         cpu: CpuRates::default(),
         recent_exits: Default::default(),
-        _ecv: ecv,
+        ecv: std::sync::Mutex::new(ecv),
         monitor_token,
     });
     for warning in &plan.warnings {
@@ -660,7 +661,7 @@ impl Shared {
                 format!("config changed: {}", changes.join("; "))
             };
             self.log.event(who, "config", &said);
-            new_config = Some((group.config, group.options, group.cron_restart));
+            new_config = Some((group.config, group.options, group.cron_restart, group.ecv));
         } else if let Some(source) = &self.source {
             self.log.event(
                 who,
@@ -672,7 +673,7 @@ impl Shared {
             );
         }
         let (count, reload) = match &new_config {
-            Some((c, _, _)) => (c.count, c.reload),
+            Some((c, _, _, _)) => (c.count, c.reload),
             None => {
                 let c = master.config();
                 (c.count, c.reload)
@@ -686,9 +687,10 @@ impl Shared {
         self.notify.reloading();
         let began = Instant::now();
         let result = match new_config {
-            Some((config, options, cron)) => {
+            Some((config, options, cron, ecv)) => {
                 let result = master.graceful_reload(Some(config)).await;
                 if result.is_ok() {
+                    self.replace_ecv(name, master, ecv);
                     let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some((old, cron_tx)) = applied.get_mut(name) {
                         *old = options;
@@ -954,6 +956,40 @@ impl Shared {
                     "stopped ({}): {exits} worker process(es) ended and reaped",
                     if hard { "hard" } else { "graceful" }
                 ))
+            }
+        }
+    }
+
+    /// Runs `monitor` as the group's ECV monitor if it differs from the one running (an unchanged
+    /// one keeps running, with what it has seen so far).
+    fn replace_ecv(&self, name: &str, master: &Master, monitor: Option<drover::ecv::EcvMonitor>) {
+        let mut monitors = self.ecv.lock().unwrap_or_else(|p| p.into_inner());
+        let running = monitors.get(name).map(|(m, _)| m);
+        if running == monitor.as_ref() {
+            return;
+        }
+        let who = Who {
+            group: name,
+            id: None,
+            pid: None,
+        };
+        match monitor {
+            Some(monitor) => {
+                self.log.event(
+                    who,
+                    "ecv",
+                    &format!(
+                        "ECV monitor now probes {} every {:?}",
+                        monitor.url(),
+                        monitor.interval()
+                    ),
+                );
+                let guard = master.monitor_ecv(monitor.clone());
+                monitors.insert(name.to_string(), (monitor, guard));
+            }
+            None => {
+                self.log.event(who, "ecv", "ECV monitor removed");
+                monitors.remove(name);
             }
         }
     }

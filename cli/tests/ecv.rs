@@ -366,3 +366,54 @@ fn the_monitor_is_off_by_default_and_refused_on_a_public_address() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 characters"));
 }
+
+/// A health page the test serves itself, always answering 503; its address.
+fn failing_health_page() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5\r\nconnection: close\r\n\r\nsick\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_reload_applies_an_added_or_removed_ecv_key_and_keeps_an_unchanged_monitor() {
+    let health = failing_health_page();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = |ecv: &str| {
+        format!(
+            "http = \"127.0.0.1:0\"\n[groups.web]\nprogram = \"sleep\"\nargs = [\"1000\"]\nready = \"spawn\"\n{ecv}\n"
+        )
+    };
+    write(dir.path(), "drover.toml", &toml(""));
+    let drover = Drover::start_in(dir, &["-c", "drover.toml"], &[]);
+    drover.wait_ready();
+    let addr = drover.http_addr();
+    assert_eq!(http(&addr, "GET", "/readyz", &[], "").0, 200);
+
+    let ecv = format!("ecv = {{ url = \"http://{health}/health\", interval = \"100ms\" }}");
+    write(drover.dir.path(), "drover.toml", &toml(&ecv));
+    drover.ctl_ok(&["reload", "web"]);
+    drover.wait_line(&format!("ECV monitor now probes http://{health}/health every 100ms"));
+    wait_for_body(
+        &addr,
+        "/readyz",
+        503,
+        &format!("web: out of rotation (monitor: http://{health}/health answered 503, expected 2xx)"),
+    );
+
+    // Unchanged: the monitor runs on (no new line); removed: its mark goes with it.
+    drover.ctl_ok(&["reload", "web"]);
+    assert_eq!(drover.count_lines("ECV monitor now probes"), 1);
+    write(drover.dir.path(), "drover.toml", &toml(""));
+    drover.ctl_ok(&["reload", "web"]);
+    drover.wait_line("ECV monitor removed");
+    assert_eq!(wait_for(&addr, "/readyz", 200), "ok\n");
+}

@@ -84,6 +84,17 @@ pub enum Validator {
     },
 }
 
+impl PartialEq for Validator {
+    /// The same check: the same status, or the same pattern as written.
+    fn eq(&self, other: &Validator) -> bool {
+        match (self, other) {
+            (Validator::Status(a), Validator::Status(b)) => a == b,
+            (Validator::BodyMatches { pattern: a, .. }, Validator::BodyMatches { pattern: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
 /// The ECV monitor's options, as a config file writes them (camelCase; `failures_before_down`
 /// is accepted too).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -107,8 +118,9 @@ pub struct EcvOptions {
     pub failures_before_down: Option<u32>,
 }
 
-/// A validated ECV monitor: what [`crate::Master::monitor_ecv`] runs.
-#[derive(Debug, Clone)]
+/// A validated ECV monitor: what [`crate::Master::monitor_ecv`] runs. Two are equal when they
+/// probe the same URL the same way (a host re-reading its config keeps a monitor that is unchanged).
+#[derive(Debug, Clone, PartialEq)]
 pub struct EcvMonitor {
     url: hyper::Uri,
     authority: String,
