@@ -240,6 +240,20 @@ export interface MasterEvents {
     event: [event: Record<string, unknown>];
 }
 
+/** An ECV monitor's options (the `drover` command's `ecv` key). */
+export interface EcvOptions {
+    /** `http://HOST:PORT/PATH` of a worker's health page. */
+    url: string;
+    /** A status code, or a regular expression the body of a 2xx answer must match; default any 2xx. */
+    validator?: number | string;
+    /** ms or "5s"; default 5 s, from 100 ms to 1 h. */
+    interval?: number | string;
+    /** ms or "2s"; default 2 s, at most 60 s. */
+    timeout?: number | string;
+    /** Default 1, at most 1000. */
+    failuresBeforeDown?: number;
+}
+
 /** Whether a group is in rotation (ECV), and each cause when it is not. */
 export interface Rotation {
     inRotation: boolean;
@@ -292,6 +306,8 @@ export declare class Master extends EventEmitter<MasterEvents> {
     /** Lifts markDown(): in rotation again unless an ECV monitor judges the group down. */
     markUp(): void;
     getRotation(): Rotation;
+    /** Runs an ECV monitor (PROTOCOL.md §5.9); throws InvalidConfigurationError naming the field. */
+    monitorEcv(options: EcvOptions): { stop(): void };
     /**
      * Registers (or replaces) handler `name` for requests to `'master'`, from workers or from
      * `request('master', ...)` (then `fromWorkerId` is 0). The result (or the promise's value) is

@@ -272,6 +272,22 @@ class Master extends EventEmitter {
         this._native.markUp();
     }
 
+    /**
+     * Runs an ECV monitor: `{ url, validator, interval, timeout, failuresBeforeDown }` (the
+     * `drover` command's `ecv` key; PROTOCOL.md §5.9). While the master is STARTED it probes
+     * `url`, takes the group out of rotation after `failuresBeforeDown` failures in a row and puts
+     * it back at the first pass. Returns `{ stop() }`. Throws InvalidConfigurationError.
+     */
+    monitorEcv(options) {
+        let native;
+        try {
+            native = this._native.monitorEcv(toJson(options));
+        } catch (e) {
+            throw errors.fromNative(e);
+        }
+        return { stop: () => native.stop() };
+    }
+
     /** `{ inRotation, manual, monitor }`: whether the group is in rotation, and each cause when not. */
     getRotation() {
         return this._native.rotation();

@@ -80,6 +80,8 @@ async function run(): Promise<void> {
         void [why, monitor, info.manual];
     });
     void rotation;
+    const ecv = master.monitorEcv({ url: 'http://127.0.0.1:8080/health', validator: 200, interval: '5s' });
+    ecv.stop();
     const restarted: boolean = await master.restartWorkerById(first.id);
     console.log(delta, restarted, master.getConfig().count);
     await master.gracefulReload();
