@@ -1317,6 +1317,17 @@ drover_result drover_master_mark_up(struct drover_master *master);
 drover_result drover_master_in_rotation(const struct drover_master *master, bool *out_in_rotation);
 
 /**
+ * Runs an ECV monitor for the group (PROTOCOL.md §5.9), replacing the one running: `options_json`
+ * is `{"url": "http://127.0.0.1:8080/health", "validator": "^ok" or 200, "interval": 5000,
+ * "timeout": 2000, "failuresBeforeDown": 3}` (durations in ms or as "5s"). While the master is
+ * STARTED it probes `url`; after `failuresBeforeDown` failures in a row the group is out of
+ * rotation (a DROVER_EVENT_KIND_ROTATION event, `text` saying why) and the first passing probe
+ * puts it back. NULL stops the monitor and lifts its mark. DROVER_RESULT_INVALID_CONFIG names
+ * the option that is wrong; the running monitor is then kept.
+ */
+drover_result drover_master_monitor_ecv(struct drover_master *master, const char *options_json);
+
+/**
  * Ends every worker gracefully: `stop`, wait for STOPPED, `quit`, wait for the exit, each step
  * bounded by its timeout, then SIGTERM and SIGKILL to the process group of any worker that does
  * not comply. Cancels a running start, restart, rescale or reload. Returns when every worker is

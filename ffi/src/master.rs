@@ -287,6 +287,8 @@ pub(crate) struct MasterState {
     pub(crate) events: Arc<Mailbox<MasterItem>>,
     /// Requests for the program's handlers, waiting for `drover_master_respond()`.
     pub(crate) answers: crate::request::Answers,
+    /// The ECV monitor `drover_master_monitor_ecv()` runs, if any (dropped before the runtime).
+    pub(crate) ecv: std::sync::Mutex<Option<drover_core::EcvGuard>>,
     /// Declared last: dropped after the master, once every worker is reaped.
     pub(crate) runtime: Runtime,
 }
@@ -490,6 +492,7 @@ pub extern "C" fn drover_master_new(
             master,
             events,
             answers: crate::request::Answers::default(),
+            ecv: std::sync::Mutex::new(None),
             runtime,
         }));
         Ok(())
@@ -780,6 +783,40 @@ pub extern "C" fn drover_master_in_rotation(master: *const drover_master, out_in
         let state = try_obj!(MASTERS, master);
         let out = try_out!(out_in_rotation);
         out.write(state.master.in_rotation());
+        Ok(())
+    })
+}
+
+/// Runs an ECV monitor for the group (PROTOCOL.md §5.9), replacing the one running: `options_json`
+/// is `{"url": "http://127.0.0.1:8080/health", "validator": "^ok" or 200, "interval": 5000,
+/// "timeout": 2000, "failuresBeforeDown": 3}` (durations in ms or as "5s"). While the master is
+/// STARTED it probes `url`; after `failuresBeforeDown` failures in a row the group is out of
+/// rotation (a DROVER_EVENT_KIND_ROTATION event, `text` saying why) and the first passing probe
+/// puts it back. NULL stops the monitor and lifts its mark. DROVER_RESULT_INVALID_CONFIG names
+/// the option that is wrong; the running monitor is then kept.
+#[no_mangle]
+pub extern "C" fn drover_master_monitor_ecv(master: *mut drover_master, options_json: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let monitor = if options_json.is_null() {
+            None
+        } else {
+            let invalid = |message: String| {
+                Failure::new(
+                    drover_result::InvalidConfig,
+                    format!("invalid configuration: {message}"),
+                )
+            };
+            let options: drover_core::ecv::EcvOptions =
+                serde_json::from_str(try_str!(options_json)).map_err(|e| invalid(format!("ecv: {e}")))?;
+            Some(drover_core::ecv::EcvMonitor::new(options).map_err(|e| invalid(e.to_string()))?)
+        };
+        let guard = monitor.map(|monitor| {
+            let _context = state.runtime.enter();
+            state.master.monitor_ecv(monitor)
+        });
+        let old = std::mem::replace(&mut *state.ecv.lock().unwrap_or_else(|p| p.into_inner()), guard);
+        drop(old);
         Ok(())
     })
 }

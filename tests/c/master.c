@@ -5,11 +5,16 @@
  * Start, statuses, exit reasons after kill -9 / exit(0) / exit(3), restart by id, rescale,
  * messages both ways, reload, signals, graceful shutdown leaving no process, start failures and
  * timeouts, and events through both drover_master_next_event() and the pollable fd. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -244,6 +249,27 @@ static void check_mark_down_and_up(drover_master *master, size_t count) {
     CHECK(in_rotation);
     CHECK(drover_master_mark_down(NULL) == DROVER_RESULT_NULL_ARGUMENT);
     CHECK(drover_master_in_rotation(master, NULL) == DROVER_RESULT_NULL_ARGUMENT);
+
+    /* The ECV monitor, probing a port where nothing listens (bound, then closed): out of rotation. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    CHECK(bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&addr, &len) == 0);
+    close(fd);
+    char options[256];
+    snprintf(options, sizeof options, "{\"url\":\"http://127.0.0.1:%u/health\",\"interval\":100}", ntohs(addr.sin_port));
+    CHECK(drover_master_monitor_ecv(master, "{\"url\":\"ftp://x/\"}") == DROVER_RESULT_INVALID_CONFIG);
+    CHECK(strstr(drover_last_error(), "ecv `url`") != NULL);
+    CHECK_OK(drover_master_monitor_ecv(master, options));
+    wait_event(master, is_rotation, &out, &event);
+    CHECK(strstr(event.json, "\"monitor\":\"http://127.0.0.1:") != NULL);
+    drover_event_clear(&event);
+    check_all_started(master, count);
+    CHECK_OK(drover_master_monitor_ecv(master, NULL)); /* stopped: its mark goes */
+    wait_event(master, is_rotation, &in, &event);
+    drover_event_clear(&event);
 }
 
 static void test_rust_workers(void) {
