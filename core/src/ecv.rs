@@ -73,7 +73,9 @@ impl Rotation {
 /// How the monitor judges an answer.
 #[derive(Debug, Clone)]
 pub enum Validator {
-    /// The answer's status code must be this one (0: any 2xx, the default).
+    /// Any 2xx status (the default).
+    Success,
+    /// The answer's status code must be this one.
     Status(u16),
     /// The answer's status must be 2xx and its body (at most [`MAX_BODY_BYTES`]) must match.
     BodyMatches {
@@ -88,6 +90,7 @@ impl PartialEq for Validator {
     /// The same check: the same status, or the same pattern as written.
     fn eq(&self, other: &Validator) -> bool {
         match (self, other) {
+            (Validator::Success, Validator::Success) => true,
             (Validator::Status(a), Validator::Status(b)) => a == b,
             (Validator::BodyMatches { pattern: a, .. }, Validator::BodyMatches { pattern: b, .. }) => a == b,
             _ => false,
@@ -250,7 +253,7 @@ impl EcvMonitor {
             }
         );
         let validator = match &options.validator {
-            None => Validator::Status(0),
+            None => Validator::Success,
             Some(serde_json::Value::Number(n)) => match n.as_u64().filter(|c| (100..=599).contains(c)) {
                 Some(code) => Validator::Status(code as u16),
                 None => {
@@ -381,8 +384,8 @@ impl EcvMonitor {
                 .map_err(|e| unreachable(e.to_string()))?;
             let status = response.status().as_u16();
             match &self.validator {
-                Validator::Status(0) if (200..300).contains(&status) => Ok(()),
-                Validator::Status(0) => Err(ProbeFailure::Status {
+                Validator::Success if (200..300).contains(&status) => Ok(()),
+                Validator::Success => Err(ProbeFailure::Status {
                     url: url.clone(),
                     status,
                     expected: "2xx".into(),
