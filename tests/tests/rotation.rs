@@ -170,3 +170,20 @@ async fn the_ecv_monitor_follows_the_health_page_and_keeps_its_mark_apart_from_t
     assert!(master.workers()[0].is_alive(), "the monitor never touches a worker");
     master.graceful_shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_status_validator_wants_that_status_and_no_other() {
+    let mode = Arc::new(AtomicU8::new(FAILING));
+    let addr = health_server(mode.clone()).await;
+    let options: EcvOptions = serde_json::from_value(serde_json::json!({
+        "url": format!("http://{addr}/health"),
+        "validator": 503,
+        "interval": "100ms",
+    }))
+    .unwrap();
+    let monitor = EcvMonitor::new(options).unwrap();
+    assert_eq!(monitor.probe().await, Ok(()));
+    mode.store(HEALTHY, Ordering::SeqCst);
+    let failure = monitor.probe().await.unwrap_err().to_string();
+    assert_eq!(failure, format!("http://{addr}/health answered 200, expected 503"));
+}
