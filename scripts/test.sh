@@ -31,6 +31,7 @@ step "Node suite (tsc --noEmit, node --test)"
 step "monitor page in headless Chromium (tests/browser)"
 # Debian's chromium, driven by playwright-core (npm, pinned): installed here when we may.
 if [[ ! -x /usr/bin/chromium && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
     apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } || true
 fi
 if [[ -x /usr/bin/chromium ]]; then
