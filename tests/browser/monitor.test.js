@@ -64,7 +64,7 @@ function status(socket) {
   return web.workers.filter((w) => w.exit == null);
 }
 
-test('the monitor page shows the workers and its clicks restart, scale and mark down real workers', { skip: missing || false, timeout: 240000 }, async () => {
+test('the monitor page shows the workers and its clicks restart, scale, reload and mark down real workers', { skip: missing || false, timeout: 240000 }, async () => {
   const { chromium } = require('playwright-core');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-monitor-'));
   const drover = startDrover(dir);
@@ -126,6 +126,14 @@ test('the monitor page shows the workers and its clicks restart, scale and mark 
       assert.ok(execFileSync('ps', ['-o', 'comm=', '-p', String(w.pid)], { encoding: 'utf8' }).includes('sleep'));
     }
     await until('3 worker rows', async () => (await rows.count()) === 3);
+
+    // Reload: a new generation replaces every worker.
+    const old = new Set(status(drover.socket).map((w) => w.pid));
+    await page.locator('section[data-group="web"] button[data-action="reload"]').click();
+    await until('3 new workers after the reload', async () => {
+      const ws = status(drover.socket);
+      return ws.length === 3 && ws.every((w) => !old.has(w.pid) && w.status === 'STARTED' && w.generation === 1);
+    });
 
     // Mark down: /readyz says 503 out of rotation; the workers run on.
     await page.locator('section[data-group="web"] button[data-action="down"]').click();
