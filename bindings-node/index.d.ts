@@ -339,8 +339,33 @@ export interface MasterEvents {
     'worker-restarting': [workerId: number, info: { delayMs: number; restarts: number }];
     'worker-recycling': [workerId: number, reason: string];
     'gave-up': [info: { restarts: number; windowMs: number }];
+    /** The group went out of rotation (ECV: markDown(), a monitor) or back in; its workers run on. */
+    rotation: [info: Rotation & { message: string | null }];
     /** An event of a newer core this layer does not know, as is. */
     event: [event: Record<string, unknown>];
+}
+
+/** An ECV monitor's options (the `drover` command's `ecv` key). */
+export interface EcvOptions {
+    /** `http://HOST:PORT/PATH` of a worker's health page. */
+    url: string;
+    /** A status code, or a regular expression the body of a 2xx answer must match; default any 2xx. */
+    validator?: number | string;
+    /** ms or "5s"; default 5 s, from 100 ms to 1 h. */
+    interval?: number | string;
+    /** ms or "2s"; default 2 s, at most 60 s. */
+    timeout?: number | string;
+    /** Default 1, at most 1000. */
+    failuresBeforeDown?: number;
+}
+
+/** Whether a group is in rotation (ECV), and each cause when it is not. */
+export interface Rotation {
+    inRotation: boolean;
+    /** Marked down by hand (markDown()) and not marked up since. */
+    manual: boolean;
+    /** The ECV monitor's last failure while it judges the group down. */
+    monitor: string | null;
 }
 
 export declare class Master extends EventEmitter<MasterEvents> {
@@ -381,6 +406,13 @@ export declare class Master extends EventEmitter<MasterEvents> {
     handleSignal(signal: NodeJS.Signals | number): Promise<'Reload' | 'GracefulShutdown' | 'HardShutdown' | 'Ignore'>;
     send(id: number, message: unknown): Promise<void>;
     broadcast(message: unknown): Promise<number>;
+    /** Takes the group out of rotation by hand (ECV): health checks say so; the workers run on. */
+    markDown(): void;
+    /** Lifts markDown(): in rotation again unless an ECV monitor judges the group down. */
+    markUp(): void;
+    getRotation(): Rotation;
+    /** Runs an ECV monitor (PROTOCOL.md §5.9); throws InvalidConfigurationError naming the field. */
+    monitorEcv(options: EcvOptions): { stop(): void };
     /**
      * Registers (or replaces) handler `name` for requests to `'master'`, from workers or from
      * `request('master', ...)` (then `fromWorkerId` is 0). The result (or the promise's value) is

@@ -466,6 +466,12 @@ enum drover_event_kind
    * with `drover_master_respond()`; one left unanswered fails at its asker with a timeout.
    */
   DROVER_EVENT_KIND_REQUEST = 12,
+  /**
+   * The group went out of rotation (`to` 0) or back in (`to` 1): `drover_master_mark_down()`,
+   * `drover_master_mark_up()` or an ECV monitor; `text` says why, `json` has `manual` and
+   * `monitor`. Its workers run on either way.
+   */
+  DROVER_EVENT_KIND_ROTATION = 13,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1461,6 +1467,37 @@ drover_result drover_master_rescale(struct drover_master *master, size_t count);
  */
 drover_result drover_master_graceful_reload(struct drover_master *master,
                                             const struct drover_config *new_config);
+
+/**
+ * Takes the group out of rotation by hand (ECV): whatever answers a load balancer's health check
+ * for it (the `drover` command's `/readyz`, `/ecv`) says "out of rotation", while its workers
+ * keep running and serving. A DROVER_EVENT_KIND_ROTATION event says so if it changed anything.
+ * Lasts until `drover_master_mark_up`.
+ */
+drover_result drover_master_mark_down(struct drover_master *master);
+
+/**
+ * Lifts `drover_master_mark_down`: the group is in rotation again unless an ECV monitor judges
+ * it down.
+ */
+drover_result drover_master_mark_up(struct drover_master *master);
+
+/**
+ * Writes to `*out_in_rotation` whether the group is in rotation: marked down neither by hand
+ * nor by an ECV monitor.
+ */
+drover_result drover_master_in_rotation(const struct drover_master *master, bool *out_in_rotation);
+
+/**
+ * Runs an ECV monitor for the group (PROTOCOL.md §5.9), replacing the one running: `options_json`
+ * is `{"url": "http://127.0.0.1:8080/health", "validator": "^ok" or 200, "interval": 5000,
+ * "timeout": 2000, "failuresBeforeDown": 3}` (durations in ms or as "5s"). While the master is
+ * STARTED it probes `url`; after `failuresBeforeDown` failures in a row the group is out of
+ * rotation (a DROVER_EVENT_KIND_ROTATION event, `text` saying why) and the first passing probe
+ * puts it back. NULL stops the monitor and lifts its mark. DROVER_RESULT_INVALID_CONFIG names
+ * the option that is wrong; the running monitor is then kept.
+ */
+drover_result drover_master_monitor_ecv(struct drover_master *master, const char *options_json);
 
 /**
  * Ends every worker gracefully: `stop`, wait for STOPPED, `quit`, wait for the exit, each step

@@ -42,4 +42,16 @@ cargo test --workspace --locked
 step "Node suite (tsc --noEmit, node --test)"
 (cd bindings-node && npm test)
 
+step "monitor page in headless Chromium (tests/browser)"
+# Debian's chromium, driven by playwright-core (npm, pinned): installed here when we may.
+if [[ ! -x /usr/bin/chromium && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } || true
+fi
+if [[ -x /usr/bin/chromium ]]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test)
+else
+    printf '\n!!! SKIPPED: the monitor page browser test: no /usr/bin/chromium (as root: apt-get install -y chromium) !!!\n\n' >&2
+fi
+
 step "all suites passed"

@@ -307,6 +307,41 @@ class Master extends EventEmitter {
         return restarted;
     }
 
+    /**
+     * Takes the group out of rotation by hand (cluster2's ECV "mark down"): what answers a load
+     * balancer's health check for it says "out of rotation" while its workers keep running and
+     * serving. Emits 'rotation' if that changes anything; lasts until markUp().
+     */
+    markDown() {
+        this._native.markDown();
+    }
+
+    /** Lifts markDown(): the group is in rotation again unless an ECV monitor judges it down. */
+    markUp() {
+        this._native.markUp();
+    }
+
+    /**
+     * Runs an ECV monitor: `{ url, validator, interval, timeout, failuresBeforeDown }` (the
+     * `drover` command's `ecv` key; PROTOCOL.md §5.9). While the master is STARTED it probes
+     * `url`, takes the group out of rotation after `failuresBeforeDown` failures in a row and puts
+     * it back at the first pass. Returns `{ stop() }`. Throws InvalidConfigurationError.
+     */
+    monitorEcv(options) {
+        let native;
+        try {
+            native = this._native.monitorEcv(toJson(options));
+        } catch (e) {
+            throw errors.fromNative(e);
+        }
+        return { stop: () => native.stop() };
+    }
+
+    /** `{ inRotation, manual, monitor }`: whether the group is in rotation, and each cause when not. */
+    getRotation() {
+        return this._native.rotation();
+    }
+
     /** Sends a JSON message to worker `id`; resolves once written to its channel. */
     send(id, message) {
         return this._call(() => this._native.send(typeof id === 'number' ? id : badType('send(id, message)', 'a number', id), toJson(message)));
@@ -476,6 +511,9 @@ class Master extends EventEmitter {
                 break;
             case 'gave_up':
                 this.emit('gave-up', { restarts: e.restarts, windowMs: e.window_ms });
+                break;
+            case 'rotation':
+                this.emit('rotation', { inRotation: e.in_rotation, manual: e.manual, monitor: e.monitor, message: e.message });
                 break;
             case 'request':
                 requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));

@@ -114,6 +114,23 @@ fn parse_options(options: &str) -> napi::Result<drover::MasterConfig> {
         .map_err(|e| error::tagged(error::describe_config(&e)))
 }
 
+/// A running ECV monitor ([`NativeMaster::monitor_ecv`]).
+#[napi]
+pub struct NativeEcvMonitor {
+    guard: Option<drover::EcvGuard>,
+}
+
+#[napi]
+impl NativeEcvMonitor {
+    /// Stops the monitor and lifts its mark; callable twice.
+    #[napi(catch_unwind)]
+    pub fn stop(&mut self) {
+        // Dropped within the runtime: the guard aborts a task of it.
+        let guard = self.guard.take();
+        napi::bindgen_prelude::within_runtime_if_available(move || drop(guard));
+    }
+}
+
 /// A worker id from JS: a positive integer.
 fn worker_id(id: f64) -> napi::Result<u64> {
     request::positive_integer(id, "a worker id")
@@ -213,6 +230,41 @@ impl NativeMaster {
     #[napi(catch_unwind)]
     pub fn name(&self) -> String {
         self.master.config().name.clone()
+    }
+
+    /// Takes the group out of rotation by hand (ECV); its workers run on.
+    #[napi(catch_unwind)]
+    pub fn mark_down(&self) {
+        self.master.mark_down();
+    }
+
+    /// Lifts `markDown`: in rotation again unless an ECV monitor judges the group down.
+    #[napi(catch_unwind)]
+    pub fn mark_up(&self) {
+        self.master.mark_up();
+    }
+
+    /// Runs an ECV monitor (`options`: JSON text of `drover::ecv::EcvOptions`) until the handle's
+    /// `stop()` or the master's end. InvalidConfigurationError names the field.
+    #[napi(catch_unwind)]
+    pub fn monitor_ecv(&self, options: String) -> napi::Result<NativeEcvMonitor> {
+        let invalid = |message: String| {
+            error::tagged(
+                json!({ "name": "InvalidConfigurationError", "message": format!("invalid configuration: {message}") }),
+            )
+        };
+        let options: drover::ecv::EcvOptions =
+            serde_json::from_str(&options).map_err(|e| invalid(format!("ecv: {e}")))?;
+        let monitor = drover::ecv::EcvMonitor::new(options).map_err(|e| invalid(e.to_string()))?;
+        let guard = napi::bindgen_prelude::within_runtime_if_available(|| self.master.monitor_ecv(monitor));
+        Ok(NativeEcvMonitor { guard: Some(guard) })
+    }
+
+    /// `{ inRotation, manual, monitor }`: whether the group is in rotation, and each cause when not.
+    #[napi(catch_unwind)]
+    pub fn rotation(&self) -> Value {
+        let rotation = self.master.rotation();
+        json!({ "inRotation": rotation.in_rotation(), "manual": rotation.manual, "monitor": rotation.monitor })
     }
 
     /// Every worker, by id.

@@ -3,7 +3,7 @@
 // Every Master operation against real Node workers.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { MasterFactory, WorkerStatuses, InappropriateConditionError } = require('..');
+const { MasterFactory, WorkerStatuses, InappropriateConditionError, InvalidConfigurationError } = require('..');
 const { nodeWorker, waitFor, record, waitGone, isAlive } = require('../test-support/helpers');
 
 const allPids = new Set();
@@ -31,6 +31,50 @@ test('master operations', async (t) => {
         // Status events were delivered before start() resolved.
         assert.deepEqual(masterStatuses.map(([to]) => to), ['STARTING', 'STARTED']);
         track(master);
+    });
+
+    await t.test('markDown takes the group out of rotation, its workers running on; markUp brings it back', async () => {
+        assert.deepEqual(master.getRotation(), { inRotation: true, manual: false, monitor: null });
+        const pids = master.getWorkers().map((w) => w.pid);
+        const out = waitFor(master, 'rotation', (info) => !info.inRotation);
+        master.markDown();
+        const [info] = await out;
+        assert.equal(info.manual, true);
+        assert.equal(info.message, 'marked down by hand');
+        assert.deepEqual(master.getRotation(), { inRotation: false, manual: true, monitor: null });
+        assert.deepEqual(master.getWorkers().map((w) => w.pid), pids);
+        assert.ok(pids.every(isAlive));
+        const back = waitFor(master, 'rotation', (i) => i.inRotation);
+        master.markUp();
+        await back;
+        assert.equal(master.getRotation().inRotation, true);
+    });
+
+    await t.test('monitorEcv follows a health page: out of rotation while it fails, back when it passes', async () => {
+        let healthy = true;
+        const server = require('node:http').createServer((req, res) => {
+            res.writeHead(healthy ? 200 : 503);
+            res.end(healthy ? 'ok' : 'sick');
+        });
+        await new Promise((r) => server.listen(0, '127.0.0.1', r));
+        const url = `http://127.0.0.1:${server.address().port}/health`;
+        assert.throws(() => master.monitorEcv({ url, interval: 1 }), (e) => e instanceof InvalidConfigurationError && /interval/.test(e.message));
+        const monitor = master.monitorEcv({ url, validator: '^ok', interval: 100, failuresBeforeDown: 2 });
+        try {
+            const out = waitFor(master, 'rotation', (info) => !info.inRotation);
+            healthy = false;
+            const [info] = await out;
+            assert.equal(info.monitor, `${url} answered 503, expected 2xx`);
+            assert.equal(info.manual, false);
+            const back = waitFor(master, 'rotation', (i) => i.inRotation);
+            healthy = true;
+            await back;
+        } finally {
+            monitor.stop();
+            monitor.stop();
+            server.close();
+        }
+        assert.equal(master.getRotation().inRotation, true);
     });
 
     await t.test('env reaches the workers, numbers stringified', async () => {

@@ -75,6 +75,17 @@ async function run(): Promise<void> {
     const status: number = master.getStatus();
     console.log(statuses, started, place, first.pid, status === Master.STATUS_STARTED, master.getStatusName());
     const delta: number = await master.rescale(8);
+    master.markDown();
+    master.markUp();
+    const rotation: boolean = master.getRotation().inRotation;
+    master.on('rotation', (info) => {
+        const why: string | null = info.message;
+        const monitor: string | null = info.monitor;
+        void [why, monitor, info.manual];
+    });
+    void rotation;
+    const ecv = master.monitorEcv({ url: 'http://127.0.0.1:8080/health', validator: 200, interval: '5s' });
+    ecv.stop();
     const restarted: boolean = await master.restartWorkerById(first.id);
     console.log(delta, restarted, master.getConfig().count);
     await master.gracefulReload();

@@ -2,7 +2,7 @@
 //! by core ([`MasterOptions::into_config`]) before anything starts.
 //!
 //! ```toml
-//! http = "127.0.0.1:9091"      # optional: socket, http, logFormat
+//! http = "127.0.0.1:9091"      # optional: socket, http, logFormat, monitor, monitorToken, monitorPublic
 //!
 //! [groups.web]                 # the table key is the group's name
 //! program = "./server"         # or script = "app.js"
@@ -14,7 +14,10 @@
 //! maxMemoryBytes = "150MiB"    # with a unit ("5s", "250ms"), sizes in bytes or with one
 //! ```
 //!
-//! A group may also have `cronRestart = "0 3 * * *"` (a reload of the group at those times) and
+//! A group may also have `ecv = { url = "http://127.0.0.1:8080/health", validator = "^ok",
+//! interval = "5s", timeout = "2s", failuresBeforeDown = 3 }` (the ECV monitor, `drover::ecv`:
+//! the group goes out of rotation while the URL fails), `cronRestart = "0 3 * * *"` (a reload of
+//! the group at those times) and
 //! `env_NAME = { ... }` tables, merged over `env` when drover runs with `--env NAME`. A PM2
 //! ecosystem file (`-c ecosystem.config.js`) is read by `pm2.rs` into the same groups.
 //!
@@ -42,6 +45,8 @@ pub struct Group {
     pub config: MasterConfig,
     /// When to reload the group (`cronRestart`), in local time.
     pub cron_restart: Option<croner::Cron>,
+    /// The ECV monitor (`ecv`), started with the group; a reload that changes it replaces it.
+    pub ecv: Option<drover::ecv::EcvMonitor>,
 }
 
 /// Everything `drover run` needs, validated.
@@ -59,6 +64,18 @@ pub struct Plan {
     pub node_preload: Option<String>,
     /// What drover could not set up but runs without (logged at start).
     pub warnings: Vec<String>,
+    /// The monitor page (`--monitor`, `monitor = true`), off by default.
+    pub monitor: MonitorPlan,
+}
+
+/// Whether and how the monitor page is served (see `http.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct MonitorPlan {
+    pub enabled: bool,
+    /// `--monitor-token`, `$DROVER_MONITOR_TOKEN`, `monitorToken`; else one is generated.
+    pub token: Option<String>,
+    /// `--monitor-public`, `monitorPublic`: allowed on a non-loopback address.
+    pub public: bool,
 }
 
 /// What `drover run` does when a group fails for good: it gave up restarting (FAILED), or every
@@ -93,6 +110,8 @@ pub struct GroupSource {
     /// `env_NAME` sets, by NAME.
     pub env_sets: BTreeMap<String, serde_json::Value>,
     pub cron_restart: Option<String>,
+    /// `ecv`, as the file gives it.
+    pub ecv: Option<serde_json::Value>,
     pub place: Place,
 }
 
@@ -156,6 +175,11 @@ struct File {
     on_group_failure: Option<OnGroupFailure>,
     node_preload: Option<String>,
     #[serde(default)]
+    monitor: bool,
+    monitor_token: Option<String>,
+    #[serde(default)]
+    monitor_public: bool,
+    #[serde(default)]
     groups: BTreeMap<String, toml::Table>,
 }
 
@@ -195,6 +219,13 @@ pub fn plan(args: &RunArgs) -> Result<Plan, PlanError> {
             plan
         }
     };
+    let mut plan = plan;
+    plan.monitor.enabled |= args.monitor;
+    plan.monitor.public |= args.monitor_public;
+    if args.monitor_token.is_some() {
+        plan.monitor.token = args.monitor_token.clone();
+    }
+    check_monitor(&plan)?;
     Ok(plan)
 }
 
@@ -250,6 +281,7 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
             options,
             config,
             cron_restart: None,
+            ecv: None,
         }],
         socket: args.socket.socket.clone(),
         http: args.http.clone(),
@@ -259,7 +291,49 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         warnings: Vec::new(),
         ignored: Vec::new(),
         source: None,
+        monitor: MonitorPlan::default(),
     })
+}
+
+/// The shortest monitor token accepted (a guessable token would open the workers' controls).
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The monitor's safety rules: it needs the HTTP endpoint, a token long enough, and a loopback
+/// address unless `--monitor-public` says otherwise.
+fn check_monitor(plan: &Plan) -> Result<(), PlanError> {
+    let monitor = &plan.monitor;
+    if let Some(token) = &monitor.token {
+        // Characters that travel unescaped in a URL's query and in a cookie.
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+        if token.chars().count() < MIN_TOKEN_CHARS || !token.chars().all(plain) {
+            return Err(PlanError::CommandLine(format!(
+                "monitor token: at least {MIN_TOKEN_CHARS} characters of A-Z a-z 0-9 - . _ ~ (or give none: one is generated)"
+            )));
+        }
+    }
+    if !monitor.enabled {
+        return Ok(());
+    }
+    let Some(http) = &plan.http else {
+        return Err(PlanError::CommandLine(
+            "--monitor is served on the HTTP endpoint: give --http 127.0.0.1:PORT too".into(),
+        ));
+    };
+    if !monitor.public && !is_loopback(http) {
+        return Err(PlanError::CommandLine(format!(
+            "--monitor on --http {http}: not a loopback address; the monitor controls the workers, so it is served on 127.0.0.1 or [::1] unless --monitor-public (monitorPublic = true) says otherwise"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether an `--http` address is loopback only (`127.0.0.1:9091`, `[::1]:9091`, `localhost:9091`).
+pub fn is_loopback(addr: &str) -> bool {
+    if let Ok(socket) = addr.parse::<std::net::SocketAddr>() {
+        return socket.ip().is_loopback();
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host == "localhost"
 }
 
 /// Core's validation, plus what the command needs of every group: captured output, and restarts
@@ -327,10 +401,13 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
         let mut options = serde_json::Map::new();
         let mut env_sets = BTreeMap::new();
         let mut cron_restart = None;
+        let mut ecv = None;
         for (k, v) in table {
             let value = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
             if let Some(name) = k.strip_prefix("env_") {
                 env_sets.insert(name.to_string(), value);
+            } else if k == "ecv" {
+                ecv = Some(value);
             } else if k == "cronRestart" {
                 cron_restart = Some(v.as_str().map(str::to_owned).ok_or_else(|| PlanError::Invalid {
                     file: file.into(),
@@ -348,6 +425,7 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
             options,
             env_sets,
             cron_restart,
+            ecv,
             place: Place::Table,
         });
     }
@@ -372,6 +450,11 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
         log_format: parsed.log_format.unwrap_or_default(),
         on_group_failure: parsed.on_group_failure.unwrap_or_default(),
         node_preload: parsed.node_preload,
+        monitor: MonitorPlan {
+            enabled: parsed.monitor,
+            token: parsed.monitor_token,
+            public: parsed.monitor_public,
+        },
         ..plan
     })
 }
@@ -442,6 +525,14 @@ fn validate_groups(
                     .map_err(|e| invalid("cronRestart", format!("{expr:?} is not a cron expression: {e}")))?,
             ),
         };
+        let ecv = match source.ecv.take() {
+            None => None,
+            Some(value) => {
+                let options: drover::ecv::EcvOptions =
+                    serde_json::from_value(value).map_err(|e| invalid("ecv", e.to_string()))?;
+                Some(drover::ecv::EcvMonitor::new(options).map_err(|e| invalid("ecv", e.to_string()))?)
+            }
+        };
         if groups.iter().any(|g| g.name == config.name) {
             return Err(PlanError::DuplicateName {
                 file: file.into(),
@@ -455,6 +546,7 @@ fn validate_groups(
             options,
             config,
             cron_restart,
+            ecv,
         });
     }
     let plan = Plan {
@@ -467,6 +559,7 @@ fn validate_groups(
         warnings: Vec::new(),
         ignored: Vec::new(),
         source: None,
+        monitor: MonitorPlan::default(),
     };
     Ok(plan)
 }

@@ -81,6 +81,14 @@ pub enum Request {
     Start {
         group: String,
     },
+    /// Take a group out of rotation (ECV): `/readyz` and `/ecv` say so; its workers run on.
+    Down {
+        group: String,
+    },
+    /// Put a group marked down back in rotation (unless its ECV monitor judges it down).
+    Up {
+        group: String,
+    },
 }
 
 /// What `drover store` does: one of the master's `drover.store.*` handlers (PROTOCOL.md §5.6).
@@ -197,7 +205,21 @@ pub struct GroupReport {
     pub count: usize,
     /// Workers alive and STARTED.
     pub started: usize,
+    /// Whether the group is in rotation (ECV: `drover down`/`up`, the monitor).
+    #[serde(default = "in_rotation_by_default")]
+    pub in_rotation: bool,
+    /// Why it is out of rotation, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_rotation: Option<String>,
     pub workers: Vec<WorkerReport>,
+    /// The last exits of the group's workers, newest last (at most
+    /// [`crate::run::RECENT_EXITS`]), e.g. `worker 2 (pid 4121) exited: killed by SIGKILL...`.
+    #[serde(default)]
+    pub recent_exits: Vec<String>,
+}
+
+fn in_rotation_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -1103,8 +1125,15 @@ pub mod client {
         }
         for g in &report.groups {
             out.push_str(&format!(
-                "{}: {} ({}/{} STARTED)\n",
-                g.name, g.status, g.started, g.count
+                "{}: {} ({}/{} STARTED){}\n",
+                g.name,
+                g.status,
+                g.started,
+                g.count,
+                match &g.out_of_rotation {
+                    Some(why) => format!(", OUT OF ROTATION: {why}"),
+                    None => String::new(),
+                }
             ));
         }
         out
@@ -1380,6 +1409,9 @@ mod tests {
                     counters: [("jobs".to_string(), 3.0)].into(),
                     ..WorkerReport::default()
                 }],
+                in_rotation: false,
+                out_of_rotation: Some("marked down by hand".into()),
+                recent_exits: Vec::new(),
             }],
         };
         let table = client::table(&report);
@@ -1393,6 +1425,9 @@ mod tests {
                 && lines[1].ends_with("PROCESSING jobs=3"),
             "{table}"
         );
-        assert_eq!(lines[2], "web: STARTED (1/1 STARTED)");
+        assert_eq!(
+            lines[2],
+            "web: STARTED (1/1 STARTED), OUT OF ROTATION: marked down by hand"
+        );
     }
 }

@@ -189,6 +189,21 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Take GROUP out of rotation (ECV): /readyz and /ecv answer 503 "out of rotation" while its
+    /// workers keep running and serving.
+    Down {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Put GROUP back in rotation (unless its ECV monitor judges it down).
+    Up {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
 }
 
 /// The options of `drover run`.
@@ -231,6 +246,17 @@ pub struct RunArgs {
     /// Serve /health and /metrics on this address, e.g. 127.0.0.1:9091.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Serve the monitor page (/monitor) and its API on the --http endpoint: off by default, and
+    /// protected by a token (--monitor-token, else one is generated and printed at start).
+    #[arg(long)]
+    pub monitor: bool,
+    /// The monitor's token (at least 16 characters); default: a random one, printed at start.
+    #[arg(long, env = "DROVER_MONITOR_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub monitor_token: Option<String>,
+    /// Allow the monitor on an --http address that is not loopback (it controls the workers:
+    /// put TLS and a firewall in front of it).
+    #[arg(long)]
+    pub monitor_public: bool,
     /// `plain` (prefixed lines) or `json` (one JSON object per line).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<logs::LogFormat>,
@@ -318,5 +344,7 @@ fn main() -> ExitCode {
             control::client::request(&socket, control::Request::Stop { hard, group })
         }
         Command::Start { group, socket } => control::client::request(&socket, control::Request::Start { group }),
+        Command::Down { group, socket } => control::client::request(&socket, control::Request::Down { group }),
+        Command::Up { group, socket } => control::client::request(&socket, control::Request::Up { group }),
     }
 }

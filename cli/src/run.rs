@@ -24,6 +24,9 @@ use crate::{fdlimit, http, procinfo, reaper, usage, watchdog, RunArgs};
 /// How long `drover status --app` and `/status/app` wait for the workers' status functions.
 const APP_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The exits kept per group for `status` and the monitor page (the newest; older ones go).
+pub const RECENT_EXITS: usize = 10;
+
 /// Exit code for a configuration drover refuses (nothing was started).
 const BAD_CONFIG: u8 = 2;
 
@@ -57,6 +60,12 @@ pub struct Shared {
     progress: std::sync::Mutex<std::collections::HashMap<String, (&'static str, usize)>>,
     /// Workers' recent CPU use, for `status`.
     cpu: CpuRates,
+    /// Per group, its last [`RECENT_EXITS`] exits in words, newest last.
+    recent_exits: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<String>>>,
+    /// Each group's ECV monitor, running while it is here (replaced when a reload changes it).
+    ecv: std::sync::Mutex<std::collections::HashMap<String, (drover::ecv::EcvMonitor, drover::EcvGuard)>>,
+    /// The monitor page's token; `None`: the monitor is off.
+    pub monitor_token: Option<String>,
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -169,6 +178,7 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
     let mut feeds = Vec::new();
     let mut applied = std::collections::HashMap::new();
     let mut crons = Vec::new();
+    let mut ecv = std::collections::HashMap::new();
     for group in plan.groups {
         let master = match Master::new(group.config) {
             Ok(master) => master,
@@ -176,12 +186,34 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
                 return fail(ExitCode::from(BAD_CONFIG), format!("group {}: {error}", group.name));
             }
         };
+        if let Some(monitor) = group.ecv {
+            log.info(
+                "ecv",
+                &format!(
+                    "group {}: ECV monitor probes {} every {:?} (out of rotation after {} failure(s))",
+                    group.name,
+                    monitor.url(),
+                    monitor.interval(),
+                    monitor.failures_before_down()
+                ),
+            );
+            let guard = master.monitor_ecv(monitor.clone());
+            ecv.insert(group.name.clone(), (monitor, guard));
+        }
         feeds.push((group.name.clone(), master.events(), master.output()));
         let (cron_tx, cron_rx) = tokio::sync::watch::channel(group.cron_restart);
         crons.push((group.name.clone(), master.clone(), cron_rx));
         applied.insert(group.name.clone(), (group.options, cron_tx));
         groups.push((group.name, master));
     }
+    let monitor_token = match (plan.monitor.enabled, &plan.monitor.token) {
+        (false, _) => None,
+        (true, Some(token)) => Some(token.clone()),
+        (true, None) => match http::new_token() {
+            Ok(token) => Some(token),
+            Err(error) => return fail(ExitCode::FAILURE, format!("--monitor: cannot make a token: {error}")),
+        },
+    };
     let shared = Arc::new(Shared {
         groups,
         source: plan.source.clone(),
@@ -197,6 +229,9 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
         maybe_finished: tokio::sync::Notify::new(),
         progress: Default::default(),
         cpu: CpuRates::default(),
+        recent_exits: Default::default(),
+        ecv: std::sync::Mutex::new(ecv),
+        monitor_token,
     });
     for warning in &plan.warnings {
         log.info("warning", warning);
@@ -228,10 +263,24 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
 
     if let Some(addr) = &plan.http {
         match http::serve(addr, shared.clone()).await {
-            Ok(local) => log.info(
-                "http",
-                &format!("http listening on {local} (/livez, /readyz, /health, /metrics)"),
-            ),
+            Ok(local) => {
+                log.info(
+                    "http",
+                    &format!("http listening on {local} (/livez, /readyz, /health, /ecv, /metrics)"),
+                );
+                if let Some(token) = &shared.monitor_token {
+                    // Said once, to whoever started drover: the way into the monitor.
+                    let shown = if plan.monitor.token.is_some() {
+                        "TOKEN"
+                    } else {
+                        token.as_str()
+                    };
+                    log.info(
+                        "monitor",
+                        &format!("monitor page: http://{local}/monitor?token={shown}"),
+                    );
+                }
+            }
             Err(error) => {
                 return fail(ExitCode::FAILURE, format!("--http {addr}: {error}"));
             }
@@ -612,7 +661,7 @@ impl Shared {
                 format!("config changed: {}", changes.join("; "))
             };
             self.log.event(who, "config", &said);
-            new_config = Some((group.config, group.options, group.cron_restart));
+            new_config = Some((group.config, group.options, group.cron_restart, group.ecv));
         } else if let Some(source) = &self.source {
             self.log.event(
                 who,
@@ -624,7 +673,7 @@ impl Shared {
             );
         }
         let (count, reload) = match &new_config {
-            Some((c, _, _)) => (c.count, c.reload),
+            Some((c, _, _, _)) => (c.count, c.reload),
             None => {
                 let c = master.config();
                 (c.count, c.reload)
@@ -638,9 +687,10 @@ impl Shared {
         self.notify.reloading();
         let began = Instant::now();
         let result = match new_config {
-            Some((config, options, cron)) => {
+            Some((config, options, cron, ecv)) => {
                 let result = master.graceful_reload(Some(config)).await;
                 if result.is_ok() {
+                    self.replace_ecv(name, master, ecv);
                     let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some((old, cron_tx)) = applied.get_mut(name) {
                         *old = options;
@@ -893,6 +943,8 @@ impl Shared {
                     Err(e) => Response::failed(format!("{group}: start: {e}")),
                 }
             }
+            Request::Down { group } => self.mark(&group, true),
+            Request::Up { group } => self.mark(&group, false),
             Request::Stop { hard, group: None } => {
                 let exits: usize = self
                     .groups
@@ -908,7 +960,59 @@ impl Shared {
         }
     }
 
-    async fn status_report(&self) -> StatusReport {
+    /// Runs `monitor` as the group's ECV monitor if it differs from the one running (an unchanged
+    /// one keeps running, with what it has seen so far).
+    fn replace_ecv(&self, name: &str, master: &Master, monitor: Option<drover::ecv::EcvMonitor>) {
+        let mut monitors = self.ecv.lock().unwrap_or_else(|p| p.into_inner());
+        let running = monitors.get(name).map(|(m, _)| m);
+        if running == monitor.as_ref() {
+            return;
+        }
+        let who = Who {
+            group: name,
+            id: None,
+            pid: None,
+        };
+        match monitor {
+            Some(monitor) => {
+                self.log.event(
+                    who,
+                    "ecv",
+                    &format!(
+                        "ECV monitor now probes {} every {:?}",
+                        monitor.url(),
+                        monitor.interval()
+                    ),
+                );
+                let guard = master.monitor_ecv(monitor.clone());
+                monitors.insert(name.to_string(), (monitor, guard));
+            }
+            None => {
+                self.log.event(who, "ecv", "ECV monitor removed");
+                monitors.remove(name);
+            }
+        }
+    }
+
+    /// `drover down` (`down`) and `drover up`: core's manual mark; the answer says where the
+    /// group now stands (a monitor may still hold it down).
+    fn mark(&self, group: &str, down: bool) -> Response {
+        let master = match self.group(group) {
+            Ok(m) => m,
+            Err(e) => return Response::failed(e),
+        };
+        if down {
+            master.mark_down();
+        } else {
+            master.mark_up();
+        }
+        match master.rotation().why() {
+            None => Response::done(format!("{group}: in rotation")),
+            Some(why) => Response::done(format!("{group}: out of rotation ({why})")),
+        }
+    }
+
+    pub async fn status_report(&self) -> StatusReport {
         let rates = self.cpu.rates(&self.live_pids()).await;
         let now = SystemTime::now();
         let groups = self
@@ -945,8 +1049,19 @@ impl Shared {
                         }
                     })
                     .collect();
+                let rotation = master.rotation();
+                let recent_exits = self
+                    .recent_exits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .map(|exits| exits.iter().cloned().collect())
+                    .unwrap_or_default();
                 GroupReport {
                     name: name.clone(),
+                    in_rotation: rotation.in_rotation(),
+                    out_of_rotation: rotation.why(),
+                    recent_exits,
                     status: self.group_status(name, master),
                     count: master.config().count,
                     started: workers
@@ -1080,9 +1195,17 @@ fn on_event(shared: &Shared, group: &str, event: Event) {
     // The metrics first: they count events the log does not show.
     match &event {
         Event::Message { .. } => shared.metrics.message_in(group),
-        Event::Exit(exit) => shared
-            .metrics
-            .exit(group, exit.id, exit.reason.kind_name(), exit.requested),
+        Event::Exit(exit) => {
+            shared
+                .metrics
+                .exit(group, exit.id, exit.reason.kind_name(), exit.requested);
+            let mut recent = shared.recent_exits.lock().unwrap_or_else(|p| p.into_inner());
+            let exits = recent.entry(group.to_string()).or_default();
+            if exits.len() >= RECENT_EXITS {
+                exits.pop_front();
+            }
+            exits.push_back(event.to_string());
+        }
         Event::Restarting { id, .. } => shared.metrics.restart(group, *id),
         Event::Recycling { reason, .. } => shared.metrics.recycle(group, recycle_reason(reason)),
         Event::Status {

@@ -93,6 +93,7 @@
 pub mod bus;
 pub mod busy_poll;
 pub mod config;
+pub mod ecv;
 pub mod error;
 pub mod exit;
 pub mod listen;
@@ -136,7 +137,7 @@ pub use master::output::{OutputLine, OutputLines, OutputStream};
 pub use master::pids::{is_worker_pid, lock_worker_pids, WorkerPids};
 pub use master::spawn::{cpu_seconds, rss_bytes};
 pub use master::worker::{SendError, WorkerInfo};
-pub use master::{BroadcastReport, Master, RecyclePredicate, BROADCAST_TIMEOUT};
+pub use master::{BroadcastReport, EcvGuard, Master, RecyclePredicate, BROADCAST_TIMEOUT};
 pub use policy::{Backoff, Intensity, ReloadStrategy, RestartPolicy};
 pub use protocol::ProtocolError;
 pub use signals::{SignalAction, SignalPolicy};

@@ -149,6 +149,10 @@ pub enum drover_event_kind {
     /// program itself, through `drover_master_request()`), `data` the arguments as JSON. Answer it
     /// with `drover_master_respond()`; one left unanswered fails at its asker with a timeout.
     Request = 12,
+    /// The group went out of rotation (`to` 0) or back in (`to` 1): `drover_master_mark_down()`,
+    /// `drover_master_mark_up()` or an ECV monitor; `text` says why, `json` has `manual` and
+    /// `monitor`. Its workers run on either way.
+    Rotation = 13,
 }
 
 /// What `drover_master_handle_signal()` did.
@@ -291,6 +295,8 @@ pub(crate) struct MasterState {
     pub(crate) events: Arc<Mailbox<MasterItem>>,
     /// Requests for the program's handlers, waiting for `drover_master_respond()`.
     pub(crate) answers: crate::request::Answers,
+    /// The ECV monitor `drover_master_monitor_ecv()` runs, if any (dropped before the runtime).
+    pub(crate) ecv: std::sync::Mutex<Option<drover_core::EcvGuard>>,
     /// Declared last: dropped after the master, once every worker is reaped.
     pub(crate) runtime: Runtime,
 }
@@ -474,6 +480,10 @@ fn event_to_c(event: &Event) -> drover_event {
             drover_event_kind::MasterStatus
         }
         Event::Dropped { .. } => drover_event_kind::Dropped,
+        Event::Rotation(rotation) => {
+            out.to = u32::from(rotation.in_rotation());
+            drover_event_kind::Rotation
+        }
         // A kind newer than this mapping: NONE, with `text` and `json` still describing it.
         _ => drover_event_kind::None,
     };
@@ -508,6 +518,7 @@ pub extern "C" fn drover_master_new(
             master,
             events,
             answers: crate::request::Answers::default(),
+            ecv: std::sync::Mutex::new(None),
             runtime,
         }));
         Ok(())
@@ -763,6 +774,76 @@ pub extern "C" fn drover_master_graceful_reload(
             Some(config::snapshot(new_config, "new_config")?.into_config()?)
         };
         Ok(state.runtime.block_on(state.master.graceful_reload(new_config))?)
+    })
+}
+
+/// Takes the group out of rotation by hand (ECV): whatever answers a load balancer's health check
+/// for it (the `drover` command's `/readyz`, `/ecv`) says "out of rotation", while its workers
+/// keep running and serving. A DROVER_EVENT_KIND_ROTATION event says so if it changed anything.
+/// Lasts until `drover_master_mark_up`.
+#[no_mangle]
+pub extern "C" fn drover_master_mark_down(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        state.master.mark_down();
+        Ok(())
+    })
+}
+
+/// Lifts `drover_master_mark_down`: the group is in rotation again unless an ECV monitor judges
+/// it down.
+#[no_mangle]
+pub extern "C" fn drover_master_mark_up(master: *mut drover_master) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        state.master.mark_up();
+        Ok(())
+    })
+}
+
+/// Writes to `*out_in_rotation` whether the group is in rotation: marked down neither by hand
+/// nor by an ECV monitor.
+#[no_mangle]
+pub extern "C" fn drover_master_in_rotation(master: *const drover_master, out_in_rotation: *mut bool) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let out = try_out!(out_in_rotation);
+        out.write(state.master.in_rotation());
+        Ok(())
+    })
+}
+
+/// Runs an ECV monitor for the group (PROTOCOL.md §5.9), replacing the one running: `options_json`
+/// is `{"url": "http://127.0.0.1:8080/health", "validator": "^ok" or 200, "interval": 5000,
+/// "timeout": 2000, "failuresBeforeDown": 3}` (durations in ms or as "5s"). While the master is
+/// STARTED it probes `url`; after `failuresBeforeDown` failures in a row the group is out of
+/// rotation (a DROVER_EVENT_KIND_ROTATION event, `text` saying why) and the first passing probe
+/// puts it back. NULL stops the monitor and lifts its mark. DROVER_RESULT_INVALID_CONFIG names
+/// the option that is wrong; the running monitor is then kept.
+#[no_mangle]
+pub extern "C" fn drover_master_monitor_ecv(master: *mut drover_master, options_json: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(MASTERS, master);
+        let monitor = if options_json.is_null() {
+            None
+        } else {
+            let invalid = |message: String| {
+                Failure::new(
+                    drover_result::InvalidConfig,
+                    format!("invalid configuration: {message}"),
+                )
+            };
+            let options: drover_core::ecv::EcvOptions =
+                serde_json::from_str(try_str!(options_json)).map_err(|e| invalid(format!("ecv: {e}")))?;
+            Some(drover_core::ecv::EcvMonitor::new(options).map_err(|e| invalid(e.to_string()))?)
+        };
+        let guard = monitor.map(|monitor| {
+            let _context = state.runtime.enter();
+            state.master.monitor_ecv(monitor)
+        });
+        let old = std::mem::replace(&mut *state.ecv.lock().unwrap_or_else(|p| p.into_inner()), guard);
+        drop(old);
+        Ok(())
     })
 }
 

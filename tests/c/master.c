@@ -12,6 +12,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -72,6 +74,10 @@ static int is_exit_of(const drover_event *e, const void *pid) {
 
 static int is_message_from(const drover_event *e, const void *id) {
     return e->kind == DROVER_EVENT_KIND_MESSAGE && e->worker_id == *(const uint64_t *)id;
+}
+
+static int is_rotation(const drover_event *e, const void *to) {
+    return e->kind == DROVER_EVENT_KIND_ROTATION && e->to == *(const uint32_t *)to;
 }
 
 static int is_master_status(const drover_event *e, const void *to) {
@@ -221,6 +227,52 @@ static void check_messages_through_the_fd(drover_master *master, size_t count) {
     CHECK(!fd_readable(fd, 0));
 }
 
+/* ECV: marked down, the group is out of rotation (an event says so) and its workers run on. */
+static void check_mark_down_and_up(drover_master *master, size_t count) {
+    bool in_rotation = false;
+    CHECK_OK(drover_master_in_rotation(master, &in_rotation));
+    CHECK(in_rotation);
+    CHECK_OK(drover_master_mark_down(master));
+    CHECK_OK(drover_master_in_rotation(master, &in_rotation));
+    CHECK(!in_rotation);
+    uint32_t out = 0, in = 1;
+    drover_event event = {.size = sizeof(drover_event)};
+    wait_event(master, is_rotation, &out, &event);
+    CHECK(strstr(event.text, "marked down by hand") != NULL);
+    CHECK(strstr(event.json, "\"manual\":true") != NULL);
+    drover_event_clear(&event);
+    check_all_started(master, count);
+    CHECK_OK(drover_master_mark_up(master));
+    wait_event(master, is_rotation, &in, &event);
+    CHECK(strstr(event.text, "back in rotation") != NULL);
+    drover_event_clear(&event);
+    CHECK_OK(drover_master_in_rotation(master, &in_rotation));
+    CHECK(in_rotation);
+    CHECK(drover_master_mark_down(NULL) == DROVER_RESULT_NULL_ARGUMENT);
+    CHECK(drover_master_in_rotation(master, NULL) == DROVER_RESULT_NULL_ARGUMENT);
+
+    /* The ECV monitor, probing a port where nothing listens (bound, then closed): out of rotation. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    CHECK(bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&addr, &len) == 0);
+    close(fd);
+    char options[256];
+    snprintf(options, sizeof options, "{\"url\":\"http://127.0.0.1:%u/health\",\"interval\":100}", ntohs(addr.sin_port));
+    CHECK(drover_master_monitor_ecv(master, "{\"url\":\"ftp://x/\"}") == DROVER_RESULT_INVALID_CONFIG);
+    CHECK(strstr(drover_last_error(), "ecv `url`") != NULL);
+    CHECK_OK(drover_master_monitor_ecv(master, options));
+    wait_event(master, is_rotation, &out, &event);
+    CHECK(strstr(event.json, "\"monitor\":\"http://127.0.0.1:") != NULL);
+    drover_event_clear(&event);
+    check_all_started(master, count);
+    CHECK_OK(drover_master_monitor_ecv(master, NULL)); /* stopped: its mark goes */
+    wait_event(master, is_rotation, &in, &event);
+    drover_event_clear(&event);
+}
+
 static void test_rust_workers(void) {
     drover_config *config = config_for(rust_worker, 3);
     drover_master *master = master_for(config);
@@ -259,6 +311,7 @@ static void test_rust_workers(void) {
     CHECK(strstr(event.json, "\"event\":\"message\"") != NULL);
     drover_event_clear(&event);
     check_messages_through_the_fd(master, 3);
+    check_mark_down_and_up(master, 3);
 
     /* Exit reasons: kill -9, exit(0), exit(3). */
     CHECK(kill((pid_t)pids[0], SIGKILL) == 0);

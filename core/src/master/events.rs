@@ -186,6 +186,9 @@ pub enum Event {
         /// The new status.
         to: MasterStatus,
     },
+    /// The group went out of rotation or back in (ECV: [`crate::Master::mark_down`], the ECV
+    /// monitor): what a load balancer's health check of the group now says. Its workers run on.
+    Rotation(crate::ecv::Rotation),
     /// This subscriber's queue was full (it read too slowly): `count` events were dropped here,
     /// in their place in the stream. Only messages, heartbeats and protocol errors are dropped
     /// from a full queue (see the module documentation); never seen by callback subscribers.
@@ -532,6 +535,7 @@ impl Event {
             Event::Recycling { .. } => "recycling",
             Event::GaveUp { .. } => "gave_up",
             Event::NoWorkerLeft => "no_worker_left",
+            Event::Rotation(_) => "rotation",
             Event::MasterStatus { .. } => "master_status",
             Event::Dropped { .. } => "dropped",
         }
@@ -549,9 +553,11 @@ impl Event {
             Event::Exit(exit) => worker(exit.id, Some(exit.pid)),
             Event::Failed { id, pid, .. } => worker(*id, *pid),
             Event::Restarting { id, .. } | Event::Recycling { id, .. } => worker(*id, None),
-            Event::GaveUp { .. } | Event::NoWorkerLeft | Event::MasterStatus { .. } | Event::Dropped { .. } => {
-                Subject::Master
-            }
+            Event::GaveUp { .. }
+            | Event::NoWorkerLeft
+            | Event::Rotation(_)
+            | Event::MasterStatus { .. }
+            | Event::Dropped { .. } => Subject::Master,
         }
     }
 
@@ -626,6 +632,14 @@ impl Event {
             }),
             Event::Dropped { count } => json!({ "v": v, "event": event, "count": count }),
             Event::NoWorkerLeft => json!({ "v": v, "event": event }),
+            Event::Rotation(rotation) => json!({
+                "v": v,
+                "event": event,
+                "in_rotation": rotation.in_rotation(),
+                "manual": rotation.manual,
+                "monitor": rotation.monitor,
+                "message": rotation.why(),
+            }),
         }
     }
 
@@ -701,6 +715,10 @@ impl std::fmt::Display for Summary<'_> {
                     "{count} events dropped: the event queue was full (its reader fell behind)"
                 )
             }
+            Event::Rotation(rotation) => match rotation.why() {
+                None => f.write_str("back in rotation"),
+                Some(why) => write!(f, "out of rotation ({why}); the workers keep running"),
+            },
             Event::NoWorkerLeft => write!(
                 f,
                 "no worker left: every worker exited and none is being restarted (restart policy)"

@@ -25,6 +25,7 @@ pub mod output;
 pub mod pids;
 mod readiness;
 mod reload;
+mod rotation;
 pub(crate) mod router;
 pub(crate) mod spawn;
 pub(crate) mod worker;
@@ -43,6 +44,8 @@ use crate::WorkerId;
 use arbiter::{Command, Op};
 use events::{Event, EventHub, Events};
 use worker::{WorkerHandle, WorkerInfo};
+
+pub use rotation::EcvGuard;
 
 /// One worker id and the process currently behind it.
 struct Slot {
@@ -74,6 +77,8 @@ struct Inner {
     router: Arc<router::Router>,
     /// The user's recycling decision ([`Master::recycle_when`]).
     recycle_predicate: Mutex<Option<RecyclePredicate>>,
+    /// Whether the group is in rotation (ECV), and why not ([`Master::mark_down`]).
+    rotation: Mutex<crate::ecv::Rotation>,
 }
 
 /// A user's recycling decision: given a STARTED worker's snapshot (uptime from `started_at`,
@@ -134,6 +139,7 @@ impl Master {
         let inner = Arc::new_cyclic(|weak| Inner {
             router: Arc::new(router::Router::new(weak.clone(), store)),
             recycle_predicate: Mutex::new(None),
+            rotation: Mutex::default(),
             config: Mutex::new(Arc::new(config)),
             slots: Mutex::new(BTreeMap::new()),
             status,
