@@ -121,6 +121,7 @@ pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{errno_name, ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
+pub use master::election;
 pub use master::events::{
     message_json_text, Event, Events, Subject, Subscription, Summary, WorkerFailure, EVENT_JSON_VERSION,
     EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,

@@ -12,6 +12,7 @@
 
 mod arbiter;
 pub mod cgroup;
+pub mod election;
 pub(crate) mod events;
 mod guardian;
 // Internals for the Node addon and the `drover` command, not API a Rust user needs: hidden from the
@@ -459,6 +460,13 @@ impl Master {
     pub fn store(&self, op: &str, args: serde_json::Value) -> Result<serde_json::Value, crate::request::RequestError> {
         let name = format!("{}{op}", router::STORE_PREFIX);
         self.inner.router.store_request(0, &name, args)
+    }
+
+    /// Who leads leadership `key` among the workers that joined it (PROTOCOL.md §5.8), and the
+    /// leadership's term; `None`: no worker has joined `key`. The inner `None`: nobody leads for
+    /// now (no participant is STARTED, or a deposed leader has not let go yet).
+    pub fn leader(&self, key: &str) -> Option<(Option<WorkerId>, u64)> {
+        self.inner.router.leader(key)
     }
 
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then

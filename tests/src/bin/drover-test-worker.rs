@@ -35,6 +35,11 @@
 //! `data`: replies `{"sent": count}` or `{"send_error": error}`); a message from another worker is
 //! reported as `{"from": id, "got": data}`, a change under a store watch as `{"changed": {...}}`.
 //!
+//! Leadership (PROTOCOL.md §5.8): with `DROVER_TEST_LEADERSHIP=key` it joins that leadership
+//! before STARTED and reports each `leader` frame as `{"leader": {key, leader, term, you}}`; while
+//! it leads it holds one TCP connection to `DROVER_TEST_UPSTREAM` (host:port) if set; deposed, it
+//! closes it, waits `DROVER_TEST_RESIGN_AFTER_MS` (default 200) and resigns (`{"resigned": key}`).
+//!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
 //! pid, and close it.
@@ -105,6 +110,11 @@ async fn run() {
         let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
         bus.sender().set_handlers(&names).await.expect("declare handlers");
     }
+    let leadership = std::env::var("DROVER_TEST_LEADERSHIP").ok();
+    if let Some(key) = &leadership {
+        bus.sender().leader_join(key).await.expect("join the leadership");
+    }
+    let mut upstream: Option<std::net::TcpStream> = None;
     match mode.as_str() {
         "exit-before-start" => std::process::exit(arg as i32),
         "never-start" => {}
@@ -166,6 +176,12 @@ async fn run() {
             BusEvent::StoreChanged { watch, path, value } => {
                 let _ = bus
                     .send_message(&json!({ "changed": { "watch": watch, "path": path, "value": value } }))
+                    .await;
+            }
+            BusEvent::Leader { key, leader, term, you } => {
+                on_leader(&bus, &mut upstream, &key, you).await;
+                let _ = bus
+                    .send_message(&json!({ "leader": { "key": key, "leader": leader, "term": term, "you": you } }))
                     .await;
             }
             BusEvent::Closed(_) => std::process::exit(0),
@@ -561,4 +577,33 @@ fn raw(mut bytes: &[u8]) {
             _ => return,
         }
     }
+}
+
+/// A `leader` frame: the leader holds its one upstream connection; a deposed one closes it, then
+/// (after a while, to show that nobody is elected meanwhile) resigns.
+async fn on_leader(bus: &MessageBus, upstream: &mut Option<std::net::TcpStream>, key: &str, you: bool) {
+    let address = std::env::var("DROVER_TEST_UPSTREAM").ok();
+    if you {
+        if let (None, Some(address)) = (&upstream, address) {
+            match std::net::TcpStream::connect(&address) {
+                Ok(stream) => *upstream = Some(stream),
+                Err(e) => eprintln!("drover-test-worker: upstream {address}: {e}"),
+            }
+        }
+        return;
+    }
+    let Some(stream) = upstream.take() else { return };
+    drop(stream);
+    let after = std::env::var("DROVER_TEST_RESIGN_AFTER_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(200);
+    let sender = bus.sender();
+    let key = key.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        if sender.leader_resign(&key).await.is_ok() {
+            let _ = sender.send_message(&json!({ "resigned": key })).await;
+        }
+    });
 }
