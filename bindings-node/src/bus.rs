@@ -270,6 +270,9 @@ fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
     let event = match event {
         BusEvent::Request(incoming) => return calls.take(incoming),
         BusEvent::WorkerMessage { from, data } => json!({ "event": "worker-message", "from": from, "data": data }),
+        BusEvent::Leader { key, leader, term, you } => {
+            json!({ "event": "leader", "key": key, "leader": leader, "term": term, "you": you })
+        }
         BusEvent::Stop => json!({ "event": "stop" }),
         BusEvent::Quit => json!({ "event": "quit" }),
         BusEvent::Message(data) => json!({ "event": "message", "data": data }),
