@@ -1,11 +1,11 @@
 'use strict';
 
 // Leader/follower clients (cluster-client's pattern) over the master's election (PROTOCOL.md
-// §5.8): only the elected leader creates the real client and holds its upstream connection;
+// §5.9): only the elected leader creates the real client and holds its upstream connection;
 // every process (the leader too) calls it through one interface. Followers reach the leader by
 // requests routed by the master (handler `leader:NAME`) and get the events of their
 // subscriptions as worker messages (`{ cc: NAME, term, topic, seq, data }`). The wire form is
-// PROTOCOL.md §5.8's "Leader clients".
+// PROTOCOL.md §5.9's "Leader clients".
 
 const { EventEmitter } = require('node:events');
 const { RequestError } = require('./errors');
@@ -177,7 +177,7 @@ class ClusterClient extends EventEmitter {
     }
 
     _leaderChanged({ leader, term, you }) {
-        if (term <= this._term || this._closed) return; // stale (PROTOCOL.md §5.8)
+        if (term <= this._term || this._closed) return; // stale (PROTOCOL.md §5.9)
         const wasLeader = this._you;
         this._term = term;
         this._leader = leader ?? null;

@@ -124,7 +124,7 @@ class MessageBus extends EventEmitter {
     }
 
     /**
-     * Joins leadership `key` (PROTOCOL.md §5.8): the master elects one STARTED participant and
+     * Joins leadership `key` (PROTOCOL.md §5.9): the master elects one STARTED participant and
      * tells every participant who leads with a 'leader' event ({ key, leader, term, you }), now
      * and at each change (leader null: nobody, for now). A leader that is being stopped is told
      * it no longer leads; it must release what only the leader holds and call leaderResign(key):

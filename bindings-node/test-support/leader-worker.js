@@ -4,7 +4,8 @@
 // (test/cluster-client.test.js's server at DROVER_TEST_UPSTREAM_PORT): only the leader connects.
 // Reports to the master, in order: { leader: { leader, term, you } }, { events: [n...] } (the
 // EVENT numbers received, batched), { gap: { reason, lastData } }, { resubscribed: term }.
-// Messages ({ cmd }): get ({ key }: replies { got: key, value } or { get_error }).
+// Messages ({ cmd }): get ({ key }: replies { got: key, value } or { get_error }); overload (3 calls
+// on a client allowing 2 waiting: replies { overloaded: error of the third }).
 const net = require('node:net');
 const { MessageBus } = require('..');
 
@@ -84,7 +85,22 @@ client.on('resubscribed', (r) => {
 client.on('error', (e) => mb.sendMessage({ client_error: String(e && e.message) }));
 client.subscribe('events', (n) => batch.push(n));
 
+/** A client whose `hang()` never answers, for the bound on waiting calls. */
+class Hanging {
+    hang() {
+        return new Promise(() => {});
+    }
+}
+
 mb.on('message', async (m) => {
+    if (m && m.cmd === 'overload') {
+        // Its own leadership (it leads it), at most 2 calls waiting: the third is refused.
+        const c = mb.cluster(Hanging, { name: `hang-${process.env.DROVER_WORKER_ID}`, maxPendingInvokes: 2, delegates: ['hang'] });
+        await c.ready();
+        c.hang();
+        c.hang();
+        c.hang().catch((e) => mb.sendMessage({ overloaded: { code: e.code, name: e.name, message: e.message } }));
+    }
     if (m && m.cmd === 'get') {
         try {
             mb.sendMessage({ got: m.key, value: await client.get(m.key) });

@@ -1,6 +1,6 @@
 'use strict';
 
-// Leader/follower clients (lib/cluster-client.js, PROTOCOL.md §5.8) with real processes and a
+// Leader/follower clients (lib/cluster-client.js, PROTOCOL.md §5.9) with real processes and a
 // real TCP upstream that counts its connections: 4 Node workers hold exactly one upstream
 // connection; followers invoke and subscribe through the leader; kill -9 the leader and a new
 // one connects, never two at once, and every event number is received or inside a reported gap.
@@ -161,4 +161,24 @@ test('one upstream connection for 4 workers, kept across a kill -9 of the leader
         assert.ok(covered.length >= 1, `worker ${id} was told of the leader change`);
         assert.ok(list.some((m) => m.resubscribed), `worker ${id} resubscribed`);
     }
+});
+
+test('past maxPendingInvokes, a call is refused at once with overloaded', async (t) => {
+    const upstream = await startUpstream();
+    t.after(() => upstream.close());
+    const master = MasterFactory.create({
+        script: leaderWorker,
+        count: 1,
+        name: 'cc-bound',
+        env: { DROVER_TEST_UPSTREAM_PORT: String(upstream.port) },
+    });
+    t.after(() => master.hardShutdown());
+    await master.start();
+    const [id] = master.getWorkers().map((w) => w.id);
+    const reply = waitFor(master, 'message', (m, from) => from === id && m && m.overloaded, DEADLINE);
+    await master.send(id, { cmd: 'overload' });
+    const [m] = await reply;
+    assert.equal(m.overloaded.code, 'overloaded');
+    assert.equal(m.overloaded.name, 'RequestError');
+    assert.match(m.overloaded.message, /2 calls .*maxPendingInvokes/);
 });

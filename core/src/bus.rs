@@ -399,7 +399,7 @@ impl BusSender {
         Ok(answer["watch"].as_u64().unwrap_or(0))
     }
 
-    /// Joins leadership `key` (PROTOCOL.md §5.8): the master elects one STARTED participant
+    /// Joins leadership `key` (PROTOCOL.md §5.9): the master elects one STARTED participant
     /// and tells every participant who leads with [`BusEvent::Leader`], now and at each change.
     /// A deposed leader (its worker is being stopped) must release what only the leader may
     /// hold, then call [`BusSender::leader_resign`]: nobody else is elected until it does or

@@ -1,4 +1,4 @@
-//! Leader election in the master (PROTOCOL.md §5.8) with real workers and a real TCP upstream
+//! Leader election in the master (PROTOCOL.md §5.9) with real workers and a real TCP upstream
 //! that counts the connections held to it: one leader at a time, a new one when it dies or is
 //! stopped, never two holding the upstream at once.
 

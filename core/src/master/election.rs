@@ -1,4 +1,4 @@
-//! Leader election among a master's workers (PROTOCOL.md §5.8): for each *leadership* (a key,
+//! Leader election among a master's workers (PROTOCOL.md §5.9): for each *leadership* (a key,
 //! e.g. the name of a client whose upstream connection only one process may hold), the master
 //! designates one live STARTED worker of those that joined it, and tells every participant who
 //! it is with a `leader` frame.
@@ -18,7 +18,7 @@ use crate::request::{check_handler_name, RequestError, RequestErrorCode};
 use crate::WorkerId;
 
 /// The names of the master's built-in election handlers start with this: `join`, `leave`,
-/// `resign` (PROTOCOL.md §5.8).
+/// `resign` (PROTOCOL.md §5.9).
 pub const LEADER_PREFIX: &str = "drover.leader.";
 /// Leaderships one master holds at once (a leadership goes when its last participant leaves).
 pub const MAX_LEADERSHIPS: usize = 64;

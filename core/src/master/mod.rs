@@ -462,7 +462,7 @@ impl Master {
         self.inner.router.store_request(0, &name, args)
     }
 
-    /// Who leads leadership `key` among the workers that joined it (PROTOCOL.md §5.8), and the
+    /// Who leads leadership `key` among the workers that joined it (PROTOCOL.md §5.9), and the
     /// leadership's term; `None`: no worker has joined `key`. The inner `None`: nobody leads for
     /// now (no participant is STARTED, or a deposed leader has not let go yet).
     pub fn leader(&self, key: &str) -> Option<(Option<WorkerId>, u64)> {

@@ -211,7 +211,7 @@ pub enum MasterFrame {
         /// Its new value; `null` when it was deleted or expired.
         value: Value,
     },
-    /// Who leads a leadership this worker joined (PROTOCOL.md §5.8), sent at each change and
+    /// Who leads a leadership this worker joined (PROTOCOL.md §5.9), sent at each change and
     /// on joining. `term` grows at each change: a frame with a lower term than one already seen
     /// is stale.
     Leader {

@@ -35,7 +35,7 @@
 //! `data`: replies `{"sent": count}` or `{"send_error": error}`); a message from another worker is
 //! reported as `{"from": id, "got": data}`, a change under a store watch as `{"changed": {...}}`.
 //!
-//! Leadership (PROTOCOL.md §5.8): with `DROVER_TEST_LEADERSHIP=key` it joins that leadership
+//! Leadership (PROTOCOL.md §5.9): with `DROVER_TEST_LEADERSHIP=key` it joins that leadership
 //! before STARTED and reports each `leader` frame as `{"leader": {key, leader, term, you}}`; while
 //! it leads it holds one TCP connection to `DROVER_TEST_UPSTREAM` (host:port) if set; deposed, it
 //! closes it, waits `DROVER_TEST_RESIGN_AFTER_MS` (default 200) and resigns (`{"resigned": key}`).

@@ -385,7 +385,7 @@ impl<C: Child> WorkerActor<C> {
 
     /// Starts the graceful end from wherever the worker is.
     fn begin_retire(&mut self) {
-        // A leader is deposed before it is told to stop (PROTOCOL.md §5.8).
+        // A leader is deposed before it is told to stop (PROTOCOL.md §5.9).
         if let Some(router) = &self.router {
             if !self.retiring_told {
                 self.retiring_told = true;
