@@ -246,7 +246,11 @@ mod tests {
         e.serving(3);
         assert_eq!(e.leader("db"), Some((Some(2), 1)), "a leader is kept while it serves");
         let n = e.gone(2);
-        assert_eq!(e.leader("db"), Some((Some(1), 3)), "the term grows at each change, through nobody");
+        assert_eq!(
+            e.leader("db"),
+            Some((Some(1), 3)),
+            "the term grows at each change, through nobody"
+        );
         assert_eq!(leader_told(&n, 3), Some(Some(1)));
         assert_eq!(leader_told(&n, 2), None, "the dead are not told");
     }
