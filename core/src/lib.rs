@@ -95,6 +95,7 @@ pub mod busy_poll;
 pub mod config;
 pub mod error;
 pub mod exit;
+pub mod leader_client;
 pub mod listen;
 pub mod master;
 pub mod policy;

@@ -4,7 +4,7 @@
 
 use drover::{Event, Events, Master, MasterConfig, WorkerId};
 use drover_tests::{eventually, next_matching, test_config};
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// closed is never counted with the next one.
 struct Upstream {
     address: String,
+    /// The last event number written.
+    n: Arc<AtomicUsize>,
     live: Arc<AtomicUsize>,
     max: Arc<AtomicUsize>,
     accepted: Arc<AtomicUsize>,
@@ -36,21 +38,44 @@ impl Upstream {
             Arc::new(AtomicBool::new(false)),
         );
         let (l, m, a, s) = (live.clone(), max.clone(), accepted.clone(), stop.clone());
+        let n = Arc::new(AtomicUsize::new(0));
+        let events = n.clone();
         std::thread::spawn(move || {
-            let mut open: Vec<TcpStream> = Vec::new();
+            let mut open: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+            let mut tick = 0u64;
             while !s.load(Ordering::Relaxed) {
                 let new = listener.accept().ok();
-                open.retain_mut(|c| {
-                    let mut bytes = [0u8; 64];
+                open.retain_mut(|(c, buffered)| {
+                    let mut bytes = [0u8; 512];
                     match c.read(&mut bytes) {
                         Ok(0) => false,
-                        Ok(_) => true,
+                        Ok(got) => {
+                            // `GET key` is answered `VALUE key KEY`.
+                            buffered.extend_from_slice(&bytes[..got]);
+                            while let Some(at) = buffered.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = buffered.drain(..=at).collect();
+                                let line = String::from_utf8_lossy(&line).trim().to_string();
+                                if let Some(key) = line.strip_prefix("GET ") {
+                                    let _ = c.write_all(format!("VALUE {key} {}\n", key.to_uppercase()).as_bytes());
+                                }
+                            }
+                            true
+                        }
                         Err(e) => e.kind() == ErrorKind::WouldBlock,
                     }
                 });
+                tick += 1;
+                if tick.is_multiple_of(3) {
+                    // `EVENT n` to every connection, one numbering for all.
+                    let number = events.fetch_add(1, Ordering::SeqCst) + 1;
+                    open.retain_mut(|(c, _)| {
+                        c.write_all(format!("EVENT {number}\n").as_bytes()).is_ok()
+                            || matches!(c.take_error(), Ok(None))
+                    });
+                }
                 if let Some((c, _)) = new {
                     c.set_nonblocking(true).unwrap();
-                    open.push(c);
+                    open.push((c, Vec::new()));
                     a.fetch_add(1, Ordering::SeqCst);
                 }
                 l.store(open.len(), Ordering::SeqCst);
@@ -60,6 +85,7 @@ impl Upstream {
         });
         Upstream {
             address,
+            n,
             live,
             max,
             accepted,
@@ -97,34 +123,37 @@ async fn next_leader_report(events: &mut Events) -> (WorkerId, Option<WorkerId>,
     .await
 }
 
-/// Waits until the master has a leader other than `not`, and every live worker reported it.
-async fn settled_leader(master: &Master, events: &mut Events, not: Option<WorkerId>) -> (WorkerId, u64) {
-    let (leader, term) = loop {
-        let _ = next_leader_report(events).await;
-        if let Some((Some(l), term)) = master.leader(KEY) {
-            if Some(l) != not {
-                break (l, term);
-            }
+/// Waits until the master has a leader other than `not`, and every worker of `expected` reported
+/// it (with the right `you`).
+async fn settled_leader(
+    master: &Master,
+    events: &mut Events,
+    not: Option<WorkerId>,
+    expected: &[WorkerId],
+) -> (WorkerId, u64) {
+    let mut reports = Vec::new();
+    loop {
+        reports.push(next_leader_report(events).await);
+        let Some((Some(leader), term)) = master.leader(KEY) else {
+            continue;
+        };
+        if Some(leader) == not {
+            continue;
         }
-    };
-    let live: Vec<WorkerId> = master
-        .workers()
-        .iter()
-        .filter(|w| w.is_alive() && w.status == drover::WorkerStatus::Started)
-        .map(|w| w.id)
-        .collect();
-    let mut told = std::collections::BTreeSet::new();
-    // Those told before this call count too: the master's own answer is the check for them.
-    told.insert(leader);
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while !live.iter().all(|id| told.contains(id)) && tokio::time::Instant::now() < until {
-        let (from, l, t, you) = next_leader_report(events).await;
-        if l == Some(leader) && t == term {
-            assert_eq!(you, from == leader, "only the leader is told it leads");
-            told.insert(from);
+        let told = |id: &WorkerId| {
+            reports
+                .iter()
+                .any(|(from, l, t, _)| from == id && *l == Some(leader) && *t == term)
+        };
+        if expected.iter().all(told) {
+            for (from, l, t, you) in &reports {
+                if *l == Some(leader) && *t == term {
+                    assert_eq!(*you, *from == leader, "only the leader is told it leads");
+                }
+            }
+            return (leader, term);
         }
     }
-    (leader, term)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +162,8 @@ async fn one_started_worker_leads_and_a_dead_leader_is_replaced_without_two_upst
     let master = Master::new(config(3, &upstream)).unwrap();
     let mut events = master.events();
     master.start().await.unwrap();
-    let (first, term) = settled_leader(&master, &mut events, None).await;
+    let ids: Vec<WorkerId> = master.workers().iter().map(|w| w.id).collect();
+    let (first, term) = settled_leader(&master, &mut events, None, &ids).await;
     assert!(
         eventually(DEADLINE, || upstream.live.load(Ordering::SeqCst) == 1).await,
         "the leader connects upstream"
@@ -142,7 +172,8 @@ async fn one_started_worker_leads_and_a_dead_leader_is_replaced_without_two_upst
     let pid = master.worker(first).unwrap().pid;
     // SAFETY: a plain kill of our own worker.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    let (second, second_term) = settled_leader(&master, &mut events, Some(first)).await;
+    let survivors: Vec<WorkerId> = ids.iter().copied().filter(|id| *id != first).collect();
+    let (second, second_term) = settled_leader(&master, &mut events, Some(first), &survivors).await;
     assert_ne!(second, first);
     assert!(second_term > term, "the term grows: {term} then {second_term}");
     assert!(
@@ -165,7 +196,8 @@ async fn a_stopping_leader_is_deposed_and_nobody_leads_until_it_resigns() {
     let master = Master::new(config(2, &upstream)).unwrap();
     let mut events = master.events();
     master.start().await.unwrap();
-    let (first, _) = settled_leader(&master, &mut events, None).await;
+    let ids: Vec<WorkerId> = master.workers().iter().map(|w| w.id).collect();
+    let (first, _) = settled_leader(&master, &mut events, None, &ids).await;
     assert!(eventually(DEADLINE, || upstream.live.load(Ordering::SeqCst) == 1).await);
 
     // A restart stops the leader gracefully: it is told it no longer leads, closes its
@@ -211,5 +243,101 @@ async fn a_stopping_leader_is_deposed_and_nobody_leads_until_it_resigns() {
     );
     assert_eq!(upstream.max.load(Ordering::SeqCst), 1);
     assert_eq!(master.leader(KEY).and_then(|(l, _)| l), Some(new_leader));
+    master.graceful_shutdown().await.unwrap();
+}
+
+/// Workers using `drover::leader_client::Cluster` (the Rust face of leader clients): one upstream
+/// connection, followers' invokes answered by the leader's client, and across a kill -9 of the
+/// leader every event number received or inside a gap the subscriber was told of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_leader_clients_share_one_upstream_connection_and_tell_every_gap() {
+    let upstream = Upstream::start();
+    let config = test_config("cluster", 3)
+        .env("DROVER_TEST_CLUSTER", "up")
+        .env("DROVER_TEST_UPSTREAM", upstream.address.clone());
+    let master = Master::new(config).unwrap();
+    let mut events = master.events();
+    let reports: Arc<std::sync::Mutex<std::collections::BTreeMap<WorkerId, Vec<serde_json::Value>>>> =
+        Default::default();
+    let sink = reports.clone();
+    let _subscription = master.on_event(move |e| {
+        if let Event::Message { id, data, .. } = e {
+            sink.lock().unwrap().entry(*id).or_default().push(data.clone());
+        }
+    });
+    master.start().await.unwrap();
+    let ids: Vec<WorkerId> = master.workers().iter().map(|w| w.id).collect();
+    let received = |id: WorkerId| -> Vec<u64> {
+        reports.lock().unwrap().get(&id).map_or(Vec::new(), |r| {
+            r.iter()
+                .filter_map(|m| m.get("cluster_events"))
+                .flat_map(|e| e.as_array().cloned().unwrap_or_default())
+                .filter_map(|n| n.as_u64())
+                .collect()
+        })
+    };
+    assert!(
+        eventually(DEADLINE, || ids.iter().all(|id| received(*id).len() > 20)).await,
+        "events reach every worker"
+    );
+    assert_eq!(upstream.live.load(Ordering::SeqCst), 1);
+    for id in &ids {
+        master
+            .send(*id, &serde_json::json!({"cmd": "cluster-get", "key": format!("k{id}")}))
+            .await
+            .unwrap();
+        let got = next_matching(&mut events, |e| match e {
+            Event::Message { id: from, data, .. } if from == id => data.get("cluster_got").cloned(),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, format!("K{id}"), "worker {id}'s invoke");
+    }
+
+    let (leader, _) = master.leader("up").unwrap();
+    let leader = leader.expect("a leader");
+    let pid = master.worker(leader).unwrap().pid;
+    // SAFETY: a plain kill of our own worker.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let killed_at = upstream.n.load(Ordering::SeqCst) as u64;
+    let followers: Vec<WorkerId> = ids.iter().copied().filter(|id| *id != leader).collect();
+    assert!(
+        eventually(DEADLINE, || followers
+            .iter()
+            .all(|id| received(*id).iter().any(|n| *n > killed_at + 30)))
+        .await,
+        "events again in every follower after the leader's death"
+    );
+    assert!(eventually(DEADLINE, || upstream.accepted.load(Ordering::SeqCst) == 2).await);
+    assert_eq!(
+        upstream.max.load(Ordering::SeqCst),
+        1,
+        "never two upstream connections at once"
+    );
+    for id in followers {
+        let list = reports.lock().unwrap().get(&id).cloned().unwrap_or_default();
+        let mut covered = Vec::new();
+        for (i, m) in list.iter().enumerate() {
+            if let Some(gap) = m.get("cluster_gap") {
+                let next = list[i + 1..]
+                    .iter()
+                    .filter_map(|r| r.get("cluster_events"))
+                    .flat_map(|e| e.as_array().cloned().unwrap_or_default())
+                    .find_map(|n| n.as_u64())
+                    .unwrap_or(u64::MAX);
+                covered.push((gap["last"].as_u64().unwrap_or(0), next));
+            }
+        }
+        let got: std::collections::BTreeSet<u64> = received(id).into_iter().collect();
+        let (lo, hi) = (*got.iter().next().unwrap(), *got.iter().last().unwrap());
+        let silent: Vec<u64> = (lo..=hi)
+            .filter(|n| !got.contains(n) && !covered.iter().any(|(a, b)| n > a && n < b))
+            .collect();
+        assert!(
+            silent.is_empty(),
+            "worker {id} lost {silent:?} silently (gaps {covered:?})"
+        );
+        assert!(!covered.is_empty(), "worker {id} was told of the leader change");
+    }
     master.graceful_shutdown().await.unwrap();
 }
