@@ -10,7 +10,7 @@
 //! leader, and every participant is told so.
 //!
 //! This module is the state alone (who joined what, who leads, at which term); the router
-//! ([`super::router`]) feeds it the workers' requests and status changes and writes the frames.
+//! (`master::router`) feeds it the workers' requests and status changes and writes the frames.
 
 use std::collections::{BTreeMap, BTreeSet};
 
