@@ -182,3 +182,38 @@ test('past maxPendingInvokes, a call is refused at once with overloaded', async 
     assert.equal(m.overloaded.name, 'RequestError');
     assert.match(m.overloaded.message, /2 calls .*maxPendingInvokes/);
 });
+
+test('a leader restarted gracefully is deposed, closes its client and resigns before another connects', async (t) => {
+    const upstream = await startUpstream();
+    t.after(() => upstream.close());
+    const master = MasterFactory.create({
+        script: leaderWorker,
+        count: 3,
+        name: 'cc-stop',
+        env: { DROVER_TEST_UPSTREAM_PORT: String(upstream.port) },
+    });
+    t.after(() => master.hardShutdown());
+    const reports = recordReports(master);
+    await master.start();
+    const ids = master.getWorkers().map((w) => w.id);
+    await until(() => agreedLeader(reports, ids) !== null, 'a leader every worker knows');
+    const first = agreedLeader(reports, ids);
+    await until(() => upstream.stats.live === 1, 'the leader connected');
+
+    const followers = ids.filter((id) => id !== first);
+    // Each follower is told nobody leads (the old leader is being stopped) before it is told the next.
+    await master.restartWorkerById(first);
+    await until(() => {
+        const l = agreedLeader(reports, followers);
+        return l !== null && l !== first;
+    }, 'a new leader the followers know');
+    for (const id of followers) {
+        const told = reports.get(id).filter((m) => m.leader).map((m) => m.leader.leader);
+        const next = told.lastIndexOf(agreedLeader(reports, followers));
+        assert.ok(told.slice(0, next).includes(null), `worker ${id} was told nobody leads first: ${JSON.stringify(told)}`);
+    }
+    await until(() => upstream.stats.accepted === 2 && upstream.stats.live === 1, 'the new leader connected');
+    const at = upstream.stats.n;
+    await until(() => followers.every((id) => eventsOf(reports, id).some((n) => n > at + 10)), 'events again');
+    assert.equal(upstream.stats.max, 1, 'never two upstream connections at once');
+});
