@@ -252,6 +252,8 @@ export declare class Master extends EventEmitter<MasterEvents> {
     start(): Promise<void>;
     /** drover 1.0's number: one of `Master.STATUS_*`. */
     getStatus(): MasterStatusNumber;
+    /** Who leads leadership `key` (PROTOCOL.md §5.9): `{ leader, term }`, or null when no worker joined it. */
+    leader(key: string): { leader: number | null; term: number } | null;
     /** Our status name (finer than 1.0's: INITIALIZED, RELOADING, SHUT_DOWN are told apart). */
     getStatusName(): MasterStatus;
     /** A copy of the options in force (as given, merged by gracefulReload, `count` as rescaled). */

@@ -211,6 +211,16 @@ impl NativeMaster {
         self.master.config().name.clone()
     }
 
+    /// Who leads leadership `key` (PROTOCOL.md §5.9): `{ leader, term }` (leader null: nobody for
+    /// now), or null when no worker joined `key`.
+    #[napi(catch_unwind)]
+    pub fn leader(&self, key: String) -> Value {
+        match self.master.leader(&key) {
+            Some((leader, term)) => serde_json::json!({ "leader": leader, "term": term }),
+            None => Value::Null,
+        }
+    }
+
     /// Every worker, by id.
     #[napi(catch_unwind)]
     pub fn workers(&self) -> Vec<Value> {

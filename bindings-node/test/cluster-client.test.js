@@ -116,6 +116,8 @@ test('one upstream connection for 4 workers, kept across a kill -9 of the leader
 
     await until(() => agreedLeader(reports, ids) !== null, 'a leader every worker knows');
     const first = agreedLeader(reports, ids);
+    assert.equal(master.leader('upstream').leader, first, "the master's view agrees");
+    assert.equal(master.leader('nobody-joined'), null);
     await until(() => ids.every((id) => eventsOf(reports, id).length > 20), 'events in every worker');
     assert.equal(upstream.stats.live, 1, 'one upstream connection');
     assert.equal(upstream.stats.accepted, 1);
