@@ -401,13 +401,10 @@ impl<C: LeaderClient> Cluster<C> {
             } else {
                 None
             };
-            (
-                released.map(|c| (c, was_leader)),
-                s.subs.keys().cloned().collect::<Vec<_>>(),
-            )
+            (released, s.subs.keys().cloned().collect::<Vec<_>>())
         };
         self.shared.ready.send_replace((term, false));
-        if let Some((client, _)) = released {
+        if let Some(client) = released {
             // Deposed: let go of the upstream connection, then tell the master.
             client.close().await;
             let _ = self.shared.sender.leader_resign(&self.shared.name).await;
