@@ -382,6 +382,8 @@ export declare class Master extends EventEmitter<MasterEvents> {
     start(): Promise<void>;
     /** drover 1.0's number: one of `Master.STATUS_*`. */
     getStatus(): MasterStatusNumber;
+    /** Who leads leadership `key` (PROTOCOL.md §5.10): `{ leader, term }`, or null when no worker joined it. */
+    leader(key: string): { leader: number | null; term: number } | null;
     /** Our status name (finer than 1.0's: INITIALIZED, RELOADING, SHUT_DOWN are told apart). */
     getStatusName(): MasterStatus;
     /** A copy of the options in force (as given, merged by gracefulReload, `count` as rescaled). */
@@ -507,6 +509,63 @@ export interface MessageBusEvents {
     /** The master closed the channel (with the protocol error, if that is why). */
     disconnect: [error: MessageBusError | null];
     error: [error: MessageBusError | NotAWorkerError];
+    /** Who leads a leadership this worker joined (`leaderJoin`): on joining and at each change. */
+    leader: [change: LeaderChange & { key: string }];
+}
+
+/** A leadership's leader (null: nobody, for now), its term, and whether it is this worker. */
+export interface LeaderChange {
+    leader: number | null;
+    term: number;
+    you: boolean;
+}
+
+/** A subscription may have missed events: those after `lastData`, until the next one delivered. */
+export interface ClusterGap {
+    topic: unknown;
+    reason: 'leader-changed' | 'dropped';
+    lastData: unknown;
+    term: number;
+    /** With reason 'dropped': how many. */
+    missed?: number;
+}
+
+export interface ClusterClientEvents {
+    leader: [change: LeaderChange];
+    gap: [gap: ClusterGap];
+    resubscribed: [info: { topic: unknown; term: number }];
+    error: [error: Error];
+}
+
+export interface ClusterOptions {
+    /** The leadership key (the client's name), the same in every process. */
+    name: string;
+    /** The real client's constructor arguments (in the leader). */
+    args?: unknown[];
+    /** Method names created on the client as `invoke(name, ...args)`. */
+    delegates?: string[];
+    /** Milliseconds a call may wait for a leader and its answer (default 30000). */
+    timeout?: number;
+    /** Calls waiting per client (default 1024; past it: RequestError 'overloaded'). */
+    maxPendingInvokes?: number;
+    /** Subscriptions a leader forwards to (default 1024). */
+    maxSubscriptions?: number;
+    /** Events on their way to one follower (default 256; past it: dropped, told as a gap). */
+    maxForwardQueue?: number;
+}
+
+/** A client of which only the elected leader process holds the real one (`MessageBus.cluster`). */
+export declare class ClusterClient extends EventEmitter<ClusterClientEvents> {
+    readonly name: string;
+    readonly isLeader: boolean;
+    readonly leader: number | null;
+    ready(): Promise<void>;
+    invoke<T = any>(method: string, ...args: unknown[]): Promise<T>;
+    publish(topic: unknown, data: unknown): Promise<unknown>;
+    subscribe(topic: unknown, listener: (data: any) => void): Promise<void>;
+    unsubscribe(topic: unknown, listener: (data: any) => void): Promise<void>;
+    close(): Promise<void>;
+    [delegate: string]: unknown;
 }
 
 export interface MessageBusOptions {
@@ -586,6 +645,14 @@ export declare class MessageBus extends EventEmitter<MessageBusEvents> {
      * wrong type, RangeError past a bound.
      */
     setAppStatus(status: string | null, counters?: Record<string, number>): Promise<void>;
+    /** Joins leadership `key`: the master elects one STARTED participant ('leader' events). */
+    leaderJoin(key: string): Promise<{ leader: number | null; term: number }>;
+    /** Lets go of leading `key` (after releasing what only the leader holds). */
+    leaderResign(key: string): Promise<{ leader: number | null; term: number }>;
+    /** Leaves leadership `key`. */
+    leaderLeave(key: string): Promise<{ leader: number | null; term: number }>;
+    /** A client only the leader process creates (`new DataClient(...options.args)`); see ClusterClient. */
+    cluster(DataClient: new (...args: any[]) => any, options: ClusterOptions): ClusterClient;
     flush(): Promise<void>;
     /** Flushes and closes; the bus no longer keeps the process alive. Idempotent. */
     close(): Promise<void>;

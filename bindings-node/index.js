@@ -3,6 +3,7 @@
 // drover: run, manage and scale a multi-process application — backed by the Rust core.
 const { Master, MasterFactory } = require('./lib/master');
 const { MessageBus } = require('./lib/message-bus');
+const { ClusterClient } = require('./lib/cluster-client');
 const exitReasons = require('./lib/exit-reasons');
 const { WorkerStatuses, MasterStatuses } = require('./lib/statuses');
 const {
@@ -51,6 +52,7 @@ module.exports = {
     MasterFactory,
     Master,
     MessageBus,
+    ClusterClient,
     drain,
     listenFds,
     ExitReasons,

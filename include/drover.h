@@ -273,6 +273,16 @@ enum drover_bus_event_kind
    * connections are closed.)
    */
   DROVER_BUS_EVENT_KIND_CONNECTION = 8,
+  /**
+   * Who leads a leadership this worker joined (`drover_bus_leader_join()`), on joining and at
+   * each change (PROTOCOL.md §5.10): `name` is the key, `from` the leading worker's id (0:
+   * nobody leads for now), `request_id` the leadership's term (an event whose term is not
+   * above the last one seen for that key is stale), `data` the frame as JSON
+   * (`{"key","leader","term","you"}`: `you` true when this worker leads). A deposed leader
+   * (`from` no longer its id) releases what only the leader holds, then calls
+   * `drover_bus_leader_resign()`.
+   */
+  DROVER_BUS_EVENT_KIND_LEADER = 9,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1678,6 +1688,27 @@ drover_result drover_bus_send_to(const struct drover_bus *bus,
                                  const char *target,
                                  const char *json,
                                  uint64_t *out_count);
+
+/**
+ * Joins leadership `key` (PROTOCOL.md §5.10): the master elects one STARTED participant and
+ * tells every participant who leads with a DROVER_BUS_EVENT_KIND_LEADER event, now and at each
+ * change. To lead a leader client (§5.10 "Leader clients"), declare the handler `leader:KEY` with
+ * `drover_bus_set_handlers()` and answer its requests while leading. DROVER_RESULT_OVERLOADED
+ * past 64 leaderships in the master; DROVER_RESULT_INVALID_ARGUMENT for a bad key.
+ */
+drover_result drover_bus_leader_join(const struct drover_bus *bus, const char *key);
+
+/**
+ * Lets go of leading `key` (call it after releasing what only the leader holds, e.g. when a
+ * LEADER event says this worker no longer leads): the next is elected; this worker stays a
+ * participant.
+ */
+drover_result drover_bus_leader_resign(const struct drover_bus *bus, const char *key);
+
+/**
+ * Leaves leadership `key` (letting go of it if this worker leads).
+ */
+drover_result drover_bus_leader_leave(const struct drover_bus *bus, const char *key);
 
 /**
  * Registers (or replaces) this worker's status function `name` (cluster2's status registry):

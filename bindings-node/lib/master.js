@@ -117,6 +117,16 @@ class Master extends EventEmitter {
         });
     }
 
+    /**
+     * Who leads leadership `key` among the workers that joined it (PROTOCOL.md §5.10, a worker's
+     * `bus.leaderJoin(key)` or `bus.cluster(..., { name: key })`): `{ leader, term }` (leader null:
+     * nobody for now), or null when no worker joined `key`.
+     */
+    leader(key) {
+        if (typeof key !== 'string') throw new TypeError(`Master.leader(key): key must be a string, got ${key === null ? 'null' : typeof key}`);
+        return errors.call(() => this._native.leader(key));
+    }
+
     /** The master's status as drover 1.0's number: one of `Master.STATUS_*` (see getStatusName()). */
     getStatus() {
         return compat.MASTER_STATUS[compat.STATUS_OF_NAME[this.getStatusName()]];

@@ -229,6 +229,45 @@ class MessageBus extends EventEmitter {
     }
 
     /**
+     * Joins leadership `key` (PROTOCOL.md §5.10): the master elects one STARTED participant and
+     * tells every participant who leads with a 'leader' event ({ key, leader, term, you }), now
+     * and at each change (leader null: nobody, for now). A leader that is being stopped is told
+     * it no longer leads; it must release what only the leader holds and call leaderResign(key):
+     * nobody else is elected until it does or exits. Resolves once the master took it.
+     */
+    leaderJoin(key) {
+        return this._leadership('join', key);
+    }
+
+    /** Gives up leading `key` (another is elected; this worker stays a participant). */
+    leaderResign(key) {
+        return this._leadership('resign', key);
+    }
+
+    /** Leaves leadership `key` (letting go of it if this worker leads). */
+    leaderLeave(key) {
+        return this._leadership('leave', key);
+    }
+
+    _leadership(op, key) {
+        if (typeof key !== 'string') {
+            return Promise.reject(new TypeError(`MessageBus.leader${op[0].toUpperCase()}${op.slice(1)}(key): key must be a string, got ${key === null ? 'null' : typeof key}`));
+        }
+        return this.request('master', `drover.leader.${op}`, { key });
+    }
+
+    /**
+     * A client of which only the leader process holds the real one (cluster-client's pattern;
+     * lib/cluster-client.js): `new DataClient(...options.args)` is created in the elected leader
+     * only; everywhere `invoke(method, ...args)`, `subscribe(topic, listener)` and
+     * `publish(topic, data)` reach it through the leader. See ClusterClient.
+     */
+    cluster(DataClient, options) {
+        const { ClusterClient } = require('./cluster-client');
+        return new ClusterClient(this, DataClient, options);
+    }
+
+    /**
      * Reports STARTED: this worker is ready. Returns a promise that resolves once it is written (as
      * drover 1.0's); an optional callback runs then too.
      */
@@ -374,6 +413,9 @@ class MessageBus extends EventEmitter {
             case 'connection':
                 // A connection the master accepted on a balanced socket (round-robin, sticky).
                 require('./listen').connection(this, e);
+                break;
+            case 'leader':
+                this.emit('leader', { key: e.key, leader: e.leader ?? null, term: e.term, you: e.you });
                 break;
             case 'request':
                 requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));

@@ -279,6 +279,9 @@ fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
         BusEvent::StoreChanged { watch, path, value } => {
             json!({ "event": "store-changed", "watch": watch, "path": path, "value": value })
         }
+        BusEvent::Leader { key, leader, term, you } => {
+            json!({ "event": "leader", "key": key, "leader": leader, "term": term, "you": you })
+        }
         BusEvent::Stop => json!({ "event": "stop" }),
         BusEvent::Quit => json!({ "event": "quit" }),
         BusEvent::Message(data) => json!({ "event": "message", "data": data }),

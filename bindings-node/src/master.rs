@@ -266,6 +266,15 @@ impl NativeMaster {
         let rotation = self.master.rotation();
         json!({ "inRotation": rotation.in_rotation(), "manual": rotation.manual, "monitor": rotation.monitor })
     }
+    /// Who leads leadership `key` (PROTOCOL.md §5.10): `{ leader, term }` (leader null: nobody for
+    /// now), or null when no worker joined `key`.
+    #[napi(catch_unwind)]
+    pub fn leader(&self, key: String) -> Value {
+        match self.master.leader(&key) {
+            Some((leader, term)) => serde_json::json!({ "leader": leader, "term": term }),
+            None => Value::Null,
+        }
+    }
 
     /// Every worker, by id.
     #[napi(catch_unwind)]

@@ -117,6 +117,19 @@ pub enum BusEvent {
         /// Its new value.
         value: Value,
     },
+    /// Who leads a leadership this worker joined ([`BusSender::leader_join`]): at each change
+    /// and once on joining. `leader` none: nobody, for now (a deposed leader is told this before
+    /// anyone else is elected). A `term` lower than one already seen for `key` is stale.
+    Leader {
+        /// The leadership.
+        key: String,
+        /// The leading worker, if any.
+        leader: Option<WorkerId>,
+        /// Grows at each change.
+        term: u64,
+        /// Whether this worker leads.
+        you: bool,
+    },
     /// A request for one of the handlers this worker declared ([`BusSender::set_handlers`]):
     /// answer it with [`IncomingRequest::reply`] (an unanswered request times out at its sender).
     Request(IncomingRequest),
@@ -421,6 +434,37 @@ impl BusSender {
     pub async fn store_unwatch(&self, watch: u64) -> Result<bool, RequestError> {
         let ended = self.store("unwatch", serde_json::json!({ "watch": watch })).await?;
         Ok(ended.as_bool().unwrap_or(false))
+    }
+    /// Joins leadership `key` (PROTOCOL.md §5.10): the master elects one STARTED participant
+    /// and tells every participant who leads with [`BusEvent::Leader`], now and at each change.
+    /// A deposed leader (its worker is being stopped) must release what only the leader may
+    /// hold, then call [`BusSender::leader_resign`]: nobody else is elected until it does or
+    /// its process is gone. At most [`crate::election::MAX_LEADERSHIPS`] keys per master.
+    pub async fn leader_join(&self, key: &str) -> Result<(), RequestError> {
+        self.leadership("join", key).await
+    }
+
+    /// Lets go of leading `key` (the next is elected; this worker stays a participant and is
+    /// elected again only when nobody else can be).
+    pub async fn leader_resign(&self, key: &str) -> Result<(), RequestError> {
+        self.leadership("resign", key).await
+    }
+
+    /// Leaves leadership `key` (letting go of it if this worker leads).
+    pub async fn leader_leave(&self, key: &str) -> Result<(), RequestError> {
+        self.leadership("leave", key).await
+    }
+
+    async fn leadership(&self, op: &str, key: &str) -> Result<(), RequestError> {
+        let name = format!("{}{op}", crate::election::LEADER_PREFIX);
+        self.request(
+            Target::Master,
+            &name,
+            &serde_json::json!({ "key": key }),
+            request::DEFAULT_REQUEST_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The value of `key` in the cache every worker of the master shares, loading it with
@@ -898,6 +942,9 @@ impl Router {
             Ok(MasterFrame::Response { id, result, error }) => {
                 self.answer(id, error.map_or_else(|| Ok(result.unwrap_or(Value::Null)), Err));
                 Routed::Done
+            }
+            Ok(MasterFrame::Leader { key, leader, term, you }) => {
+                Routed::Event(BusEvent::Leader { key, leader, term, you })
             }
             Ok(MasterFrame::Changed { watch, path, value }) => {
                 Routed::Event(BusEvent::StoreChanged { watch, path, value })

@@ -96,6 +96,7 @@ pub mod config;
 pub mod ecv;
 pub mod error;
 pub mod exit;
+pub mod leader_client;
 pub mod listen;
 pub mod master;
 pub mod policy;
@@ -124,6 +125,7 @@ pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};
 pub use listen::{errno_name, Balance, ListenAddr, ListenError, ListenSpec};
 pub use master::cgroup::{containment, Containment};
+pub use master::election;
 pub use master::events::{
     message_json_text, Event, Events, Subject, Subscription, Summary, WorkerFailure, EVENT_JSON_VERSION,
     EVENT_QUEUE_BYTES, EVENT_QUEUE_EVENTS, EVENT_QUEUE_LIFECYCLE,

@@ -68,6 +68,14 @@ pub enum drover_bus_event_kind {
     /// socket). (Added in 0.3 with `fd`: a program compiled with an older header gets none; such
     /// connections are closed.)
     Connection = 8,
+    /// Who leads a leadership this worker joined (`drover_bus_leader_join()`), on joining and at
+    /// each change (PROTOCOL.md §5.10): `name` is the key, `from` the leading worker's id (0:
+    /// nobody leads for now), `request_id` the leadership's term (an event whose term is not
+    /// above the last one seen for that key is stale), `data` the frame as JSON
+    /// (`{"key","leader","term","you"}`: `you` true when this worker leads). A deposed leader
+    /// (`from` no longer its id) releases what only the leader holds, then calls
+    /// `drover_bus_leader_resign()`.
+    Leader = 9,
 }
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
@@ -368,6 +376,14 @@ fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
                 c.data = owned_c_string(&conn.listener);
                 c.text = conn.remote.as_deref().map_or(std::ptr::null_mut(), owned_c_string);
             }
+        }
+        BusEvent::Leader { key, leader, term, you } => {
+            c.kind = drover_bus_event_kind::Leader;
+            c.from = leader.unwrap_or(0);
+            c.request_id = term;
+            let frame = serde_json::json!({ "key": key, "leader": leader, "term": term, "you": you });
+            c.data = owned_c_string(&frame.to_string());
+            c.name = owned_c_string(&key);
         }
         BusEvent::Closed(error) => {
             c.kind = drover_bus_event_kind::Closed;

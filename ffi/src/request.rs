@@ -435,3 +435,42 @@ pub extern "C" fn drover_bus_send_to(
         Ok(())
     })
 }
+
+/// Joins leadership `key` (PROTOCOL.md §5.10): the master elects one STARTED participant and
+/// tells every participant who leads with a DROVER_BUS_EVENT_KIND_LEADER event, now and at each
+/// change. To lead a leader client (§5.10 "Leader clients"), declare the handler `leader:KEY` with
+/// `drover_bus_set_handlers()` and answer its requests while leading. DROVER_RESULT_OVERLOADED
+/// past 64 leaderships in the master; DROVER_RESULT_INVALID_ARGUMENT for a bad key.
+#[no_mangle]
+pub extern "C" fn drover_bus_leader_join(bus: *const drover_bus, key: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let key = try_str!(key);
+        state.runtime.block_on(state.sender.leader_join(key))?;
+        Ok(())
+    })
+}
+
+/// Lets go of leading `key` (call it after releasing what only the leader holds, e.g. when a
+/// LEADER event says this worker no longer leads): the next is elected; this worker stays a
+/// participant.
+#[no_mangle]
+pub extern "C" fn drover_bus_leader_resign(bus: *const drover_bus, key: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let key = try_str!(key);
+        state.runtime.block_on(state.sender.leader_resign(key))?;
+        Ok(())
+    })
+}
+
+/// Leaves leadership `key` (letting go of it if this worker leads).
+#[no_mangle]
+pub extern "C" fn drover_bus_leader_leave(bus: *const drover_bus, key: *const c_char) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let key = try_str!(key);
+        state.runtime.block_on(state.sender.leader_leave(key))?;
+        Ok(())
+    })
+}

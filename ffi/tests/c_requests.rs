@@ -233,3 +233,68 @@ async fn c_workers_serving_and_making_requests_are_clean_under_valgrind() {
         );
     }
 }
+
+/// Two C workers join one leadership (PROTOCOL.md §5.10): both get LEADER events naming the same
+/// leader, which answers the leader client's requests while the other refuses them; killed, the
+/// other leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_worker_leads_answers_as_the_leader_and_is_replaced_when_killed() {
+    let mut config = MasterConfig::program(c_program("worker", Linkage::Shared))
+        .count(2)
+        .name("c-leaders")
+        .env("C_WORKER_LEADERSHIP", "cc");
+    config.timeouts = quick_timeouts();
+    let master = Master::new(config).expect("the config is valid");
+    let mut events = master.events();
+    master.start().await.expect("both report STARTED");
+
+    // Every C worker is told the same leader, with the key, term and `you` as the frame says.
+    let mut told = std::collections::BTreeMap::new();
+    while told.len() < 2 || told.values().collect::<std::collections::BTreeSet<_>>().len() != 1 {
+        let (from, event) = next_matching(&mut events, |e| match e {
+            Event::Message { id, data, .. } => data.get("leader_event").map(|l| (*id, l.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!(event["key"], "cc");
+        assert_eq!(event["data"]["term"], event["term"]);
+        if event["from"].as_u64() != Some(0) {
+            told.insert(from, event["from"].as_u64().unwrap_or(0));
+        }
+    }
+    let leader = *told.values().next().unwrap();
+    assert_eq!(master.leader("cc").and_then(|(l, _)| l), Some(leader));
+    let follower = if leader == 1 { 2 } else { 1 };
+
+    let answer = master
+        .request(
+            Target::Worker(leader),
+            "leader:cc",
+            &json!({"op": "invoke", "method": "get", "args": ["k"]}),
+            LONG,
+        )
+        .await
+        .expect("the C leader answers");
+    assert_eq!(answer["result"]["c_leader"], leader);
+    assert_eq!(answer["result"]["args"]["method"], "get");
+    let refused = master
+        .request(Target::Worker(follower), "leader:cc", &json!({"op": "invoke"}), LONG)
+        .await
+        .expect_err("a follower refuses");
+    assert_eq!(refused.code, RequestErrorCode::HandlerFailed);
+    assert!(refused.message.starts_with("not-leader:"), "{}", refused.message);
+
+    let pid = master.worker(leader).expect("the leader").pid;
+    // SAFETY: a plain kill of our own worker.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    next_matching(&mut events, |e| match e {
+        Event::Message { id, data, .. } if *id == follower => data
+            .get("leader_event")
+            .filter(|l| l["from"].as_u64() == Some(follower) && l["data"]["you"] == true)
+            .map(|_| ()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(master.leader("cc").and_then(|(l, _)| l), Some(follower));
+    master.graceful_shutdown().await.expect("shutdown");
+}

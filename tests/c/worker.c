@@ -35,6 +35,11 @@
  * and answers {"garbage":<result name>,"message":<last error>}.
  * With C_WORKER_STATUS set it registers the status functions "c" ({"id":<id>,"pid":<pid>}),
  * "null" (which cannot say: returns NULL) and "text" (which answers text that is not JSON).
+ * Leadership (PROTOCOL.md §5.10): with C_WORKER_LEADERSHIP=KEY it declares the handler "leader:KEY",
+ * joins KEY before STARTED, and reports each LEADER event as {"leader_event":{"key":<name>,
+ * "from":<from>,"term":<request_id>,"data":<data>}}. While it leads it answers "leader:KEY" with
+ * {"result":{"c_leader":<its id>,"args":<args>}}; otherwise it fails it with "not-leader: ...". Deposed,
+ * it resigns.
  *
  * Before reporting STARTED it checks the bus's error paths; a failed check exits with 90. */
 #include <poll.h>
@@ -262,9 +267,39 @@ static void send_to(drover_bus *bus, const char *data, char *reply, size_t size)
     snprintf(reply, size, "{\"sent\":%llu}", (unsigned long long)count);
 }
 
+static const char *leadership = NULL;
+static int leading = 0;
+
+/* A LEADER event: reported; a deposed leader resigns. */
+static void on_leader(drover_bus *bus, const drover_bus_event *event) {
+    uint64_t id = 0;
+    CHECK_OK(drover_bus_worker_id(bus, &id));
+    CHECK(event->name != NULL && event->data != NULL);
+    int now = event->from == id;
+    CHECK(now == (strstr(event->data, "\"you\":true") != NULL));
+    if (leading && !now) CHECK_OK(drover_bus_leader_resign(bus, event->name));
+    leading = now;
+    char reply[4096];
+    snprintf(reply, sizeof reply, "{\"leader_event\":{\"key\":\"%s\",\"from\":%llu,\"term\":%llu,\"data\":%s}}",
+             event->name, (unsigned long long)event->from, (unsigned long long)event->request_id, event->data);
+    CHECK_OK(drover_bus_send_message(bus, reply));
+}
+
 /* Answers a request for one of the handlers of C_WORKER_HANDLERS. */
 static void serve_request(drover_bus *bus, const drover_bus_event *event) {
     char result[4096];
+    if (leadership != NULL && strncmp(event->name, "leader:", 7) == 0) {
+        if (!leading) {
+            CHECK_OK(drover_bus_respond(bus, event->request_id, NULL, "not-leader: this C worker does not lead"));
+            return;
+        }
+        uint64_t id = 0;
+        CHECK_OK(drover_bus_worker_id(bus, &id));
+        snprintf(result, sizeof result, "{\"result\":{\"c_leader\":%llu,\"args\":%s}}", (unsigned long long)id,
+                 event->data);
+        CHECK_OK(drover_bus_respond(bus, event->request_id, result, NULL));
+        return;
+    }
     if (strcmp(event->name, "c-echo") == 0) {
         snprintf(result, sizeof result, "{\"c_echo\":%s}", event->data);
     } else if (strcmp(event->name, "c-whoami") == 0) {
@@ -515,6 +550,9 @@ static int handle(drover_bus *bus, drover_bus_event *event) {
         close(event->fd);
         return 1;
     }
+    case DROVER_BUS_EVENT_KIND_LEADER:
+        on_leader(bus, event);
+        return 1;
     case DROVER_BUS_EVENT_KIND_CLOSED:
         return 0;
     default:
@@ -544,6 +582,15 @@ int main(void) {
         CHECK_OK(drover_bus_set_status_function(bus, "text", status_text, NULL));
         CHECK_OK(drover_bus_set_status_function(bus, "gone", status_null, NULL));
         CHECK_OK(drover_bus_set_status_function(bus, "gone", NULL, NULL)); /* removed again */
+    }
+    leadership = getenv("C_WORKER_LEADERSHIP");
+    if (leadership != NULL) {
+        char handler[256];
+        snprintf(handler, sizeof handler, "leader:%s", leadership);
+        const char *handlers[] = {handler};
+        CHECK_OK(drover_bus_set_handlers(bus, handlers, 1));
+        CHECK_ERR(drover_bus_leader_join(bus, NULL), DROVER_RESULT_NULL_ARGUMENT, "`key` is NULL");
+        CHECK_OK(drover_bus_leader_join(bus, leadership));
     }
     CHECK_OK(drover_bus_send_started(bus));
 

@@ -13,6 +13,7 @@
 mod arbiter;
 pub mod balance;
 pub mod cgroup;
+pub mod election;
 pub(crate) mod events;
 mod guardian;
 // Internals for the Node addon and the `drover` command, not API a Rust user needs: hidden from the
@@ -512,6 +513,13 @@ impl Master {
         }
         let (path, ttl) = router::store_args(&args)?;
         remote.store(&op, &path, &args, ttl).await
+    }
+
+    /// Who leads leadership `key` among the workers that joined it (PROTOCOL.md §5.10), and the
+    /// leadership's term; `None`: no worker has joined `key`. The inner `None`: nobody leads for
+    /// now (no participant is STARTED, or a deposed leader has not let go yet).
+    pub fn leader(&self, key: &str) -> Option<(Option<WorkerId>, u64)> {
+        self.inner.router.leader(key)
     }
 
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+use super::election::{Elections, Notice, LEADER_PREFIX};
 use super::worker::WorkerHandle;
 use super::Inner;
 use crate::config::StoreConfig;
@@ -165,6 +166,7 @@ pub(crate) struct Router {
     /// The Redis backend, when the store is kept there (watches stay here).
     remote: Option<Arc<dyn StoreBackend>>,
     remote_cache: Mutex<RemoteCache>,
+    elections: Mutex<Elections>,
 }
 
 impl std::fmt::Debug for Router {
@@ -195,6 +197,7 @@ impl Router {
                 watches: HashMap::new(),
                 sweeping: false,
             }),
+            elections: Mutex::new(Elections::default()),
         }
     }
 
@@ -460,6 +463,10 @@ impl Router {
                 return;
             }
             let outcome = self.store_request(from, &name, args);
+            return self.answer(asker, outcome);
+        }
+        if to == Target::Master && name.starts_with(LEADER_PREFIX) {
+            let outcome = self.leader_request(from, &name, &args);
             return self.answer(asker, outcome);
         }
         if to == Target::Master && name.starts_with(CACHE_PREFIX) {
@@ -1190,9 +1197,83 @@ impl Router {
         true
     }
 
+    /// Runs `change` on the elections and writes the `leader` frames it gives, under the
+    /// elections' lock: frames of successive changes are queued in the order of the changes
+    /// (a worker never sees a later term before an earlier one).
+    fn elect(
+        &self,
+        change: impl FnOnce(&mut Elections) -> Result<Vec<Notice>, RequestError>,
+    ) -> Result<(), RequestError> {
+        // The handles first: the slots' lock is never taken inside the elections' lock.
+        let handles: HashMap<WorkerId, WorkerHandle> =
+            self.live_workers().into_iter().map(|(id, _, h)| (id, h)).collect();
+        let mut elections = self.elections.lock().unwrap_or_else(|p| p.into_inner());
+        let notices = change(&mut elections)?;
+        for notice in notices {
+            let Some(handle) = handles.get(&notice.to) else {
+                continue;
+            };
+            let frame = MasterFrame::Leader {
+                you: notice.leader == Some(notice.to),
+                key: notice.key,
+                leader: notice.leader,
+                term: notice.term,
+            };
+            let sent = handle.send_frame(&frame);
+            let to = notice.to;
+            tokio::spawn(async move {
+                if let Err(e) = sent.await {
+                    tracing::debug!(id = to, error = %e, "a leader frame could not be written");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// One of the built-in `drover.leader.*` handlers (`join`, `leave`, `resign`), for worker
+    /// `from`; argument `key`.
+    fn leader_request(&self, from: WorkerId, name: &str, args: &Value) -> Result<Value, RequestError> {
+        if from == 0 {
+            return Err(error(
+                RequestErrorCode::BadRequest,
+                "only a worker takes part in a leadership; the master reads it with Master::leader",
+            ));
+        }
+        let key = args
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| error(RequestErrorCode::BadRequest, format!("{name}: `key` must be a string")))?;
+        let op = &name[LEADER_PREFIX.len()..];
+        match op {
+            "join" => self.elect(|e| e.join(from, key))?,
+            "leave" => self.elect(|e| Ok(e.leave(from, key)))?,
+            "resign" => self.elect(|e| Ok(e.resign(from, key)))?,
+            _ => {
+                return Err(error(
+                    RequestErrorCode::NoSuchHandler,
+                    format!("the master has no handler {name:?} (join, leave, resign)"),
+                ))
+            }
+        }
+        let (leader, term) = self.leader(key).unwrap_or((None, 0));
+        Ok(json!({ "leader": leader, "term": term }))
+    }
+
+    /// Who leads `key`, at which term.
+    pub(crate) fn leader(&self, key: &str) -> Option<(Option<WorkerId>, u64)> {
+        self.elections.lock().unwrap_or_else(|p| p.into_inner()).leader(key)
+    }
+
+    /// Worker `id` became STARTED (`true`) or left that status or is being retired (`false`).
+    pub(crate) fn worker_serving(&self, id: WorkerId, serving: bool) {
+        let _ = self.elect(|e| Ok(if serving { e.serving(id) } else { e.not_serving(id) }));
+    }
+
     /// Worker `id`'s process is gone: its handlers with it; what it was asked fails
     /// (`target_gone`); what it asked is answered to nobody.
     pub(crate) fn worker_gone(&self, id: WorkerId) {
+        // Reaped: whatever it held as leader is closed, so the next may be elected now.
+        let _ = self.elect(|e| Ok(e.gone(id)));
         self.lock_shared().watches.retain(|_, w| w.worker != id);
         if let Some(remote) = self.remote.clone() {
             let abandoned: Vec<(u64, String)> = {

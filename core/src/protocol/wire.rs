@@ -263,6 +263,21 @@ pub enum MasterFrame {
         /// Its new value; `null` when it was deleted or expired.
         value: Value,
     },
+    /// Who leads a leadership this worker joined (PROTOCOL.md §5.10), sent at each change and
+    /// on joining. `term` grows at each change: a frame with a lower term than one already seen
+    /// is stale.
+    Leader {
+        /// The leadership's key.
+        key: String,
+        /// The leading worker; absent: nobody leads for now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<u64>,
+        /// The leadership's term.
+        term: u64,
+        /// Whether the leader is this worker.
+        #[serde(default)]
+        you: bool,
+    },
     /// The answer to `listen`. Without `error`, the socket's fd rides along with this frame's first
     /// byte as `SCM_RIGHTS` ancillary data.
     Listener {

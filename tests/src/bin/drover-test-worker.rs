@@ -39,11 +39,24 @@
 //! `data`: replies `{"sent": count}` or `{"send_error": error}`); a message from another worker is
 //! reported as `{"from": id, "got": data}`, a change under a store watch as `{"changed": {...}}`.
 //!
+//! Leadership (PROTOCOL.md §5.10): with `DROVER_TEST_LEADERSHIP=key` it joins that leadership
+//! before STARTED and reports each `leader` frame as `{"leader": {key, leader, term, you}}`; while
+//! it leads it holds one TCP connection to `DROVER_TEST_UPSTREAM` (host:port) if set; deposed, it
+//! closes it, waits `DROVER_TEST_RESIGN_AFTER_MS` (default 200) and resigns (`{"resigned": key}`).
+//!
+//! Leader clients (`drover::leader_client`): with `DROVER_TEST_CLUSTER=name` it joins a [`Cluster`]
+//! of [`UpstreamClient`] (one TCP connection to `DROVER_TEST_UPSTREAM`, whose `EVENT n` lines
+//! are the topic's events and which answers `GET key` with `VALUE key v`), subscribes to topic
+//! `"events"` and reports `{"cluster_events": [n...]}` (batched), `{"cluster_gap": {"last": n}}`
+//! and `{"cluster_resubscribed": term}` in order; message `cluster-get` with `key` replies
+//! `{"cluster_got": v}` or `{"cluster_error": ...}`.
+//!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
 //! pid, and close it.
 
-use drover::{BusEvent, BusOptions, CommandReader, MessageBus, WorkerStatus};
+use drover::leader_client::{Cluster, ClusterEvent, EventSink, LeaderClient};
+use drover::{BusEvent, BusOptions, BusSender, CommandReader, MessageBus, WorkerStatus};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -109,6 +122,25 @@ async fn run() {
         let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
         bus.sender().set_handlers(&names).await.expect("declare handlers");
     }
+    let leadership = std::env::var("DROVER_TEST_LEADERSHIP").ok();
+    if let Some(key) = &leadership {
+        bus.sender().leader_join(key).await.expect("join the leadership");
+    }
+    let mut upstream: Option<std::net::TcpStream> = None;
+    let cluster = match std::env::var("DROVER_TEST_CLUSTER") {
+        Ok(name) => {
+            let cluster = Cluster::<UpstreamClient>::join(bus.sender(), &name)
+                .await
+                .expect("join the cluster");
+            bus.sender()
+                .set_handlers(&[&cluster.handler_name()])
+                .await
+                .expect("declare the cluster's handler");
+            report_cluster_events(bus.sender(), cluster.clone());
+            Some(cluster)
+        }
+        Err(_) => None,
+    };
     match mode.as_str() {
         "exit-before-start" => std::process::exit(arg as i32),
         "never-start" => {}
@@ -153,6 +185,26 @@ async fn run() {
             None => bus.recv().await,
         };
         let Some(event) = event else { break };
+        let event = match &cluster {
+            Some(cluster) => match cluster.handle(event).await {
+                Some(event) => event,
+                None => continue,
+            },
+            None => event,
+        };
+        if let (Some(cluster), BusEvent::Message(msg)) = (&cluster, &event) {
+            if msg["cmd"] == "cluster-get" {
+                let (cluster, sender, key) = (cluster.clone(), bus.sender(), msg["key"].clone());
+                tokio::spawn(async move {
+                    let reply = match cluster.invoke("get", key).await {
+                        Ok(v) => json!({ "cluster_got": v }),
+                        Err(e) => json!({ "cluster_error": e.to_string() }),
+                    };
+                    let _ = sender.send_message(&reply).await;
+                });
+                continue;
+            }
+        }
         match event {
             BusEvent::Stop if !ignore => {
                 drain();
@@ -181,6 +233,12 @@ async fn run() {
                     let mut stream = std::net::TcpStream::from(fd);
                     let _ = writeln!(stream, "{}", std::process::id());
                 }
+            }
+            BusEvent::Leader { key, leader, term, you } => {
+                on_leader(&bus, &mut upstream, &key, you).await;
+                let _ = bus
+                    .send_message(&json!({ "leader": { "key": key, "leader": leader, "term": term, "you": you } }))
+                    .await;
             }
             BusEvent::Closed(_) => std::process::exit(0),
             other => eprintln!("drover-test-worker: a command it does not know: {other:?}"),
@@ -599,4 +657,157 @@ async fn write_store(bus: drover::BusSender, id: u64) {
             return;
         }
     }
+}
+/// A `leader` frame: the leader holds its one upstream connection; a deposed one closes it, then
+/// (after a while, to show that nobody is elected meanwhile) resigns.
+async fn on_leader(bus: &MessageBus, upstream: &mut Option<std::net::TcpStream>, key: &str, you: bool) {
+    let address = std::env::var("DROVER_TEST_UPSTREAM").ok();
+    if you {
+        if let (None, Some(address)) = (&upstream, address) {
+            match std::net::TcpStream::connect(&address) {
+                Ok(stream) => *upstream = Some(stream),
+                Err(e) => eprintln!("drover-test-worker: upstream {address}: {e}"),
+            }
+        }
+        return;
+    }
+    let Some(stream) = upstream.take() else { return };
+    drop(stream);
+    let after = std::env::var("DROVER_TEST_RESIGN_AFTER_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(200);
+    let sender = bus.sender();
+    let key = key.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        if sender.leader_resign(&key).await.is_ok() {
+            let _ = sender.send_message(&json!({ "resigned": key })).await;
+        }
+    });
+}
+
+/// The real client of `DROVER_TEST_CLUSTER`: one TCP connection to `DROVER_TEST_UPSTREAM`.
+struct UpstreamClient {
+    write: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    waiting: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<tokio::sync::oneshot::Sender<String>>>>,
+    sink: std::sync::Arc<std::sync::Mutex<Option<EventSink>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl LeaderClient for UpstreamClient {
+    async fn connect() -> Result<Self, String> {
+        use tokio::io::AsyncBufReadExt;
+        let address = std::env::var("DROVER_TEST_UPSTREAM").map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (read, write) = stream.into_split();
+        let waiting: std::sync::Arc<
+            std::sync::Mutex<std::collections::VecDeque<tokio::sync::oneshot::Sender<String>>>,
+        > = Default::default();
+        let sink: std::sync::Arc<std::sync::Mutex<Option<EventSink>>> = Default::default();
+        let (w, k) = (waiting.clone(), sink.clone());
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let parts: Vec<&str> = line.split(' ').collect();
+                match parts.as_slice() {
+                    ["EVENT", n] => {
+                        let sink = k.lock().unwrap().clone();
+                        if let (Some(sink), Ok(n)) = (sink, n.parse::<u64>()) {
+                            sink.emit(json!(n));
+                        }
+                    }
+                    ["VALUE", _, v] => {
+                        if let Some(tx) = w.lock().unwrap().pop_front() {
+                            let _ = tx.send(v.to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(UpstreamClient {
+            write: tokio::sync::Mutex::new(write),
+            waiting,
+            sink,
+            reader,
+        })
+    }
+
+    async fn invoke(&self, method: String, args: Value) -> Result<Value, String> {
+        use tokio::io::AsyncWriteExt;
+        if method != "get" {
+            return Err(format!("no method {method}"));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut write = self.write.lock().await;
+        self.waiting.lock().unwrap().push_back(tx);
+        let key = args.as_str().unwrap_or_default().to_string();
+        write
+            .write_all(format!("GET {key}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(write);
+        rx.await
+            .map(Value::String)
+            .map_err(|_| "the upstream closed".to_string())
+    }
+
+    async fn publish(&self, _topic: Value, _data: Value) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn subscribe(&self, _topic: Value, events: EventSink) {
+        *self.sink.lock().unwrap() = Some(events);
+    }
+
+    async fn close(&self) {
+        self.reader.abort();
+        use tokio::io::AsyncWriteExt;
+        let _ = self.write.lock().await.shutdown().await;
+    }
+}
+
+impl Drop for UpstreamClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Subscribes to `"events"` and reports what comes, in order (events batched every 50 ms).
+fn report_cluster_events(sender: BusSender, cluster: Cluster<UpstreamClient>) {
+    tokio::spawn(async move {
+        let mut events = match cluster.subscribe(json!("events")).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                let _ = sender.send_message(&json!({ "cluster_error": e.to_string() })).await;
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    let report = match event {
+                        ClusterEvent::Data(n) => { batch.push(n); continue; }
+                        ClusterEvent::Gap { last, .. } => json!({ "cluster_gap": { "last": last } }),
+                        ClusterEvent::Resubscribed { term } => json!({ "cluster_resubscribed": term }),
+                    };
+                    if !batch.is_empty() {
+                        let _ = sender.send_message(&json!({ "cluster_events": std::mem::take(&mut batch) })).await;
+                    }
+                    let _ = sender.send_message(&report).await;
+                }
+                _ = tick.tick() => {
+                    if !batch.is_empty() {
+                        let _ = sender.send_message(&json!({ "cluster_events": std::mem::take(&mut batch) })).await;
+                    }
+                }
+            }
+        }
+    });
 }

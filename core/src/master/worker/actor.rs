@@ -224,6 +224,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         node_frames,
         node_writer,
         handoffs: Arc::new(std::sync::Mutex::new(true)),
+        retiring_told: false,
     };
     (handle, actor)
 }
@@ -259,6 +260,8 @@ pub(super) struct WorkerActor<C> {
     node_writer: Option<FrameWriter>,
     /// Whether the master's balancers may still hand this worker connections (balance.rs).
     handoffs: crate::master::balance::HandoffGate,
+    /// The router knows this worker is being retired (it may lead nothing from then on).
+    retiring_told: bool,
 }
 
 /// Where the actor's frames come from.
@@ -387,6 +390,13 @@ impl<C: Child> WorkerActor<C> {
 
     /// Starts the graceful end from wherever the worker is.
     fn begin_retire(&mut self) {
+        // A leader is deposed before it is told to stop (PROTOCOL.md §5.10).
+        if let Some(router) = &self.router {
+            if !self.retiring_told {
+                self.retiring_told = true;
+                router.worker_serving(self.id, false);
+            }
+        }
         let can_talk = self.conversation.is_open();
         match self.status {
             WorkerStatus::Started | WorkerStatus::Stopping if can_talk => {
@@ -535,6 +545,13 @@ impl<C: Child> WorkerActor<C> {
         }
         self.status = to;
         let started = to == WorkerStatus::Started;
+        if let Some(router) = &self.router {
+            if started && !self.retiring_told {
+                router.worker_serving(self.id, true);
+            } else if from == WorkerStatus::Started {
+                router.worker_serving(self.id, false);
+            }
+        }
         // The snapshot changes first, silently: a subscriber that reads `workers()` on this event
         // sees the new status. Those waiting for a change are woken after the event, so whoever
         // waits on the snapshot and then reads the event stream finds the event already there.
