@@ -477,6 +477,10 @@ export declare class OperationCancelledError extends DroverError {
     operation: string;
 }
 export declare class ReloadRolledBackError extends DroverError {}
+export declare class ReconfigureError extends DroverError {}
+export declare class PreStartError extends DroverError {
+    reason: string;
+}
 export declare class ProtocolError extends DroverError {
     workerId: number;
     pid: number;

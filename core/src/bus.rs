@@ -120,6 +120,9 @@ pub enum BusEvent {
     /// A request for one of the handlers this worker declared ([`BusSender::set_handlers`]):
     /// answer it with [`IncomingRequest::reply`] (an unanswered request times out at its sender).
     Request(IncomingRequest),
+    /// A new user config from the master ([`crate::Master::reconfigure`]; PROTOCOL.md §5.10): apply
+    /// it, then answer with [`IncomingConfig::ack`] (an unanswered one is a timeout at the master).
+    Reconfigure(IncomingConfig),
     /// The channel is closed: the master is gone (or broke the protocol, then the error says how).
     /// Nothing follows; a worker usually shuts down.
     Closed(Option<ProtocolError>),
@@ -228,6 +231,39 @@ impl IncomingRequest {
                 error,
             })
             .await
+    }
+}
+
+/// A new user config the master pushed to this worker ([`BusEvent::Reconfigure`]).
+#[derive(Debug, Clone)]
+pub struct IncomingConfig {
+    /// The master's number for this config (it only grows).
+    pub version: u64,
+    /// The new user config (replaces the welcome's `config`).
+    pub config: Value,
+    sender: BusSender,
+}
+
+impl PartialEq for IncomingConfig {
+    fn eq(&self, other: &IncomingConfig) -> bool {
+        (self.version, &self.config) == (other.version, &other.config)
+    }
+}
+
+impl IncomingConfig {
+    /// Tells the master the config was applied (`Ok`), or refused (`Err(reason)`: the worker
+    /// keeps its old config; the master's answer for this worker says `refused` with the reason,
+    /// cut to [`crate::master::reconfigure::MAX_RECONFIGURE_ERROR_BYTES`]).
+    pub async fn ack(self, outcome: Result<(), String>) -> Result<(), BusError> {
+        self.sender.send_frame(&self.answer(outcome)).await
+    }
+
+    /// The `reconfigured` frame that answers this config, for a host that writes frames itself.
+    pub fn answer(&self, outcome: Result<(), String>) -> WorkerFrame {
+        WorkerFrame::Reconfigured {
+            version: self.version,
+            error: outcome.err(),
+        }
     }
 }
 
@@ -887,6 +923,11 @@ impl Router {
                 }
                 Routed::Done
             }
+            Ok(MasterFrame::Reconfigure { version, config }) => Routed::Event(BusEvent::Reconfigure(IncomingConfig {
+                version,
+                config,
+                sender: self.sender.clone(),
+            })),
             Ok(MasterFrame::Welcome { .. }) | Ok(MasterFrame::Unknown) => {
                 tracing::debug!(frame = %line, "ignored frame from master");
                 Routed::Done

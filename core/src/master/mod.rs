@@ -22,7 +22,9 @@ mod operations;
 pub mod output;
 #[doc(hidden)]
 pub mod pids;
+pub mod pre_start;
 mod readiness;
+pub mod reconfigure;
 mod reload;
 pub(crate) mod router;
 pub(crate) mod spawn;
@@ -73,6 +75,10 @@ struct Inner {
     router: Arc<router::Router>,
     /// The user's recycling decision ([`Master::recycle_when`]).
     recycle_predicate: Mutex<Option<RecyclePredicate>>,
+    /// The user config pushed by [`Master::reconfigure`], which new processes get.
+    user_config: Mutex<reconfigure::LatestUserConfig>,
+    /// The user's pre-start hook ([`Master::pre_start`]).
+    pre_start: Mutex<Option<pre_start::PreStartHook>>,
 }
 
 /// A user's recycling decision: given a STARTED worker's snapshot (uptime from `started_at`,
@@ -132,6 +138,8 @@ impl Master {
         let inner = Arc::new_cyclic(|weak| Inner {
             router: Arc::new(router::Router::new(weak.clone())),
             recycle_predicate: Mutex::new(None),
+            user_config: Mutex::default(),
+            pre_start: Mutex::new(None),
             config: Mutex::new(Arc::new(config)),
             slots: Mutex::new(BTreeMap::new()),
             status,

@@ -104,6 +104,15 @@ pub enum WorkerFrame {
         #[serde(default)]
         counters: std::collections::BTreeMap<String, f64>,
     },
+    /// The answer to a `reconfigure` (PROTOCOL.md §5.10): the worker took config `version`, or
+    /// refused it (`error`, the worker's reason, keeps running on the config it had).
+    Reconfigured {
+        /// The `reconfigure` frame's `version`.
+        version: u64,
+        /// Why the worker refused the config; absent when it applied it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A frame type this build does not know; ignored.
     #[serde(other)]
     Unknown,
@@ -236,6 +245,14 @@ pub enum MasterFrame {
         code: String,
         /// A human-readable explanation.
         message: String,
+    },
+    /// A new user config for the live worker, replacing its welcome's `config` (PROTOCOL.md
+    /// §5.10); answered by a `reconfigured` frame carrying the same `version`.
+    Reconfigure {
+        /// The master's number for this config: it only grows.
+        version: u64,
+        /// The new user config, verbatim.
+        config: Value,
     },
     /// A frame type this build does not know; ignored.
     #[serde(other)]

@@ -48,6 +48,11 @@ const HOST_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 pub(super) enum Command {
     /// End the process: the stop → quit → SIGTERM → SIGKILL sequence, or SIGKILL at once.
     Retire { hard: bool },
+    /// Send the worker a new user config (a `reconfigure` frame).
+    Reconfigure {
+        version: u64,
+        config: Arc<serde_json::Value>,
+    },
 }
 
 /// Where the worker is in its life, as the master drives it. Each state carries its one deadline,
@@ -198,6 +203,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         raw_json: node_writer.is_some(),
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
+        user_config_version: 0,
     };
     let actor = WorkerActor {
         id,
@@ -377,6 +383,12 @@ impl<C: Child> WorkerActor<C> {
                     self.begin_retire();
                 }
             }
+            // Held behind the welcome if the worker has not said hello yet; dropped by the writer
+            // once the channel is closing (the worker's answer then never comes: it is gone).
+            Some(Command::Reconfigure { version, config }) => self.write_control(MasterFrame::Reconfigure {
+                version,
+                config: (*config).clone(),
+            }),
         }
     }
 
@@ -684,6 +696,15 @@ impl<C: Child> WorkerActor<C> {
                 if let Some(router) = &self.router {
                     router.worker_send(self.id, id, to, data);
                 }
+                Ok(())
+            }
+            WorkerFrame::Reconfigured { version, error } => {
+                self.events.emit(Event::Reconfigured {
+                    id: self.id,
+                    pid: self.pid,
+                    version,
+                    error: error.map(crate::master::reconfigure::bounded_reason),
+                });
                 Ok(())
             }
             WorkerFrame::Unknown => {
