@@ -291,6 +291,24 @@ export declare class Master extends EventEmitter<MasterEvents> {
     /** Every listening socket the master holds (declared, or asked for by workers). */
     /** (Not `listeners()`: that is EventEmitter's.) */
     getListeningSockets(): HeldListener[];
+    /**
+     * Pushes a new user config to every worker without restarting them; resolves with each
+     * worker's answer. Later workers get it in their welcome.
+     */
+    reconfigure(config: unknown, options?: { timeout?: number }): Promise<ReconfigureAck[]>;
+    /** Runs `hook` before each start's first spawn; a throw or rejection fails the start. */
+    preStart(hook: () => unknown): this;
+}
+
+/** One worker's answer to `Master.reconfigure`. */
+export interface ReconfigureAck {
+    id: number;
+    name: string;
+    instance: number;
+    pid: number;
+    outcome: 'applied' | 'refused' | 'timeout' | 'gone';
+    /** With 'refused': the worker's reason. */
+    error?: string;
 }
 
 export declare const MasterFactory: {
@@ -347,6 +365,11 @@ export interface MessageBusEvents {
     /** A message another worker sent with `sendTo`, and that worker's id. */
     'worker-message': [data: any, fromWorkerId: number];
     connected: [meta: WorkerMeta];
+    /**
+     * A new user config from the master: apply it, then `ack()` (applied) or `ack(error)`
+     * (refused, the error's message as the reason). Without a listener it is refused.
+     */
+    reconfigure: [config: any, ack: (error?: Error | string | null) => void];
     /** The master closed the channel (with the protocol error, if that is why). */
     disconnect: [error: MessageBusError | null];
     error: [error: MessageBusError | NotAWorkerError];

@@ -195,6 +195,31 @@ class MessageBus extends EventEmitter {
         return written;
     }
 
+    // A new config from the master (PROTOCOL.md §5.10): the 'reconfigure' listeners get
+    // (config, ack); the first ack() answers (ack() or ack(null): applied; ack(error or reason):
+    // refused). No listener: refused at once, so the master hears it rather than a timeout.
+    _reconfigure(version, config) {
+        let answered = false;
+        const ack = (err) => {
+            if (answered) return;
+            answered = true;
+            if (err === undefined || err === null) {
+                if (this.meta) this.meta.config = config;
+            }
+            const reason = err === undefined || err === null ? undefined : err instanceof Error ? err.message : String(err);
+            try {
+                this._native.ackReconfigure(version, reason);
+            } catch (e) {
+                if (this.listenerCount('error') > 0) this.emit('error', errors.fromNative(e));
+            }
+        };
+        if (this.listenerCount('reconfigure') === 0) {
+            ack("this worker has no 'reconfigure' listener");
+            return;
+        }
+        this.emit('reconfigure', config, ack);
+    }
+
     _guardSignals(on) {
         if (!this._ignoreSignals || on === this._signalsIgnored) return;
         this._signalsIgnored = on;
@@ -249,6 +274,9 @@ class MessageBus extends EventEmitter {
                 break;
             case 'worker-message':
                 this.emit('worker-message', e.data, e.from);
+                break;
+            case 'reconfigure':
+                this._reconfigure(e.version, e.config);
                 break;
             case 'request':
                 requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));

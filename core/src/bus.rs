@@ -255,15 +255,20 @@ impl IncomingConfig {
     /// keeps its old config; the master's answer for this worker says `refused` with the reason,
     /// cut to [`crate::master::reconfigure::MAX_RECONFIGURE_ERROR_BYTES`]).
     pub async fn ack(self, outcome: Result<(), String>) -> Result<(), BusError> {
-        self.sender.send_frame(&self.answer(outcome)).await
+        self.sender.ack_reconfigure(self.version, outcome).await
     }
+}
 
-    /// The `reconfigured` frame that answers this config, for a host that writes frames itself.
-    pub fn answer(&self, outcome: Result<(), String>) -> WorkerFrame {
-        WorkerFrame::Reconfigured {
-            version: self.version,
+impl BusSender {
+    /// Answers the master's config `version` ([`BusEvent::Reconfigure`]) by its number, for a host
+    /// that hands the config to its own code and keeps only the number (the Node and C faces):
+    /// `Ok` applied, `Err(reason)` refused.
+    pub async fn ack_reconfigure(&self, version: u64, outcome: Result<(), String>) -> Result<(), BusError> {
+        self.send_frame(&WorkerFrame::Reconfigured {
+            version,
             error: outcome.err(),
-        }
+        })
+        .await
     }
 }
 

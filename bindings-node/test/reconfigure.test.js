@@ -1,0 +1,95 @@
+'use strict';
+
+// Reconfigure (PROTOCOL.md §5.10) and the pre-start hook in the Node face, with real processes:
+// a Node master pushing configs to Node workers (applied, refused, no listener) and to Rust
+// workers, a replacement starting with the latest config, and a failing hook spawning nothing.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { MasterFactory, PreStartError, ReconfigureError } = require('..');
+const { rustWorker, waitFor } = require('../test-support/helpers');
+
+const worker = path.join(__dirname, '..', 'test-support', 'reconfig-worker.js');
+
+async function configOf(master, id) {
+    const reply = waitFor(master, 'message', (m, from) => from === id && m && 'config' in m, 20000);
+    await master.send(id, { cmd: 'config' });
+    return (await reply)[0].config;
+}
+
+test('Node workers apply or refuse a new config, and a replacement starts with it', async () => {
+    const master = MasterFactory.create({ script: worker, count: 2, name: 'rc', config: { level: 1 } });
+    try {
+        await master.start();
+        const pids = master.getWorkers().map((w) => w.pid);
+        const acks = await master.reconfigure({ level: 2 });
+        assert.deepEqual(acks.map((a) => [a.id, a.outcome]), [[1, 'applied'], [2, 'applied']]);
+        assert.equal(acks[0].name, 'rc-1');
+        assert.deepEqual(await configOf(master, 1), { level: 2 });
+        assert.deepEqual(await configOf(master, 2), { level: 2 });
+        assert.deepEqual(master.getWorkers().map((w) => w.pid), pids, 'nobody was restarted');
+
+        const refused = await master.reconfigure({ refuse: 'level must be a number' });
+        assert.deepEqual(refused.map((a) => [a.outcome, a.error]), [
+            ['refused', 'level must be a number'],
+            ['refused', 'level must be a number'],
+        ]);
+        assert.deepEqual(await configOf(master, 1), { level: 2 }, 'a refused config is not in force');
+
+        await master.reconfigure({ level: 3 });
+        await master.restartWorkerById(2);
+        assert.deepEqual(await configOf(master, 2), { level: 3 }, 'the replacement got it in its welcome');
+
+        await assert.rejects(master.reconfigure({ big: 'x'.repeat(17 * 1024 * 1024) }), ReconfigureError);
+        await assert.rejects(master.reconfigure({}, { timeout: -1 }), TypeError);
+    } finally {
+        await master.hardShutdown();
+    }
+});
+
+test('a Node worker without a listener refuses; a Rust worker applies', async () => {
+    const deaf = MasterFactory.create({ script: worker, count: 1, name: 'deaf', env: { RECONF_NO_LISTENER: '1' } });
+    const rust = MasterFactory.create({ program: rustWorker, count: 1, name: 'rs' });
+    try {
+        await deaf.start();
+        const [ack] = await deaf.reconfigure({ a: 1 }, { timeout: 20000 });
+        assert.equal(ack.outcome, 'refused');
+        assert.match(ack.error, /no 'reconfigure' listener/);
+
+        await rust.start();
+        const acks = await rust.reconfigure({ a: 1 }, { timeout: 20000 });
+        assert.deepEqual(acks.map((a) => a.outcome), ['applied']);
+        const ignored = await rust.reconfigure({ ignore: true }, { timeout: 300 });
+        assert.deepEqual(ignored.map((a) => a.outcome), ['timeout']);
+    } finally {
+        await deaf.hardShutdown();
+        await rust.hardShutdown();
+    }
+});
+
+test('a throwing pre-start hook fails the start and spawns nothing; a resolving one lets it through', async () => {
+    const master = MasterFactory.create({ script: worker, count: 2, name: 'hooked' });
+    let runs = 0;
+    master.preStart(async () => {
+        runs += 1;
+        if (runs === 1) throw new Error('migrations pending');
+    });
+    try {
+        const spawned = [];
+        master.on('worker-status', (id) => spawned.push(id));
+        await assert.rejects(master.start(), (e) => {
+            assert.ok(e instanceof PreStartError, `${e && e.name}: ${e && e.message}`);
+            assert.equal(e.reason, 'migrations pending');
+            assert.match(e.message, /pre-start hook failed: migrations pending/);
+            return true;
+        });
+        assert.equal(master.getWorkers().length, 0);
+        assert.deepEqual(spawned, []);
+        await master.start();
+        assert.equal(runs, 2);
+        assert.equal(master.getWorkers().length, 2);
+        assert.throws(() => master.preStart('no'), TypeError);
+    } finally {
+        await master.hardShutdown();
+    }
+});
