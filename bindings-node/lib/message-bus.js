@@ -240,6 +240,8 @@ class MessageBus extends EventEmitter {
         switch (e.event) {
             case 'connected':
                 this.meta = e.meta;
+                // The master's `processTitle`: `drover: GROUP #INSTANCE` in ps (command line and comm).
+                if (e.meta && typeof e.meta.title === 'string') process.title = e.meta.title;
                 if (e.meta && e.meta.heartbeat_ms && !this._closing) {
                     // From the JS loop, so a blocked loop is seen as hung. Unref'd: it keeps nothing alive.
                     const beat = () => {

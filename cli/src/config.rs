@@ -14,7 +14,9 @@
 //! maxMemoryBytes = "150MiB"    # with a unit ("5s", "250ms"), sizes in bytes or with one
 //! ```
 //!
-//! A group may also have `cronRestart = "0 3 * * *"` (a reload of the group at those times) and
+//! A group may also have `preStart = "COMMAND"` (run by `sh -c` in the group's cwd and env before
+//! its first worker spawns, at each start; a failure fails the start), `cronRestart = "0 3 * * *"`
+//! (a reload of the group at those times) and
 //! `env_NAME = { ... }` tables, merged over `env` when drover runs with `--env NAME`. A PM2
 //! ecosystem file (`-c ecosystem.config.js`) is read by `pm2.rs` into the same groups.
 //!
@@ -42,6 +44,8 @@ pub struct Group {
     pub config: MasterConfig,
     /// When to reload the group (`cronRestart`), in local time.
     pub cron_restart: Option<croner::Cron>,
+    /// The shell command run before the group's first worker spawns (`preStart`).
+    pub pre_start: Option<String>,
 }
 
 /// Everything `drover run` needs, validated.
@@ -93,6 +97,8 @@ pub struct GroupSource {
     /// `env_NAME` sets, by NAME.
     pub env_sets: BTreeMap<String, serde_json::Value>,
     pub cron_restart: Option<String>,
+    /// `preStart`: a shell command.
+    pub pre_start: Option<String>,
     pub place: Place,
 }
 
@@ -232,6 +238,8 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         restart,
         listen: args.listen.clone(),
         ready,
+        // `drover: GROUP #INSTANCE` in ps.
+        process_title: Some(true),
         ..MasterOptions::default()
     };
     let config = into_config(options.clone()).map_err(|error| {
@@ -250,6 +258,7 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
             options,
             config,
             cron_restart: None,
+            pre_start: args.pre_start.clone(),
         }],
         socket: args.socket.socket.clone(),
         http: args.http.clone(),
@@ -327,6 +336,7 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
         let mut options = serde_json::Map::new();
         let mut env_sets = BTreeMap::new();
         let mut cron_restart = None;
+        let mut pre_start = None;
         for (k, v) in table {
             let value = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
             if let Some(name) = k.strip_prefix("env_") {
@@ -339,6 +349,14 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
                     field: k.clone(),
                     error: format!("must be a cron expression string, got {v}"),
                 })?);
+            } else if k == "preStart" {
+                pre_start = Some(v.as_str().map(str::to_owned).ok_or_else(|| PlanError::Invalid {
+                    file: file.into(),
+                    at: String::new(),
+                    group: format!("[groups.{key}]"),
+                    field: k.clone(),
+                    error: format!("must be a shell command string, got {v}"),
+                })?);
             } else {
                 options.insert(k, value);
             }
@@ -348,6 +366,7 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
             options,
             env_sets,
             cron_restart,
+            pre_start,
             place: Place::Table,
         });
     }
@@ -431,6 +450,8 @@ fn validate_groups(
             invalid(&field, message)
         })?;
         options.name.get_or_insert_with(|| key.clone());
+        // `drover: GROUP #INSTANCE` in ps, unless the group says `processTitle = false`.
+        options.process_title.get_or_insert(true);
         let config = into_config(options.clone()).map_err(|error| {
             let field = field_of(&error);
             invalid(&field, error.to_string())
@@ -455,6 +476,7 @@ fn validate_groups(
             options,
             config,
             cron_restart,
+            pre_start: source.pre_start,
         });
     }
     let plan = Plan {

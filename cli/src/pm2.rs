@@ -309,6 +309,7 @@ fn translate(index: usize, app: &Map<String, Value>) -> Result<(GroupSource, Vec
             options,
             env_sets,
             cron_restart,
+            pre_start: None,
             place: crate::config::Place::App(index),
         },
         ignored,

@@ -681,6 +681,13 @@ impl MessageBus {
             },
         };
 
+        if let Some(title) = &meta.title {
+            // The master asked for it (`process_title`); a failure only leaves the old name.
+            if let Err(error) = crate::title::set_comm(title) {
+                tracing::debug!(%error, "the process title could not be set");
+            }
+        }
+
         let (events_tx, incoming) = mpsc::unbounded_channel();
         let sink = Arc::new(Mutex::new(Sink::Channel(events_tx)));
         // The worker's own memory, its own sends: unbounded as before, so a worker that sends

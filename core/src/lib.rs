@@ -103,6 +103,7 @@ pub mod request;
 pub mod signals;
 pub mod status;
 pub mod store;
+pub mod title;
 
 // The crate's README (its crates.io page) is compiled and checked as a doc test.
 #[cfg(doctest)]

@@ -115,6 +115,11 @@ pub struct MasterConfig {
     /// Pipe the workers' stdout and stderr to the master, to be read line by line from
     /// [`crate::Master::output`]. Off by default: the workers inherit the master's.
     pub capture_output: bool,
+    /// Have each worker show itself as `drover: GROUP #INSTANCE` in `ps` (the welcome's `title`,
+    /// which drover's worker libraries apply: Node's `process.title`, the comm of a Rust or C
+    /// worker; PROTOCOL.md §5.10). Off by default: a library's user may match workers by their
+    /// command line.
+    pub process_title: bool,
     /// How long the workers (and a master whose runtime has [`crate::busy_poll::park_hook`] and
     /// reads its channels itself, with no [`crate::Master::set_channel_host`]) spin after IPC traffic before their event loop sleeps, to answer the next frame without a thread
     /// wake-up; zero (the default) never spins. Passed to workers in `DROVER_BUSY_POLL_US`; at most
@@ -259,6 +264,7 @@ impl MasterConfig {
                 ..Recycle::default()
             },
             capture_output: false,
+            process_title: false,
             busy_poll: Duration::ZERO,
         }
     }
@@ -667,6 +673,8 @@ pub struct MasterOptions {
     pub names: Vec<String>,
     /// `message` (default), `notify`, `node-ipc` or `spawn`.
     pub ready: Option<ReadySource>,
+    /// Workers show themselves as `drover: GROUP #INSTANCE` ([`MasterConfig::process_title`]).
+    pub process_title: Option<bool>,
 }
 
 /// Converts a millisecond option to a duration, naming the field when it is not a positive finite
@@ -780,6 +788,7 @@ impl MasterOptions {
         config.name = self.name.unwrap_or_default();
         config.user_config = self.config;
         config.names = self.names;
+        config.process_title = self.process_title.unwrap_or(false);
         let t = &mut config.timeouts;
         for (field, value, slot) in [
             ("startTimeout", self.start_timeout, &mut t.start),

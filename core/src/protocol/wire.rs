@@ -148,6 +148,10 @@ pub struct WorkerMeta {
     /// When set, the worker should send a heartbeat at least this often (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
+    /// When set, the title the worker should show in `ps` (`drover: GROUP #INSTANCE`; PROTOCOL.md
+    /// §5.10): drover's worker libraries apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// A frame a master sends to a worker.

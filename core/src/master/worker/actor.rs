@@ -878,6 +878,9 @@ impl<C: Child> WorkerActor<C> {
             config: config.user_config.clone(),
             max_frame_bytes: config.max_frame_bytes,
             heartbeat_ms: config.heartbeat.map(|hb| hb.interval.as_millis() as u64),
+            title: config
+                .process_title
+                .then(|| crate::title::worker_title(&config.name, instance)),
         };
         self.write_control(MasterFrame::Welcome {
             version: protocol::PROTOCOL_VERSION,
