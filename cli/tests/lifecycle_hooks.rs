@@ -59,6 +59,41 @@ fn proc_text(pid: u32, what: &str) -> String {
         .replace('\0', " ")
 }
 
+/// The body of `GET path` from the inspector on `port` (which keeps the connection open: read by
+/// its Content-Length); panics unless 200.
+fn inspector_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the inspector accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).expect("an answer");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            assert!(
+                head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+                "{head}"
+            );
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|n| n.trim().to_string())
+                })
+                .and_then(|n| n.parse().ok())
+                .expect("a Content-Length");
+            if body.len() >= length {
+                return body[..length].to_string();
+            }
+        }
+    }
+}
+
 #[test]
 fn reconfigure_pre_start_and_titles() {
     let drover = start_two_groups();
@@ -143,8 +178,7 @@ fn debug_opens_a_live_inspector_per_node_worker_and_refuses_others() {
             .and_then(|p| p.parse().ok())
             .expect("a port");
         // Live: the inspector answers its HTTP endpoint.
-        let (status, body) = http_get(&format!("127.0.0.1:{port}"), "/json/version");
-        assert_eq!(status, 200, "{body}");
+        let body = inspector_get(port, "/json/version");
         assert!(body.contains("\"Protocol-Version\""), "{body}");
         ports.push(port);
         // A second `debug` finds the inspector already open: the same address.
