@@ -180,6 +180,14 @@ enum drover_result
    */
   DROVER_RESULT_REQUEST_FAILED = 116,
   /**
+   * A reconfigure sent nothing: the config is too large for a frame, or cannot be encoded.
+   */
+  DROVER_RESULT_RECONFIGURE_REJECTED = 140,
+  /**
+   * The pre-start hook failed: no worker was spawned, the master is as it was.
+   */
+  DROVER_RESULT_PRE_START_FAILED = 141,
+  /**
    * This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
    */
   DROVER_RESULT_NOT_A_WORKER = 200,
@@ -253,6 +261,12 @@ enum drover_bus_event_kind
    * master: `from` is the sender's id, `data` the message as JSON.
    */
   DROVER_BUS_EVENT_KIND_WORKER_MESSAGE = 6,
+  /**
+   * A new user config from the master (PROTOCOL.md §5.10): `data` is it as JSON,
+   * `request_id` its version. Apply it, then answer with `drover_bus_ack_reconfigure()`; one
+   * left unanswered is a timeout at the master.
+   */
+  DROVER_BUS_EVENT_KIND_RECONFIGURE = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -859,6 +873,14 @@ typedef struct drover_event {
   char *name;
 } drover_event;
 
+/**
+ * A C pre-start hook: called with the `user_data` given to `drover_master_set_pre_start()`,
+ * on a thread of drover's (not the caller's), before each start's first worker spawns. Return 0
+ * to let the start go on; anything else fails it (DROVER_RESULT_PRE_START_FAILED, the number in
+ * the message).
+ */
+typedef int (*drover_pre_start_fn)(void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1366,6 +1388,43 @@ drover_result drover_master_event_fd(const struct drover_master *master, int *ou
  * `drover_master_next_event()` and not cleared since.
  */
 void drover_event_clear(struct drover_event *event);
+
+/**
+ * Pushes `config_json` (any JSON, copied: the workers' new user config) to every worker of the
+ * master without restarting them, and waits up to `timeout_ms` milliseconds (negative: 10 s; at
+ * most 600 s) for each one's answer. Workers spawned later get it in their welcome.
+ *
+ * On success `*out_acks_json` (may be NULL) receives a JSON array, one object per worker:
+ * `{"id", "name", "instance", "pid", "outcome"}` with `outcome` "applied", "refused" (then
+ * `"error"` is the worker's reason), "timeout" or "gone"; owned by the caller, freed with
+ * `drover_string_free()`. DROVER_RESULT_INVALID_ARGUMENT if `config_json` is not JSON;
+ * DROVER_RESULT_RECONFIGURE_REJECTED if it is too large for one frame.
+ */
+drover_result drover_master_reconfigure(struct drover_master *master,
+                                        const char *config_json,
+                                        int64_t timeout_ms,
+                                        char **out_acks_json);
+
+/**
+ * Sets the master's pre-start hook (replacing any set before; NULL `hook` removes it): `hook`
+ * runs with `user_data` before each start's first worker spawns, on a thread of drover's. A
+ * non-zero return, or a hook still running at the start timeout, fails the start with
+ * DROVER_RESULT_PRE_START_FAILED and spawns nothing (a hook that overruns keeps its thread
+ * until it returns).
+ */
+drover_result drover_master_set_pre_start(struct drover_master *master,
+                                          drover_pre_start_fn hook,
+                                          void *user_data);
+
+/**
+ * Answers config `version` (a DROVER_BUS_EVENT_KIND_RECONFIGURE event's `request_id`):
+ * `error_message` NULL when the worker applied it, else its reason for refusing it (copied; the
+ * master cuts it to 1,024 bytes). Returns once the answer is written to the channel.
+ * DROVER_RESULT_INVALID_ARGUMENT for version 0; DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_ack_reconfigure(const struct drover_bus *bus,
+                                         uint64_t version,
+                                         const char *error_message);
 
 /**
  * Registers (or replaces) the program's handler `name` on the master: workers call it with a

@@ -55,6 +55,10 @@ pub enum drover_bus_event_kind {
     /// A message another worker sent to this one (`drover_bus_send_to()`), routed by the
     /// master: `from` is the sender's id, `data` the message as JSON.
     WorkerMessage = 6,
+    /// A new user config from the master (PROTOCOL.md §5.10): `data` is it as JSON,
+    /// `request_id` its version. Apply it, then answer with `drover_bus_ack_reconfigure()`; one
+    /// left unanswered is a timeout at the master.
+    Reconfigure = 7,
 }
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
@@ -325,6 +329,11 @@ fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
             c.kind = drover_bus_event_kind::WorkerMessage;
             c.from = from;
             c.data = owned_c_string(&data.to_string());
+        }
+        BusEvent::Reconfigure(incoming) => {
+            c.kind = drover_bus_event_kind::Reconfigure;
+            c.request_id = incoming.version;
+            c.data = owned_c_string(&incoming.config.to_string());
         }
         BusEvent::Closed(error) => {
             c.kind = drover_bus_event_kind::Closed;

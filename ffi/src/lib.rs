@@ -41,6 +41,7 @@ pub mod error;
 mod ffi;
 mod mailbox;
 pub mod master;
+pub mod reconfigure;
 pub mod request;
 
 use std::ffi::c_char;
