@@ -3,7 +3,7 @@
 //!
 //! It runs under `sh -c` in the group's working directory with the group's environment over
 //! drover's, its stdout and stderr drover's own; a non-zero exit fails the start with the status
-//! and the last lines it wrote to stderr (at most [`MAX_STDERR_TAIL`] bytes), and core ends it at
+//! and the last lines it wrote to stderr (at most [`MAX_STDERR_TAIL`] bytes, joined with `; `), and core ends it at
 //! the group's start timeout (the command is then killed with SIGKILL).
 
 use std::io::Read;
@@ -104,7 +104,13 @@ async fn run(
         (None, Some(signal)) => format!("was killed by {}", drover::signal_name(signal)),
         (None, None) => "failed".to_string(),
     };
-    let said = String::from_utf8_lossy(&tail).trim().to_string();
+    // One line, for the log: the tail's lines joined.
+    let said = String::from_utf8_lossy(&tail)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     Err(if said.is_empty() {
         format!("`{command}` {how}")
     } else {

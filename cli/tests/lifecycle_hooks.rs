@@ -205,25 +205,27 @@ fn debug_opens_a_live_inspector_per_node_worker_and_refuses_others() {
 #[test]
 fn a_failing_pre_start_command_fails_the_start_and_spawns_nothing() {
     let worker = drover_tests::test_worker().display().to_string();
+    // 5000 bytes of noise first: the error quotes only the last 2048 bytes of stderr.
+    let command = r"head -c 5000 /dev/zero | tr '\0' x >&2; echo >&2; echo 'migrations pending' >&2; exit 3";
     let mut drover = Drover::start(
-        &[
-            "-n",
-            "2",
-            "--name",
-            "api",
-            "--pre-start",
-            "echo 'migrations pending' >&2; exit 3",
-            "--",
-            &worker,
-        ],
+        &["-n", "2", "--name", "api", "--pre-start", command, "--", &worker],
         &[],
     );
     let status = drover.wait_exit(Duration::from_secs(60));
     assert!(!status.success());
     let transcript = drover.transcript();
+    let line = transcript
+        .lines()
+        .find(|l| l.contains("start failed: the pre-start hook failed:"))
+        .unwrap_or_else(|| panic!("no start failure:\n{transcript}"));
+    assert!(line.contains("exited with status 3: "), "{line}");
+    assert!(line.ends_with("migrations pending"), "{line}");
     assert!(
-        transcript.contains("the pre-start hook failed: `echo 'migrations pending' >&2; exit 3` exited with status 3: migrations pending"),
-        "{transcript}"
+        line.len() < 2048 + command.len() + 200,
+        "the quoted stderr is bounded: {} bytes",
+        line.len()
     );
+    // No worker was spawned: none was ever INITIALIZED, and drover says it had none to stop.
     assert!(!transcript.contains("spawned"), "a worker was spawned:\n{transcript}");
+    assert!(!transcript.contains("pid "), "a worker process existed:\n{transcript}");
 }

@@ -160,3 +160,24 @@ async fn a_hook_that_outlives_the_start_timeout_fails_the_start() {
     assert!(err.to_string().contains("start timeout"), "{err}");
     assert!(master.workers().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_reason_is_cut_to_its_bound() {
+    use drover::master::reconfigure::MAX_RECONFIGURE_ERROR_BYTES;
+    let master = Master::new(test_config("long-no", 1)).unwrap();
+    master.start().await.unwrap();
+    // Multi-byte characters across the cut: it falls on a character boundary.
+    let reason = "é".repeat(MAX_RECONFIGURE_ERROR_BYTES);
+    let acks = master.reconfigure(json!({ "refuse": reason }), LONG).await.unwrap();
+    let ReconfigureOutcome::Refused(got) = &acks[0].outcome else {
+        panic!("{acks:?}");
+    };
+    assert!(
+        got.len() <= MAX_RECONFIGURE_ERROR_BYTES + '…'.len_utf8(),
+        "{}",
+        got.len()
+    );
+    assert!(got.ends_with('…'));
+    assert!(reason.starts_with(got.trim_end_matches('…')));
+    master.graceful_shutdown().await.unwrap();
+}
