@@ -130,6 +130,8 @@ export interface MasterOptions {
      * none while idle.
      */
     busyPollUs?: number;
+    /** Workers show themselves as `drover: GROUP #INSTANCE` in ps (`process.title`). Default false. */
+    processTitle?: boolean;
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
     /** ms before the first automatic restart (restart policy other than 'never'). */

@@ -93,3 +93,27 @@ test('a throwing pre-start hook fails the start and spawns nothing; a resolving 
         await master.hardShutdown();
     }
 });
+
+test('with processTitle, a Node worker shows as "drover: GROUP #INSTANCE" in ps', async () => {
+    const fs = require('node:fs');
+    const master = MasterFactory.create({ script: worker, count: 2, name: 'titled', processTitle: true });
+    const plain = MasterFactory.create({ script: worker, count: 1, name: 'plain' });
+    try {
+        await master.start();
+        const read = (pid, what) => fs.readFileSync(`/proc/${pid}/${what}`, 'utf8').replace(/\0+$/, '').trim();
+        // Set when the worker's bus takes its welcome, which may come just after STARTED went out.
+        const titles = () => master.getWorkers().map((w) => read(w.pid, 'cmdline')).sort();
+        const deadline = Date.now() + 30000;
+        while (titles()[0] !== 'drover: titled #0' && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        assert.deepEqual(titles(), ['drover: titled #0', 'drover: titled #1']);
+        for (const w of master.getWorkers()) assert.match(read(w.pid, 'comm'), /^drover: titled/);
+        // Off by default: the command line is the worker's own.
+        await plain.start();
+        assert.match(read(plain.getWorkers()[0].pid, 'cmdline'), /reconfig-worker\.js/);
+    } finally {
+        await master.hardShutdown();
+        await plain.hardShutdown();
+    }
+});

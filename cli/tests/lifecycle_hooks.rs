@@ -105,9 +105,14 @@ fn reconfigure_pre_start_and_titles() {
     assert_eq!(proc_text(drover.pid(), "cmdline"), "drover: master rs,web");
     let web = drover.worker_pids("web");
     assert_eq!(web.len(), 2);
-    let mut titles: Vec<String> = web.iter().map(|p| proc_text(*p, "cmdline")).collect();
-    titles.sort();
-    assert_eq!(titles, ["drover: web #0", "drover: web #1"]);
+    // A Node worker sets it when its bus takes the welcome, which may be just after STARTED.
+    let titles = || {
+        let mut titles: Vec<String> = web.iter().map(|p| proc_text(*p, "cmdline")).collect();
+        titles.sort();
+        titles
+    };
+    eventually(|| titles() == ["drover: web #0", "drover: web #1"]);
+    assert_eq!(titles(), ["drover: web #0", "drover: web #1"]);
     for pid in &web {
         assert!(proc_text(*pid, "comm").starts_with("drover: web #"), "pid {pid}");
     }
