@@ -132,6 +132,12 @@ export interface MasterOptions {
     busyPollUs?: number;
     /** Workers show themselves as `drover: GROUP #INSTANCE` in ps (`process.title`). Default false. */
     processTitle?: boolean;
+    /**
+     * Before a worker's HTTP server takes the shared socket (and reports STARTED), it answers
+     * `requests` GETs of `path` on a private listener (header `x-drover-warmup`), within `timeout`
+     * ms: no client request reaches a cold worker. Defaults: 1 request, '/', 10 s.
+     */
+    warmup?: { requests?: number; path?: string; timeout?: Duration };
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
     /** ms before the first automatic restart (restart policy other than 'never'). */

@@ -117,3 +117,66 @@ test('with processTitle, a Node worker shows as "drover: GROUP #INSTANCE" in ps'
         await plain.hardShutdown();
     }
 });
+
+test('warm-up: a worker answers its warm-up requests before any client request reaches it', async () => {
+    const http = require('node:http');
+    const net = require('node:net');
+    const port = await new Promise((resolve) => {
+        const probe = net.createServer().listen(0, '127.0.0.1', () => {
+            const { port: p } = probe.address();
+            probe.close(() => resolve(p));
+        });
+    });
+    const warmWorker = path.join(__dirname, '..', 'test-support', 'warm-worker.js');
+    const master = MasterFactory.create({
+        script: warmWorker,
+        count: 2,
+        name: 'warm',
+        env: { PORT: String(port), WARMUP_REQUESTS: '5' },
+        warmup: { requests: 5, path: '/warm?probe=1', timeout: 20000 },
+    });
+    // Clients knock from before the start until the end: none may reach a cold worker.
+    let stop = false;
+    const answers = [];
+    const knock = async () => {
+        while (!stop) {
+            const body = await new Promise((resolve) => {
+                const req = http.get({ host: '127.0.0.1', port, path: '/client', agent: false }, (res) => {
+                    let text = '';
+                    res.on('data', (c) => (text += c));
+                    res.on('end', () => resolve(text));
+                });
+                req.on('error', () => resolve(null));
+            });
+            if (body) answers.push(JSON.parse(body));
+            else await new Promise((r) => setTimeout(r, 5));
+        }
+    };
+    const knocking = [knock(), knock()];
+    try {
+        await master.start();
+        await master.restartWorkerById(1);
+        await waitFor(master, 'message', () => false, 300).catch(() => {});
+        stop = true;
+        await Promise.all(knocking);
+        assert.ok(answers.length > 0, 'clients were served');
+        for (const a of answers) {
+            assert.equal(a.warm, 5, `a client reached pid ${a.pid} after ${a.warm} warm-up requests`);
+            assert.equal(a.cold, 0);
+            assert.deepEqual(a.paths, ['/warm?probe=1']);
+        }
+        // Every worker, the replacement included, was warmed: 5 hits each.
+        for (const w of master.getWorkers()) {
+            const reply = waitFor(master, 'message', (m, from) => from === w.id && m && m.counts, 20000);
+            await master.send(w.id, { cmd: 'counts' });
+            const [{ counts }] = await reply;
+            assert.equal(counts.warm, 5);
+            assert.equal(counts.cold, 0);
+        }
+        assert.throws(() => MasterFactory.create({ script: warmWorker, warmup: { requests: 0 } }), /warmup\.requests/);
+        assert.throws(() => MasterFactory.create({ script: warmWorker, warmup: { path: 'no-slash' } }), /warmup\.path/);
+    } finally {
+        stop = true;
+        await master.hardShutdown();
+    }
+});

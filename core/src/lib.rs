@@ -116,7 +116,7 @@ pub type WorkerId = u64;
 pub use bus::{BusError, BusEvent, BusOptions, BusSender, Command, CommandReader, ListenRefused, MessageBus};
 pub use config::{
     Bytes, ConfigError, Heartbeat, MasterConfig, MasterOptions, Millis, OnProtocolError, ReadySource, Recycle,
-    ReloadKind, Timeouts,
+    ReloadKind, Timeouts, Warmup, WarmupOptions,
 };
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};

@@ -152,6 +152,22 @@ pub struct WorkerMeta {
     /// §5.10): drover's worker libraries apply it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// When set, the warm-up the worker should do before it takes the shared sockets and reports
+    /// STARTED (PROTOCOL.md §5.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupMeta>,
+}
+
+/// The welcome's `warmup`: `requests` GETs of `path` to the worker's own server, within
+/// `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmupMeta {
+    /// How many requests, one after the other.
+    pub requests: u32,
+    /// The path requested.
+    pub path: String,
+    /// How long the whole warm-up may take, in milliseconds.
+    pub timeout_ms: u64,
 }
 
 /// A frame a master sends to a worker.

@@ -881,6 +881,11 @@ impl<C: Child> WorkerActor<C> {
             title: config
                 .process_title
                 .then(|| crate::title::worker_title(&config.name, instance)),
+            warmup: config.warmup.as_ref().map(|w| crate::protocol::WarmupMeta {
+                requests: w.requests,
+                path: w.path.clone(),
+                timeout_ms: w.timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+            }),
         };
         self.write_control(MasterFrame::Welcome {
             version: protocol::PROTOCOL_VERSION,
