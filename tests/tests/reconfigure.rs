@@ -181,3 +181,33 @@ async fn a_refusal_reason_is_cut_to_its_bound() {
     assert!(reason.starts_with(got.trim_end_matches('…')));
     master.graceful_shutdown().await.unwrap();
 }
+
+#[test]
+fn warmup_options_are_checked_and_named() {
+    let options = |warmup: Value| -> drover::MasterOptions {
+        serde_json::from_value(json!({ "program": "/bin/true", "warmup": warmup })).unwrap()
+    };
+    let config = options(json!({ "requests": 20, "path": "/health", "timeout": "2s" }))
+        .into_config()
+        .unwrap();
+    assert_eq!(
+        config.warmup,
+        Some(drover::Warmup {
+            requests: 20,
+            path: "/health".into(),
+            timeout: Duration::from_secs(2)
+        })
+    );
+    let defaults = options(json!({})).into_config().unwrap().warmup.unwrap();
+    assert_eq!((defaults.requests, defaults.path.as_str()), (1, "/"));
+    for (bad, field) in [
+        (json!({ "requests": 0 }), "warmup.requests"),
+        (json!({ "requests": 10_001 }), "warmup.requests"),
+        (json!({ "path": "health" }), "warmup.path"),
+        (json!({ "path": format!("/{}", "a".repeat(2048)) }), "warmup.path"),
+        (json!({ "timeout": -1 }), "warmup.timeout"),
+    ] {
+        let err = options(bad.clone()).into_config().unwrap_err().to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+}
