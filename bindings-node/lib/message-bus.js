@@ -38,6 +38,10 @@ class MessageBus extends EventEmitter {
         created = true;
         const { NativeBus } = require('./native');
         this.meta = null;
+        // Each worker's inspector (opened by SIGUSR1, `drover debug`) on a free port of its own, not
+        // all on 9229, unless the process chose one (--inspect*, in its arguments or NODE_OPTIONS).
+        const chosen = [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)].some((o) => o.startsWith('--inspect'));
+        if (!chosen && process.debugPort === 9229) process.debugPort = 0;
         this._heartbeat = null;
         this._closing = null;
         // Events come as JSON text: JSON.parse is cheaper than building objects through N-API.

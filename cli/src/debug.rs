@@ -11,9 +11,9 @@
 //! open (a second `drover debug`) is found the same way, without a signal.
 //!
 //! **Several workers.** Node's inspector port is 9229 unless told: the second worker to open it
-//! would find the port taken. `drover run` therefore gives Node groups `--inspect-port=0` in
-//! `NODE_OPTIONS` (unless their options already choose one, [`inspector_port_option`]): each
-//! worker's inspector takes a free port of its own when it opens.
+//! would find the port taken. drover's Node MessageBus therefore sets `process.debugPort = 0` in
+//! each worker whose options choose no port (`--inspect*`): each worker's inspector takes a free
+//! port of its own when it opens.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -49,15 +49,6 @@ pub struct Inspector {
     pub address: SocketAddr,
     /// The WebSocket URL a debugger connects to.
     pub url: String,
-}
-
-/// `--inspect-port=0` for a Node group's `NODE_OPTIONS` (`options`, what it has so far), or
-/// `None` when they already say where the inspector goes.
-pub fn inspector_port_option(options: &str) -> Option<&'static str> {
-    let chosen = options
-        .split_whitespace()
-        .any(|o| o.starts_with("--inspect") || o.starts_with("--debug-port"));
-    (!chosen).then_some("--inspect-port=0")
 }
 
 /// Opens (or finds open) worker `pid`'s inspector, waiting up to `timeout`. Blocking.
@@ -229,17 +220,6 @@ mod tests {
         assert_eq!(loopback_listener(other, &inodes), None, "another process's socket");
         let v6 = "   0: 00000000000000000000000001000000:2329 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 333 1";
         assert_eq!(loopback_listener(v6, &inodes), Some("[::1]:9001".parse().unwrap()));
-    }
-
-    #[test]
-    fn an_inspector_port_is_added_unless_node_options_choose_one() {
-        assert_eq!(inspector_port_option(""), Some("--inspect-port=0"));
-        assert_eq!(
-            inspector_port_option("--max-old-space-size=100"),
-            Some("--inspect-port=0")
-        );
-        assert_eq!(inspector_port_option("--inspect-port=9300"), None);
-        assert_eq!(inspector_port_option("--inspect=0.0.0.0:9229"), None);
     }
 
     #[test]

@@ -63,7 +63,6 @@ pub fn apply_to_plan(plan: &mut Plan) -> Result<(), PlanError> {
         if !group.config.runs_node() {
             continue;
         }
-        give_distinct_inspector_ports(&mut group.config);
         let preload = match &setting {
             Setting::Off => continue,
             Setting::Path(path) => path.clone(),
@@ -90,25 +89,6 @@ pub fn apply_to_plan(plan: &mut Plan) -> Result<(), PlanError> {
         add(&mut group.config, &preload);
     }
     Ok(())
-}
-
-/// `--inspect-port=0` in the workers' `NODE_OPTIONS` (unless they choose a port): each worker's
-/// inspector, opened by `drover debug`, takes a free port of its own ([`crate::debug`]).
-fn give_distinct_inspector_ports(config: &mut MasterConfig) {
-    let own = config
-        .env
-        .get("NODE_OPTIONS")
-        .cloned()
-        .or_else(|| std::env::var("NODE_OPTIONS").ok())
-        .unwrap_or_default();
-    if let Some(option) = crate::debug::inspector_port_option(&own) {
-        let options = if own.trim().is_empty() {
-            option.to_string()
-        } else {
-            format!("{own} {option}")
-        };
-        config.env.insert("NODE_OPTIONS".into(), options);
-    }
 }
 
 /// Where the preload may be, in order.
