@@ -241,6 +241,8 @@ export interface MasterEvents {
     heartbeat: [workerId: number, info: { pid: number; rssBytes: number | null }];
     'worker-restarting': [workerId: number, info: { delayMs: number; restarts: number }];
     'worker-recycling': [workerId: number, reason: string];
+    /** A worker answered a reconfigure: applied (`error` null) or refused. */
+    'worker-reconfigured': [workerId: number, info: { pid: number; version: number; error: string | null }];
     'gave-up': [info: { restarts: number; windowMs: number }];
     /** An event of a newer core this layer does not know, as is. */
     event: [event: Record<string, unknown>];

@@ -451,6 +451,9 @@ class Master extends EventEmitter {
             case 'recycling':
                 this.emit('worker-recycling', e.id, e.reason);
                 break;
+            case 'reconfigured':
+                this.emit('worker-reconfigured', e.id, { pid: e.pid, version: e.version, error: e.error ?? null });
+                break;
             case 'gave_up':
                 this.emit('gave-up', { restarts: e.restarts, windowMs: e.window_ms });
                 break;

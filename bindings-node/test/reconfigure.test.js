@@ -22,12 +22,16 @@ test('Node workers apply or refuse a new config, and a replacement starts with i
     try {
         await master.start();
         const pids = master.getWorkers().map((w) => w.pid);
+        const told = [];
+        master.on('worker-reconfigured', (id, info) => told.push([id, info.version, info.error]));
         const acks = await master.reconfigure({ level: 2 });
         assert.deepEqual(acks.map((a) => [a.id, a.outcome]), [[1, 'applied'], [2, 'applied']]);
         assert.equal(acks[0].name, 'rc-1');
         assert.deepEqual(await configOf(master, 1), { level: 2 });
         assert.deepEqual(await configOf(master, 2), { level: 2 });
         assert.deepEqual(master.getWorkers().map((w) => w.pid), pids, 'nobody was restarted');
+        if (told.length < 2) await waitFor(master, 'worker-reconfigured', () => told.length >= 2, 20000);
+        assert.deepEqual(told.sort(), [[1, 1, null], [2, 1, null]]);
 
         const refused = await master.reconfigure({ refuse: 'level must be a number' });
         assert.deepEqual(refused.map((a) => [a.outcome, a.error]), [
