@@ -211,3 +211,29 @@ fn warmup_options_are_checked_and_named() {
         assert!(err.contains(field), "{bad}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_new_config_ends_the_reconfigured_one() {
+    let master = Master::new(test_config("reloaded", 1)).unwrap();
+    master.start().await.unwrap();
+    let mut events = master.events();
+    master.reconfigure(json!({ "pushed": true }), LONG).await.unwrap();
+    // A reload without a new config keeps the pushed one (the new generation's welcome has it).
+    master.graceful_reload(None).await.unwrap();
+    let id = master.workers()[0].id;
+    assert_eq!(
+        ask(&master, &mut events, id, json!({ "cmd": "config" })).await,
+        json!({ "config": { "pushed": true } })
+    );
+    // A new config's user config wins from then on.
+    let mut next = test_config("reloaded", 1);
+    next.user_config = json!({ "released": 2 });
+    master.graceful_reload(Some(next)).await.unwrap();
+    let id = master.workers()[0].id;
+    assert_eq!(
+        ask(&master, &mut events, id, json!({ "cmd": "config" })).await,
+        json!({ "config": { "released": 2 } })
+    );
+    assert_eq!(master.config().user_config, json!({ "released": 2 }));
+    master.graceful_shutdown().await.unwrap();
+}
