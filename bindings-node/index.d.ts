@@ -145,6 +145,14 @@ export interface MasterOptions {
         fsync?: 'always' | 'everysec' | 'never';
         compactLogBytes?: Size;
     };
+    /** Workers show themselves as `drover: GROUP #INSTANCE` in ps (`process.title`). Default false. */
+    processTitle?: boolean;
+    /**
+     * Before a worker's HTTP server takes the shared socket (and reports STARTED), it answers
+     * `requests` GETs of `path` on a private listener (header `x-drover-warmup`), within `timeout`
+     * ms: no client request reaches a cold worker. Defaults: 1 request, '/', 10 s.
+     */
+    warmup?: { requests?: number; path?: string; timeout?: Duration };
     onProtocolError?: 'fail' | 'ignore';
     restart?: 'never' | 'on-failure' | 'always';
     /** ms before the first automatic restart (restart policy other than 'never'). */
@@ -338,6 +346,8 @@ export interface MasterEvents {
     heartbeat: [workerId: number, info: { pid: number; rssBytes: number | null; stats: Record<string, number> }];
     'worker-restarting': [workerId: number, info: { delayMs: number; restarts: number }];
     'worker-recycling': [workerId: number, reason: string];
+    /** A worker answered a reconfigure: applied (`error` null) or refused. */
+    'worker-reconfigured': [workerId: number, info: { pid: number; version: number; error: string | null }];
     'gave-up': [info: { restarts: number; windowMs: number }];
     /** The group went out of rotation (ECV: markDown(), a monitor) or back in; its workers run on. */
     rotation: [info: Rotation & { message: string | null }];
@@ -444,6 +454,24 @@ export declare class Master extends EventEmitter<MasterEvents> {
      * operation). Throws TypeError for a non-function.
      */
     recycleWhen(predicate: RecyclePredicate): this;
+    /**
+     * Pushes a new user config to every worker without restarting them; resolves with each
+     * worker's answer. Later workers get it in their welcome.
+     */
+    reconfigure(config: unknown, options?: { timeout?: number }): Promise<ReconfigureAck[]>;
+    /** Runs `hook` before each start's first spawn; a throw or rejection fails the start. */
+    preStart(hook: () => unknown): this;
+}
+
+/** One worker's answer to `Master.reconfigure`. */
+export interface ReconfigureAck {
+    id: number;
+    name: string;
+    instance: number;
+    pid: number;
+    outcome: 'applied' | 'refused' | 'timeout' | 'gone';
+    /** With 'refused': the worker's reason. */
+    error?: string;
 }
 
 export declare const MasterFactory: {
@@ -506,6 +534,11 @@ export interface MessageBusEvents {
      */
     connection: [fd: number, info: { listener: string; remote: string | null }];
     connected: [meta: WorkerMeta];
+    /**
+     * A new user config from the master: apply it, then `ack()` (applied) or `ack(error)`
+     * (refused, the error's message as the reason). Without a listener it is refused.
+     */
+    reconfigure: [config: any, ack: (error?: Error | string | null) => void];
     /** The master closed the channel (with the protocol error, if that is why). */
     disconnect: [error: MessageBusError | null];
     error: [error: MessageBusError | NotAWorkerError];
@@ -721,6 +754,10 @@ export declare class OperationCancelledError extends DroverError {
     operation: string;
 }
 export declare class ReloadRolledBackError extends DroverError {}
+export declare class ReconfigureError extends DroverError {}
+export declare class PreStartError extends DroverError {
+    reason: string;
+}
 export declare class ProtocolError extends DroverError {
     workerId: number;
     pid: number;

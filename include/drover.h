@@ -183,6 +183,14 @@ enum drover_result
    */
   DROVER_RESULT_REQUEST_FAILED = 116,
   /**
+   * A reconfigure sent nothing: the config is too large for a frame, or cannot be encoded.
+   */
+  DROVER_RESULT_RECONFIGURE_REJECTED = 140,
+  /**
+   * The pre-start hook failed: no worker was spawned, the master is as it was.
+   */
+  DROVER_RESULT_PRE_START_FAILED = 141,
+  /**
    * This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
    */
   DROVER_RESULT_NOT_A_WORKER = 200,
@@ -275,7 +283,7 @@ enum drover_bus_event_kind
   DROVER_BUS_EVENT_KIND_CONNECTION = 8,
   /**
    * Who leads a leadership this worker joined (`drover_bus_leader_join()`), on joining and at
-   * each change (PROTOCOL.md §5.10): `name` is the key, `from` the leading worker's id (0:
+   * each change (PROTOCOL.md §5.11): `name` is the key, `from` the leading worker's id (0:
    * nobody leads for now), `request_id` the leadership's term (an event whose term is not
    * above the last one seen for that key is stale), `data` the frame as JSON
    * (`{"key","leader","term","you"}`: `you` true when this worker leads). A deposed leader
@@ -283,6 +291,12 @@ enum drover_bus_event_kind
    * `drover_bus_leader_resign()`.
    */
   DROVER_BUS_EVENT_KIND_LEADER = 9,
+  /**
+   * A new user config from the master (PROTOCOL.md §5.11): `data` is it as JSON,
+   * `request_id` its version. Apply it, then answer with `drover_bus_ack_reconfigure()`; one
+   * left unanswered is a timeout at the master.
+   */
+  DROVER_BUS_EVENT_KIND_RECONFIGURE = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -921,6 +935,14 @@ typedef struct drover_event {
    */
   char *name;
 } drover_event;
+
+/**
+ * A C pre-start hook: called with the `user_data` given to `drover_master_set_pre_start()`,
+ * on a thread of drover's (not the caller's), before each start's first worker spawns. Return 0
+ * to let the start go on; anything else fails it (DROVER_RESULT_PRE_START_FAILED, the number in
+ * the message).
+ */
+typedef int (*drover_pre_start_fn)(void *user_data);
 
 /**
  * A status function: returns what it reports about the worker as JSON text allocated with
@@ -1585,6 +1607,43 @@ drover_result drover_master_event_fd(const struct drover_master *master, int *ou
  * `drover_master_next_event()` and not cleared since.
  */
 void drover_event_clear(struct drover_event *event);
+
+/**
+ * Pushes `config_json` (any JSON, copied: the workers' new user config) to every worker of the
+ * master without restarting them, and waits up to `timeout_ms` milliseconds (negative: 10 s; at
+ * most 600 s) for each one's answer. Workers spawned later get it in their welcome.
+ *
+ * On success `*out_acks_json` (may be NULL) receives a JSON array, one object per worker:
+ * `{"id", "name", "instance", "pid", "outcome"}` with `outcome` "applied", "refused" (then
+ * `"error"` is the worker's reason), "timeout" or "gone"; owned by the caller, freed with
+ * `drover_string_free()`. DROVER_RESULT_INVALID_ARGUMENT if `config_json` is not JSON;
+ * DROVER_RESULT_RECONFIGURE_REJECTED if it is too large for one frame.
+ */
+drover_result drover_master_reconfigure(struct drover_master *master,
+                                        const char *config_json,
+                                        int64_t timeout_ms,
+                                        char **out_acks_json);
+
+/**
+ * Sets the master's pre-start hook (replacing any set before; NULL `hook` removes it): `hook`
+ * runs with `user_data` before each start's first worker spawns, on a thread of drover's. A
+ * non-zero return, or a hook still running at the start timeout, fails the start with
+ * DROVER_RESULT_PRE_START_FAILED and spawns nothing (a hook that overruns keeps its thread
+ * until it returns).
+ */
+drover_result drover_master_set_pre_start(struct drover_master *master,
+                                          drover_pre_start_fn hook,
+                                          void *user_data);
+
+/**
+ * Answers config `version` (a DROVER_BUS_EVENT_KIND_RECONFIGURE event's `request_id`):
+ * `error_message` NULL when the worker applied it, else its reason for refusing it (copied; the
+ * master cuts it to 1,024 bytes). Returns once the answer is written to the channel.
+ * DROVER_RESULT_INVALID_ARGUMENT for version 0; DROVER_RESULT_MASTER_GONE.
+ */
+drover_result drover_bus_ack_reconfigure(const struct drover_bus *bus,
+                                         uint64_t version,
+                                         const char *error_message);
 
 /**
  * Registers (or replaces) the program's handler `name` on the master: workers call it with a

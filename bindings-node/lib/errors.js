@@ -58,6 +58,12 @@ class ListenError extends DroverError {}
  */
 class RequestError extends DroverError {}
 
+/** `reconfigure()` sent nothing: the config is too large for a frame, or cannot be encoded. */
+class ReconfigureError extends DroverError {}
+
+/** The pre-start hook threw (or rejected): no worker was spawned. `reason` is its message. */
+class PreStartError extends DroverError {}
+
 const classes = {
     DroverError,
     InvalidConfigurationError,
@@ -76,6 +82,8 @@ const classes = {
     MessageBusError,
     ListenError,
     RequestError,
+    ReconfigureError,
+    PreStartError,
 };
 
 // napi's own argument-conversion failures: a wrong JS type.

@@ -170,7 +170,9 @@ function listen(...args) {
             fail(lookupError);
             return;
         }
-        bus.listen(address).then(({ fd, local, balance }) => {
+        const listening = bus.listen(address);
+        const warmed = listening.then(() => require('./warmup').warmupOf(bus)).then((w) => require('./warmup').warm(server, w));
+        Promise.all([listening, warmed]).then(([{ fd, local, balance }]) => {
             server.off('close', onClose);
             if (!current()) {
                 fs.close(fd, () => {});

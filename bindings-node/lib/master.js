@@ -378,6 +378,37 @@ class Master extends EventEmitter {
     }
 
     /**
+     * Pushes `config` (any JSON: the workers' new user config) to every worker without restarting
+     * them (PROTOCOL.md §5.11); workers spawned later get it in their welcome. Resolves with one
+     * answer per worker: `{ id, name, instance, pid, outcome, error? }`, `outcome` being
+     * 'applied', 'refused' (`error` is the worker's reason), 'timeout' (no answer within
+     * `options.timeout` ms, default 10 000, at most 600 000) or 'gone' (it exited). Rejects with a
+     * ReconfigureError if the config does not fit in one frame.
+     */
+    reconfigure(config, options) {
+        return this._call(async () => {
+            const what = 'Master.reconfigure(config, options)';
+            const json = toJson(config);
+            const timeout = options === undefined ? undefined : requests.timeoutOf(options, what);
+            return JSON.parse(await this._native.reconfigure(json, timeout));
+        });
+    }
+
+    /**
+     * Runs `hook` (a function; may return a promise) before each start's first worker spawns. A
+     * hook that throws or rejects, or outlives the start timeout, fails `start()` with a
+     * PreStartError and spawns nothing. Returns the master.
+     */
+    preStart(hook) {
+        if (typeof hook !== 'function') {
+            throw new TypeError(`Master.preStart(hook): hook must be a function, got ${hook === null ? 'null' : typeof hook}`);
+        }
+        this._preStart = hook;
+        errors.call(() => this._native.setPreStart());
+        return this;
+    }
+
+    /**
      * Calls handler `name` of `target` with `args` (JSON): 'master' (this master's handle()),
      * 'worker:ID' (or a number, or { worker: ID }), 'name:NAME' (or { name }), 'any' (one worker
      * that declared it, in turn) or 'all' (every one: resolves with a list of { worker, result }
@@ -519,12 +550,28 @@ class Master extends EventEmitter {
             case 'recycling':
                 this.emit('worker-recycling', e.id, e.reason);
                 break;
+            case 'reconfigured':
+                this.emit('worker-reconfigured', e.id, { pid: e.pid, version: e.version, error: e.error ?? null });
+                break;
             case 'gave_up':
                 this.emit('gave-up', { restarts: e.restarts, windowMs: e.window_ms });
                 break;
             case 'rotation':
                 this.emit('rotation', { inRotation: e.in_rotation, manual: e.manual, monitor: e.monitor, message: e.message });
                 break;
+            case 'pre-start': {
+                const hook = this._preStart;
+                const reply = (ok, text) => {
+                    try {
+                        this._native.respond(e.id, ok, text);
+                    } catch {
+                        // The master is gone: nothing waits for the hook any more.
+                    }
+                };
+                new Promise((resolve) => resolve(hook()))
+                    .then(() => reply(true, 'null'), (err) => reply(false, err instanceof Error ? err.message : String(err)));
+                break;
+            }
             case 'request':
                 requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));
                 break;

@@ -46,6 +46,10 @@ class MessageBus extends EventEmitter {
         created = true;
         const { NativeBus } = require('./native');
         this.meta = null;
+        // Each worker's inspector (opened by SIGUSR1, `drover debug`) on a free port of its own, not
+        // all on 9229, unless the process chose one (--inspect*, in its arguments or NODE_OPTIONS).
+        const chosen = [...process.execArgv, ...(process.env.NODE_OPTIONS || '').split(/\s+/)].some((o) => o.startsWith('--inspect'));
+        if (!chosen && process.debugPort === 9229) process.debugPort = 0;
         this._heartbeat = null;
         this._stats = null;
         this._closing = null;
@@ -339,6 +343,31 @@ class MessageBus extends EventEmitter {
         return written;
     }
 
+    // A new config from the master (PROTOCOL.md §5.11): the 'reconfigure' listeners get
+    // (config, ack); the first ack() answers (ack() or ack(null): applied; ack(error or reason):
+    // refused). No listener: refused at once, so the master hears it rather than a timeout.
+    _reconfigure(version, config) {
+        let answered = false;
+        const ack = (err) => {
+            if (answered) return;
+            answered = true;
+            if (err === undefined || err === null) {
+                if (this.meta) this.meta.config = config;
+            }
+            const reason = err === undefined || err === null ? undefined : err instanceof Error ? err.message : String(err);
+            try {
+                this._native.ackReconfigure(version, reason);
+            } catch (e) {
+                if (this.listenerCount('error') > 0) this.emit('error', errors.fromNative(e));
+            }
+        };
+        if (this.listenerCount('reconfigure') === 0) {
+            ack("this worker has no 'reconfigure' listener");
+            return;
+        }
+        this.emit('reconfigure', config, ack);
+    }
+
     _guardSignals(on) {
         if (!this._ignoreSignals || on === this._signalsIgnored) return;
         this._signalsIgnored = on;
@@ -363,6 +392,8 @@ class MessageBus extends EventEmitter {
         switch (e.event) {
             case 'connected':
                 this.meta = e.meta;
+                // The master's `processTitle`: `drover: GROUP #INSTANCE` in ps (command line and comm).
+                if (e.meta && typeof e.meta.title === 'string') process.title = e.meta.title;
                 if (e.meta && e.meta.heartbeat_ms && !this._closing) {
                     // From the JS loop, so a blocked loop is seen as hung. Unref'd: it keeps nothing alive.
                     // Each carries the loop's lag and the GCs (PROTOCOL.md §5.1 `stats`).
@@ -416,6 +447,9 @@ class MessageBus extends EventEmitter {
                 break;
             case 'leader':
                 this.emit('leader', { key: e.key, leader: e.leader ?? null, term: e.term, you: e.you });
+                break;
+            case 'reconfigure':
+                this._reconfigure(e.version, e.config);
                 break;
             case 'request':
                 requests.answer(this._handlers, e, (id, ok, text) => this._native.respond(id, ok, text));

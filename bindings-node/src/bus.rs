@@ -57,6 +57,8 @@ enum Outbound {
     AppStatus(Option<String>, BTreeMap<String, f64>),
     /// The names of the handlers this worker answers (the full set).
     Handlers(Vec<String>),
+    /// The answer to config `version` (PROTOCOL.md §5.11): applied, or refused with a reason.
+    Reconfigured(u64, Result<(), String>),
 }
 
 enum Conn {
@@ -114,6 +116,7 @@ impl Shared {
             Outbound::Heartbeat(_) => "send heartbeat",
             Outbound::AppStatus(..) => "send app status",
             Outbound::Handlers(_) => "declare handlers",
+            Outbound::Reconfigured(..) => "answer a reconfigure",
         };
         let operation = move || match status {
             Some(s) => format!("{label} {s}"),
@@ -129,6 +132,7 @@ impl Shared {
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     sender.set_handlers(&names).await
                 }
+                Outbound::Reconfigured(version, outcome) => sender.ack_reconfigure(version, outcome).await,
             }
         };
         match crate::start_now(fut) {
@@ -295,6 +299,9 @@ fn command_text(command: Command<'_>, calls: &WorkerCalls) -> Option<String> {
             }),
             None => return None,
         },
+        BusEvent::Reconfigure(incoming) => {
+            json!({ "event": "reconfigure", "version": incoming.version, "config": incoming.config })
+        }
         BusEvent::Closed(why) => json!({
             "event": "closed",
             "error": why.map(|e| error::describe_bus(&BusError::Protocol(e))),
@@ -486,6 +493,15 @@ impl NativeBus {
     pub fn set_handlers(&self, names: Vec<String>) -> napi::Result<()> {
         request::check_names(&names)?;
         self.shared.send(Outbound::Handlers(names))
+    }
+
+    /// JavaScript's answer to config `version` (a `reconfigure` event): applied when `error` is
+    /// absent, else refused with it as the reason.
+    #[napi(catch_unwind)]
+    pub fn ack_reconfigure(&self, version: f64, error: Option<String>) -> napi::Result<()> {
+        let version = request::positive_integer(version, "a config version")?;
+        self.shared
+            .send(Outbound::Reconfigured(version, error.map_or(Ok(()), Err)))
     }
 
     /// JavaScript's answer to request `id`: `ok` with the result's JSON text, or the failure's

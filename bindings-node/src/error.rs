@@ -65,6 +65,12 @@ pub fn describe(error: &Error) -> Value {
             "cause": describe(cause),
         }),
         Error::Listen(e) => describe_listen(&message, e.address(), e.errno()),
+        Error::Reconfigure(_) => json!({ "name": "ReconfigureError", "message": message }),
+        Error::PreStart { message: why } => json!({
+            "name": "PreStartError",
+            "message": message,
+            "reason": why,
+        }),
         #[allow(unreachable_patterns)]
         _ => json!({ "name": "DroverError", "message": message }),
     }

@@ -469,6 +469,52 @@ impl NativeMaster {
             .map_err(|e| request::from_core(&e))
     }
 
+    /// Has core run a JavaScript pre-start hook before each start's first spawn: it hands
+    /// JavaScript a `{ event: "pre-start", id }` event and waits for [`NativeMaster::respond`]
+    /// with that `id` (a failure's message fails the start with a `PreStartError`).
+    #[napi(catch_unwind)]
+    pub fn set_pre_start(&self) {
+        let calls = self.calls.clone();
+        let to_js = self.events.clone();
+        self.master.pre_start(move || {
+            let calls = calls.clone();
+            let to_js = to_js.clone();
+            async move {
+                let waiting = calls.open()?;
+                let event = json!({ "event": "pre-start", "id": waiting.id() });
+                if to_js.call(ToJs::Event(event.to_string()), ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+                    return Err("the JavaScript master is gone".to_string());
+                }
+                waiting.answer().await.map(|_| ())
+            }
+        });
+    }
+
+    /// Pushes `config` (JSON text) to every worker without restarting them; resolves with the
+    /// JSON text of the per-worker answers (`[{ id, name, instance, pid, outcome, error? }]`).
+    #[napi(catch_unwind)]
+    pub fn reconfigure<'env>(
+        &self,
+        env: &'env Env,
+        config: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let config = request::parse_json(&config, "Master.reconfigure(config)")?;
+        let timeout = match timeout_ms {
+            Some(_) => request::timeout(timeout_ms, "Master.reconfigure(config, options)")?,
+            None => drover::master::reconfigure::DEFAULT_RECONFIGURE_TIMEOUT,
+        };
+        let master = self.master.clone();
+        env.spawn_future(crate::guard(async move {
+            let acks = master
+                .reconfigure(config, timeout)
+                .await
+                .map_err(|e| error::from_core(&e))?;
+            let acks: Vec<Value> = acks.iter().map(|a| a.to_json()).collect();
+            Ok(Value::Array(acks).to_string())
+        }))
+    }
+
     /// JavaScript's answer to request `id` of a handler: `ok` with the result's JSON text, or
     /// the failure's message. False if the request no longer waits (it timed out).
     #[napi(catch_unwind)]

@@ -22,6 +22,9 @@ import {
     type RecycleStats,
     type NodeHeartbeatStats,
     type WorkerDetails,
+    PreStartError,
+    ReconfigureError,
+    type ReconfigureAck,
 } from '..';
 import * as net from 'node:net';
 import * as http from 'node:http';
@@ -196,3 +199,18 @@ async function sharedState(master: Master, mb: MessageBus): Promise<void> {
     await mb.setAppStatus('IDLE', { jobs: 'three' });
 }
 void sharedState;
+async function reconfigure(master: Master, mb: MessageBus) {
+    const acks: ReconfigureAck[] = await master.reconfigure({ level: 2 }, { timeout: 5000 });
+    for (const a of acks) if (a.outcome === 'refused') console.log(a.id, a.error);
+    master.preStart(async () => undefined).preStart(() => 1);
+    await master.start().catch((e) => {
+        if (e instanceof PreStartError) console.log(e.reason);
+        if (e instanceof ReconfigureError) console.log(e.message);
+    });
+    mb.on('reconfigure', (config: { level: number }, ack) => (config.level > 0 ? ack() : ack(new Error('no'))));
+    MasterFactory.create({ script: 'a.js', processTitle: true });
+    // @ts-expect-error: an outcome is one of four words
+    const bad: ReconfigureAck['outcome'] = 'maybe';
+    void bad;
+}
+void reconfigure;

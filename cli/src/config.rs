@@ -16,8 +16,9 @@
 //!
 //! A group may also have `ecv = { url = "http://127.0.0.1:8080/health", validator = "^ok",
 //! interval = "5s", timeout = "2s", failuresBeforeDown = 3 }` (the ECV monitor, `drover::ecv`:
-//! the group goes out of rotation while the URL fails), `cronRestart = "0 3 * * *"` (a reload of
-//! the group at those times) and
+//! the group goes out of rotation while the URL fails), `preStart = "COMMAND"` (run by `sh -c` in
+//! the group's cwd and env before its first worker spawns, at each start; a failure fails the
+//! start), `cronRestart = "0 3 * * *"` (a reload of the group at those times) and
 //! `env_NAME = { ... }` tables, merged over `env` when drover runs with `--env NAME`. A PM2
 //! ecosystem file (`-c ecosystem.config.js`) is read by `pm2.rs` into the same groups.
 //!
@@ -47,6 +48,8 @@ pub struct Group {
     pub cron_restart: Option<croner::Cron>,
     /// The ECV monitor (`ecv`), started with the group; a reload that changes it replaces it.
     pub ecv: Option<drover::ecv::EcvMonitor>,
+    /// The shell command run before the group's first worker spawns (`preStart`).
+    pub pre_start: Option<String>,
 }
 
 /// Everything `drover run` needs, validated.
@@ -112,6 +115,8 @@ pub struct GroupSource {
     pub cron_restart: Option<String>,
     /// `ecv`, as the file gives it.
     pub ecv: Option<serde_json::Value>,
+    /// `preStart`: a shell command.
+    pub pre_start: Option<String>,
     pub place: Place,
 }
 
@@ -263,6 +268,8 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         restart,
         listen: args.listen.clone(),
         ready,
+        // `drover: GROUP #INSTANCE` in ps.
+        process_title: Some(true),
         ..MasterOptions::default()
     };
     let config = into_config(options.clone()).map_err(|error| {
@@ -282,6 +289,7 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
             config,
             cron_restart: None,
             ecv: None,
+            pre_start: args.pre_start.clone(),
         }],
         socket: args.socket.socket.clone(),
         http: args.http.clone(),
@@ -402,6 +410,7 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
         let mut env_sets = BTreeMap::new();
         let mut cron_restart = None;
         let mut ecv = None;
+        let mut pre_start = None;
         for (k, v) in table {
             let value = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
             if let Some(name) = k.strip_prefix("env_") {
@@ -416,6 +425,14 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
                     field: k.clone(),
                     error: format!("must be a cron expression string, got {v}"),
                 })?);
+            } else if k == "preStart" {
+                pre_start = Some(v.as_str().map(str::to_owned).ok_or_else(|| PlanError::Invalid {
+                    file: file.into(),
+                    at: String::new(),
+                    group: format!("[groups.{key}]"),
+                    field: k.clone(),
+                    error: format!("must be a shell command string, got {v}"),
+                })?);
             } else {
                 options.insert(k, value);
             }
@@ -426,6 +443,7 @@ fn from_toml(file: &str, text: &str, env: Option<&str>) -> Result<Plan, PlanErro
             env_sets,
             cron_restart,
             ecv,
+            pre_start,
             place: Place::Table,
         });
     }
@@ -514,6 +532,8 @@ fn validate_groups(
             invalid(&field, message)
         })?;
         options.name.get_or_insert_with(|| key.clone());
+        // `drover: GROUP #INSTANCE` in ps, unless the group says `processTitle = false`.
+        options.process_title.get_or_insert(true);
         let config = into_config(options.clone()).map_err(|error| {
             let field = field_of(&error);
             invalid(&field, error.to_string())
@@ -547,6 +567,7 @@ fn validate_groups(
             config,
             cron_restart,
             ecv,
+            pre_start: source.pre_start,
         });
     }
     let plan = Plan {

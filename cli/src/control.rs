@@ -89,6 +89,22 @@ pub enum Request {
     Up {
         group: String,
     },
+    /// `drover reconfigure`: pushes a new user config to the group's live workers (PROTOCOL.md
+    /// §5.11); the answer's `result` is the per-worker acks.
+    Reconfigure {
+        group: String,
+        config: Value,
+        /// Milliseconds; none: the core's default.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// `drover debug`: opens a Node worker's inspector; the answer's `result` says where.
+    Debug {
+        group: String,
+        worker: WorkerRef,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// What `drover store` does: one of the master's `drover.store.*` handlers (PROTOCOL.md §5.6).
@@ -968,6 +984,127 @@ pub mod client {
             timeout_ms: None,
         };
         self::request(socket, request)
+    }
+
+    /// `drover reconfigure GROUP FILE|JSON [--timeout DURATION] [--json]`: one line per worker,
+    /// `instance I (id N, pid P): applied|refused: reason|timeout|gone` (or the acks as JSON);
+    /// exit 1 unless every worker applied it.
+    pub fn reconfigure(
+        socket: &SocketArg,
+        group: String,
+        source: &str,
+        timeout: Option<std::time::Duration>,
+        json: bool,
+    ) -> ExitCode {
+        let config = match read_config_arg(source) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("drover: reconfigure: {error}");
+                return ExitCode::from(UNREACHABLE);
+            }
+        };
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
+        let answer = exchange(
+            socket,
+            &Request::Reconfigure {
+                group: group.clone(),
+                config,
+                timeout_ms,
+            },
+        );
+        let acks = match answer {
+            Ok(Response {
+                ok: true,
+                result: Some(Value::Array(acks)),
+                ..
+            }) => acks,
+            Ok(Response { error, .. }) => {
+                eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
+                return ExitCode::FAILURE;
+            }
+            Err((code, error)) => {
+                eprintln!("drover: {error}");
+                return ExitCode::from(code);
+            }
+        };
+        if json {
+            println!("{}", Value::Array(acks.clone()));
+        } else if acks.is_empty() {
+            println!("{group}: no worker (the config is kept for the workers to come)");
+        }
+        let mut all_applied = true;
+        for ack in &acks {
+            let outcome = ack["outcome"].as_str().unwrap_or("?");
+            all_applied &= outcome == "applied";
+            if !json {
+                let why = ack["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+                println!(
+                    "{group} instance {} (id {}, pid {}): {outcome}{why}",
+                    ack["instance"], ack["id"], ack["pid"]
+                );
+            }
+        }
+        if all_applied {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    /// A `reconfigure` argument: JSON text, else the path of a JSON (or, by its `.toml` name, TOML)
+    /// file.
+    fn read_config_arg(source: &str) -> Result<Value, String> {
+        if let Ok(value) = serde_json::from_str::<Value>(source) {
+            return Ok(value);
+        }
+        let path = std::path::Path::new(source);
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{source:?} is neither JSON nor a readable file: {e}"))?;
+        if path.extension().is_some_and(|e| e == "toml") {
+            let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{source}: {e}"))?;
+            serde_json::to_value(table).map_err(|e| format!("{source}: {e}"))
+        } else {
+            serde_json::from_str(&text).map_err(|e| format!("{source}: not JSON: {e}"))
+        }
+    }
+
+    /// `drover debug GROUP WORKER [--timeout DURATION]`: prints the inspector's WebSocket URL.
+    pub fn debug(
+        socket: &SocketArg,
+        group: String,
+        worker: WorkerRef,
+        timeout: Option<std::time::Duration>,
+    ) -> ExitCode {
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
+        match exchange(
+            socket,
+            &Request::Debug {
+                group,
+                worker,
+                timeout_ms,
+            },
+        ) {
+            Ok(Response {
+                ok: true,
+                result: Some(result),
+                message,
+                ..
+            }) => {
+                println!("{}", result["url"].as_str().unwrap_or_default());
+                if let Some(message) = message {
+                    eprintln!("{message}");
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(Response { error, .. }) => {
+                eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
+                ExitCode::FAILURE
+            }
+            Err((code, error)) => {
+                eprintln!("drover: {error}");
+                ExitCode::from(code)
+            }
+        }
     }
 
     /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.

@@ -21,6 +21,7 @@
 mod completions;
 mod config;
 mod control;
+mod debug;
 mod fdlimit;
 mod http;
 mod log_file;
@@ -30,6 +31,7 @@ mod metrics;
 mod node_preload;
 mod notify;
 mod pm2;
+mod pre_start;
 mod procinfo;
 mod reaper;
 mod run;
@@ -204,6 +206,39 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Push a new user config (JSON text, or a .json / .toml file) to GROUP's live workers without
+    /// restarting them (their `reconfigure` event; later workers get it in their welcome). Prints
+    /// each worker's answer: applied, refused (with its reason), timeout or gone; exit 1 unless
+    /// every worker applied it.
+    Reconfigure {
+        /// The group.
+        group: String,
+        /// The config: JSON text, or the path of a JSON or TOML file.
+        #[arg(value_name = "FILE|JSON")]
+        config: String,
+        /// How long to wait for the workers' answers, e.g. 500ms, 10s (default 10s, at most 10min).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
+        /// Print the answers as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Open the Node inspector of one worker of GROUP (SIGUSR1) and print its WebSocket address
+    /// (for `node inspect ws://...` or chrome://inspect). Refused for a worker that does not catch
+    /// SIGUSR1 (not Node: the signal would end it).
+    Debug {
+        /// The group.
+        group: String,
+        /// The worker: its instance index, or `id:N`.
+        worker: control::WorkerRef,
+        /// How long to wait for the inspector, e.g. 5s (default 10s, at most 2min).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
 }
 
 /// The options of `drover run`.
@@ -212,7 +247,7 @@ pub struct RunArgs {
     /// A drover.toml with one `[groups.NAME]` table per group (keys as in core's MasterOptions),
     /// or a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`). Read again at each
     /// reload.
-    #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with_all = ["count", "name", "restart", "listen", "ready", "program"])]
+    #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with_all = ["count", "name", "restart", "listen", "ready", "program", "pre_start"])]
     pub config: Option<PathBuf>,
     /// With -c: merge each group's `env_NAME` set over its `env` (PM2's `--env NAME`).
     #[arg(long, value_name = "NAME", requires = "config")]
@@ -243,6 +278,11 @@ pub struct RunArgs {
     /// when the program is node), `off`, or the path of the preload file to use.
     #[arg(long, value_name = "auto|off|PATH")]
     pub node_preload: Option<String>,
+    /// A shell command (`sh -c`) run before the first worker spawns, at each start of the group; if
+    /// it fails (non-zero exit, or still running at the start timeout), the start fails and no
+    /// worker is spawned. In a drover.toml: `preStart = "..."` in the group's table.
+    #[arg(long, value_name = "COMMAND")]
+    pub pre_start: Option<String>,
     /// Serve /health and /metrics on this address, e.g. 127.0.0.1:9091.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
@@ -346,5 +386,18 @@ fn main() -> ExitCode {
         Command::Start { group, socket } => control::client::request(&socket, control::Request::Start { group }),
         Command::Down { group, socket } => control::client::request(&socket, control::Request::Down { group }),
         Command::Up { group, socket } => control::client::request(&socket, control::Request::Up { group }),
+        Command::Reconfigure {
+            group,
+            config,
+            timeout,
+            json,
+            socket,
+        } => control::client::reconfigure(&socket, group, &config, timeout, json),
+        Command::Debug {
+            group,
+            worker,
+            timeout,
+            socket,
+        } => control::client::debug(&socket, group, worker, timeout),
     }
 }

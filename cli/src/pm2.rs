@@ -310,6 +310,7 @@ fn translate(index: usize, app: &Map<String, Value>) -> Result<(GroupSource, Vec
             env_sets,
             cron_restart,
             ecv: None,
+            pre_start: None,
             place: crate::config::Place::App(index),
         },
         ignored,

@@ -89,6 +89,12 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // `drover: master GROUP,...` in ps; while single-threaded, the arguments read (see
+    // `set_own_title`). A failure only leaves the old name.
+    let title = drover::title::master_title(plan.groups.iter().map(|g| g.name.as_str()));
+    if let Err(error) = drover::title::set_own_title(&title) {
+        eprintln!("drover: warning: the process title could not be set: {error}");
+    }
     // One thread: a supervisor's work is a few frames, signals and timers at a time, and every
     // thread is resident memory beside the workers. It is also the thread parked on the I/O
     // driver, which busy polling needs (inert unless a group sets `busyPollUs`).
@@ -199,6 +205,9 @@ async fn run(args: RunArgs, plan: Plan, raised_fd_limit: Option<String>) -> Exit
             );
             let guard = master.monitor_ecv(monitor.clone());
             ecv.insert(group.name.clone(), (monitor, guard));
+        }
+        if let Some(command) = group.pre_start {
+            crate::pre_start::install(&master, command, &master.config());
         }
         feeds.push((group.name.clone(), master.events(), master.output()));
         let (cron_tx, cron_rx) = tokio::sync::watch::channel(group.cron_restart);
@@ -874,6 +883,84 @@ impl Shared {
                         ..Response::default()
                     },
                     Err(e) => Response::failed(format!("{}: {}", request_error_code(&e), e.message)),
+                }
+            }
+            Request::Reconfigure {
+                group,
+                config,
+                timeout_ms,
+            } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                let timeout = timeout_ms
+                    .map(std::time::Duration::from_millis)
+                    .unwrap_or(drover::master::reconfigure::DEFAULT_RECONFIGURE_TIMEOUT);
+                match master.reconfigure(config, timeout).await {
+                    Ok(acks) => {
+                        for ack in &acks {
+                            let why = match &ack.outcome {
+                                drover::master::reconfigure::ReconfigureOutcome::Refused(why) => format!(": {why}"),
+                                _ => String::new(),
+                            };
+                            self.log.event(
+                                Who {
+                                    group: &group,
+                                    id: Some(ack.id),
+                                    pid: Some(ack.pid),
+                                },
+                                "reconfigure",
+                                &format!("new config {}{why}", ack.outcome.code()),
+                            );
+                        }
+                        Response {
+                            ok: true,
+                            result: Some(serde_json::Value::Array(acks.iter().map(|a| a.to_json()).collect())),
+                            ..Response::default()
+                        }
+                    }
+                    Err(e) => Response::failed(format!("{group}: {e}")),
+                }
+            }
+            Request::Debug {
+                group,
+                worker,
+                timeout_ms,
+            } => {
+                let master = match self.group(&group) {
+                    Ok(m) => m,
+                    Err(e) => return Response::failed(e),
+                };
+                let id = match Self::resolve(master, &group, worker) {
+                    Ok(id) => id,
+                    Err(e) => return Response::failed(e),
+                };
+                let Some(info) = master.worker(id).filter(|w| w.is_alive()) else {
+                    return Response::failed(format!("{group}: worker {id} is not running"));
+                };
+                let timeout = timeout_ms
+                    .map(std::time::Duration::from_millis)
+                    .unwrap_or(crate::debug::DEFAULT_DEBUG_TIMEOUT);
+                let pid = info.pid;
+                let opened = tokio::task::spawn_blocking(move || crate::debug::open_inspector(pid, timeout)).await;
+                match opened {
+                    Ok(Ok(inspector)) => Response {
+                        ok: true,
+                        message: Some(format!(
+                            "{group} instance {} (id {id}, pid {pid}): inspector on {}",
+                            info.instance, inspector.address
+                        )),
+                        result: Some(serde_json::json!({
+                            "url": inspector.url,
+                            "address": inspector.address.to_string(),
+                            "id": id,
+                            "pid": pid,
+                        })),
+                        ..Response::default()
+                    },
+                    Ok(Err(e)) => Response::failed(format!("{group} worker {id}: {e}")),
+                    Err(e) => Response::failed(format!("{group} worker {id}: {e}")),
                 }
             }
             Request::Logs { group, lines, .. } => {

@@ -136,6 +136,9 @@ pub enum BusEvent {
     /// A connection on a socket whose connections the master accepts itself (`round-robin`,
     /// `sticky`; [`BusSender::listen`]), handed to this worker to serve.
     Connection(HandedConnection),
+    /// A new user config from the master ([`crate::Master::reconfigure`]; PROTOCOL.md §5.11): apply
+    /// it, then answer with [`IncomingConfig::ack`] (an unanswered one is a timeout at the master).
+    Reconfigure(IncomingConfig),
     /// The channel is closed: the master is gone (or broke the protocol, then the error says how).
     /// Nothing follows; a worker usually shuts down.
     Closed(Option<ProtocolError>),
@@ -244,6 +247,44 @@ impl IncomingRequest {
                 error,
             })
             .await
+    }
+}
+
+/// A new user config the master pushed to this worker ([`BusEvent::Reconfigure`]).
+#[derive(Debug, Clone)]
+pub struct IncomingConfig {
+    /// The master's number for this config (it only grows).
+    pub version: u64,
+    /// The new user config (replaces the welcome's `config`).
+    pub config: Value,
+    sender: BusSender,
+}
+
+impl PartialEq for IncomingConfig {
+    fn eq(&self, other: &IncomingConfig) -> bool {
+        (self.version, &self.config) == (other.version, &other.config)
+    }
+}
+
+impl IncomingConfig {
+    /// Tells the master the config was applied (`Ok`), or refused (`Err(reason)`: the worker
+    /// keeps its old config; the master's answer for this worker says `refused` with the reason,
+    /// cut to [`crate::master::reconfigure::MAX_RECONFIGURE_ERROR_BYTES`]).
+    pub async fn ack(self, outcome: Result<(), String>) -> Result<(), BusError> {
+        self.sender.ack_reconfigure(self.version, outcome).await
+    }
+}
+
+impl BusSender {
+    /// Answers the master's config `version` ([`BusEvent::Reconfigure`]) by its number, for a host
+    /// that hands the config to its own code and keeps only the number (the Node and C faces):
+    /// `Ok` applied, `Err(reason)` refused.
+    pub async fn ack_reconfigure(&self, version: u64, outcome: Result<(), String>) -> Result<(), BusError> {
+        self.send_frame(&WorkerFrame::Reconfigured {
+            version,
+            error: outcome.err(),
+        })
+        .await
     }
 }
 
@@ -735,6 +776,13 @@ impl MessageBus {
             },
         };
 
+        if let Some(title) = &meta.title {
+            // The master asked for it (`process_title`); a failure only leaves the old name.
+            if let Err(error) = crate::title::set_comm(title) {
+                tracing::debug!(%error, "the process title could not be set");
+            }
+        }
+
         let (events_tx, incoming) = mpsc::unbounded_channel();
         let sink = Arc::new(Mutex::new(Sink::Channel(events_tx)));
         // The worker's own memory, its own sends: unbounded as before, so a worker that sends
@@ -998,6 +1046,11 @@ impl Router {
                 }
                 Routed::Done
             }
+            Ok(MasterFrame::Reconfigure { version, config }) => Routed::Event(BusEvent::Reconfigure(IncomingConfig {
+                version,
+                config,
+                sender: self.sender.clone(),
+            })),
             Ok(MasterFrame::Welcome { .. }) | Ok(MasterFrame::Unknown) => {
                 tracing::debug!(frame = %line, "ignored frame from master");
                 Routed::Done

@@ -60,6 +60,15 @@ pub enum Error {
         /// What was cancelled.
         operation: &'static str,
     },
+    /// A reconfigure sent nothing ([`crate::Master::reconfigure`]).
+    #[error(transparent)]
+    Reconfigure(crate::master::reconfigure::ReconfigureError),
+    /// The pre-start hook ([`crate::Master::pre_start`]) failed: no worker was spawned.
+    #[error("the pre-start hook failed: {message}")]
+    PreStart {
+        /// The hook's reason.
+        message: String,
+    },
     /// A reload failed and was rolled back: the old workers keep serving.
     #[error("reload rolled back: {cause}")]
     ReloadRolledBack {

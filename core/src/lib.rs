@@ -105,6 +105,7 @@ pub mod request;
 pub mod signals;
 pub mod status;
 pub mod store;
+pub mod title;
 
 // The crate's README (its crates.io page) is compiled and checked as a doc test.
 #[cfg(doctest)]
@@ -119,7 +120,7 @@ pub use bus::{
 };
 pub use config::{
     Bytes, ConfigError, Heartbeat, MasterConfig, MasterOptions, Millis, OnProtocolError, ReadySource, Recycle,
-    ReloadKind, StoreBackendKind, StoreConfig, StoreOptions, Timeouts,
+    ReloadKind, StoreBackendKind, StoreConfig, StoreOptions, Timeouts, Warmup, WarmupOptions,
 };
 pub use error::{Error, StartFailure};
 pub use exit::{signal_name, ExitReason, WorkerExit};

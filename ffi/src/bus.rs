@@ -69,13 +69,17 @@ pub enum drover_bus_event_kind {
     /// connections are closed.)
     Connection = 8,
     /// Who leads a leadership this worker joined (`drover_bus_leader_join()`), on joining and at
-    /// each change (PROTOCOL.md §5.10): `name` is the key, `from` the leading worker's id (0:
+    /// each change (PROTOCOL.md §5.11): `name` is the key, `from` the leading worker's id (0:
     /// nobody leads for now), `request_id` the leadership's term (an event whose term is not
     /// above the last one seen for that key is stale), `data` the frame as JSON
     /// (`{"key","leader","term","you"}`: `you` true when this worker leads). A deposed leader
     /// (`from` no longer its id) releases what only the leader holds, then calls
     /// `drover_bus_leader_resign()`.
     Leader = 9,
+    /// A new user config from the master (PROTOCOL.md §5.11): `data` is it as JSON,
+    /// `request_id` its version. Apply it, then answer with `drover_bus_ack_reconfigure()`; one
+    /// left unanswered is a timeout at the master.
+    Reconfigure = 10,
 }
 
 /// One command or message from the master, filled in by `drover_bus_next_event()`. The strings
@@ -384,6 +388,11 @@ fn bus_event_to_c(event: BusEvent) -> drover_bus_event {
             let frame = serde_json::json!({ "key": key, "leader": leader, "term": term, "you": you });
             c.data = owned_c_string(&frame.to_string());
             c.name = owned_c_string(&key);
+        }
+        BusEvent::Reconfigure(incoming) => {
+            c.kind = drover_bus_event_kind::Reconfigure;
+            c.request_id = incoming.version;
+            c.data = owned_c_string(&incoming.config.to_string());
         }
         BusEvent::Closed(error) => {
             c.kind = drover_bus_event_kind::Closed;

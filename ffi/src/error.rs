@@ -69,6 +69,10 @@ pub enum drover_result {
     NoSuchRequest = 115,
     /// A request failed for a reason this library does not know (a newer peer's code).
     RequestFailed = 116,
+    /// A reconfigure sent nothing: the config is too large for a frame, or cannot be encoded.
+    ReconfigureRejected = 140,
+    /// The pre-start hook failed: no worker was spawned, the master is as it was.
+    PreStartFailed = 141,
     /// This process was not started by a drover master (`DROVER_IPC_FD` missing or wrong).
     NotAWorker = 200,
     /// The bus of this process was opened already (the channel can be owned once).
@@ -101,6 +105,8 @@ impl drover_result {
             drover_result::SendFailed => c"DROVER_RESULT_SEND_FAILED",
             drover_result::Cancelled => c"DROVER_RESULT_CANCELLED",
             drover_result::ReloadRolledBack => c"DROVER_RESULT_RELOAD_ROLLED_BACK",
+            drover_result::ReconfigureRejected => c"DROVER_RESULT_RECONFIGURE_REJECTED",
+            drover_result::PreStartFailed => c"DROVER_RESULT_PRE_START_FAILED",
             drover_result::Closed => c"DROVER_RESULT_CLOSED",
             drover_result::ListenFailed => c"DROVER_RESULT_LISTEN_FAILED",
             drover_result::NoSuchHandler => c"DROVER_RESULT_NO_SUCH_HANDLER",
@@ -120,7 +126,7 @@ impl drover_result {
     }
 
     /// Every code, for the names table and its test.
-    pub(crate) const ALL: [drover_result; 30] = [
+    pub(crate) const ALL: [drover_result; 32] = [
         drover_result::Ok,
         drover_result::NullArgument,
         drover_result::InvalidUtf8,
@@ -145,6 +151,8 @@ impl drover_result {
         drover_result::Overloaded,
         drover_result::NoSuchRequest,
         drover_result::RequestFailed,
+        drover_result::ReconfigureRejected,
+        drover_result::PreStartFailed,
         drover_result::NotAWorker,
         drover_result::AlreadyConnected,
         drover_result::Protocol,
@@ -187,6 +195,8 @@ impl From<Error> for Failure {
             Error::Cancelled { .. } => drover_result::Cancelled,
             Error::ReloadRolledBack { .. } => drover_result::ReloadRolledBack,
             Error::Listen(_) => drover_result::ListenFailed,
+            Error::Reconfigure(_) => drover_result::ReconfigureRejected,
+            Error::PreStart { .. } => drover_result::PreStartFailed,
         };
         Failure::new(code, err.to_string())
     }

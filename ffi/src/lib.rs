@@ -45,6 +45,7 @@ pub mod error;
 mod ffi;
 mod mailbox;
 pub mod master;
+pub mod reconfigure;
 pub mod request;
 pub mod status;
 pub mod store;

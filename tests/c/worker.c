@@ -17,7 +17,8 @@
  * request and answers {"response":<result>} or {"request_error":<result name>,"message":<last
  * error>}; {"cmd":"send-to","to":T,"data":D} answers {"sent":<count>} or {"send_error":<result
  * name>,"message":<last error>}; a message from another worker is reported as
- * {"from":<id>,"got":<data>}.
+ * {"from":<id>,"got":<data>}. A RECONFIGURE event is answered: refused ("the C worker refuses it")
+ * for a config with a "refuse" key, applied otherwise.
  *
  * The master's store and cache (drover_bus_store_* and drover_bus_cache_get_or_load):
  * {"cmd":"store-set","path":P,"value":V[,"ttl_ms":T]} answers {"stored":P} or {"store_error":<result
@@ -552,6 +553,14 @@ static int handle(drover_bus *bus, drover_bus_event *event) {
     }
     case DROVER_BUS_EVENT_KIND_LEADER:
         on_leader(bus, event);
+        return 1;
+    case DROVER_BUS_EVENT_KIND_RECONFIGURE:
+        /* A config with "refuse" is refused with a reason; any other is applied. */
+        CHECK(event->request_id > 0 && event->data != NULL);
+        if (strstr(event->data, "\"refuse\"") != NULL)
+            CHECK_OK(drover_bus_ack_reconfigure(bus, event->request_id, "the C worker refuses it"));
+        else
+            CHECK_OK(drover_bus_ack_reconfigure(bus, event->request_id, NULL));
         return 1;
     case DROVER_BUS_EVENT_KIND_CLOSED:
         return 0;

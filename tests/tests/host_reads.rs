@@ -758,6 +758,8 @@ async fn a_command_that_came_with_the_welcome_reaches_a_host_that_reads_first_th
                 config: Value::Null,
                 max_frame_bytes: 1 << 20,
                 heartbeat_ms: None,
+                title: None,
+                warmup: None,
             },
         };
         let mut bytes = encode_frame(&welcome, usize::MAX).unwrap();

@@ -121,6 +121,14 @@ pub struct MasterConfig {
     /// Pipe the workers' stdout and stderr to the master, to be read line by line from
     /// [`crate::Master::output`]. Off by default: the workers inherit the master's.
     pub capture_output: bool,
+    /// Have each worker show itself as `drover: GROUP #INSTANCE` in `ps` (the welcome's `title`,
+    /// which drover's worker libraries apply: Node's `process.title`, the comm of a Rust or C
+    /// worker; PROTOCOL.md §5.11). Off by default: a library's user may match workers by their
+    /// command line.
+    pub process_title: bool,
+    /// Have each worker warm itself up before it takes the shared sockets and reports STARTED
+    /// (the welcome's `warmup`; PROTOCOL.md §5.11). None by default.
+    pub warmup: Option<Warmup>,
     /// How long the workers (and a master whose runtime has [`crate::busy_poll::park_hook`] and
     /// reads its channels itself, with no [`crate::Master::set_channel_host`]) spin after IPC traffic before their event loop sleeps, to answer the next frame without a thread
     /// wake-up; zero (the default) never spins. Passed to workers in `DROVER_BUSY_POLL_US`; at most
@@ -283,6 +291,8 @@ impl MasterConfig {
                 ..Recycle::default()
             },
             capture_output: false,
+            process_title: false,
+            warmup: None,
             busy_poll: Duration::ZERO,
             store: StoreConfig::default(),
         }
@@ -743,6 +753,10 @@ pub struct MasterOptions {
     pub names: Vec<String>,
     /// `message` (default), `notify`, `node-ipc` or `spawn`.
     pub ready: Option<ReadySource>,
+    /// Workers show themselves as `drover: GROUP #INSTANCE` ([`MasterConfig::process_title`]).
+    pub process_title: Option<bool>,
+    /// A warm-up before a worker takes traffic ([`MasterConfig::warmup`]).
+    pub warmup: Option<WarmupOptions>,
     /// The shared store's options ([`StoreOptions`]).
     pub store: Option<StoreOptions>,
 }
@@ -824,6 +838,68 @@ impl StoreOptions {
         Ok(StoreConfig {
             persist: Some(persist),
             redis: None,
+        })
+    }
+}
+
+/// `warmup` in [`MasterOptions`]: `{ requests, path, timeout }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmupOptions {
+    /// How many requests (1 to [`MAX_WARMUP_REQUESTS`]; default 1).
+    pub requests: Option<i64>,
+    /// The path requested (default `/`).
+    pub path: Option<String>,
+    /// How long the whole warm-up may take ([`Millis`]; default 10 s). The start timeout still
+    /// bounds the worker's start.
+    pub timeout: Option<Millis>,
+}
+
+/// The most warm-up requests a worker may be asked for.
+pub const MAX_WARMUP_REQUESTS: u32 = 10_000;
+/// The longest warm-up path, in bytes.
+pub const MAX_WARMUP_PATH: usize = 2048;
+
+/// A worker's warm-up (cluster2's): before it takes the master's shared sockets, the worker's
+/// own HTTP server answers `requests` GETs of `path` on a private loopback listener, so that no
+/// client request reaches a cold worker (PROTOCOL.md §5.11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warmup {
+    /// How many requests, one after the other.
+    pub requests: u32,
+    /// The path requested, starting with `/`.
+    pub path: String,
+    /// How long the whole warm-up may take; past it the worker goes on to listen.
+    pub timeout: Duration,
+}
+
+impl WarmupOptions {
+    fn into_warmup(self) -> Result<Warmup, ConfigError> {
+        let requests = self.requests.unwrap_or(1);
+        let requests = u32::try_from(requests)
+            .ok()
+            .filter(|n| (1..=MAX_WARMUP_REQUESTS).contains(n))
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "warmup.requests",
+                message: format!("must be 1 to {MAX_WARMUP_REQUESTS}, got {requests}"),
+            })?;
+        let path = self.path.unwrap_or_else(|| "/".to_string());
+        if !path.starts_with('/') || path.len() > MAX_WARMUP_PATH || path.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid {
+                field: "warmup.path",
+                message: format!(
+                    "must start with / and be at most {MAX_WARMUP_PATH} bytes without control characters, got {path:?}"
+                ),
+            });
+        }
+        let timeout = match self.timeout {
+            Some(t) => millis("warmup.timeout", t)?,
+            None => Duration::from_secs(10),
+        };
+        Ok(Warmup {
+            requests,
+            path,
+            timeout,
         })
     }
 }
@@ -942,6 +1018,8 @@ impl MasterOptions {
         config.name = self.name.unwrap_or_default();
         config.user_config = self.config;
         config.names = self.names;
+        config.process_title = self.process_title.unwrap_or(false);
+        config.warmup = self.warmup.map(WarmupOptions::into_warmup).transpose()?;
         let t = &mut config.timeouts;
         for (field, value, slot) in [
             ("startTimeout", self.start_timeout, &mut t.start),

@@ -10,7 +10,7 @@
 //!   (each takes a process's state change, and restarts are bounded by the restart intensity).
 //!   Past [`EVENT_QUEUE_LIFECYCLE`] of them even these are dropped and counted: a subscriber that
 //!   never reads must not hold events for ever.
-//! - **Messages, heartbeats and protocol errors are dropped and counted**, never silently: the
+//! - **Messages, heartbeats, protocol errors and reconfigure answers are dropped and counted**, never silently: the
 //!   subscriber reads an [`Event::Dropped`] with the count where they would have been, as the
 //!   output lines of `master/output.rs` are. Once dropping, the queue drops them until it is half
 //!   empty again, so a subscriber that keeps falling behind reads runs of events between counts.
@@ -27,8 +27,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// The most events an [`Events`] subscription holds unread before it drops messages, heartbeats
-/// and protocol errors (counted, see [`Event::Dropped`]).
+/// The most events an [`Events`] subscription holds unread before it drops messages, heartbeats,
+/// protocol errors and reconfigure answers (counted, see [`Event::Dropped`]).
 pub const EVENT_QUEUE_EVENTS: usize = 4096;
 
 /// The most bytes of messages (their payloads, as estimated from the decoded JSON) an [`Events`]
@@ -189,6 +189,19 @@ pub enum Event {
     /// The group went out of rotation or back in (ECV: [`crate::Master::mark_down`], the ECV
     /// monitor): what a load balancer's health check of the group now says. Its workers run on.
     Rotation(crate::ecv::Rotation),
+    /// A worker answered a reconfigure ([`crate::Master::reconfigure`]): it applied user config
+    /// `version`, or refused it with `error`. A worker that got the config in its welcome (it
+    /// started after the reconfigure) reports it here too, applied.
+    Reconfigured {
+        /// The worker.
+        id: WorkerId,
+        /// Its process.
+        pid: u32,
+        /// The config's version.
+        version: u64,
+        /// Why the worker refused it; `None` when it applied it.
+        error: Option<String>,
+    },
     /// This subscriber's queue was full (it read too slowly): `count` events were dropped here,
     /// in their place in the stream. Only messages, heartbeats and protocol errors are dropped
     /// from a full queue (see the module documentation); never seen by callback subscribers.
@@ -204,7 +217,11 @@ impl Event {
     pub fn is_lifecycle(&self) -> bool {
         !matches!(
             self,
-            Event::Message { .. } | Event::Heartbeat { .. } | Event::ProtocolError { .. } | Event::Dropped { .. }
+            Event::Message { .. }
+                | Event::Heartbeat { .. }
+                | Event::ProtocolError { .. }
+                | Event::Dropped { .. }
+                | Event::Reconfigured { .. }
         )
     }
 
@@ -538,6 +555,7 @@ impl Event {
             Event::Rotation(_) => "rotation",
             Event::MasterStatus { .. } => "master_status",
             Event::Dropped { .. } => "dropped",
+            Event::Reconfigured { .. } => "reconfigured",
         }
     }
 
@@ -549,7 +567,8 @@ impl Event {
             | Event::Status { id, pid, .. }
             | Event::Message { id, pid, .. }
             | Event::ProtocolError { id, pid, .. }
-            | Event::Heartbeat { id, pid, .. } => worker(*id, Some(*pid)),
+            | Event::Heartbeat { id, pid, .. }
+            | Event::Reconfigured { id, pid, .. } => worker(*id, Some(*pid)),
             Event::Exit(exit) => worker(exit.id, Some(exit.pid)),
             Event::Failed { id, pid, .. } => worker(*id, *pid),
             Event::Restarting { id, .. } | Event::Recycling { id, .. } => worker(*id, None),
@@ -631,6 +650,14 @@ impl Event {
                 "idle": to.is_idle(),
             }),
             Event::Dropped { count } => json!({ "v": v, "event": event, "count": count }),
+            Event::Reconfigured {
+                id,
+                pid,
+                version,
+                error,
+            } => {
+                json!({ "v": v, "event": event, "id": id, "pid": pid, "version": version, "error": error })
+            }
             Event::NoWorkerLeft => json!({ "v": v, "event": event }),
             Event::Rotation(rotation) => json!({
                 "v": v,
@@ -719,6 +746,14 @@ impl std::fmt::Display for Summary<'_> {
                 None => f.write_str("back in rotation"),
                 Some(why) => write!(f, "out of rotation ({why}); the workers keep running"),
             },
+            Event::Reconfigured {
+                version, error: None, ..
+            } => write!(f, "applied config version {version}"),
+            Event::Reconfigured {
+                version,
+                error: Some(error),
+                ..
+            } => write!(f, "refused config version {version}: {error}"),
             Event::NoWorkerLeft => write!(
                 f,
                 "no worker left: every worker exited and none is being restarted (restart policy)"

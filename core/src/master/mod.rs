@@ -24,7 +24,9 @@ mod operations;
 pub mod output;
 #[doc(hidden)]
 pub mod pids;
+pub mod pre_start;
 mod readiness;
+pub mod reconfigure;
 mod reload;
 mod rotation;
 pub(crate) mod router;
@@ -80,6 +82,10 @@ struct Inner {
     recycle_predicate: Mutex<Option<RecyclePredicate>>,
     /// Whether the group is in rotation (ECV), and why not ([`Master::mark_down`]).
     rotation: Mutex<crate::ecv::Rotation>,
+    /// The user config pushed by [`Master::reconfigure`], which new processes get.
+    user_config: Mutex<reconfigure::LatestUserConfig>,
+    /// The user's pre-start hook ([`Master::pre_start`]).
+    pre_start: Mutex<Option<pre_start::PreStartHook>>,
 }
 
 /// A user's recycling decision: given a STARTED worker's snapshot (uptime from `started_at`,
@@ -141,6 +147,8 @@ impl Master {
             router: Arc::new(router::Router::new(weak.clone(), store)),
             recycle_predicate: Mutex::new(None),
             rotation: Mutex::default(),
+            user_config: Mutex::default(),
+            pre_start: Mutex::new(None),
             config: Mutex::new(Arc::new(config)),
             slots: Mutex::new(BTreeMap::new()),
             status,

@@ -71,6 +71,8 @@ impl Inner {
         generation: u64,
     ) -> Result<WorkerHandle, Error> {
         let inherited = self.declared_sockets(config)?;
+        let (user_config_version, config) = self.with_latest_user_config(config);
+        let config = &config;
         let spec = WorkerSpec {
             id,
             instance,
@@ -82,18 +84,21 @@ impl Inner {
             router: Some(self.router.clone()),
             host: lock(&self.host).clone(),
         };
-        spawn_worker(spec, self.events.clone()).await.map_err(|failure| {
-            self.events.emit(Event::Failed {
-                id,
-                pid: None,
-                failure: failure.clone(),
-            });
-            Error::Start {
-                id,
-                pid: None,
-                failure: StartFailure::Failed(failure),
-            }
-        })
+        let spawned = spawn_worker(spec, self.events.clone()).await;
+        spawned
+            .map(|h| h.with_user_config_version(user_config_version))
+            .map_err(|failure| {
+                self.events.emit(Event::Failed {
+                    id,
+                    pid: None,
+                    failure: failure.clone(),
+                });
+                Error::Start {
+                    id,
+                    pid: None,
+                    failure: StartFailure::Failed(failure),
+                }
+            })
     }
 
     /// Puts `handle` in slot `id` in place of the process `replaces` (`None`: a new worker, whose
@@ -120,12 +125,14 @@ impl Inner {
                     retiring: false,
                 };
                 slots.insert(id, slot);
+                self.catch_up_user_config(handle);
                 true
             }
             (Some(slot), Some(pid)) if !slot.retiring && slot.handle.info().pid == pid => {
                 slot.handle = handle.clone();
                 slot.restarts = restarts;
                 slot.config = config.clone();
+                self.catch_up_user_config(handle);
                 true
             }
             _ => false,
@@ -241,6 +248,10 @@ impl Inner {
         self.require("start", from)?;
         let previous = self.status();
         self.set_status(MasterStatus::Starting);
+        if let Err(err) = self.run_pre_start().await {
+            self.set_status(previous);
+            return Err(err);
+        }
         let config = self.config();
         // Every declared socket is bound before the first worker exists: a port in use is a start
         // error, not a crash loop.

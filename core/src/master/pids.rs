@@ -26,7 +26,9 @@ impl WorkerPids {
         self.guard.contains(&pid)
     }
 
-    pub(crate) fn insert(&mut self, pid: u32) {
+    /// Adds `pid`: a worker, or another child of the host's that an orphan reaper must leave to
+    /// its owner (the `drover` command's pre-start command); [`forget`] it once reaped.
+    pub fn insert(&mut self, pid: u32) {
         self.guard.insert(pid);
     }
 }
@@ -43,7 +45,7 @@ pub fn is_worker_pid(pid: u32) -> bool {
     lock_worker_pids().contains(pid)
 }
 
-/// Forgets a worker once drover has reaped it.
-pub(crate) fn forget(pid: u32) {
+/// Forgets a worker (or a pid [`WorkerPids::insert`] added) once it is reaped.
+pub fn forget(pid: u32) {
     lock_worker_pids().guard.remove(&pid);
 }

@@ -44,6 +44,9 @@ impl Master {
         let new_config = new_config.map(MasterConfig::validate).transpose()?;
         self.inner
             .require("graceful_reload", &[MasterStatus::Started, MasterStatus::Failed])?;
+        if new_config.is_some() {
+            self.inner.end_user_config_override();
+        }
         self.submit(Op::Reload {
             config: new_config.map(Box::new),
         })

@@ -15,7 +15,7 @@ pub mod writer;
 pub use codec::{
     decode_master_frame, decode_worker_frame, encode_frame, json_text, message_text, FrameCodec, ProtocolError,
 };
-pub use wire::{MasterFrame, WorkerFrame, WorkerMeta};
+pub use wire::{MasterFrame, WarmupMeta, WorkerFrame, WorkerMeta};
 
 /// The protocol version this build speaks. A worker and a master with different versions refuse
 /// each other at the hello handshake.

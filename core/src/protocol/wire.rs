@@ -112,6 +112,15 @@ pub enum WorkerFrame {
         #[serde(default)]
         counters: std::collections::BTreeMap<String, f64>,
     },
+    /// The answer to a `reconfigure` (PROTOCOL.md §5.11): the worker took config `version`, or
+    /// refused it (`error`, the worker's reason, keeps running on the config it had).
+    Reconfigured {
+        /// The `reconfigure` frame's `version`.
+        version: u64,
+        /// Why the worker refused the config; absent when it applied it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A frame type this build does not know; ignored.
     #[serde(other)]
     Unknown,
@@ -191,6 +200,26 @@ pub struct WorkerMeta {
     /// When set, the worker should send a heartbeat at least this often (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
+    /// When set, the title the worker should show in `ps` (`drover: GROUP #INSTANCE`; PROTOCOL.md
+    /// §5.11): drover's worker libraries apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// When set, the warm-up the worker should do before it takes the shared sockets and reports
+    /// STARTED (PROTOCOL.md §5.11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupMeta>,
+}
+
+/// The welcome's `warmup`: `requests` GETs of `path` to the worker's own server, within
+/// `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmupMeta {
+    /// How many requests, one after the other.
+    pub requests: u32,
+    /// The path requested.
+    pub path: String,
+    /// How long the whole warm-up may take, in milliseconds.
+    pub timeout_ms: u64,
 }
 
 /// A frame a master sends to a worker.
@@ -317,6 +346,14 @@ pub enum MasterFrame {
         code: String,
         /// A human-readable explanation.
         message: String,
+    },
+    /// A new user config for the live worker, replacing its welcome's `config` (PROTOCOL.md
+    /// §5.11); answered by a `reconfigured` frame carrying the same `version`.
+    Reconfigure {
+        /// The master's number for this config: it only grows.
+        version: u64,
+        /// The new user config, verbatim.
+        config: Value,
     },
     /// A frame type this build does not know; ignored.
     #[serde(other)]

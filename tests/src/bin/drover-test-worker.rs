@@ -50,6 +50,9 @@
 //! `"events"` and reports `{"cluster_events": [n...]}` (batched), `{"cluster_gap": {"last": n}}`
 //! and `{"cluster_resubscribed": term}` in order; message `cluster-get` with `key` replies
 //! `{"cluster_got": v}` or `{"cluster_error": ...}`.
+//! Reconfigure (PROTOCOL.md §5.11): a new config with `"refuse": reason` is refused with that
+//! reason, one with `"ignore": true` is never answered, any other is applied. Message `config` replies `{"config": ...}`, the config
+//! in force (the welcome's until a reconfigure).
 //!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
@@ -240,6 +243,15 @@ async fn run() {
                     .send_message(&json!({ "leader": { "key": key, "leader": leader, "term": term, "you": you } }))
                     .await;
             }
+            BusEvent::Reconfigure(incoming) => {
+                let config = incoming.config.clone();
+                if let Some(reason) = config.get("refuse").and_then(Value::as_str) {
+                    let _ = incoming.ack(Err(reason.to_string())).await;
+                } else if config.get("ignore") != Some(&Value::Bool(true)) {
+                    *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+                    let _ = incoming.ack(Ok(())).await;
+                }
+            }
             BusEvent::Closed(_) => std::process::exit(0),
             other => eprintln!("drover-test-worker: a command it does not know: {other:?}"),
         }
@@ -278,9 +290,17 @@ static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 /// How many `ignore` messages came.
 static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The user config a reconfigure put in force (none yet: the welcome's).
+static CONFIG: std::sync::Mutex<Option<Value>> = std::sync::Mutex::new(None);
+
 async fn handle(bus: &MessageBus, msg: Value) {
     let cmd = msg.get("cmd").and_then(Value::as_str).unwrap_or("echo");
     match cmd {
+        "config" => {
+            let current = CONFIG.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let config = current.unwrap_or_else(|| bus.meta().config.clone());
+            let _ = bus.send_message(&json!({ "config": config })).await;
+        }
         "ignore" => {
             IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

@@ -49,6 +49,11 @@ const HOST_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 pub(super) enum Command {
     /// End the process: the stop → quit → SIGTERM → SIGKILL sequence, or SIGKILL at once.
     Retire { hard: bool },
+    /// Send the worker a new user config (a `reconfigure` frame).
+    Reconfigure {
+        version: u64,
+        config: Arc<serde_json::Value>,
+    },
 }
 
 /// Where the worker is in its life, as the master drives it. Each state carries its one deadline,
@@ -200,6 +205,7 @@ pub(super) fn wire<C: Child>(launched: Launched<C>, events: EventHub) -> (Worker
         raw_json: node_writer.is_some(),
         info: info_rx,
         max_frame_bytes: config.max_frame_bytes,
+        user_config_version: 0,
     };
     let actor = WorkerActor {
         id,
@@ -385,6 +391,12 @@ impl<C: Child> WorkerActor<C> {
                     self.begin_retire();
                 }
             }
+            // Held behind the welcome if the worker has not said hello yet; dropped by the writer
+            // once the channel is closing (the worker's answer then never comes: it is gone).
+            Some(Command::Reconfigure { version, config }) => self.write_control(MasterFrame::Reconfigure {
+                version,
+                config: (*config).clone(),
+            }),
         }
     }
 
@@ -717,6 +729,15 @@ impl<C: Child> WorkerActor<C> {
                 }
                 Ok(())
             }
+            WorkerFrame::Reconfigured { version, error } => {
+                self.events.emit(Event::Reconfigured {
+                    id: self.id,
+                    pid: self.pid,
+                    version,
+                    error: error.map(crate::master::reconfigure::bounded_reason),
+                });
+                Ok(())
+            }
             WorkerFrame::Unknown => {
                 tracing::debug!(id = self.id, frame = line, "unknown frame type ignored");
                 Ok(())
@@ -902,6 +923,14 @@ impl<C: Child> WorkerActor<C> {
             config: config.user_config.clone(),
             max_frame_bytes: config.max_frame_bytes,
             heartbeat_ms: config.heartbeat.map(|hb| hb.interval.as_millis() as u64),
+            title: config
+                .process_title
+                .then(|| crate::title::worker_title(&config.name, instance)),
+            warmup: config.warmup.as_ref().map(|w| crate::protocol::WarmupMeta {
+                requests: w.requests,
+                path: w.path.clone(),
+                timeout_ms: w.timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+            }),
         };
         self.write_control(MasterFrame::Welcome {
             version: protocol::PROTOCOL_VERSION,

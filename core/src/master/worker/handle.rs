@@ -2,6 +2,7 @@
 //! the actor keeps current.
 
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
@@ -134,6 +135,8 @@ pub(crate) struct WorkerHandle {
     /// The snapshot the actor keeps current.
     pub(super) info: watch::Receiver<WorkerInfo>,
     pub(super) max_frame_bytes: usize,
+    /// The version of the reconfigured user config the process was spawned with (0: none).
+    pub(super) user_config_version: u64,
 }
 
 impl WorkerHandle {
@@ -144,6 +147,21 @@ impl WorkerHandle {
     /// Asks for the graceful end sequence (idempotent; never shortens an escalation under way).
     pub(crate) fn retire(&self) {
         let _ = self.commands.send(Command::Retire { hard: false });
+    }
+
+    /// Has the actor send the worker user config `version` (PROTOCOL.md §5.11).
+    pub(crate) fn reconfigure(&self, version: u64, config: Arc<serde_json::Value>) {
+        let _ = self.commands.send(Command::Reconfigure { version, config });
+    }
+
+    /// The handle of a process spawned with reconfigured user config `version`.
+    pub(crate) fn with_user_config_version(mut self, version: u64) -> WorkerHandle {
+        self.user_config_version = version;
+        self
+    }
+
+    pub(crate) fn user_config_version(&self) -> u64 {
+        self.user_config_version
     }
 
     /// SIGKILL to the process group now.
