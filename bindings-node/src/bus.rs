@@ -546,7 +546,7 @@ impl NativeBus {
     /// Calls handler `name` of `target` with `args` (JSON text) as [`NativeBus::request`] does,
     /// but settles on the JS thread: the outcome is the `{ event: "settled", call, result | error }`
     /// event of the bus's callback, delivered on the loop turn that read the answer (see
-    /// [`JsThreadCalls`]). Returns that event's text if the request ended at once (refused),
+    /// `JsThreadCalls`). Returns that event's text if the request ended at once (refused),
     /// `null` if it is under way, and `""` while the bus is not connected (use `request` then).
     #[napi(catch_unwind)]
     pub fn request_now(

@@ -10,7 +10,7 @@
 //! **Later workers get it too.** A process spawned from then on (a restart, a rescale, a recycled
 //! successor) is spawned with the latest config in its welcome; one spawned just before a
 //! reconfigure but put in its slot just after is sent the frame when it is put there
-//! ([`Inner::install`] and [`Master::reconfigure`] both decide under the slot-table lock), so no
+//! (`Inner::install` and [`Master::reconfigure`] both decide under the slot-table lock), so no
 //! worker misses a version and none gets one twice.
 //!
 //! A reload with a new config ends the override: its config's `user_config` is the latest from
