@@ -335,3 +335,70 @@ impl StoreBackend {
         config
     }
 }
+
+/// A master's events for tests of the shared store (tests/store.rs, store_redis.rs), with the store changes workers reported kept aside while waiting for
+/// answers (they race with the answers: nothing read may be lost).
+pub struct StoreProbe {
+    /// The master's events.
+    pub events: Events,
+    changes: std::collections::VecDeque<(u64, serde_json::Value)>,
+}
+
+impl StoreProbe {
+    /// Reads `master`'s events from now on.
+    pub fn new(master: &drover::Master) -> StoreProbe {
+        StoreProbe {
+            events: master.events(),
+            changes: Default::default(),
+        }
+    }
+
+    /// Has worker `id` call `drover.store.OP` with `args`; its answer (`{"response": ...}` or
+    /// `{"request_error": ...}`).
+    pub async fn store(
+        &mut self,
+        master: &drover::Master,
+        id: u64,
+        op: &str,
+        args: serde_json::Value,
+    ) -> serde_json::Value {
+        let name = format!("drover.store.{op}");
+        master
+            .send(
+                id,
+                &serde_json::json!({"cmd": "request", "to": "master", "name": name, "args": args}),
+            )
+            .await
+            .unwrap();
+        let changes = &mut self.changes;
+        next_matching(&mut self.events, |e| match e {
+            Event::Message { id: from, data, .. } => {
+                if let Some(change) = data.get("changed") {
+                    changes.push_back((*from, change.clone()));
+                    return None;
+                }
+                if *from != id {
+                    return None;
+                }
+                ["response", "request_error"]
+                    .iter()
+                    .find(|k| data.get(**k).is_some())
+                    .map(|k| serde_json::json!({ *k: data[*k].clone() }))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next change worker `id` reported.
+    pub async fn next_change(&mut self, id: u64) -> serde_json::Value {
+        if let Some(at) = self.changes.iter().position(|(from, _)| *from == id) {
+            return self.changes.remove(at).map(|(_, c)| c).unwrap_or_default();
+        }
+        next_matching(&mut self.events, |e| match e {
+            Event::Message { id: from, data, .. } if *from == id => data.get("changed").cloned(),
+            _ => None,
+        })
+        .await
+    }
+}

@@ -3,7 +3,7 @@
 //! store embedded in the master (`embedded::`) and kept in a Redis server of its own (`redis::`,
 //! skipped with a loud SKIP line when `redis-server` is not installed).
 
-use drover::{Event, Events, Master, MasterConfig};
+use drover::{Event, Master, MasterConfig};
 use drover_tests::{next_matching, test_config, RedisServer, StoreBackend};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -12,63 +12,10 @@ fn config(count: usize) -> MasterConfig {
     test_config("store", count)
 }
 
-/// The master's events, with the store changes workers reported kept aside while waiting for
-/// answers (they race with the answers: nothing read may be lost).
-struct Probe {
-    events: Events,
-    changes: std::collections::VecDeque<(u64, Value)>,
-}
-
-impl Probe {
-    /// Has worker `id` call `drover.store.OP` with `args`; its answer (`{"response": ...}` or
-    /// `{"request_error": ...}`).
-    async fn store(&mut self, master: &Master, id: u64, op: &str, args: Value) -> Value {
-        let name = format!("drover.store.{op}");
-        master
-            .send(
-                id,
-                &json!({"cmd": "request", "to": "master", "name": name, "args": args}),
-            )
-            .await
-            .unwrap();
-        let changes = &mut self.changes;
-        next_matching(&mut self.events, |e| match e {
-            Event::Message { id: from, data, .. } => {
-                if let Some(change) = data.get("changed") {
-                    changes.push_back((*from, change.clone()));
-                    return None;
-                }
-                if *from != id {
-                    return None;
-                }
-                ["response", "request_error"]
-                    .iter()
-                    .find(|k| data.get(**k).is_some())
-                    .map(|k| json!({ *k: data[*k].clone() }))
-            }
-            _ => None,
-        })
-        .await
-    }
-
-    /// The next change worker `id` reported.
-    async fn next_change(&mut self, id: u64) -> Value {
-        if let Some(at) = self.changes.iter().position(|(from, _)| *from == id) {
-            return self.changes.remove(at).map(|(_, c)| c).unwrap_or_default();
-        }
-        next_matching(&mut self.events, |e| match e {
-            Event::Message { id: from, data, .. } if *from == id => data.get("changed").cloned(),
-            _ => None,
-        })
-        .await
-    }
-}
+use drover_tests::StoreProbe as Probe;
 
 fn probe(master: &Master) -> Probe {
-    Probe {
-        events: master.events(),
-        changes: Default::default(),
-    }
+    Probe::new(master)
 }
 
 async fn workers_share_a_tree_by_dot_paths_and_watchers_hear_every_change_in_order(backend: StoreBackend) {

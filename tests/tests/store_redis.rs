@@ -6,7 +6,7 @@
 
 use drover::request::RequestErrorCode;
 use drover::store::redis::MAX_REDIS_PENDING;
-use drover::{Event, Events, Master, MasterConfig};
+use drover::{Event, Master, MasterConfig};
 use drover_tests::{next_matching, test_config, RedisServer, StoreBackend, EVENT_DEADLINE};
 use serde_json::{json, Value};
 
@@ -18,60 +18,10 @@ fn on(server: &RedisServer, name: &str, count: usize) -> MasterConfig {
     .apply(test_config(name, count))
 }
 
-/// A master's events, with the changes its workers report kept aside while waiting for answers
-/// (they race with the answers: nothing read may be lost).
-struct Probe {
-    events: Events,
-    changes: std::collections::VecDeque<(u64, Value)>,
-}
+use drover_tests::StoreProbe as Probe;
 
 fn probe(master: &Master) -> Probe {
-    Probe {
-        events: master.events(),
-        changes: Default::default(),
-    }
-}
-
-/// Has worker `id` of `master` make a store request; its answer (`{"response": ..}` or
-/// `{"request_error": ..}`).
-async fn store(master: &Master, p: &mut Probe, id: u64, op: &str, args: Value) -> Value {
-    let name = format!("drover.store.{op}");
-    master
-        .send(
-            id,
-            &json!({"cmd": "request", "to": "master", "name": name, "args": args}),
-        )
-        .await
-        .unwrap();
-    let changes = &mut p.changes;
-    next_matching(&mut p.events, |e| match e {
-        Event::Message { id: from, data, .. } => {
-            if let Some(change) = data.get("changed") {
-                changes.push_back((*from, change.clone()));
-                return None;
-            }
-            if *from != id {
-                return None;
-            }
-            ["response", "request_error"]
-                .iter()
-                .find(|k| data.get(**k).is_some())
-                .map(|k| json!({ *k: data[*k].clone() }))
-        }
-        _ => None,
-    })
-    .await
-}
-
-async fn next_change(p: &mut Probe, id: u64) -> Value {
-    if let Some(at) = p.changes.iter().position(|(from, _)| *from == id) {
-        return p.changes.remove(at).map(|(_, c)| c).unwrap_or_default();
-    }
-    next_matching(&mut p.events, |e| match e {
-        Event::Message { id: from, data, .. } if *from == id => data.get("changed").cloned(),
-        _ => None,
-    })
-    .await
+    Probe::new(master)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,28 +33,23 @@ async fn two_masters_on_one_redis_share_the_store_and_a_watcher_in_one_hears_a_w
     a.start().await.unwrap();
     b.start().await.unwrap();
 
-    let watch = store(&b, &mut eb, 1, "watch", json!({"path": "users"})).await;
+    let watch = eb.store(&b, 1, "watch", json!({"path": "users"})).await;
     let watch = watch["response"]["watch"].as_u64().expect("a watch");
-    let set = store(
-        &a,
-        &mut ea,
-        1,
-        "set",
-        json!({"path": "users.42", "value": {"name": "ada"}}),
-    )
-    .await;
+    let set = ea
+        .store(&a, 1, "set", json!({"path": "users.42", "value": {"name": "ada"}}))
+        .await;
     assert_eq!(set, json!({"response": true}));
-    store(&a, &mut ea, 1, "delete", json!({"path": "users.42.name"})).await;
+    ea.store(&a, 1, "delete", json!({"path": "users.42.name"})).await;
     assert_eq!(
-        next_change(&mut eb, 1).await,
+        eb.next_change(1).await,
         json!({"watch": watch, "path": "users.42", "value": {"name": "ada"}})
     );
     assert_eq!(
-        next_change(&mut eb, 1).await,
+        eb.next_change(1).await,
         json!({"watch": watch, "path": "users.42.name", "value": null})
     );
     // Read from the other master, by a worker and by the master's user.
-    let got = store(&b, &mut eb, 1, "get", json!({"path": "users"})).await;
+    let got = eb.store(&b, 1, "get", json!({"path": "users"})).await;
     assert_eq!(got, json!({"response": {"42": {}}}));
     assert_eq!(
         b.store_async("keys", json!({"path": ""})).await.unwrap(),
@@ -113,8 +58,8 @@ async fn two_masters_on_one_redis_share_the_store_and_a_watcher_in_one_hears_a_w
     // Compare-and-set has one winner across masters.
     let cas = json!({"path": "lock", "expected": null, "value": "mine"});
     let wins = [
-        store(&a, &mut ea, 1, "cas", cas.clone()).await,
-        store(&b, &mut eb, 1, "cas", cas).await,
+        ea.store(&a, 1, "cas", cas.clone()).await,
+        eb.store(&b, 1, "cas", cas).await,
     ];
     assert_eq!(
         wins.iter().filter(|w| **w == json!({"response": true})).count(),
@@ -169,16 +114,16 @@ async fn a_redis_that_goes_away_is_answered_unavailable_the_master_supervises_on
     let master = Master::new(on(&server, "away", 2)).unwrap();
     let mut events = probe(&master);
     master.start().await.unwrap();
-    let watch = store(&master, &mut events, 2, "watch", json!({"path": "k"})).await;
+    let watch = events.store(&master, 2, "watch", json!({"path": "k"})).await;
     let watch = watch["response"]["watch"].as_u64().expect("a watch");
     assert_eq!(
-        store(&master, &mut events, 1, "set", json!({"path": "k", "value": 1})).await,
+        events.store(&master, 1, "set", json!({"path": "k", "value": 1})).await,
         json!({"response": true})
     );
-    assert_eq!(next_change(&mut events, 2).await["value"], json!(1));
+    assert_eq!(events.next_change(2).await["value"], json!(1));
 
     server.stop();
-    let refused = store(&master, &mut events, 1, "set", json!({"path": "k", "value": 2})).await;
+    let refused = events.store(&master, 1, "set", json!({"path": "k", "value": 2})).await;
     assert_eq!(refused["request_error"]["code"], json!("unavailable"), "{refused}");
     let err = master.store_async("get", json!({"path": "k"})).await.unwrap_err();
     assert_eq!(err.code, RequestErrorCode::Unavailable, "{err}");
@@ -191,7 +136,7 @@ async fn a_redis_that_goes_away_is_answered_unavailable_the_master_supervises_on
     server.restart();
     let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
     loop {
-        let set = store(&master, &mut events, 1, "set", json!({"path": "k", "value": 3})).await;
+        let set = events.store(&master, 1, "set", json!({"path": "k", "value": 3})).await;
         if set == json!({"response": true}) {
             break;
         }
@@ -201,13 +146,13 @@ async fn a_redis_that_goes_away_is_answered_unavailable_the_master_supervises_on
     let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
     loop {
         // Changes made before the subscription is back are not told: write until one is.
-        let change = tokio::time::timeout(std::time::Duration::from_millis(500), next_change(&mut events, 2)).await;
+        let change = tokio::time::timeout(std::time::Duration::from_millis(500), events.next_change(2)).await;
         if let Ok(change) = change {
             assert_eq!(change["watch"], json!(watch));
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the watcher never hears again");
-        store(&master, &mut events, 1, "set", json!({"path": "k", "value": 4})).await;
+        events.store(&master, 1, "set", json!({"path": "k", "value": 4})).await;
     }
     master.graceful_shutdown().await.unwrap();
 }

@@ -1005,30 +1005,12 @@ impl Router {
     /// One of the built-in `drover.cache.*` handlers (PROTOCOL.md §5.7): a cache every worker
     /// shares, where of all the callers that miss a key at once exactly one loads it.
     fn cache_request(self: &Arc<Self>, asker: Asker, from: WorkerId, name: &str, args: Value) {
-        let key = args.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
         let op = &name[CACHE_PREFIX.len()..];
-        if key.is_empty() || key.len() > 1024 {
-            return self.answer(
-                asker,
-                Err(error(
-                    RequestErrorCode::BadRequest,
-                    "`key` must be a string of 1 to 1024 bytes",
-                )),
-            );
-        }
-        let millis = |field: &str| match args.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .filter(|ms| *ms > 0)
-                .map(|ms| Some(Duration::from_millis(ms).min(request::MAX_REQUEST_TIMEOUT.saturating_mul(6))))
-                .ok_or_else(|| {
-                    error(
-                        RequestErrorCode::BadRequest,
-                        format!("`{field}` must be a positive integer, got {v}"),
-                    )
-                }),
+        let key = match cache_key(&args) {
+            Ok(key) => key,
+            Err(e) => return self.answer(asker, Err(e)),
         };
+        let millis = |field: &str| cache_millis(&args, field);
         let token = args.get("token").and_then(Value::as_u64).unwrap_or(0);
         match op {
             "get_or_load" => {
@@ -1377,30 +1359,12 @@ impl Router {
         name: &str,
         args: Value,
     ) {
-        let key = args.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
         let op = name[CACHE_PREFIX.len()..].to_string();
-        if key.is_empty() || key.len() > 1024 {
-            return self.answer(
-                asker,
-                Err(error(
-                    RequestErrorCode::BadRequest,
-                    "`key` must be a string of 1 to 1024 bytes",
-                )),
-            );
-        }
-        let millis = |field: &str| match args.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .filter(|ms| *ms > 0)
-                .map(|ms| Some(Duration::from_millis(ms).min(request::MAX_REQUEST_TIMEOUT.saturating_mul(6))))
-                .ok_or_else(|| {
-                    error(
-                        RequestErrorCode::BadRequest,
-                        format!("`{field}` must be a positive integer, got {v}"),
-                    )
-                }),
+        let key = match cache_key(&args) {
+            Ok(key) => key,
+            Err(e) => return self.answer(asker, Err(e)),
         };
+        let millis = |field: &str| cache_millis(&args, field);
         let token = args.get("token").and_then(Value::as_u64).unwrap_or(0);
         let router = self.clone();
         match op.as_str() {
@@ -1523,5 +1487,34 @@ impl Router {
             };
             self.answer(waiter, answer);
         }
+    }
+}
+
+/// A cache request's `key` (either backend): a string of 1 to 1024 bytes.
+fn cache_key(args: &Value) -> Result<String, RequestError> {
+    match args.get("key").and_then(Value::as_str) {
+        Some(key) if !key.is_empty() && key.len() <= 1024 => Ok(key.to_string()),
+        _ => Err(error(
+            RequestErrorCode::BadRequest,
+            "`key` must be a string of 1 to 1024 bytes",
+        )),
+    }
+}
+
+/// A cache request's optional duration `field` in milliseconds (either backend): positive, and
+/// capped at six request timeouts.
+fn cache_millis(args: &Value, field: &str) -> Result<Option<Duration>, RequestError> {
+    match args.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| *ms > 0)
+            .map(|ms| Some(Duration::from_millis(ms).min(request::MAX_REQUEST_TIMEOUT.saturating_mul(6))))
+            .ok_or_else(|| {
+                error(
+                    RequestErrorCode::BadRequest,
+                    format!("`{field}` must be a positive integer, got {v}"),
+                )
+            }),
     }
 }
