@@ -320,6 +320,14 @@ async fn a_recycle_predicate_replaces_the_worker_whose_published_statistics_it_d
     );
     assert!(drover_tests::eventually(Duration::from_secs(20), || !pid_is_running(before)).await);
     assert_eq!(master.worker(2).unwrap().pid, other, "the other worker is left alone");
-    assert_eq!(master.workers().iter().filter(|w| w.is_alive()).count(), 2);
+    // The old process is gone before the master has reaped it: wait for the table to say so.
+    assert!(
+        drover_tests::eventually(Duration::from_secs(20), || {
+            master.workers().iter().filter(|w| w.is_alive()).count() == 2
+        })
+        .await,
+        "two workers in the end: {:?}",
+        master.workers()
+    );
     master.graceful_shutdown().await.unwrap();
 }
