@@ -197,7 +197,7 @@ export interface MasterOptions {
      * next ready worker: an even share, as Node cluster's SCHED_RR), 'sticky' (the master hands
      * each client address to the same worker, for long-polling sessions).
      */
-    balance?: 'shared' | 'round-robin' | 'sticky';
+    balance?: 'shared' | 'round-robin' | 'sticky' | 'reuseport';
     /** Worker names by instance index: the worker in place `i` is `names[i]` (else `<group>-<id>`). */
     names?: string[];
     /**

@@ -179,7 +179,11 @@ function listen(...args) {
                 return;
             }
             server[kPending] = null;
-            if (balance) {
+            if (balance === 'reuseport') {
+                // This worker's own slot: it accepts on it, and serves what the master hands it
+                // from a slot whose worker is away (PROTOCOL.md §5.3).
+                takeHandedConnections(server, local);
+            } else if (balance) {
                 // The master accepts; this worker must not: it serves what is handed to it.
                 fs.close(fd, () => {});
                 listenBalanced(server, local, request.backlog);
@@ -202,7 +206,8 @@ function listen(...args) {
 }
 
 // Servers listening on a socket whose connections the master accepts (balance round-robin or
-// sticky), by the socket's bound address (the `listener` of each `connection` event).
+// sticky) or may hand over (reuseport), by the socket's bound address (the `listener` of each
+// `connection` event).
 const balanced = new Map();
 
 /** `[::]:8080` or `127.0.0.1:8080` as getsockname's `{ address, family, port }`. */
@@ -212,6 +217,14 @@ function sockname(local) {
     const v6 = address.startsWith('[');
     if (v6) address = address.slice(1, -1);
     return { address, family: v6 ? 'IPv6' : 'IPv4', port: Number(local.slice(colon + 1)) };
+}
+
+/** `server` (listening on its own socket) also serves the connections handed to it for `local`. */
+function takeHandedConnections(server, local) {
+    balanced.set(local, server);
+    server.once('close', () => {
+        if (balanced.get(local) === server) balanced.delete(local);
+    });
 }
 
 /**

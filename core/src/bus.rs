@@ -300,7 +300,9 @@ pub struct Listening {
     pub local: String,
     /// `Some` when the master accepts the socket's connections itself (`round-robin`, `sticky`):
     /// do not accept on `fd` (close it, or keep it for its address); the connections come as
-    /// [`BusEvent::Connection`]s whose `listener` is `local`.
+    /// [`BusEvent::Connection`]s whose `listener` is `local`. `Some(ReusePort)`: `fd` is this
+    /// worker's own slot; accept on it, and serve the [`BusEvent::Connection`]s too (the master
+    /// hands over the connections of a slot whose worker is away).
     pub balance: Option<crate::listen::Balance>,
 }
 

@@ -107,7 +107,9 @@ impl fmt::Display for ListenAddr {
 /// systemd socket activation keep working. Its price is fairness: Linux wakes the most recent
 /// waiter, so under light and bursty load one worker takes more than its share
 /// (`docs/BENCHMARKS.md`). Choose [`Balance::RoundRobin`] for an even share, [`Balance::Sticky`]
-/// for clients that must come back to the same worker (long-polling sessions).
+/// for clients that must come back to the same worker (long-polling sessions), and
+/// [`Balance::ReusePort`] for an even share of many short connections with the master out of the
+/// data path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
@@ -120,12 +122,18 @@ pub enum Balance {
     /// address hashes to (rendezvous hashing over the workers' instance indexes): a client comes
     /// back to the same worker, and when a worker goes only its own clients move.
     Sticky,
+    /// One socket per worker slot, all bound with `SO_REUSEPORT`: the kernel spreads connections
+    /// over them by a hash of their addresses, each worker accepts on its own slot's queue, and a
+    /// replacement takes over its slot's socket with the connections queued on it. TCP only.
+    /// See [`crate::master::reuseport`].
+    #[serde(rename = "reuseport")]
+    ReusePort,
 }
 
 impl Balance {
     /// Whether the master accepts the connections itself (and hands each to one worker).
     pub fn master_accepts(self) -> bool {
-        self != Balance::Shared
+        matches!(self, Balance::RoundRobin | Balance::Sticky)
     }
 
     /// The word used in configs and on the wire.
@@ -134,6 +142,7 @@ impl Balance {
             Balance::Shared => "shared",
             Balance::RoundRobin => "round-robin",
             Balance::Sticky => "sticky",
+            Balance::ReusePort => "reuseport",
         }
     }
 }
@@ -147,15 +156,16 @@ impl fmt::Display for Balance {
 impl FromStr for Balance {
     type Err = ListenError;
 
-    /// `shared`, `round-robin` or `sticky`.
+    /// `shared`, `round-robin`, `sticky` or `reuseport`.
     fn from_str(input: &str) -> Result<Balance, ListenError> {
         match input {
             "shared" => Ok(Balance::Shared),
             "round-robin" => Ok(Balance::RoundRobin),
             "sticky" => Ok(Balance::Sticky),
+            "reuseport" => Ok(Balance::ReusePort),
             _ => Err(ListenError::Parse {
                 input: input.to_string(),
-                reason: "not a balance (shared, round-robin or sticky)".into(),
+                reason: "not a balance (shared, round-robin, sticky or reuseport)".into(),
             }),
         }
     }
@@ -201,6 +211,14 @@ impl FromStr for ListenSpec {
                 input: input.to_string(),
                 reason: "sticky balance needs a TCP address (every client of a Unix socket has the same address)"
                     .into(),
+            });
+        }
+        if balance == Some(Balance::ReusePort) && matches!(addr, ListenAddr::Unix(_)) {
+            return Err(ListenError::Parse {
+                input: input.to_string(),
+                reason:
+                    "reuseport balance needs a TCP address (SO_REUSEPORT does not spread a Unix socket's connections)"
+                        .into(),
             });
         }
         Ok(ListenSpec { name, addr, balance })
@@ -306,14 +324,41 @@ pub(crate) struct Listener {
     pub(crate) balance: Balance,
     /// The master's accept loop, when it takes them ([`Balance::master_accepts`]).
     pub(crate) balancer: Option<crate::master::balance::Balancer>,
+    /// The per-worker sockets of a [`Balance::ReusePort`] address (`fd` is slot 0's).
+    pub(crate) slots: Option<crate::master::reuseport::ReusePortSlots>,
     /// Removed when the socket closes (only for paths we bound ourselves).
     _unix_path: Option<UnixPath>,
 }
 
 impl Listener {
+    /// The socket a worker of `instance` takes (`holder`, a worker process, holds it until it
+    /// exits): its slot's for [`Balance::ReusePort`], else the one socket.
+    pub(crate) fn socket_for(&self, instance: u32, holder: Option<u32>) -> Result<Arc<OwnedFd>, ListenError> {
+        match &self.slots {
+            Some(slots) => slots
+                .socket_for(instance, holder)
+                .map_err(|e| bind_error(&self.addr, e)),
+            None => Ok(self.fd.clone()),
+        }
+    }
+
     /// Starts the master's accept loop for a balanced socket.
-    fn balanced(mut self, balance: Balance) -> Result<Listener, ListenError> {
+    fn balanced(mut self, balance: Balance, worker_count: u32) -> Result<Listener, ListenError> {
         self.balance = balance;
+        if balance == Balance::ReusePort {
+            let local = match (&self.addr, local_addr(&self.fd)) {
+                (ListenAddr::Tcp(_), Some(local)) => local,
+                _ => {
+                    return Err(ListenError::Parse {
+                        input: self.addr.to_string(),
+                        reason: "reuseport balance needs a TCP address".into(),
+                    })
+                }
+            };
+            let slots = crate::master::reuseport::ReusePortSlots::new(self.fd.clone(), local, &self.local);
+            slots.set_count(worker_count);
+            self.slots = Some(slots);
+        }
         if balance.master_accepts() {
             let balancer = crate::master::balance::Balancer::start(&self.fd, &self.local, balance)
                 .map_err(|e| bind_error(&self.addr, e))?;
@@ -382,6 +427,8 @@ struct Held {
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
     open: Mutex<Vec<Held>>,
+    /// The group's worker count, for the `reuseport` slots of sockets bound from now on.
+    worker_count: std::sync::atomic::AtomicU32,
 }
 
 impl Listeners {
@@ -424,11 +471,12 @@ impl Listeners {
                         fd: Arc::new(fd),
                         balance: Balance::Shared,
                         balancer: None,
+                        slots: None,
                         _unix_path: None,
                     },
-                    None => bind(addr)?,
+                    None => bind(addr, balance)?,
                 }
-                .balanced(balance)?;
+                .balanced(balance, self.worker_count.load(std::sync::atomic::Ordering::Relaxed))?;
                 tracing::debug!(address = %addr, local = %listener.local, "listening");
                 open.push(Held {
                     listener: Arc::new(listener),
@@ -465,6 +513,9 @@ impl Listeners {
             if let Some(balancer) = &held.listener.balancer {
                 balancer.leave(pid);
             }
+            if let Some(slots) = &held.listener.slots {
+                slots.release(pid);
+            }
             if let Some(i) = held.holders.iter().position(|p| *p == pid) {
                 held.holders.swap_remove(i);
                 if held.holders.is_empty() && !held.declared {
@@ -475,6 +526,40 @@ impl Listeners {
         release_lingering(&mut open, now);
     }
 
+    /// Worker process `pid` (of `instance`) was spawned with these declared `reuseport` sockets
+    /// at fd 3..: it holds its slot of each until it exits.
+    pub(crate) fn hold_slots(&self, pid: u32, instance: u32, slotted: &[Arc<Listener>]) {
+        let _open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for listener in slotted {
+            if let Err(error) = listener.socket_for(instance, Some(pid)) {
+                tracing::debug!(%error, "a worker's reuseport slot could not be had");
+            }
+        }
+    }
+
+    /// The group now has `count` workers: `reuseport` slots past it close once their workers
+    /// have gone.
+    pub(crate) fn set_worker_count(&self, count: usize) {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        self.worker_count.store(count, std::sync::atomic::Ordering::Relaxed);
+        for held in self.open.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Some(slots) = &held.listener.slots {
+                slots.set_count(count);
+            }
+        }
+    }
+
+    /// Worker process `pid` stops accepting (it was told to stop): the master takes the
+    /// connections of its `reuseport` slots.
+    pub(crate) fn stop_accepting(&self, pid: u32) {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for held in open.iter() {
+            if let Some(slots) = &held.listener.slots {
+                slots.stopping(pid);
+            }
+        }
+    }
+
     /// Every socket held: (requested address, bound address).
     pub(crate) fn list(&self) -> Vec<(String, String)> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -483,9 +568,20 @@ impl Listeners {
             .collect()
     }
 
-    /// Closes every socket (paths are removed as the last reference goes).
-    pub(crate) fn close_all(&self) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// Closes every socket (paths are removed as the last reference goes), and returns once the
+    /// master's accept loops on `reuseport` slots have let go of theirs too: when a shutdown
+    /// returns, the port is closed.
+    pub(crate) async fn close_all(&self) {
+        let closed: Vec<Held> = std::mem::take(&mut *self.open.lock().unwrap_or_else(|p| p.into_inner()));
+        let rescues: Vec<_> = closed
+            .iter()
+            .filter_map(|h| h.listener.slots.as_ref())
+            .flat_map(|slots| slots.stop_rescues())
+            .collect();
+        drop(closed);
+        for task in rescues {
+            let _ = task.await;
+        }
     }
 }
 
@@ -544,8 +640,31 @@ fn effective_uid(pid: u32) -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
+fn bind(addr: &ListenAddr, balance: Balance) -> Result<Listener, ListenError> {
     match addr {
+        ListenAddr::Tcp(sa) if balance == Balance::ReusePort => {
+            let fd = match crate::master::reuseport::bind_reuseport(*sa) {
+                Err(e)
+                    if sa.ip() == std::net::Ipv6Addr::UNSPECIFIED && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+                {
+                    crate::master::reuseport::bind_reuseport(SocketAddr::from((
+                        std::net::Ipv4Addr::UNSPECIFIED,
+                        sa.port(),
+                    )))
+                }
+                other => other,
+            }
+            .map_err(|e| bind_error(addr, e))?;
+            Ok(Listener {
+                addr: addr.clone(),
+                local: local_name(&fd),
+                fd: Arc::new(fd),
+                balance: Balance::Shared,
+                balancer: None,
+                slots: None,
+                _unix_path: None,
+            })
+        }
         ListenAddr::Tcp(sa) => {
             let listener = match std::net::TcpListener::bind(sa) {
                 // A host without IPv6: a bare port falls back to IPv4.
@@ -564,6 +683,7 @@ fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
                 fd: Arc::new(listener.into()),
                 balance: Balance::Shared,
                 balancer: None,
+                slots: None,
                 _unix_path: None,
             })
         }
@@ -575,6 +695,7 @@ fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
                 fd: Arc::new(listener.into()),
                 balance: Balance::Shared,
                 balancer: None,
+                slots: None,
                 _unix_path: Some(unix_path),
             })
         }
@@ -612,6 +733,15 @@ fn bind_unix(path: &Path) -> std::io::Result<(std::os::unix::net::UnixListener, 
         ino: st.st_ino,
     };
     Ok((listener, unix_path))
+}
+
+/// The TCP address `fd` is bound to.
+fn local_addr(fd: &OwnedFd) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    let sa = getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok()?;
+    sa.as_sockaddr_in()
+        .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+        .or_else(|| sa.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port()))))
 }
 
 fn local_name(fd: &OwnedFd) -> String {
@@ -771,14 +901,14 @@ mod tests {
         crate::master::pids::forget(other);
     }
 
-    #[test]
-    fn a_unix_socket_path_is_removed_when_closed() {
+    #[tokio::test]
+    async fn a_unix_socket_path_is_removed_when_closed() {
         let path = std::env::temp_dir().join(format!("drover-listen-test-{}.sock", std::process::id()));
         let set = Listeners::default();
         set.get_or_bind(&ListenAddr::Unix(path.clone()), Holder::Declared, Balance::Shared)
             .unwrap();
         assert!(path.exists());
-        set.close_all();
+        set.close_all().await;
         assert!(!path.exists());
     }
 }

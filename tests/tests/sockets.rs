@@ -498,3 +498,241 @@ async fn a_worker_that_reads_nothing_is_skipped_past_its_hand_off_bound_and_no_c
     );
     master.graceful_shutdown().await.unwrap();
 }
+
+/// The inodes of the TCP sockets listening on `port` (`/proc/net/tcp` and `tcp6`): one per
+/// `reuseport` slot.
+fn listening_inodes(port: u16) -> BTreeSet<u64> {
+    let mut inodes = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // State 0A is LISTEN.
+            if local_port == Some(port) && cols.get(3) == Some(&"0A") {
+                if let Some(inode) = cols.get(9).and_then(|i| i.parse().ok()) {
+                    inodes.insert(inode);
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// The inodes of the sockets process `pid` has open.
+fn socket_inodes_of(pid: u32) -> BTreeSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return BTreeSet::new();
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
+}
+
+/// A reuseport master of `count` test workers, each of which has asked for the socket.
+async fn reuseport_master(config: MasterConfig) -> (Master, Events, String) {
+    let master = Master::new(config.balance(drover::Balance::ReusePort)).unwrap();
+    let mut events = master.events();
+    master.start().await.unwrap();
+    let mut addr = String::new();
+    for w in master.workers() {
+        addr = ask_to_listen(&master, &mut events, w.id, "127.0.0.1:0", "listening").await;
+    }
+    (master, events, addr)
+}
+
+/// Opens `n` connections at once and reads each one's answer (a worker's pid) within 30 s.
+async fn connect_and_read_pids(addr: &str, n: usize) -> Vec<u32> {
+    use tokio::io::AsyncReadExt;
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut pids = Vec::with_capacity(n);
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} of {n} got no answer within 30 s"))
+            .unwrap_or_else(|e| panic!("connection {i} of {n} was reset: {e}"));
+        pids.push(
+            line.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("connection {i} answered {line:?}")),
+        );
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuseport_gives_each_worker_a_socket_of_its_own_and_its_replacement_takes_the_same_socket() {
+    let (master, mut events, addr) = reuseport_master(config(4)).await;
+    let port = port_of(&addr);
+    let slots = listening_inodes(port);
+    assert_eq!(slots.len(), 4, "one listening socket per worker: {slots:?}");
+    let workers = master.workers();
+    let mut held = BTreeSet::new();
+    for w in &workers {
+        let own: Vec<u64> = socket_inodes_of(w.pid).intersection(&slots).copied().collect();
+        assert_eq!(own.len(), 1, "worker {} holds exactly one slot: {own:?}", w.instance);
+        held.insert(own[0]);
+    }
+    assert_eq!(held, slots, "no two workers share a slot");
+
+    // The kernel spreads new connections over the slots by a hash of their addresses.
+    let mut share = std::collections::BTreeMap::<u32, usize>::new();
+    for _ in 0..2000 {
+        *share.entry(ask_pid(addr.clone()).await.unwrap()).or_default() += 1;
+    }
+    let pids: BTreeSet<u32> = workers.iter().map(|w| w.pid).collect();
+    assert_eq!(share.keys().copied().collect::<BTreeSet<_>>(), pids, "{share:?}");
+    let (max, min) = (share.values().max().unwrap(), share.values().min().unwrap());
+    assert!(*max as f64 / *min as f64 <= 1.35, "{share:?}");
+
+    // Restarted under a client loop: nothing refused or reset, and the replacement gets the slot
+    // its predecessor had.
+    let first = workers.iter().find(|w| w.instance == 0).unwrap().clone();
+    let first_slot = *socket_inodes_of(first.pid).intersection(&slots).next().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drover_tests::ask_pid(&addr).map_err(|e| format!("after {answered} answers: {e}"))?;
+                answered += 1;
+            }
+            Ok::<usize, String>(answered)
+        })
+    };
+    master.restart_worker(first.id).await.unwrap();
+    let replacement = master.workers().into_iter().find(|w| w.id == first.id).unwrap();
+    assert_ne!(replacement.pid, first.pid);
+    ask_to_listen(&master, &mut events, first.id, "127.0.0.1:0", "listening").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = client.await.unwrap().unwrap();
+    assert!(answered > 0);
+    assert!(
+        socket_inodes_of(replacement.pid).contains(&first_slot),
+        "the replacement of instance 0 holds the socket instance 0 had"
+    );
+    assert_eq!(listening_inodes(port), slots, "the same four sockets");
+    master.graceful_shutdown().await.unwrap();
+    assert!(listening_inodes(port).is_empty(), "every slot is closed at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuseport_slot_without_its_worker_is_served_by_the_others_and_a_retired_one_closes_once_drained() {
+    let signal = |pid: u32, sig: i32| {
+        // SAFETY: kill(2) on our own worker's pid.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
+    };
+    // kill(2) returns before the process has stopped: wait until it is (state `T`).
+    let stopped = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("T"))
+    };
+    let (master, mut events, addr) = reuseport_master(config(4).restart(drover::RestartPolicy::OnFailure)).await;
+    let port = port_of(&addr);
+    let last = master.workers().into_iter().find(|w| w.instance == 3).unwrap();
+
+    // Frozen, instance 3 accepts nothing: its share of 200 connections waits on its slot. Killed,
+    // it leaves the slot to the master, which hands those connections to the other workers
+    // (without that, they would wait for a replacement that never asks for the socket).
+    signal(last.pid, libc::SIGSTOP);
+    assert!(drover_tests::eventually(Duration::from_secs(30), || stopped(last.pid)).await);
+    let pending = tokio::spawn({
+        let addr = addr.clone();
+        async move { connect_and_read_pids(&addr, 200).await }
+    });
+    // Let the connections queue (the connects complete in the kernel) before the kill.
+    assert!(
+        drover_tests::eventually(Duration::from_secs(30), || tcp_queued_on(port) > 0).await,
+        "connections queue on the frozen worker's slot"
+    );
+    signal(last.pid, libc::SIGKILL);
+    let pids = pending.await.unwrap();
+    assert!(!pids.contains(&last.pid), "the frozen worker answered nothing");
+    assert_eq!(pids.len(), 200);
+    let exit = drover_tests::next_exit_of(&mut events, last.id).await;
+    assert!(
+        matches!(exit.reason, ExitReason::ExternalSignal { signal: 9, .. }),
+        "{exit:?}"
+    );
+
+    // Its replacement takes the slot again; frozen too, then scaled away: from its `stop` on
+    // the master serves the slot (every queued connection is answered though the worker never
+    // wakes), and once the worker is gone the slot is closed.
+    let restarted = || {
+        master
+            .workers()
+            .into_iter()
+            .find(|w| w.instance == 3 && w.pid != last.pid && w.status == WorkerStatus::Started)
+    };
+    assert!(
+        drover_tests::eventually(Duration::from_secs(30), || restarted().is_some()).await,
+        "instance 3 is restarted"
+    );
+    let replacement = restarted().unwrap();
+    ask_to_listen(&master, &mut events, replacement.id, "127.0.0.1:0", "listening").await;
+    assert_eq!(listening_inodes(port).len(), 4);
+    signal(replacement.pid, libc::SIGSTOP);
+    assert!(drover_tests::eventually(Duration::from_secs(30), || stopped(replacement.pid)).await);
+    let pending = tokio::spawn({
+        let addr = addr.clone();
+        async move { connect_and_read_pids(&addr, 200).await }
+    });
+    assert!(
+        drover_tests::eventually(Duration::from_secs(30), || tcp_queued_on(port) > 0).await,
+        "connections queue on the frozen worker's slot"
+    );
+    let rescale = tokio::spawn({
+        let master = master.clone();
+        async move { master.rescale(3).await }
+    });
+    let pids = pending.await.unwrap();
+    assert!(!pids.contains(&replacement.pid));
+    rescale.await.unwrap().unwrap();
+    assert!(
+        drover_tests::eventually(Duration::from_secs(30), || listening_inodes(port).len() == 3).await,
+        "the retired slot is closed: {:?}",
+        listening_inodes(port)
+    );
+    // And the three left serve on.
+    let live: BTreeSet<u32> = master.workers().iter().map(|w| w.pid).collect();
+    for pid in connect_and_read_pids(&addr, 60).await {
+        assert!(live.contains(&pid));
+    }
+    master.graceful_shutdown().await.unwrap();
+}
+
+/// How many connections wait in the accept queues of the sockets listening on `port` (the
+/// `rx_queue` of LISTEN lines in `/proc/net/tcp`).
+fn tcp_queued_on(port: u16) -> usize {
+    let mut queued = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && cols.get(3) == Some(&"0A") {
+                let rx = cols
+                    .get(4)
+                    .and_then(|q| q.split(':').nth(1))
+                    .and_then(|r| usize::from_str_radix(r, 16).ok());
+                queued += rx.unwrap_or(0);
+            }
+        }
+    }
+    queued
+}

@@ -84,7 +84,9 @@ struct Shared {
 /// The accept loop of one balanced socket; it stops when this is dropped.
 pub(crate) struct Balancer {
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    /// The accept loop on the socket (none for `reuseport`: its workers accept, and the master
+    /// only rescues a slot without a worker, [`Balancer::rescue`]).
+    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -102,6 +104,14 @@ impl Balancer {
     pub(crate) fn start(fd: &OwnedFd, local: &str, balance: Balance) -> std::io::Result<Balancer> {
         let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
         let accept = Acceptor::new(fd)?;
+        let mut balancer = Balancer::members_only(local, balance);
+        balancer.task = Some(runtime.spawn(accept_loop(accept, balancer.shared.clone())));
+        Ok(balancer)
+    }
+
+    /// A balancer that accepts nothing until asked to [`Balancer::rescue`] a socket: the
+    /// workers of a `reuseport` socket accept on their own slots.
+    pub(crate) fn members_only(local: &str, balance: Balance) -> Balancer {
         let shared = Arc::new(Shared {
             balance,
             local: local.to_string(),
@@ -109,8 +119,18 @@ impl Balancer {
             changed: Notify::new(),
             next: AtomicUsize::new(0),
         });
-        let task = runtime.spawn(accept_loop(accept, shared.clone()));
-        Ok(Balancer { shared, task })
+        Balancer { shared, task: None }
+    }
+
+    /// Accepts on `fd` (a `reuseport` slot no worker holds; made non-blocking) and hands each
+    /// connection to the members in turn, as `mode` says: [`Rescue::Serve`] until it turns
+    /// [`Rescue::Stop`] (the slot's worker is back); [`Rescue::Drain`]: what is queued on the
+    /// slot now, then the task ends (and with it the master's copy of the socket, once the caller
+    /// has dropped its own).
+    pub(crate) fn rescue(&self, fd: Arc<OwnedFd>, mode: watch::Receiver<Rescue>) -> std::io::Result<JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let accept = Acceptor::new(&fd)?;
+        Ok(runtime.spawn(rescue_loop(accept, fd, self.shared.clone(), mode)))
     }
 
     /// Worker `sub` takes connections from now on (once STARTED), until [`Balancer::leave`].
@@ -132,7 +152,7 @@ impl Balancer {
         let watcher = tokio::spawn(async move {
             while info.changed().await.is_ok() {
                 match shared.upgrade() {
-                    Some(shared) => shared.changed.notify_one(),
+                    Some(shared) => shared.changed.notify_waiters(),
                     None => return,
                 }
             }
@@ -143,7 +163,7 @@ impl Balancer {
             watcher,
         });
         drop(members);
-        self.shared.changed.notify_one();
+        self.shared.changed.notify_waiters();
     }
 
     /// Worker process `pid` has exited: it takes nothing more.
@@ -157,7 +177,9 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
         for member in lock(&self.shared.members).drain(..) {
             member.watcher.abort();
         }
@@ -216,9 +238,7 @@ impl Acceptor {
 /// connection nobody can take yet waits in the kernel's backlog, not in the master.
 async fn accept_loop(accept: Acceptor, shared: Arc<Shared>) {
     loop {
-        while !shared.anyone_can_take() {
-            shared.changed.notified().await;
-        }
+        shared.until(Shared::anyone_can_take).await;
         let (fd, peer) = match accept.accept().await {
             Ok(conn) => conn,
             Err(error)
@@ -237,20 +257,128 @@ async fn accept_loop(accept: Acceptor, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let fd = Arc::new(fd);
         // Between the check and the accept a worker may have stopped: the connection is ours now
         // and waits here (one at most) for the next worker that can take it.
-        loop {
-            if shared.hand_off(&fd, peer) {
+        let fd = Arc::new(fd);
+        shared.until(|s| s.hand_off(&fd, peer)).await;
+    }
+}
+
+/// What the master does with a `reuseport` slot no worker holds (PROTOCOL.md §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rescue {
+    /// Accept its connections and hand them to the other workers.
+    Serve,
+    /// Its worker is back: stop accepting (a connection already accepted is still handed over).
+    Stop,
+    /// The slot is retired (scaled down): hand over what is queued on it, then close it.
+    Drain,
+}
+
+/// How long a retired slot's queued connections may wait for a worker that can take them before
+/// the slot is closed anyway (and the kernel resets what is left).
+pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// [`Balancer::rescue`]'s task.
+async fn rescue_loop(accept: Acceptor, fd: Arc<OwnedFd>, shared: Arc<Shared>, mut mode: watch::Receiver<Rescue>) {
+    loop {
+        let now = *mode.borrow_and_update();
+        match now {
+            Rescue::Stop => return,
+            Rescue::Drain => break,
+            Rescue::Serve => {}
+        }
+        let conn = tokio::select! {
+            changed = mode.changed() => match changed {
+                Ok(()) => continue,
+                // The slot was retired (its last word, `Drain`) or dropped with its socket's
+                // listener (the master shuts down).
+                Err(_) if *mode.borrow() == Rescue::Drain => break,
+                Err(_) => return,
+            },
+            conn = async {
+                shared.until(Shared::anyone_can_take).await;
+                accept.accept().await
+            } => conn,
+        };
+        match conn {
+            Ok((conn, peer)) => {
+                let conn = Arc::new(conn);
+                shared.until(|s| s.hand_off(&conn, peer)).await;
+            }
+            Err(error) => {
+                tracing::debug!(local = %shared.local, %error, "accept on a slot without its worker failed");
+                tokio::time::sleep(OUT_OF_FDS_PAUSE).await;
+            }
+        }
+    }
+    // Drain: what the kernel queued on the slot until now. The slot is out of the socket's
+    // reuseport group only once closed; what arrives between the last accept and the close
+    // (microseconds) is reset, unless `net.ipv4.tcp_migrate_req` is 1 (then the kernel moves it).
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    let mut drained = 0usize;
+    loop {
+        let (conn, peer) = match accept_now(&fd) {
+            Ok(Some(conn)) => conn,
+            Ok(None) => break,
+            Err(error) => {
+                tracing::debug!(local = %shared.local, %error, "accept on a retired slot failed");
                 break;
             }
-            shared.changed.notified().await;
+        };
+        let conn = Arc::new(conn);
+        let handed = tokio::time::timeout_at(deadline, shared.until(|s| s.hand_off(&conn, peer))).await;
+        if handed.is_err() {
+            tracing::warn!(local = %shared.local, "no worker took a retired slot's queued connections within {DRAIN_DEADLINE:?}; the rest are reset");
+            break;
         }
+        drained += 1;
+    }
+    tracing::debug!(local = %shared.local, drained, "a retired reuseport slot is closed");
+}
+
+/// One connection queued on `fd` (non-blocking), if any: its fd (blocking, close-on-exec) and,
+/// for TCP, the client's address.
+fn accept_now(fd: &OwnedFd) -> std::io::Result<Option<(OwnedFd, Option<std::net::SocketAddr>)>> {
+    use nix::sys::socket::{accept4, getpeername, SockFlag, SockaddrStorage};
+    use std::os::fd::FromRawFd;
+    match accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+        Ok(raw) => {
+            // SAFETY: accept4 just returned this fd; nobody else owns it.
+            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+            let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd()).ok().and_then(|sa| {
+                sa.as_sockaddr_in()
+                    .map(|v4| std::net::SocketAddr::from((v4.ip(), v4.port())))
+                    .or_else(|| {
+                        sa.as_sockaddr_in6()
+                            .map(|v6| std::net::SocketAddr::from((v6.ip(), v6.port())))
+                    })
+            });
+            Ok(Some((conn, peer)))
+        }
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(nix::errno::Errno::ECONNABORTED | nix::errno::Errno::EINTR) => accept_now(fd),
+        Err(errno) => Err(errno.into()),
     }
 }
 
 impl Shared {
-    fn anyone_can_take(&self) -> bool {
+    /// Waits until `done` (checked now and after each change of the members) is true. Several
+    /// loops may wait at once (a socket's rescued slots), so a change wakes every waiter; the
+    /// wait is registered before the check, so no change between them is missed.
+    async fn until(self: &Arc<Self>, mut done: impl FnMut(&Arc<Self>) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn anyone_can_take(self: &Arc<Self>) -> bool {
         lock(&self.members).iter().any(Member::can_take)
     }
 
@@ -300,7 +428,7 @@ impl Shared {
                 }
                 if in_flight.fetch_sub(1, Ordering::AcqRel) == MAX_HANDOFFS_PER_WORKER {
                     if let Some(shared) = shared.upgrade() {
-                        shared.changed.notify_one();
+                        shared.changed.notify_waiters();
                     }
                 }
             });

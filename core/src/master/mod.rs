@@ -28,6 +28,7 @@ pub mod pre_start;
 mod readiness;
 pub mod reconfigure;
 mod reload;
+pub mod reuseport;
 mod rotation;
 pub(crate) mod router;
 pub(crate) mod spawn;

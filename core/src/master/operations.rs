@@ -29,6 +29,14 @@ pub(super) struct Place {
     pub instance: u32,
 }
 
+/// What [`Inner::declared_sockets`] gives a worker.
+struct DeclaredSockets {
+    /// Its fds 3.., with their names.
+    sockets: Vec<(String, Arc<std::os::fd::OwnedFd>)>,
+    /// The `reuseport` listeners among them.
+    slotted: Vec<Arc<crate::listen::Listener>>,
+}
+
 /// The ids of `places`.
 pub(super) fn ids_of(places: &[Place]) -> Vec<WorkerId> {
     places.iter().map(|p| p.id).collect()
@@ -41,9 +49,12 @@ pub(super) fn instance_count(count: usize) -> u32 {
 }
 
 impl Inner {
-    /// The declared sockets of `config`, bound now if they are not yet, in declaration order.
-    fn declared_sockets(&self, config: &MasterConfig) -> Result<Vec<(String, Arc<std::os::fd::OwnedFd>)>, Error> {
+    /// The declared sockets of `config` a worker of `instance` inherits, bound now if they are
+    /// not yet, in declaration order (a `reuseport` socket's: that instance's slot); and the
+    /// `reuseport` ones, whose slot the worker holds once it has a pid.
+    fn declared_sockets(&self, config: &MasterConfig, instance: u32) -> Result<DeclaredSockets, Error> {
         let mut sockets = Vec::with_capacity(config.listen.len());
+        let mut slotted = Vec::new();
         for (i, spec) in config.listen.iter().enumerate() {
             let balance = spec.balance.unwrap_or(config.balance);
             let listener = self
@@ -56,9 +67,13 @@ impl Inner {
                 continue;
             }
             let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
-            sockets.push((name, listener.fd.clone()));
+            let fd = listener.socket_for(instance, None).map_err(Error::Listen)?;
+            sockets.push((name, fd));
+            if listener.slots.is_some() {
+                slotted.push(listener);
+            }
         }
-        Ok(sockets)
+        Ok(DeclaredSockets { sockets, slotted })
     }
 
     /// Spawns a process for worker `id` (not yet in the table: see [`Inner::install`]).
@@ -70,7 +85,10 @@ impl Inner {
         restarts: u32,
         generation: u64,
     ) -> Result<WorkerHandle, Error> {
-        let inherited = self.declared_sockets(config)?;
+        let DeclaredSockets {
+            sockets: inherited,
+            slotted,
+        } = self.declared_sockets(config, instance)?;
         let (user_config_version, config) = self.with_latest_user_config(config);
         let config = &config;
         let spec = WorkerSpec {
@@ -80,6 +98,7 @@ impl Inner {
             generation,
             config: config.clone(),
             inherited,
+            slotted,
             listeners: self.listeners.clone(),
             router: Some(self.router.clone()),
             host: lock(&self.host).clone(),
@@ -255,7 +274,8 @@ impl Inner {
         let config = self.config();
         // Every declared socket is bound before the first worker exists: a port in use is a start
         // error, not a crash loop.
-        if let Err(err) = self.declared_sockets(&config) {
+        self.listeners.set_worker_count(config.count);
+        if let Err(err) = self.declared_sockets(&config, 0) {
             self.set_status(previous);
             return Err(err);
         }
@@ -309,6 +329,8 @@ impl Inner {
                 return Err(err);
             }
         } else if count < current.len() {
+            // Before the workers go: their `reuseport` slots then close as they exit.
+            self.listeners.set_worker_count(count);
             let mut victims = current;
             // Dead and failed workers first, then the highest instances (so that the others
             // keep filling 0..count).
@@ -322,6 +344,7 @@ impl Inner {
             let ids: Vec<WorkerId> = victims.iter().take(victims.len() - count).map(|w| w.id).collect();
             self.retire(&ids, false).await;
         }
+        self.listeners.set_worker_count(count);
         self.update_config(|c| c.count = count);
         Ok(())
     }
@@ -341,7 +364,7 @@ impl Inner {
         }
         self.set_status(MasterStatus::Stopping);
         self.retire(&self.all_ids(), hard).await;
-        self.listeners.close_all();
+        self.listeners.close_all().await;
         self.set_status(MasterStatus::ShutDown);
         Ok(())
     }

@@ -74,6 +74,7 @@ impl Inner {
         };
         match steps {
             Ok(()) => {
+                self.listeners.set_worker_count(config.count);
                 *super::lock(&self.config) = config;
                 self.set_status(MasterStatus::Started);
                 Ok(())

@@ -360,7 +360,7 @@ async fn handle(bus: &MessageBus, msg: Value) {
             let address = msg.get("address").and_then(Value::as_str).unwrap_or("127.0.0.1:0");
             match bus.listen(address).await {
                 // A balanced socket: the master accepts, connections come as BusEvent::Connection.
-                Ok(listening) if listening.balance.is_some() => {
+                Ok(listening) if listening.balance.is_some_and(|b| b != drover::Balance::ReusePort) => {
                     let _ = bus.send_message(&json!({ "listening": listening.local })).await;
                 }
                 Ok(listening) => {

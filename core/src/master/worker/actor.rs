@@ -597,6 +597,10 @@ impl<C: Child> WorkerActor<C> {
                 let mut open = self.handoffs.lock().unwrap_or_else(|p| p.into_inner());
                 *open = false;
                 self.writer.post(bytes, kind, None);
+                drop(open);
+                // It stops accepting now: the master takes its `reuseport` slots' connections
+                // from here on, not after it has drained and exited.
+                self.listeners.stop_accepting(self.pid);
             }
             Ok(bytes) => self.writer.post(bytes, kind, None),
             Err(error) => tracing::error!(%error, "a control frame could not be encoded"),
@@ -774,9 +778,10 @@ impl<C: Child> WorkerActor<C> {
         let (id, pid, address) = (self.id, self.pid, address.to_string());
         let (listeners, writer) = (self.listeners.clone(), self.writer.clone());
         let balance = self.config.balance;
+        let instance = self.info.borrow().instance;
         let subscriber = crate::master::balance::Subscriber {
             pid,
-            instance: self.info.borrow().instance,
+            instance,
             info: self.info.subscribe(),
             writer: self.writer.clone(),
             gate: self.handoffs.clone(),
@@ -784,11 +789,14 @@ impl<C: Child> WorkerActor<C> {
         tokio::task::spawn_blocking(move || {
             let answer = address
                 .parse::<ListenAddr>()
-                .and_then(|addr| listeners.get_or_bind(&addr, Holder::Worker(pid), balance));
+                .and_then(|addr| listeners.get_or_bind(&addr, Holder::Worker(pid), balance))
+                .and_then(|listener| Ok((listener.socket_for(instance, Some(pid))?, listener)));
             let (frame, fd) = match answer {
-                Ok(listener) => {
+                Ok((fd, listener)) => {
                     if let Some(balancer) = &listener.balancer {
                         balancer.join(subscriber);
+                    } else if let Some(slots) = &listener.slots {
+                        slots.join(subscriber);
                     }
                     let frame = MasterFrame::Listener {
                         request,
@@ -796,9 +804,9 @@ impl<C: Child> WorkerActor<C> {
                         error: None,
                         errno: None,
                         address: None,
-                        balance: listener.balance.master_accepts().then_some(listener.balance),
+                        balance: (listener.balance != crate::listen::Balance::Shared).then_some(listener.balance),
                     };
-                    (frame, Some(listener.fd.clone()))
+                    (frame, Some(fd))
                 }
                 Err(error) => {
                     tracing::debug!(id, %error, "listen request refused");

@@ -38,6 +38,8 @@ pub(crate) struct WorkerSpec {
     pub config: Arc<MasterConfig>,
     /// Declared listening sockets the worker inherits at fd 3 onwards, with their names.
     pub inherited: Vec<(String, Arc<OwnedFd>)>,
+    /// The `reuseport` listeners among them: the worker holds its slot of each from its spawn.
+    pub slotted: Vec<Arc<crate::listen::Listener>>,
     /// The master's sockets, for on-demand `listen` requests.
     pub listeners: Arc<Listeners>,
     /// The master's switchboard (requests, messages between workers).
@@ -163,6 +165,8 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     .await
     .map_err(failed)?;
     let pid = child.pid();
+    // Before the actor exists, so before it can reap the process and release what it holds.
+    spec.listeners.hold_slots(pid, spec.instance, &spec.slotted);
     let (frames, write_half) = connect(plan.master_end, &spec, pid).map_err(failed)?;
     tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
     if let Some((stdout, stderr)) = child.take_output() {
