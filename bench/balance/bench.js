@@ -1,7 +1,7 @@
 'use strict';
 
 // Request share per worker and throughput, 4 workers behind one master-held port, under wrk:
-// drover (balance shared / round-robin) against Node's cluster (SCHED_RR, its Linux default, and
+// drover (balance shared / round-robin / reuseport) against Node's cluster (SCHED_RR, its Linux default, and
 // SCHED_NONE), each with keep-alive connections and with a new connection per request
 // (`Connection: close`). Each (contender, mode) gets a fresh master, so each worker's count is
 // that run's alone. Prints a Markdown table on stdout, progress on stderr.
@@ -28,6 +28,7 @@ const pkg = process.env.DROVER_PACKAGE || path.resolve(__dirname, '../../binding
 const contenders = [
     { name: 'drover shared', script: 'drover-master.js', env: { BALANCE: 'shared' } },
     { name: 'drover round-robin', script: 'drover-master.js', env: { BALANCE: 'round-robin' } },
+    { name: 'drover reuseport', script: 'drover-master.js', env: { BALANCE: 'reuseport' } },
     { name: 'node cluster SCHED_RR', script: 'cluster-master.js', env: { SCHEDULING: 'rr' } },
     { name: 'node cluster SCHED_NONE', script: 'cluster-master.js', env: { SCHEDULING: 'none' } },
 ];

@@ -2,7 +2,7 @@
 
 // A drover Node master with 4 workers calling server.listen(PORT): BALANCE is shared (every
 // worker accepts on the master's socket), round-robin or sticky (the master accepts and hands
-// each connection over).
+// each connection over) or reuseport (each worker accepts on its own SO_REUSEPORT socket).
 const path = require('node:path');
 const { MasterFactory } = require(process.env.DROVER_PACKAGE);
 
