@@ -195,7 +195,9 @@ export interface MasterOptions {
      * declared ones that do not say: 'shared' (default: every worker accepts, the kernel picks;
      * no cost in the master), 'round-robin' (the master accepts and hands each connection to the
      * next ready worker: an even share, as Node cluster's SCHED_RR), 'sticky' (the master hands
-     * each client address to the same worker, for long-polling sessions).
+     * each client address to the same worker, for long-polling sessions), 'reuseport' (a
+     * SO_REUSEPORT socket per worker slot, kept by the master across restarts: the kernel spreads
+     * new connections by address hash, the master stays out of the data path).
      */
     balance?: 'shared' | 'round-robin' | 'sticky' | 'reuseport';
     /** Worker names by instance index: the worker in place `i` is `names[i]` (else `<group>-<id>`). */
@@ -624,7 +626,8 @@ export interface ListeningSocket {
     local: string;
     /**
      * 'round-robin' or 'sticky' when the master accepts the connections itself: do not accept
-     * on `fd` (close it); they come as the bus's 'connection' events.
+     * on `fd` (close it); they come as the bus's 'connection' events. 'reuseport': `fd` is this
+     * worker's own SO_REUSEPORT socket: accept on it, and serve the 'connection' events too.
      */
     balance: string | null;
 }

@@ -273,7 +273,8 @@ enum drover_bus_event_kind
   DROVER_BUS_EVENT_KIND_STORE_CHANGED = 7,
   /**
    * A connection the master accepted on a balanced socket (the master's `balance` is
-   * `round-robin` or `sticky`) that this worker asked for with `drover_bus_listen()`, handed to
+   * `round-robin` or `sticky`, or `reuseport` while a slot is without its worker) that this
+   * worker asked for with `drover_bus_listen()`, handed to
    * this worker to serve: `fd` is the connected socket, the program's from here (close it when
    * done; `drover_bus_event_clear()` does not); `data` the socket's bound address (the
    * `out_local` of `drover_bus_listen()`); `text` the client's address (NULL for a Unix
@@ -1171,7 +1172,8 @@ drover_result drover_bus_send_message(const struct drover_bus *bus, const char *
  * When the master balances the socket's connections itself (its config's `balance` is
  * `round-robin` or `sticky`, or the declared `listen` spec says so), do not accept on `*out_fd`
  * (close it): the connections this worker is to serve come as DROVER_BUS_EVENT_KIND_CONNECTION
- * events.
+ * events. With `reuseport`, `*out_fd` is this worker's own slot: accept on it, and serve the
+ * DROVER_BUS_EVENT_KIND_CONNECTION events too (connections of a slot whose worker is away).
  * DROVER_RESULT_INVALID_ARGUMENT if `address` is no address; DROVER_RESULT_LISTEN_FAILED if
  * the master cannot bind it, with a message naming the address and the errno (e.g.
  * "cannot listen on 127.0.0.1:8080: Address already in use (os error 98) (EADDRINUSE)"); the

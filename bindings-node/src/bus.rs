@@ -358,7 +358,8 @@ pub struct ListeningSocket {
     /// The address it is bound to (the real port, for port 0), e.g. `[::]:8080`.
     pub local: String,
     /// `"round-robin"` or `"sticky"` when the master accepts the connections itself and hands
-    /// them over as `connection` events: do not accept on `fd`.
+    /// them over as `connection` events: do not accept on `fd`. `"reuseport"`: `fd` is this
+    /// worker's own slot; accept on it and serve the `connection` events too.
     pub balance: Option<String>,
 }
 

@@ -736,3 +736,32 @@ fn tcp_queued_on(port: u16) -> usize {
     }
     queued
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_reuseport_socket_passes_each_worker_its_own_slot_at_fd_3() {
+    let c = config(4)
+        .env("DROVER_TEST_SERVE_FDS", "1")
+        .listen("web=127.0.0.1:0,balance=reuseport".parse::<ListenSpec>().unwrap());
+    let master = Master::new(c).unwrap();
+    master.start().await.unwrap();
+    let addr = bound(&master);
+    let slots = listening_inodes(port_of(&addr));
+    assert_eq!(slots.len(), 4, "{slots:?}");
+    let mut held = BTreeSet::new();
+    for w in master.workers() {
+        let own: Vec<u64> = socket_inodes_of(w.pid).intersection(&slots).copied().collect();
+        assert_eq!(own.len(), 1, "worker {} holds one slot: {own:?}", w.instance);
+        held.insert(own[0]);
+    }
+    assert_eq!(held, slots);
+    let mut served = BTreeSet::new();
+    for _ in 0..400 {
+        served.insert(ask_pid(addr.clone()).await.unwrap());
+    }
+    assert_eq!(
+        served,
+        master.workers().iter().map(|w| w.pid).collect::<BTreeSet<u32>>()
+    );
+    master.graceful_shutdown().await.unwrap();
+    assert!(listening_inodes(port_of(&addr)).is_empty());
+}

@@ -745,7 +745,7 @@ pub struct MasterOptions {
     /// followed by `,balance=MODE`).
     #[serde(default)]
     pub listen: Vec<String>,
-    /// `shared` (default), `round-robin` or `sticky`: who takes the connections of sockets whose
+    /// `shared` (default), `round-robin`, `sticky` or `reuseport`: who takes the connections of sockets whose
     /// spec does not say and of those workers ask for ([`MasterConfig::balance`]).
     pub balance: Option<Balance>,
     /// Worker names by instance index ([`MasterConfig::names`]).
@@ -1361,6 +1361,15 @@ mod tests {
         assert!(err.to_string().contains("not a balance"), "{err}");
         let err = options(json!({"program": "sh", "listen": ["unix:/tmp/x.sock,balance=sticky"]})).unwrap_err();
         assert!(err.to_string().contains("needs a TCP address"), "{err}");
+        let c = options(json!({"program": "sh", "balance": "reuseport", "listen": ["web=:8080,balance=reuseport"]}))
+            .unwrap();
+        assert_eq!(c.balance, Balance::ReusePort);
+        assert_eq!(c.listen[0].balance, Some(Balance::ReusePort));
+        let err = options(json!({"program": "sh", "listen": ["unix:/tmp/x.sock,balance=reuseport"]})).unwrap_err();
+        assert!(
+            err.to_string().contains("reuseport balance needs a TCP address"),
+            "{err}"
+        );
     }
 
     #[test]

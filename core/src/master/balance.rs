@@ -19,6 +19,10 @@
 //! and goes to the highest score. A worker that goes moves only its own clients (each to its
 //! second choice); when a worker of that index is back, they return to it. Instance indexes, not
 //! ids or pids, so a restart or a reload keeps every client where it was.
+//!
+//! **Rescue** (`reuseport`, see [`crate::master::reuseport`]): there the workers accept on their
+//! own slots and a `Balancer` has no accept loop of its own; it accepts only on a slot whose
+//! worker is away, handing those connections to the other workers in turn ([`Rescue`]).
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
