@@ -25,12 +25,13 @@ const DEFAULT_IDLE_GRACE_MS = 500;
 
 // Node keeps an http.Server's connections in a private list (the one closeIdleConnections uses).
 // Read only for connections accepted before drover started following the server.
-function nodeConnections(server) {
+// `which`: 'all', or 'active' (a request is being parsed or answered on them).
+function nodeConnections(server, which = 'all') {
     const key = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
     const list = key && server[key];
-    if (!list || typeof list.all !== 'function') return [];
+    if (!list || typeof list[which] !== 'function') return [];
     try {
-        return list.all().map((parser) => parser && parser.socket).filter(Boolean);
+        return list[which]().map((parser) => parser && parser.socket).filter(Boolean);
     } catch {
         return [];
     }
@@ -39,7 +40,8 @@ function nodeConnections(server) {
 function adopt(state, socket) {
     let c = state.sockets.get(socket);
     if (c) return c;
-    c = { requests: 0, responses: new Set(), idleSince: Date.now(), idleBytes: socket.bytesRead, upgraded: false };
+    // idleSince and idleBytes matter only once a drain has begun; it sets them.
+    c = { requests: 0, responses: new Set(), idleSince: 0, idleBytes: 0, upgraded: false };
     state.sockets.set(socket, c);
     socket.once('close', () => {
         state.sockets.delete(socket);
@@ -48,12 +50,24 @@ function adopt(state, socket) {
     return c;
 }
 
+/** A request that arrives while draining: its response ends the connection. */
 function onRequest(state, req, res) {
     const socket = req.socket;
     const c = adopt(state, socket);
     if (state.draining) {
         res.setHeader('Connection', 'close');
     }
+    follow(state, c, socket, res);
+}
+
+/**
+ * The response `socket` is writing, if it is not followed yet: a request that was in progress
+ * when the drain began, or a pipelined one Node attached once the one before it finished.
+ */
+function catchUp(state, c, socket) {
+    const res = socket._httpMessage;
+    if (!res || res.writableFinished || c.responses.has(res)) return;
+    if (!res.headersSent) res.setHeader('Connection', 'close');
     follow(state, c, socket, res);
 }
 
@@ -71,8 +85,10 @@ function follow(state, c, socket, res) {
 }
 
 /**
- * Starts following `server`'s connections and requests (idempotent). drover does it for every
- * server listened on in a worker; `drain` does it for any other server.
+ * Starts following `server`'s connections (idempotent). drover does it for every server listened
+ * on in a worker; `drain` does it for any other server. Requests are followed only from the
+ * drain's start (the responses in progress then are found on their sockets): nothing runs per
+ * request while the server serves, which keeps a keep-alive server at Node's own speed.
  */
 function track(server) {
     if (server[kState]) return server[kState];
@@ -81,19 +97,13 @@ function track(server) {
     // A TLS server exists only if node:tls is loaded: don't load it to ask.
     const secure = isLoaded('tls') && server instanceof require('node:tls').Server;
     server.on(secure ? 'secureConnection' : 'connection', (socket) => adopt(state, socket));
-    // Prepended: the `Connection: close` header must be set before the app's handler answers.
-    server.prependListener('request', (req, res) => onRequest(state, req, res));
     // Upgraded connections (WebSocket...) belong to the app: never closed as idle, only at timeout.
     const upgraded = (req, socket) => {
         adopt(state, socket).upgraded = true;
     };
     server.on('upgrade', upgraded);
     server.on('connect', upgraded);
-    for (const socket of nodeConnections(server)) {
-        const c = adopt(state, socket);
-        const res = socket._httpMessage;
-        if (res && !res.writableEnded) follow(state, c, socket, res);
-    }
+    for (const socket of nodeConnections(server)) adopt(state, socket);
     return state;
 }
 
@@ -138,11 +148,16 @@ function drain(server, options = {}) {
     if (server.listening) {
         net.Server.prototype.close.call(server);
     }
-    // 2. Responses whose headers are not written yet end the connection.
-    for (const c of state.sockets.values()) {
-        for (const res of c.responses) {
-            if (!res.headersSent) res.setHeader('Connection', 'close');
-        }
+    // 2. Responses whose headers are not written yet end the connection: those in progress now,
+    //    and (prepended, so before the app's handler answers) those of requests still to come.
+    server.prependListener('request', (req, res) => onRequest(state, req, res));
+    // A connection whose parser is inside a request (partly read) counts as having read bytes
+    // since its last response: the first sweep sees it as arriving, not idle.
+    const active = new Set(nodeConnections(server, 'active'));
+    for (const [socket, c] of state.sockets) {
+        c.idleSince = started;
+        c.idleBytes = active.has(socket) ? -1 : socket.bytesRead;
+        catchUp(state, c, socket);
     }
 
     state.draining = new Promise((resolve) => {
@@ -189,6 +204,7 @@ function drain(server, options = {}) {
             const now = Date.now();
             let next = Infinity;
             for (const [socket, c] of state.sockets) {
+                catchUp(state, c, socket);
                 if (c.requests > 0 || c.upgraded || c.closing) continue;
                 if (socket.bytesRead !== c.idleBytes) {
                     // Bytes arrived since its last response: a request is coming in; it will be
