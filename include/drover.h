@@ -497,6 +497,19 @@ enum drover_event_kind
    * `monitor`. Its workers run on either way.
    */
   DROVER_EVENT_KIND_ROTATION = 13,
+  /**
+   * A worker answered a reconfigure (`drover_master_reconfigure()`): `to` is 1 if it applied
+   * the config, 0 if it refused it; `data` is the refusal's reason (NULL when applied);
+   * `json` has `version` and `error`. A worker started after the reconfigure reports it
+   * applied too. (Added in 0.4: a program compiled with an older header saw these as NONE.)
+   */
+  DROVER_EVENT_KIND_RECONFIGURED = 14,
+  /**
+   * Every worker has exited and none is being restarted (the restart policy let them go):
+   * the group serves nothing until a start, rescale or reload. Emitted once each time the
+   * group empties. (Added in 0.4: a program compiled with an older header saw it as NONE.)
+   */
+  DROVER_EVENT_KIND_NO_WORKER_LEFT = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

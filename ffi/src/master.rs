@@ -153,6 +153,15 @@ pub enum drover_event_kind {
     /// `drover_master_mark_up()` or an ECV monitor; `text` says why, `json` has `manual` and
     /// `monitor`. Its workers run on either way.
     Rotation = 13,
+    /// A worker answered a reconfigure (`drover_master_reconfigure()`): `to` is 1 if it applied
+    /// the config, 0 if it refused it; `data` is the refusal's reason (NULL when applied);
+    /// `json` has `version` and `error`. A worker started after the reconfigure reports it
+    /// applied too. (Added in 0.4: a program compiled with an older header saw these as NONE.)
+    Reconfigured = 14,
+    /// Every worker has exited and none is being restarted (the restart policy let them go):
+    /// the group serves nothing until a start, rescale or reload. Emitted once each time the
+    /// group empties. (Added in 0.4: a program compiled with an older header saw it as NONE.)
+    NoWorkerLeft = 15,
 }
 
 /// What `drover_master_handle_signal()` did.
@@ -484,6 +493,12 @@ fn event_to_c(event: &Event) -> drover_event {
             out.to = u32::from(rotation.in_rotation());
             drover_event_kind::Rotation
         }
+        Event::Reconfigured { error, .. } => {
+            out.to = u32::from(error.is_none());
+            out.data = error.as_deref().map_or(std::ptr::null_mut(), owned_c_string);
+            drover_event_kind::Reconfigured
+        }
+        Event::NoWorkerLeft => drover_event_kind::NoWorkerLeft,
         // A kind newer than this mapping: NONE, with `text` and `json` still describing it.
         _ => drover_event_kind::None,
     };

@@ -55,9 +55,30 @@ int main(int argc, char **argv) {
     if (count(acks, "\"outcome\":\"applied\"") != 2) FAIL("not applied by both: %s", acks);
     drover_string_free(acks);
     acks = NULL;
+    /* Each answer is also an event of its own kind. */
+    for (int seen = 0; seen < 2;) {
+        drover_event event = {.size = sizeof(drover_event)};
+        CHECK_OK(drover_master_next_event(master, DEADLINE_MS, &event));
+        if (event.kind == DROVER_EVENT_KIND_RECONFIGURED) {
+            CHECK(event.to == 1 && event.data == NULL && event.worker_id != 0);
+            if (strstr(event.json, "\"version\":1") == NULL) FAIL("no version in %s", event.json);
+            seen++;
+        }
+        drover_event_clear(&event);
+    }
     CHECK_OK(drover_master_reconfigure(master, "{\"refuse\":true}", DEADLINE_MS, &acks));
     if (count(acks, "\"error\":\"the C worker refuses it\"") != 2) FAIL("not refused by both: %s", acks);
     drover_string_free(acks);
+    for (int seen = 0; seen < 2;) {
+        drover_event event = {.size = sizeof(drover_event)};
+        CHECK_OK(drover_master_next_event(master, DEADLINE_MS, &event));
+        if (event.kind == DROVER_EVENT_KIND_RECONFIGURED) {
+            CHECK(event.to == 0 && event.data != NULL);
+            if (strcmp(event.data, "the C worker refuses it") != 0) FAIL("refusal reason %s", event.data);
+            seen++;
+        }
+        drover_event_clear(&event);
+    }
     CHECK_ERR(drover_master_reconfigure(master, "{not json", DEADLINE_MS, NULL), DROVER_RESULT_INVALID_ARGUMENT,
               "not valid JSON");
     /* Larger than the frame limit (16 MiB by default). */
