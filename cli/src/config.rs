@@ -267,6 +267,7 @@ fn from_command_line(args: &RunArgs) -> Result<Plan, PlanError> {
         name: args.name.clone(),
         restart,
         listen: args.listen.clone(),
+        balance: args.balance,
         ready,
         // `drover: GROUP #INSTANCE` in ps.
         process_title: Some(true),

@@ -247,7 +247,7 @@ pub struct RunArgs {
     /// A drover.toml with one `[groups.NAME]` table per group (keys as in core's MasterOptions),
     /// or a PM2 ecosystem file (`ecosystem.config.js`, `.cjs`, `.mjs`, `.json`). Read again at each
     /// reload.
-    #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with_all = ["count", "name", "restart", "listen", "ready", "program", "pre_start"])]
+    #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with_all = ["count", "name", "restart", "listen", "balance", "ready", "program", "pre_start"])]
     pub config: Option<PathBuf>,
     /// With -c: merge each group's `env_NAME` set over its `env` (PM2's `--env NAME`).
     #[arg(long, value_name = "NAME", requires = "config")]
@@ -265,6 +265,12 @@ pub struct RunArgs {
     /// The master binds it once and passes it to every worker systemd-style (LISTEN_FDS).
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// Who takes the connections of the shared sockets: shared (default: every worker accepts,
+    /// the kernel picks), round-robin (the master hands each to the next worker), sticky (by
+    /// client address), reuseport (a SO_REUSEPORT socket per worker). In a drover.toml:
+    /// `balance = "..."` in the group's table.
+    #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(drover::Balance))]
+    pub balance: Option<drover::Balance>,
     /// How a worker says it is ready: message (its MessageBus, default), notify (sd_notify
     /// READY=1), node-ipc (process.send('ready')), spawn (as soon as it runs).
     #[arg(long, value_name = "SOURCE")]

@@ -217,3 +217,76 @@ fn without_the_preload_a_second_worker_cannot_listen_and_the_run_says_why() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--node-preload / nodePreload: \"/nonexistent/preload.js\" is not a file"));
 }
+
+/// The inodes of the sockets listening on `port` (one per `reuseport` slot).
+fn listening_sockets(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = cols
+                        .get(1)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    local_port == Some(port) && cols.get(3) == Some(&"0A")
+                })
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_express_app_gets_a_socket_per_worker_with_balance_reuseport_and_reloads_without_failing_a_request(
+) {
+    let app = express_app();
+    let port = free_port();
+    let port_text = port.to_string();
+    let drover = Drover::start_with(
+        &["-n", "4", "--name", "web", "--balance", "reuseport", "--", "node", &app],
+        &[("PORT", &port_text)],
+        no_extra_certs,
+    );
+    drover.wait_ready();
+    let pids = drover.worker_pids("web");
+    assert_eq!(pids.len(), 4);
+    assert_eq!(listening_sockets(port), 4, "one SO_REUSEPORT socket per worker");
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(
+        eventually(|| {
+            seen.insert(pid_of(&get(port, "/")).unwrap_or(0));
+            seen.len() == 4
+        }),
+        "every worker answers on its own slot: {seen:?}"
+    );
+
+    // A reload under keep-alive load: every worker hands its slot to its successor, none lost.
+    let load = Load::start(&format!("127.0.0.1:{port}"), 8, pid_of);
+    load.progress(300).await;
+    let mut drover = drover;
+    let ctl = {
+        let socket = drover.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(drover_bin())
+                .args(["reload", "--socket"])
+                .arg(&socket)
+                .output()
+                .expect("drover reload runs")
+        })
+    };
+    let out = ctl.await.expect("the reload command");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    load.progress(300).await;
+    let tally = load.finish().await;
+    tally.assert_nothing_lost();
+    let after = drover.worker_pids("web");
+    assert!(after.iter().all(|p| !pids.contains(p)), "{pids:?} -> {after:?}");
+    assert_eq!(listening_sockets(port), 4, "the same four slots, no more");
+    drover.ctl_ok(&["stop"]);
+    assert!(drover.wait_exit(Duration::from_secs(20)).success());
+    assert_eq!(listening_sockets(port), 0);
+}

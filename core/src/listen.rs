@@ -163,9 +163,8 @@ impl FromStr for Balance {
             "round-robin" => Ok(Balance::RoundRobin),
             "sticky" => Ok(Balance::Sticky),
             "reuseport" => Ok(Balance::ReusePort),
-            _ => Err(ListenError::Parse {
+            _ => Err(ListenError::Balance {
                 input: input.to_string(),
-                reason: "not a balance (shared, round-robin, sticky or reuseport)".into(),
             }),
         }
     }
@@ -236,6 +235,12 @@ pub enum ListenError {
         /// Why not.
         reason: String,
     },
+    /// A `balance` that is none of the modes.
+    #[error("`{input}` is not a balance (shared, round-robin, sticky or reuseport)")]
+    Balance {
+        /// What was given.
+        input: String,
+    },
     /// bind or listen failed.
     #[error("cannot listen on {address}: {error}")]
     Bind {
@@ -280,7 +285,7 @@ impl ListenError {
     /// The address it is about (as given, for one that does not parse).
     pub fn address(&self) -> &str {
         match self {
-            ListenError::Parse { input, .. } => input,
+            ListenError::Parse { input, .. } | ListenError::Balance { input } => input,
             ListenError::Bind { address, .. }
             | ListenError::TooManyForWorker { address, .. }
             | ListenError::TooManyForMaster { address, .. }
