@@ -228,10 +228,23 @@ pub struct GroupReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_rotation: Option<String>,
     pub workers: Vec<WorkerReport>,
+    /// The leaderships its workers joined (who leads each, its term).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<LeaderReport>,
     /// The last exits of the group's workers, newest last (at most
     /// [`crate::run::RECENT_EXITS`]), e.g. `worker 2 (pid 4121) exited: killed by SIGKILL...`.
     #[serde(default)]
     pub recent_exits: Vec<String>,
+}
+
+/// One leadership of a group (`drover status`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaderReport {
+    pub key: String,
+    /// The leading worker's id; none while nobody leads.
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub participants: usize,
 }
 
 fn in_rotation_by_default() -> bool {
@@ -1272,6 +1285,16 @@ pub mod client {
                     None => String::new(),
                 }
             ));
+            for l in &g.leaders {
+                out.push_str(&format!(
+                    "  leader of {}: {} (term {}, {} joined)\n",
+                    l.key,
+                    l.leader
+                        .map_or_else(|| "nobody now".to_string(), |id| format!("worker {id}")),
+                    l.term,
+                    l.participants
+                ));
+            }
         }
         out
     }

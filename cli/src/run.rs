@@ -1149,6 +1149,16 @@ impl Shared {
                     in_rotation: rotation.in_rotation(),
                     out_of_rotation: rotation.why(),
                     recent_exits,
+                    leaders: master
+                        .leaderships()
+                        .into_iter()
+                        .map(|l| crate::control::LeaderReport {
+                            key: l.key,
+                            leader: l.leader,
+                            term: l.term,
+                            participants: l.participants,
+                        })
+                        .collect(),
                     status: self.group_status(name, master),
                     count: master.config().count,
                     started: workers

@@ -549,3 +549,57 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
         "every flag: {page}"
     );
 }
+
+#[test]
+fn status_shows_who_leads_each_leadership_and_a_new_leader_after_the_old_one_is_killed() {
+    let worker = test_worker();
+    let mut drover = Drover::start(
+        &[
+            "-n",
+            "3",
+            "--name",
+            "web",
+            "--restart",
+            "on-failure",
+            "--",
+            worker.to_str().unwrap(),
+        ],
+        &[("DROVER_TEST_LEADERSHIP", "db")],
+    );
+    drover.wait_ready();
+    // (leader id, term) of leadership `db` once all three workers have joined it.
+    let leader_of = |status: &serde_json::Value| -> Option<(u64, u64)> {
+        let l = &status["groups"][0]["leaders"][0];
+        if l["key"] != "db" || l["participants"] != 3 {
+            return None;
+        }
+        Some((l["leader"].as_u64()?, l["term"].as_u64()?))
+    };
+    let mut first = None;
+    assert!(eventually(|| {
+        first = leader_of(&drover.status());
+        first.is_some()
+    }));
+    let (leader, term) = first.unwrap();
+    let text = drover.ctl_ok(&["status"]);
+    assert!(
+        text.contains(&format!("leader of db: worker {leader} (term {term}, 3 joined)")),
+        "{text}"
+    );
+    // kill -9 the leader: another worker leads, at a later term.
+    let status = drover.status();
+    let pid = status["groups"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == leader)
+        .and_then(|w| w["pid"].as_u64())
+        .unwrap();
+    // SAFETY: kill(2) on a worker of this test.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+    assert!(eventually(|| {
+        matches!(leader_of(&drover.status()), Some((l, t)) if l != leader && t > term)
+    }));
+    drover.ctl_ok(&["stop"]);
+    assert!(drover.wait_exit(Duration::from_secs(20)).success());
+}

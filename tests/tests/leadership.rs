@@ -243,6 +243,10 @@ async fn a_stopping_leader_is_deposed_and_nobody_leads_until_it_resigns() {
     );
     assert_eq!(upstream.max.load(Ordering::SeqCst), 1);
     assert_eq!(master.leader(KEY).and_then(|(l, _)| l), Some(new_leader));
+    let all = master.leaderships();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!((all[0].key.as_str(), all[0].leader), (KEY, Some(new_leader)));
+    assert_eq!(all[0].term, master.leader(KEY).unwrap().1);
     master.graceful_shutdown().await.unwrap();
 }
 

@@ -33,9 +33,22 @@ pub(crate) struct Notice {
     pub term: u64,
 }
 
-/// One leadership.
+/// A leadership as [`crate::Master::leaderships`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Leadership {
+    /// Its key.
+    pub key: String,
+    /// The worker that leads it, if one does now.
+    pub leader: Option<WorkerId>,
+    /// Its term: grows by one at each change of leader.
+    pub term: u64,
+    /// How many workers joined it.
+    pub participants: usize,
+}
+
+/// One leadership's state.
 #[derive(Debug, Default)]
-struct Leadership {
+struct LeadershipState {
     participants: BTreeSet<WorkerId>,
     leader: Option<WorkerId>,
     /// Grows by one at each change of `leader` (to someone or to nobody).
@@ -49,7 +62,7 @@ struct Leadership {
 /// Every leadership of one master, and what it knows of the workers' states.
 #[derive(Debug, Default)]
 pub(crate) struct Elections {
-    keys: BTreeMap<String, Leadership>,
+    keys: BTreeMap<String, LeadershipState>,
     /// Workers that are STARTED and not being retired: the eligible ones.
     serving: BTreeSet<WorkerId>,
 }
@@ -153,6 +166,19 @@ impl Elections {
         keys.iter().flat_map(|key| self.leave(id, key)).collect()
     }
 
+    /// Every leadership: (key, leader, term, participants), by key.
+    pub fn all(&self) -> Vec<Leadership> {
+        self.keys
+            .iter()
+            .map(|(key, l)| Leadership {
+                key: key.clone(),
+                leader: l.leader,
+                term: l.term,
+                participants: l.participants.len(),
+            })
+            .collect()
+    }
+
     /// Who leads `key` and at which term (none: no such leadership).
     pub fn leader(&self, key: &str) -> Option<(Option<WorkerId>, u64)> {
         self.keys.get(key).map(|l| (l.leader, l.term))
@@ -213,7 +239,7 @@ impl Elections {
     }
 }
 
-fn tell_all(key: &str, l: &Leadership) -> Vec<Notice> {
+fn tell_all(key: &str, l: &LeadershipState) -> Vec<Notice> {
     l.participants
         .iter()
         .map(|&to| Notice {

@@ -531,6 +531,12 @@ impl Master {
         self.inner.router.leader(key)
     }
 
+    /// Every leadership its workers joined (PROTOCOL.md §5.10), by key: who leads it now, its
+    /// term, how many workers joined it.
+    pub fn leaderships(&self) -> Vec<election::Leadership> {
+        self.inner.router.leaderships()
+    }
+
     /// Ends every worker: `stop` → STOPPED → `quit` → exit, each step bounded by its timeout, then
     /// SIGTERM and SIGKILL to the process group of any worker that does not comply. Cancels a
     /// running start, rescale, restart or reload. Returns when every worker is reaped. Calling it

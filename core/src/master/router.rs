@@ -1241,6 +1241,11 @@ impl Router {
         Ok(json!({ "leader": leader, "term": term }))
     }
 
+    /// Every leadership of this master.
+    pub(crate) fn leaderships(&self) -> Vec<super::election::Leadership> {
+        self.elections.lock().unwrap_or_else(|p| p.into_inner()).all()
+    }
+
     /// Who leads `key`, at which term.
     pub(crate) fn leader(&self, key: &str) -> Option<(Option<WorkerId>, u64)> {
         self.elections.lock().unwrap_or_else(|p| p.into_inner()).leader(key)
