@@ -1572,6 +1572,12 @@ mod tests {
                 in_rotation: false,
                 out_of_rotation: Some("marked down by hand".into()),
                 recent_exits: Vec::new(),
+                leaders: vec![LeaderReport {
+                    key: "db".into(),
+                    leader: None,
+                    term: 4,
+                    participants: 2,
+                }],
             }],
         };
         let table = client::table(&report);
@@ -1589,5 +1595,6 @@ mod tests {
             lines[2],
             "web: STARTED (1/1 STARTED), OUT OF ROTATION: marked down by hand"
         );
+        assert_eq!(lines[3], "  leader of db: nobody now (term 4, 2 joined)");
     }
 }
