@@ -27,6 +27,10 @@
 //! reset, unless the host sets `net.ipv4.tcp_migrate_req = 1` (Linux 5.14 and later), in which
 //! case the kernel moves it to another slot.
 //!
+//! **Who else may bind.** Linux admits a socket into an address's reuseport group only from the
+//! effective uid that bound the first one: another program of the master's user could take a
+//! share of the connections. Run the master as a user of its own.
+//!
 //! **Bounds.** At most [`MAX_SLOTS`] sockets per address: instance `i` takes slot
 //! `i % MAX_SLOTS`, so past that many workers, slots are shared by several workers (who then
 //! split that slot's connections as in `shared`).
