@@ -1,0 +1,69 @@
+//! Warm-up (PROTOCOL.md §5.11) by a C worker (`drover_bus_warm_up()`, tests/c/worker.c), with real
+//! processes: the app's own server answers every warm-up GET, in order, before the master sees
+//! STARTED; one that never answers ends the warm-up at its timeout and the worker starts all the
+//! same.
+
+use std::time::Duration;
+
+use drover_core::{Event, Master, MasterConfig, Timeouts, Warmup, WorkerStatus};
+use drover_tests::c::{program as c_program, Linkage};
+use drover_tests::next_matching;
+use serde_json::{json, Value};
+
+/// Starts one C worker warming as `how` says under `warmup`, and returns its `warmup` report,
+/// checked to come before its STARTED.
+async fn warm_c_worker(how: &str, warmup: Warmup) -> Value {
+    let mut config = MasterConfig::program(c_program("worker", Linkage::Shared))
+        .name("warm-c")
+        .env("C_WORKER_WARMUP", how);
+    config.timeouts = Timeouts {
+        start: Duration::from_secs(20),
+        ..Timeouts::default()
+    };
+    config.warmup = Some(warmup);
+    let master = Master::new(config).expect("a valid config");
+    let mut events = master.events();
+    master.start().await.expect("the C worker starts, warmed or not");
+    let report = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } if data.get("warmup").is_some() => Some(Ok(data["warmup"].clone())),
+        Event::Status {
+            to: WorkerStatus::Started,
+            ..
+        } => Some(Err(())),
+        _ => None,
+    })
+    .await
+    .expect("the warm-up report comes before STARTED");
+    master.graceful_shutdown().await.expect("shutdown");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_workers_app_answers_every_warm_up_request_in_order_before_the_master_sees_started() {
+    let warmup = Warmup {
+        requests: 5,
+        path: "/warm".into(),
+        timeout: Duration::from_secs(30),
+    };
+    let report = warm_c_worker("answer", warmup).await;
+    assert_eq!(
+        report,
+        json!({"asked": true, "seen": "1,2,3,4,5", "done": 5, "timed_out": false, "error": null})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_worker_whose_app_never_answers_ends_the_warm_up_at_its_timeout_and_starts() {
+    let warmup = Warmup {
+        requests: 3,
+        path: "/warm".into(),
+        timeout: Duration::from_millis(500),
+    };
+    let report = warm_c_worker("hang", warmup).await;
+    assert_eq!(
+        (&report["asked"], &report["done"], &report["timed_out"]),
+        (&json!(true), &json!(0), &json!(true))
+    );
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(error.contains("0 of 3 requests answered within 500 ms"), "{report}");
+}
