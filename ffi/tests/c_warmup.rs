@@ -67,3 +67,36 @@ async fn a_c_worker_whose_app_never_answers_ends_the_warm_up_at_its_timeout_and_
     let error = report["error"].as_str().unwrap_or_default();
     assert!(error.contains("0 of 3 requests answered within 500 ms"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_example_worker_warms_its_own_handler_before_it_takes_the_shared_socket() {
+    let mut config = MasterConfig::program(drover_tests::c::compile("examples/c/worker.c", Linkage::Shared))
+        .name("warm-example")
+        .env("LISTEN_ADDRESS", "127.0.0.1:0");
+    config.timeouts = Timeouts {
+        start: Duration::from_secs(20),
+        ..Timeouts::default()
+    };
+    config.capture_output = true;
+    config.warmup = Some(Warmup {
+        requests: 5,
+        path: "/warm".into(),
+        timeout: Duration::from_secs(30),
+    });
+    let master = Master::new(config).expect("a valid config");
+    let mut output = master.output();
+    master.start().await.expect("the example worker starts");
+    let line = tokio::time::timeout(drover_tests::EVENT_DEADLINE, async {
+        while let Some(line) = output.recv().await {
+            if line.line.contains("warmed up") {
+                return line.line;
+            }
+        }
+        String::from("(output ended)")
+    })
+    .await
+    .expect("the worker says how its warm-up went");
+    assert!(line.contains("warmed up with 5 of 5 requests"), "{line}");
+    assert!(!line.contains("timed out"), "{line}");
+    master.graceful_shutdown().await.expect("shutdown");
+}
