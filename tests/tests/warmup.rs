@@ -73,3 +73,28 @@ async fn a_worker_whose_master_asked_for_no_warm_up_sends_nothing() {
     let report = warm_worker("answer", None).await;
     assert_eq!(report, Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_example_worker_warms_its_own_handler_before_it_takes_the_shared_socket() {
+    let mut config = drover::MasterConfig::program(drover_tests::target_bin("examples/worker"))
+        .name("warm-example")
+        .listen("127.0.0.1:0".parse().expect("an address"));
+    config.timeouts.start = Duration::from_secs(20);
+    config.capture_output = true;
+    config.warmup = warmup(5, Duration::from_secs(30));
+    let master = Master::new(config).expect("a valid config");
+    let mut output = master.output();
+    master.start().await.expect("the example worker starts");
+    let line = tokio::time::timeout(drover_tests::EVENT_DEADLINE, async {
+        while let Some(line) = output.recv().await {
+            if line.line.contains("warmed up") {
+                return line.line;
+            }
+        }
+        String::from("(output ended)")
+    })
+    .await
+    .expect("the worker says how its warm-up went");
+    assert!(line.contains("warmed up with 5 of 5 requests"), "{line}");
+    master.graceful_shutdown().await.expect("shutdown");
+}
