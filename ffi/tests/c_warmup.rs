@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use drover_core::ExitReason;
 use drover_core::{Event, Master, MasterConfig, Timeouts, Warmup, WorkerStatus};
-use drover_tests::c::{program as c_program, Linkage};
-use drover_tests::next_matching;
+use drover_tests::c::{program as c_program, valgrind, Linkage};
+use drover_tests::{next_exit, next_matching};
 use serde_json::{json, Value};
 
 /// Starts one C worker warming as `how` says under `warmup`, and returns its `warmup` report,
@@ -99,4 +100,50 @@ async fn the_c_example_worker_warms_its_own_handler_before_it_takes_the_shared_s
     assert!(line.contains("warmed up with 5 of 5 requests"), "{line}");
     assert!(!line.contains("timed out"), "{line}");
     master.graceful_shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_worker_warming_up_is_clean_under_valgrind() {
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-warmup");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let mut config = MasterConfig::program("valgrind")
+        .args(valgrind().get_args().map(|a| a.to_os_string()))
+        .arg(format!("--log-file={}/worker-%p.log", logs.display()))
+        .arg(c_program("worker", Linkage::Static))
+        .name("warm-valgrind")
+        .env("C_WORKER_WARMUP", "answer");
+    config.timeouts = Timeouts {
+        start: Duration::from_secs(60),
+        stop: Duration::from_secs(20),
+        quit: Duration::from_secs(20),
+        ..Timeouts::default()
+    };
+    config.warmup = Some(Warmup {
+        requests: 3,
+        path: "/warm".into(),
+        timeout: Duration::from_secs(30),
+    });
+    let master = Master::new(config).expect("a valid config");
+    let mut events = master.events();
+    master.start().await.expect("the C worker starts under valgrind");
+    let report = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } if data.get("warmup").is_some() => Some(data["warmup"].clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(report["done"], 3, "{report}");
+    master.graceful_shutdown().await.expect("shutdown");
+    let exit = next_exit(&mut events).await;
+    let logs: String = std::fs::read_dir(&logs)
+        .expect("valgrind wrote its logs")
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    // valgrind exits with 99 on any error: a clean exit 0 after the shutdown is a clean run.
+    assert_eq!(
+        exit.reason,
+        ExitReason::NormalExit { code: 0 },
+        "valgrind reported:\n{logs}"
+    );
 }

@@ -627,7 +627,6 @@ static void warm_up(drover_bus *bus, const char *how) {
     CHECK(getsockname(server.listener, (struct sockaddr *)&addr, &addr_len) == 0);
     pthread_t thread;
     CHECK(pthread_create(&thread, NULL, serve_warmup, &server) == 0);
-    CHECK(pthread_detach(thread) == 0);
     char address[64];
     snprintf(address, sizeof address, "127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
 
@@ -646,6 +645,10 @@ static void warm_up(drover_bus *bus, const char *how) {
     pthread_mutex_unlock(&server.lock);
     drover_string_free(report.error);
     CHECK_OK(drover_bus_send_message(bus, json));
+    /* The warm-up is over: the server's accept() wakes up failing, and its thread ends. */
+    CHECK(shutdown(server.listener, SHUT_RDWR) == 0);
+    CHECK(pthread_join(thread, NULL) == 0);
+    close(server.listener);
 }
 
 int main(void) {
