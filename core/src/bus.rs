@@ -852,8 +852,10 @@ impl MessageBus {
     ///
     /// It blocks the calling thread until the warm-up ends (at most its `timeout_ms`, plus one
     /// connect): in async code, call it where blocking is allowed (e.g.
-    /// `tokio::task::spawn_blocking` with [`crate::warmup::run`] and a clone of
-    /// `bus.meta().warmup`), with the server answering on another thread or task.
+    /// `tokio::task::spawn_blocking` with [`crate::warmup::for_worker`] and a clone of
+    /// [`MessageBus::meta`], as examples/rust/worker.rs does), with the server answering on
+    /// another thread or task. While it blocks a current-thread runtime, that runtime reads no
+    /// command and sends no heartbeat.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), drover::BusError> {
