@@ -745,6 +745,56 @@ typedef struct drover_bus_event {
 } drover_bus_event;
 
 /**
+ * What `drover_bus_warm_up()` did. Set `size` before the call:
+ * `drover_warmup_report report = { .size = sizeof(drover_warmup_report) };`. Later versions of
+ * drover add fields at the end, and `size` says which ones your program has; drover keeps it.
+ */
+typedef struct drover_warmup_report {
+  /**
+   * `sizeof(drover_warmup_report)` as the program was compiled: set by the caller, kept.
+   */
+  size_t size;
+  /**
+   * Whether the master asked for a warm-up; when false, nothing was sent and the other fields
+   * are zero.
+   */
+  bool asked;
+  /**
+   * Whether the warm-up's timeout ended it before every request was answered.
+   */
+  bool timed_out;
+  /**
+   * The status of the last answer; 0 if none came.
+   */
+  uint16_t last_status;
+  /**
+   * Requests asked for (the welcome's `requests`).
+   */
+  uint32_t requests;
+  /**
+   * Requests answered, with any status.
+   */
+  uint32_t done;
+  /**
+   * Answers whose status was not 2xx or 3xx (they do not end the warm-up).
+   */
+  uint32_t bad_statuses;
+  /**
+   * Answers of 1 MiB or more, cut there unread (docs/LIMITS.md); counted in `done`.
+   */
+  uint32_t cut;
+  /**
+   * How long the warm-up took, in milliseconds.
+   */
+  uint64_t elapsed_ms;
+  /**
+   * What ended the warm-up early (a failed request, the timeout), NULL if nothing did. Owned
+   * by the caller, freed with `drover_string_free()`.
+   */
+  char *error;
+} drover_warmup_report;
+
+/**
  * How a worker process ended. All fields are 0 while it runs.
  *
  * Embedded in `drover_event` and `drover_worker_info`, so its layout is fixed for this ABI
@@ -1248,6 +1298,22 @@ drover_result drover_bus_worker_group(const struct drover_bus *bus, char **out_g
  * caller and freed with `drover_string_free()`.
  */
 drover_result drover_bus_meta_json(const struct drover_bus *bus, char **out_json);
+
+/**
+ * Does the warm-up the master asked for (PROTOCOL.md §5.11), if it did: `requests` GETs of
+ * `path`, one after the other, each with the header `x-drover-warmup: N`, sent to `address`
+ * ("127.0.0.1:PORT"), a private loopback listener the program's own HTTP server answers on
+ * **from another thread** (this call blocks until the warm-up ends: at most its timeout, plus
+ * one connect). Call it before taking the shared sockets and before
+ * `drover_bus_send_started()`.
+ *
+ * DROVER_RESULT_OK whether or not the warm-up was asked for (`out_report->asked`) or ended early
+ * (`out_report->error`, also logged; the worker goes on). DROVER_RESULT_INVALID_ARGUMENT if
+ * `address` is not an IP address with a port, or `out_report->size` is not set.
+ */
+drover_result drover_bus_warm_up(const struct drover_bus *bus,
+                                 const char *address,
+                                 struct drover_warmup_report *out_report);
 
 /**
  * Frees the strings of a bus event and zeroes it but for its `size`. NULL, zeroed and cleared

@@ -846,6 +846,34 @@ impl MessageBus {
         &self.meta
     }
 
+    /// Does the warm-up the master asked for (PROTOCOL.md §5.11), if it did: its GETs go to
+    /// `addr`, a private loopback listener the worker's own HTTP server answers on. Call it before
+    /// taking the shared sockets and reporting STARTED. `None` when the welcome asked for no
+    /// warm-up; a warm-up that ended early (a failed request, the timeout) is logged as a warning
+    /// and reported, and the worker goes on.
+    ///
+    /// It blocks the calling thread until the warm-up ends (at most its `timeout_ms`, plus one
+    /// connect): in async code, call it where blocking is allowed (e.g.
+    /// `tokio::task::spawn_blocking` with [`crate::warmup::for_worker`] and a clone of
+    /// [`MessageBus::meta`], as examples/rust/worker.rs does), with the server answering on
+    /// another thread or task. While it blocks a current-thread runtime, that runtime reads no
+    /// command and sends no heartbeat.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), drover::BusError> {
+    /// let bus = drover::MessageBus::connect().await?;
+    /// let private = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// // ... serve `private` with the app's handler on another thread ...
+    /// if let Some(report) = bus.warm_up(private.local_addr()?) {
+    ///     println!("warmed with {} of {} requests", report.done, report.requests);
+    /// }
+    /// bus.send_started().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn warm_up(&self, addr: std::net::SocketAddr) -> Option<crate::warmup::WarmupReport> {
+        crate::warmup::for_worker(&self.meta, addr)
+    }
+
     /// A sender that can be moved to other tasks.
     pub fn sender(&self) -> BusSender {
         self.sender.clone()

@@ -106,6 +106,7 @@ pub mod signals;
 pub mod status;
 pub mod store;
 pub mod title;
+pub mod warmup;
 
 // The crate's README (its crates.io page) is compiled and checked as a doc test.
 #[cfg(doctest)]

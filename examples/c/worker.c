@@ -34,11 +34,19 @@
  * status function "http" that the master gathers (`drover_master_gather_statuses()`, `drover
  * status --app`).
  *
+ * Warm-up (PROTOCOL.md §5.11): when the master asks for one, before it takes the shared socket
+ * the worker serves a private loopback listener with the same request handler, on a thread of its
+ * own, while drover_bus_warm_up() sends it the warm-up GETs.
+ *
  * One thread, one poll() loop over drover's bus fd, the listening socket and the connections;
- * drover calls the status function on a thread of its own, which reads two atomics. */
+ * drover calls the status function on a thread of its own, which reads two atomics. (The warm-up
+ * thread is gone before the loop starts.) */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -350,11 +358,69 @@ static void close_all(void) {
     compact();
 }
 
+/* Serves warm-up connections one at a time, blocking, with the app's own handler, until the
+ * listener is shut down. Each gets one answer with `Connection: close`. */
+static void *serve_warmup(void *arg) {
+    int listener = (int)(intptr_t)arg;
+    for (;;) {
+        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            return NULL; /* shut down: the warm-up is over */
+        }
+        struct conn *c = calloc(1, sizeof *c);
+        if (c != NULL) {
+            c->fd = fd;
+            for (;;) {
+                ssize_t n = recv(fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
+                if (n <= 0) break;
+                c->in_len += (size_t)n;
+                /* "draining": the answer says `Connection: close`, one request per connection. */
+                if (handle_request(c, 1)) {
+                    flush(c, 1);
+                    break;
+                }
+            }
+            free(c);
+        }
+        close(fd);
+    }
+}
+
+/* The warm-up the master asked for, if any, against a private loopback listener. */
+static void warm_up(drover_bus *bus) {
+    int private_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t addr_len = sizeof addr;
+    pthread_t thread;
+    if (private_fd < 0 || bind(private_fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(private_fd, 16) != 0 ||
+        getsockname(private_fd, (struct sockaddr *)&addr, &addr_len) != 0 ||
+        pthread_create(&thread, NULL, serve_warmup, (void *)(intptr_t)private_fd) != 0) {
+        perror("worker: no warm-up, cannot serve a loopback listener");
+        if (private_fd >= 0) close(private_fd);
+        return;
+    }
+    char address[32];
+    snprintf(address, sizeof address, "127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+    drover_warmup_report report = {.size = sizeof report};
+    drover_result r = drover_bus_warm_up(bus, address, &report);
+    if (r != DROVER_RESULT_OK) die("drover_bus_warm_up", r);
+    if (report.asked)
+        fprintf(stderr, "worker %llu: warmed up with %u of %u requests in %llu ms%s%s\n",
+                (unsigned long long)worker_id, report.done, report.requests, (unsigned long long)report.elapsed_ms,
+                report.error ? ": " : "", report.error ? report.error : "");
+    drover_string_free(report.error);
+    shutdown(private_fd, SHUT_RDWR); /* wakes the thread's accept() */
+    pthread_join(thread, NULL);
+    close(private_fd);
+}
+
 int main(void) {
     drover_bus *bus = NULL;
     drover_result r = drover_bus_open(&bus);
     if (r != DROVER_RESULT_OK) die("drover_bus_open", r);
     drover_bus_worker_id(bus, &worker_id);
+    warm_up(bus);
     int listener = listening_socket(bus);
     long idle_grace = env_ms("IDLE_GRACE_MS", 500), drain_timeout = env_ms("DRAIN_TIMEOUT_MS", 10000);
     const char *handlers[] = {"stats"};

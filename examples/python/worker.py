@@ -10,13 +10,22 @@ answers the requests the master routes to it. A message {"ask": {"to", "name", "
 call another handler (of the master or of another worker) and report {"answer": result} or
 {"answer_error": error}.
 
+Warm-up (PROTOCOL.md §5.11): when the welcome carries `warmup`, its app (a tiny HTTP handler that
+answers "ok", standing for a real server's) first answers the warm-up GETs on a private loopback
+listener, then it reports STARTED; it sends what it did as {"warmup": {"seen": [x-drover-warmup
+values in order], "done": n, "error": null or why it ended early}} just before STARTED.
+
 Run it under a drover master, e.g. MasterConfig::program("python3").arg("examples/python/worker.py").
 """
 
+import http.client
+import http.server
 import json
 import os
 import socket
 import sys
+import threading
+import time
 
 PROTOCOL_VERSION = 1
 
@@ -72,6 +81,46 @@ class Channel:
             self.buf += chunk
 
 
+def warm_up(warmup):
+    """Sends `requests` GETs of `path` to the app on a private loopback listener, one after the
+    other, each marked x-drover-warmup: n, within timeout_ms in all; an error or the timeout ends it
+    early (the worker goes on). Returns what the app saw, how many were answered and the error."""
+    seen = []
+
+    class App(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("x-drover-warmup"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    deadline = time.monotonic() + warmup["timeout_ms"] / 1000.0
+    done, error = 0, None
+    try:
+        for n in range(1, warmup["requests"] + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("%d of %d requests within %d ms" % (done, warmup["requests"], warmup["timeout_ms"]))
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=left)
+            conn.request("GET", warmup["path"], headers={"x-drover-warmup": str(n), "Connection": "close"})
+            conn.getresponse().read(1024 * 1024)  # at most 1 MiB, as drover's libraries
+            conn.close()
+            done += 1
+    except (OSError, http.client.HTTPException) as e:
+        error = "warm-up ended early: %s" % e
+        sys.stderr.write("worker.py: %s; starting anyway\n" % error)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return {"seen": seen, "done": done, "error": error}
+
+
 def main():
     try:
         fd = int(os.environ["DROVER_IPC_FD"])
@@ -94,6 +143,8 @@ def main():
     ch.max = me.get("max_frame_bytes", ch.max)
 
     # A real worker would bind its sockets and warm its caches here.
+    if me.get("warmup"):
+        ch.send({"type": "message", "data": {"warmup": warm_up(me["warmup"])}})
     ch.send({"type": "handlers", "names": ["add"]})
     ch.send({"type": "status", "status": STARTED, "name": NAMES[STARTED]})
 

@@ -11,6 +11,9 @@
 //!   last response and the stop: a client still using it would have sent by then), and reports
 //!   STOPPED when the last connection is gone or `DRAIN_TIMEOUT_MS` (default 10 s) expires.
 //!
+//! When the master asks for a warm-up (PROTOCOL.md §5.11), it first answers the warm-up GETs with
+//! the same handler on a private loopback listener, then takes the shared socket.
+//!
 //! Each response body is the worker's pid. Run it under a master (`master.rs`, or
 //! `tests/tests/http_load.rs`); on its own it says it is not a drover worker.
 
@@ -154,6 +157,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    warm_up(&bus).await;
     let std_listener = match std::env::var("LISTEN_ADDRESS") {
         Ok(address) => match bus.listen(&address).await {
             Ok(listening) => std::net::TcpListener::from(listening.fd),
@@ -195,7 +199,7 @@ async fn main() {
                     let activity = service_activity.clone();
                     activity.begin();
                     async move {
-                        let mut response = Response::new(Full::new(Bytes::from(std::process::id().to_string())));
+                        let mut response = app_response();
                         if closing {
                             // hyper closes the connection after writing this response.
                             response
@@ -279,4 +283,45 @@ async fn main() {
             _ => {}
         }
     }
+}
+
+/// The app's answer to every request: the worker's pid.
+fn app_response() -> Response<Full<Bytes>> {
+    Response::new(Full::new(Bytes::from(std::process::id().to_string())))
+}
+
+/// The warm-up the master asked for, if any: the app's handler serves a private loopback listener
+/// while drover's warm-up client (on a blocking thread) sends it the warm-up GETs.
+async fn warm_up(bus: &MessageBus) {
+    if bus.meta().warmup.is_none() {
+        return;
+    }
+    let private = match TcpListener::bind("127.0.0.1:0")
+        .await
+        .and_then(|l| Ok((l.local_addr()?, l)))
+    {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!("worker: no warm-up, cannot bind a loopback listener: {e}");
+            return;
+        }
+    };
+    let (addr, private) = private;
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = private.accept().await {
+            let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                Ok::<_, std::convert::Infallible>(app_response())
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    let meta = bus.meta().clone();
+    // Blocking (std sockets): on the blocking pool, while this runtime serves the listener.
+    if let Ok(Some(report)) = tokio::task::spawn_blocking(move || drover::warmup::for_worker(&meta, addr)).await {
+        eprintln!(
+            "worker: warmed up with {} of {} requests in {:?}",
+            report.done, report.requests, report.elapsed
+        );
+    }
+    server.abort();
 }

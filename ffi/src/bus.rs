@@ -480,6 +480,106 @@ pub extern "C" fn drover_bus_meta_json(bus: *const drover_bus, out_json: *mut *m
     })
 }
 
+/// What `drover_bus_warm_up()` did. Set `size` before the call:
+/// `drover_warmup_report report = { .size = sizeof(drover_warmup_report) };`. Later versions of
+/// drover add fields at the end, and `size` says which ones your program has; drover keeps it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct drover_warmup_report {
+    /// `sizeof(drover_warmup_report)` as the program was compiled: set by the caller, kept.
+    pub size: usize,
+    /// Whether the master asked for a warm-up; when false, nothing was sent and the other fields
+    /// are zero.
+    pub asked: bool,
+    /// Whether the warm-up's timeout ended it before every request was answered.
+    pub timed_out: bool,
+    /// The status of the last answer; 0 if none came.
+    pub last_status: u16,
+    /// Requests asked for (the welcome's `requests`).
+    pub requests: u32,
+    /// Requests answered, with any status.
+    pub done: u32,
+    /// Answers whose status was not 2xx or 3xx (they do not end the warm-up).
+    pub bad_statuses: u32,
+    /// Answers of 1 MiB or more, cut there unread (docs/LIMITS.md); counted in `done`.
+    pub cut: u32,
+    /// How long the warm-up took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// What ended the warm-up early (a failed request, the timeout), NULL if nothing did. Owned
+    /// by the caller, freed with `drover_string_free()`.
+    pub error: *mut c_char,
+}
+
+// SAFETY: `#[repr(C)]`, starts with `size: usize`, valid all-zero, no drop glue.
+unsafe impl SizedStruct for drover_warmup_report {
+    const C_NAME: &'static str = "drover_warmup_report";
+    const MIN_SIZE: usize = std::mem::size_of::<drover_warmup_report>();
+}
+
+/// Does the warm-up the master asked for (PROTOCOL.md §5.11), if it did: `requests` GETs of
+/// `path`, one after the other, each with the header `x-drover-warmup: N`, sent to `address`
+/// ("127.0.0.1:PORT"), a private loopback listener the program's own HTTP server answers on
+/// **from another thread** (this call blocks until the warm-up ends: at most its timeout, plus
+/// one connect). Call it before taking the shared sockets and before
+/// `drover_bus_send_started()`.
+///
+/// DROVER_RESULT_OK whether or not the warm-up was asked for (`out_report->asked`) or ended early
+/// (`out_report->error`, also logged; the worker goes on). DROVER_RESULT_INVALID_ARGUMENT if
+/// `address` is not an IP address with a port, or `out_report->size` is not set.
+#[no_mangle]
+pub extern "C" fn drover_bus_warm_up(
+    bus: *const drover_bus,
+    address: *const c_char,
+    out_report: *mut drover_warmup_report,
+) -> drover_result {
+    ffi_body!({
+        let state = try_obj!(BUSES, bus);
+        let address = try_str!(address);
+        let out = SizedOut::new(out_report, "out_report")?;
+        let address: std::net::SocketAddr = address.parse().map_err(|e| {
+            Failure::new(
+                drover_result::InvalidArgument,
+                format!("`address` must be IP:PORT (e.g. \"127.0.0.1:8081\"), got {address:?}: {e}"),
+            )
+        })?;
+        let empty = drover_warmup_report {
+            size: 0,
+            asked: false,
+            timed_out: false,
+            last_status: 0,
+            requests: 0,
+            done: 0,
+            bad_statuses: 0,
+            cut: 0,
+            elapsed_ms: 0,
+            error: std::ptr::null_mut(),
+        };
+        let report = match drover_core::warmup::for_worker(&state.meta, address) {
+            None => empty,
+            Some(report) => drover_warmup_report {
+                asked: true,
+                timed_out: matches!(
+                    report.ended_early,
+                    Some(drover_core::warmup::WarmupError::TimedOut { .. })
+                ),
+                last_status: report.last_status.unwrap_or(0),
+                requests: report.requests,
+                done: report.done,
+                bad_statuses: report.bad_statuses,
+                cut: report.cut,
+                elapsed_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+                error: report
+                    .ended_early
+                    .as_ref()
+                    .map_or(std::ptr::null_mut(), |e| owned_c_string(&e.to_string())),
+                ..empty
+            },
+        };
+        out.write_owning(report, |r| [&mut r.error]);
+        Ok(())
+    })
+}
+
 /// Frees the strings of a bus event and zeroes it but for its `size`. NULL, zeroed and cleared
 /// events are no-ops.
 ///

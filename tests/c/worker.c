@@ -42,7 +42,15 @@
  * {"result":{"c_leader":<its id>,"args":<args>}}; otherwise it fails it with "not-leader: ...". Deposed,
  * it resigns.
  *
+ * Warm-up (PROTOCOL.md §5.11): with C_WORKER_WARMUP=answer|hang it serves a private loopback
+ * listener on a thread of its own (answering each request 200, or never), runs
+ * drover_bus_warm_up() against it before STARTED, and (still before STARTED) sends
+ * {"warmup":{"asked":B,"seen":"<x-drover-warmup values, comma-separated, in order>","done":N,
+ * "timed_out":B,"error":<error or null>}}.
+ *
  * Before reporting STARTED it checks the bus's error paths; a failed check exits with 90. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -569,6 +577,80 @@ static int handle(drover_bus *bus, drover_bus_event *event) {
     }
 }
 
+/* The app's handler for warm-up requests, on its own thread: records each x-drover-warmup value
+ * in `seen`, then answers 200 (or, hanging, holds the connection and never answers). */
+struct warm_server {
+    int listener;
+    int hang;
+    pthread_mutex_t lock;
+    char seen[1024];
+};
+
+static void *serve_warmup(void *arg) {
+    struct warm_server *server = arg;
+    for (;;) {
+        int conn = accept(server->listener, NULL, NULL);
+        if (conn < 0) return NULL;
+        char head[4096];
+        size_t len = 0;
+        while (len < sizeof head - 1 && (len < 4 || memcmp(head + len - 4, "\r\n\r\n", 4) != 0)) {
+            ssize_t n = read(conn, head + len, 1);
+            if (n <= 0) break;
+            len += (size_t)n;
+        }
+        head[len] = '\0';
+        const char *mark = strstr(head, "\r\nx-drover-warmup: ");
+        if (mark != NULL) {
+            mark += strlen("\r\nx-drover-warmup: ");
+            pthread_mutex_lock(&server->lock);
+            size_t used = strlen(server->seen);
+            snprintf(server->seen + used, sizeof server->seen - used, "%s%.*s", used ? "," : "",
+                     (int)strcspn(mark, "\r"), mark);
+            pthread_mutex_unlock(&server->lock);
+        }
+        if (server->hang) continue; /* the connection stays open, unanswered */
+        const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+        CHECK(write(conn, answer, sizeof answer - 1) == (ssize_t)(sizeof answer - 1));
+        close(conn);
+    }
+}
+
+static void warm_up(drover_bus *bus, const char *how) {
+    static struct warm_server server = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    server.hang = strcmp(how, "hang") == 0;
+    server.listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(server.listener >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(server.listener, (struct sockaddr *)&addr, sizeof addr) == 0);
+    CHECK(listen(server.listener, 16) == 0);
+    socklen_t addr_len = sizeof addr;
+    CHECK(getsockname(server.listener, (struct sockaddr *)&addr, &addr_len) == 0);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, serve_warmup, &server) == 0);
+    char address[64];
+    snprintf(address, sizeof address, "127.0.0.1:%u", (unsigned)ntohs(addr.sin_port));
+
+    drover_warmup_report report = {.size = sizeof(drover_warmup_report)};
+    CHECK_ERR(drover_bus_warm_up(bus, NULL, &report), DROVER_RESULT_NULL_ARGUMENT, "`address` is NULL");
+    CHECK_ERR(drover_bus_warm_up(bus, address, NULL), DROVER_RESULT_NULL_ARGUMENT, "`out_report` is NULL");
+    CHECK_ERR(drover_bus_warm_up(bus, "localhost", &report), DROVER_RESULT_INVALID_ARGUMENT, "`address`");
+    CHECK_OK(drover_bus_warm_up(bus, address, &report));
+
+    char json[2048];
+    pthread_mutex_lock(&server.lock);
+    snprintf(json, sizeof json,
+             "{\"warmup\":{\"asked\":%s,\"seen\":\"%s\",\"done\":%u,\"timed_out\":%s,\"error\":%s%s%s}}",
+             report.asked ? "true" : "false", server.seen, report.done, report.timed_out ? "true" : "false",
+             report.error ? "\"" : "", report.error ? report.error : "null", report.error ? "\"" : "");
+    pthread_mutex_unlock(&server.lock);
+    drover_string_free(report.error);
+    CHECK_OK(drover_bus_send_message(bus, json));
+    /* The warm-up is over: the server's accept() wakes up failing, and its thread ends. */
+    CHECK(shutdown(server.listener, SHUT_RDWR) == 0);
+    CHECK(pthread_join(thread, NULL) == 0);
+    close(server.listener);
+}
+
 int main(void) {
     const char *mode = getenv("C_WORKER_MODE");
     if (mode == NULL) mode = "poll";
@@ -601,6 +683,8 @@ int main(void) {
         CHECK_ERR(drover_bus_leader_join(bus, NULL), DROVER_RESULT_NULL_ARGUMENT, "`key` is NULL");
         CHECK_OK(drover_bus_leader_join(bus, leadership));
     }
+    const char *warmup = getenv("C_WORKER_WARMUP");
+    if (warmup != NULL) warm_up(bus, warmup);
     CHECK_OK(drover_bus_send_started(bus));
 
     int fd = -1;

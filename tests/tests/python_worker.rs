@@ -244,3 +244,31 @@ async fn requests_cross_languages_a_rust_worker_calls_python_and_python_calls_ru
     }
     master.graceful_shutdown().await.expect("a graceful shutdown");
 }
+
+#[tokio::test]
+async fn the_python_worker_warms_its_app_with_every_request_in_order_before_started() {
+    let mut config = config(1);
+    config.warmup = Some(drover::Warmup {
+        requests: 5,
+        path: "/warm".into(),
+        timeout: Duration::from_secs(30),
+    });
+    let master = Master::new(config).expect("the config is valid");
+    let mut events = master.events();
+    master.start().await.expect("the Python worker reports STARTED");
+    let report = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } if data.get("warmup").is_some() => Some(Ok(data["warmup"].clone())),
+        Event::Status {
+            to: WorkerStatus::Started,
+            ..
+        } => Some(Err(())),
+        _ => None,
+    })
+    .await
+    .expect("the warm-up report comes before STARTED");
+    assert_eq!(
+        report,
+        json!({"seen": ["1", "2", "3", "4", "5"], "done": 5, "error": null})
+    );
+    master.graceful_shutdown().await.expect("shutdown");
+}

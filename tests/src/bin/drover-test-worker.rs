@@ -54,6 +54,12 @@
 //! reason, one with `"ignore": true` is never answered, any other is applied. Message `config` replies `{"config": ...}`, the config
 //! in force (the welcome's until a reconfigure).
 //!
+//! Warm-up (PROTOCOL.md §5.11): with `DROVER_TEST_WARMUP=answer|hang|big` it serves a private
+//! loopback listener before STARTED (answering each request `200`, never, or with 3 MiB), runs
+//! [`MessageBus::warm_up`] against it, then, still before STARTED, sends
+//! `{"warmup": {"seen": [x-drover-warmup values in arrival order], "done", "cut", "timed_out",
+//! "error"}}` (`{"warmup": null}` when the welcome asked for none).
+//!
 //! Served sockets (on demand, or inherited when `DROVER_TEST_SERVE_FDS=1`: fds 3.. per
 //! `LISTEN_FDS`, checked against `LISTEN_PID`) answer each connection with one line, the worker's
 //! pid, and close it.
@@ -144,6 +150,9 @@ async fn run() {
         }
         Err(_) => None,
     };
+    if let Ok(how) = std::env::var("DROVER_TEST_WARMUP") {
+        warm_up(&bus, &how).await;
+    }
     match mode.as_str() {
         "exit-before-start" => std::process::exit(arg as i32),
         "never-start" => {}
@@ -830,4 +839,59 @@ fn report_cluster_events(sender: BusSender, cluster: Cluster<UpstreamClient>) {
             }
         }
     });
+}
+
+/// Serves a private loopback listener as `how` says, warms up against it and tells the master
+/// what the server saw (before STARTED: the master sees it first).
+async fn warm_up(bus: &MessageBus, how: &str) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a private loopback listener");
+    let addr = listener.local_addr().expect("its address");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (how, log) = (how.to_string(), seen.clone());
+    std::thread::spawn(move || serve_warmup(listener, &how, &log));
+    // Blocks this (current-thread) runtime for the warm-up: the server answers on its own thread.
+    let report = bus.warm_up(addr);
+    let seen = seen.lock().expect("the warm-up log").clone();
+    let data = report.map(|r| {
+        json!({
+            "seen": seen,
+            "done": r.done,
+            "cut": r.cut,
+            "timed_out": matches!(r.ended_early, Some(drover::warmup::WarmupError::TimedOut { .. })),
+            "error": r.ended_early.map(|e| e.to_string()),
+        })
+    });
+    bus.send_message(&json!({ "warmup": data })).await.expect("send");
+}
+
+/// The app's handler for warm-up requests: records each `x-drover-warmup` value, then answers
+/// `200 ok`, never (`hang`: holds the connection open), or 3 MiB (`big`).
+fn serve_warmup(listener: std::net::TcpListener, how: &str, seen: &std::sync::Mutex<Vec<String>>) {
+    use std::io::{BufRead, BufReader};
+    let mut held = Vec::new();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { return };
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n" {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("x-drover-warmup") {
+                    seen.lock().expect("the warm-up log").push(value.trim().to_string());
+                }
+            }
+            line.clear();
+        }
+        let mut stream = reader.into_inner();
+        match how {
+            "hang" => held.push(stream),
+            "big" => {
+                let mut answer = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+                answer.resize(3 << 20, b'x');
+                let _ = stream.write_all(&answer);
+            }
+            _ => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            }
+        }
+    }
 }
