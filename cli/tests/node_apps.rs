@@ -64,6 +64,25 @@ fn get(port: u16, path: &str) -> String {
     body
 }
 
+/// `drover reload` while 8 keep-alive clients hammer `port`: what they got.
+async fn reload_under_keep_alive_load(drover: &Drover, port: u16) -> drover_tests::http_load::Tally {
+    let load = Load::start(&format!("127.0.0.1:{port}"), 8, pid_of);
+    load.progress(300).await;
+    let socket = drover.socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(drover_bin())
+            .args(["reload", "--socket"])
+            .arg(&socket)
+            .output()
+            .expect("drover reload runs")
+    })
+    .await
+    .expect("the reload command");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    load.progress(300).await;
+    load.finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmodified_express_app_shares_its_port_and_reloads_without_failing_a_request() {
     let app = express_app();
@@ -113,22 +132,7 @@ async fn an_unmodified_express_app_shares_its_port_and_reloads_without_failing_a
     assert_eq!(by_instance, [0, 1, 2, 3], "{status}");
 
     // A reload under keep-alive load: no request fails, and the new generation serves.
-    let load = Load::start(&format!("127.0.0.1:{port}"), 8, pid_of);
-    load.progress(300).await;
-    let ctl = {
-        let socket = drover.socket.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(drover_bin())
-                .args(["reload", "--socket"])
-                .arg(&socket)
-                .output()
-                .expect("drover reload runs")
-        })
-    };
-    let out = ctl.await.expect("the reload command");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    load.progress(300).await;
-    let tally = load.finish().await;
+    let tally = reload_under_keep_alive_load(&drover, port).await;
     eprintln!(
         "{} requests answered by {} pids through the reload: {:?}",
         tally.ok,
@@ -218,26 +222,9 @@ fn without_the_preload_a_second_worker_cannot_listen_and_the_run_says_why() {
         .contains("--node-preload / nodePreload: \"/nonexistent/preload.js\" is not a file"));
 }
 
-/// The inodes of the sockets listening on `port` (one per `reuseport` slot).
+/// How many sockets listen on `port` (one per `reuseport` slot).
 fn listening_sockets(port: u16) -> usize {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(t).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter(|line| {
-                    let cols: Vec<&str> = line.split_whitespace().collect();
-                    let local_port = cols
-                        .get(1)
-                        .and_then(|a| a.rsplit(':').next())
-                        .and_then(|p| u16::from_str_radix(p, 16).ok());
-                    local_port == Some(port) && cols.get(3) == Some(&"0A")
-                })
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .count()
+    drover_tests::listening_sockets(port).len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,23 +252,8 @@ async fn an_unmodified_express_app_gets_a_socket_per_worker_with_balance_reusepo
     );
 
     // A reload under keep-alive load: every worker hands its slot to its successor, none lost.
-    let load = Load::start(&format!("127.0.0.1:{port}"), 8, pid_of);
-    load.progress(300).await;
     let mut drover = drover;
-    let ctl = {
-        let socket = drover.socket.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(drover_bin())
-                .args(["reload", "--socket"])
-                .arg(&socket)
-                .output()
-                .expect("drover reload runs")
-        })
-    };
-    let out = ctl.await.expect("the reload command");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    load.progress(300).await;
-    let tally = load.finish().await;
+    let tally = reload_under_keep_alive_load(&drover, port).await;
     tally.assert_nothing_lost();
     let after = drover.worker_pids("web");
     assert!(after.iter().all(|p| !pids.contains(p)), "{pids:?} -> {after:?}");

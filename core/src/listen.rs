@@ -336,6 +336,19 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
+    /// A socket every worker accepts on, until [`Listener::balanced`] says otherwise.
+    fn shared(addr: &ListenAddr, fd: OwnedFd, unix_path: Option<UnixPath>) -> Listener {
+        Listener {
+            addr: addr.clone(),
+            local: local_name(&fd),
+            fd: Arc::new(fd),
+            balance: Balance::Shared,
+            balancer: None,
+            slots: None,
+            _unix_path: unix_path,
+        }
+    }
+
     /// The socket a worker of `instance` takes (`holder`, a worker process, holds it until it
     /// exits): its slot's for [`Balance::ReusePort`], else the one socket.
     pub(crate) fn socket_for(&self, instance: u32, holder: Option<u32>) -> Result<Arc<OwnedFd>, ListenError> {
@@ -470,15 +483,7 @@ impl Listeners {
                     });
                 }
                 let listener = match take_inherited(addr) {
-                    Some(fd) => Listener {
-                        addr: addr.clone(),
-                        local: local_name(&fd),
-                        fd: Arc::new(fd),
-                        balance: Balance::Shared,
-                        balancer: None,
-                        slots: None,
-                        _unix_path: None,
-                    },
+                    Some(fd) => Listener::shared(addr, fd, None),
                     None => bind(addr, balance)?,
                 }
                 .balanced(balance, self.worker_count.load(std::sync::atomic::Ordering::Relaxed))?;
@@ -660,15 +665,7 @@ fn bind(addr: &ListenAddr, balance: Balance) -> Result<Listener, ListenError> {
                 other => other,
             }
             .map_err(|e| bind_error(addr, e))?;
-            Ok(Listener {
-                addr: addr.clone(),
-                local: local_name(&fd),
-                fd: Arc::new(fd),
-                balance: Balance::Shared,
-                balancer: None,
-                slots: None,
-                _unix_path: None,
-            })
+            Ok(Listener::shared(addr, fd, None))
         }
         ListenAddr::Tcp(sa) => {
             let listener = match std::net::TcpListener::bind(sa) {
@@ -681,28 +678,15 @@ fn bind(addr: &ListenAddr, balance: Balance) -> Result<Listener, ListenError> {
                 other => other,
             }
             .map_err(|e| bind_error(addr, e))?;
-            let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            Ok(Listener {
-                addr: addr.clone(),
-                local,
-                fd: Arc::new(listener.into()),
-                balance: Balance::Shared,
-                balancer: None,
-                slots: None,
-                _unix_path: None,
-            })
+            Ok(Listener::shared(addr, listener.into(), None))
         }
         ListenAddr::Unix(path) => {
             let (listener, unix_path) = bind_unix(path).map_err(|e| bind_error(addr, e))?;
-            Ok(Listener {
-                addr: addr.clone(),
-                local: format!("unix:{}", path.display()),
-                fd: Arc::new(listener.into()),
-                balance: Balance::Shared,
-                balancer: None,
-                slots: None,
-                _unix_path: Some(unix_path),
-            })
+            // Named by the path asked for: it was bound through /proc/self/fd, which getsockname
+            // would give back.
+            let mut listener = Listener::shared(addr, listener.into(), Some(unix_path));
+            listener.local = format!("unix:{}", path.display());
+            Ok(listener)
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use drover_core::ExitReason;
-use drover_core::{Event, Master, MasterConfig, Timeouts, Warmup, WorkerStatus};
+use drover_core::{Event, Master, MasterConfig, Timeouts, Warmup};
 use drover_tests::c::{program as c_program, valgrind, Linkage};
 use drover_tests::{next_exit, next_matching};
 use serde_json::{json, Value};
@@ -22,21 +22,7 @@ async fn warm_c_worker(how: &str, warmup: Warmup) -> Value {
         ..Timeouts::default()
     };
     config.warmup = Some(warmup);
-    let master = Master::new(config).expect("a valid config");
-    let mut events = master.events();
-    master.start().await.expect("the C worker starts, warmed or not");
-    let report = next_matching(&mut events, |e| match e {
-        Event::Message { data, .. } if data.get("warmup").is_some() => Some(Ok(data["warmup"].clone())),
-        Event::Status {
-            to: WorkerStatus::Started,
-            ..
-        } => Some(Err(())),
-        _ => None,
-    })
-    .await
-    .expect("the warm-up report comes before STARTED");
-    master.graceful_shutdown().await.expect("shutdown");
-    report
+    drover_tests::warmup_report_before_started(config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

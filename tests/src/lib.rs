@@ -402,3 +402,61 @@ impl StoreProbe {
         .await
     }
 }
+
+/// Starts a master on `config` whose worker reports its warm-up (a message `{"warmup": ...}`,
+/// as the test workers and the example workers send it), and returns that report, checked to
+/// come before the worker's STARTED; the master is shut down after.
+pub async fn warmup_report_before_started(config: drover::MasterConfig) -> serde_json::Value {
+    let master = drover::Master::new(config).expect("a valid config");
+    let mut events = master.events();
+    master.start().await.expect("the worker starts, warmed or not");
+    let report = next_matching(&mut events, |e| match e {
+        Event::Message { data, .. } if data.get("warmup").is_some() => Some(Ok(data["warmup"].clone())),
+        Event::Status {
+            to: drover::WorkerStatus::Started,
+            ..
+        } => Some(Err(())),
+        _ => None,
+    })
+    .await
+    .expect("the warm-up report comes before STARTED");
+    master.graceful_shutdown().await.expect("shutdown");
+    report
+}
+
+/// A TCP socket listening on a port, as `/proc/net/tcp` and `tcp6` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListeningSocket {
+    /// Its inode (as in `/proc/PID/fd/N -> socket:[INODE]`).
+    pub inode: u64,
+    /// Connections waiting in its accept queue (`rx_queue` of a LISTEN line).
+    pub queued: usize,
+}
+
+/// The TCP sockets listening on `port` in this network namespace (several with `SO_REUSEPORT`).
+pub fn listening_sockets(port: u16) -> Vec<ListeningSocket> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // State 0A is LISTEN.
+            if local_port != Some(port) || cols.get(3) != Some(&"0A") {
+                continue;
+            }
+            let queued = cols
+                .get(4)
+                .and_then(|q| q.split(':').nth(1))
+                .and_then(|r| usize::from_str_radix(r, 16).ok())
+                .unwrap_or(0);
+            if let Some(inode) = cols.get(9).and_then(|i| i.parse().ok()) {
+                found.push(ListeningSocket { inode, queued });
+            }
+        }
+    }
+    found
+}

@@ -253,22 +253,9 @@ async fn the_python_worker_warms_its_app_with_every_request_in_order_before_star
         path: "/warm".into(),
         timeout: Duration::from_secs(30),
     });
-    let master = Master::new(config).expect("the config is valid");
-    let mut events = master.events();
-    master.start().await.expect("the Python worker reports STARTED");
-    let report = next_matching(&mut events, |e| match e {
-        Event::Message { data, .. } if data.get("warmup").is_some() => Some(Ok(data["warmup"].clone())),
-        Event::Status {
-            to: WorkerStatus::Started,
-            ..
-        } => Some(Err(())),
-        _ => None,
-    })
-    .await
-    .expect("the warm-up report comes before STARTED");
+    let report = drover_tests::warmup_report_before_started(config).await;
     assert_eq!(
         report,
         json!({"seen": ["1", "2", "3", "4", "5"], "done": 5, "error": null})
     );
-    master.graceful_shutdown().await.expect("shutdown");
 }

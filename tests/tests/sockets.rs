@@ -439,21 +439,9 @@ async fn a_round_robin_socket_hands_every_worker_its_share_of_connections_and_a_
 
     // A client loop while worker 0 is restarted: it stops getting connections before its `stop`,
     // the others take them, and no connection is refused or reset.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let (stop, addr) = (stop.clone(), addr.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut answered = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                drover_tests::ask_pid(&addr).map_err(|e| format!("after {answered} answers: {e}"))?;
-                answered += 1;
-            }
-            Ok::<usize, String>(answered)
-        })
-    };
+    let client = ClientLoop::start(&addr);
     master.restart_worker(ids[0]).await.unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered = client.await.unwrap().unwrap();
+    let answered = client.finish().await;
     assert!(answered > 0);
     master.graceful_shutdown().await.unwrap();
 }
@@ -499,27 +487,9 @@ async fn a_worker_that_reads_nothing_is_skipped_past_its_hand_off_bound_and_no_c
     master.graceful_shutdown().await.unwrap();
 }
 
-/// The inodes of the TCP sockets listening on `port` (`/proc/net/tcp` and `tcp6`): one per
-/// `reuseport` slot.
+/// The inodes of the TCP sockets listening on `port`: one per `reuseport` slot.
 fn listening_inodes(port: u16) -> BTreeSet<u64> {
-    let mut inodes = BTreeSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            // State 0A is LISTEN.
-            if local_port == Some(port) && cols.get(3) == Some(&"0A") {
-                if let Some(inode) = cols.get(9).and_then(|i| i.parse().ok()) {
-                    inodes.insert(inode);
-                }
-            }
-        }
-    }
-    inodes
+    drover_tests::listening_sockets(port).iter().map(|s| s.inode).collect()
 }
 
 /// The inodes of the sockets process `pid` has open.
@@ -600,24 +570,12 @@ async fn reuseport_gives_each_worker_a_socket_of_its_own_and_its_replacement_tak
     // its predecessor had.
     let first = workers.iter().find(|w| w.instance == 0).unwrap().clone();
     let first_slot = *socket_inodes_of(first.pid).intersection(&slots).next().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let (stop, addr) = (stop.clone(), addr.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut answered = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                drover_tests::ask_pid(&addr).map_err(|e| format!("after {answered} answers: {e}"))?;
-                answered += 1;
-            }
-            Ok::<usize, String>(answered)
-        })
-    };
+    let client = ClientLoop::start(&addr);
     master.restart_worker(first.id).await.unwrap();
     let replacement = master.workers().into_iter().find(|w| w.id == first.id).unwrap();
     assert_ne!(replacement.pid, first.pid);
     ask_to_listen(&master, &mut events, first.id, "127.0.0.1:0", "listening").await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered = client.await.unwrap().unwrap();
+    let answered = client.finish().await;
     assert!(answered > 0);
     assert!(
         socket_inodes_of(replacement.pid).contains(&first_slot),
@@ -713,28 +671,9 @@ async fn a_reuseport_slot_without_its_worker_is_served_by_the_others_and_a_retir
     master.graceful_shutdown().await.unwrap();
 }
 
-/// How many connections wait in the accept queues of the sockets listening on `port` (the
-/// `rx_queue` of LISTEN lines in `/proc/net/tcp`).
+/// How many connections wait in the accept queues of the sockets listening on `port`.
 fn tcp_queued_on(port: u16) -> usize {
-    let mut queued = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && cols.get(3) == Some(&"0A") {
-                let rx = cols
-                    .get(4)
-                    .and_then(|q| q.split(':').nth(1))
-                    .and_then(|r| usize::from_str_radix(r, 16).ok());
-                queued += rx.unwrap_or(0);
-            }
-        }
-    }
-    queued
+    drover_tests::listening_sockets(port).iter().map(|s| s.queued).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -764,4 +703,35 @@ async fn a_declared_reuseport_socket_passes_each_worker_its_own_slot_at_fd_3() {
     );
     master.graceful_shutdown().await.unwrap();
     assert!(listening_inodes(port_of(&addr)).is_empty());
+}
+
+/// One client connecting again and again (a new connection per answer) until finished.
+struct ClientLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Result<usize, String>>,
+}
+
+impl ClientLoop {
+    fn start(addr: &str) -> ClientLoop {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, addr) = (stop.clone(), addr.to_string());
+        let task = tokio::task::spawn_blocking(move || {
+            let mut answered = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                drover_tests::ask_pid(&addr).map_err(|e| format!("after {answered} answers: {e}"))?;
+                answered += 1;
+            }
+            Ok(answered)
+        });
+        ClientLoop { stop, task }
+    }
+
+    /// Stops it; how many answers it got, every connection having been answered.
+    async fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task
+            .await
+            .expect("the client loop runs")
+            .expect("no connection refused or reset")
+    }
 }

@@ -3,8 +3,8 @@
 //! the master sees STARTED; a server that never answers ends the warm-up at its timeout and the
 //! worker starts all the same; an answer past the read bound is cut and counted.
 
-use drover::{Event, Master, Warmup, WorkerStatus};
-use drover_tests::{next_matching, test_config};
+use drover::{Master, Warmup};
+use drover_tests::test_config;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -13,21 +13,7 @@ use std::time::Duration;
 async fn warm_worker(how: &str, warmup: Option<Warmup>) -> Value {
     let mut config = test_config("warm", 1).env("DROVER_TEST_WARMUP", how);
     config.warmup = warmup;
-    let master = Master::new(config).expect("a valid config");
-    let mut events = master.events();
-    master.start().await.expect("the worker starts, warmed or not");
-    let report = next_matching(&mut events, |e| match e {
-        Event::Message { data, .. } if data.get("warmup").is_some() => Some(Ok(data["warmup"].clone())),
-        Event::Status {
-            to: WorkerStatus::Started,
-            ..
-        } => Some(Err(())),
-        _ => None,
-    })
-    .await
-    .expect("the warm-up report comes before STARTED");
-    master.graceful_shutdown().await.expect("shutdown");
-    report
+    drover_tests::warmup_report_before_started(config).await
 }
 
 fn warmup(requests: u32, timeout: Duration) -> Option<Warmup> {

@@ -22,7 +22,7 @@
 //!
 //! **Rescue** (`reuseport`, see [`crate::master::reuseport`]): there the workers accept on their
 //! own slots and a `Balancer` has no accept loop of its own; it accepts only on a slot whose
-//! worker is away, handing those connections to the other workers in turn ([`Rescue`]).
+//! worker is away, handing those connections to the other workers in turn (`Rescue`).
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;

@@ -11,7 +11,7 @@
 //! **A slot without its worker.** Between a worker's exit and its replacement's `listen`, the
 //! kernel still sends that slot its share of new connections. The master then accepts them itself
 //! and hands them to the other workers over their channels (`connection` frames, as in
-//! round-robin; [`super::balance::Rescue`]), until a worker holds the slot again. Workers that
+//! round-robin), until a worker holds the slot again. Workers that
 //! never asked for the socket with `listen` (it was passed at fd 3.. to a program that does not
 //! speak the MessageBus) cannot be handed connections: the slot's connections then wait in its
 //! backlog for the replacement.
@@ -22,7 +22,7 @@
 //! **Scaling down.** A slot at or above the worker count is retired once its last worker has
 //! exited (so the master's is the last copy of the socket): the master hands what is queued on it
 //! to the other workers (waiting at most
-//! [`super::balance::DRAIN_DEADLINE`] for one that can take them) and closes it. A connection
+//! 10 seconds, `DRAIN_DEADLINE`, for one that can take them) and closes it. A connection
 //! that completes its handshake in the microseconds between that last accept and the close is
 //! reset, unless the host sets `net.ipv4.tcp_migrate_req = 1` (Linux 5.14 and later), in which
 //! case the kernel moves it to another slot.
