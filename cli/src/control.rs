@@ -876,28 +876,31 @@ pub mod client {
     /// Runs one request; prints the outcome (a handler's result as JSON); non-zero with the
     /// reason on failure.
     pub fn request(socket: &SocketArg, request: Request) -> ExitCode {
-        match exchange(socket, &request) {
-            Ok(Response {
-                ok: true,
-                message,
-                result,
-                ..
-            }) => {
-                if let Some(result) = result {
-                    println!("{result}");
-                }
-                if let Some(message) = message {
-                    println!("{message}");
-                }
-                ExitCode::SUCCESS
-            }
+        let response = match exchange_ok(socket, &request) {
+            Ok(response) => response,
+            Err(code) => return code,
+        };
+        if let Some(result) = response.result {
+            println!("{result}");
+        }
+        if let Some(message) = response.message {
+            println!("{message}");
+        }
+        ExitCode::SUCCESS
+    }
+
+    /// The answer to `request` when the master carried it out; otherwise the exit code, with
+    /// the reason printed on stderr.
+    fn exchange_ok(socket: &SocketArg, request: &Request) -> Result<Response, ExitCode> {
+        match exchange(socket, request) {
+            Ok(response) if response.ok => Ok(response),
             Ok(Response { error, .. }) => {
                 eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
-                ExitCode::FAILURE
+                Err(ExitCode::FAILURE)
             }
             Err((code, error)) => {
                 eprintln!("drover: {error}");
-                ExitCode::from(code)
+                Err(ExitCode::from(code))
             }
         }
     }
@@ -1017,7 +1020,7 @@ pub mod client {
             }
         };
         let timeout_ms = timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
-        let answer = exchange(
+        let answer = exchange_ok(
             socket,
             &Request::Reconfigure {
                 group: group.clone(),
@@ -1025,20 +1028,13 @@ pub mod client {
                 timeout_ms,
             },
         );
-        let acks = match answer {
-            Ok(Response {
-                ok: true,
-                result: Some(Value::Array(acks)),
-                ..
-            }) => acks,
-            Ok(Response { error, .. }) => {
-                eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
+        let acks = match answer.map(|r| r.result) {
+            Ok(Some(Value::Array(acks))) => acks,
+            Ok(_) => {
+                eprintln!("drover: reconfigure: the answer carries no acknowledgements");
                 return ExitCode::FAILURE;
             }
-            Err((code, error)) => {
-                eprintln!("drover: {error}");
-                return ExitCode::from(code);
-            }
+            Err(code) => return code,
         };
         if json {
             println!("{}", Value::Array(acks.clone()));
@@ -1089,7 +1085,7 @@ pub mod client {
         timeout: Option<std::time::Duration>,
     ) -> ExitCode {
         let timeout_ms = timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
-        match exchange(
+        let response = match exchange_ok(
             socket,
             &Request::Debug {
                 group,
@@ -1097,27 +1093,18 @@ pub mod client {
                 timeout_ms,
             },
         ) {
-            Ok(Response {
-                ok: true,
-                result: Some(result),
-                message,
-                ..
-            }) => {
-                println!("{}", result["url"].as_str().unwrap_or_default());
-                if let Some(message) = message {
-                    eprintln!("{message}");
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(Response { error, .. }) => {
-                eprintln!("drover: {}", error.unwrap_or_else(|| "failed".into()));
-                ExitCode::FAILURE
-            }
-            Err((code, error)) => {
-                eprintln!("drover: {error}");
-                ExitCode::from(code)
-            }
+            Ok(response) => response,
+            Err(code) => return code,
+        };
+        let Some(result) = response.result else {
+            eprintln!("drover: debug: the answer carries no inspector address");
+            return ExitCode::FAILURE;
+        };
+        println!("{}", result["url"].as_str().unwrap_or_default());
+        if let Some(message) = response.message {
+            eprintln!("{message}");
         }
+        ExitCode::SUCCESS
     }
 
     /// `drover logs [GROUP] [-f] [--lines N]`: prints the lines as drover wrote them.

@@ -536,17 +536,6 @@ impl Listeners {
         release_lingering(&mut open, now);
     }
 
-    /// Worker process `pid` (of `instance`) was spawned with these declared `reuseport` sockets
-    /// at fd 3..: it holds its slot of each until it exits.
-    pub(crate) fn hold_slots(&self, pid: u32, instance: u32, slotted: &[Arc<Listener>]) {
-        let _open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        for listener in slotted {
-            if let Err(error) = listener.socket_for(instance, Some(pid)) {
-                tracing::debug!(%error, "a worker's reuseport slot could not be had");
-            }
-        }
-    }
-
     /// The group now has `count` workers: `reuseport` slots past it close once their workers
     /// have gone.
     pub(crate) fn set_worker_count(&self, count: usize) {

@@ -588,15 +588,6 @@ async fn reuseport_gives_each_worker_a_socket_of_its_own_and_its_replacement_tak
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reuseport_slot_without_its_worker_is_served_by_the_others_and_a_retired_one_closes_once_drained() {
-    let signal = |pid: u32, sig: i32| {
-        // SAFETY: kill(2) on our own worker's pid.
-        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
-    };
-    // kill(2) returns before the process has stopped: wait until it is (state `T`).
-    let stopped = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("T"))
-    };
     let (master, mut events, addr) = reuseport_master(config(4).restart(drover::RestartPolicy::OnFailure)).await;
     let port = port_of(&addr);
     let last = master.workers().into_iter().find(|w| w.instance == 3).unwrap();
@@ -604,17 +595,7 @@ async fn a_reuseport_slot_without_its_worker_is_served_by_the_others_and_a_retir
     // Frozen, instance 3 accepts nothing: its share of 200 connections waits on its slot. Killed,
     // it leaves the slot to the master, which hands those connections to the other workers
     // (without that, they would wait for a replacement that never asks for the socket).
-    signal(last.pid, libc::SIGSTOP);
-    assert!(drover_tests::eventually(Duration::from_secs(30), || stopped(last.pid)).await);
-    let pending = tokio::spawn({
-        let addr = addr.clone();
-        async move { connect_and_read_pids(&addr, 200).await }
-    });
-    // Let the connections queue (the connects complete in the kernel) before the kill.
-    assert!(
-        drover_tests::eventually(Duration::from_secs(30), || tcp_queued_on(port) > 0).await,
-        "connections queue on the frozen worker's slot"
-    );
+    let pending = freeze_and_connect(last.pid, &addr, 200).await;
     signal(last.pid, libc::SIGKILL);
     let pids = pending.await.unwrap();
     assert!(!pids.contains(&last.pid), "the frozen worker answered nothing");
@@ -641,16 +622,7 @@ async fn a_reuseport_slot_without_its_worker_is_served_by_the_others_and_a_retir
     let replacement = restarted().unwrap();
     ask_to_listen(&master, &mut events, replacement.id, "127.0.0.1:0", "listening").await;
     assert_eq!(listening_inodes(port).len(), 4);
-    signal(replacement.pid, libc::SIGSTOP);
-    assert!(drover_tests::eventually(Duration::from_secs(30), || stopped(replacement.pid)).await);
-    let pending = tokio::spawn({
-        let addr = addr.clone();
-        async move { connect_and_read_pids(&addr, 200).await }
-    });
-    assert!(
-        drover_tests::eventually(Duration::from_secs(30), || tcp_queued_on(port) > 0).await,
-        "connections queue on the frozen worker's slot"
-    );
+    let pending = freeze_and_connect(replacement.pid, &addr, 200).await;
     let rescale = tokio::spawn({
         let master = master.clone();
         async move { master.rescale(3).await }
@@ -669,6 +641,36 @@ async fn a_reuseport_slot_without_its_worker_is_served_by_the_others_and_a_retir
         assert!(live.contains(&pid));
     }
     master.graceful_shutdown().await.unwrap();
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on one of the test's own workers.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
+}
+
+/// Freezes worker `pid` (SIGSTOP, waited for: kill(2) returns before the process is stopped),
+/// then opens `n` connections to `addr` and returns once some of them wait in an accept queue
+/// (the frozen worker's share); the task gives every connection's answer.
+async fn freeze_and_connect(pid: u32, addr: &str, n: usize) -> tokio::task::JoinHandle<Vec<u32>> {
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("T"))
+    };
+    signal(pid, libc::SIGSTOP);
+    assert!(
+        drover_tests::eventually(Duration::from_secs(30), stopped).await,
+        "pid {pid} stops"
+    );
+    let pending = tokio::spawn({
+        let addr = addr.to_string();
+        async move { connect_and_read_pids(&addr, n).await }
+    });
+    let port = port_of(addr);
+    assert!(
+        drover_tests::eventually(Duration::from_secs(30), || tcp_queued_on(port) > 0).await,
+        "connections queue on the frozen worker's slot"
+    );
+    pending
 }
 
 /// How many connections wait in the accept queues of the sockets listening on `port`.

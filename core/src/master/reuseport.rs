@@ -230,9 +230,7 @@ impl ReusePortSlots {
             tracing::debug!(local = %self.local, slot = index, "reuseport slot retired");
         }
     }
-}
 
-impl ReusePortSlots {
     /// Stops the master's accept loops on the slots: once the returned tasks have ended (aborted
     /// here), no copy of a slot's socket is left in them.
     pub(crate) fn stop_rescues(&self) -> Vec<JoinHandle<()>> {

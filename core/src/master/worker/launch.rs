@@ -165,8 +165,13 @@ pub(crate) async fn spawn_worker(spec: WorkerSpec, events: EventHub) -> Result<W
     .await
     .map_err(failed)?;
     let pid = child.pid();
-    // Before the actor exists, so before it can reap the process and release what it holds.
-    spec.listeners.hold_slots(pid, spec.instance, &spec.slotted);
+    // Its slots of the declared `reuseport` sockets are its from now: this is before the actor
+    // exists, so before it can reap the process and release them.
+    for listener in &spec.slotted {
+        if let Err(error) = listener.socket_for(spec.instance, Some(pid)) {
+            tracing::debug!(%error, "a worker's reuseport slot could not be had");
+        }
+    }
     let (frames, write_half) = connect(plan.master_end, &spec, pid).map_err(failed)?;
     tracing::debug!(id = spec.id, pid, program = %config.program.display(), "worker spawned");
     if let Some((stdout, stderr)) = child.take_output() {
