@@ -102,6 +102,25 @@ test(`the packed packages install offline into an empty directory and work witho
         assert.equal(cjs.invalid, 'InvalidConfigurationError');
         assert.equal(cjs.factory, 'function');
 
+        // drover 1.0's module paths (its package had no `exports` map, and its examples reach
+        // into src/): each is what `require('drover')` exports under that name.
+        fs.writeFileSync(
+            path.join(consumer, 'v1.js'),
+            `const drover = require('drover');
+             const same = (p, v) => require(p) === v;
+             console.log([
+                 same('drover/src/WorkerStatuses', drover.WorkerStatuses),
+                 same('drover/src/WorkerStatuses.js', drover.WorkerStatuses),
+                 same('drover/src/ExitReasons', drover.ExitReasons),
+                 same('drover/src/MasterFactory', drover.MasterFactory),
+                 same('drover/src/Master', drover.Master),
+                 same('drover/src/MessageBus', drover.MessageBus),
+                 require('drover/src/Error').InvalidConfigurationError === drover.InvalidConfigurationError,
+                 typeof require('drover/src/WorkerStatuses').STARTED,
+             ].join(' '));\n`,
+        );
+        assert.equal(run('node', ['v1.js'], { cwd: consumer, env }).trim(), 'true true true true true true true number');
+
         // import, as an ES module: named exports and the default export.
         fs.writeFileSync(
             path.join(consumer, 'esm.mjs'),
