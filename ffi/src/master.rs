@@ -569,25 +569,27 @@ pub extern "C" fn drover_master_start(master: *mut drover_master, timeout_ms: i6
     ffi_body!({
         let state = try_obj!(MASTERS, master);
         let m = state.master.clone();
-        let task = state.runtime.spawn(async move { m.start().await });
+        // The start is polled here first, not spawned: its checks (a wrong state, a port in
+        // use) answer at once even with a 0 ms deadline, which a spawned task that had not yet
+        // run could not. Only what remains after the deadline goes on in the background.
+        let mut start = Box::pin(async move { m.start().await });
         let outcome = state.runtime.block_on(async {
             match timeout_from_ms(timeout_ms) {
-                Some(limit) => tokio::time::timeout(limit, task).await.ok(),
-                None => Some(task.await),
+                Some(limit) => tokio::time::timeout(limit, &mut start).await.ok(),
+                None => Some((&mut start).await),
             }
         });
         match outcome {
-            None => Err(Failure::new(
-                drover_result::Timeout,
-                format!(
-                    "the workers did not all report STARTED within {timeout_ms} ms; the start continues in the background"
-                ),
-            )),
-            Some(Ok(result)) => Ok(result?),
-            Some(Err(join)) => Err(Failure::new(
-                drover_result::Panic,
-                format!("drover panicked while starting (a bug in drover): {join}"),
-            )),
+            None => {
+                let _detached = state.runtime.spawn(start);
+                Err(Failure::new(
+                    drover_result::Timeout,
+                    format!(
+                        "the workers did not all report STARTED within {timeout_ms} ms; the start continues in the background"
+                    ),
+                ))
+            }
+            Some(result) => Ok(result?),
         }
     })
 }
