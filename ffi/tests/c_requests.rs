@@ -168,8 +168,8 @@ async fn a_c_worker_answers_a_rust_master_and_a_rust_worker_and_calls_the_python
 fn quick_timeouts() -> Timeouts {
     Timeouts {
         start: Duration::from_secs(30),
-        stop: Duration::from_secs(5),
-        quit: Duration::from_secs(5),
+        stop: Duration::from_secs(15),
+        quit: Duration::from_secs(15),
         kill: Duration::from_secs(1),
     }
 }
