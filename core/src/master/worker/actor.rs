@@ -620,12 +620,15 @@ impl<C: Child> WorkerActor<C> {
                 tracing::debug!(id = self.id, pid = self.pid, "worker closed its channel");
                 self.conversation = Conversation::Ended;
             }
-            Some(Err(error)) => {
-                if matches!(error, ProtocolError::Io { .. }) {
-                    self.conversation = Conversation::Ended;
-                }
-                self.protocol_error(error);
+            // A read that fails is the channel ending, not a worker breaking the protocol: a
+            // worker that exits (or closes its end) with frames of ours unread resets the
+            // connection (ECONNRESET). Its exit, or the escalation of a stop, says why it went;
+            // failing it here would report "protocol error" for a plain `exit(3)`.
+            Some(Err(ProtocolError::Io { message })) => {
+                tracing::debug!(id = self.id, pid = self.pid, error = %message, "the channel ended with an error");
+                self.conversation = Conversation::Ended;
             }
+            Some(Err(error)) => self.protocol_error(error),
             Some(Ok(line)) => {
                 if let Err(error) = self.on_line(&line) {
                     self.protocol_error(error);
@@ -877,7 +880,8 @@ impl<C: Child> WorkerActor<C> {
     /// A line on the worker's Node IPC channel.
     fn on_node_line(&mut self, line: Option<Result<String, ProtocolError>>) {
         let value = match line {
-            None => {
+            // A read error ends that channel as its close does (see `on_frame`).
+            None | Some(Err(ProtocolError::Io { .. })) => {
                 self.node_frames = None;
                 return;
             }

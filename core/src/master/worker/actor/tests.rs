@@ -258,6 +258,48 @@ async fn what_a_worker_wrote_just_before_it_exited_is_reported_before_its_exit()
     );
 }
 
+/// A worker that exits with the master's welcome unread resets the channel (ECONNRESET on the
+/// master's read): that is not a protocol error, and its exit code is why it went. (Node's
+/// `process.exit(3)` right after `new MessageBus()` did this now and then.)
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_exits_with_frames_unread_is_reported_by_its_exit_not_as_a_protocol_error() {
+    let Worker {
+        handle,
+        child,
+        mut events,
+        lines,
+        mut out,
+        node: _,
+    } = launch(config(ReadySource::Message, None), false);
+    let hello = WorkerFrame::Hello {
+        version: protocol::PROTOCOL_VERSION,
+        pid: None,
+    };
+    let mut line = serde_json::to_vec(&hello).expect("a frame encodes");
+    line.push(b'\n');
+    out.write_all(&line).await.expect("the master's end reads");
+    // The welcome is waiting, unread, on the worker's end when the worker closes it: a reset.
+    let read = lines.into_inner().into_inner();
+    let readable = tokio::time::timeout(Duration::from_secs(1), read.readable()).await;
+    assert!(
+        matches!(readable, Ok(Ok(()))),
+        "the master wrote its welcome: {readable:?}"
+    );
+    drop((read, out));
+    child.exit(ExitReason::AbnormalExit { code: 3 });
+    let exit = loop {
+        match events.recv().await.expect("the actor reports") {
+            Event::ProtocolError { error, .. } => panic!("reported as a protocol error: {error}"),
+            Event::Failed { failure, .. } => panic!("failed as {failure:?}, not by its exit"),
+            Event::Exit(exit) => break exit,
+            _ => {}
+        }
+    };
+    assert_eq!(exit.reason, ExitReason::AbnormalExit { code: 3 });
+    assert!(!exit.requested);
+    assert_eq!(handle.info().failure, None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refused_worker_gets_the_quit_timeout_to_leave_before_the_signals() {
     let mut worker = launch(config(ReadySource::Message, None), false);
