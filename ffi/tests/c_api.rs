@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts, WorkerStatus};
-use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, show, valgrind, Linkage};
+use drover_tests::c::{compile, program as c_program, serve_and_stop_c_example, show, valgrind, Linkage, ValgrindLogs};
 use drover_tests::{ask, next_exit_of, next_matching, next_message_from, pid_is_running, test_worker};
 use serde_json::json;
 
@@ -167,26 +167,14 @@ async fn a_rust_master_supervises_c_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_c_worker_is_clean_under_valgrind() {
     let worker = c_program("worker", Linkage::Static);
-    let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-worker");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let config = MasterConfig::program("valgrind")
-        .args(valgrind().get_args().map(|a| a.to_os_string()))
-        .arg(format!("--log-file={}/worker-%p.log", logs.display()))
-        .arg(worker)
-        .env("C_WORKER_MODE", "blocking")
-        .count(2);
+    let logs = ValgrindLogs::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-worker"));
+    let config = logs.config(&worker).env("C_WORKER_MODE", "blocking").count(2);
     let exit = supervise_c_workers(quick(config)).await;
-    let logs: String = std::fs::read_dir(&logs)
-        .expect("valgrind wrote its logs")
-        .flatten()
-        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
-        .collect();
-    // valgrind exits with 99 on any error: a clean exit 0 after the shutdown is a clean run.
     assert_eq!(
         exit.reason,
         ExitReason::NormalExit { code: 0 },
-        "valgrind reported:\n{logs}"
+        "valgrind reported:\n{}",
+        logs.read()
     );
     assert!(exit.requested);
 }

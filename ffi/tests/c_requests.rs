@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use drover_core::request::{RequestErrorCode, Target};
 use drover_core::{Event, ExitReason, Master, MasterConfig, Timeouts};
-use drover_tests::c::{program as c_program, show, valgrind, workspace, Linkage};
+use drover_tests::c::{program as c_program, show, workspace, Linkage, ValgrindLogs};
 use drover_tests::{next_exit, next_matching, test_worker};
 use serde_json::{json, Value};
 
@@ -176,13 +176,9 @@ fn quick_timeouts() -> Timeouts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_workers_serving_and_making_requests_are_clean_under_valgrind() {
-    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-requests");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let mut config = MasterConfig::program("valgrind")
-        .args(valgrind().get_args().map(|a| a.to_os_string()))
-        .arg(format!("--log-file={}/worker-%p.log", logs.display()))
-        .arg(c_program("worker", Linkage::Static))
+    let logs = ValgrindLogs::fresh(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-requests"));
+    let mut config = logs
+        .config(&c_program("worker", Linkage::Static))
         .env("C_WORKER_HANDLERS", "1")
         .count(2);
     config.timeouts = quick_timeouts();
@@ -213,15 +209,6 @@ async fn c_workers_serving_and_making_requests_are_clean_under_valgrind() {
     assert_eq!(reply_of(&mut events, 2, "got").await, json!({"from": 1, "got": [true]}));
 
     master.graceful_shutdown().await.expect("shutdown");
-    let logs_text = || -> String {
-        std::fs::read_dir(&logs)
-            .map(|dir| {
-                dir.flatten()
-                    .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     for _ in [1, 2] {
         // valgrind exits with 99 on any error: a clean exit 0 after the shutdown is a clean run.
         let exit = next_exit(&mut events).await;
@@ -229,7 +216,7 @@ async fn c_workers_serving_and_making_requests_are_clean_under_valgrind() {
             exit.reason,
             ExitReason::NormalExit { code: 0 },
             "valgrind reported:\n{}",
-            logs_text()
+            logs.read()
         );
     }
 }

@@ -3,11 +3,12 @@
 //! STARTED; one that never answers ends the warm-up at its timeout and the worker starts all the
 //! same.
 
+use std::path::Path;
 use std::time::Duration;
 
 use drover_core::ExitReason;
 use drover_core::{Event, Master, MasterConfig, Timeouts, Warmup};
-use drover_tests::c::{program as c_program, valgrind, Linkage};
+use drover_tests::c::{program as c_program, Linkage, ValgrindLogs};
 use drover_tests::{next_exit, next_matching};
 use serde_json::{json, Value};
 
@@ -64,39 +65,21 @@ async fn the_c_example_worker_warms_its_own_handler_before_it_takes_the_shared_s
         start: Duration::from_secs(20),
         ..Timeouts::default()
     };
-    config.capture_output = true;
     config.warmup = Some(Warmup {
         requests: 5,
         path: "/warm".into(),
         timeout: Duration::from_secs(30),
     });
-    let master = Master::new(config).expect("a valid config");
-    let mut output = master.output();
-    master.start().await.expect("the example worker starts");
-    let line = tokio::time::timeout(drover_tests::EVENT_DEADLINE, async {
-        while let Some(line) = output.recv().await {
-            if line.line.contains("warmed up") {
-                return line.line;
-            }
-        }
-        String::from("(output ended)")
-    })
-    .await
-    .expect("the worker says how its warm-up went");
+    let line = drover_tests::example_warm_up_line(config).await;
     assert!(line.contains("warmed up with 5 of 5 requests"), "{line}");
     assert!(!line.contains("timed out"), "{line}");
-    master.graceful_shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_c_worker_warming_up_is_clean_under_valgrind() {
-    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-warmup");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let mut config = MasterConfig::program("valgrind")
-        .args(valgrind().get_args().map(|a| a.to_os_string()))
-        .arg(format!("--log-file={}/worker-%p.log", logs.display()))
-        .arg(c_program("worker", Linkage::Static))
+    let logs = ValgrindLogs::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")).join("valgrind-warmup"));
+    let mut config = logs
+        .config(&c_program("worker", Linkage::Static))
         .name("warm-valgrind")
         .env("C_WORKER_WARMUP", "answer");
     config.timeouts = Timeouts {
@@ -121,15 +104,10 @@ async fn a_c_worker_warming_up_is_clean_under_valgrind() {
     assert_eq!(report["done"], 3, "{report}");
     master.graceful_shutdown().await.expect("shutdown");
     let exit = next_exit(&mut events).await;
-    let logs: String = std::fs::read_dir(&logs)
-        .expect("valgrind wrote its logs")
-        .flatten()
-        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
-        .collect();
-    // valgrind exits with 99 on any error: a clean exit 0 after the shutdown is a clean run.
     assert_eq!(
         exit.reason,
         ExitReason::NormalExit { code: 0 },
-        "valgrind reported:\n{logs}"
+        "valgrind reported:\n{}",
+        logs.read()
     );
 }

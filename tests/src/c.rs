@@ -144,6 +144,41 @@ pub fn valgrind() -> Command {
     cmd
 }
 
+/// Where workers run under [`valgrind`] write their reports: one `worker-PID.log` each, in a
+/// directory emptied for the test.
+pub struct ValgrindLogs {
+    dir: PathBuf,
+}
+
+impl ValgrindLogs {
+    /// `dir`, emptied (the test's own, e.g. under `CARGO_TARGET_TMPDIR`).
+    pub fn fresh(dir: PathBuf) -> ValgrindLogs {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create valgrind's log dir");
+        ValgrindLogs { dir }
+    }
+
+    /// A config whose workers are `worker` under valgrind, logging here. valgrind exits with 99 on
+    /// any error, so a worker's clean exit 0 after a shutdown is a clean run.
+    pub fn config(&self, worker: &Path) -> drover::MasterConfig {
+        drover::MasterConfig::program("valgrind")
+            .args(valgrind().get_args().map(|a| a.to_os_string()))
+            .arg(format!("--log-file={}/worker-%p.log", self.dir.display()))
+            .arg(worker)
+    }
+
+    /// Everything valgrind wrote, for an assertion's message.
+    pub fn read(&self) -> String {
+        std::fs::read_dir(&self.dir)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// A finished program's status, stdout and stderr, for an assertion's message.
 pub fn show(output: &std::process::Output) -> String {
     format!(

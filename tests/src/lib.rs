@@ -424,6 +424,27 @@ pub async fn warmup_report_before_started(config: drover::MasterConfig) -> serde
     report
 }
 
+/// Starts a master on `config` whose example worker prints how its warm-up went (a line with
+/// "warmed up"), and returns that line; the master is shut down after.
+pub async fn example_warm_up_line(mut config: drover::MasterConfig) -> String {
+    config.capture_output = true;
+    let master = drover::Master::new(config).expect("a valid config");
+    let mut output = master.output();
+    master.start().await.expect("the example worker starts");
+    let line = tokio::time::timeout(EVENT_DEADLINE, async {
+        while let Some(line) = output.recv().await {
+            if line.line.contains("warmed up") {
+                return line.line;
+            }
+        }
+        String::from("(output ended)")
+    })
+    .await
+    .expect("the worker says how its warm-up went");
+    master.graceful_shutdown().await.expect("shutdown");
+    line
+}
+
 /// A TCP socket listening on a port, as `/proc/net/tcp` and `tcp6` show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListeningSocket {

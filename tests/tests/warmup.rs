@@ -3,7 +3,7 @@
 //! the master sees STARTED; a server that never answers ends the warm-up at its timeout and the
 //! worker starts all the same; an answer past the read bound is cut and counted.
 
-use drover::{Master, Warmup};
+use drover::Warmup;
 use drover_tests::test_config;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -66,21 +66,7 @@ async fn the_rust_example_worker_warms_its_own_handler_before_it_takes_the_share
         .name("warm-example")
         .listen("127.0.0.1:0".parse().expect("an address"));
     config.timeouts.start = Duration::from_secs(20);
-    config.capture_output = true;
     config.warmup = warmup(5, Duration::from_secs(30));
-    let master = Master::new(config).expect("a valid config");
-    let mut output = master.output();
-    master.start().await.expect("the example worker starts");
-    let line = tokio::time::timeout(drover_tests::EVENT_DEADLINE, async {
-        while let Some(line) = output.recv().await {
-            if line.line.contains("warmed up") {
-                return line.line;
-            }
-        }
-        String::from("(output ended)")
-    })
-    .await
-    .expect("the worker says how its warm-up went");
+    let line = drover_tests::example_warm_up_line(config).await;
     assert!(line.contains("warmed up with 5 of 5 requests"), "{line}");
-    master.graceful_shutdown().await.expect("shutdown");
 }
