@@ -641,33 +641,14 @@ fn effective_uid(pid: u32) -> Option<u32> {
 
 fn bind(addr: &ListenAddr, balance: Balance) -> Result<Listener, ListenError> {
     match addr {
-        ListenAddr::Tcp(sa) if balance == Balance::ReusePort => {
-            let fd = match crate::master::reuseport::bind_reuseport(*sa) {
-                Err(e)
-                    if sa.ip() == std::net::Ipv6Addr::UNSPECIFIED && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
-                {
-                    crate::master::reuseport::bind_reuseport(SocketAddr::from((
-                        std::net::Ipv4Addr::UNSPECIFIED,
-                        sa.port(),
-                    )))
-                }
-                other => other,
+        ListenAddr::Tcp(sa) => {
+            let fd: OwnedFd = if balance == Balance::ReusePort {
+                with_ipv4_fallback(*sa, crate::master::reuseport::bind_reuseport)
+            } else {
+                with_ipv4_fallback(*sa, |sa| std::net::TcpListener::bind(sa).map(OwnedFd::from))
             }
             .map_err(|e| bind_error(addr, e))?;
             Ok(Listener::shared(addr, fd, None))
-        }
-        ListenAddr::Tcp(sa) => {
-            let listener = match std::net::TcpListener::bind(sa) {
-                // A host without IPv6: a bare port falls back to IPv4.
-                Err(e)
-                    if sa.ip() == std::net::Ipv6Addr::UNSPECIFIED && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
-                {
-                    std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, sa.port()))
-                }
-                other => other,
-            }
-            .map_err(|e| bind_error(addr, e))?;
-            Ok(Listener::shared(addr, listener.into(), None))
         }
         ListenAddr::Unix(path) => {
             let (listener, unix_path) = bind_unix(path).map_err(|e| bind_error(addr, e))?;
@@ -677,6 +658,19 @@ fn bind(addr: &ListenAddr, balance: Balance) -> Result<Listener, ListenError> {
             listener.local = format!("unix:{}", path.display());
             Ok(listener)
         }
+    }
+}
+
+/// `bind_to(sa)`; on a host without IPv6, a bare port (`[::]:PORT`) falls back to IPv4.
+fn with_ipv4_fallback(
+    sa: SocketAddr,
+    bind_to: impl Fn(SocketAddr) -> std::io::Result<OwnedFd>,
+) -> std::io::Result<OwnedFd> {
+    match bind_to(sa) {
+        Err(e) if sa.ip() == std::net::Ipv6Addr::UNSPECIFIED && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            bind_to(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, sa.port())))
+        }
+        other => other,
     }
 }
 

@@ -34,6 +34,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::lock;
 use super::worker::WorkerInfo;
 use crate::listen::Balance;
 use crate::protocol::writer::{FrameKind, FrameWriter};
@@ -190,10 +191,6 @@ impl Drop for Balancer {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A master-side accept on a TCP or Unix listening socket.
 enum Acceptor {
     Tcp(tokio::net::TcpListener),
@@ -321,8 +318,15 @@ async fn rescue_loop(accept: Acceptor, fd: Arc<OwnedFd>, shared: Arc<Shared>, mu
     // (microseconds) is reset, unless `net.ipv4.tcp_migrate_req` is 1 (then the kernel moves it).
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     let mut drained = 0usize;
+    let listener = match fd.try_clone() {
+        Ok(own) => std::net::TcpListener::from(own),
+        Err(error) => {
+            tracing::warn!(local = %shared.local, %error, "cannot drain a retired slot; its queued connections are reset");
+            return;
+        }
+    };
     loop {
-        let (conn, peer) = match accept_now(&fd) {
+        let (conn, peer) = match accept_now(&listener) {
             Ok(Some(conn)) => conn,
             Ok(None) => break,
             Err(error) => {
@@ -341,28 +345,18 @@ async fn rescue_loop(accept: Acceptor, fd: Arc<OwnedFd>, shared: Arc<Shared>, mu
     tracing::debug!(local = %shared.local, drained, "a retired reuseport slot is closed");
 }
 
-/// One connection queued on `fd` (non-blocking), if any: its fd (blocking, close-on-exec) and,
-/// for TCP, the client's address.
-fn accept_now(fd: &OwnedFd) -> std::io::Result<Option<(OwnedFd, Option<std::net::SocketAddr>)>> {
-    use nix::sys::socket::{accept4, getpeername, SockFlag, SockaddrStorage};
-    use std::os::fd::FromRawFd;
-    match accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-        Ok(raw) => {
-            // SAFETY: accept4 just returned this fd; nobody else owns it.
-            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-            let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd()).ok().and_then(|sa| {
-                sa.as_sockaddr_in()
-                    .map(|v4| std::net::SocketAddr::from((v4.ip(), v4.port())))
-                    .or_else(|| {
-                        sa.as_sockaddr_in6()
-                            .map(|v6| std::net::SocketAddr::from((v6.ip(), v6.port())))
-                    })
-            });
-            Ok(Some((conn, peer)))
+/// One connection queued on `listener` (a `reuseport` slot, non-blocking since
+/// [`Acceptor::new`]), if any: its fd (blocking, close-on-exec) and the client's address.
+fn accept_now(listener: &std::net::TcpListener) -> std::io::Result<Option<(OwnedFd, Option<std::net::SocketAddr>)>> {
+    use std::io::ErrorKind;
+    loop {
+        match listener.accept() {
+            Ok((conn, peer)) => return Ok(Some((OwnedFd::from(conn), Some(peer)))),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+            // A client that gave up while queued, or a signal: the next one.
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
         }
-        Err(nix::errno::Errno::EAGAIN) => Ok(None),
-        Err(nix::errno::Errno::ECONNABORTED | nix::errno::Errno::EINTR) => accept_now(fd),
-        Err(errno) => Err(errno.into()),
     }
 }
 

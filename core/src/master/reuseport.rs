@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::balance::{Balancer, Rescue, Subscriber};
+use super::lock;
 
 /// The most sockets one `reuseport` address has; instance `i` takes slot `i % MAX_SLOTS`.
 pub const MAX_SLOTS: u32 = 256;
@@ -73,6 +74,9 @@ struct State {
     /// The group's worker count: slots below it are kept for a replacement, slots at or above it
     /// are retired once no worker holds them.
     count: u32,
+    /// The accept loops of retired slots, handing over what was queued (each ends within
+    /// `DRAIN_DEADLINE`); a shutdown stops them with the others.
+    draining: Vec<JoinHandle<()>>,
 }
 
 struct Slot {
@@ -87,6 +91,15 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(fd: Arc<OwnedFd>) -> Slot {
+        Slot {
+            fd,
+            holders: Vec::new(),
+            stopping: Vec::new(),
+            rescue: None,
+        }
+    }
+
     /// Sets the rescue's mode, starting one if none runs (`Stop` never starts one).
     fn rescue(&mut self, balancer: &Balancer, mode: Rescue, local: SocketAddr) {
         if let Some((tx, task)) = &self.rescue {
@@ -115,20 +128,14 @@ impl Slot {
 impl ReusePortSlots {
     /// Slots for `local`, whose slot 0 is `first` (bound with `SO_REUSEPORT`).
     pub(crate) fn new(first: Arc<OwnedFd>, local: SocketAddr, local_name: &str) -> ReusePortSlots {
-        let mut slots = BTreeMap::new();
-        slots.insert(
-            0,
-            Slot {
-                fd: first,
-                holders: Vec::new(),
-                stopping: Vec::new(),
-                rescue: None,
-            },
-        );
         ReusePortSlots {
             local,
             balancer: Balancer::members_only(local_name, crate::listen::Balance::ReusePort),
-            state: Mutex::new(State { slots, count: 1 }),
+            state: Mutex::new(State {
+                slots: BTreeMap::from([(0, Slot::new(first))]),
+                count: 1,
+                draining: Vec::new(),
+            }),
         }
     }
 
@@ -144,12 +151,7 @@ impl ReusePortSlots {
         let mut state = lock(&self.state);
         let slot = match state.slots.entry(index) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(Slot {
-                fd: Arc::new(bind_reuseport(self.local)?),
-                holders: Vec::new(),
-                stopping: Vec::new(),
-                rescue: None,
-            }),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(Slot::new(Arc::new(bind_reuseport(self.local)?))),
         };
         if let Some(pid) = holder {
             if !slot.holders.contains(&pid) {
@@ -227,38 +229,41 @@ impl ReusePortSlots {
     fn retire(&self, state: &mut State, index: u32) {
         if let Some(mut slot) = state.slots.remove(&index) {
             slot.rescue(&self.balancer, Rescue::Drain, self.local);
+            state.draining.retain(|task| !task.is_finished());
+            state.draining.extend(slot.rescue.take().map(|(_, task)| task));
             tracing::debug!(local = %self.local, slot = index, "reuseport slot retired");
         }
     }
 
-    /// Stops the master's accept loops on the slots: once the returned tasks have ended (aborted
-    /// here), no copy of a slot's socket is left in them.
+    /// Stops the master's accept loops on the slots, retired ones included: once the returned
+    /// tasks have ended (aborted here), no copy of a slot's socket is left in them.
     pub(crate) fn stop_rescues(&self) -> Vec<JoinHandle<()>> {
         let mut state = lock(&self.state);
-        state
+        let state = &mut *state;
+        let tasks: Vec<JoinHandle<()>> = state
             .slots
             .values_mut()
-            .filter_map(|slot| slot.rescue.take())
-            .map(|(_, task)| {
-                task.abort();
-                task
-            })
-            .collect()
+            .filter_map(|slot| slot.rescue.take().map(|(_, task)| task))
+            .chain(state.draining.drain(..))
+            .collect();
+        for task in &tasks {
+            task.abort();
+        }
+        tasks
     }
 }
 
 impl Drop for ReusePortSlots {
     fn drop(&mut self) {
-        for slot in lock(&self.state).slots.values() {
-            if let Some((_, task)) = &slot.rescue {
-                task.abort();
-            }
+        let state = lock(&self.state);
+        let rescues = state
+            .slots
+            .values()
+            .filter_map(|slot| slot.rescue.as_ref().map(|(_, task)| task));
+        for task in rescues.chain(&state.draining) {
+            task.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A TCP listening socket on `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`, as std sets it), so
