@@ -66,9 +66,21 @@ for (const entry of [...manifest.files, 'README.md']) {
 for (const license of ['LICENSE-MIT', 'LICENSE-APACHE']) {
     fs.copyFileSync(path.join(root, license), path.join(stage, license));
 }
+// drover 1.0's files where its package had them (src/WorkerStatuses.js...), each requiring its
+// lib/v1/ twin: its examples, run from inside the package, reach them as `../../src/X`, past the
+// `exports` map. (Not in the checkout: bindings-node/src/ is the addon's Rust source.)
+const v1 = path.join(here, 'lib', 'v1');
+for (const file of fs.readdirSync(v1, { recursive: true })) {
+    if (!file.endsWith('.js')) continue;
+    const stub = path.join(stage, 'src', file);
+    const twin = path.relative(path.dirname(stub), path.join(stage, 'lib', 'v1', file));
+    fs.mkdirSync(path.dirname(stub), { recursive: true });
+    fs.writeFileSync(stub, `'use strict';\n\n// drover 1.0's path (lib/v1/README.md).\nmodule.exports = require(${JSON.stringify(twin.startsWith(".") ? twin : `./${twin}`)});\n`);
+}
 const published = { ...manifest };
 delete published.scripts;
 delete published.devDependencies;
+published.files = [...manifest.files, 'src/'];
 published.optionalDependencies = Object.fromEntries(PLATFORMS.map((p) => [packageName(p), manifest.version]));
 fs.writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify(published, null, 2)}\n`);
 

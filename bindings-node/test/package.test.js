@@ -120,6 +120,24 @@ test(`the packed packages install offline into an empty directory and work witho
              ].join(' '));\n`,
         );
         assert.equal(run('node', ['v1.js'], { cwd: consumer, env }).trim(), 'true true true true true true true number');
+        // And as 1.0's examples reach them from inside the package (its tarball carried them):
+        // `../../index` and `../../src/X` from node_modules/drover/examples/<name>/.
+        const example = path.join(consumer, 'node_modules', 'drover', 'examples', 'v1');
+        fs.mkdirSync(example, { recursive: true });
+        fs.writeFileSync(
+            path.join(example, 'main.js'),
+            `const drover = require('../../index');
+             const same = (p, v) => require(p) === v;
+             console.log([
+                 same('../../src/WorkerStatuses', drover.WorkerStatuses),
+                 same('../../src/ExitReasons', drover.ExitReasons),
+                 same('../../src/MasterFactory', drover.MasterFactory),
+                 same('../../src/Master', drover.Master),
+                 same('../../src/MessageBus', drover.MessageBus),
+                 require('../../src/Error').InvalidConfigurationError === drover.InvalidConfigurationError,
+             ].join(' '));\n`,
+        );
+        assert.equal(run('node', [path.join(example, 'main.js')], { cwd: consumer, env }).trim(), 'true true true true true true');
 
         // import, as an ES module: named exports and the default export.
         fs.writeFileSync(
