@@ -182,6 +182,29 @@ test(`the packed packages install offline into an empty directory and work witho
         // The command, through npx and the package's bin shim.
         assert.equal(run('npx', ['--no', '--', 'drover', '--version'], { cwd: consumer, env }).trim(), `drover ${version}`);
 
+        // An unmodified app under the installed command: both workers listen on one PORT, which
+        // needs the package's preload, found with its addon in the platform package (not beside
+        // it, as in a checkout). Without it the second worker dies of EADDRINUSE. The worker that
+        // finds both listening (a line each in listening.txt) sends drover SIGTERM: exit 0.
+        fs.writeFileSync(
+            path.join(consumer, 'plain.js'),
+            `const fs = require('node:fs');
+             require('node:http').createServer((req, res) => res.end('ok')).listen(Number(process.env.PORT), () => {
+                 fs.appendFileSync('listening.txt', process.pid + '\\n');
+                 if (fs.readFileSync('listening.txt', 'utf8').trim().split('\\n').length === 2) process.kill(process.ppid, 'SIGTERM');
+             });\n`,
+        );
+        const port = String(20000 + (process.pid % 20000));
+        const plain = spawnSync(
+            path.join(consumer, 'node_modules', '.bin', 'drover'),
+            ['run', '-n', '2', '--no-socket', '--', 'node', 'plain.js'],
+            { cwd: consumer, env: { ...env, PORT: port }, encoding: 'utf8', timeout: DEADLINE_MS },
+        );
+        const listening = new Set(fs.readFileSync(path.join(consumer, 'listening.txt'), 'utf8').trim().split('\n'));
+        assert.equal(plain.status, 0, `drover run: ${plain.status}\n${plain.stderr}`);
+        assert.equal(listening.size, 2, `two workers listening on ${port}:\n${plain.stderr}`);
+        assert.doesNotMatch(plain.stderr, /preload was not found/);
+
         // `npm install -g drover`, as a PM2 user would (into a prefix of its own): a `drover` command.
         const global = path.join(dir, 'global');
         run('npm', ['install', '--global', '--prefix', global, '--offline', '--no-audit', '--no-fund', ...tarballs], { cwd: dir, env });

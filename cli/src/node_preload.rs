@@ -9,9 +9,11 @@
 //! The preload is found, unless `--node-preload PATH` (or `nodePreload` in the file) names it, as
 //! `node_modules/drover/preload.js` under the group's working directory, then beside this binary:
 //! `../lib/node_modules/drover/` (an npm global prefix), `node_modules/drover/`, and
-//! `../../bindings-node/` (a build in drover's repository). It is used only where the addon
-//! (`drover.node`) is built beside it. Not found: drover runs the group without it and says so
-//! at start. `--node-preload off` turns it off (an app that creates its own MessageBus needs
+//! `../../bindings-node/` (a build in drover's repository). It is used only where its addon is,
+//! found as the package's `lib/native.js` finds it: `DROVER_NODE_ADDON`, `drover.node` beside it
+//! (a checkout), or this platform's prebuilt package (`drover-linux-x64-gnu/drover.linux-x64-gnu.node`)
+//! where Node's `require` would find it from the preload (an npm install). Not found: drover runs
+//! the group without it and says so at start. `--node-preload off` turns it off (an app that creates its own MessageBus needs
 //! nothing from it, and the preload leaves such an app alone anyway).
 
 use drover::{MasterConfig, ReadySource};
@@ -21,8 +23,10 @@ use crate::config::{Plan, PlanError};
 
 /// The preload's file name in the `drover` npm package.
 const PRELOAD_FILE: &str = "preload.js";
-/// The addon the preload needs, beside it.
+/// The addon the preload needs, beside it in a checkout.
 const ADDON_FILE: &str = "drover.node";
+/// Names the addon's file for the preload, as `lib/native.js` reads it.
+const ADDON_VAR: &str = "DROVER_NODE_ADDON";
 
 /// Tells the preload who reports readiness: `listen` (the preload, when the app listens) or `app`
 /// (the app itself: `--ready node-ipc`, `notify` or `spawn`).
@@ -108,9 +112,42 @@ fn candidates(cwd: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-/// A preload file with its addon built beside it.
+/// A preload file whose addon is there (see the module's documentation).
 fn usable(preload: &Path) -> bool {
-    preload.is_file() && preload.with_file_name(ADDON_FILE).is_file()
+    preload.is_file()
+        && (std::env::var_os(ADDON_VAR).is_some_and(|addon| Path::new(&addon).is_file())
+            || preload.with_file_name(ADDON_FILE).is_file()
+            || platform_addon(preload).is_some())
+}
+
+/// The npm platform this binary was built for (`linux-x64-gnu`...), as `lib/platform.js` names it:
+/// its prebuilt package ships this binary and the addon together.
+fn npm_platform() -> Option<String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        _ => return None,
+    };
+    let libc = if cfg!(target_env = "musl") { "musl" } else { "gnu" };
+    Some(format!("linux-{arch}-{libc}"))
+}
+
+/// The addon of this platform's package, where Node's `require` looks for it from the preload's
+/// directory: `node_modules/drover-PLATFORM/drover.PLATFORM.node` in it and each directory above.
+fn platform_addon(preload: &Path) -> Option<PathBuf> {
+    let platform = npm_platform()?;
+    let package = format!("drover-{platform}");
+    let addon = format!("drover.{platform}.node");
+    let dir = std::path::absolute(preload).ok()?;
+    dir.parent()?.ancestors().find_map(|dir| {
+        let modules = if dir.file_name() == Some(std::ffi::OsStr::new("node_modules")) {
+            dir.to_path_buf()
+        } else {
+            dir.join("node_modules")
+        };
+        let file = modules.join(&package).join(&addon);
+        file.is_file().then_some(file)
+    })
 }
 
 /// The workers' `NODE_OPTIONS` gets `--require <preload>` after the options they already have
@@ -150,6 +187,26 @@ fn with_require(options: &str, preload: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// npm's layout: the preload in `node_modules/drover/`, the addon in the platform package
+    /// beside it, not beside the preload.
+    #[test]
+    fn an_installed_preload_is_usable_with_its_platform_package_and_not_without() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let modules = dir.path().join("app").join("node_modules");
+        let preload = modules.join("drover").join(PRELOAD_FILE);
+        std::fs::create_dir_all(preload.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&preload, "").expect("write the preload");
+        assert!(platform_addon(&preload).is_none(), "no platform package yet");
+        let platform = npm_platform().expect("a platform drover publishes for");
+        let addon = modules
+            .join(format!("drover-{platform}"))
+            .join(format!("drover.{platform}.node"));
+        std::fs::create_dir_all(addon.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&addon, "").expect("write the addon");
+        assert_eq!(platform_addon(&preload), Some(addon));
+        assert!(usable(&preload));
+    }
 
     #[test]
     fn the_require_goes_after_the_users_own_options() {
